@@ -1,0 +1,32 @@
+"""Borough: a partitioned, replicated, fault-tolerant database and application server for trio programs.
+
+Public names are re-exported here and only here; everything else is private to the package.
+"""
+
+from borough.errors import BoroughError as BoroughError
+from borough.errors import ConfigError as ConfigError
+from borough.errors import LocalProtocolError as LocalProtocolError
+from borough.errors import NotFound as NotFound
+from borough.errors import Overloaded as Overloaded
+from borough.errors import ProtocolError as ProtocolError
+from borough.errors import RemoteError as RemoteError
+from borough.errors import RemoteProtocolError as RemoteProtocolError
+from borough.errors import StorageError as StorageError
+from borough.errors import Timeout as Timeout
+from borough.errors import Unavailable as Unavailable
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BoroughError",
+    "ConfigError",
+    "LocalProtocolError",
+    "NotFound",
+    "Overloaded",
+    "ProtocolError",
+    "RemoteError",
+    "RemoteProtocolError",
+    "StorageError",
+    "Timeout",
+    "Unavailable",
+]

@@ -1,0 +1,93 @@
+"""The errors Borough raises: one root, ``BoroughError``, and a child per thing that can go wrong.
+
+Every error says what happened and what to do about it. ``NotLeader`` is internal: routing retries it and
+callers of the public API never see it. This module knows nothing of the rest of Borough, so every layer
+(the sans-IO cores included) may import it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BoroughError",
+    "ConfigError",
+    "LocalProtocolError",
+    "NotFound",
+    "NotLeader",
+    "Overloaded",
+    "ProtocolError",
+    "RemoteError",
+    "RemoteProtocolError",
+    "StorageError",
+    "Timeout",
+    "Unavailable",
+]
+
+
+class BoroughError(Exception):
+    """The root of every error Borough raises on purpose."""
+
+
+class NotFound(BoroughError, KeyError):
+    """A key is not in the partition. Also a ``KeyError``, so ``except KeyError`` works."""
+
+    def __init__(self, key: object, partition: str | None = None) -> None:
+        super().__init__(key)
+        self.key = key
+        self.partition = partition
+
+    def __str__(self) -> str:
+        # KeyError.__str__ would print only repr(key); say where we looked.
+        where = f" in partition {self.partition!r}" if self.partition is not None else ""
+        return f"key {self.key!r} not found{where}"
+
+
+class Timeout(BoroughError, TimeoutError):
+    """An operation did not finish within its deadline (the caller's cancel scope or the default timeout)."""
+
+
+class Unavailable(BoroughError):
+    """No quorum or no leader could be reached in time: the partition cannot serve right now; retry later."""
+
+
+class Overloaded(BoroughError):
+    """A bounded queue or the uncommitted-bytes cap is full: back off and retry."""
+
+
+class RemoteError(BoroughError):
+    """A request handler raised; ``type_name`` and ``message`` describe the handler's exception."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(f"the request handler raised {type_name}: {message}")
+        self.type_name = type_name
+        self.message = message
+
+
+class ProtocolError(BoroughError):
+    """A peer and this node disagree about the wire protocol."""
+
+
+class LocalProtocolError(ProtocolError):
+    """This node tried to do something the protocol forbids (a bug in Borough, or misuse of a low-level API)."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent something the protocol forbids; the connection to it is closed."""
+
+
+class StorageError(BoroughError):
+    """The data directory could not be read or written (disk full, I/O error, corruption)."""
+
+
+class ConfigError(BoroughError):
+    """A setting or the data directory is not usable as given; the message says which and what to do."""
+
+
+class NotLeader(BoroughError):
+    """Internal: this replica is not the partition's leader. ``leader`` is a hint (node id) or None."""
+
+    def __init__(self, partition: str, leader: str | None = None, leader_address: str | None = None) -> None:
+        hint = f"; the leader is probably {leader}" if leader else "; no leader is known yet"
+        super().__init__(f"this node is not the leader of partition {partition!r}{hint}")
+        self.partition = partition
+        self.leader = leader
+        self.leader_address = leader_address

@@ -1,0 +1,1 @@
+"""Raft, one group per partition: a sans-IO core (no trio, sockets, clocks or plyvel) and its records."""

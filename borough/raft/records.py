@@ -1,0 +1,131 @@
+"""The records Raft persists: ids, log entries, hard state, configurations and snapshot metadata.
+
+This module owns the *shape* of what a replica keeps on disk, shared by the Raft core (which produces and reads
+them) and the store (which persists them). It is pure data: no I/O, no behaviour beyond converting to and from
+plain CBOR-encodable lists, so both the sans-IO core and the storage layer may import it.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, NewType
+
+import attrs
+
+__all__ = [
+    "ConfState",
+    "Entry",
+    "EntryKind",
+    "HardState",
+    "Index",
+    "NodeId",
+    "SnapshotMeta",
+    "Term",
+]
+
+NodeId = NewType("NodeId", str)
+Term = NewType("Term", int)
+Index = NewType("Index", int)
+
+
+class EntryKind(enum.IntEnum):
+    """What a log entry carries. A NORMAL entry with empty data is the leader's no-op (§8)."""
+
+    NORMAL = 0
+    CONF_CHANGE = 1
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Entry:
+    """One log entry. ``data`` is opaque to Raft (the application's command, or an encoded conf change)."""
+
+    term: int
+    index: int
+    kind: int = EntryKind.NORMAL
+    data: bytes = b""
+
+    def size(self) -> int:
+        """Approximate bytes this entry costs in a message or on disk (used for batching and byte caps)."""
+        return len(self.data) + 24
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class HardState:
+    """What Raft must persist before sending any message that depends on it (§5.1, Figure 2)."""
+
+    term: int = 0
+    vote: NodeId | None = None
+    commit: int = 0
+
+    def to_list(self) -> list[Any]:
+        return [self.term, self.vote, self.commit]
+
+    @classmethod
+    def from_list(cls, obj: Any) -> HardState:
+        term, vote, commit = obj
+        return cls(term=int(term), vote=None if vote is None else NodeId(str(vote)), commit=int(commit))
+
+
+def _ids(values: Any) -> tuple[NodeId, ...]:
+    return tuple(sorted(NodeId(str(v)) for v in values))
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class ConfState:
+    """A group's configuration. ``voters_outgoing`` is non-empty only in a joint configuration (§6).
+
+    ``learners_next`` are voters of the outgoing configuration that become learners when the joint
+    configuration is left; ``auto_leave`` says the leader leaves the joint configuration by itself once it is
+    committed. All member tuples are sorted so equal configurations compare and encode equal.
+    """
+
+    voters: tuple[NodeId, ...] = attrs.field(default=(), converter=_ids)
+    learners: tuple[NodeId, ...] = attrs.field(default=(), converter=_ids)
+    voters_outgoing: tuple[NodeId, ...] = attrs.field(default=(), converter=_ids)
+    learners_next: tuple[NodeId, ...] = attrs.field(default=(), converter=_ids)
+    auto_leave: bool = False
+
+    @property
+    def joint(self) -> bool:
+        return bool(self.voters_outgoing)
+
+    def members(self) -> tuple[NodeId, ...]:
+        """Every node that receives the log under this configuration (voters, outgoing voters, learners)."""
+        return _ids(set(self.voters) | set(self.voters_outgoing) | set(self.learners) | set(self.learners_next))
+
+    def to_list(self) -> list[Any]:
+        return [
+            list(self.voters),
+            list(self.learners),
+            list(self.voters_outgoing),
+            list(self.learners_next),
+            self.auto_leave,
+        ]
+
+    @classmethod
+    def from_list(cls, obj: Any) -> ConfState:
+        voters, learners, outgoing, learners_next, auto_leave = obj
+        return cls(
+            voters=voters,
+            learners=learners,
+            voters_outgoing=outgoing,
+            learners_next=learners_next,
+            auto_leave=bool(auto_leave),
+        )
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class SnapshotMeta:
+    """Where a snapshot stands in the log: the last index and term it covers and the configuration there."""
+
+    index: int = 0
+    term: int = 0
+    conf_state: ConfState = ConfState()
+
+    def to_list(self) -> list[Any]:
+        return [self.index, self.term, self.conf_state.to_list()]
+
+    @classmethod
+    def from_list(cls, obj: Any) -> SnapshotMeta:
+        index, term, conf = obj
+        return cls(index=int(index), term=int(term), conf_state=ConfState.from_list(conf))

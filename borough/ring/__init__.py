@@ -1,0 +1,1 @@
+"""Placement and membership: the hash ring, SWIM failure detection and the placement planner."""

@@ -1,0 +1,1 @@
+"""Storage: every replica's Raft state and key/value data in one LevelDB per node, and an in-memory twin."""

@@ -1,0 +1,1 @@
+"""borough.testing: deterministic simulation of whole clusters, fault injection, linearizability checking."""

@@ -1,0 +1,1 @@
+"""The wire: CBOR frames, multiplexed streams, peer links, over TCP or a simulated network."""
