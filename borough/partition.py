@@ -1,0 +1,287 @@
+"""The public ``Partition`` handle: get, put, delete, batch, iterator and info on one named partition.
+
+This module owns the user-facing shape of partition operations and the checks done before anything leaves the
+caller (key types and sizes, values CBOR can encode), so bad input fails fast, locally, and writes nothing. It
+does not know where the partition lives: every operation goes through a ``PartitionBackend`` (the node's
+router, a client's router, or a handler's local leader replica).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal, Protocol
+
+import attrs
+
+from borough.errors import NotFound
+from borough.store.encoding import decode_value, encode_key, encode_value
+
+__all__ = [
+    "Consistency",
+    "Partition",
+    "PartitionBackend",
+    "PartitionInfo",
+    "PartitionIterator",
+    "PeerInfo",
+    "ScanRange",
+    "check_partition_name",
+]
+
+Consistency = Literal["linearizable", "stale"]
+_MISSING: Any = object()
+#: Items fetched per round trip by an iterator (fewer when values are large: the server caps page bytes).
+PAGE_ITEMS = 512
+MAX_PARTITION_NAME = 1024
+RESERVED_PARTITION = "_system"
+
+
+def check_partition_name(name: object) -> str:
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"a partition name must be a non-empty str, not {name!r:.60}")
+    if len(name) > MAX_PARTITION_NAME:
+        raise ValueError(f"a partition name may have at most {MAX_PARTITION_NAME} characters, not {len(name)}")
+    if name == RESERVED_PARTITION:
+        raise ValueError(f"the partition name {name!r} is reserved for Borough's member table and directory")
+    return name
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class PeerInfo:
+    """One replica of a partition as its leader sees it."""
+
+    node_id: str
+    address: str | None
+    role: str  # "leader", "voter", "learner"
+    match_index: int
+    connected: bool
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class PartitionInfo:
+    """Where a partition stands: its replicas, leader, term, and commit and applied indexes (on the leader)."""
+
+    name: str
+    leader: str | None
+    term: int
+    commit_index: int
+    applied_index: int
+    peers: tuple[PeerInfo, ...]
+
+    def to_list(self) -> list[Any]:
+        return [
+            self.name,
+            self.leader,
+            self.term,
+            self.commit_index,
+            self.applied_index,
+            [[p.node_id, p.address, p.role, p.match_index, p.connected] for p in self.peers],
+        ]
+
+    @classmethod
+    def from_list(cls, obj: Any) -> PartitionInfo:
+        name, leader, term, commit, applied, peers = obj
+        return cls(
+            name=name,
+            leader=leader,
+            term=term,
+            commit_index=commit,
+            applied_index=applied,
+            peers=tuple(PeerInfo(node_id=p[0], address=p[1], role=p[2], match_index=p[3], connected=p[4]) for p in peers),
+        )
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class ScanRange:
+    """An iterator's bounds and options, as they travel to the replica that serves the pages."""
+
+    gt: str | bytes | None = None
+    gte: str | bytes | None = None
+    lt: str | bytes | None = None
+    lte: str | bytes | None = None
+    reverse: bool = False
+    values: bool = True
+
+    def to_list(self) -> list[Any]:
+        return [self.gt, self.gte, self.lt, self.lte, self.reverse, self.values]
+
+    @classmethod
+    def from_list(cls, obj: Any) -> ScanRange:
+        gt, gte, lt, lte, reverse, values = obj
+        for bound in (gt, gte, lt, lte):
+            if bound is not None:
+                encode_key(bound)
+        return cls(gt=gt, gte=gte, lt=lt, lte=lte, reverse=bool(reverse), values=bool(values))
+
+    def after(self, key: str | bytes) -> ScanRange:
+        """The same range, resuming strictly after ``key`` (in iteration order)."""
+        if self.reverse:
+            return attrs.evolve(self, lt=key, lte=None)
+        return attrs.evolve(self, gt=key, gte=None)
+
+
+class PartitionBackend(Protocol):
+    """Where a ``Partition``'s operations go. Values cross this line CBOR-encoded (``encode_value``)."""
+
+    async def kv_get(self, partition: str, key: str | bytes, consistency: Consistency) -> bytes | None: ...
+
+    async def kv_write(self, partition: str, ops: list[list[Any]]) -> None: ...
+
+    async def kv_scan(
+        self, partition: str, scan: ScanRange, limit: int, consistency: Consistency
+    ) -> tuple[list[tuple[str | bytes, bytes | None]], bool]:
+        """Up to ``limit`` items of the range and whether more may follow."""
+        ...
+
+    async def partition_info(self, partition: str) -> PartitionInfo: ...
+
+
+class Partition:
+    """A named partition. Keys are ``str`` or ``bytes`` (ordered bytewise, str as UTF-8) and come back in the
+    type they were written; values are anything CBOR encodes. Reads are linearizable unless
+    ``consistency="stale"`` (the local replica, possibly behind)."""
+
+    __slots__ = ("_backend", "_max_key", "_max_value", "name")
+
+    def __init__(self, backend: PartitionBackend, name: str, *, max_key_bytes: int, max_value_bytes: int) -> None:
+        self._backend = backend
+        self.name = name
+        self._max_key = max_key_bytes
+        self._max_value = max_value_bytes
+
+    def __repr__(self) -> str:
+        return f"<Partition {self.name!r}>"
+
+    def _key(self, key: object) -> str | bytes:
+        kb = encode_key(key)  # type: ignore[arg-type]
+        if len(kb) > self._max_key:
+            raise ValueError(f"key of {len(kb)} bytes exceeds max_key_bytes={self._max_key}")
+        return key  # type: ignore[return-value]
+
+    def _value(self, value: object) -> bytes:
+        vb = encode_value(value)
+        if len(vb) > self._max_value:
+            raise ValueError(
+                f"value of {len(vb)} encoded bytes exceeds max_value_bytes={self._max_value}; "
+                "send large payloads as a stream attached to a request"
+            )
+        return vb
+
+    async def get(self, key: str | bytes, default: Any = _MISSING, *, consistency: Consistency = "linearizable") -> Any:
+        """The value of ``key``; ``default`` if given and the key is missing, else ``NotFound``."""
+        key = self._key(key)
+        _check_consistency(consistency)
+        raw = await self._backend.kv_get(self.name, key, consistency)
+        if raw is None:
+            if default is _MISSING:
+                raise NotFound(key, partition=self.name)
+            return default
+        return decode_value(raw)
+
+    async def put(self, key: str | bytes, value: Any) -> None:
+        """Write ``value`` under ``key``; returns once it is committed and applied."""
+        await self._backend.kv_write(self.name, [["put", self._key(key), self._value(value)]])
+
+    async def delete(self, key: str | bytes) -> None:
+        """Remove ``key`` (deleting a missing key is not an error)."""
+        await self._backend.kv_write(self.name, [["del", self._key(key)]])
+
+    async def batch(self, ops: Iterable[Sequence[Any]]) -> None:
+        """Apply ``("put", key, value)`` and ``("del", key)`` operations atomically, in order."""
+        encoded: list[list[Any]] = []
+        for op in ops:
+            if not isinstance(op, (tuple, list)) or not op:
+                raise TypeError(f"a batch operation must be ('put', key, value) or ('del', key), not {op!r:.80}")
+            if op[0] == "put" and len(op) == 3:
+                encoded.append(["put", self._key(op[1]), self._value(op[2])])
+            elif op[0] in ("del", "delete") and len(op) == 2:
+                encoded.append(["del", self._key(op[1])])
+            else:
+                raise ValueError(f"a batch operation must be ('put', key, value) or ('del', key), not {op!r:.80}")
+        if encoded:
+            await self._backend.kv_write(self.name, encoded)
+
+    def iterator(
+        self,
+        *,
+        gt: str | bytes | None = None,
+        gte: str | bytes | None = None,
+        lt: str | bytes | None = None,
+        lte: str | bytes | None = None,
+        reverse: bool = False,
+        limit: int | None = None,
+        keys: bool = True,
+        values: bool = True,
+        consistency: Consistency = "linearizable",
+    ) -> PartitionIterator:
+        """An async iterator over a key range in key order (``reverse`` for descending). Yields ``(key, value)``,
+        or only keys (``values=False``) or only values (``keys=False``)."""
+        for bound in (gt, gte, lt, lte):
+            if bound is not None:
+                self._key(bound)
+        if limit is not None and (type(limit) is not int or limit < 0):
+            raise ValueError(f"limit must be a non-negative int or None, not {limit!r}")
+        if not keys and not values:
+            raise ValueError("an iterator needs keys=True or values=True (or both)")
+        _check_consistency(consistency)
+        scan = ScanRange(gt=gt, gte=gte, lt=lt, lte=lte, reverse=reverse, values=values)
+        return PartitionIterator(self._backend, self.name, scan, limit, keys, values, consistency)
+
+    async def info(self) -> PartitionInfo:
+        """Replicas, leader, term, commit and applied index, as the partition's leader reports them."""
+        return await self._backend.partition_info(self.name)
+
+
+def _check_consistency(consistency: object) -> None:
+    if consistency not in ("linearizable", "stale"):
+        raise ValueError(f"consistency must be 'linearizable' or 'stale', not {consistency!r}")
+
+
+class PartitionIterator:
+    """Pages through a range. Each page is one linearizable (or stale) read that resumes after the last key of
+    the previous page, so a long iteration holds no resources between pages; it sees every key that existed
+    for the whole iteration, and a key written meanwhile may or may not appear."""
+
+    def __init__(
+        self,
+        backend: PartitionBackend,
+        name: str,
+        scan: ScanRange,
+        limit: int | None,
+        keys: bool,
+        values: bool,
+        consistency: Consistency,
+    ) -> None:
+        self._backend = backend
+        self._name = name
+        self._scan = scan
+        self._remaining = limit
+        self._keys = keys
+        self._values = values
+        self._consistency = consistency
+        self._page: list[tuple[str | bytes, bytes | None]] = []
+        self._pos = 0
+        self._more = True
+
+    def __aiter__(self) -> PartitionIterator:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._remaining is not None and self._remaining <= 0:
+            raise StopAsyncIteration
+        if self._pos >= len(self._page):
+            if not self._more:
+                raise StopAsyncIteration
+            want = PAGE_ITEMS if self._remaining is None else min(PAGE_ITEMS, self._remaining)
+            page, more = await self._backend.kv_scan(self._name, self._scan, want, self._consistency)
+            self._page, self._pos, self._more = page, 0, more and bool(page)
+            if not page:
+                raise StopAsyncIteration
+            self._scan = self._scan.after(page[-1][0])
+        key, raw = self._page[self._pos]
+        self._pos += 1
+        if self._remaining is not None:
+            self._remaining -= 1
+        if not self._values:
+            return key
+        value = decode_value(raw) if raw is not None else None
+        return (key, value) if self._keys else value

@@ -1,0 +1,149 @@
+"""The ``_system`` partition's state machine: the member table and the partition directory.
+
+``_system`` is a Raft group like any other; this module is what its replicas apply. It owns the commands that
+change the member table (join, change a member's state) and the directory (register a partition exactly once),
+their CBOR list form, and the in-memory view each ``_system`` replica keeps. It is deterministic and pure: it
+turns a command into key/value writes and a result, and knows nothing of Raft, trio or the network. Because the
+state lives in the partition's key/value data, snapshots and restarts carry it with no extra work.
+
+A partition's directory record is written once, by the first ``register`` that Raft orders; every later
+``register`` of the same name returns the existing record. That compare-and-set, ordered by one Raft log, is
+what makes two groups for one partition impossible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+
+from borough.errors import RemoteProtocolError
+from borough.raft.records import NodeId
+from borough.ring.members import Member, MemberState, MemberTable
+from borough.store.encoding import decode_value, encode_value
+
+__all__ = [
+    "MEMBERS_KEY",
+    "SYSTEM",
+    "DirectoryRecord",
+    "SystemState",
+    "join_command",
+    "register_command",
+    "state_command",
+]
+
+SYSTEM = "_system"
+MEMBERS_KEY = "members"
+_DIR_PREFIX = "d/"
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class DirectoryRecord:
+    """Where a partition's Raft group was created: its initial voters (ring order, owner first)."""
+
+    name: str
+    voters: tuple[NodeId, ...]
+    #: The member-table version the voters were chosen from.
+    table_version: int
+
+    def to_list(self) -> list[Any]:
+        return [self.name, list(self.voters), self.table_version]
+
+    @classmethod
+    def from_list(cls, obj: Any) -> DirectoryRecord:
+        if (
+            not isinstance(obj, list)
+            or len(obj) != 3
+            or not isinstance(obj[0], str)
+            or not isinstance(obj[1], list)
+            or not all(isinstance(v, str) and v for v in obj[1])
+            or type(obj[2]) is not int
+        ):
+            raise RemoteProtocolError(f"a directory record must be [name, [voters], version], got {obj!r:.200}")
+        return cls(name=obj[0], voters=tuple(NodeId(v) for v in obj[1]), table_version=obj[2])
+
+
+def join_command(node_id: str, address: str) -> list[Any]:
+    return ["join", node_id, address]
+
+
+def state_command(node_id: str, state: MemberState) -> list[Any]:
+    return ["state", node_id, int(state)]
+
+
+def register_command(name: str, voters: Iterable[str], table_version: int) -> list[Any]:
+    return ["register", name, list(voters), table_version]
+
+
+class SystemState:
+    """One ``_system`` replica's view: the member table and the directory, kept equal to its applied data."""
+
+    def __init__(self, members: MemberTable | None = None, directory: dict[str, DirectoryRecord] | None = None):
+        self.members = members if members is not None else MemberTable()
+        self.directory: dict[str, DirectoryRecord] = directory if directory is not None else {}
+
+    @classmethod
+    def load(cls, items: Iterable[tuple[Any, Any]]) -> SystemState:
+        """Rebuild the view from the partition's key/value data (after a restart or a snapshot install)."""
+        state = cls()
+        for key, value in items:
+            if key == MEMBERS_KEY:
+                state.members = MemberTable.from_list(value)
+            elif isinstance(key, str) and key.startswith(_DIR_PREFIX):
+                record = DirectoryRecord.from_list(value)
+                state.directory[record.name] = record
+        return state
+
+    def apply(self, command: Any) -> tuple[list[list[Any]], Any]:
+        """Apply one committed command: return the key/value ops to persist and the command's result.
+
+        A malformed command (which only a bug or a corrupt log could produce) changes nothing and returns an
+        error description, so one bad entry can never wedge the group."""
+        if not isinstance(command, list) or not command or not isinstance(command[0], str):
+            return [], ["error", f"malformed _system command {command!r:.100}"]
+        kind = command[0]
+        try:
+            if kind == "join" and len(command) == 3:
+                return self._join(NodeId(str(command[1])), str(command[2]))
+            if kind == "state" and len(command) == 3:
+                return self._set_state(NodeId(str(command[1])), MemberState(int(command[2])))
+            if kind == "register" and len(command) == 4:
+                return self._register(str(command[1]), [NodeId(str(v)) for v in command[2]], int(command[3]))
+        except (ValueError, KeyError, TypeError) as exc:
+            return [], ["error", f"_system command {kind!r} refused: {exc}"]
+        return [], ["error", f"unknown _system command {command!r:.100}"]
+
+    def _write_members(self, table: MemberTable) -> list[list[Any]]:
+        self.members = table
+        return [["put", MEMBERS_KEY, encode_value(table.to_list())]]
+
+    def _join(self, node_id: NodeId, address: str) -> tuple[list[list[Any]], Any]:
+        current = self.members.get(node_id)
+        if current is not None and current.address == address and current.state is MemberState.ACTIVE:
+            return [], ["ok", self.members.to_list()]
+        table = self.members.with_member(Member(node_id=node_id, address=address, state=MemberState.ACTIVE))
+        return self._write_members(table), ["ok", table.to_list()]
+
+    def _set_state(self, node_id: NodeId, state: MemberState) -> tuple[list[list[Any]], Any]:
+        current = self.members[node_id]
+        if current.state is state:
+            return [], ["ok", self.members.to_list()]
+        table = self.members.with_state(node_id, state)
+        return self._write_members(table), ["ok", table.to_list()]
+
+    def _register(self, name: str, voters: list[NodeId], version: int) -> tuple[list[list[Any]], Any]:
+        existing = self.directory.get(name)
+        if existing is not None:
+            return [], ["ok", existing.to_list()]
+        if not voters:
+            return [], ["error", f"partition {name!r} needs at least one voter"]
+        record = DirectoryRecord(name=name, voters=tuple(voters), table_version=version)
+        self.directory[name] = record
+        return [["put", _DIR_PREFIX + name, encode_value(record.to_list())]], ["ok", record.to_list()]
+
+
+def decode_items(items: Iterable[tuple[Any, bytes]]) -> Iterable[tuple[Any, Any]]:
+    """Pairs of (key, encoded value) as the store returns them, decoded."""
+    for key, value in items:
+        yield key, decode_value(value)
