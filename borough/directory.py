@@ -1,0 +1,134 @@
+"""Finding a partition's replicas: directory records and member addresses, cached, for members and clients.
+
+This module owns the answer to "which nodes hold partition P, and at which addresses": the directory record
+(written once in ``_system`` when P is first used), the member table (node id -> address), addresses learned
+from handshakes, and the seed addresses a process was started with. It asks ``_system`` through a function it
+is given (a routed call) and never talks to the network itself. Records are immutable once written, so they
+are cached for the process's lifetime; the member table is refreshed when an address is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from borough.errors import NotFound
+from borough.ring.members import MemberTable
+from borough.routing import Target
+from borough.system import SYSTEM, DirectoryRecord, SystemState
+
+__all__ = ["Directory"]
+
+logger = logging.getLogger(__name__)
+
+SystemCall = Callable[[str, list[Any]], Awaitable[Any]]
+
+
+class Directory:
+    def __init__(
+        self,
+        *,
+        system_call: SystemCall,
+        seeds: Iterable[str] = (),
+        local_system: Callable[[], SystemState | None] = lambda: None,
+        self_target: Target | None = None,
+    ) -> None:
+        self._call = system_call
+        self._local_system = local_system
+        self._self = self_target
+        self.seeds: list[str] = list(dict.fromkeys(seeds))
+        self.records: dict[str, DirectoryRecord] = {}
+        self.members = MemberTable()
+        self.learned: dict[str, str] = {}  # node id -> address, from handshakes and hints
+
+    # --- addresses --------------------------------------------------------------------------------------
+
+    def set_members(self, table: MemberTable) -> None:
+        if table.version >= self.members.version:
+            self.members = table
+
+    def learn_address(self, node_id: str | None, address: str | None) -> None:
+        if node_id and address:
+            self.learned[node_id] = address
+
+    def address_of(self, node_id: str) -> str | None:
+        if self._self is not None and node_id == self._self.node_id:
+            return self._self.address
+        local = self._local_system()
+        if local is not None and local.members.version > self.members.version:
+            self.members = local.members
+        return self.members.address_of(node_id) or self.learned.get(node_id)  # type: ignore[arg-type]
+
+    async def refresh_members(self) -> MemberTable:
+        table = MemberTable.from_list(await self._call("sys.members", []))
+        self.set_members(table)
+        return self.members
+
+    # --- records ----------------------------------------------------------------------------------------
+
+    def cached_record(self, name: str) -> DirectoryRecord | None:
+        record = self.records.get(name)
+        if record is None:
+            local = self._local_system()
+            if local is not None:
+                record = local.directory.get(name)
+                if record is not None:
+                    self.records[name] = record
+        return record
+
+    async def record(self, name: str, create: bool) -> DirectoryRecord:
+        """The partition's directory record; with ``create`` it is registered if missing. Raises NotFound
+        (for the partition name) when it does not exist and ``create`` is False."""
+        record = self.cached_record(name)
+        if record is not None:
+            return record
+        result = await self._call("sys.dir", [name, create])
+        if result is None:
+            raise NotFound(name, partition=SYSTEM)
+        record = DirectoryRecord.from_list(result)
+        self.records[name] = record
+        return record
+
+    # --- targets ----------------------------------------------------------------------------------------
+
+    async def locate(self, partition: str, create: bool) -> list[Target]:
+        """The nodes to try for ``partition``, most likely leader first."""
+        if partition == SYSTEM:
+            return self._system_targets()
+        record = await self.record(partition, create)
+        targets = self._targets(record.voters)
+        if len(targets) < len(record.voters):
+            try:
+                await self.refresh_members()
+            except Exception as exc:  # the routed call already retried; go with what we know
+                logger.debug("member table refresh failed: %s", exc)
+            targets = self._targets(record.voters)
+        return targets
+
+    def _targets(self, node_ids: Iterable[str]) -> list[Target]:
+        targets = []
+        for node_id in node_ids:
+            address = self.address_of(node_id)
+            if address is not None:
+                targets.append(Target(node_id, address))
+        return targets
+
+    def _system_targets(self) -> list[Target]:
+        targets: list[Target] = []
+        local = self._local_system()
+        if local is not None and self._self is not None:
+            targets.append(self._self)
+        members = self.members
+        if local is not None and local.members.version > members.version:
+            members = local.members
+        targets += [Target(m.node_id, m.address) for m in members if m.state.in_ring]
+        targets += [Target(None, address) for address in self.seeds]
+        targets += [Target(n, a) for n, a in sorted(self.learned.items())]
+        seen: set[str] = set()
+        unique = []
+        for t in targets:
+            if t.address not in seen:
+                seen.add(t.address)
+                unique.append(t)
+        return unique

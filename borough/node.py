@@ -1,0 +1,461 @@
+"""The node: one Borough process in a cluster, and the public entry points ``open_node`` and ``serve``.
+
+This module owns a node's lifetime and wiring: its store and group commit, its transport, the nursery every
+background task lives in (one task per hosted replica, the ticker, the outbox flusher, ``_system`` duties),
+bootstrapping or joining a cluster, creating replicas (from directory records, or empty when a leader adds this
+node), and dispatching inbound Raft messages. Routing lives in ``borough.routing``, what an operation does
+once it reaches a node in ``borough.server``, snapshot transfer in ``borough.snapshots``.
+
+Messages to a peer produced by every replica in one scheduling round leave as one frame (``["raft", [[p, m],
+...]]``), so the heartbeats of all groups two nodes share are coalesced into a single frame per tick.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from borough.calls import SYS_JOIN, Op, RoutedBackend, encode_call
+from borough.config import NodeConfig
+from borough.directory import Directory
+from borough.errors import BoroughError, ConfigError, NotFound, NotLeader, RemoteProtocolError, Unavailable
+from borough.partition import Partition, check_partition_name
+from borough.raft.config import RaftConfig
+from borough.raft.messages import InstallSnapshot, Message, decode_message, encode_message
+from borough.raft.records import ConfState, SnapshotMeta
+from borough.replica import Replica
+from borough.request import Handler
+from borough.ring.hashring import HashRing
+from borough.ring.members import MemberTable
+from borough.routing import Router, Target
+from borough.server import Server
+from borough.snapshots import Snapshots
+from borough.statemachine import KvStateMachine, StateMachine, SystemStateMachine
+from borough.store import GroupCommit, LevelDBStore, MemoryStore, Store, open_group_commit
+from borough.system import SYSTEM, SystemState
+from borough.wire.mux import IncomingCall, PeerInfo
+from borough.wire.network import Network, TcpNetwork
+from borough.wire.transport import Identity, Transport, open_transport
+
+__all__ = ["Node", "open_node", "serve"]
+
+logger = logging.getLogger(__name__)
+
+#: Raft messages held for a partition whose replica is being created (beyond: dropped, Raft retransmits).
+PENDING_MESSAGES = 256
+PENDING_PARTITIONS = 1024
+SYSTEM_DUTY_INTERVAL = 0.5
+MEMBER_REFRESH_INTERVAL = 2.0
+
+
+class Node:
+    """A running Borough node. Made by ``open_node``; see DESIGN.md for the API."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        store: Store,
+        rng: random.Random,
+        handler: Handler | None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.rng = rng
+        self.handler: Handler | None = handler
+        meta = store.node_meta()
+        self.node_id: str = meta.node_id if meta is not None else _new_id(rng)
+        self.cluster_id: str | None = meta.cluster_id if meta is not None else None
+        self.address: str = config.advertise or config.listen
+        self.replicas: dict[str, Replica] = {}
+        self.limits = {"max_key_bytes": config.max_key_bytes, "max_value_bytes": config.max_value_bytes}
+        self.server = Server(self)
+        self.snapshots = Snapshots(self)
+        self.directory = Directory(
+            system_call=self._system_call,
+            seeds=config.join,
+            local_system=self._local_system,
+            self_target=None,
+        )
+        self.router = Router(
+            locate=self.directory.locate,
+            execute=self._execute,
+            request_timeout=config.request_timeout,
+            rng=rng,
+        )
+        self.backend = RoutedBackend(self.router)
+        self._outbox: dict[str, list[list[Any]]] = {}
+        self._outbox_lot = trio.lowlevel.ParkingLot()
+        self._pending: dict[str, list[Message]] = {}
+        self._creating: set[str] = set()
+        self._rings: tuple[int, HashRing] | None = None
+        self._joined = trio.Event()
+        # Set by _run once the node's services exist.
+        self.nursery: trio.Nursery = None  # type: ignore[assignment]
+        self.transport: Transport = None  # type: ignore[assignment]
+        self.committer: GroupCommit = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<Node {self.node_id} at {self.address}>"
+
+    # --- public API -------------------------------------------------------------------------------------
+
+    def whoami(self) -> str:
+        """This node's id (stable across restarts; ``node.address`` is where it listens)."""
+        return self.node_id
+
+    def partition(self, name: str) -> Partition:
+        """A handle on partition ``name``; its operations reach the partition's leader wherever it is."""
+        return Partition(self.backend, check_partition_name(name), **self.limits)
+
+    async def request(self, partition: str, body: Any) -> Any:
+        """Run the application's handler on the leader of ``partition`` with ``body``; return its reply.
+
+        Retries on leader changes within the deadline (the caller's cancel scope and ``request_timeout``);
+        a handler's exception arrives as ``RemoteError``."""
+        return await self.backend.request(check_partition_name(partition), body)
+
+    async def join(self, address: str) -> None:
+        """Join the cluster that the node at ``address`` belongs to (a node started with ``bootstrap=False``
+        and an empty data dir). A node already in a cluster raises ConfigError."""
+        if self.cluster_id is not None:
+            raise ConfigError(
+                f"node {self.node_id} already belongs to cluster {self.cluster_id}; "
+                "to move it to another cluster, start it on an empty data dir"
+            )
+        self.directory.seeds.append(address)
+        await self._join()
+
+    async def members(self) -> MemberTable:
+        """The member table, as ``_system``'s leader knows it."""
+        return await self.directory.refresh_members()
+
+    # --- replicas ---------------------------------------------------------------------------------------
+
+    def _local_system(self) -> SystemState | None:
+        replica = self.replicas.get(SYSTEM)
+        if replica is None:
+            return None
+        machine = replica.machine
+        assert isinstance(machine, SystemStateMachine)
+        return machine.state
+
+    def _raft_config(self, name: str) -> RaftConfig:
+        c = self.config
+        return RaftConfig(
+            id=self.node_id,  # type: ignore[arg-type]
+            group=name,
+            election_tick=c.election_ticks,
+            heartbeat_tick=c.heartbeat_ticks,
+            read_only=c.read_mode,  # type: ignore[arg-type]
+            max_msg_bytes=c.max_msg_bytes,
+            max_uncommitted_bytes=c.max_uncommitted_bytes,
+        )
+
+    def _start_replica(self, name: str) -> Replica:
+        machine: StateMachine = SystemStateMachine(self.store, name) if name == SYSTEM else KvStateMachine(name)
+        replica = Replica(self, name, self._raft_config(name), machine, random.Random(self.rng.getrandbits(64)))
+        replica.set_snapshot_every(self.config.snapshot_entries)
+        self.replicas[name] = replica
+        self.nursery.start_soon(self._run_replica, replica, name=f"replica {name!r}")
+        pending = self._pending.pop(name, ())
+        for message in pending:
+            replica.deliver(message)
+        return replica
+
+    async def _run_replica(self, replica: Replica) -> None:
+        try:
+            await replica.run()
+        finally:
+            if self.replicas.get(replica.name) is replica:
+                del self.replicas[replica.name]
+
+    async def _bootstrap_replica(self, name: str, voters: Sequence[str]) -> Replica:
+        """Create a new group's replica with its initial configuration (a snapshot meta at index 0)."""
+        batch = self.store.write_batch()
+        batch.set_snapshot_meta(name, SnapshotMeta(index=0, term=0, conf_state=ConfState(voters=voters)))
+        await self.committer.commit(batch)
+        existing = self.replicas.get(name)
+        if existing is not None:
+            return existing
+        return self._start_replica(name)
+
+    async def local_replica(self, name: str, *, empty_ok: bool = False) -> Replica:
+        """This node's replica of ``name``, created if this node is one of its initial voters (or, with
+        ``empty_ok``, created empty to receive a snapshot). Raises NotLeader when this node holds none."""
+        replica = self.replicas.get(name)
+        if replica is not None:
+            return replica
+        if name in self.store.replicas():
+            return self._start_replica(name)
+        if name != SYSTEM:
+            try:
+                record = await self.directory.record(name, create=False)
+            except NotFound:
+                record = None
+            if record is not None and self.node_id in record.voters:
+                replica = await self._bootstrap_replica(name, record.voters)
+                if record.voters[0] == self.node_id:
+                    replica.campaign()  # the ring owner starts the first election at once
+                return replica
+        if empty_ok:
+            return self.replicas.get(name) or self._start_replica(name)
+        raise NotLeader(name, None)
+
+    async def local_leader(self, name: str) -> Replica:
+        """This node's replica of ``name`` if it leads the group; else NotLeader with the leader's address."""
+        replica = await self.local_replica(name)
+        if not replica.is_leader:
+            leader = replica.raw.leader
+            address = self.directory.address_of(leader) if leader else None
+            raise NotLeader(name, leader, address)
+        return replica
+
+    def ring_for(self, table: MemberTable) -> HashRing:
+        if self._rings is None or self._rings[0] != table.version:
+            self._rings = (table.version, HashRing(table, replicas=self.config.replicas))
+        return self._rings[1]
+
+    # --- ReplicaHost ------------------------------------------------------------------------------------
+
+    def send_raft(self, partition: str, messages: Sequence[Message]) -> None:
+        outbox = self._outbox
+        was_empty = not outbox
+        for msg in messages:
+            items = outbox.get(msg.to)
+            if items is None:
+                items = outbox[msg.to] = []
+            items.append([partition, encode_message(msg)])
+        if was_empty:
+            self._outbox_lot.unpark_all()
+
+    def send_snapshot(self, replica: Replica, message: InstallSnapshot) -> None:
+        self.snapshots.start_send(replica, message)
+
+    def leader_changed(self, partition: str, leader: str | None, term: int) -> None:
+        if leader is None:
+            self.router.learn_leader(partition, None)
+            return
+        address = self.directory.address_of(leader)
+        if address is not None:
+            self.router.learn_leader(partition, Target(leader, address))
+
+    # --- the wire ---------------------------------------------------------------------------------------
+
+    def _on_message(self, peer: PeerInfo, message: Any) -> None:
+        if peer.node_id:
+            self.directory.learn_address(peer.node_id, peer.address)
+        if not isinstance(message, list) or len(message) != 2 or message[0] != "raft" or not isinstance(message[1], list):
+            logger.warning("dropped a malformed message from %s: %.100r", peer, message)
+            return
+        for item in message[1]:
+            try:
+                if not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], str) or not item[0]:
+                    raise RemoteProtocolError("a Raft item must be [partition, message]")
+                partition = item[0]
+                msg = decode_message(item[1])
+            except RemoteProtocolError as exc:
+                logger.warning("dropped a malformed Raft message from %s: %s", peer, exc)
+                continue
+            if msg.to != self.node_id:
+                continue  # meant for an earlier incarnation of this address
+            replica = self.replicas.get(partition)
+            if replica is not None:
+                replica.deliver(msg)
+            else:
+                self._hold_for_creation(partition, msg)
+
+    def _hold_for_creation(self, partition: str, msg: Message) -> None:
+        pending = self._pending.get(partition)
+        if pending is None:
+            if len(self._pending) >= PENDING_PARTITIONS:
+                return
+            pending = self._pending[partition] = []
+        if len(pending) < PENDING_MESSAGES:
+            pending.append(msg)
+        if partition not in self._creating:
+            self._creating.add(partition)
+            self.nursery.start_soon(self._create_for_message, partition)
+
+    async def _create_for_message(self, partition: str) -> None:
+        """A leader is talking to us about a group we do not host: create the replica (from its directory
+        record when we are an initial voter, else empty, waiting for the leader's log or snapshot)."""
+        try:
+            with trio.move_on_after(self.config.request_timeout):
+                await self.local_replica(partition, empty_ok=True)
+        except BoroughError as exc:
+            logger.info("could not create a replica of %r for an inbound message: %s", partition, exc)
+        finally:
+            self._creating.discard(partition)
+            if partition not in self.replicas:
+                self._pending.pop(partition, None)
+
+    async def _on_call(self, call: IncomingCall) -> Any:
+        return await self.server.handle_call(call)
+
+    async def _execute(self, target: Target, partition: str, op: Op) -> Any:
+        if target.node_id == self.node_id or target.address == self.address:
+            return await self.server.execute(partition, op, remote=False)
+        reply = await self.transport.call(target.address, encode_call(partition, op), streams=op.streams)
+        if reply.streams:
+            from borough.calls import join_streams
+
+            return join_streams(reply.body, reply.streams)
+        return reply.body
+
+    async def _system_call(self, name: str, args: list[Any]) -> Any:
+        return await self.router.run(SYSTEM, Op(name, args), create=False)
+
+    # --- background tasks -------------------------------------------------------------------------------
+
+    async def _ticker(self) -> None:
+        interval = self.config.tick_interval
+        while True:
+            await trio.sleep(interval)
+            for replica in list(self.replicas.values()):
+                replica.tick()
+
+    async def _flusher(self) -> None:
+        while True:
+            if not self._outbox:
+                await self._outbox_lot.park()
+            outbox, self._outbox = self._outbox, {}
+            for to, items in outbox.items():
+                address = self.directory.address_of(to)
+                if address is None:
+                    continue  # unknown yet: Raft retransmits once the member table arrives
+                self.transport.send(address, ["raft", items])
+            await trio.lowlevel.checkpoint()
+
+    async def _member_refresher(self) -> None:
+        """Nodes that do not host ``_system`` keep their member table fresh by asking for it."""
+        while True:
+            await trio.sleep(MEMBER_REFRESH_INTERVAL)
+            if SYSTEM in self.replicas or self.cluster_id is None:
+                continue
+            try:
+                with trio.move_on_after(MEMBER_REFRESH_INTERVAL):
+                    await self.directory.refresh_members()
+            except BoroughError as exc:
+                logger.debug("member table refresh failed: %s", exc)
+
+    async def _system_duties(self) -> None:
+        """On ``_system``'s leader: grow ``_system`` towards min(members, replicas) voters."""
+        from borough.ring.placement import plan_system_step
+
+        while True:
+            await trio.sleep(SYSTEM_DUTY_INTERVAL)
+            replica = self.replicas.get(SYSTEM)
+            if replica is None or not replica.is_leader:
+                continue
+            try:
+                await plan_system_step(self, replica)
+            except BoroughError as exc:
+                logger.info("_system reconfiguration step failed: %s", exc)
+
+    # --- cluster membership -----------------------------------------------------------------------------
+
+    async def _bootstrap(self) -> None:
+        cluster_id = _new_id(self.rng)
+        self.store.init_node_meta(self.node_id, cluster_id)
+        self.cluster_id = cluster_id
+        self.transport.set_cluster_id(cluster_id)
+        replica = await self._bootstrap_replica(SYSTEM, [self.node_id])
+        replica.campaign()
+        await self._announce()
+        logger.info("node %s bootstrapped cluster %s at %s", self.node_id, cluster_id, self.address)
+
+    async def _announce(self) -> None:
+        """Add (or update) this node in the member table."""
+        result = await self.router.run(SYSTEM, Op(SYS_JOIN, [self.node_id, self.address]), create=False)
+        table, cluster_id = result
+        self.directory.set_members(MemberTable.from_list(table))
+        return cluster_id  # type: ignore[no-any-return]
+
+    async def _join(self) -> None:
+        if not self.directory.seeds:
+            raise ConfigError("joining a cluster needs the address of one of its nodes (join=[...])")
+        result = await self.router.run(SYSTEM, Op(SYS_JOIN, [self.node_id, self.address]), create=False)
+        table, cluster_id = result
+        if not isinstance(cluster_id, str):
+            raise Unavailable("the cluster did not say its id; retry the join")
+        self.store.init_node_meta(self.node_id, cluster_id)
+        self.cluster_id = cluster_id
+        self.transport.set_cluster_id(cluster_id)
+        self.directory.set_members(MemberTable.from_list(table))
+        self._joined.set()
+        logger.info("node %s joined cluster %s at %s", self.node_id, cluster_id, self.address)
+
+    async def _resume(self) -> None:
+        for name in sorted(self.store.replicas()):
+            if name not in self.replicas:
+                self._start_replica(name)
+        self._joined.set()
+
+
+def _new_id(rng: random.Random) -> str:
+    return f"{rng.getrandbits(64):016x}"
+
+
+@asynccontextmanager
+async def open_node(
+    *,
+    handler: Handler | None = None,
+    network: Network | None = None,
+    store: Store | None = None,
+    offload: bool = True,
+    **settings: Any,
+) -> AsyncIterator[Node]:
+    """Run a Borough node for the duration of the ``async with`` block.
+
+    Settings (``listen``, ``join``, ``data_dir``, ``replicas``, ...) come from keyword arguments, then
+    ``BOROUGH_*`` environment variables, then defaults (see ``NodeConfig``). ``network`` and ``store`` replace
+    TCP and LevelDB (the simulator passes its own); ``offload=False`` keeps disk writes on the trio thread (for
+    deterministic simulation)."""
+    config = NodeConfig.from_env(settings)
+    seed = config.seed if config.seed is not None else int.from_bytes(os.urandom(8), "big")
+    rng = random.Random(seed)
+    owned_store = store is None
+    if store is None:
+        store = MemoryStore() if config.data_dir is None else LevelDBStore.open(config.data_dir)
+    try:
+        node = Node(config, store=store, rng=rng, handler=handler)
+        async with open_group_commit(store, offload=offload) as committer, open_transport(
+            network or TcpNetwork(),
+            identity=Identity(cluster_id=node.cluster_id, node_id=node.node_id, address=config.advertise),
+            listen=config.listen,
+            on_message=node._on_message,
+            on_call=node._call_entry,
+            rng=random.Random(rng.getrandbits(64)),
+        ) as transport, trio.open_nursery() as nursery:
+            node.committer = committer
+            node.transport = transport
+            node.nursery = nursery
+            if config.advertise is None:
+                node.address = transport.listen_address
+                transport.set_address(node.address)
+            node.directory._self = Target(node.node_id, node.address)
+            nursery.start_soon(node._ticker)
+            nursery.start_soon(node._flusher)
+            nursery.start_soon(node._member_refresher)
+            nursery.start_soon(node._system_duties)
+            await node._start()
+            yield node
+            nursery.cancel_scope.cancel()
+    finally:
+        if owned_store:
+            store.close()
+
+
+async def serve(*, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED, **settings: Any) -> None:
+    """Run one node until cancelled: ``trio.run(borough.serve)`` or ``await nursery.start(borough.serve, ...)``
+    (which returns the running ``Node``)."""
+    async with open_node(**settings) as node:
+        task_status.started(node)
+        await trio.sleep_forever()

@@ -1,0 +1,143 @@
+"""Routing: run an operation on the leader of the partition it names, retrying until the deadline.
+
+This module owns the retry loop every public call goes through, on members and on clients alike: a leader
+cache per partition, the order in which candidate replicas are tried (cached leader, leader hints from
+``NotLeader``, then the partition's replicas), exponential backoff with jitter between rounds, and the deadline
+(the caller's cancel scope, bounded again by the default request timeout, which raises ``Timeout``). It does
+not know how a partition's replicas are found (a ``locate`` function says) nor how an operation is carried out
+on the node it picks (an ``execute`` function does).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+import trio
+
+from borough.errors import BoroughError, NotLeader, Overloaded, Timeout, Unavailable
+
+__all__ = ["Router", "Target"]
+
+logger = logging.getLogger(__name__)
+
+#: Leaders remembered (least recently used forgotten first).
+LEADER_CACHE_SIZE = 65_536
+BACKOFF_FIRST = 0.005
+BACKOFF_MAX = 0.5
+
+
+@attrs.frozen(slots=True)
+class Target:
+    """A node to try: its id (None when only the address is known) and its address."""
+
+    node_id: str | None
+    address: str
+
+
+Locate = Callable[[str, bool], Awaitable[list[Target]]]
+Execute = Callable[[Target, str, Any], Awaitable[Any]]
+
+
+class Router:
+    def __init__(
+        self,
+        *,
+        locate: Locate,
+        execute: Execute,
+        request_timeout: float,
+        rng: random.Random,
+    ) -> None:
+        self._locate = locate
+        self._execute = execute
+        self._timeout = request_timeout
+        self._rng = rng
+        self._leaders: OrderedDict[str, Target] = OrderedDict()
+        self.retries = 0
+
+    def leader_of(self, partition: str) -> Target | None:
+        return self._leaders.get(partition)
+
+    def learn_leader(self, partition: str, target: Target | None) -> None:
+        if target is None:
+            self._leaders.pop(partition, None)
+            return
+        self._leaders[partition] = target
+        self._leaders.move_to_end(partition)
+        if len(self._leaders) > LEADER_CACHE_SIZE:
+            self._leaders.popitem(last=False)
+
+    async def run(self, partition: str, op: Any, *, create: bool, retry: bool = True) -> Any:
+        """Run ``op`` on ``partition``'s leader and return its result.
+
+        ``create`` lets the partition be registered if it does not exist yet (writes and requests do; reads
+        do not). ``retry=False`` gives up after the first attempt that reached a leader candidate (requests
+        carrying streams cannot be replayed). Raises ``Timeout`` when the default request timeout passes;
+        the caller's own cancel scope applies as well."""
+        with trio.move_on_after(self._timeout) as scope:
+            return await self._run(partition, op, create=create, retry=retry)
+        assert scope.cancelled_caught
+        raise Timeout(
+            f"no answer for partition {partition!r} within the request timeout of {self._timeout:g} s; "
+            "the partition may have lost its quorum: check the cluster with `borough status`"
+        )
+
+    async def _run(self, partition: str, op: Any, *, create: bool, retry: bool) -> Any:
+        delay = BACKOFF_FIRST
+        last_error: BaseException | None = None
+        while True:
+            tried: set[str] = set()
+            queue: list[Target] = []
+            cached = self._leaders.get(partition)
+            if cached is not None:
+                queue.append(cached)
+            try:
+                located = await self._locate(partition, create)
+            except Unavailable as exc:
+                located = []
+                last_error = exc
+            queue.extend(located)
+            while queue:
+                target = queue.pop(0)
+                if target.address in tried:
+                    continue
+                tried.add(target.address)
+                try:
+                    result = await self._execute(target, partition, op)
+                except NotLeader as exc:
+                    last_error = exc
+                    if self._leaders.get(partition) == target:
+                        self._leaders.pop(partition, None)
+                    hint = exc.leader_address
+                    if hint and hint not in tried:
+                        queue.insert(0, Target(exc.leader, hint))
+                    if not retry and not _untouched(exc):
+                        raise
+                    continue
+                except (Unavailable, Overloaded, OSError) as exc:
+                    last_error = exc
+                    if self._leaders.get(partition) == target:
+                        self._leaders.pop(partition, None)
+                    if not retry:
+                        raise
+                    continue
+                self.learn_leader(partition, target)
+                return result
+            if not located and last_error is None:
+                last_error = Unavailable(f"no replica of partition {partition!r} is known yet")
+            self.retries += 1
+            logger.debug("partition %r: no leader reached (%s); retrying in %.3f s", partition, last_error, delay)
+            await trio.sleep(delay * (0.5 + self._rng.random()))
+            delay = min(BACKOFF_MAX, delay * 2)
+            if math.isinf(delay):  # pragma: no cover - defensive
+                delay = BACKOFF_MAX
+
+
+def _untouched(exc: BoroughError) -> bool:
+    """A NotLeader is raised before a request's streams are read, so replaying it elsewhere is safe."""
+    return isinstance(exc, NotLeader)
