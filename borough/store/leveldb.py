@@ -36,7 +36,10 @@ class _SnapshotReader:
     def scan(
         self, start: bytes, stop: bytes, *, reverse: bool = False, limit: int | None = None
     ) -> Iterator[tuple[bytes, bytes]]:
-        it = self._snap.iterator(start=start, stop=stop, reverse=reverse)
+        if reverse:
+            # plyvel's reverse iterator misses a range's only key when it equals ``start``; walk it by hand.
+            return _reverse(self._snap.raw_iterator(), start, stop, limit)
+        it = self._snap.iterator(start=start, stop=stop)
         if limit is None:
             return _closing(it)
         return _limited(it, limit)
@@ -46,6 +49,27 @@ def _closing(it: Any) -> Iterator[tuple[bytes, bytes]]:
     try:
         yield from it
     except RuntimeError as exc:  # plyvel: the database was closed under the iterator
+        raise StorageError(f"LevelDB iteration failed: {exc}") from exc
+    finally:
+        it.close()
+
+
+def _reverse(it: Any, start: bytes, stop: bytes, limit: int | None) -> Iterator[tuple[bytes, bytes]]:
+    try:
+        it.seek(stop)  # the first key >= stop, or invalid past the end
+        if it.valid():
+            it.prev()
+        else:
+            it.seek_to_last()
+        n = 0
+        while it.valid() and (limit is None or n < limit):
+            key = it.key()
+            if key < start:
+                return
+            yield key, it.value()
+            n += 1
+            it.prev()
+    except RuntimeError as exc:
         raise StorageError(f"LevelDB iteration failed: {exc}") from exc
     finally:
         it.close()
