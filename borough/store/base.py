@@ -394,7 +394,8 @@ class Store(abc.ABC):
     def get_encoded(self, partition: str, key: str | bytes) -> bytes:
         """The value of ``key`` as ``encode_value`` encoded it. Raises ``NotFound``."""
         view, st = self._state(partition)
-        stored = view.reader.get(st.dp + enc.encode_key(key)) if st.pid else None
+        kb = enc.encode_key(key)
+        stored = view.reader.get(st.dp + kb) if st.pid else None
         if stored is None:
             raise NotFound(key, partition=partition)
         return stored[1:]
