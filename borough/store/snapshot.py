@@ -164,8 +164,7 @@ class SnapshotInstall:
     def add_chunk(self, chunk: Any) -> bool:
         """Validate and store one chunk. Returns False for a chunk already received. Raises
         ``RemoteProtocolError`` for a malformed or out-of-order chunk (nothing is written then)."""
-        if self._state != "receiving":
-            raise StorageError(f"this snapshot install is {self._state}: begin a new one")
+        self._check_receiving()
         applied, seq, after, last, items = decode_chunk(chunk)
         if seq < self.next_seq:
             return False
@@ -191,8 +190,7 @@ class SnapshotInstall:
         """Add the switch to ``batch``: when it is written, the partition's data becomes the snapshot's, its
         applied index the snapshot's and its snapshot meta ``meta`` (whose index must be that applied index;
         the log is treated as by ``WriteBatch.set_snapshot_meta``)."""
-        if self._state != "receiving":
-            raise StorageError(f"this snapshot install is {self._state}: begin a new one")
+        self._check_receiving()
         if not self.done:
             raise ValueError(f"the snapshot is incomplete: chunk {self.next_seq} and later are still missing")
         if not isinstance(meta, SnapshotMeta):
@@ -205,6 +203,12 @@ class SnapshotInstall:
             raise ValueError("this write batch belongs to another store")
         batch._install(self.partition, self, meta)
         self._state = "finished"
+
+    def _check_receiving(self) -> None:
+        if self._epoch != self._store._epoch:
+            raise StorageError("this snapshot install was interrupted by a crash: begin a new one")
+        if self._state != "receiving":
+            raise StorageError(f"this snapshot install is {self._state}: begin a new one")
 
     def abort(self) -> None:
         """Give up: the staged data will be deleted by ``Store.collect_garbage``. Idempotent."""
