@@ -28,6 +28,10 @@ __all__ = ["GroupCommit", "open_group_commit"]
 logger = logging.getLogger(__name__)
 
 
+def _closed_error() -> StorageError:
+    return StorageError("the group committer was closed before this batch was written: it is not durable")
+
+
 class _Cycle:
     """The batches that go to disk in one synced write, and what became of each."""
 
@@ -144,15 +148,12 @@ class GroupCommit:
                         self._write(cycle)
                 finally:
                     self._in_flight = False
-                    if not cycle.results:  # cancelled before the write finished: say so, don't hang anyone
-                        cycle.results = [StorageError("the group committer was closed during the write")] * len(
-                            cycle.batches
-                        )
+                    if not cycle.results:  # cancelled before the write started (a started one always ends)
+                        cycle.results = [_closed_error()] * len(cycle.batches)
                     cycle.done.set()
         finally:
             self._closed = True
-            gone = StorageError("the group committer was closed before this batch was written: it is not durable")
-            self._open.results = [gone] * len(self._open.batches)
+            self._open.results = [_closed_error()] * len(self._open.batches)
             self._open.done.set()
             self._space.unpark_all()
             self._idle.unpark_all()
@@ -239,11 +240,23 @@ async def open_group_commit(
         collect_garbage=collect_garbage,
         garbage_step=garbage_step,
     )
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(gc._run)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(gc._run)
+            try:
+                yield gc
+                await gc._drain()
+            finally:
+                gc._closed = True
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The writer task raises nothing of its own (it reports failures to the committers), so a group with
+        # one exception holds what the caller's block raised: give it back as raised, not wrapped.
+        if len(group.exceptions) != 1:
+            raise
+        exc = group.exceptions[0]
+        context, suppress = exc.__context__, exc.__suppress_context__
         try:
-            yield gc
-            await gc._drain()
+            raise exc  # noqa: B904 - re-raising the caller's own exception, its context restored below
         finally:
-            gc._closed = True
-            nursery.cancel_scope.cancel()
+            exc.__context__, exc.__suppress_context__ = context, suppress
