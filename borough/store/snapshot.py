@@ -211,7 +211,8 @@ class SnapshotInstall:
             raise StorageError(f"this snapshot install is {self._state}: begin a new one")
 
     def abort(self) -> None:
-        """Give up: the staged data will be deleted by ``Store.collect_garbage``. Idempotent."""
+        """Give up: the staged data will be deleted by ``Store.collect_garbage``. Also call it when the batch
+        ``finish`` went into was not written (until then the staged data is kept for it). Idempotent."""
         if self._state == "receiving" or self._state == "finished":
             self._state = "aborted"
             self._store._abort_staging(self._gen)
