@@ -89,20 +89,15 @@ def encode_key(key: str | bytes) -> bytes:
     Raises ``TypeError`` for any other type and ``ValueError`` for an empty key or a ``str`` that is not valid
     Unicode text (lone surrogates cannot be encoded as UTF-8).
     """
-    t = type(key)
-    if t is str:
-        kb = _utf8(key)  # type: ignore[arg-type]
-    elif t is bytes:
-        kb = key  # type: ignore[assignment]
-    elif isinstance(key, str):
-        kb = _utf8(str(key))
+    if isinstance(key, str):
+        kb = _utf8(key)
     elif isinstance(key, bytes):
-        kb = bytes(key)
+        kb = bytes(key)  # no copy for plain bytes; a bytes subclass becomes plain bytes
     else:
         raise TypeError(f"a key must be str or bytes, not {type(key).__name__}: {key!r:.60}")
     if not kb:
         raise ValueError("a key must not be empty: use at least one character or byte")
-    return kb  # type: ignore[return-value]
+    return kb
 
 
 def key_tag(key: str | bytes) -> bytes:

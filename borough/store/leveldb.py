@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-import plyvel
+import plyvel  # type: ignore[import-untyped]
 
 from borough.errors import ConfigError, StorageError
 from borough.store.base import RawBatch, Reader, Store
