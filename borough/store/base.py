@@ -42,9 +42,10 @@ _TRASH_END: Final = bytes([enc.TRASH[0] + 1])
 
 
 class InvalidLogOperation(LocalProtocolError, ValueError):
-    """A write asked for a log change the partition's current state does not allow (an append that leaves a
-    gap, a truncation into the snapshot, a compaction past it, an index going backwards). This is a bug in the
-    caller (the Raft driver); nothing of the batch was written."""
+    """A write asked for a change the partition's current state does not allow (an append that leaves a gap,
+    a truncation into the snapshot, a compaction past it, an index going backwards, the switch of a snapshot
+    install that was aborted). This is a bug in the caller (the Raft driver); nothing of the batch was written,
+    and the group committer fails only that batch."""
 
 
 @attrs.frozen(kw_only=True)

@@ -218,13 +218,16 @@ class SnapshotInstall:
             self._store._abort_staging(self._gen)
 
     def _check_switchable(self, store: Store) -> None:
+        from borough.store.base import InvalidLogOperation
+
+        # A caller's mistake, not a disk failure: raise what fails only this batch in the group committer.
         if store is not self._store or self._epoch != store._epoch or self._state != "finished":
-            raise StorageError(
+            raise InvalidLogOperation(
                 f"the snapshot install of partition {self.partition!r} was aborted or interrupted by a crash: "
                 "begin a new one"
             )
         if self._gen not in store._active_staging:
-            raise StorageError(f"the snapshot install of partition {self.partition!r} was already written")
+            raise InvalidLogOperation(f"the snapshot install of partition {self.partition!r} was already written")
 
     def __repr__(self) -> str:
         return f"<SnapshotInstall {self.partition!r} {self._state} next_seq={self.next_seq} done={self.done}>"
