@@ -2,9 +2,9 @@
 
 This module owns the semantics every store has: node meta, the partition directory, per-partition Raft
 records and log, key/value reads and iteration, turning a ``WriteBatch`` into raw puts and deletes under the
-store's lock, and publishing what a write changed. It reads and writes through a tiny engine interface
-(``Reader`` and ``RawBatch`` plus a few abstract methods) that ``LevelDBStore`` and ``MemoryStore`` implement;
-it must not know which engine it runs on, nor anything of trio.
+store's lock (``translate``), and publishing what a write changed. It reads and writes through a tiny engine
+interface (``state.Reader`` and ``state.RawBatch`` plus a few abstract methods) that ``LevelDBStore`` and
+``MemoryStore`` implement; it must not know which engine it runs on, nor anything of trio.
 
 Reads never take the lock: they go through the current *view*, an immutable pair of the per-partition states
 and an engine reader taken right after the write that produced them (a LevelDB snapshot), published by one
@@ -18,34 +18,28 @@ import abc
 import logging
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from borough.errors import ConfigError, LocalProtocolError, NotFound, StorageError
+from borough.errors import ConfigError, NotFound, StorageError
 from borough.raft.records import ConfState, Entry, HardState, SnapshotMeta
 from borough.raft.storage import LogCompacted, LogUnavailable
-from borough.store import batch as B
 from borough.store import encoding as enc
 from borough.store.batch import WriteBatch
+from borough.store.state import InvalidLogOperation, PartitionState, RawBatch, Reader, View, missing_state
+from borough.store.translate import Translation
 
 if TYPE_CHECKING:
     from borough.store.snapshot import SnapshotInstall, SnapshotReader
 
-__all__ = ["InvalidLogOperation", "NodeMeta", "PartitionLog", "Store"]
+__all__ = ["InvalidLogOperation", "NodeMeta", "PartitionLog", "RawBatch", "Reader", "Store"]
 
 logger = logging.getLogger(__name__)
 
 _EVERYTHING_END: Final = b"\xff" * 16
 _DIR_END: Final = enc.DIR[:-1] + bytes([enc.DIR[0] + 1])
 _TRASH_END: Final = bytes([enc.TRASH[0] + 1])
-
-
-class InvalidLogOperation(LocalProtocolError, ValueError):
-    """A write asked for a change the partition's current state does not allow (an append that leaves a gap,
-    a truncation into the snapshot, a compaction past it, an index going backwards, the switch of a snapshot
-    install that was aborted). This is a bug in the caller (the Raft driver); nothing of the batch was written,
-    and the group committer fails only that batch."""
 
 
 @attrs.frozen(kw_only=True)
@@ -55,87 +49,6 @@ class NodeMeta:
     node_id: str
     cluster_id: str
     format_version: int
-
-
-class Reader(Protocol):
-    """A consistent read view of the engine (engine interface)."""
-
-    def get(self, key: bytes) -> bytes | None: ...
-
-    def scan(
-        self, start: bytes, stop: bytes, *, reverse: bool = False, limit: int | None = None
-    ) -> Iterator[tuple[bytes, bytes]]:
-        """Items with ``start <= key < stop`` in key order (or reverse), as of when this is called."""
-        ...
-
-
-class RawBatch(Protocol):
-    """Raw puts and deletes that the engine writes atomically (engine interface)."""
-
-    def put(self, key: bytes, value: bytes) -> None: ...
-
-    def delete(self, key: bytes) -> None: ...
-
-
-class _PState:
-    """What the store keeps in memory about one partition. Published states are never mutated: a write
-    copies the states it changes and publishes the copies."""
-
-    __slots__ = (
-        "applied",
-        "applied_key",
-        "dp",
-        "gen",
-        "hard",
-        "last_term",
-        "log_hi",
-        "log_lo",
-        "lp",
-        "name",
-        "pid",
-        "pp",
-        "snap",
-    )
-
-    def __init__(self, name: str, pid: int, gen: int) -> None:
-        self.name = name
-        self.pid = pid
-        self.pp = enc.part_prefix(pid)
-        self.lp = enc.log_prefix(pid)
-        self.applied_key = self.pp + enc.F_APPLIED
-        self.gen = gen
-        self.dp = enc.data_prefix(gen)
-        self.hard = HardState()
-        self.snap = SnapshotMeta()
-        self.applied = 0
-        # Stored log entries are exactly [log_lo, log_hi]; empty when log_hi < log_lo. When not empty,
-        # log_lo <= snap.index + 1 <= log_hi + 1 (entries at or below the snapshot await compaction).
-        self.log_lo = 1
-        self.log_hi = 0
-        self.last_term = -1  # term of entry log_hi, or -1 when not known without a read
-
-    def copy(self) -> _PState:
-        new = _PState.__new__(_PState)
-        for slot in _PState.__slots__:
-            setattr(new, slot, getattr(self, slot))
-        return new
-
-    def set_gen(self, gen: int) -> None:
-        self.gen = gen
-        self.dp = enc.data_prefix(gen)
-
-    def last_index(self) -> int:
-        return self.log_hi if self.log_hi >= self.log_lo else self.snap.index
-
-
-@attrs.frozen
-class _View:
-    parts: dict[str, _PState]
-    reader: Reader
-
-
-def _missing_state(name: str) -> _PState:
-    return _PState(name, 0, 0)
 
 
 class Store(abc.ABC):
@@ -148,7 +61,7 @@ class Store(abc.ABC):
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._view: _View | None = None
+        self._view: View | None = None
         self._next_id = 1
         self._node_meta: NodeMeta | None = None
         self._failed: BaseException | None = None
@@ -206,7 +119,7 @@ class Store(abc.ABC):
             self._node_meta = NodeMeta(node_id=node_id, cluster_id=cluster_id, format_version=version)
         counter = reader.get(enc.META_NEXT_ID)
         next_id = enc.read_u64(counter) if counter is not None else 1
-        parts: dict[str, _PState] = {}
+        parts: dict[str, PartitionState] = {}
         for key, value in reader.scan(enc.DIR, _DIR_END):
             st = self._load_partition(reader, enc.partition_name_from(key[1:]), enc.read_u64(value))
             parts[st.name] = st
@@ -216,14 +129,14 @@ class Store(abc.ABC):
             self._garbage = True
         self._next_id = next_id
         self._active_staging.clear()
-        self._view = _View(parts, self._engine_reader())
+        self._view = View(parts, self._engine_reader())
 
-    def _load_partition(self, reader: Reader, name: str, pid: int) -> _PState:
+    def _load_partition(self, reader: Reader, name: str, pid: int) -> PartitionState:
         pp = enc.part_prefix(pid)
         gen = reader.get(pp + enc.F_GEN)
         if gen is None:
             raise StorageError(f"partition {name!r} has no data generation record: {self.describe()} is corrupt")
-        st = _PState(name, pid, enc.read_u64(gen))
+        st = PartitionState(name, pid, enc.read_u64(gen))
         if (hard := reader.get(pp + enc.F_HARD)) is not None:
             st.hard = enc.decode_hard_state(hard)
         if (snap := reader.get(pp + enc.F_SNAP)) is not None:
@@ -256,13 +169,13 @@ class Store(abc.ABC):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _v(self) -> _View:
+    def _v(self) -> View:
         view = self._view
         if view is None:
             raise StorageError(f"{self.describe()} is closed: open it again before using it")
         return view
 
-    def _writable(self) -> _View:
+    def _writable(self) -> View:
         view = self._v()
         if self._failed is not None:
             raise StorageError(
@@ -313,12 +226,12 @@ class Store(abc.ABC):
         """Names of the partitions that have state here, sorted (so a restart resumes every replica)."""
         return sorted(self._v().parts)
 
-    def _state(self, partition: str) -> tuple[_View, _PState]:
+    def _state(self, partition: str) -> tuple[View, PartitionState]:
         view = self._v()
         st = view.parts.get(partition)
         if st is None:
             enc.partition_name_bytes(partition)  # a clear error for a bad name
-            st = _missing_state(partition)
+            st = missing_state(partition)
         return view, st
 
     def hard_state(self, partition: str) -> HardState:
@@ -485,168 +398,23 @@ class Store(abc.ABC):
         with self._lock:
             view = self._writable()
             raw = self._engine_batch(sync)
-            put = raw.put
-            delete = raw.delete
-            parts = view.parts
-            changes: dict[str, _PState | None] = {}
-            installs: list[SnapshotInstall] = []
             first_id = self._next_id
-            for op in batch._ops:
-                code = op[0]
-                name = op[1]
-                if name in changes:
-                    st = changes[name]
-                else:
-                    cur = parts.get(name)
-                    st = cur.copy() if cur is not None else None
-                    changes[name] = st
-                if code == B.OP_DESTROY:
-                    if st is not None:
-                        self._destroy(st, put, delete)
-                        changes[name] = None
-                    continue
-                if st is None:
-                    st = changes[name] = self._create(name, put)
-                if code == B.OP_APPLY:
-                    _, _, gen, items, applied = op
-                    if applied < st.applied:
-                        raise InvalidLogOperation(
-                            f"partition {name!r}: applied index {applied} is below the stored {st.applied}"
-                        )
-                    if gen != st.gen:  # built before a snapshot install switched generations: re-prefix
-                        dp = st.dp
-                        items = [(dp + k[enc.PREFIX_LEN :], v) for k, v in items]
-                    for k, v in items:
-                        if v is None:
-                            delete(k)
-                        else:
-                            put(k, v)
-                    put(st.applied_key, enc.pack_u64(applied))
-                    st.applied = applied
-                elif code == B.OP_APPEND:
-                    self._append(st, op, put, delete)
-                elif code == B.OP_HARD:
-                    put(st.pp + enc.F_HARD, op[3])
-                    st.hard = op[2]
-                elif code == B.OP_TRUNCATE:
-                    self._truncate(st, op[2], delete)
-                elif code == B.OP_COMPACT:
-                    self._compact(st, op[2], delete)
-                elif code == B.OP_SNAPSHOT_META:
-                    self._set_snapshot(st, op[2], op[3], put, delete)
-                elif code == B.OP_INSTALL:
-                    self._switch_install(st, op[2], op[3], op[4], put, delete)
-                    installs.append(op[2])
-                else:  # pragma: no cover - WriteBatch makes only the codes above
-                    raise AssertionError(f"unknown op code {code}")
+            done = Translation(view.parts, raw, self._alloc_id, self).run(batch._ops)
             if self._next_id != first_id:
-                put(enc.META_NEXT_ID, enc.pack_u64(self._next_id))
+                raw.put(enc.META_NEXT_ID, enc.pack_u64(self._next_id))
             self._commit(raw)
-            new_parts = dict(parts)
-            for name, st in changes.items():
+            # Publish: one new view (states and a reader taken now), swapped in by one assignment.
+            parts = dict(view.parts)
+            for name, st in done.changes.items():
                 if st is None:
-                    new_parts.pop(name, None)
+                    parts.pop(name, None)
                 else:
-                    new_parts[name] = st
-            self._view = _View(new_parts, self._engine_reader())
-            for install in installs:
+                    parts[name] = st
+            self._view = View(parts, self._engine_reader())
+            self._garbage = self._garbage or done.garbage
+            for install in done.installs:
                 self._active_staging.discard(install._gen)
                 install._state = "installed"
-
-    def _create(self, name: str, put: Any) -> _PState:
-        st = _PState(name, self._alloc_id(), self._alloc_id())
-        put(enc.dir_key(name), enc.pack_u64(st.pid))
-        put(st.pp + enc.F_NAME, enc.partition_name_bytes(name))
-        put(st.pp + enc.F_GEN, enc.pack_u64(st.gen))
-        return st
-
-    def _destroy(self, st: _PState, put: Any, delete: Any) -> None:
-        delete(enc.dir_key(st.name))
-        for field in enc.PART_FIELDS:
-            delete(st.pp + field)
-        put(enc.trash_key(enc.LOG, st.pid), b"")
-        put(enc.trash_key(enc.DATA, st.gen), b"")
-        self._garbage = True
-
-    def _append(self, st: _PState, op: tuple[Any, ...], put: Any, delete: Any) -> None:
-        _, name, first, last, last_term, items = op
-        if first <= st.snap.index:
-            raise InvalidLogOperation(
-                f"partition {name!r}: cannot append at index {first}: the log starts at {st.snap.index + 1} "
-                "(earlier entries are in the snapshot)"
-            )
-        last_index = st.last_index()
-        if first > last_index + 1:
-            raise InvalidLogOperation(
-                f"partition {name!r}: cannot append at index {first}: the last index is {last_index}, "
-                "so that would leave a gap"
-            )
-        lp = st.lp
-        if st.log_hi >= st.log_lo:
-            for i in range(last + 1, st.log_hi + 1):  # §5.3: drop the conflicting tail beyond the new entries
-                delete(lp + enc.pack_u64(i))
-        else:
-            st.log_lo = first
-        for ib, value in items:
-            put(lp + ib, value)
-        st.log_hi = last
-        st.last_term = last_term
-
-    def _truncate(self, st: _PState, from_index: int, delete: Any) -> None:
-        if from_index <= st.snap.index:
-            raise InvalidLogOperation(
-                f"partition {st.name!r}: cannot truncate the log from index {from_index}: entries up to "
-                f"{st.snap.index} are in the snapshot"
-            )
-        if st.log_hi < st.log_lo or from_index > st.log_hi:
-            return
-        lp = st.lp
-        for i in range(max(from_index, st.log_lo), st.log_hi + 1):
-            delete(lp + enc.pack_u64(i))
-        st.log_hi = from_index - 1
-        st.last_term = -1
-
-    def _compact(self, st: _PState, upto: int, delete: Any) -> None:
-        if upto > st.snap.index:
-            raise InvalidLogOperation(
-                f"partition {st.name!r}: cannot compact the log up to {upto}: the snapshot only covers up to "
-                f"{st.snap.index}; set the snapshot meta first"
-            )
-        if st.log_hi < st.log_lo or upto < st.log_lo:
-            return
-        end = min(upto, st.log_hi)
-        lp = st.lp
-        for i in range(st.log_lo, end + 1):
-            delete(lp + enc.pack_u64(i))
-        st.log_lo = end + 1
-
-    def _set_snapshot(self, st: _PState, meta: SnapshotMeta, encoded: bytes, put: Any, delete: Any) -> None:
-        if meta.index < st.snap.index:
-            raise InvalidLogOperation(
-                f"partition {st.name!r}: the snapshot index cannot go back from {st.snap.index} to {meta.index}"
-            )
-        if st.log_hi >= st.log_lo and meta.index > st.log_hi:
-            # Every stored entry is covered by the snapshot: drop them so the log stays contiguous.
-            lp = st.lp
-            for i in range(st.log_lo, st.log_hi + 1):
-                delete(lp + enc.pack_u64(i))
-            st.log_lo, st.log_hi = 1, 0
-        st.snap = meta
-        put(st.pp + enc.F_SNAP, encoded)
-
-    def _switch_install(
-        self, st: _PState, install: SnapshotInstall, meta: SnapshotMeta, encoded: bytes, put: Any, delete: Any
-    ) -> None:
-        install._check_switchable(self)
-        gen = install._gen
-        self._set_snapshot(st, meta, encoded, put, delete)
-        put(enc.trash_key(enc.DATA, st.gen), b"")
-        delete(enc.trash_key(enc.DATA, gen))
-        st.set_gen(gen)
-        put(st.pp + enc.F_GEN, enc.pack_u64(gen))
-        st.applied = install._applied_index
-        put(st.applied_key, enc.pack_u64(st.applied))
-        self._garbage = True
 
     # ------------------------------------------------------------------------------------ snapshots
 
