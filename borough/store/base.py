@@ -130,6 +130,7 @@ class Store(abc.ABC):
         self._next_id = next_id
         self._active_staging.clear()
         self._view = View(parts, self._engine_reader())
+        logger.debug("%s: opened with %d replicas", self.describe(), len(parts))
 
     def _load_partition(self, reader: Reader, name: str, pid: int) -> PartitionState:
         pp = enc.part_prefix(pid)
