@@ -27,7 +27,7 @@ from borough.raft.records import ConfState, Entry, HardState, SnapshotMeta
 from borough.raft.storage import LogCompacted, LogUnavailable
 from borough.store import encoding as enc
 from borough.store.batch import WriteBatch
-from borough.store.state import InvalidLogOperation, PartitionState, RawBatch, Reader, View, missing_state
+from borough.store.state import MISSING, InvalidLogOperation, PartitionState, RawBatch, Reader, View
 from borough.store.translate import Translation
 
 if TYPE_CHECKING:
@@ -232,7 +232,7 @@ class Store(abc.ABC):
         st = view.parts.get(partition)
         if st is None:
             enc.partition_name_bytes(partition)  # a clear error for a bad name
-            st = missing_state(partition)
+            st = MISSING
         return view, st
 
     def hard_state(self, partition: str) -> HardState:

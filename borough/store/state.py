@@ -16,7 +16,7 @@ from borough.errors import LocalProtocolError
 from borough.raft.records import HardState, SnapshotMeta
 from borough.store import encoding as enc
 
-__all__ = ["InvalidLogOperation", "PartitionState", "RawBatch", "Reader", "View", "missing_state"]
+__all__ = ["InvalidLogOperation", "PartitionState", "RawBatch", "Reader", "View", "MISSING"]
 
 
 class InvalidLogOperation(LocalProtocolError, ValueError):
@@ -105,6 +105,6 @@ class View:
     reader: Reader
 
 
-def missing_state(name: str) -> PartitionState:
-    """The state of a partition that has none here (pid 0 is never allocated, so no key of it exists)."""
-    return PartitionState(name, 0, 0)
+#: The state of every partition that has none here (pid 0 is never allocated, so no key of it exists).
+#: Shared by all reads of missing partitions: reads never mutate a state.
+MISSING = PartitionState("", 0, 0)
