@@ -117,6 +117,7 @@ class Store(abc.ABC):
         if node is not None:
             node_id, cluster_id = enc.decode_value(node)
             self._node_meta = NodeMeta(node_id=node_id, cluster_id=cluster_id, format_version=version)
+        self._garbage = False
         counter = reader.get(enc.META_NEXT_ID)
         next_id = enc.read_u64(counter) if counter is not None else 1
         parts: dict[str, PartitionState] = {}

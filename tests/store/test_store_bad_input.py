@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime
 import pathlib
+import subprocess
+import sys
 from typing import Any
 
 import cbor2
@@ -224,6 +226,26 @@ def test_open_a_dir_locked_by_another_store(tmp_path: pathlib.Path) -> None:
     finally:
         first.close()
     LevelDBStore.open(tmp_path / "d").close()  # free again once closed
+
+
+def test_open_a_dir_locked_by_another_process(tmp_path: pathlib.Path) -> None:
+    root = pathlib.Path(__file__).resolve().parents[2]
+    script = (
+        f"import sys; sys.path.insert(0, {str(root)!r}); from borough.store import LevelDBStore; "
+        f"s = LevelDBStore.open({str(tmp_path / 'd')!r}); print('open', flush=True); sys.stdin.read(); s.close()"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as child:
+        assert child.stdout is not None and child.stdin is not None
+        try:
+            assert child.stdout.readline() == "open\n"
+            with pytest.raises(ConfigError, match="is in use by another running node"):
+                LevelDBStore.open(tmp_path / "d")
+        finally:
+            child.stdin.close()  # the child closes its store and exits by itself
+            child.wait(timeout=30)
+    LevelDBStore.open(tmp_path / "d").close()
 
 
 def test_open_a_dir_of_another_cluster(tmp_path: pathlib.Path) -> None:
