@@ -23,7 +23,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-import plyvel  # noqa: E402
+import plyvel  # type: ignore[import-untyped]  # noqa: E402
 import trio  # noqa: E402
 
 from borough.raft.records import Entry  # noqa: E402
@@ -45,7 +45,7 @@ def apply_vs_raw(tmp: str, total_ops: int, per_batch: int) -> list[tuple[str, fl
     gen_prefix = enc.data_prefix(store._data_gen("bench"))
     applied_key = store._v().parts["bench"].applied_key
     raw_batches = [
-        [(gen_prefix + op[1].encode(), enc.TAG_STR + op[2]) for op in ops] + [(applied_key, enc.u64(n + 1))]
+        [(gen_prefix + op[1].encode(), op[2]) for op in ops] + [(applied_key, enc.u64(n + 1))]
         for n, ops in enumerate(batches)
     ]
     nbytes = sum(len(k) + len(v) for rb in raw_batches for k, v in rb)
@@ -69,10 +69,10 @@ def apply_vs_raw(tmp: str, total_ops: int, per_batch: int) -> list[tuple[str, fl
     store_s = time.perf_counter() - t0
     assert store.applied_index("bench") == len(batches)
     store.close()
-    ops = len(batches) * per_batch
+    count = len(batches) * per_batch
     return [
-        ("raw plyvel WriteBatch", ops / raw_s, nbytes / raw_s / 1e6),
-        ("store apply + write", ops / store_s, nbytes / store_s / 1e6),
+        ("raw plyvel WriteBatch", count / raw_s, nbytes / raw_s / 1e6),
+        ("store apply + write", count / store_s, nbytes / store_s / 1e6),
     ]
 
 

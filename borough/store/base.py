@@ -314,7 +314,7 @@ class Store(abc.ABC):
         stored = view.reader.get(st.dp + kb) if st.pid else None
         if stored is None:
             raise NotFound(key, partition=partition)
-        return stored[1:]
+        return enc.encoded_of(stored)
 
     def get(self, partition: str, key: str | bytes) -> Any:
         """The value of ``key`` in ``partition``. Raises ``borough.errors.NotFound``."""
@@ -502,20 +502,21 @@ class Store(abc.ABC):
 
 def _items(it: Iterator[tuple[bytes, bytes]], keys: bool, values: bool) -> Iterator[Any]:
     loads = enc.decode_value
-    s = enc.TAG_STR_BYTE
+    marker = enc.BYTES_KEY_BYTE
     n = enc.PREFIX_LEN
     try:
         if keys and values:
             for k, v in it:
-                kb = k[n:]
-                yield (kb.decode() if v[0] == s else kb), loads(v[1:])
+                if v[0] == marker:
+                    yield k[n:], loads(v[1:])
+                else:
+                    yield k[n:].decode(), loads(v)
         elif keys:
             for k, v in it:
-                kb = k[n:]
-                yield kb.decode() if v[0] == s else kb
+                yield k[n:] if v[0] == marker else k[n:].decode()
         else:
             for _, v in it:
-                yield loads(v[1:])
+                yield loads(v[1:] if v[0] == marker else v)
     finally:
         close = getattr(it, "close", None)
         if close is not None:

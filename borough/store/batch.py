@@ -27,20 +27,44 @@ OP_APPEND: Final = 1  # (OP_APPEND, name, first, last, last_term, [(index_bytes,
 OP_TRUNCATE: Final = 2  # (OP_TRUNCATE, name, from_index)
 OP_COMPACT: Final = 3  # (OP_COMPACT, name, upto_index)
 OP_SNAPSHOT_META: Final = 4  # (OP_SNAPSHOT_META, name, meta, encoded)
-OP_APPLY: Final = 5  # (OP_APPLY, name, gen, [(data_key, stored_value | None), ...], applied_index)
+OP_APPLY: Final = 5  # (OP_APPLY, name, gen, [data_key, ...], [stored_value | None, ...], has_deletes, applied)
 OP_DESTROY: Final = 6  # (OP_DESTROY, name)
 OP_INSTALL: Final = 7  # (OP_INSTALL, name, install, meta, encoded_meta)
 
 _PUT: Final = "put"
 _DEL: Final = "del"
-_TAG_STR: Final = enc.TAG_STR
-_TAG_BYTES: Final = enc.TAG_BYTES
+_BYTES_KEY: Final = enc.BYTES_KEY
+_BYTES_KEY_BYTE: Final = enc.BYTES_KEY_BYTE
 
 
 def _index(value: object, what: str) -> int:
     if type(value) is not int or value < 0:  # bool is excluded on purpose
         raise TypeError(f"{what} must be a non-negative int, not {value!r:.60}")
     return value
+
+
+def _prepare_op(op: Any, prefix: bytes) -> tuple[bytes, bytes | None]:
+    """One apply op as a (data key, stored value or None for a delete) pair; raises a clear error."""
+    shape = "an op must be ('put', key, encoded_value) or ('del', key)"
+    try:
+        kind = op[0]
+        key = op[1]
+        n = len(op)
+    except (TypeError, IndexError, KeyError):
+        raise ValueError(f"{shape}, not {op!r:.80}") from None
+    kb = enc.encode_key(key)  # TypeError / ValueError for a bad key
+    if kind == _PUT and n == 3:
+        value = op[2]
+        if type(value) is not bytes:
+            raise TypeError(
+                f"the value of put {key!r:.60} must be bytes from encode_value(), not {type(value).__name__}"
+            )
+        if not value or value[0] == _BYTES_KEY_BYTE:
+            raise ValueError(f"the value of put {key!r:.60} is not CBOR from encode_value(): {value!r:.40}")
+        return prefix + kb, enc.stored_value(key, value)
+    if kind == _DEL and n == 2:
+        return prefix + kb, None
+    raise ValueError(f"{shape}, not {op!r:.80}")
 
 
 class WriteBatch:
@@ -140,46 +164,41 @@ class WriteBatch:
         _index(applied_index, "applied_index")
         gen = self._store._data_gen(partition)
         prefix = enc.data_prefix(gen)
-        items: list[tuple[bytes, bytes | None]] = []
-        add = items.append
-        size = 0
+        keys: list[bytes] = []
+        values: list[bytes | None] = []
+        add_key = keys.append
+        add_value = values.append
+        deletes = False
+        # The hot path (a put of a plain str or bytes key, as a 3-tuple) uses only locals and no calls, and
+        # stores a str key's encoded value as it is; anything else goes through _prepare_op, which also makes
+        # every error message.
+        put_ = _PUT
+        bytes_key = _BYTES_KEY
+        marker = _BYTES_KEY_BYTE
         for op in ops:
-            # The hot path: one pass, no helper calls for the common str/bytes keys.
-            try:
-                kind = op[0]
-                key = op[1]
-            except (TypeError, IndexError, KeyError):
-                raise ValueError(f"an op must be ('put', key, encoded_value) or ('del', key), not {op!r:.80}") from None
-            t = type(key)
-            if t is str:
-                try:
-                    kb = key.encode()
-                except UnicodeEncodeError:
-                    kb = enc.encode_key(key)  # raises the clear ValueError
-                tag = _TAG_STR
-            elif t is bytes:
-                kb = key
-                tag = _TAG_BYTES
-            else:
-                kb = enc.encode_key(key)  # raises TypeError, or accepts a str/bytes subclass
-                tag = enc.key_tag(key)
-            if not kb:
-                enc.encode_key(key)  # raises the clear ValueError
-            if kind == _PUT and len(op) == 3:
-                value = op[2]
-                if type(value) is not bytes:
-                    raise TypeError(
-                        f"the value of put {key!r:.60} must be bytes from encode_value(), not {type(value).__name__}"
-                    )
-                add((prefix + kb, tag + value))
-                size += len(kb) + len(value)
-            elif kind == _DEL and len(op) == 2:
-                add((prefix + kb, None))
-                size += len(kb)
-            else:
-                raise ValueError(f"an op must be ('put', key, encoded_value) or ('del', key), not {op!r:.80}")
-        self._ops.append((OP_APPLY, partition, gen, items, applied_index))
-        self.nbytes += size + 10 * len(items) + 16
+            if type(op) is tuple and len(op) == 3:
+                kind, key, value = op
+                if kind == put_ and type(value) is bytes and key and value and value[0] != marker:
+                    t = type(key)
+                    if t is str:
+                        try:
+                            add_key(prefix + key.encode())
+                        except UnicodeEncodeError:
+                            enc.encode_key(key)  # raises the clear ValueError
+                        add_value(value)
+                        continue
+                    if t is bytes:
+                        add_key(prefix + key)
+                        add_value(bytes_key + value)
+                        continue
+            data_key, stored = _prepare_op(op, prefix)
+            add_key(data_key)
+            add_value(stored)
+            if stored is None:
+                deletes = True
+        size = sum(map(len, keys)) + sum(map(len, filter(None, values)))
+        self._ops.append((OP_APPLY, partition, gen, keys, values, deletes, applied_index))
+        self.nbytes += size + 16
 
     def destroy(self, partition: str) -> None:
         """Delete every trace of the replica (Raft state, log, data). Later ops in this batch on the same

@@ -11,8 +11,12 @@ Key layout (all integers 8-byte big-endian, so bytewise order is numeric order):
     DIR   + utf-8(partition name)   -> partition id          the name -> id directory
     PART  + pid + field             -> one Raft record of the partition (hard state, snapshot meta, ...)
     LOG   + pid + index             -> log entry (term, kind, data)
-    DATA  + gen + user key          -> tag + CBOR value      a partition's key/value data, one generation
+    DATA  + gen + user key          -> stored value          a partition's key/value data, one generation
     TRASH + space + id              -> b""                   a LOG pid or DATA gen whose keys are garbage
+
+A stored value is the CBOR encoding of the value when the key was written as ``str``, and ``BYTES_KEY`` +
+the CBOR when it was written as ``bytes`` (0xFF is CBOR's "break" code, which never starts a data item), so the
+common case stores the caller's encoded bytes as they are.
 
 Partition names appear only as whole DIR keys; every other key space is addressed by a fixed-width numeric id
 that is never reused, so no partition's keys can fall inside another's, whatever the names are.
@@ -56,11 +60,9 @@ F_SNAP: Final = b"s"
 F_APPLIED: Final = b"a"
 PART_FIELDS: Final = (F_NAME, F_GEN, F_HARD, F_SNAP, F_APPLIED)
 
-# The first byte of a stored value says the type the key was written with, so it comes back as written.
-TAG_STR: Final = b"s"
-TAG_BYTES: Final = b"b"
-TAG_STR_BYTE: Final = TAG_STR[0]
-TAG_BYTES_BYTE: Final = TAG_BYTES[0]
+# Marks a stored value whose key was written as bytes, so keys come back in the type they were written.
+BYTES_KEY: Final = b"\xff"
+BYTES_KEY_BYTE: Final = 0xFF
 
 PREFIX_LEN: Final = 9  # one space byte + an 8-byte id
 
@@ -100,8 +102,9 @@ def encode_key(key: str | bytes) -> bytes:
     return kb
 
 
-def key_tag(key: str | bytes) -> bytes:
-    return TAG_STR if isinstance(key, str) else TAG_BYTES
+def stored_value(key: str | bytes, encoded: bytes) -> bytes:
+    """What is stored for ``key`` -> ``encoded`` (see the module docstring)."""
+    return encoded if isinstance(key, str) else BYTES_KEY + encoded
 
 
 def encode_bound(bound: str | bytes) -> bytes:
@@ -120,10 +123,9 @@ def _utf8(s: str) -> bytes:
         raise ValueError(f"key {s!r:.60} is not valid Unicode text ({exc.reason}); use bytes for raw data") from None
 
 
-def decode_key(kb: bytes, tag: int) -> str | bytes:
-    if tag == TAG_STR_BYTE:
-        return kb.decode("utf-8")
-    return kb
+def encoded_of(stored: bytes) -> bytes:
+    """The CBOR part of a stored value."""
+    return stored[1:] if stored[0] == BYTES_KEY_BYTE else stored
 
 
 # ---------------------------------------------------------------------------------------------- user values

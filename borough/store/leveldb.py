@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Self
 
 import plyvel  # type: ignore[import-untyped]
 
@@ -104,7 +104,7 @@ class LevelDBStore(Store):
         cluster_id: str | None = None,
         write_buffer_size: int = 16 << 20,
         lru_cache_size: int = 32 << 20,
-    ) -> LevelDBStore:
+    ) -> Self:
         """Open (or with ``create``, create) the data dir at ``path``.
 
         Raises ``ConfigError`` if the dir is missing (and ``create`` is False), is locked by another running

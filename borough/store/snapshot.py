@@ -4,7 +4,7 @@ This module owns the chunk format and its validation. A chunk is self-describing
 guard a CBOR body ``[applied_index, seq, after, last, [key, stored_value, key, stored_value, ...]]`` where
 ``after`` is the last key of the previous chunk (None in the first), so an installer can check that chunks
 join up in order whichever peer sent them. Keys are the partition-relative key bytes and values are stored
-bytes (type tag + CBOR), copied as they are. Any malformed chunk raises ``RemoteProtocolError`` (it came from
+bytes (see ``encoding``), copied as they are. Any malformed chunk raises ``RemoteProtocolError`` (it came from
 a peer) and writes nothing. This module does not know the key layout beyond that, nor LevelDB, nor trio.
 """
 
@@ -28,7 +28,6 @@ __all__ = ["SnapshotInstall", "SnapshotReader"]
 
 MAGIC: Final = b"BSN1"
 _HEAD = len(MAGIC) + 4
-_VALUE_TAGS: Final = (enc.TAG_STR_BYTE, enc.TAG_BYTES_BYTE)
 
 
 def encode_chunk(applied: int, seq: int, after: bytes | None, last: bool, flat: list[bytes]) -> bytes:
@@ -61,10 +60,10 @@ def decode_chunk(chunk: bytes) -> tuple[int, int, bytes | None, bool, list[tuple
     prev = after
     for i in range(0, len(flat), 2):
         key, value = flat[i], flat[i + 1]
-        if type(key) is not bytes or not key or type(value) is not bytes or len(value) < 2:
+        if type(key) is not bytes or not key or type(value) is not bytes or not value:
             raise RemoteProtocolError(f"snapshot chunk item {i // 2} is malformed")
-        if value[0] not in _VALUE_TAGS:
-            raise RemoteProtocolError(f"snapshot chunk item {i // 2} has an unknown value tag {value[0]}")
+        if value == enc.BYTES_KEY:
+            raise RemoteProtocolError(f"snapshot chunk item {i // 2} has a type marker but no value")
         if prev is not None and key <= prev:
             raise RemoteProtocolError(f"snapshot chunk item {i // 2} is out of key order")
         prev = key

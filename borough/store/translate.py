@@ -9,6 +9,7 @@ writes the raw batch and then publishes the copies. It must not know engines, lo
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from borough.store.snapshot import SnapshotInstall
 
 __all__ = ["Translation"]
+
+_consume = deque[None](maxlen=0).extend
 
 
 class Translation:
@@ -62,19 +65,22 @@ class Translation:
             if st is None:
                 st = changes[name] = self._create(name)
             if code == B.OP_APPLY:  # the hot path, inline
-                _, _, gen, items, applied = op
+                _, _, gen, keys, values, deletes, applied = op
                 if applied < st.applied:
                     raise InvalidLogOperation(
                         f"partition {name!r}: applied index {applied} is below the stored {st.applied}"
                     )
                 if gen != st.gen:  # built before a snapshot install switched generations: re-prefix
                     dp = st.dp
-                    items = [(dp + k[enc.PREFIX_LEN :], v) for k, v in items]
-                for k, v in items:
-                    if v is None:
-                        delete(k)
-                    else:
-                        put(k, v)
+                    keys = [dp + k[enc.PREFIX_LEN :] for k in keys]
+                if deletes:
+                    for k, v in zip(keys, values, strict=True):
+                        if v is None:
+                            delete(k)
+                        else:
+                            put(k, v)
+                else:  # only puts: let map drive the engine's put without a Python-level loop
+                    _consume(map(put, keys, values))
                 put(st.applied_key, enc.pack_u64(applied))
                 st.applied = applied
             elif code == B.OP_APPEND:

@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 import cbor2
-import plyvel
+import plyvel  # type: ignore[import-untyped]
 import pytest
 
 from borough.errors import ConfigError, RemoteProtocolError, StorageError
@@ -86,6 +86,8 @@ def bad_batch_ops(store: Store) -> list[tuple[str, tuple[Any, ...], type[Excepti
         ("apply", ("p", [("del", b"")], 1), ValueError, "must not be empty"),
         ("apply", ("p", [("put", "a\udfff", ok)], 1), ValueError, "not valid Unicode"),
         ("apply", ("p", [("put", "k", {"not": "encoded"})], 1), TypeError, "must be bytes from encode_value"),
+        ("apply", ("p", [("put", "k", b"")], 1), ValueError, "is not CBOR from encode_value"),
+        ("apply", ("p", [("put", b"k", b"\xff\x01")], 1), ValueError, "is not CBOR from encode_value"),
         ("apply", ("p", [("put", "k")], 1), ValueError, "an op must be"),
         ("apply", ("p", [("del", "k", ok)], 1), ValueError, "an op must be"),
         ("apply", ("p", [("upsert", "k", ok)], 1), ValueError, "an op must be"),
@@ -178,9 +180,10 @@ def corruptions(chunks: list[bytes]) -> list[tuple[str, Any]]:
         ("seq type", rebuild([fields[0], "0", *fields[2:]])),
         ("after type", rebuild([*fields[:2], 5, *fields[3:]])),
         ("odd items", rebuild([*fields[:4], fields[4][:-1]])),
-        ("empty key", rebuild([*fields[:4], [b"", b"s\x01"]])),
-        ("value tag", rebuild([*fields[:4], [b"k", b"x\x01"]])),
-        ("key order", rebuild([*fields[:4], [b"k2", b"s\x01", b"k1", b"s\x01"]])),
+        ("empty key", rebuild([*fields[:4], [b"", b"\x01"]])),
+        ("empty value", rebuild([*fields[:4], [b"k", b""]])),
+        ("marker only", rebuild([*fields[:4], [b"k", b"\xff"]])),
+        ("key order", rebuild([*fields[:4], [b"k2", b"\x01", b"k1", b"\x01"]])),
     ]
     return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -578,6 +579,8 @@ class WindowStore(LevelDBStore):
     trio thread can hit while the group committer writes in a worker thread."""
 
     hold = False
+    entered: threading.Event
+    gate: threading.Event
 
     def _engine_commit(self, raw: Any) -> None:
         super()._engine_commit(raw)
@@ -587,10 +590,8 @@ class WindowStore(LevelDBStore):
 
 
 def test_reads_during_a_write_see_the_state_before_it(tmp_path: Any) -> None:
-    import threading
-
     store = WindowStore.open(tmp_path / "db")
-    store.entered, store.gate = threading.Event(), threading.Event()  # type: ignore[attr-defined]
+    store.entered, store.gate = threading.Event(), threading.Event()
     try:
         write(store, append=("p", ents(1, 10, term=1)))
         put(store, "p", {"a": 1, "b": 2}, applied=1)
@@ -602,13 +603,13 @@ def test_reads_during_a_write_see_the_state_before_it(tmp_path: Any) -> None:
         store.hold = True
         writer = threading.Thread(target=store.write, args=(b,))
         writer.start()
-        assert store.entered.wait(10)  # type: ignore[attr-defined]
+        assert store.entered.wait(10)
         # LevelDB already has the new keys; the store still serves the old state, consistently.
         assert (store.first_index("p"), store.last_index("p"), store.applied_index("p")) == (1, 10, 1)
         assert store.entries("p", 1, 11, 1 << 20) == ents(1, 10, term=1)
         assert [store.term("p", i) for i in range(1, 11)] == [1] * 10
         assert list(store.iterate("p")) == [("a", 1), ("b", 2)] and store.get("p", "a") == 1
-        store.gate.set()  # type: ignore[attr-defined]
+        store.gate.set()
         writer.join(10)
         assert (store.first_index("p"), store.last_index("p"), store.applied_index("p")) == (4, 6, 2)
         assert store.entries("p", 4, 7, 1 << 20) == ents(4, 4, term=1) + ents(5, 6, term=2)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,12 +134,13 @@ def add_to_batch(b: WriteBatch, op: tuple[Any, ...]) -> None:
 
 def iterate_model(pm: PModel | None, kw: dict[str, Any]) -> list[Any]:
     items = sorted((pm.data if pm else {}).items())
-    for bound, keep in [
+    tests: list[tuple[str, Callable[[bytes, bytes], bool]]] = [
         ("gt", lambda k, b: k > b),
         ("gte", lambda k, b: k >= b),
         ("lt", lambda k, b: k < b),
         ("lte", lambda k, b: k <= b),
-    ]:
+    ]
+    for bound, keep in tests:
         if kw.get(bound) is not None:
             b = kb(kw[bound])
             items = [it for it in items if keep(it[0], b)]
@@ -153,6 +155,28 @@ def iterate_model(pm: PModel | None, kw: dict[str, Any]) -> list[Any]:
     return [v for _, (_, v) in items]
 
 
+@st.composite
+def abstract_ops(draw: st.DrawFn) -> list[tuple[Any, ...]]:
+    ops: list[tuple[Any, ...]] = []
+    for _ in range(draw(st.integers(1, 4))):
+        name = draw(names)
+        kind = draw(st.sampled_from(["apply", "apply", "append", "append", "hard", "truncate", "compact",
+                                     "snapmeta", "destroy"]))  # fmt: skip
+        if kind == "apply":
+            kv = draw(st.lists(st.tuples(st.sampled_from(["put", "put", "del"]), keys, values), max_size=4))
+            ops.append(("apply", name, kv, draw(st.integers(-1, 3))))
+        elif kind == "append":
+            ops.append(("append", name, draw(st.integers(-2, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 3))))
+        elif kind == "hard":
+            hs = HardState(term=draw(st.integers(0, 3)), vote=draw(st.sampled_from([None, NodeId("n1")])), commit=2)
+            ops.append(("hard", name, hs))
+        elif kind in ("truncate", "compact", "snapmeta"):
+            ops.append((kind, name, draw(st.integers(-2, 3))))
+        else:
+            ops.append(("destroy", name))
+    return ops
+
+
 class StoreMachine(RuleBasedStateMachine):
     """Shared rules; subclasses say how to open the store and what a crash or restart does."""
 
@@ -165,28 +189,6 @@ class StoreMachine(RuleBasedStateMachine):
         raise NotImplementedError
 
     # ------------------------------------------------------------------------------------ writes
-
-    @st.composite
-    @staticmethod
-    def abstract_ops(draw: st.DrawFn) -> list[tuple[Any, ...]]:
-        ops: list[tuple[Any, ...]] = []
-        for _ in range(draw(st.integers(1, 4))):
-            name = draw(names)
-            kind = draw(st.sampled_from(["apply", "apply", "append", "append", "hard", "truncate", "compact",
-                                         "snapmeta", "destroy"]))  # fmt: skip
-            if kind == "apply":
-                kv = draw(st.lists(st.tuples(st.sampled_from(["put", "put", "del"]), keys, values), max_size=4))
-                ops.append(("apply", name, kv, draw(st.integers(-1, 3))))
-            elif kind == "append":
-                ops.append(("append", name, draw(st.integers(-2, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 3))))
-            elif kind == "hard":
-                hs = HardState(term=draw(st.integers(0, 3)), vote=draw(st.sampled_from([None, NodeId("n1")])), commit=2)
-                ops.append(("hard", name, hs))
-            elif kind in ("truncate", "compact", "snapmeta"):
-                ops.append((kind, name, draw(st.integers(-2, 3))))
-            else:
-                ops.append(("destroy", name))
-        return ops
 
     def concretize(self, scratch: Model, op: tuple[Any, ...]) -> tuple[Any, ...]:
         """Turn offsets relative to the partition's state into indexes (so both valid and invalid ops occur)."""

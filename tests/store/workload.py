@@ -29,9 +29,8 @@ def run_round(store: Store, rng: random.Random, n: int) -> bool:
         if roll < 0.45:
             ops: list[Any] = []
             for _ in range(rng.randint(1, 6)):
-                key: str | bytes = f"k{rng.randint(0, 30)}"
-                if rng.random() < 0.3:
-                    key = key.encode()
+                text = f"k{rng.randint(0, 30)}"
+                key: str | bytes = text.encode() if rng.random() < 0.3 else text
                 if rng.random() < 0.8:
                     ops.append(("put", key, encode_value([n, "x" * rng.randint(0, 300)])))
                 else:
