@@ -18,7 +18,7 @@ import abc
 import logging
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Self
 
 import attrs
 
@@ -165,7 +165,7 @@ class Store(abc.ABC):
     def closed(self) -> bool:
         return self._view is None
 
-    def __enter__(self) -> Store:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
