@@ -139,7 +139,8 @@ def main() -> None:
         print(f"## group commit, sync on ({seconds}s per cell; entries of 100 B; one task per partition)")
         base_rate = synced_put_rate(tmp, seconds)
         print(f"raw plyvel put(sync=True), one at a time: {base_rate:,.0f} puts/s")
-        print(f"{'entries/batch':>13}{'partitions':>11}{'entries/s':>12}{'batches/write':>14}{'vs 1x1':>8}{'vs put':>8}")
+        head = f"{'entries/batch':>13}{'partitions':>11}{'entries/s':>12}{'batches/write':>14}"
+        print(f"{head}{'vs 1x1':>8}{'vs put':>8}")
         one = None
         for entries in (1, 10, 100, 1000):
             for partitions in (1, 10, 100):
