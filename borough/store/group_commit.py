@@ -1,0 +1,262 @@
+"""Group commit: the writes of every replica of a node go to disk together, one synced write per cycle.
+
+This module owns the trio side of writing: a single writer task takes every batch submitted since its last
+write, merges them into one ``WriteBatch``, writes it with ``sync=True`` (in a worker thread when the store's
+writes block, so fsync never stalls the trio loop) and only then wakes the committers of that cycle. While
+one write is in flight, new batches gather for the next one; that is what makes synced throughput scale with
+the number of concurrent committers. It knows nothing of the store's layout or engine.
+
+Failures: a batch whose log ops do not fit its partition's state (``InvalidLogOperation``, a caller bug)
+fails only its own committer. Any other failure of a write fails every committer of that cycle with
+``StorageError`` and the committer refuses every later batch: we never pretend something is durable.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+from borough.errors import StorageError
+from borough.store.base import InvalidLogOperation, Store
+from borough.store.batch import WriteBatch
+
+__all__ = ["GroupCommit", "open_group_commit"]
+
+logger = logging.getLogger(__name__)
+
+
+def _closed_error() -> StorageError:
+    return StorageError("the group committer was closed before this batch was written: it is not durable")
+
+
+class _Cycle:
+    """The batches that go to disk in one synced write, and what became of each."""
+
+    __slots__ = ("batches", "done", "nbytes", "results")
+
+    def __init__(self) -> None:
+        self.batches: list[WriteBatch] = []
+        self.nbytes = 0
+        self.results: list[BaseException | None] = []
+        self.done = trio.Event()
+
+
+class GroupCommit:
+    """Made by ``open_group_commit``; ``await commit(batch)`` returns once the batch is durable."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        offload: bool,
+        max_pending_batches: int,
+        max_pending_bytes: int,
+        collect_garbage: bool,
+        garbage_step: int,
+    ) -> None:
+        if max_pending_batches < 1 or max_pending_bytes < 1:
+            raise ValueError("max_pending_batches and max_pending_bytes must be at least 1")
+        self.store = store
+        self._offload = offload and store.blocking_writes
+        self._max_batches = max_pending_batches
+        self._max_bytes = max_pending_bytes
+        self._collect_garbage = collect_garbage
+        self._garbage_step = garbage_step
+        self._open = _Cycle()
+        self._in_flight = False
+        self._work = trio.lowlevel.ParkingLot()  # the writer waits here for batches
+        self._space = trio.lowlevel.ParkingLot()  # committers wait here for room in the open cycle
+        self._idle = trio.lowlevel.ParkingLot()  # the drain at close waits here
+        self._error: BaseException | None = None
+        self._closed = False
+        self._draining = False
+        #: Synced writes made (each carries one or more batches), and batches committed in them.
+        self.writes = 0
+        self.batches_committed = 0
+
+    @property
+    def error(self) -> BaseException | None:
+        """The failure that stopped this committer, or None."""
+        return self._error
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise StorageError(
+                f"the group committer stopped after a failed write ({self._error}); nothing more is written: "
+                "restart the node once the disk is fixed"
+            ) from self._error
+        if self._closed:
+            raise StorageError("the group committer is closed; batches can no longer be committed")
+
+    async def commit(self, batch: WriteBatch) -> None:
+        """Write ``batch`` in the next synced write and return once it is durable.
+
+        Waits first while the pending batches or bytes are at their cap (backpressure). If cancelled while
+        waiting for room, the batch is not written; if cancelled later, it may or may not have been written.
+        Raises ``InvalidLogOperation`` (this batch only; nothing of it written) or ``StorageError``.
+        """
+        if batch._store is not self.store:
+            raise ValueError("this write batch belongs to another store")
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._check()
+        while self._open.batches and (
+            len(self._open.batches) >= self._max_batches or self._open.nbytes + batch.nbytes > self._max_bytes
+        ):
+            await self._space.park()
+            self._check()
+        cycle = self._open
+        slot = len(cycle.batches)
+        cycle.batches.append(batch)
+        cycle.nbytes += batch.nbytes
+        self._work.unpark_all()
+        await cycle.done.wait()
+        error = cycle.results[slot]
+        if error is None:
+            return
+        if isinstance(error, InvalidLogOperation):
+            raise error
+        raise StorageError(f"this batch could not be made durable: {error}") from error
+
+    # ------------------------------------------------------------------------------------ the writer task
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                if not self._open.batches:
+                    if self._collect_garbage and not self._draining and self.store.has_garbage and not self._error:
+                        await self._collect_step()
+                        await trio.lowlevel.checkpoint()
+                        continue
+                    self._idle.unpark_all()
+                    await self._work.park()
+                    continue
+                # Let every task that is runnable right now add its batch to this cycle first.
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                cycle = self._open
+                self._open = _Cycle()
+                self._space.unpark_all()
+                self._in_flight = True
+                try:
+                    # _write fills cycle.results itself, so a write that finished is reported even if we are
+                    # cancelled while the worker thread runs (the thread is never abandoned).
+                    if self._offload:
+                        await trio.to_thread.run_sync(self._write, cycle)
+                    else:
+                        self._write(cycle)
+                finally:
+                    self._in_flight = False
+                    if not cycle.results:  # cancelled before the write started (a started one always ends)
+                        cycle.results = [_closed_error()] * len(cycle.batches)
+                    cycle.done.set()
+        finally:
+            self._closed = True
+            self._open.results = [_closed_error()] * len(self._open.batches)
+            self._open.done.set()
+            self._space.unpark_all()
+            self._idle.unpark_all()
+
+    def _write(self, cycle: _Cycle) -> None:
+        """One cycle (in a worker thread when offloading): the merged batch as one synced write."""
+        cycle.results = self._write_batches(cycle.batches)
+
+    def _write_batches(self, batches: list[WriteBatch]) -> list[BaseException | None]:
+        store = self.store
+        if self._error is not None:
+            return [self._error] * len(batches)
+        try:
+            if len(batches) == 1:
+                merged = batches[0]
+            else:
+                merged = store.write_batch()
+                for b in batches:
+                    merged.extend(b)
+            try:
+                store.write(merged, sync=True)
+                results: list[BaseException | None] = [None] * len(batches)
+            except InvalidLogOperation as exc:
+                if len(batches) == 1:
+                    return [exc]
+                # Nothing was written. Find the culprits and write the rest, then make it all durable at once.
+                results = []
+                for b in batches:
+                    try:
+                        store.write(b, sync=False)
+                        results.append(None)
+                    except InvalidLogOperation as bad:
+                        results.append(bad)
+                store.sync()
+        except BaseException as exc:
+            self._error = exc
+            logger.error("group commit: a synced write failed; no further writes will be made", exc_info=True)
+            return [exc] * len(batches)
+        self.writes += 1
+        self.batches_committed += sum(1 for r in results if r is None)
+        return results
+
+    async def _collect_step(self) -> None:
+        def step() -> None:
+            try:
+                self.store.collect_garbage(self._garbage_step)
+            except BaseException as exc:
+                self._error = exc
+                logger.error("group commit: garbage collection failed; no further writes will be made", exc_info=True)
+
+        if self._offload:
+            await trio.to_thread.run_sync(step)
+        else:
+            step()
+
+    async def _drain(self) -> None:
+        self._draining = True
+        while self._open.batches or self._in_flight:
+            await self._idle.park()
+
+
+@asynccontextmanager
+async def open_group_commit(
+    store: Store,
+    *,
+    offload: bool = True,
+    max_pending_batches: int = 4096,
+    max_pending_bytes: int = 64 << 20,
+    collect_garbage: bool = True,
+    garbage_step: int = 4096,
+) -> AsyncIterator[GroupCommit]:
+    """Run a group committer for ``store`` while the block runs.
+
+    ``offload=True`` runs each write in a worker thread (for LevelDB; a ``MemoryStore`` always writes inline);
+    ``offload=False`` writes inline, which the simulator needs for virtual time and determinism. While idle,
+    the writer also deletes garbage (destroyed replicas, replaced data) ``garbage_step`` keys at a time.
+    Leaving the block normally first writes what is pending; leaving it by an exception does not.
+    """
+    gc = GroupCommit(
+        store,
+        offload=offload,
+        max_pending_batches=max_pending_batches,
+        max_pending_bytes=max_pending_bytes,
+        collect_garbage=collect_garbage,
+        garbage_step=garbage_step,
+    )
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(gc._run)
+            try:
+                yield gc
+                await gc._drain()
+            finally:
+                gc._closed = True
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The writer task raises nothing of its own (it reports failures to the committers), so a group with
+        # one exception holds what the caller's block raised: give it back as raised, not wrapped.
+        if len(group.exceptions) != 1:
+            raise
+        exc = group.exceptions[0]
+        context, suppress = exc.__context__, exc.__suppress_context__
+        try:
+            raise exc  # noqa: B904 - re-raising the caller's own exception, its context restored below
+        finally:
+            exc.__context__, exc.__suppress_context__ = context, suppress

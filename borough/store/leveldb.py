@@ -1,0 +1,182 @@
+"""``LevelDBStore``: the store over one LevelDB per node, through plyvel.
+
+This is the only module in Borough that imports plyvel. It owns opening the data dir (and the clear errors
+when it is locked, missing or corrupt), the engine primitives ``base.Store`` writes and reads through, and
+translating plyvel's exceptions into ``StorageError`` / ``ConfigError``. Semantics live in ``base.Store``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any, Self
+
+import plyvel  # type: ignore[import-untyped]
+
+from borough.errors import ConfigError, StorageError
+from borough.store.base import RawBatch, Reader, Store
+
+__all__ = ["LevelDBStore"]
+
+
+def _message(exc: BaseException) -> str:
+    arg = exc.args[0] if exc.args else exc
+    return arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg)
+
+
+class _SnapshotReader:
+    """A LevelDB snapshot: every read through it sees the database as it was when it was taken."""
+
+    __slots__ = ("_snap", "get")
+
+    def __init__(self, snap: Any) -> None:
+        self._snap = snap
+        self.get = snap.get
+
+    def scan(
+        self, start: bytes, stop: bytes, *, reverse: bool = False, limit: int | None = None
+    ) -> Iterator[tuple[bytes, bytes]]:
+        if reverse:
+            # plyvel's reverse iterator misses a range's only key when it equals ``start``; walk it by hand.
+            return _reverse(self._snap.raw_iterator(), start, stop, limit)
+        it = self._snap.iterator(start=start, stop=stop)
+        if limit is None:
+            return _closing(it)
+        return _limited(it, limit)
+
+
+def _closing(it: Any) -> Iterator[tuple[bytes, bytes]]:
+    try:
+        yield from it
+    except RuntimeError as exc:  # plyvel: the database was closed under the iterator
+        raise StorageError(f"LevelDB iteration failed: {exc}") from exc
+    finally:
+        it.close()
+
+
+def _reverse(it: Any, start: bytes, stop: bytes, limit: int | None) -> Iterator[tuple[bytes, bytes]]:
+    try:
+        it.seek(stop)  # the first key >= stop, or invalid past the end
+        if it.valid():
+            it.prev()
+        else:
+            it.seek_to_last()
+        n = 0
+        while it.valid() and (limit is None or n < limit):
+            key = it.key()
+            if key < start:
+                return
+            yield key, it.value()
+            n += 1
+            it.prev()
+    except RuntimeError as exc:
+        raise StorageError(f"LevelDB iteration failed: {exc}") from exc
+    finally:
+        it.close()
+
+
+def _limited(it: Any, limit: int) -> Iterator[tuple[bytes, bytes]]:
+    try:
+        for n, item in enumerate(it):
+            if n >= limit:
+                return
+            yield item
+    except RuntimeError as exc:
+        raise StorageError(f"LevelDB iteration failed: {exc}") from exc
+    finally:
+        it.close()
+
+
+class LevelDBStore(Store):
+    """The store of a node's data dir. Open with ``LevelDBStore.open(path)``; close with ``close()``."""
+
+    def __init__(self, db: Any, path: str) -> None:
+        super().__init__()
+        self._db = db
+        self.path = path
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        create: bool = True,
+        cluster_id: str | None = None,
+        write_buffer_size: int = 16 << 20,
+        lru_cache_size: int = 32 << 20,
+    ) -> Self:
+        """Open (or with ``create``, create) the data dir at ``path``.
+
+        Raises ``ConfigError`` if the dir is missing (and ``create`` is False), is locked by another running
+        node, holds a newer data format, is not a Borough data dir, or (with ``cluster_id``) belongs to
+        another cluster; ``StorageError`` if LevelDB reports corruption or an I/O error.
+        """
+        path = os.fspath(path)
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise ConfigError(f"data dir {path} is a file, not a directory: point --data at a directory")
+        try:
+            db = plyvel.DB(
+                path,
+                create_if_missing=create,
+                # A Raft log must not come back with holes: refuse to open rather than skip corrupt records.
+                paranoid_checks=True,
+                write_buffer_size=write_buffer_size,
+                lru_cache_size=lru_cache_size,
+            )
+        except plyvel.IOError as exc:
+            msg = _message(exc)
+            if "lock" in msg.lower():
+                raise ConfigError(
+                    f"data dir {path} is in use by another running node (LevelDB says: {msg}); stop that node "
+                    "first, or point --data at another directory"
+                ) from None
+            raise StorageError(f"cannot open data dir {path}: {msg}; check the path and its permissions") from exc
+        except plyvel.CorruptionError as exc:
+            raise StorageError(
+                f"data dir {path} is corrupt (LevelDB says: {_message(exc)}); remove it and let the node "
+                "catch up from its peers, or restore it from a backup"
+            ) from exc
+        except plyvel.Error as exc:
+            msg = _message(exc)
+            if "does not exist" in msg:
+                raise ConfigError(
+                    f"data dir {path} does not exist: create it by starting the node with create=True, or "
+                    "point --data at an existing data dir"
+                ) from None
+            raise StorageError(f"cannot open data dir {path}: {msg}") from exc
+        store = cls(db, path)
+        try:
+            store._load()
+            while store.collect_garbage(1 << 16):  # finish what a crash interrupted
+                pass
+            if cluster_id is not None:
+                store.check_cluster(cluster_id)
+        except BaseException:
+            store.close()
+            db.close()
+            raise
+        return store
+
+    def describe(self) -> str:
+        return f"data dir {self.path}"
+
+    def _engine_reader(self) -> Reader:
+        return _SnapshotReader(self._db.snapshot())
+
+    def _engine_batch(self, sync: bool) -> RawBatch:
+        batch: RawBatch = self._db.write_batch(sync=sync)
+        return batch
+
+    def _engine_commit(self, raw: RawBatch) -> None:
+        try:
+            raw.write()  # type: ignore[attr-defined]
+        except plyvel.Error as exc:
+            raise StorageError(
+                f"writing to {self.describe()} failed ({_message(exc)}): the disk may be full or failing; the "
+                "node stops writing; fix the disk and restart it"
+            ) from exc
+        except RuntimeError as exc:
+            raise StorageError(f"{self.describe()} is closed: {exc}") from exc
+
+    def _engine_close(self) -> None:
+        self._db.close()

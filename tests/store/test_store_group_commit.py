@@ -1,0 +1,273 @@
+"""Group commit: many committers, one synced write; nobody woken before the write; failures propagate."""
+
+from __future__ import annotations
+
+import pathlib
+import threading
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from borough.errors import StorageError
+from borough.raft.records import Entry
+from borough.store import InvalidLogOperation, LevelDBStore, MemoryStore, WriteBatch, encode_value, open_group_commit
+
+
+class CountingStore(MemoryStore):
+    """A MemoryStore that counts its synced writes and records what was durable when each one returned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.synced_writes: list[int] = []  # ops per synced write
+
+    def write(self, batch: WriteBatch, *, sync: bool = True) -> None:
+        super().write(batch, sync=sync)
+        if sync:
+            self.synced_writes.append(len(batch))
+
+
+class GatedStore(CountingStore):
+    """Writes block (in the worker thread) until the test opens the gate: a slow disk under our control."""
+
+    blocking_writes = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def write(self, batch: WriteBatch, *, sync: bool = True) -> None:
+        self.entered.set()
+        assert self.gate.wait(10), "the test never opened the gate"
+        super().write(batch, sync=sync)
+
+
+async def write_in_flight(store: GatedStore) -> None:
+    """Wait (in a thread, so without polling) until a write has entered the gated store."""
+    assert await trio.to_thread.run_sync(store.entered.wait, 10)
+
+
+def put_batch(store: MemoryStore, p: str, key: str, applied: int) -> WriteBatch:
+    b = store.write_batch()
+    b.apply(p, [("put", key, encode_value(key))], applied)
+    return b
+
+
+async def test_concurrent_committers_share_one_synced_write(autojump_clock: trio.testing.MockClock) -> None:
+    store = CountingStore()
+    woken: list[int] = []
+
+    async def replica(i: int) -> None:
+        await gc.commit(put_batch(store, f"p{i}", "k", 1))
+        assert store.unsynced_writes == 0  # durable before we were woken
+        woken.append(i)
+
+    async with open_group_commit(store, offload=False) as gc, trio.open_nursery() as nursery:
+        for i in range(50):
+            nursery.start_soon(replica, i)
+    assert sorted(woken) == list(range(50))
+    assert store.synced_writes == [50]
+    assert (gc.writes, gc.batches_committed) == (1, 50)
+    assert sorted(store.replicas()) == sorted(f"p{i}" for i in range(50))
+
+
+async def test_batches_gather_while_a_write_is_in_flight() -> None:
+    store = GatedStore()
+    done: list[str] = []
+
+    async def commit(name: str) -> None:
+        await gc.commit(put_batch(store, name, "k", 1))
+        done.append(name)
+
+    async with open_group_commit(store, offload=True) as gc, trio.open_nursery() as nursery:
+        nursery.start_soon(commit, "first")
+        await write_in_flight(store)  # the first write is now in flight (blocked in its thread)
+        for i in range(20):
+            nursery.start_soon(commit, f"later{i}")
+        await trio.testing.wait_all_tasks_blocked()
+        assert done == []  # nobody is woken before the write returns
+        assert len(gc._open.batches) == 20
+        assert store.replicas() == []
+        store.gate.set()
+    assert store.synced_writes == [1, 20]
+    assert sorted(done) == sorted(["first"] + [f"later{i}" for i in range(20)])
+    assert done[0] == "first"
+
+
+async def test_backpressure_bounds_the_pending_batches() -> None:
+    store = GatedStore()
+    async with open_group_commit(store, offload=True, max_pending_batches=3) as gc, trio.open_nursery() as nursery:
+        nursery.start_soon(gc.commit, put_batch(store, "a", "k", 1))
+        await write_in_flight(store)
+        for i in range(5):
+            nursery.start_soon(gc.commit, put_batch(store, f"b{i}", "k", 1))
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(gc._open.batches) == 3  # the other two wait for room
+        store.gate.set()
+    assert sum(store.synced_writes) == 6 and len(store.synced_writes) == 3
+    assert len(store.replicas()) == 6
+
+
+async def test_byte_cap_lets_a_single_big_batch_through(autojump_clock: trio.testing.MockClock) -> None:
+    store = CountingStore()
+    async with open_group_commit(store, offload=False, max_pending_bytes=10) as gc:
+        big = store.write_batch()
+        big.apply("p", [("put", "k", encode_value("x" * 1000))], 1)
+        await gc.commit(big)
+    assert store.get("p", "k") == "x" * 1000
+
+
+async def test_a_failed_write_fails_its_waiters_and_every_later_commit(autojump_clock: trio.testing.MockClock) -> None:
+    store = CountingStore()
+    errors: list[BaseException] = []
+
+    async def commit(i: int) -> None:
+        try:
+            await gc.commit(put_batch(store, f"p{i}", "k", 1))
+        except StorageError as exc:
+            errors.append(exc)
+
+    async with open_group_commit(store, offload=False) as gc:
+        await gc.commit(put_batch(store, "ok", "k", 1))
+        store.fail_writes(OSError(28, "No space left on device"))
+        async with trio.open_nursery() as nursery:
+            for i in range(5):
+                nursery.start_soon(commit, i)
+        assert len(errors) == 5
+        assert all("could not be made durable" in str(e) for e in errors)
+        assert isinstance(gc.error, StorageError)
+        store.fail_writes(None)  # the disk comes back, but we never pretend: the committer stays stopped
+        with pytest.raises(StorageError, match="stopped after a failed write"):
+            await gc.commit(put_batch(store, "late", "k", 1))
+    assert store.replicas() == ["ok"]
+
+
+async def test_an_invalid_batch_fails_alone(autojump_clock: trio.testing.MockClock) -> None:
+    store = CountingStore()
+    outcome: dict[str, Any] = {}
+
+    async def commit(name: str, b: WriteBatch) -> None:
+        try:
+            await gc.commit(b)
+            outcome[name] = "ok"
+        except InvalidLogOperation as exc:
+            outcome[name] = exc
+
+    gap = store.write_batch()
+    gap.append("p", [Entry(term=1, index=5)])  # the log is empty: index 5 would leave a gap
+    async with open_group_commit(store, offload=False) as gc:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(commit, "good1", put_batch(store, "a", "k", 1))
+            nursery.start_soon(commit, "bad", gap)
+            nursery.start_soon(commit, "good2", put_batch(store, "b", "k", 1))
+        assert outcome["good1"] == outcome["good2"] == "ok"
+        assert isinstance(outcome["bad"], InvalidLogOperation)
+        assert gc.error is None
+        await gc.commit(put_batch(store, "c", "k", 1))  # and the committer goes on
+    assert store.replicas() == ["a", "b", "c"]
+    store.crash()
+    assert store.replicas() == ["a", "b", "c"]  # the survivors of the invalid cycle were made durable
+
+
+async def test_a_cancelled_committer_does_not_stop_its_batch(autojump_clock: trio.testing.MockClock) -> None:
+    store = CountingStore()
+    async with open_group_commit(store, offload=False) as gc:
+        with trio.move_on_after(0) as scope:
+            scope.cancel()
+            await gc.commit(put_batch(store, "never", "k", 1))  # cancelled before it was submitted
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(gc.commit, put_batch(store, "p", "k", 1))
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+        await gc.commit(put_batch(store, "q", "k", 1))
+    assert "never" not in store.replicas()
+    assert "q" in store.replicas()
+
+
+async def test_leaving_the_block_writes_what_is_pending(autojump_clock: trio.testing.MockClock) -> None:
+    store = CountingStore()
+    results: list[str] = []
+
+    async def late(gc: Any) -> None:
+        await gc.commit(put_batch(store, "late", "k", 1))
+        results.append("late")
+
+    async with trio.open_nursery() as outer, open_group_commit(store, offload=False) as gc:
+        outer.start_soon(late, gc)
+        await trio.testing.wait_all_tasks_blocked()
+    assert results == ["late"] and store.replicas() == ["late"]
+    with pytest.raises(StorageError, match="closed"):
+        await gc.commit(put_batch(store, "after", "k", 1))
+
+
+async def test_leaving_by_an_error_fails_pending_waiters() -> None:
+    store = GatedStore()
+    errors: list[BaseException] = []
+
+    async def waiter(gc: Any, name: str) -> None:
+        try:
+            await gc.commit(put_batch(store, name, "k", 1))
+        except StorageError as exc:
+            errors.append(exc)
+
+    class Boom(Exception):
+        pass
+
+    with pytest.RaisesGroup(Boom):  # the outer nursery wraps it; open_group_commit itself does not
+        async with trio.open_nursery() as outer, open_group_commit(store, offload=True) as gc:
+            outer.start_soon(waiter, gc, "in-flight")
+            await write_in_flight(store)
+            outer.start_soon(waiter, gc, "pending")
+            await trio.testing.wait_all_tasks_blocked()
+            store.gate.set()  # the in-flight write finishes even though we are leaving
+            raise Boom
+    assert [str(e) for e in errors] == [
+        "this batch could not be made durable: the group committer was closed before this batch was written: "
+        "it is not durable"
+    ]
+    assert "in-flight" in store.replicas()
+    assert "pending" not in store.replicas()
+
+
+async def test_an_error_in_the_block_comes_out_unwrapped(autojump_clock: trio.testing.MockClock) -> None:
+    store = CountingStore()
+    with pytest.raises(KeyError, match="mine"):
+        async with open_group_commit(store, offload=False):
+            raise KeyError("mine")
+
+
+async def test_idle_committer_collects_garbage(autojump_clock: trio.testing.MockClock) -> None:
+    store = CountingStore()
+    b = store.write_batch()
+    b.apply("p", [("put", f"k{i}", encode_value(i)) for i in range(100)], 1)
+    store.write(b)
+    async with open_group_commit(store, offload=False, garbage_step=7) as gc:
+        d = store.write_batch()
+        d.destroy("p")
+        await gc.commit(d)
+        assert store.has_garbage
+        await trio.testing.wait_all_tasks_blocked()
+        assert not store.has_garbage
+    assert not any(k.startswith(b"\x05") for k in store._engine.data)
+
+
+async def test_group_commit_on_leveldb_in_a_thread(tmp_path: pathlib.Path) -> None:
+    store = LevelDBStore.open(tmp_path / "db")
+    try:
+        async with open_group_commit(store) as gc, trio.open_nursery() as nursery:
+
+            async def replica(i: int) -> None:
+                for n in range(1, 21):
+                    b = store.write_batch()
+                    b.append(f"p{i}", [Entry(term=1, index=n, data=b"x")])
+                    await gc.commit(b)
+
+            for i in range(10):
+                nursery.start_soon(replica, i)
+        assert gc.batches_committed == 200
+        assert gc.writes < 200  # some cycles carried several batches
+        assert all(store.last_index(f"p{i}") == 20 for i in range(10))
+    finally:
+        store.close()
