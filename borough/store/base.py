@@ -332,10 +332,12 @@ class Store(abc.ABC):
         limit: int | None = None,
         keys: bool = True,
         values: bool = True,
+        encoded: bool = False,
     ) -> Iterator[Any]:
         """The partition's items in bytewise key order (descending with ``reverse``) within the bounds, at most
         ``limit`` of them: ``(key, value)`` pairs, or keys only (``values=False``), or values only
-        (``keys=False``). The items are those at the time of the call, whatever is written while iterating."""
+        (``keys=False``); with ``encoded`` values come as ``encode_value`` bytes, undecoded (what ``get_encoded``
+        gives). The items are those at the time of the call, whatever is written while iterating."""
         if gt is not None and gte is not None:
             raise ValueError("give at most one lower bound: gt or gte")
         if lt is not None and lte is not None:
@@ -358,7 +360,7 @@ class Store(abc.ABC):
             stop = dp + enc.encode_bound(lte) + b"\x00"
         if st.pid == 0 or limit == 0 or start >= stop:
             return iter(())
-        return _items(view.reader.scan(start, stop, reverse=bool(reverse), limit=limit), keys, values)
+        return _items(view.reader.scan(start, stop, reverse=bool(reverse), limit=limit), keys, values, encoded)
 
     # ------------------------------------------------------------------------------------ writes
 
@@ -500,8 +502,12 @@ class Store(abc.ABC):
             return max_keys - budget
 
 
-def _items(it: Iterator[tuple[bytes, bytes]], keys: bool, values: bool) -> Iterator[Any]:
-    loads = enc.decode_value
+def _identity(b: bytes) -> bytes:
+    return b
+
+
+def _items(it: Iterator[tuple[bytes, bytes]], keys: bool, values: bool, encoded: bool = False) -> Iterator[Any]:
+    loads = _identity if encoded else enc.decode_value
     marker = enc.BYTES_KEY_BYTE
     n = enc.PREFIX_LEN
     try:

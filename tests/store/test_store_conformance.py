@@ -10,7 +10,7 @@ import pytest
 from borough.errors import ConfigError, NotFound, StorageError
 from borough.raft.records import ConfState, Entry, EntryKind, HardState, NodeId, SnapshotMeta
 from borough.raft.storage import LogCompacted, LogStorage, LogUnavailable
-from borough.store import InvalidLogOperation, LevelDBStore, MemoryStore, NodeMeta, Store, encode_value
+from borough.store import InvalidLogOperation, LevelDBStore, MemoryStore, NodeMeta, Store, decode_value, encode_value
 
 from .conftest import Opener
 
@@ -319,6 +319,15 @@ def test_iteration_bounds_and_options(store: Store, reverse: bool) -> None:
     both = list(store.iterate("p", gte="c", reverse=reverse, limit=2))
     assert both == [(k, k.upper()) for k in order("cde")[:2]]
     assert list(store.iterate("p", gte="c", reverse=reverse, keys=False)) == [k.upper() for k in order("cde")]
+
+
+def test_iteration_can_give_values_still_encoded(store: Store) -> None:
+    put(store, "p", {"a": {"x": 1}, b"b": [2]})
+    assert list(store.iterate("p", encoded=True)) == [
+        ("a", store.get_encoded("p", "a")),
+        (b"b", store.get_encoded("p", b"b")),
+    ]
+    assert [decode_value(v) for v in store.iterate("p", keys=False, encoded=True)] == [{"x": 1}, [2]]
 
 
 def test_iteration_sees_the_items_as_of_the_call(store: Store) -> None:
