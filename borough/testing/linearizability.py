@@ -1,0 +1,565 @@
+"""Linearizability checking of a recorded history, one key at a time (Wing & Gong's search with Lowe's memo).
+
+Owns: the register model of one key (get / put / delete / cas), the split of a history into independent per-key
+histories (P-compositionality: a history of independent registers is linearizable iff each register's history
+is), the depth-first search over linearization orders with memoisation of (set of linearized operations, register
+value) as Porcupine does, the per-key step budget, and shrinking a failing key's history to a small one that fails
+on its own, with an explanation a person can read.
+
+Semantics the caller must know:
+- ok operations took effect exactly once between invocation and completion; failed ones never did (dropped);
+  unknown and still-pending ones may take effect at any time after their invocation, or never (their return is
+  +infinity); gets whose outcome is unknown observe nothing and are dropped.
+- Values are compared by equality (hashable ones by hash and ==): 1 == 1.0 == True, a tuple never equals a list,
+  NaN equals nothing; clients should record values as the database gives them back.
+- Events tied between an invocation and a completion count as concurrent (the invocation is taken first).
+
+Must not know: trio, the cluster, the network, or how the history was produced.
+"""
+
+from __future__ import annotations
+
+import enum
+import reprlib
+from collections.abc import Hashable, Iterable, Sequence
+from typing import Final
+
+import attrs
+
+from borough.testing.history import NOT_FOUND, History, Kind, Operation, Status, timeline
+
+__all__ = [
+    "DEFAULT_BUDGET",
+    "DEFAULT_SHRINK_BUDGET",
+    "CheckResult",
+    "Outcome",
+    "check",
+]
+
+DEFAULT_BUDGET: Final = 1_000_000
+"""Search steps allowed per key (about a second of CPU); past it that key is UNDECIDED rather than hanging."""
+
+DEFAULT_SHRINK_BUDGET: Final = 5_000_000
+"""Search steps allowed, in total, for shrinking the failing key's history; past it the shrink stops early."""
+
+_repr = reprlib.Repr()
+_repr.maxstring = _repr.maxother = 40
+
+
+class Outcome(enum.StrEnum):
+    LINEARIZABLE = "linearizable"
+    NOT_LINEARIZABLE = "not linearizable"
+    UNDECIDED = "undecided"  # some key's search ran out of budget and no key was found to fail
+
+
+@attrs.frozen(kw_only=True)
+class CheckResult:
+    """What ``check`` found. ``ok`` is True only when every key was shown linearizable.
+
+    For NOT_LINEARIZABLE, ``key`` is the first failing key (in order of first invocation), ``minimal`` a
+    sub-history of it (original records, by invocation) that is not linearizable on its own and so proves the
+    whole history is not, and ``explanation`` says why. For UNDECIDED, ``key`` is the first undecided key.
+    """
+
+    outcome: Outcome
+    key: Hashable | None = None
+    minimal: tuple[Operation, ...] = ()
+    explanation: str
+    failed_keys: tuple[Hashable, ...] = ()
+    undecided_keys: tuple[Hashable, ...] = ()
+    keys: int = 0
+    operations: int = 0
+    steps: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.LINEARIZABLE
+
+
+def check(
+    history: History | Iterable[Operation],
+    *,
+    budget: int = DEFAULT_BUDGET,
+    shrink_budget: int = DEFAULT_SHRINK_BUDGET,
+) -> CheckResult:
+    """Check that ``history`` is linearizable, treating each key as an independent register.
+
+    Every key is checked (so ``failed_keys`` and ``undecided_keys`` are complete); the first failing key is then
+    shrunk within ``shrink_budget`` steps (0: no shrinking; ``minimal`` is then that key's whole history).
+    ``budget`` bounds the steps spent on each key. Deterministic: the same history gives the same result.
+    """
+    if budget < 1 or shrink_budget < 0:
+        raise ValueError(f"budget must be >= 1 and shrink_budget >= 0 (got {budget}, {shrink_budget})")
+    ops = _validated(history)
+    by_key: dict[Hashable, list[Operation]] = {}
+    for op in ops:
+        by_key.setdefault(op.key, []).append(op)
+    failed: list[Hashable] = []
+    undecided: list[Hashable] = []
+    steps = 0
+    considered = 0
+    for key, key_ops in by_key.items():
+        problem = _Problem.build(key_ops, weak=frozenset())
+        considered += len(problem.ops)
+        found = _search(problem, budget)
+        steps += found.steps
+        if found.outcome is Outcome.NOT_LINEARIZABLE:
+            failed.append(key)
+        elif found.outcome is Outcome.UNDECIDED:
+            undecided.append(key)
+    dropped = len(ops) - considered
+    summary = (
+        f"{len(ops)} operations on {len(by_key)} keys ({considered} constrain the search, {dropped} dropped as"
+        f" failed, unobserved or unneeded), {steps} search steps"
+    )
+    failed_keys, undecided_keys = tuple(failed), tuple(undecided)
+    if failed:
+        key = failed[0]
+        shrunk = _shrink(by_key[key], budget, shrink_budget)
+        steps += shrunk.steps
+        return CheckResult(
+            outcome=Outcome.NOT_LINEARIZABLE,
+            key=key,
+            minimal=tuple(shrunk.ops),
+            explanation=_explain_failure(key, by_key[key], shrunk, failed, undecided, budget, summary),
+            failed_keys=failed_keys,
+            undecided_keys=undecided_keys,
+            keys=len(by_key),
+            operations=len(ops),
+            steps=steps,
+        )
+    if undecided:
+        names = ", ".join(repr(k) for k in undecided[:10]) + (" ..." if len(undecided) > 10 else "")
+        explanation = (
+            f"undecided: the search ran out of its budget of {budget} steps on {len(undecided)} key(s): {names}."
+            f" No key was found to fail. Raise budget= (each million steps is about a second), or make the workload"
+            f" less concurrent on one key (fewer clients per key, fewer unknown writes whose value is read).\n"
+            f"{summary}"
+        )
+        return CheckResult(
+            outcome=Outcome.UNDECIDED,
+            key=undecided[0],
+            explanation=explanation,
+            failed_keys=failed_keys,
+            undecided_keys=undecided_keys,
+            keys=len(by_key),
+            operations=len(ops),
+            steps=steps,
+        )
+    return CheckResult(
+        outcome=Outcome.LINEARIZABLE,
+        explanation=f"linearizable: {summary}",
+        keys=len(by_key),
+        operations=len(ops),
+        steps=steps,
+    )
+
+
+# --- one key's history, compiled for the search --------------------------------------------------------------
+
+# Operation codes of the register model; ``a``/``b`` are interned value ids (0 is NOT_FOUND, the initial value).
+_GET: Final = 0  # ok get: the value must be a
+_WRITE: Final = 1  # put or delete (a = 0): the value becomes a
+_CAS_SWAPPED: Final = 2  # ok cas that swapped: the value must be a; it becomes b
+_CAS_REFUSED: Final = 3  # ok cas that did not: the value must not be a
+_CAS_MAYBE: Final = 4  # unknown cas: if the value is a it becomes b
+
+
+class _Values:
+    """Interns values to small ints so states compare and hash fast, even for unhashable values (dicts, lists)."""
+
+    def __init__(self) -> None:
+        self.values: list[object] = [NOT_FOUND]
+        self._hashable: dict[object, int] = {NOT_FOUND: 0}
+        self._unhashable: list[tuple[object, int]] = []
+
+    def id(self, value: object) -> int:
+        try:
+            found = self._hashable.get(value)
+        except TypeError:
+            for other, number in self._unhashable:
+                if other == value:
+                    return number
+            self._unhashable.append((value, len(self.values)))
+            self.values.append(value)
+            return len(self.values) - 1
+        if found is None:
+            found = self._hashable[value] = len(self.values)
+            self.values.append(value)
+        return found
+
+
+@attrs.define
+class _Problem:
+    """One key's operations that constrain the search, as parallel arrays (index = position in ``ops``)."""
+
+    ops: list[Operation]
+    code: list[int]
+    a: list[int]
+    b: list[int]
+    required: list[bool]  # ok operations must be linearized; unknown (or weakened) ones may be left out
+    values: _Values
+
+    @classmethod
+    def build(cls, key_ops: Sequence[Operation], weak: frozenset[int]) -> _Problem:
+        """Compile ``key_ops`` (in invocation order); ops whose id is in ``weak`` are treated as unknown."""
+        values = _Values()
+        rows: list[tuple[Operation, int, int, int, bool]] = []
+        for op in key_ops:
+            if op.status is Status.FAILED:
+                continue
+            known = op.status is Status.OK and op.id not in weak
+            if op.kind is Kind.GET:
+                if known:  # an unknown get observed nothing
+                    rows.append((op, _GET, values.id(op.result), 0, True))
+            elif op.kind is Kind.PUT:
+                rows.append((op, _WRITE, values.id(op.value), 0, known))
+            elif op.kind is Kind.DELETE:
+                rows.append((op, _WRITE, 0, 0, known))
+            elif not known:
+                rows.append((op, _CAS_MAYBE, values.id(op.expected), values.id(op.value), False))
+            elif op.result:
+                rows.append((op, _CAS_SWAPPED, values.id(op.expected), values.id(op.value), True))
+            else:
+                rows.append((op, _CAS_REFUSED, values.id(op.expected), 0, True))
+        rows = _prune(rows)
+        return cls(
+            ops=[r[0] for r in rows],
+            code=[r[1] for r in rows],
+            a=[r[2] for r in rows],
+            b=[r[3] for r in rows],
+            required=[r[4] for r in rows],
+            values=values,
+        )
+
+    def describe_value(self, state: int) -> str:
+        value = self.values.values[state]
+        return "absent" if value is NOT_FOUND else _repr.repr(value)
+
+    def step(self, state: int, i: int) -> int | None:
+        """The register's value after operation ``i`` takes effect on ``state``; None if its result forbids it."""
+        code, a = self.code[i], self.a[i]
+        if code == _GET:
+            return state if state == a else None
+        if code == _WRITE:
+            return a
+        if code == _CAS_SWAPPED:
+            return self.b[i] if state == a else None
+        if code == _CAS_REFUSED:
+            return state if state != a else None
+        return self.b[i] if state == a else state
+
+
+def _prune(rows: list[tuple[Operation, int, int, int, bool]]) -> list[tuple[Operation, int, int, int, bool]]:
+    """Drop unknown writes that cannot matter; the rest is linearizable iff the whole is.
+
+    1. Unknown ops invoked after every ok op returned: put them last, where nobody observes them.
+    2. An unknown write whose new value no ok get read and no cas expects (and no ok cas was refused): if some
+       order takes it, the same order without it (and with any unknown cas it would have enabled moved last)
+       still explains every observation, since nothing observed the value it wrote. Dropping one may free the
+       value another cas expected, so repeat until nothing changes. Refused cas ops observe "not x", which this
+       argument does not cover, so their presence turns rule 2 off.
+    Besides speed (fewer ops, fewer orders), this keeps shrunk histories free of operations that explain nothing.
+    """
+    last_return = max((r[0].completed_at or 0 for r in rows if r[4]), default=-1)
+    rows = [r for r in rows if r[4] or r[0].invoked_at <= last_return]
+    if any(r[1] == _CAS_REFUSED for r in rows):
+        return rows
+    while True:
+        observed = {r[2] for r in rows if r[1] in (_GET, _CAS_SWAPPED, _CAS_MAYBE)}
+        kept = [
+            r
+            for r in rows
+            if r[4] or (r[1] == _WRITE and r[2] in observed) or (r[1] == _CAS_MAYBE and r[3] in observed)
+        ]
+        if len(kept) == len(rows):
+            return rows
+        rows = kept
+
+
+# --- the search ------------------------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class _Found:
+    outcome: Outcome
+    steps: int
+    longest: tuple[int, ...] = ()  # the longest linearizable order found (indices into problem.ops), if traced
+
+
+def _search(problem: _Problem, budget: int, *, trace: bool = False) -> _Found:
+    """Wing–Gong–Lowe: try to linearize the earliest-invoked pending op whose call precedes every open return.
+
+    The history is a doubly linked list of call and return entries in event order (unknown ops have no return
+    entry). Scanning from the head, a call entry is linearized if the model allows it and the resulting
+    (linearized set, value) was never seen before (Lowe's memo: from an equal configuration the rest of the
+    search is the same); it and its return are unlinked and the scan restarts. Reaching a return entry means the
+    op it closes should already have taken effect: undo the last choice and try the next entry after it. Explicit
+    stacks instead of recursion, so long histories cannot hit Python's recursion limit.
+    """
+    n = len(problem.ops)
+    need = sum(problem.required)
+    if need == 0:
+        return _Found(outcome=Outcome.LINEARIZABLE, steps=0)
+    events: list[tuple[int, int, int]] = []
+    for i, op in enumerate(problem.ops):
+        events.append((op.invoked_at, 0, i))
+        if problem.required[i]:
+            assert op.completed_at is not None
+            events.append((op.completed_at, 1, i))
+    events.sort()
+    size = len(events)
+    nxt = list(range(1, size + 3))
+    prv = list(range(-1, size + 1))
+    entry_op = [-1] * (size + 2)  # -1: a return entry, or position 0 (head) or size + 1 (a tail that backtracks)
+    call_pos = [0] * n
+    ret_pos = [-1] * n
+    for pos, (_, is_return, i) in enumerate(events, start=1):
+        if is_return:
+            ret_pos[i] = pos
+        else:
+            entry_op[pos] = i
+            call_pos[i] = pos
+    code, arg_a, arg_b, required = problem.code, problem.a, problem.b, problem.required
+    bit = [1 << i for i in range(n)]
+    shift = max(1, len(problem.values.values).bit_length())
+    seen: set[int] = set()
+    stack_pos: list[int] = []
+    stack_state: list[int] = []
+    longest: tuple[int, ...] = ()
+    state = 0
+    linearized = 0
+    done = 0
+    steps = 0
+    entry = nxt[0]
+    while True:
+        if done == need:
+            if trace:
+                longest = tuple(entry_op[pos] for pos in stack_pos)
+            return _Found(outcome=Outcome.LINEARIZABLE, steps=steps, longest=longest)
+        steps += 1
+        if steps > budget:
+            return _Found(outcome=Outcome.UNDECIDED, steps=steps - 1, longest=longest)
+        i = entry_op[entry]
+        if i >= 0:  # a call entry: try to linearize op i now
+            c = code[i]
+            a = arg_a[i]
+            if c == _GET:
+                new = state if state == a else -1
+            elif c == _WRITE:
+                new = a
+            elif c == _CAS_SWAPPED:
+                new = arg_b[i] if state == a else -1
+            elif c == _CAS_REFUSED:
+                new = state if state != a else -1
+            else:
+                new = arg_b[i] if state == a else state
+            if new >= 0:
+                grown = linearized | bit[i]
+                memo = (grown << shift) | new
+                if memo not in seen:
+                    seen.add(memo)
+                    stack_pos.append(entry)
+                    stack_state.append(state)
+                    state = new
+                    linearized = grown
+                    if required[i]:
+                        done += 1
+                    # Unlink the call entry, then its return entry (restored in the opposite order).
+                    before, after = prv[entry], nxt[entry]
+                    nxt[before] = after
+                    prv[after] = before
+                    r = ret_pos[i]
+                    if r >= 0:
+                        before, after = prv[r], nxt[r]
+                        nxt[before] = after
+                        prv[after] = before
+                    if trace and len(stack_pos) > len(longest):
+                        longest = tuple(entry_op[pos] for pos in stack_pos)
+                    entry = nxt[0]
+                    continue
+            entry = nxt[entry]
+        else:  # a return entry (or the tail): the op it closes is not linearized yet
+            if not stack_pos:
+                return _Found(outcome=Outcome.NOT_LINEARIZABLE, steps=steps, longest=longest)
+            entry = stack_pos.pop()
+            state = stack_state.pop()
+            i = entry_op[entry]
+            linearized ^= bit[i]
+            if required[i]:
+                done -= 1
+            r = ret_pos[i]
+            if r >= 0:
+                nxt[prv[r]] = r
+                prv[nxt[r]] = r
+            nxt[prv[entry]] = entry
+            prv[nxt[entry]] = entry
+            entry = nxt[entry]
+
+
+# --- shrinking -------------------------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class _Shrunk:
+    ops: tuple[Operation, ...]  # original records, by invocation
+    weak: frozenset[int]  # ids of ok writes whose completion the failure does not need
+    steps: int
+    minimal: bool  # True if no single further move keeps it failing (the shrink did not run out of budget)
+
+
+def _shrink(key_ops: Sequence[Operation], budget: int, shrink_budget: int) -> _Shrunk:
+    """Delta-debug the failing key's history down to a small one that still fails, using only sound moves.
+
+    A move is sound when failing after it implies failing before it: removing a read-only op (a get, a refused
+    cas) removes a constraint and changes no value; weakening an ok write to unknown lets it take effect anywhere
+    after its invocation, or never, which only adds orders. (Removing a write outright is not sound: the reads of
+    its value would then fail for a reason the real history does not have.) ``_prune`` then drops the unknown
+    writes nobody observes. So the result fails on its own and proves the whole history fails.
+    """
+    removed: set[int] = set()
+    weak: set[int] = set()
+    steps = 0
+    current = _Problem.build(key_ops, frozenset())
+    if shrink_budget == 0:
+        return _Shrunk(ops=tuple(current.ops), weak=frozenset(), steps=0, minimal=False)
+
+    def movable(problem: _Problem) -> list[Operation]:
+        return [op for op, req in zip(problem.ops, problem.required, strict=True) if req]
+
+    def survivors(gone: set[int]) -> list[Operation]:
+        return [op for op in key_ops if op.id not in gone]
+
+    items = movable(current)
+    granularity = 2
+    minimal = True
+    while items:
+        chunk = -(-len(items) // granularity)
+        accepted = False
+        for start in range(0, len(items), chunk):
+            if steps >= shrink_budget:
+                minimal = False
+                break
+            moved = items[start : start + chunk]
+            gone = removed | {op.id for op in moved if not op.is_write or _is_refused_cas(op)}
+            weaker = weak | {op.id for op in moved if op.is_write and not _is_refused_cas(op)}
+            candidate = _Problem.build(survivors(gone), frozenset(weaker))
+            found = _search(candidate, min(budget, shrink_budget - steps))
+            steps += found.steps
+            if found.outcome is Outcome.NOT_LINEARIZABLE:
+                kept = {op.id for op in candidate.ops}
+                removed = {op.id for op in key_ops if op.id not in kept}
+                weak = weaker & kept
+                current = candidate
+                items = movable(current)
+                granularity = max(granularity - 1, 2)
+                accepted = True
+                break
+        if not minimal:
+            break
+        if not accepted:
+            if chunk == 1:
+                break
+            granularity = min(granularity * 2, len(items))
+    return _Shrunk(ops=tuple(current.ops), weak=frozenset(weak), steps=steps, minimal=minimal)
+
+
+def _is_refused_cas(op: Operation) -> bool:
+    return op.kind is Kind.CAS and op.status is Status.OK and op.result is False
+
+
+# --- explanations ----------------------------------------------------------------------------------------------
+
+
+def _explain_failure(
+    key: Hashable,
+    key_ops: Sequence[Operation],
+    shrunk: _Shrunk,
+    failed: Sequence[Hashable],
+    undecided: Sequence[Hashable],
+    budget: int,
+    summary: str,
+) -> str:
+    others = ""
+    if len(failed) > 1:
+        others = f"; {len(failed) - 1} other key(s) fail too: " + ", ".join(repr(k) for k in failed[1:6])
+        others += " ..." if len(failed) > 6 else ""
+    if undecided:
+        others += f"; {len(undecided)} key(s) undecided within budget"
+    lines = [f"not linearizable: key {key!r}{others}", summary, ""]
+    how = "minimal: each operation is needed" if shrunk.minimal else "shrinking stopped at its budget"
+    lines.append(
+        f"{len(shrunk.ops)} of the key's {len(key_ops)} operations fail on their own ({how}). Intervals are event"
+        " numbers; unknown operations may take effect any time after their call, or never:"
+    )
+    lines += ["  " + op.describe() for op in shrunk.ops]
+    marks = dict.fromkeys(shrunk.weak, "(*)")
+    if len(shrunk.ops) <= 40:
+        lines += ["", "Timeline:"] + ["  " + line for line in timeline(shrunk.ops, marks=marks).splitlines()]
+    if shrunk.weak:
+        lines.append(
+            "(*) fails even if this write's return were at +infinity: where it completed does not matter, only"
+            " that it was invoked"
+        )
+    # Narrate with the recorded outcomes (the weakened writes made strict again): still failing, since that only
+    # adds constraints, and consistent with the intervals printed above.
+    lines += ["", *_why(_Problem.build(shrunk.ops, frozenset()), budget)]
+    return "\n".join(lines)
+
+
+def _why(problem: _Problem, budget: int) -> list[str]:
+    """Narrate the search's dead end: the longest order it found, and why nothing can come next."""
+    found = _search(problem, budget, trace=True)
+    if found.outcome is not Outcome.NOT_LINEARIZABLE:  # cannot happen for a shrunk history; say so if it does
+        return [f"(re-checking the shrunk history gave {found.outcome.value}; this is a checker bug)"]
+    state = 0
+    story = []
+    for i in found.longest:
+        new = problem.step(state, i)
+        assert new is not None
+        state = new
+        story.append(f"#{problem.ops[i].id} {problem.ops[i].call()} (value {problem.describe_value(state)})")
+    done = set(found.longest)
+    rest = [i for i in range(len(problem.ops)) if i not in done]
+    deadline_i = min(
+        (i for i in rest if problem.required[i]),
+        key=lambda i: problem.ops[i].completed_at or 0,
+    )
+    deadline_op = problem.ops[deadline_i]
+    start = "The longest order the search found takes " + (", then ".join(story) if story else "nothing")
+    lines = [
+        f"{start}; then #{deadline_op.id} must take effect before it returns at event {deadline_op.completed_at},"
+        " but nothing invoked before then can be next:"
+    ]
+    for i in rest:
+        op = problem.ops[i]
+        if op.invoked_at > (deadline_op.completed_at or 0):
+            continue
+        what = f"#{op.id} {op.call()} {op.outcome()}"
+        if problem.step(state, i) is None:
+            if problem.code[i] == _CAS_REFUSED:
+                lines.append(f"  {what}: the value is {problem.describe_value(state)}, so it would have swapped")
+            elif problem.code[i] == _GET:
+                lines.append(f"  {what}: it would read {problem.describe_value(state)}")
+            else:
+                expected = problem.describe_value(problem.a[i])
+                lines.append(f"  {what}: the value is {problem.describe_value(state)}, not {expected}")
+        else:
+            lines.append(f"  {what}: could be next, but no order of the rest works after it")
+    lines.append("(The search tries every order that respects real time; this is where the longest one stops.)")
+    return lines
+
+
+def _validated(history: History | Iterable[Operation]) -> list[Operation]:
+    ops = list(history.operations if isinstance(history, History) else history)
+    seen: set[int] = set()
+    for op in ops:
+        if not isinstance(op, Operation):
+            raise TypeError(f"check() takes a History or Operations, not {op!r}")
+        if op.id in seen:
+            raise ValueError(f"two operations have id {op.id}; pass one history's operations")
+        seen.add(op.id)
+        if op.status is not Status.PENDING and (op.completed_at is None or op.completed_at <= op.invoked_at):
+            raise ValueError(f"operation {op.describe()} completes at {op.completed_at}, not after its invocation")
+    ops.sort(key=lambda op: (op.invoked_at, op.id))
+    return ops
