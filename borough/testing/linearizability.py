@@ -64,6 +64,7 @@ class CheckResult:
     outcome: Outcome
     key: Hashable | None = None
     minimal: tuple[Operation, ...] = ()
+    weakened: frozenset[int] = frozenset()  # ids of writes in ``minimal`` that fail it even with return +inf
     explanation: str
     failed_keys: tuple[Hashable, ...] = ()
     undecided_keys: tuple[Hashable, ...] = ()
@@ -121,6 +122,7 @@ def check(
             outcome=Outcome.NOT_LINEARIZABLE,
             key=key,
             minimal=tuple(shrunk.ops),
+            weakened=shrunk.weak,
             explanation=_explain_failure(key, by_key[key], shrunk, failed, undecided, budget, summary),
             failed_keys=failed_keys,
             undecided_keys=undecided_keys,
@@ -157,21 +159,24 @@ def check(
 
 # --- one key's history, compiled for the search --------------------------------------------------------------
 
-# Operation codes of the register model; ``a``/``b`` are interned value ids (0 is NOT_FOUND, the initial value).
+# Operation codes of the register model; ``a``/``b`` are value ids (see ``_Problem.build``).
 _GET: Final = 0  # ok get: the value must be a
-_WRITE: Final = 1  # put or delete (a = 0): the value becomes a
+_WRITE: Final = 1  # put or delete: the value becomes a
 _CAS_SWAPPED: Final = 2  # ok cas that swapped: the value must be a; it becomes b
 _CAS_REFUSED: Final = 3  # ok cas that did not: the value must not be a
 _CAS_MAYBE: Final = 4  # unknown cas: if the value is a it becomes b
+_READ_ONLY: Final = (_GET, _CAS_REFUSED)
+
+_Row = tuple[Operation, int, int, int, bool]  # op, code, a, b, required
 
 
 class _Values:
     """Interns values to small ints so states compare and hash fast, even for unhashable values (dicts, lists)."""
 
     def __init__(self) -> None:
-        self.values: list[object] = [NOT_FOUND]
         self._hashable: dict[object, int] = {NOT_FOUND: 0}
         self._unhashable: list[tuple[object, int]] = []
+        self._count = 1
 
     def id(self, value: object) -> int:
         try:
@@ -180,31 +185,36 @@ class _Values:
             for other, number in self._unhashable:
                 if other == value:
                     return number
-            self._unhashable.append((value, len(self.values)))
-            self.values.append(value)
-            return len(self.values) - 1
+            self._unhashable.append((value, self._count))
+            self._count += 1
+            return self._count - 1
         if found is None:
-            found = self._hashable[value] = len(self.values)
-            self.values.append(value)
+            found = self._hashable[value] = self._count
+            self._count += 1
         return found
 
 
 @attrs.define
 class _Problem:
-    """One key's operations that constrain the search, as parallel arrays (index = position in ``ops``)."""
+    """One key's operations that constrain the search, as parallel arrays (index = position in ``ops``).
+
+    Value ids are exact for every value some operation observes (a get's result, a cas's expected value); all
+    other values, which nothing can tell apart, share the id 0. That is exact for the model and lets the memo
+    merge orders that differ only in which unobserved value is current.
+    """
 
     ops: list[Operation]
     code: list[int]
     a: list[int]
     b: list[int]
     required: list[bool]  # ok operations must be linearized; unknown (or weakened) ones may be left out
-    values: _Values
+    initial: int  # the id of NOT_FOUND, the value before any write
 
     @classmethod
     def build(cls, key_ops: Sequence[Operation], weak: frozenset[int]) -> _Problem:
         """Compile ``key_ops`` (in invocation order); ops whose id is in ``weak`` are treated as unknown."""
         values = _Values()
-        rows: list[tuple[Operation, int, int, int, bool]] = []
+        rows: list[_Row] = []
         for op in key_ops:
             if op.status is Status.FAILED:
                 continue
@@ -223,21 +233,25 @@ class _Problem:
             else:
                 rows.append((op, _CAS_REFUSED, values.id(op.expected), 0, True))
         rows = _prune(rows)
+        observed: dict[int, int] = {}
+        for r in rows:
+            if r[1] != _WRITE:
+                observed.setdefault(r[2], len(observed) + 1)
+
+        def exact(value_id: int) -> int:
+            return observed.get(value_id, 0)
+
         return cls(
             ops=[r[0] for r in rows],
             code=[r[1] for r in rows],
-            a=[r[2] for r in rows],
-            b=[r[3] for r in rows],
+            a=[exact(r[2]) for r in rows],
+            b=[exact(r[3]) for r in rows],
             required=[r[4] for r in rows],
-            values=values,
+            initial=exact(0),
         )
 
-    def describe_value(self, state: int) -> str:
-        value = self.values.values[state]
-        return "absent" if value is NOT_FOUND else _repr.repr(value)
-
     def step(self, state: int, i: int) -> int | None:
-        """The register's value after operation ``i`` takes effect on ``state``; None if its result forbids it."""
+        """The register's value id after operation ``i`` takes effect; None if its result forbids it now."""
         code, a = self.code[i], self.a[i]
         if code == _GET:
             return state if state == a else None
@@ -250,7 +264,7 @@ class _Problem:
         return self.b[i] if state == a else state
 
 
-def _prune(rows: list[tuple[Operation, int, int, int, bool]]) -> list[tuple[Operation, int, int, int, bool]]:
+def _prune(rows: list[_Row]) -> list[_Row]:
     """Drop unknown writes that cannot matter; the rest is linearizable iff the whole is.
 
     1. Unknown ops invoked after every ok op returned: put them last, where nobody observes them.
@@ -287,15 +301,28 @@ class _Found:
     longest: tuple[int, ...] = ()  # the longest linearizable order found (indices into problem.ops), if traced
 
 
+_FRESH: Final = 0  # arrived at a new configuration: take a read greedily, or list the candidates
+_RESUME: Final = 1  # came back to a configuration after a failed choice: list the candidates, scan on
+_SCAN: Final = 2  # looking at ``entry`` as the next op to linearize
+_BACKTRACK: Final = 3  # this configuration has no valid completion: undo the last choice
+
+
 def _search(problem: _Problem, budget: int, *, trace: bool = False) -> _Found:
-    """Wing–Gong–Lowe: try to linearize the earliest-invoked pending op whose call precedes every open return.
+    """Wing–Gong–Lowe: depth-first over orders, linearizing ops whose call precedes every open return.
 
     The history is a doubly linked list of call and return entries in event order (unknown ops have no return
-    entry). Scanning from the head, a call entry is linearized if the model allows it and the resulting
-    (linearized set, value) was never seen before (Lowe's memo: from an equal configuration the rest of the
-    search is the same); it and its return are unlinked and the scan restarts. Reaching a return entry means the
-    op it closes should already have taken effect: undo the last choice and try the next entry after it. Explicit
-    stacks instead of recursion, so long histories cannot hit Python's recursion limit.
+    entry). The *window* is the call entries before the first return entry: the ops that may take effect next.
+    A choice linearizes one of them if the model allows it and the resulting (linearized set, value) was never
+    seen (Lowe's memo: from an equal configuration the rest of the search is the same); its entries are unlinked
+    and the search goes on from the new configuration. Reaching a return entry means the op it closes should
+    already have taken effect: undo the last choice and try the next candidate. Explicit stacks instead of
+    recursion, so long histories cannot hit Python's recursion limit.
+
+    Two reductions, each sound because any valid order can be rearranged to start with the op they pick:
+    - a read-only op (get, refused cas) in the window that the current value satisfies is taken at once, with no
+      alternative tried: it changes nothing, so moving it to the front of any valid order keeps it valid;
+    - of window ops with the same effect (same code, values and required-ness), only the one that must return
+      first is tried: swapping two equal-effect ops keeps an order valid when the earlier one returns first.
     """
     n = len(problem.ops)
     need = sum(problem.required)
@@ -312,26 +339,36 @@ def _search(problem: _Problem, budget: int, *, trace: bool = False) -> _Found:
     nxt = list(range(1, size + 3))
     prv = list(range(-1, size + 1))
     entry_op = [-1] * (size + 2)  # -1: a return entry, or position 0 (head) or size + 1 (a tail that backtracks)
-    call_pos = [0] * n
     ret_pos = [-1] * n
     for pos, (_, is_return, i) in enumerate(events, start=1):
         if is_return:
             ret_pos[i] = pos
         else:
             entry_op[pos] = i
-            call_pos[i] = pos
     code, arg_a, arg_b, required = problem.code, problem.a, problem.b, problem.required
+    read_only = [c in _READ_ONLY for c in code]
+    # Equal-effect groups, and each op's rank by (return event, index): unknown ops return at +infinity.
+    groups: dict[tuple[int, int, int, bool], int] = {}
+    group = [groups.setdefault((code[i], arg_a[i], arg_b[i], required[i]), len(groups)) for i in range(n)]
+    never = max((op.completed_at or 0 for op in problem.ops), default=0) + 1
+    by_return = sorted(range(n), key=lambda i: (problem.ops[i].completed_at if required[i] else never, i))
+    rank = [0] * n
+    for position, i in enumerate(by_return):
+        rank[i] = position
     bit = [1 << i for i in range(n)]
-    shift = max(1, len(problem.values.values).bit_length())
+    shift = max(1, (max(max(arg_a), max(arg_b), problem.initial) + 1).bit_length())
     seen: set[int] = set()
     stack_pos: list[int] = []
     stack_state: list[int] = []
+    stack_forced: list[bool] = []
     longest: tuple[int, ...] = ()
-    state = 0
+    best: dict[int, int] = {}  # group -> the window op of that group to try (lowest rank)
+    state = problem.initial
     linearized = 0
     done = 0
     steps = 0
-    entry = nxt[0]
+    mode = _FRESH
+    entry = 0
     while True:
         if done == need:
             if trace:
@@ -339,20 +376,23 @@ def _search(problem: _Problem, budget: int, *, trace: bool = False) -> _Found:
             return _Found(outcome=Outcome.LINEARIZABLE, steps=steps, longest=longest)
         steps += 1
         if steps > budget:
-            return _Found(outcome=Outcome.UNDECIDED, steps=steps - 1, longest=longest)
-        i = entry_op[entry]
-        if i >= 0:  # a call entry: try to linearize op i now
+            return _Found(outcome=Outcome.UNDECIDED, steps=budget, longest=longest)
+
+        if mode == _SCAN:
+            i = entry_op[entry]
+            if i < 0:  # a return entry (or the tail): the op it closes is not linearized yet
+                mode = _BACKTRACK
+                continue
+            if read_only[i] or best[group[i]] != i:
+                entry = nxt[entry]
+                continue
             c = code[i]
             a = arg_a[i]
-            if c == _GET:
-                new = state if state == a else -1
-            elif c == _WRITE:
+            if c == _WRITE:
                 new = a
             elif c == _CAS_SWAPPED:
                 new = arg_b[i] if state == a else -1
-            elif c == _CAS_REFUSED:
-                new = state if state != a else -1
-            else:
+            else:  # _CAS_MAYBE
                 new = arg_b[i] if state == a else state
             if new >= 0:
                 grown = linearized | bit[i]
@@ -361,10 +401,10 @@ def _search(problem: _Problem, budget: int, *, trace: bool = False) -> _Found:
                     seen.add(memo)
                     stack_pos.append(entry)
                     stack_state.append(state)
+                    stack_forced.append(False)
                     state = new
                     linearized = grown
-                    if required[i]:
-                        done += 1
+                    done += required[i]
                     # Unlink the call entry, then its return entry (restored in the opposite order).
                     before, after = prv[entry], nxt[entry]
                     nxt[before] = after
@@ -376,25 +416,78 @@ def _search(problem: _Problem, budget: int, *, trace: bool = False) -> _Found:
                         prv[after] = before
                     if trace and len(stack_pos) > len(longest):
                         longest = tuple(entry_op[pos] for pos in stack_pos)
-                    entry = nxt[0]
+                    mode = _FRESH
                     continue
             entry = nxt[entry]
-        else:  # a return entry (or the tail): the op it closes is not linearized yet
-            if not stack_pos:
-                return _Found(outcome=Outcome.NOT_LINEARIZABLE, steps=steps, longest=longest)
-            entry = stack_pos.pop()
-            state = stack_state.pop()
-            i = entry_op[entry]
-            linearized ^= bit[i]
-            if required[i]:
-                done -= 1
-            r = ret_pos[i]
-            if r >= 0:
-                nxt[prv[r]] = r
-                prv[nxt[r]] = r
-            nxt[prv[entry]] = entry
-            prv[nxt[entry]] = entry
+            continue
+
+        if mode == _BACKTRACK:
+            forced = True
+            while forced:
+                if not stack_pos:
+                    return _Found(outcome=Outcome.NOT_LINEARIZABLE, steps=steps, longest=longest)
+                entry = stack_pos.pop()
+                state = stack_state.pop()
+                forced = stack_forced.pop()
+                i = entry_op[entry]
+                linearized ^= bit[i]
+                done -= required[i]
+                r = ret_pos[i]
+                if r >= 0:
+                    nxt[prv[r]] = r
+                    prv[nxt[r]] = r
+                nxt[prv[entry]] = entry
+                prv[nxt[entry]] = entry
+            # A forced (read-only) choice has no alternative: the loop above undid through to a real choice.
             entry = nxt[entry]
+            mode = _RESUME
+            continue
+
+        # _FRESH or _RESUME: walk the window once.
+        best.clear()
+        greedy = -1
+        pos = nxt[0]
+        i = entry_op[pos]
+        while i >= 0:
+            steps += 1
+            if read_only[i]:
+                if mode == _FRESH and greedy < 0:
+                    a = arg_a[i]
+                    if (state == a) if code[i] == _GET else (state != a):
+                        greedy = pos
+            else:
+                g = group[i]
+                other = best.get(g)
+                if other is None or rank[i] < rank[other]:
+                    best[g] = i
+            pos = nxt[pos]
+            i = entry_op[pos]
+        if greedy >= 0:
+            i = entry_op[greedy]
+            grown = linearized | bit[i]
+            memo = (grown << shift) | state
+            if memo in seen:  # already explored from here and failed, so this configuration fails too
+                mode = _BACKTRACK
+                continue
+            seen.add(memo)
+            stack_pos.append(greedy)
+            stack_state.append(state)
+            stack_forced.append(True)
+            linearized = grown
+            done += required[i]
+            before, after = prv[greedy], nxt[greedy]
+            nxt[before] = after
+            prv[after] = before
+            r = ret_pos[i]
+            before, after = prv[r], nxt[r]
+            nxt[before] = after
+            prv[after] = before
+            if trace and len(stack_pos) > len(longest):
+                longest = tuple(entry_op[pos] for pos in stack_pos)
+            continue  # mode stays _FRESH
+        if mode == _FRESH:
+            entry = nxt[0]
+        mode = _SCAN
 
 
 # --- shrinking -------------------------------------------------------------------------------------------------
@@ -512,20 +605,22 @@ def _why(problem: _Problem, budget: int) -> list[str]:
     found = _search(problem, budget, trace=True)
     if found.outcome is not Outcome.NOT_LINEARIZABLE:  # cannot happen for a shrunk history; say so if it does
         return [f"(re-checking the shrunk history gave {found.outcome.value}; this is a checker bug)"]
-    state = 0
+    state = problem.initial
+    value: object = NOT_FOUND  # the actual value, for the narration (ids merge values nobody observed)
     story = []
     for i in found.longest:
+        op = problem.ops[i]
         new = problem.step(state, i)
         assert new is not None
+        if problem.code[i] == _WRITE:
+            value = op.value if op.kind is Kind.PUT else NOT_FOUND
+        elif problem.code[i] == _CAS_SWAPPED or (problem.code[i] == _CAS_MAYBE and state == problem.a[i]):
+            value = op.value
         state = new
-        story.append(f"#{problem.ops[i].id} {problem.ops[i].call()} (value {problem.describe_value(state)})")
+        story.append(f"#{op.id} {op.call()} (value {_value_text(value)})")
     done = set(found.longest)
     rest = [i for i in range(len(problem.ops)) if i not in done]
-    deadline_i = min(
-        (i for i in rest if problem.required[i]),
-        key=lambda i: problem.ops[i].completed_at or 0,
-    )
-    deadline_op = problem.ops[deadline_i]
+    deadline_op = min((problem.ops[i] for i in rest if problem.required[i]), key=lambda op: op.completed_at or 0)
     start = "The longest order the search found takes " + (", then ".join(story) if story else "nothing")
     lines = [
         f"{start}; then #{deadline_op.id} must take effect before it returns at event {deadline_op.completed_at},"
@@ -538,16 +633,19 @@ def _why(problem: _Problem, budget: int) -> list[str]:
         what = f"#{op.id} {op.call()} {op.outcome()}"
         if problem.step(state, i) is None:
             if problem.code[i] == _CAS_REFUSED:
-                lines.append(f"  {what}: the value is {problem.describe_value(state)}, so it would have swapped")
+                lines.append(f"  {what}: the value is {_value_text(value)}, so it would have swapped")
             elif problem.code[i] == _GET:
-                lines.append(f"  {what}: it would read {problem.describe_value(state)}")
+                lines.append(f"  {what}: it would read {_value_text(value)}")
             else:
-                expected = problem.describe_value(problem.a[i])
-                lines.append(f"  {what}: the value is {problem.describe_value(state)}, not {expected}")
+                lines.append(f"  {what}: the value is {_value_text(value)}, not {_value_text(op.expected)}")
         else:
             lines.append(f"  {what}: could be next, but no order of the rest works after it")
     lines.append("(The search tries every order that respects real time; this is where the longest one stops.)")
     return lines
+
+
+def _value_text(value: object) -> str:
+    return "absent" if value is NOT_FOUND else _repr.repr(value)
 
 
 def _validated(history: History | Iterable[Operation]) -> list[Operation]:
