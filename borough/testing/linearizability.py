@@ -250,6 +250,13 @@ class _Problem:
             initial=exact(0),
         )
 
+    def writes(self, i: int) -> int | None:
+        """The value id operation ``i`` may write, or None for a read-only one."""
+        code = self.code[i]
+        if code == _WRITE:
+            return self.a[i]
+        return self.b[i] if code in (_CAS_SWAPPED, _CAS_MAYBE) else None
+
     def step(self, state: int, i: int) -> int | None:
         """The register's value id after operation ``i`` takes effect; None if its result forbids it now."""
         code, a = self.code[i], self.a[i]
@@ -302,8 +309,8 @@ class _Found:
 
 
 _FRESH: Final = 0  # arrived at a new configuration: take a read greedily, or list the candidates
-_RESUME: Final = 1  # came back to a configuration after a failed choice: list the candidates, scan on
-_SCAN: Final = 2  # looking at ``entry`` as the next op to linearize
+_RESUME: Final = 1  # came back to a configuration after a failed choice: list the candidates, try the next
+_SCAN: Final = 2  # trying ``candidates[tried]`` as the next op to linearize
 _BACKTRACK: Final = 3  # this configuration has no valid completion: undo the last choice
 
 
@@ -311,18 +318,21 @@ def _search(problem: _Problem, budget: int, *, trace: bool = False) -> _Found:
     """Wing–Gong–Lowe: depth-first over orders, linearizing ops whose call precedes every open return.
 
     The history is a doubly linked list of call and return entries in event order (unknown ops have no return
-    entry). The *window* is the call entries before the first return entry: the ops that may take effect next.
-    A choice linearizes one of them if the model allows it and the resulting (linearized set, value) was never
-    seen (Lowe's memo: from an equal configuration the rest of the search is the same); its entries are unlinked
-    and the search goes on from the new configuration. Reaching a return entry means the op it closes should
-    already have taken effect: undo the last choice and try the next candidate. Explicit stacks instead of
-    recursion, so long histories cannot hit Python's recursion limit.
+    entry). The *window* is the call entries before the first return entry: the ops that may take effect next;
+    the op of that first return is the *deadline*. A choice linearizes a window op if the model allows it and the
+    resulting (linearized set, value) was never seen (Lowe's memo: from an equal configuration the rest of the
+    search is the same); its entries are unlinked and the search goes on from the new configuration. When no
+    choice is left, the configuration fails: undo the last choice and try the next one. Explicit stacks instead
+    of recursion, so long histories cannot hit Python's recursion limit.
 
     Two reductions, each sound because any valid order can be rearranged to start with the op they pick:
     - a read-only op (get, refused cas) in the window that the current value satisfies is taken at once, with no
       alternative tried: it changes nothing, so moving it to the front of any valid order keeps it valid;
     - of window ops with the same effect (same code, values and required-ness), only the one that must return
       first is tried: swapping two equal-effect ops keeps an order valid when the earlier one returns first.
+    And one heuristic, which only orders the choices: first the ops that write the value the deadline op needs,
+    then by earliest return. (Trying them in invocation order, as WGL does, commits early to long-running
+    writes and can take exponentially long to undo that on histories with much overlap.)
     """
     n = len(problem.ops)
     need = sum(problem.required)
@@ -338,15 +348,18 @@ def _search(problem: _Problem, budget: int, *, trace: bool = False) -> _Found:
     size = len(events)
     nxt = list(range(1, size + 3))
     prv = list(range(-1, size + 1))
-    entry_op = [-1] * (size + 2)  # -1: a return entry, or position 0 (head) or size + 1 (a tail that backtracks)
+    entry_op = [-1] * (size + 2)  # the op of a call entry; -1 for return entries, the head (0) and the tail
+    closes = [-1] * (size + 2)  # the op of a return entry; -1 for call entries, the head and the tail
+    call_pos = [0] * n
     ret_pos = [-1] * n
     for pos, (_, is_return, i) in enumerate(events, start=1):
         if is_return:
             ret_pos[i] = pos
+            closes[pos] = i
         else:
             entry_op[pos] = i
+            call_pos[i] = pos
     code, arg_a, arg_b, required = problem.code, problem.a, problem.b, problem.required
-    read_only = [c in _READ_ONLY for c in code]
     # Equal-effect groups, and each op's rank by (return event, index): unknown ops return at +infinity.
     groups: dict[tuple[int, int, int, bool], int] = {}
     group = [groups.setdefault((code[i], arg_a[i], arg_b[i], required[i]), len(groups)) for i in range(n)]
@@ -356,138 +369,174 @@ def _search(problem: _Problem, budget: int, *, trace: bool = False) -> _Found:
     for position, i in enumerate(by_return):
         rank[i] = position
     bit = [1 << i for i in range(n)]
-    shift = max(1, (max(max(arg_a), max(arg_b), problem.initial) + 1).bit_length())
+    values = max(max(arg_a), max(arg_b), problem.initial) + 1
+    shift = max(1, values.bit_length())
+    # Value death: every value but 0 is observed, and values are usually unique to one write. While ops that
+    # observe the current value are still to come and nothing left can write it again, changing the value
+    # makes them impossible, so no such choice is tried.
+    observes = [arg_a[i] if c in (_GET, _CAS_SWAPPED) and required[i] else -1 for i, c in enumerate(code)]
+    produces = [-1 if c in _READ_ONLY else arg_a[i] if c == _WRITE else arg_b[i] for i, c in enumerate(code)]
+    observers = [0] * values
+    producers = [0] * values
+    for i in range(n):
+        if observes[i] >= 0:
+            observers[observes[i]] += 1
+        if produces[i] >= 0:
+            producers[produces[i]] += 1
+    if any(observers[v] and not producers[v] for v in range(values) if v != problem.initial):
+        return _Found(outcome=Outcome.NOT_LINEARIZABLE, steps=0)  # a value read that nothing writes
     seen: set[int] = set()
-    stack_pos: list[int] = []
+    stack_op: list[int] = []
     stack_state: list[int] = []
     stack_forced: list[bool] = []
     longest: tuple[int, ...] = ()
     best: dict[int, int] = {}  # group -> the window op of that group to try (lowest rank)
+    candidates: list[tuple[int, int, int]] = []  # (preference, op, value after it), best first
+    wanted = [0] * values  # wanted[v] == walks: an op in the window being walked observes value v
+    walks = 0
+    tried = 0
+    undone = -1  # on _RESUME: the op whose choice just failed
     state = problem.initial
     linearized = 0
     done = 0
     steps = 0
     mode = _FRESH
-    entry = 0
     while True:
         if done == need:
             if trace:
-                longest = tuple(entry_op[pos] for pos in stack_pos)
+                longest = tuple(stack_op)
             return _Found(outcome=Outcome.LINEARIZABLE, steps=steps, longest=longest)
         steps += 1
         if steps > budget:
             return _Found(outcome=Outcome.UNDECIDED, steps=budget, longest=longest)
 
         if mode == _SCAN:
-            i = entry_op[entry]
-            if i < 0:  # a return entry (or the tail): the op it closes is not linearized yet
+            if tried == len(candidates):
                 mode = _BACKTRACK
                 continue
-            if read_only[i] or best[group[i]] != i:
-                entry = nxt[entry]
+            _, i, new = candidates[tried]
+            tried += 1
+            grown = linearized | bit[i]
+            memo = (grown << shift) | new
+            if memo in seen:
                 continue
-            c = code[i]
-            a = arg_a[i]
-            if c == _WRITE:
-                new = a
-            elif c == _CAS_SWAPPED:
-                new = arg_b[i] if state == a else -1
-            else:  # _CAS_MAYBE
-                new = arg_b[i] if state == a else state
-            if new >= 0:
-                grown = linearized | bit[i]
-                memo = (grown << shift) | new
-                if memo not in seen:
-                    seen.add(memo)
-                    stack_pos.append(entry)
-                    stack_state.append(state)
-                    stack_forced.append(False)
-                    state = new
-                    linearized = grown
-                    done += required[i]
-                    # Unlink the call entry, then its return entry (restored in the opposite order).
-                    before, after = prv[entry], nxt[entry]
-                    nxt[before] = after
-                    prv[after] = before
-                    r = ret_pos[i]
-                    if r >= 0:
-                        before, after = prv[r], nxt[r]
-                        nxt[before] = after
-                        prv[after] = before
-                    if trace and len(stack_pos) > len(longest):
-                        longest = tuple(entry_op[pos] for pos in stack_pos)
-                    mode = _FRESH
-                    continue
-            entry = nxt[entry]
-            continue
-
-        if mode == _BACKTRACK:
+            seen.add(memo)
+            forced = False
+        elif mode == _BACKTRACK:
             forced = True
-            while forced:
-                if not stack_pos:
+            while forced:  # a forced (read-only) choice has no alternative: undo through to a real choice
+                if not stack_op:
                     return _Found(outcome=Outcome.NOT_LINEARIZABLE, steps=steps, longest=longest)
-                entry = stack_pos.pop()
+                undone = stack_op.pop()
                 state = stack_state.pop()
                 forced = stack_forced.pop()
-                i = entry_op[entry]
-                linearized ^= bit[i]
-                done -= required[i]
-                r = ret_pos[i]
+                linearized ^= bit[undone]
+                done -= required[undone]
+                if observes[undone] >= 0:
+                    observers[observes[undone]] += 1
+                if produces[undone] >= 0:
+                    producers[produces[undone]] += 1
+                r = ret_pos[undone]
                 if r >= 0:
                     nxt[prv[r]] = r
                     prv[nxt[r]] = r
-                nxt[prv[entry]] = entry
-                prv[nxt[entry]] = entry
-            # A forced (read-only) choice has no alternative: the loop above undid through to a real choice.
-            entry = nxt[entry]
+                c = call_pos[undone]
+                nxt[prv[c]] = c
+                prv[nxt[c]] = c
             mode = _RESUME
             continue
-
-        # _FRESH or _RESUME: walk the window once.
-        best.clear()
-        greedy = -1
-        pos = nxt[0]
-        i = entry_op[pos]
-        while i >= 0:
-            steps += 1
-            if read_only[i]:
-                if mode == _FRESH and greedy < 0:
-                    a = arg_a[i]
-                    if (state == a) if code[i] == _GET else (state != a):
-                        greedy = pos
+        else:  # _FRESH or _RESUME: walk the window once
+            best.clear()
+            walks += 1
+            blocked = False  # a refused cas in the window expects the current value: something must change it
+            i = -1
+            pos = nxt[0]
+            j = entry_op[pos]
+            while j >= 0:
+                steps += 1
+                c = code[j]
+                a = arg_a[j]
+                if c == _GET:
+                    if state == a:
+                        i = j
+                    wanted[a] = walks
+                elif c == _CAS_REFUSED:
+                    if state != a:
+                        i = j
+                    else:
+                        blocked = True
+                else:
+                    if c != _WRITE:
+                        wanted[a] = walks
+                    g = group[j]
+                    other = best.get(g)
+                    if other is None or rank[j] < rank[other]:
+                        best[g] = j
+                pos = nxt[pos]
+                j = entry_op[pos]
+            if i >= 0 and mode == _FRESH:  # take the satisfied read greedily
+                new = state
+                grown = linearized | bit[i]
+                memo = (grown << shift) | new
+                if memo in seen:  # explored from here before and failed, so this configuration fails too
+                    mode = _BACKTRACK
+                    continue
+                seen.add(memo)
+                forced = True
             else:
-                g = group[i]
-                other = best.get(g)
-                if other is None or rank[i] < rank[other]:
-                    best[g] = i
-            pos = nxt[pos]
-            i = entry_op[pos]
-        if greedy >= 0:
-            i = entry_op[greedy]
-            grown = linearized | bit[i]
-            memo = (grown << shift) | state
-            if memo in seen:  # already explored from here and failed, so this configuration fails too
-                mode = _BACKTRACK
+                deadline = closes[pos]
+                needed = -1
+                if deadline >= 0 and code[deadline] in (_GET, _CAS_SWAPPED) and arg_a[deadline] != state:
+                    needed = arg_a[deadline]
+                candidates.clear()
+                for j in best.values():
+                    c = code[j]
+                    a = arg_a[j]
+                    if c == _WRITE:
+                        new = a
+                    elif c == _CAS_SWAPPED:
+                        if state != a:
+                            continue
+                        new = arg_b[j]
+                    else:  # _CAS_MAYBE
+                        new = arg_b[j] if state == a else state
+                    if not required[j] and (new == state or not (blocked or wanted[new] == walks)):
+                        continue  # an unknown op is only taken once something in the window needs its effect
+                    if new != state and observers[state] > (observes[j] == state) and not producers[state]:
+                        continue
+                    candidates.append(((new != needed) * n + rank[j], j, new))
+                candidates.sort()
+                tried = 0
+                if mode == _RESUME:
+                    while candidates[tried][1] != undone:
+                        tried += 1
+                    tried += 1
+                mode = _SCAN
                 continue
-            seen.add(memo)
-            stack_pos.append(greedy)
-            stack_state.append(state)
-            stack_forced.append(True)
-            linearized = grown
-            done += required[i]
-            before, after = prv[greedy], nxt[greedy]
-            nxt[before] = after
-            prv[after] = before
-            r = ret_pos[i]
+
+        # Linearize op i (value ``new``): unlink its call entry, then its return entry (restored in reverse).
+        stack_op.append(i)
+        stack_state.append(state)
+        stack_forced.append(forced)
+        state = new
+        linearized = grown
+        done += required[i]
+        if observes[i] >= 0:
+            observers[observes[i]] -= 1
+        if produces[i] >= 0:
+            producers[produces[i]] -= 1
+        c = call_pos[i]
+        before, after = prv[c], nxt[c]
+        nxt[before] = after
+        prv[after] = before
+        r = ret_pos[i]
+        if r >= 0:
             before, after = prv[r], nxt[r]
             nxt[before] = after
             prv[after] = before
-            if trace and len(stack_pos) > len(longest):
-                longest = tuple(entry_op[pos] for pos in stack_pos)
-            continue  # mode stays _FRESH
-        if mode == _FRESH:
-            entry = nxt[0]
-        mode = _SCAN
+        if trace and len(stack_op) > len(longest):
+            longest = tuple(stack_op)
+        mode = _FRESH
 
 
 # --- shrinking -------------------------------------------------------------------------------------------------
@@ -620,24 +669,36 @@ def _why(problem: _Problem, budget: int) -> list[str]:
         story.append(f"#{op.id} {op.call()} (value {_value_text(value)})")
     done = set(found.longest)
     rest = [i for i in range(len(problem.ops)) if i not in done]
-    deadline_op = min((problem.ops[i] for i in rest if problem.required[i]), key=lambda op: op.completed_at or 0)
+    deadline = min((problem.ops[i] for i in rest if problem.required[i]), key=lambda op: op.completed_at or 0)
     start = "The longest order the search found takes " + (", then ".join(story) if story else "nothing")
     lines = [
-        f"{start}; then #{deadline_op.id} must take effect before it returns at event {deadline_op.completed_at},"
+        f"{start}; then #{deadline.id} must take effect before it returns at event {deadline.completed_at},"
         " but nothing invoked before then can be next:"
     ]
+    readers = [i for i in rest if problem.code[i] in (_GET, _CAS_SWAPPED) and problem.a[i] == state]
     for i in rest:
         op = problem.ops[i]
-        if op.invoked_at > (deadline_op.completed_at or 0):
+        if op.invoked_at > (deadline.completed_at or 0):
             continue
         what = f"#{op.id} {op.call()} {op.outcome()}"
-        if problem.step(state, i) is None:
+        new = problem.step(state, i)
+        rewrites = [j for j in rest if j != i and problem.writes(j) == state]
+        if new is None:
             if problem.code[i] == _CAS_REFUSED:
                 lines.append(f"  {what}: the value is {_value_text(value)}, so it would have swapped")
             elif problem.code[i] == _GET:
                 lines.append(f"  {what}: it would read {_value_text(value)}")
             else:
                 lines.append(f"  {what}: the value is {_value_text(value)}, not {_value_text(op.expected)}")
+        elif new != state and [j for j in readers if j != i] and not rewrites:
+            reader = problem.ops[next(j for j in readers if j != i)]
+            lines.append(
+                f"  {what}: it would overwrite {_value_text(value)}, which #{reader.id} {reader.call()}"
+                f" {reader.outcome()} (invoked at event {reader.invoked_at}) must still see, and nothing else"
+                " can write it again"
+            )
+        elif not problem.required[i]:
+            lines.append(f"  {what}: it may take effect here or never, but no order of the rest works either way")
         else:
             lines.append(f"  {what}: could be next, but no order of the rest works after it")
     lines.append("(The search tries every order that respects real time; this is where the longest one stops.)")

@@ -120,7 +120,7 @@ def sequential_history(
         applies = status == "ok" or (status == "unknown" and rng.random() < 0.5)
         if status == "fail" or (status == "unknown" and not applies):
             start = rng.randint(point - stretch * 100, point + stretch * 100)
-            end = start + rng.randint(1, stretch * 100)
+            end = start + rng.randint(1, max(1, stretch * 100))
         if status == "unknown":
             end = rng.randint(start, start + stretch * 100) if rng.random() < 0.8 else None
         current = state.get(key, NOT_FOUND)
