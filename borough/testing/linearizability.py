@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import enum
 import reprlib
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Final
 
 import attrs
@@ -558,56 +558,55 @@ def _shrink(key_ops: Sequence[Operation], budget: int, shrink_budget: int) -> _S
     after its invocation, or never, which only adds orders. (Removing a write outright is not sound: the reads of
     its value would then fail for a reason the real history does not have.) ``_prune`` then drops the unknown
     writes nobody observes. So the result fails on its own and proves the whole history fails.
+
+    Reads are shrunk first, then writes, then both together until no single move keeps it failing: shrinking
+    reads first tends to leave the fewest operations. Work (search steps plus operations compiled) is bounded by
+    ``shrink_budget``; past it, the smallest failing history found so far is returned.
     """
-    removed: set[int] = set()
-    weak: set[int] = set()
-    steps = 0
     current = _Problem.build(key_ops, frozenset())
+    weak: frozenset[int] = frozenset()
+    work = 0
     if shrink_budget == 0:
-        return _Shrunk(ops=tuple(current.ops), weak=frozenset(), steps=0, minimal=False)
+        return _Shrunk(ops=tuple(current.ops), weak=weak, steps=0, minimal=False)
 
-    def movable(problem: _Problem) -> list[Operation]:
-        return [op for op, req in zip(problem.ops, problem.required, strict=True) if req]
+    def still_fails(moved: Sequence[Operation]) -> bool:
+        nonlocal current, weak, work
+        gone = {op.id for op in moved if _is_read_only(op)}
+        weaker = weak | {op.id for op in moved if not _is_read_only(op)}
+        candidate = _Problem.build([op for op in current.ops if op.id not in gone], weaker)
+        found = _search(candidate, max(1, min(budget, shrink_budget - work)))
+        work += found.steps + len(candidate.ops)
+        if found.outcome is not Outcome.NOT_LINEARIZABLE:
+            return False
+        current = candidate
+        weak = weaker & {op.id for op in candidate.ops}
+        return True
 
-    def survivors(gone: set[int]) -> list[Operation]:
-        return [op for op in key_ops if op.id not in gone]
+    def ddmin(wanted: Callable[[Operation], bool]) -> bool:
+        """Apply moves to chunks of the wanted ok ops, halving the chunks; False if the budget ran out."""
+        granularity = 2
+        while True:
+            items = [op for op, req in zip(current.ops, current.required, strict=True) if req and wanted(op)]
+            if not items:
+                return True
+            chunk = -(-len(items) // granularity)
+            for start in range(0, len(items), chunk):
+                if work >= shrink_budget:
+                    return False
+                if still_fails(items[start : start + chunk]):
+                    granularity = max(granularity - 1, 2)
+                    break
+            else:
+                if chunk == 1:
+                    return True
+                granularity = min(granularity * 2, len(items))
 
-    items = movable(current)
-    granularity = 2
-    minimal = True
-    while items:
-        chunk = -(-len(items) // granularity)
-        accepted = False
-        for start in range(0, len(items), chunk):
-            if steps >= shrink_budget:
-                minimal = False
-                break
-            moved = items[start : start + chunk]
-            gone = removed | {op.id for op in moved if not op.is_write or _is_refused_cas(op)}
-            weaker = weak | {op.id for op in moved if op.is_write and not _is_refused_cas(op)}
-            candidate = _Problem.build(survivors(gone), frozenset(weaker))
-            found = _search(candidate, min(budget, shrink_budget - steps))
-            steps += found.steps
-            if found.outcome is Outcome.NOT_LINEARIZABLE:
-                kept = {op.id for op in candidate.ops}
-                removed = {op.id for op in key_ops if op.id not in kept}
-                weak = weaker & kept
-                current = candidate
-                items = movable(current)
-                granularity = max(granularity - 1, 2)
-                accepted = True
-                break
-        if not minimal:
-            break
-        if not accepted:
-            if chunk == 1:
-                break
-            granularity = min(granularity * 2, len(items))
-    return _Shrunk(ops=tuple(current.ops), weak=frozenset(weak), steps=steps, minimal=minimal)
+    minimal = ddmin(_is_read_only) and ddmin(lambda op: not _is_read_only(op)) and ddmin(lambda op: True)
+    return _Shrunk(ops=tuple(current.ops), weak=weak, steps=work, minimal=minimal)
 
 
-def _is_refused_cas(op: Operation) -> bool:
-    return op.kind is Kind.CAS and op.status is Status.OK and op.result is False
+def _is_read_only(op: Operation) -> bool:
+    return op.kind is Kind.GET or (op.kind is Kind.CAS and op.status is Status.OK and op.result is False)
 
 
 # --- explanations ----------------------------------------------------------------------------------------------

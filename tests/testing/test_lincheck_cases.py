@@ -255,13 +255,13 @@ def test_explanation_names_the_ops_and_the_dead_end() -> None:
 
 
 def test_weakened_writes_are_marked() -> None:
-    # Once put 2 completed, a read of 1 then a read of 2 needs put 2 to happen twice. put 1 matters only
-    # because it was invoked before the read of 1: the failure does not need its return.
-    history = record(put("k", 1, 0, 1), put("k", 2, 2, 3), get("k", 1, 4, 5), get("k", 2, 6, 7))
-    result = check(history)
-    assert result.outcome is Outcome.NOT_LINEARIZABLE
-    assert 0 in result.weakened
-    assert "(*)" in result.explanation
+    # put 1 runs long, but the first read of 1 pins it before put 2; the second read of 1 then fails. The failure
+    # does not need put 1's return, only its invocation: it is marked (*).
+    history = record(put("k", 1, 0, 10), get("k", 1, 1, 2), put("k", 2, 3, 4), get("k", 1, 5, 6))
+    result = assert_fails(history)
+    assert len(result.minimal) == 4
+    assert result.weakened == {0}
+    assert "(*) fails even if this write's return were at +infinity" in result.explanation
 
 
 def test_check_rejects_bad_input() -> None:

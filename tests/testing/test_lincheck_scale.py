@@ -1,0 +1,69 @@
+"""Bigger histories, checked functionally (timings belong in bench/lincheck.py): many keys and clients, deep
+single-key histories that would overflow a recursive search, and the per-key budget."""
+
+from __future__ import annotations
+
+import random
+
+import attrs
+from lincheck_support import get, put, record, sequential_history
+
+from borough.testing.history import History, Kind, Status
+from borough.testing.linearizability import Outcome, check
+
+
+def mid_size_history(seed: int) -> History:
+    keys = [f"user:{i}" for i in range(20)]
+    return sequential_history(random.Random(seed), n_ops=2_000, keys=keys, clients=10, stretch=5)
+
+
+def test_many_keys_and_clients() -> None:
+    history = mid_size_history(7)
+    result = check(history)
+    assert result.ok, result.explanation
+    assert result.keys == 20 and result.operations == 2_000
+    assert not result.failed_keys and not result.undecided_keys
+
+
+def test_one_corrupted_read_among_many_is_found_and_shrunk() -> None:
+    history = mid_size_history(8)
+    ops = list(history.operations)
+    victim = next(op for op in reversed(ops) if op.kind is Kind.GET and op.status is Status.OK)
+    corrupted = [attrs.evolve(op, result="corrupted") if op is victim else op for op in ops]
+    result = check(corrupted)
+    assert result.outcome is Outcome.NOT_LINEARIZABLE
+    assert result.key == victim.key and result.failed_keys == (victim.key,)
+    assert [op.id for op in result.minimal] == [victim.id]
+
+
+def test_deep_single_key_history_needs_no_recursion() -> None:
+    # 3,000 sequential writes and reads on one key: a recursive search would pass Python's recursion limit.
+    specs = []
+    for i in range(1_500):
+        specs.append(put("k", i, 4 * i, 4 * i + 1))
+        specs.append(get("k", i, 4 * i + 2, 4 * i + 3))
+    assert check(record(*specs)).ok
+    # A stale read at the very end: found, and shrunk to the three operations that show it.
+    stale = record(*specs, get("k", 0, 6_000, 6_001))
+    result = check(stale)
+    assert result.outcome is Outcome.NOT_LINEARIZABLE
+    assert [op.call() for op in result.minimal] == ["put('k', 0)", "put('k', 1)", "get('k')"]
+
+
+def test_budget_gives_undecided_instead_of_hanging() -> None:
+    history = sequential_history(random.Random(3), n_ops=500, keys=["hot"], clients=10, stretch=5)
+    result = check(history, budget=100)
+    assert result.outcome is Outcome.UNDECIDED and not result.ok
+    assert result.key == "hot" and result.undecided_keys == ("hot",) and result.minimal == ()
+    assert "budget of 100 steps" in result.explanation
+    assert check(history).ok  # with the default budget it is decided
+
+
+def test_a_failing_key_is_reported_even_when_another_is_undecided() -> None:
+    hot = sequential_history(random.Random(3), n_ops=500, keys=["hot"], clients=10, stretch=5)
+    specs = [put("cold", 1, 0, 1), put("cold", 2, 2, 3), get("cold", 1, 4, 5)]
+    ops = [*hot.operations, *(attrs.evolve(op, id=op.id + 1_000) for op in record(*specs).operations)]
+    result = check(ops, budget=100)
+    assert result.outcome is Outcome.NOT_LINEARIZABLE
+    assert result.key == "cold" and result.undecided_keys == ("hot",)
+    assert "1 key(s) undecided within budget" in result.explanation
