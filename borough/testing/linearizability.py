@@ -6,6 +6,12 @@ is), the depth-first search over linearization orders with memoisation of (set o
 value) as Porcupine does, the per-key step budget, and shrinking a failing key's history to a small one that fails
 on its own, with an explanation a person can read.
 
+Beyond Porcupine, to keep hot keys tractable in Python: sound reductions inside the search (``_search``), dropping
+unknown writes that cannot matter (``_prune``), and, when the full search of a key runs out of budget, checking
+windows of it around where the search got stuck (``_refute``), since failures are usually local. Every move that
+turns a history into a smaller one (a window, a shrink step) is *sound*: if the smaller one fails, so does the
+original. So a reported failure is always real, and ``minimal`` is evidence a person can check by hand.
+
 Semantics the caller must know:
 - ok operations took effect exactly once between invocation and completion; failed ones never did (dropped);
   unknown and still-pending ones may take effect at any time after their invocation, or never (their return is
@@ -19,6 +25,7 @@ Must not know: trio, the cluster, the network, or how the history was produced.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import reprlib
 from collections.abc import Callable, Hashable, Iterable, Sequence
@@ -36,11 +43,12 @@ __all__ = [
     "check",
 ]
 
-DEFAULT_BUDGET: Final = 1_000_000
-"""Search steps allowed per key (about a second of CPU); past it that key is UNDECIDED rather than hanging."""
+DEFAULT_BUDGET: Final = 2_000_000
+"""Search steps allowed per key (a second or two of CPU); past it that key is UNDECIDED rather than hanging."""
 
 DEFAULT_SHRINK_BUDGET: Final = 5_000_000
-"""Search steps allowed, in total, for shrinking the failing key's history; past it the shrink stops early."""
+"""Work (search steps and operations compiled) allowed for shrinking the failing key's history in total; past it
+the shrink stops early and returns the smallest failing history found so far."""
 
 _repr = reprlib.Repr()
 _repr.maxstring = _repr.maxother = 40
@@ -86,8 +94,9 @@ def check(
     """Check that ``history`` is linearizable, treating each key as an independent register.
 
     Every key is checked (so ``failed_keys`` and ``undecided_keys`` are complete); the first failing key is then
-    shrunk within ``shrink_budget`` steps (0: no shrinking; ``minimal`` is then that key's whole history).
-    ``budget`` bounds the steps spent on each key. Deterministic: the same history gives the same result.
+    shrunk within ``shrink_budget`` (0: no shrinking; ``minimal`` is then the failing history as found).
+    ``budget`` bounds the search steps spent on each key: at most about twice it, counting the windows tried
+    when the full search is undecided. Deterministic: the same history gives the same result.
     """
     if budget < 1 or shrink_budget < 0:
         raise ValueError(f"budget must be >= 1 and shrink_budget >= 0 (got {budget}, {shrink_budget})")
@@ -95,17 +104,29 @@ def check(
     by_key: dict[Hashable, list[Operation]] = {}
     for op in ops:
         by_key.setdefault(op.key, []).append(op)
-    failed: list[Hashable] = []
+    failed: dict[Hashable, _Witness] = {}
     undecided: list[Hashable] = []
     steps = 0
     considered = 0
     for key, key_ops in by_key.items():
         problem = _Problem.build(key_ops, weak=frozenset())
         considered += len(problem.ops)
-        found = _search(problem, budget)
+        # A first search with an eighth of the budget; if that is not enough, look for a local failure (cheap
+        # when there is one), and only then spend the whole budget on the full search.
+        first = min(budget, max(budget // 8, 100_000))
+        found = _search(problem, first)
         steps += found.steps
+        if found.outcome is Outcome.UNDECIDED:
+            witness, work = _refute(key_ops, found.frontier, first)
+            steps += work
+            if witness is not None:
+                failed[key] = witness
+                continue
+            if first < budget:
+                found = _search(problem, budget)
+                steps += found.steps
         if found.outcome is Outcome.NOT_LINEARIZABLE:
-            failed.append(key)
+            failed[key] = _Witness(ops=problem.ops, weak=frozenset())
         elif found.outcome is Outcome.UNDECIDED:
             undecided.append(key)
     dropped = len(ops) - considered
@@ -113,17 +134,17 @@ def check(
         f"{len(ops)} operations on {len(by_key)} keys ({considered} constrain the search, {dropped} dropped as"
         f" failed, unobserved or unneeded), {steps} search steps"
     )
-    failed_keys, undecided_keys = tuple(failed), tuple(undecided)
+    failed_keys, undecided_keys = tuple(failed), tuple(undecided)  # both in order of first invocation
     if failed:
-        key = failed[0]
-        shrunk = _shrink(by_key[key], budget, shrink_budget)
+        key = next(iter(failed))
+        shrunk = _shrink(failed[key], budget, shrink_budget)
         steps += shrunk.steps
         return CheckResult(
             outcome=Outcome.NOT_LINEARIZABLE,
             key=key,
             minimal=tuple(shrunk.ops),
             weakened=shrunk.weak,
-            explanation=_explain_failure(key, by_key[key], shrunk, failed, undecided, budget, summary),
+            explanation=_explain_failure(key, by_key[key], failed, shrunk, undecided, budget, summary),
             failed_keys=failed_keys,
             undecided_keys=undecided_keys,
             keys=len(by_key),
@@ -134,9 +155,9 @@ def check(
         names = ", ".join(repr(k) for k in undecided[:10]) + (" ..." if len(undecided) > 10 else "")
         explanation = (
             f"undecided: the search ran out of its budget of {budget} steps on {len(undecided)} key(s): {names}."
-            f" No key was found to fail. Raise budget= (each million steps is about a second), or make the workload"
-            f" less concurrent on one key (fewer clients per key, fewer unknown writes whose value is read).\n"
-            f"{summary}"
+            " No key was found to fail. Raise budget= (a million steps take roughly half a second), or make the"
+            " workload less concurrent on one key (fewer clients per key, fewer unknown writes whose value is read)."
+            f"\n{summary}"
         )
         return CheckResult(
             outcome=Outcome.UNDECIDED,
@@ -275,17 +296,34 @@ def _prune(rows: list[_Row]) -> list[_Row]:
     """Drop unknown writes that cannot matter; the rest is linearizable iff the whole is.
 
     1. Unknown ops invoked after every ok op returned: put them last, where nobody observes them.
-    2. An unknown write whose new value no ok get read and no cas expects (and no ok cas was refused): if some
-       order takes it, the same order without it (and with any unknown cas it would have enabled moved last)
-       still explains every observation, since nothing observed the value it wrote. Dropping one may free the
-       value another cas expected, so repeat until nothing changes. Refused cas ops observe "not x", which this
-       argument does not cover, so their presence turns rule 2 off.
+    2. Unknown writes whose value nothing observes (no ok get read it, no cas expects it). An unknown op only
+       ever needs to take effect right before an op that observes its value, or right before a refused cas that
+       the current value would otherwise make swap (see ``_search``). So with no refused cas these writes are
+       never needed; dropping one may free the value another unknown cas expected, so repeat until nothing
+       changes. With R refused cas ops, at most R of them are ever needed (each to unblock one), and the plain
+       ones (put, delete) all have the same effect (the value becomes one nobody observes), so the R invoked
+       first can stand in for any of them, or for an unknown cas with an unobserved value invoked after them:
+       keep those R and the cas ops invoked before the last of them, and repeat until nothing changes.
+       (A refused cas's expected value counts as observed here, conservatively.)
     Besides speed (fewer ops, fewer orders), this keeps shrunk histories free of operations that explain nothing.
     """
     last_return = max((r[0].completed_at or 0 for r in rows if r[4]), default=-1)
     rows = [r for r in rows if r[4] or r[0].invoked_at <= last_return]
-    if any(r[1] == _CAS_REFUSED for r in rows):
-        return rows
+    refused = sum(r[1] == _CAS_REFUSED for r in rows)
+    while refused:
+        observed = {r[2] for r in rows if r[1] != _WRITE}
+        plain = [r[0].invoked_at for r in rows if not r[4] and r[1] == _WRITE and r[2] not in observed]
+        last = plain[refused - 1] if len(plain) >= refused else None
+        kept = []
+        for r in rows:
+            if not r[4] and r[1] == _WRITE and r[2] not in observed and last is not None and r[0].invoked_at > last:
+                continue
+            if not r[4] and r[1] == _CAS_MAYBE and r[3] not in observed and last is not None and r[0].invoked_at > last:
+                continue
+            kept.append(r)
+        if len(kept) == len(rows):
+            return rows
+        rows = kept
     while True:
         observed = {r[2] for r in rows if r[1] in (_GET, _CAS_SWAPPED, _CAS_MAYBE)}
         kept = [
@@ -306,6 +344,7 @@ class _Found:
     outcome: Outcome
     steps: int
     longest: tuple[int, ...] = ()  # the longest linearizable order found (indices into problem.ops), if traced
+    frontier: int = -1  # the latest return event the search had to meet; where an undecided search was stuck
 
 
 _FRESH: Final = 0  # arrived at a new configuration: take a read greedily, or list the candidates
@@ -352,7 +391,9 @@ def _search(problem: _Problem, budget: int, *, trace: bool = False) -> _Found:
     closes = [-1] * (size + 2)  # the op of a return entry; -1 for call entries, the head and the tail
     call_pos = [0] * n
     ret_pos = [-1] * n
-    for pos, (_, is_return, i) in enumerate(events, start=1):
+    event_at = [-1] * (size + 2)
+    for pos, (event, is_return, i) in enumerate(events, start=1):
+        event_at[pos] = event
         if is_return:
             ret_pos[i] = pos
             closes[pos] = i
@@ -400,6 +441,7 @@ def _search(problem: _Problem, budget: int, *, trace: bool = False) -> _Found:
     linearized = 0
     done = 0
     steps = 0
+    frontier = -1
     mode = _FRESH
     while True:
         if done == need:
@@ -408,7 +450,7 @@ def _search(problem: _Problem, budget: int, *, trace: bool = False) -> _Found:
             return _Found(outcome=Outcome.LINEARIZABLE, steps=steps, longest=longest)
         steps += 1
         if steps > budget:
-            return _Found(outcome=Outcome.UNDECIDED, steps=budget, longest=longest)
+            return _Found(outcome=Outcome.UNDECIDED, steps=budget, longest=longest, frontier=frontier)
 
         if mode == _SCAN:
             if tried == len(candidates):
@@ -485,6 +527,8 @@ def _search(problem: _Problem, budget: int, *, trace: bool = False) -> _Found:
                 forced = True
             else:
                 deadline = closes[pos]
+                if event_at[pos] > frontier:
+                    frontier = event_at[pos]
                 needed = -1
                 if deadline >= 0 and code[deadline] in (_GET, _CAS_SWAPPED) and arg_a[deadline] != state:
                     needed = arg_a[deadline]
@@ -548,9 +592,59 @@ class _Shrunk:
     weak: frozenset[int]  # ids of ok writes whose completion the failure does not need
     steps: int
     minimal: bool  # True if no single further move keeps it failing (the shrink did not run out of budget)
+    window: tuple[int, int] | None  # the events of the window ``_refute`` found, if the full search was undecided
 
 
-def _shrink(key_ops: Sequence[Operation], budget: int, shrink_budget: int) -> _Shrunk:
+@attrs.frozen(kw_only=True)
+class _Witness:
+    """A failing sub-history of one key: its ops (by invocation) and the ok writes in it treated as unknown."""
+
+    ops: Sequence[Operation]
+    weak: frozenset[int]
+    window: tuple[int, int] | None = None  # set when found by ``_refute``: the events it covers
+
+
+def _refute(
+    key_ops: Sequence[Operation], frontier: int, budget: int, *, width: int = 16
+) -> tuple[_Witness | None, int]:
+    """Look for a failing window of a key whose full search ran out of budget; (None, work) if none is found.
+
+    Proving a long history of one hot key non-linearizable can take a search over every way its prefix could
+    have gone, which is exponential in the concurrency. But a failure is usually local, near ``frontier``, the
+    latest deadline the search reached. So check windows of growing width around it, each made from the whole
+    key's history by sound moves only (a window that fails proves the history fails): operations invoked after
+    the window are left out and those still running at its end are treated as unknown (linearizability is
+    prefix-closed); operations that returned before the window starts are relaxed, reads dropped and writes
+    treated as unknown, which lets them take effect at any time after their invocation, so the search no longer
+    has to enumerate the past.
+    """
+    events = sorted({op.invoked_at for op in key_ops} | {op.completed_at or 0 for op in key_ops})
+    centre = bisect.bisect_left(events, frontier)
+    work = 0
+    while centre - width > 0 or centre + width < len(events) - 1:  # the whole history was already searched
+        start, end = events[max(0, centre - width)], events[min(len(events) - 1, centre + width)]
+        ops: list[Operation] = []
+        weak: set[int] = set()
+        for op in key_ops:
+            if op.status is Status.FAILED or op.invoked_at > end:
+                continue
+            returned = op.returns_by
+            if returned is not None and not start <= returned <= end:
+                if _is_read_only(op):
+                    continue
+                weak.add(op.id)
+            ops.append(op)
+        problem = _Problem.build(ops, frozenset(weak))
+        found = _search(problem, budget)
+        work += found.steps + len(ops)
+        if found.outcome is Outcome.NOT_LINEARIZABLE:
+            kept = {op.id for op in problem.ops}
+            return _Witness(ops=problem.ops, weak=frozenset(weak & kept), window=(start, end)), work
+        width *= 4
+    return None, work
+
+
+def _shrink(witness: _Witness, budget: int, shrink_budget: int) -> _Shrunk:
     """Delta-debug the failing key's history down to a small one that still fails, using only sound moves.
 
     A move is sound when failing after it implies failing before it: removing a read-only op (a get, a refused
@@ -563,11 +657,11 @@ def _shrink(key_ops: Sequence[Operation], budget: int, shrink_budget: int) -> _S
     reads first tends to leave the fewest operations. Work (search steps plus operations compiled) is bounded by
     ``shrink_budget``; past it, the smallest failing history found so far is returned.
     """
-    current = _Problem.build(key_ops, frozenset())
-    weak: frozenset[int] = frozenset()
+    current = _Problem.build(witness.ops, witness.weak)
+    weak = witness.weak
     work = 0
     if shrink_budget == 0:
-        return _Shrunk(ops=tuple(current.ops), weak=weak, steps=0, minimal=False)
+        return _Shrunk(ops=tuple(current.ops), weak=weak, steps=0, minimal=False, window=witness.window)
 
     def still_fails(moved: Sequence[Operation]) -> bool:
         nonlocal current, weak, work
@@ -602,7 +696,7 @@ def _shrink(key_ops: Sequence[Operation], budget: int, shrink_budget: int) -> _S
                 granularity = min(granularity * 2, len(items))
 
     minimal = ddmin(_is_read_only) and ddmin(lambda op: not _is_read_only(op)) and ddmin(lambda op: True)
-    return _Shrunk(ops=tuple(current.ops), weak=weak, steps=work, minimal=minimal)
+    return _Shrunk(ops=tuple(current.ops), weak=weak, steps=work, minimal=minimal, window=witness.window)
 
 
 def _is_read_only(op: Operation) -> bool:
@@ -615,19 +709,27 @@ def _is_read_only(op: Operation) -> bool:
 def _explain_failure(
     key: Hashable,
     key_ops: Sequence[Operation],
+    failed: Iterable[Hashable],
     shrunk: _Shrunk,
-    failed: Sequence[Hashable],
     undecided: Sequence[Hashable],
     budget: int,
     summary: str,
 ) -> str:
     others = ""
-    if len(failed) > 1:
-        others = f"; {len(failed) - 1} other key(s) fail too: " + ", ".join(repr(k) for k in failed[1:6])
-        others += " ..." if len(failed) > 6 else ""
+    other_keys = [k for k in failed if k != key]
+    if other_keys:
+        others = f"; {len(other_keys)} other key(s) fail too: " + ", ".join(repr(k) for k in other_keys[:5])
+        others += " ..." if len(other_keys) > 5 else ""
     if undecided:
         others += f"; {len(undecided)} key(s) undecided within budget"
     lines = [f"not linearizable: key {key!r}{others}", summary, ""]
+    if shrunk.window is not None:
+        lines += [
+            f"The full search of this key ran out of its budget of {budget} steps; the window of events"
+            f" [{shrunk.window[0]}, {shrunk.window[1]}] around where it was stuck fails on its own (with operations"
+            " that returned before it relaxed and later ones left out), which proves that the key fails.",
+            "",
+        ]
     how = "minimal: each operation is needed" if shrunk.minimal else "shrinking stopped at its budget"
     lines.append(
         f"{len(shrunk.ops)} of the key's {len(key_ops)} operations fail on their own ({how}). Intervals are event"
