@@ -43,8 +43,8 @@ __all__ = [
     "check",
 ]
 
-DEFAULT_BUDGET: Final = 2_000_000
-"""Search steps allowed per key (a second or two of CPU); past it that key is UNDECIDED rather than hanging."""
+DEFAULT_BUDGET: Final = 4_000_000
+"""Search steps allowed per key (about a second of CPU); past it that key is UNDECIDED rather than hanging."""
 
 DEFAULT_SHRINK_BUDGET: Final = 5_000_000
 """Work (search steps and operations compiled) allowed for shrinking the failing key's history in total; past it
@@ -95,7 +95,7 @@ def check(
 
     Every key is checked (so ``failed_keys`` and ``undecided_keys`` are complete); the first failing key is then
     shrunk within ``shrink_budget`` (0: no shrinking; ``minimal`` is then the failing history as found).
-    ``budget`` bounds the search steps spent on each key: at most about twice it, counting the windows tried
+    ``budget`` bounds the search steps spent on each key: at most about 1.4 times it, counting the windows tried
     when the full search is undecided. Deterministic: the same history gives the same result.
     """
     if budget < 1 or shrink_budget < 0:
@@ -111,13 +111,13 @@ def check(
     for key, key_ops in by_key.items():
         problem = _Problem.build(key_ops, weak=frozenset())
         considered += len(problem.ops)
-        # A first search with an eighth of the budget; if that is not enough, look for a local failure (cheap
-        # when there is one), and only then spend the whole budget on the full search.
+        # A first search with an eighth of the budget; if that is not enough, look for a local failure with a
+        # quarter of it (cheap when there is one), and only then spend the whole budget on the full search.
         first = min(budget, max(budget // 8, 100_000))
         found = _search(problem, first)
         steps += found.steps
         if found.outcome is Outcome.UNDECIDED:
-            witness, work = _refute(key_ops, found.frontier, first)
+            witness, work = _refute(key_ops, found.frontier, max(first, budget // 4))
             steps += work
             if witness is not None:
                 failed[key] = witness
@@ -155,7 +155,7 @@ def check(
         names = ", ".join(repr(k) for k in undecided[:10]) + (" ..." if len(undecided) > 10 else "")
         explanation = (
             f"undecided: the search ran out of its budget of {budget} steps on {len(undecided)} key(s): {names}."
-            " No key was found to fail. Raise budget= (a million steps take roughly half a second), or make the"
+            " No key was found to fail. Raise budget= (a million steps take a quarter of a second or so), or make the"
             " workload less concurrent on one key (fewer clients per key, fewer unknown writes whose value is read)."
             f"\n{summary}"
         )
@@ -293,44 +293,43 @@ class _Problem:
 
 
 def _prune(rows: list[_Row]) -> list[_Row]:
-    """Drop unknown writes that cannot matter; the rest is linearizable iff the whole is.
+    """Drop unknown ops that cannot matter; the rest is linearizable iff the whole is.
 
     1. Unknown ops invoked after every ok op returned: put them last, where nobody observes them.
-    2. Unknown writes whose value nothing observes (no ok get read it, no cas expects it). An unknown op only
-       ever needs to take effect right before an op that observes its value, or right before a refused cas that
-       the current value would otherwise make swap (see ``_search``). So with no refused cas these writes are
-       never needed; dropping one may free the value another unknown cas expected, so repeat until nothing
-       changes. With R refused cas ops, at most R of them are ever needed (each to unblock one), and the plain
-       ones (put, delete) all have the same effect (the value becomes one nobody observes), so the R invoked
-       first can stand in for any of them, or for an unknown cas with an unobserved value invoked after them:
-       keep those R and the cas ops invoked before the last of them, and repeat until nothing changes.
-       (A refused cas's expected value counts as observed here, conservatively.)
+    2. An unknown op only ever needs to take effect right before an op that observes the value it writes (a get
+       of it, a cas expecting it), or right before a refused cas that the current value would otherwise make
+       swap (see ``_search``), and no two need the same one. So of the unknown writes of a value v, at most
+       K = (ops observing v) + (refused cas ops) are ever needed; the plain ones (put, delete) all have the
+       same effect, so the K invoked first can stand in for any of them, and for an unknown cas writing v that
+       was invoked after the K-th. Keep those (none when K = 0). Values no op tells apart (no get reads them,
+       no cas expects them) count as one value. Dropping an unknown cas may lower another value's K, so repeat
+       until nothing changes.
     Besides speed (fewer ops, fewer orders), this keeps shrunk histories free of operations that explain nothing.
     """
     last_return = max((r[0].completed_at or 0 for r in rows if r[4]), default=-1)
     rows = [r for r in rows if r[4] or r[0].invoked_at <= last_return]
     refused = sum(r[1] == _CAS_REFUSED for r in rows)
-    while refused:
-        observed = {r[2] for r in rows if r[1] != _WRITE}
-        plain = [r[0].invoked_at for r in rows if not r[4] and r[1] == _WRITE and r[2] not in observed]
-        last = plain[refused - 1] if len(plain) >= refused else None
+    while True:
+        needs: dict[int, int] = {}  # value id -> how many unknown writes of it may be needed
+        distinct = set()  # values that some op tells apart from others
+        for r in rows:
+            if r[1] in (_GET, _CAS_SWAPPED, _CAS_MAYBE):
+                needs[r[2]] = needs.get(r[2], 0) + 1
+            if r[1] != _WRITE:
+                distinct.add(r[2])
+        plain: dict[int, int] = {}  # value id -> unknown plain writes of it seen so far, in invocation order
         kept = []
         for r in rows:
-            if not r[4] and r[1] == _WRITE and r[2] not in observed and last is not None and r[0].invoked_at > last:
-                continue
-            if not r[4] and r[1] == _CAS_MAYBE and r[3] not in observed and last is not None and r[0].invoked_at > last:
-                continue
+            if not r[4]:
+                value = r[2] if r[1] == _WRITE else r[3]
+                if value not in distinct:
+                    value = -1  # values nothing tells apart are one class, like the search's value id 0
+                limit = needs.get(value, 0) + refused
+                if plain.get(value, 0) >= limit:
+                    continue  # K plain writes of this value were invoked before it: they stand in for it
+                if r[1] == _WRITE:
+                    plain[value] = plain.get(value, 0) + 1
             kept.append(r)
-        if len(kept) == len(rows):
-            return rows
-        rows = kept
-    while True:
-        observed = {r[2] for r in rows if r[1] in (_GET, _CAS_SWAPPED, _CAS_MAYBE)}
-        kept = [
-            r
-            for r in rows
-            if r[4] or (r[1] == _WRITE and r[2] in observed) or (r[1] == _CAS_MAYBE and r[3] in observed)
-        ]
         if len(kept) == len(rows):
             return rows
         rows = kept
@@ -605,28 +604,46 @@ class _Witness:
 
 
 def _refute(
-    key_ops: Sequence[Operation], frontier: int, budget: int, *, width: int = 16
+    key_ops: Sequence[Operation], frontier: int, budget: int, *, width: int = 32
 ) -> tuple[_Witness | None, int]:
     """Look for a failing window of a key whose full search ran out of budget; (None, work) if none is found.
 
     Proving a long history of one hot key non-linearizable can take a search over every way its prefix could
-    have gone, which is exponential in the concurrency. But a failure is usually local, near ``frontier``, the
-    latest deadline the search reached. So check windows of growing width around it, each made from the whole
-    key's history by sound moves only (a window that fails proves the history fails): operations invoked after
-    the window are left out and those still running at its end are treated as unknown (linearizability is
-    prefix-closed); operations that returned before the window starts are relaxed, reads dropped and writes
-    treated as unknown, which lets them take effect at any time after their invocation, so the search no longer
-    has to enumerate the past.
+    have gone, which is exponential in the concurrency. But a failure is usually local. So check windows of the
+    key's events: first ever wider ones (four times each) centred on ``frontier``, the latest deadline the full
+    search reached (where it was stuck, if the failure is real); then, narrow ones first again, windows all along
+    the history by their distance from it. Each window is made from the whole key's history by sound moves
+    only, so a window that fails proves the history fails: operations invoked after the window are left out and
+    those still running at its end are treated as unknown (linearizability is prefix-closed); operations that
+    returned before it are relaxed, reads dropped and writes treated as unknown (which lets them take effect at
+    any time after their invocation, so the search no longer has to enumerate the past). Work is bounded by
+    ``budget``, an eighth of it at most for any one window.
     """
     events = sorted({op.invoked_at for op in key_ops} | {op.completed_at or 0 for op in key_ops})
-    centre = bisect.bisect_left(events, frontier)
+    invoked = [op.invoked_at for op in key_ops]  # ascending: key_ops is in invocation order
+    last = len(events) - 1
+    near = bisect.bisect_left(events, frontier)
     work = 0
-    while centre - width > 0 or centre + width < len(events) - 1:  # the whole history was already searched
-        start, end = events[max(0, centre - width)], events[min(len(events) - 1, centre + width)]
+    widths: list[int] = []
+    while width < last:  # a window as wide as the history would be the full search again
+        widths.append(width)
+        width *= 4
+    windows = [(w, near) for w in widths]
+    for w in widths:
+        windows += [(w, centre) for centre in sorted(range(0, last + 1, w), key=lambda c: (abs(c - near), c))]
+    tried: set[tuple[int, int]] = set()
+    for width, centre in windows:
+        start, end = events[max(0, centre - width)], events[min(last, centre + width)]
+        if (start, end) in tried:
+            continue
+        tried.add((start, end))
+        if work >= budget:
+            return None, work
         ops: list[Operation] = []
         weak: set[int] = set()
-        for op in key_ops:
-            if op.status is Status.FAILED or op.invoked_at > end:
+        scanned = bisect.bisect_right(invoked, end)
+        for op in key_ops[:scanned]:
+            if op.status is Status.FAILED:
                 continue
             returned = op.returns_by
             if returned is not None and not start <= returned <= end:
@@ -635,12 +652,11 @@ def _refute(
                 weak.add(op.id)
             ops.append(op)
         problem = _Problem.build(ops, frozenset(weak))
-        found = _search(problem, budget)
-        work += found.steps + len(ops)
+        found = _search(problem, max(1, min(budget // 8, budget - work)))
+        work += found.steps + scanned
         if found.outcome is Outcome.NOT_LINEARIZABLE:
             kept = {op.id for op in problem.ops}
             return _Witness(ops=problem.ops, weak=frozenset(weak & kept), window=(start, end)), work
-        width *= 4
     return None, work
 
 

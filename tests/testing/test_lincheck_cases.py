@@ -184,6 +184,22 @@ def test_unknown_cas() -> None:
     assert_ok(record(put("k", 1, 0, 1), put("k", 7, 2, 3, status="unknown"), cas("k", 1, 2, False, 4, 5)))
 
 
+def test_each_refused_cas_may_need_its_own_unknown_write() -> None:
+    # Both refused cas ops saw something other than 1, although 1 was written just before each: two unknown
+    # writes (of values nobody reads) explain them, one each...
+    specs = [
+        put("k", 1, 0, 1),
+        put("k", 7, 2, 3, status="unknown"),
+        put("k", 8, 2.5, 3.5, status="unknown"),
+        cas("k", 1, 2, False, 4, 5),
+        put("k", 1, 6, 7),
+        cas("k", 1, 3, False, 8, 9),
+    ]
+    assert_ok(record(*specs))
+    # ...but one cannot explain both.
+    assert_fails(record(*specs[:2], *specs[3:]))
+
+
 def test_keys_are_independent_registers() -> None:
     assert_fails(record(put("a", 1, 0, 1), get("b", 1, 2, 3)), key="b")
     # Different keys never constrain each other's order, even across a completed write.

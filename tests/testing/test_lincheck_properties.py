@@ -12,10 +12,12 @@ from lincheck_support import Spec, brute_force_linearizable, cas, delete, get, p
 
 from borough.testing.history import NOT_FOUND, History, Kind, Operation, Status
 from borough.testing.linearizability import Outcome, check
+from borough.testing.linearizability import _refute as refute  # the windows' soundness is tested directly
+from borough.testing.linearizability import _shrink as shrink
 
 # --- small arbitrary histories --------------------------------------------------------------------------------
 
-_values = st.sampled_from([1, 2, 3])
+_values = st.sampled_from([1, 2, 3, 4, 5])  # 4 and 5 are never read: unobserved writes
 _results = st.sampled_from([NOT_FOUND, 1, 2, 3])
 _statuses = st.sampled_from(["ok", "ok", "ok", "ok", "fail", "unknown", "unknown", "pending"])
 
@@ -82,6 +84,25 @@ def test_shrunk_history_is_sound_and_minimal(specs: list[Spec]) -> None:
         else:
             smaller = weakened(tuple(shrunk), frozenset({op.id}))
         assert brute_force_linearizable(smaller), f"#{op.id} is not needed"
+
+
+@given(small_specs(max_ops=8), st.integers(0, 40))
+def test_failing_windows_and_their_shrinks_are_sound(specs: list[Spec], frontier: int) -> None:
+    # Windows are only tried when a key's full search runs out of budget; here every window is tried on small
+    # histories, around any point, to check that a window that fails proves the whole history fails.
+    history = record(*specs)
+    key_ops = [op for op in history.operations if op.key == "a"]
+    witness, _ = refute(key_ops, frontier, 10_000, width=1)
+    if witness is None:
+        return
+    note(history.describe())
+    note(f"window {witness.window}: {[op.id for op in witness.ops]}, weakened {sorted(witness.weak)}")
+    assert not brute_force_linearizable(key_ops)
+    assert not brute_force_linearizable(weakened(tuple(witness.ops), witness.weak))
+    shrunk = shrink(witness, 10_000, 100_000)
+    assert {op.id for op in shrunk.ops} <= {op.id for op in witness.ops}
+    assert not brute_force_linearizable(shrunk.ops)
+    assert not brute_force_linearizable(weakened(shrunk.ops, shrunk.weak))
 
 
 # --- histories of real executions ------------------------------------------------------------------------------

@@ -50,6 +50,32 @@ def test_deep_single_key_history_needs_no_recursion() -> None:
     assert [op.call() for op in result.minimal] == ["put('k', 0)", "put('k', 1)", "get('k')"]
 
 
+def test_a_local_failure_in_a_hot_key_is_found_in_a_window() -> None:
+    # A hot key whose full search is too big for the budget: a stale read late in it is still found, through a
+    # window around where the search got stuck, and shrunk to the operations that show it.
+    history = sequential_history(random.Random(11), n_ops=3_000, keys=["hot"], clients=10, stretch=8, p_cas=0.0)
+    ops = list(history.operations)
+    # The last read, made to return the freshest value that was overwritten before it began. (An older one is
+    # caught at once: the search sees that nothing could overwrite it while a read of it is still to come.)
+    victim = next(op for op in reversed(ops) if op.kind is Kind.GET and op.status is Status.OK)
+    puts = [op for op in ops if op.kind is Kind.PUT and op.status is Status.OK]
+    stale = max(
+        (
+            w1
+            for w1 in puts
+            if w1.value != victim.result
+            and any((w1.completed_at or 0) < w2.invoked_at < (w2.completed_at or 0) < victim.invoked_at for w2 in puts)
+        ),
+        key=lambda w1: w1.completed_at or 0,
+    ).value
+    corrupted = [attrs.evolve(op, result=stale) if op is victim else op for op in ops]
+    result = check(corrupted)
+    assert result.outcome is Outcome.NOT_LINEARIZABLE, result.explanation
+    assert "window of events" in result.explanation
+    assert victim.id in {op.id for op in result.minimal}
+    assert check(result.minimal).outcome is Outcome.NOT_LINEARIZABLE
+
+
 def test_budget_gives_undecided_instead_of_hanging() -> None:
     history = sequential_history(random.Random(3), n_ops=500, keys=["hot"], clients=10, stretch=5)
     result = check(history, budget=100)
