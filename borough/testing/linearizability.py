@@ -117,8 +117,10 @@ def check(
         found = _search(problem, first)
         steps += found.steps
         if found.outcome is Outcome.UNDECIDED:
-            witness, work = _refute(key_ops, found.frontier, max(first, budget // 4))
-            steps += work
+            witness = _stale_read(problem)
+            if witness is None:
+                witness, work = _refute(key_ops, found.frontier, max(first, budget // 4))
+                steps += work
             if witness is not None:
                 failed[key] = witness
                 continue
@@ -356,18 +358,25 @@ def _search(problem: _Problem, budget: int, *, trace: bool = False) -> _Found:
     """Wing–Gong–Lowe: depth-first over orders, linearizing ops whose call precedes every open return.
 
     The history is a doubly linked list of call and return entries in event order (unknown ops have no return
-    entry). The *window* is the call entries before the first return entry: the ops that may take effect next;
-    the op of that first return is the *deadline*. A choice linearizes a window op if the model allows it and the
-    resulting (linearized set, value) was never seen (Lowe's memo: from an equal configuration the rest of the
-    search is the same); its entries are unlinked and the search goes on from the new configuration. When no
-    choice is left, the configuration fails: undo the last choice and try the next one. Explicit stacks instead
-    of recursion, so long histories cannot hit Python's recursion limit.
+    entry). The *ready* ops are those whose call entries come before the first return entry: the ops that may
+    take effect next; the op of that first return is the *deadline*. A choice linearizes a ready op if the model
+    allows it and the resulting (linearized set, value) was never seen (Lowe's memo: from an equal configuration
+    the rest of the search is the same); its entries are unlinked and the search goes on from the new
+    configuration. When no choice is left, the configuration fails: undo the last choice and try the next one.
+    Explicit stacks instead of recursion, so long histories cannot hit Python's recursion limit.
 
-    Two reductions, each sound because any valid order can be rearranged to start with the op they pick:
-    - a read-only op (get, refused cas) in the window that the current value satisfies is taken at once, with no
-      alternative tried: it changes nothing, so moving it to the front of any valid order keeps it valid;
-    - of window ops with the same effect (same code, values and required-ness), only the one that must return
-      first is tried: swapping two equal-effect ops keeps an order valid when the earlier one returns first.
+    Reductions, each sound because any valid order from a configuration can be rearranged into one that starts
+    with a choice they keep (or the choices they drop have no valid continuation at all):
+    - greedy reads: a ready read-only op (get, refused cas) that the current value satisfies is taken at once,
+      with no alternative tried: it changes nothing, so moving it to the front of a valid order keeps it valid;
+    - symmetry: of ready ops with the same effect (same code, values and required-ness), only the one that must
+      return first is tried: swapping two such ops keeps an order valid when the earlier one returns first;
+    - just-in-time unknown ops: an unknown op is tried only when a ready op observes the value it would write,
+      or a ready refused cas expects the current value (so the value must change first). Otherwise, in any valid
+      order it can be moved later, to just before the op that needs it, or to the end: nothing before that
+      could tell the difference;
+    - value death: a choice that changes the value is dropped while ops that must still observe the current
+      value remain and nothing left can write it again: they could never be satisfied.
     And one heuristic, which only orders the choices: first the ops that write the value the deadline op needs,
     then by earliest return. (Trying them in invocation order, as WGL does, commits early to long-running
     writes and can take exponentially long to undo that on histories with much overlap.)
@@ -430,9 +439,9 @@ def _search(problem: _Problem, budget: int, *, trace: bool = False) -> _Found:
     stack_state: list[int] = []
     stack_forced: list[bool] = []
     longest: tuple[int, ...] = ()
-    best: dict[int, int] = {}  # group -> the window op of that group to try (lowest rank)
+    best: dict[int, int] = {}  # group -> the ready op of that group to try (lowest rank)
     candidates: list[tuple[int, int, int]] = []  # (preference, op, value after it), best first
-    wanted = [0] * values  # wanted[v] == walks: an op in the window being walked observes value v
+    wanted = [0] * values  # wanted[v] == walks: a ready op observes value v
     walks = 0
     tried = 0
     undone = -1  # on _RESUME: the op whose choice just failed
@@ -486,10 +495,10 @@ def _search(problem: _Problem, budget: int, *, trace: bool = False) -> _Found:
                 prv[nxt[c]] = c
             mode = _RESUME
             continue
-        else:  # _FRESH or _RESUME: walk the window once
+        else:  # _FRESH or _RESUME: walk the ready ops once
             best.clear()
             walks += 1
-            blocked = False  # a refused cas in the window expects the current value: something must change it
+            blocked = False  # a ready refused cas expects the current value: something must change it
             i = -1
             pos = nxt[0]
             j = entry_op[pos]
@@ -544,7 +553,7 @@ def _search(problem: _Problem, budget: int, *, trace: bool = False) -> _Found:
                     else:  # _CAS_MAYBE
                         new = arg_b[j] if state == a else state
                     if not required[j] and (new == state or not (blocked or wanted[new] == walks)):
-                        continue  # an unknown op is only taken once something in the window needs its effect
+                        continue  # an unknown op is only taken once a ready op needs its effect
                     if new != state and observers[state] > (observes[j] == state) and not producers[state]:
                         continue
                     candidates.append(((new != needed) * n + rank[j], j, new))
@@ -591,7 +600,7 @@ class _Shrunk:
     weak: frozenset[int]  # ids of ok writes whose completion the failure does not need
     steps: int
     minimal: bool  # True if no single further move keeps it failing (the shrink did not run out of budget)
-    window: tuple[int, int] | None  # the events of the window ``_refute`` found, if the full search was undecided
+    found_by: str | None  # how the failing history was found, if not by the full search
 
 
 @attrs.frozen(kw_only=True)
@@ -600,7 +609,69 @@ class _Witness:
 
     ops: Sequence[Operation]
     weak: frozenset[int]
-    window: tuple[int, int] | None = None  # set when found by ``_refute``: the events it covers
+    found_by: str | None = None  # how it was found, if not by the full search (for the explanation)
+
+
+def _stale_read(problem: _Problem) -> _Witness | None:
+    """A read that no write can explain, found directly (no search): a witness sub-history, or None.
+
+    For an ok get of v, every put of v it could have seen must have been overwritten before it began: by an ok
+    put or delete invoked after that put returned and returning before the get was invoked (and if v is the
+    initial value, some ok put or delete returned before the get began). Then in any order, the last write before
+    the get is not a write of v, so it cannot read v. The get, those puts and their overwriters fail on their
+    own, by the same argument. Cheap whatever the concurrency, so it catches stale reads in keys too busy for the
+    search. Gets that a cas or an unknown op might explain are left to the search.
+    """
+    ops, code, required = problem.ops, problem.code, problem.required
+    overwriters = sorted(
+        (i for i in range(len(ops)) if required[i] and code[i] == _WRITE), key=lambda i: ops[i].invoked_at
+    )
+    calls = [ops[i].invoked_at for i in overwriters]
+    # first_return[k]: of the overwriters invoked k-th or later, the one that returned first.
+    first_return = [-1] * (len(overwriters) + 1)
+    for k in range(len(overwriters) - 1, -1, -1):
+        later = first_return[k + 1]
+        i = overwriters[k]
+        first_return[k] = i if later < 0 or (ops[i].completed_at or 0) < (ops[later].completed_at or 0) else later
+    writers: dict[int, list[int]] = {}
+    for i in range(len(ops)):
+        value = problem.writes(i)
+        if value is not None:
+            writers.setdefault(value, []).append(i)
+
+    def overwritten_after(event: int, before: int) -> int:
+        """An overwriter invoked after ``event`` that returned before ``before``, or -1."""
+        k = bisect.bisect_right(calls, event)
+        i = first_return[k]
+        return i if i >= 0 and (ops[i].completed_at or 0) < before else -1
+
+    for r in range(len(ops)):
+        if code[r] != _GET:
+            continue
+        read = ops[r]
+        evidence = [r]
+        if problem.a[r] == problem.initial:
+            w = overwritten_after(-1, read.invoked_at)
+            if w < 0:
+                continue
+            evidence.append(w)
+        for p in writers.get(problem.a[r], []):
+            if ops[p].invoked_at > (read.completed_at or 0):
+                continue  # invoked after the get returned: it cannot be what the get saw
+            if not required[p] or code[p] != _WRITE:
+                break  # an unknown write may take effect any time; a cas's own condition is left to the search
+            w = overwritten_after(ops[p].completed_at or 0, read.invoked_at)
+            if w < 0:
+                break
+            evidence += [p, w]
+        else:
+            chosen = set(evidence)
+            found_by = (
+                f"checked directly, read #{read.id} cannot have seen {_value_text(read.result)}: every write of it"
+                " had been overwritten before the read began"
+            )
+            return _Witness(ops=[op for i, op in enumerate(ops) if i in chosen], weak=frozenset(), found_by=found_by)
+    return None
 
 
 def _refute(
@@ -656,7 +727,11 @@ def _refute(
         work += found.steps + scanned
         if found.outcome is Outcome.NOT_LINEARIZABLE:
             kept = {op.id for op in problem.ops}
-            return _Witness(ops=problem.ops, weak=frozenset(weak & kept), window=(start, end)), work
+            found_by = (
+                f"the window of events [{start}, {end}] around where it was stuck fails on its own (with operations"
+                " that returned before it relaxed and later ones left out), which proves that the key fails"
+            )
+            return _Witness(ops=problem.ops, weak=frozenset(weak & kept), found_by=found_by), work
     return None, work
 
 
@@ -677,7 +752,7 @@ def _shrink(witness: _Witness, budget: int, shrink_budget: int) -> _Shrunk:
     weak = witness.weak
     work = 0
     if shrink_budget == 0:
-        return _Shrunk(ops=tuple(current.ops), weak=weak, steps=0, minimal=False, window=witness.window)
+        return _Shrunk(ops=tuple(current.ops), weak=weak, steps=0, minimal=False, found_by=witness.found_by)
 
     def still_fails(moved: Sequence[Operation]) -> bool:
         nonlocal current, weak, work
@@ -712,7 +787,7 @@ def _shrink(witness: _Witness, budget: int, shrink_budget: int) -> _Shrunk:
                 granularity = min(granularity * 2, len(items))
 
     minimal = ddmin(_is_read_only) and ddmin(lambda op: not _is_read_only(op)) and ddmin(lambda op: True)
-    return _Shrunk(ops=tuple(current.ops), weak=weak, steps=work, minimal=minimal, window=witness.window)
+    return _Shrunk(ops=tuple(current.ops), weak=weak, steps=work, minimal=minimal, found_by=witness.found_by)
 
 
 def _is_read_only(op: Operation) -> bool:
@@ -739,13 +814,8 @@ def _explain_failure(
     if undecided:
         others += f"; {len(undecided)} key(s) undecided within budget"
     lines = [f"not linearizable: key {key!r}{others}", summary, ""]
-    if shrunk.window is not None:
-        lines += [
-            f"The full search of this key ran out of its budget of {budget} steps; the window of events"
-            f" [{shrunk.window[0]}, {shrunk.window[1]}] around where it was stuck fails on its own (with operations"
-            " that returned before it relaxed and later ones left out), which proves that the key fails.",
-            "",
-        ]
+    if shrunk.found_by is not None:
+        lines += [f"The full search of this key ran out of its budget of {budget} steps; {shrunk.found_by}.", ""]
     how = "minimal: each operation is needed" if shrunk.minimal else "shrinking stopped at its budget"
     lines.append(
         f"{len(shrunk.ops)} of the key's {len(key_ops)} operations fail on their own ({how}). Intervals are event"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Hashable, Iterable, Sequence
+from typing import Any
 
 import attrs
 
@@ -90,7 +91,12 @@ def record(*specs: Spec) -> History:
 # --- a real sequential execution, observed through stretched intervals ----------------------------------------
 
 
-def sequential_history(
+def sequential_history(rng: random.Random, **params: Any) -> History:
+    """``sequential_specs`` played into a History."""
+    return record(*sequential_specs(rng, **params))
+
+
+def sequential_specs(
     rng: random.Random,
     *,
     n_ops: int,
@@ -102,7 +108,7 @@ def sequential_history(
     p_cas: float = 0.1,
     p_delete: float = 0.1,
     p_get: float = 0.45,
-) -> History:
+) -> list[Spec]:
     """Execute ``n_ops`` operations one at a time on a real register per key (linearization point of op i at time
     100*i), then give each an interval around its point stretched by up to ``stretch`` points either way. The
     result is linearizable by construction. Every written value is unique (``"v<i>"``), so corrupted reads can be
@@ -144,7 +150,7 @@ def sequential_history(
             if applies:
                 state[key] = value
         specs.append(spec)
-    return record(*specs)
+    return specs
 
 
 # --- a brute-force reference checker -------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 import attrs
-from lincheck_support import get, put, record, sequential_history
+from lincheck_support import get, put, record, sequential_history, sequential_specs
 
 from borough.testing.history import History, Kind, Status
 from borough.testing.linearizability import Outcome, check
@@ -50,13 +50,11 @@ def test_deep_single_key_history_needs_no_recursion() -> None:
     assert [op.call() for op in result.minimal] == ["put('k', 0)", "put('k', 1)", "get('k')"]
 
 
-def test_a_local_failure_in_a_hot_key_is_found_in_a_window() -> None:
-    # A hot key whose full search is too big for the budget: a stale read late in it is still found, through a
-    # window around where the search got stuck, and shrunk to the operations that show it.
+def test_a_stale_read_in_a_hot_key_is_found_without_the_full_search() -> None:
+    # A hot key too busy for the full search within the budget: the last read, made to return the freshest value
+    # overwritten before it began, is still found (by the direct stale-read check) and shrunk to three ops.
     history = sequential_history(random.Random(11), n_ops=3_000, keys=["hot"], clients=10, stretch=8, p_cas=0.0)
     ops = list(history.operations)
-    # The last read, made to return the freshest value that was overwritten before it began. (An older one is
-    # caught at once: the search sees that nothing could overwrite it while a read of it is still to come.)
     victim = next(op for op in reversed(ops) if op.kind is Kind.GET and op.status is Status.OK)
     puts = [op for op in ops if op.kind is Kind.PUT and op.status is Status.OK]
     stale = max(
@@ -71,9 +69,27 @@ def test_a_local_failure_in_a_hot_key_is_found_in_a_window() -> None:
     corrupted = [attrs.evolve(op, result=stale) if op is victim else op for op in ops]
     result = check(corrupted)
     assert result.outcome is Outcome.NOT_LINEARIZABLE, result.explanation
-    assert "window of events" in result.explanation
     assert victim.id in {op.id for op in result.minimal}
+    assert len(result.minimal) == 3
+    assert f"checked directly, read #{victim.id} cannot have seen" in result.explanation
     assert check(result.minimal).outcome is Outcome.NOT_LINEARIZABLE
+
+
+def test_a_local_failure_in_a_hot_key_is_found_in_a_window() -> None:
+    # A read of the older of two concurrent writes after another read saw the newer one, at the end of a hot key
+    # too busy for the full search: no single read is stale on its own, but a window around it fails.
+    specs = sequential_specs(random.Random(11), n_ops=3_000, keys=["hot"], clients=10, stretch=8, p_cas=0.0)
+    end = max(spec.end or spec.start for spec in specs) + 100
+    ending = [
+        put("hot", "A", end, end + 10, client="w1"),
+        put("hot", "B", end + 1, end + 11, client="w2"),
+        get("hot", "B", end + 12, end + 13, client="r1"),
+        get("hot", "A", end + 14, end + 15, client="r2"),
+    ]
+    result = check(record(*specs, *ending))
+    assert result.outcome is Outcome.NOT_LINEARIZABLE, result.explanation
+    assert "window of events" in result.explanation
+    assert [op.client_id for op in result.minimal] == ["w1", "w2", "r1", "r2"]
 
 
 def test_budget_gives_undecided_instead_of_hanging() -> None:
