@@ -10,11 +10,10 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 from lincheck_support import Spec, brute_force_linearizable, cas, delete, get, put, record, sequential_history
 
+# The shortcuts taken when a key's full search runs out of budget are tested directly, on small histories.
+from borough.testing._register_search import Problem
 from borough.testing.history import NOT_FOUND, History, Kind, Operation, Status
 from borough.testing.linearizability import Outcome, check
-
-# The shortcuts taken when a key's full search runs out of budget are tested directly, on small histories.
-from borough.testing.linearizability import _Problem as Problem
 from borough.testing.linearizability import _refute as refute
 from borough.testing.linearizability import _shrink as shrink
 from borough.testing.linearizability import _stale_read as stale_read
