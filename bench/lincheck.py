@@ -173,7 +173,7 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for name, n_ops, n_keys, clients, extra in scenarios:
-        history = simulate(1, n_ops=n_ops // scale, n_keys=n_keys, clients=clients, **extra)  # type: ignore[arg-type]
+        history = simulate(1, n_ops=n_ops // scale, n_keys=n_keys, clients=clients, **extra)
         unknown = sum(op.status is Status.UNKNOWN for op in history.operations)
         result, seconds = timed(history)
         print(

@@ -118,7 +118,7 @@ def sequential_specs(
     for i in range(n_ops):
         point = 100 * i
         start = point - rng.randint(0, stretch * 100)
-        end = point + rng.randint(0, stretch * 100)
+        end: int | None = point + rng.randint(0, stretch * 100)
         key = rng.choice(keys)
         client = f"c{rng.randrange(clients)}"
         roll = rng.random()

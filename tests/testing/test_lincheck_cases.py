@@ -245,10 +245,18 @@ def test_keys_of_mixed_types_are_kept_apart_and_ordered_by_first_use() -> None:
 
 def test_ties_between_a_return_and_an_invocation_count_as_concurrent() -> None:
     # Built by hand (a History never produces ties): put 2 returns at event 3, the get is invoked at event 3.
-    def op(i: int, kind: Kind, start: int, end: int, **fields: object) -> Operation:
+    def op(i: int, kind: Kind, start: int, end: int, *, value: object = None, result: object = None) -> Operation:
         return Operation(
-            id=i, client_id="c", kind=kind, key="k", status=Status.OK, invoked_at=start, completed_at=end, **fields
-        )  # type: ignore[arg-type]
+            id=i,
+            client_id="c",
+            kind=kind,
+            key="k",
+            value=value,
+            status=Status.OK,
+            result=result,
+            invoked_at=start,
+            completed_at=end,
+        )
 
     writes = [op(0, Kind.PUT, 0, 1, value=1), op(1, Kind.PUT, 2, 3, value=2)]
     assert check([*writes, op(2, Kind.GET, 3, 4, result=1)]).ok
