@@ -87,7 +87,7 @@ def check(
 
     Every key is checked (so ``failed_keys`` and ``undecided_keys`` are complete); the first failing key is then
     shrunk within ``shrink_budget`` (0: no shrinking; ``minimal`` is then the failing history as found).
-    ``budget`` bounds the search steps spent on each key: at most about 1.4 times it, counting the windows tried
+    ``budget`` bounds the search steps spent on each key: at most about twice it, counting the windows tried
     when the full search is undecided. Deterministic: the same history gives the same result.
     """
     if budget < 1 or shrink_budget < 0:
@@ -271,7 +271,7 @@ def _refute(
     any time after their invocation, so the search no longer has to enumerate the past). Work is bounded by
     ``budget``, an eighth of it at most for any one window.
     """
-    events = sorted({op.invoked_at for op in key_ops} | {op.completed_at or 0 for op in key_ops})
+    events = sorted({op.invoked_at for op in key_ops} | {op.completed_at for op in key_ops if op.completed_at})
     invoked = [op.invoked_at for op in key_ops]  # ascending: key_ops is in invocation order
     last = len(events) - 1
     near = bisect.bisect_left(events, frontier)
@@ -309,8 +309,8 @@ def _refute(
         if found.outcome is Outcome.NOT_LINEARIZABLE:
             kept = {op.id for op in problem.ops}
             found_by = (
-                f"the window of events [{start}, {end}] around where it was stuck fails on its own (with operations"
-                " that returned before it relaxed and later ones left out), which proves that the key fails"
+                f"the window of its events [{start}, {end}] fails on its own (with the operations that returned"
+                " before it relaxed and the later ones left out), which proves that the key fails"
             )
             return _Witness(ops=problem.ops, weak=frozenset(weak & kept), found_by=found_by), work
     return None, work

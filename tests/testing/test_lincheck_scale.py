@@ -88,7 +88,7 @@ def test_a_local_failure_in_a_hot_key_is_found_in_a_window() -> None:
     ]
     result = check(record(*specs, *ending))
     assert result.outcome is Outcome.NOT_LINEARIZABLE, result.explanation
-    assert "window of events" in result.explanation
+    assert "the window of its events" in result.explanation
     assert [op.client_id for op in result.minimal] == ["w1", "w2", "r1", "r2"]
 
 
