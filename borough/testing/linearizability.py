@@ -396,7 +396,11 @@ def _explain_failure(
         others += f"; {len(undecided)} key(s) undecided within budget"
     lines = [f"not linearizable: key {key!r}{others}", summary, ""]
     if shrunk.found_by is not None:
-        lines += [f"The full search of this key ran out of its budget of {budget} steps; {shrunk.found_by}.", ""]
+        lines += [
+            "The full search of this key was cut short (on a key this busy it can take exponentially long);"
+            f" {shrunk.found_by}.",
+            "",
+        ]
     how = "minimal: each operation is needed" if shrunk.minimal else "shrinking stopped at its budget"
     lines.append(
         f"{len(shrunk.ops)} of the key's {len(key_ops)} operations fail on their own ({how}). Intervals are event"

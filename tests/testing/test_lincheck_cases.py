@@ -300,3 +300,17 @@ def test_check_rejects_bad_input() -> None:
     broken = Operation(id=0, client_id="c", kind=Kind.PUT, key="k", value=1, status=Status.OK, invoked_at=3)
     with pytest.raises(ValueError, match="not after its invocation"):
         check([broken])
+
+
+def test_a_failing_history_saved_as_json_replays_to_the_same_result() -> None:
+    history = record(
+        put("k", {"v": 1}, 0, 1, client="alice"),
+        put("k", b"\x00", 2, 3, status="unknown", client="bob"),
+        get("k", b"\x00", 4, 5, client="carol"),
+        get("k", {"v": 1}, 6, 7, client="carol"),
+    )
+    saved = history.to_json()
+    replayed = check(History.from_json(saved))
+    assert replayed.outcome is Outcome.NOT_LINEARIZABLE
+    assert replayed == check(history)  # same verdict, same minimal history, same explanation
+    assert check(op for op in History.from_json(saved).operations) == replayed  # any iterable of operations
