@@ -203,3 +203,50 @@ def brute_force_linearizable(ops: Iterable[Operation]) -> bool:
         return False
 
     return search({}, required, optional)
+
+
+def memo_linearizable(ops: Iterable[Operation]) -> bool:
+    """The same search as ``brute_force_linearizable`` with a memo of (ops done, state): plain Wing & Gong with
+    Lowe's memo and nothing else (no pruning, no reductions), for histories of a dozen or two operations."""
+    ops = [op for op in ops if op.status is not Status.FAILED]
+    required = frozenset(op.id for op in ops if op.status is Status.OK)
+    by_id = {op.id: op for op in ops}
+    failed: set[tuple[frozenset[int], tuple[tuple[Hashable, object], ...]]] = set()
+
+    def apply(state: dict[Hashable, object], op: Operation) -> dict[Hashable, object] | None:
+        current = state.get(op.key, NOT_FOUND)
+        new = dict(state)
+        if op.kind is Kind.GET:
+            if op.status is Status.OK and current != op.result:
+                return None
+        elif op.kind is Kind.PUT:
+            new[op.key] = op.value
+        elif op.kind is Kind.DELETE:
+            new.pop(op.key, None)
+        else:
+            swaps = current == op.expected
+            if op.status is Status.OK and swaps != op.result:
+                return None
+            if swaps:
+                new[op.key] = op.value
+        return new
+
+    def search(done: frozenset[int], state: dict[Hashable, object]) -> bool:
+        if required <= done:
+            return True
+        memo = (done, tuple(sorted(state.items(), key=lambda item: repr(item[0]))))
+        if memo in failed:
+            return False
+        waiting = [by_id[i] for i in required - done]
+        for op in ops:
+            if op.id in done:
+                continue
+            if any(o.completed_at is not None and o.completed_at < op.invoked_at for o in waiting if o is not op):
+                continue
+            new = apply(state, op)
+            if new is not None and search(done | {op.id}, new):
+                return True
+        failed.add(memo)
+        return False
+
+    return search(frozenset(), {})

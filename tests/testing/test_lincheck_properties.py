@@ -3,12 +3,23 @@ corrupted reads are always caught, and shrunk histories are sound and minimal.""
 
 from __future__ import annotations
 
+import os
 import random
 
 import attrs
 from hypothesis import given, note
 from hypothesis import strategies as st
-from lincheck_support import Spec, brute_force_linearizable, cas, delete, get, put, record, sequential_history
+from lincheck_support import (
+    Spec,
+    brute_force_linearizable,
+    cas,
+    delete,
+    get,
+    memo_linearizable,
+    put,
+    record,
+    sequential_history,
+)
 
 # The shortcuts taken when a key's full search runs out of budget are tested directly, on small histories.
 from borough.testing._register_search import Problem
@@ -25,12 +36,15 @@ _results = st.sampled_from([NOT_FOUND, 1, 2, 3])
 _statuses = st.sampled_from(["ok", "ok", "ok", "ok", "fail", "unknown", "unknown", "pending"])
 
 
+SOAK = os.environ.get("BOROUGH_SOAK") == "1"
+
+
 @st.composite
-def small_specs(draw: st.DrawFn, max_ops: int = 7) -> list[Spec]:
+def small_specs(draw: st.DrawFn, max_ops: int = 7, min_ops: int = 1, span: int = 20) -> list[Spec]:
     specs = []
-    for _ in range(draw(st.integers(1, max_ops))):
+    for _ in range(draw(st.integers(min_ops, max_ops))):
         key = draw(st.sampled_from(["a", "a", "a", "b"]))
-        start = draw(st.integers(0, 20))
+        start = draw(st.integers(0, span))
         status = draw(_statuses)
         end = None if status == "pending" else start + draw(st.integers(0, 10))
         kind = draw(st.sampled_from(["get", "get", "put", "put", "delete", "cas"]))
@@ -53,6 +67,20 @@ def test_agrees_with_brute_force(specs: list[Spec]) -> None:
     note(result.explanation)
     assert result.outcome is not Outcome.UNDECIDED
     assert result.ok == brute_force_linearizable(history.operations)
+
+
+@given(small_specs(min_ops=8, max_ops=18 if SOAK else 14, span=40))
+def test_agrees_with_a_plain_memoised_search_on_bigger_histories(specs: list[Spec]) -> None:
+    # Dense overlap on one or two keys, where the reductions and the pruning of unknown writes interact most.
+    history = record(*specs)
+    note(history.describe())
+    result = check(history)
+    note(result.explanation)
+    assert result.outcome is not Outcome.UNDECIDED
+    assert result.ok == memo_linearizable(history.operations)
+    if not result.ok:
+        assert not memo_linearizable(result.minimal)
+        assert not memo_linearizable(weakened(result.minimal, result.weakened))
 
 
 def weakened(ops: tuple[Operation, ...], ids: frozenset[int]) -> list[Operation]:
