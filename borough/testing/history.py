@@ -157,11 +157,28 @@ class History:
     ``history.fail(op, error)`` or ``history.unknown(op, error)``. Each returns the updated (new, immutable)
     ``Operation``; the record passed in is not changed. Operations still pending when the history is checked are
     treated as unknown. Bad calls (a completed operation completed again, a put without a value, a get result
-    that is missing) raise ``ValueError``/``TypeError`` and record nothing.
+    that is missing) raise ``ValueError``/``TypeError`` and record nothing. A simulated client::
+
+        op = history.invoke(client_id, "get", key, time=trio.current_time())
+        try:
+            value = await partition.get(key)
+        except borough.NotFound:
+            history.ok(op, NOT_FOUND)
+        except NotLeader as exc:  # refused before it was proposed: it cannot take effect
+            history.fail(op, exc)
+        except (borough.Timeout, borough.Unavailable) as exc:  # it may yet take effect, or never
+            history.unknown(op, exc)
+        else:
+            history.ok(op, value)
+
+    When in doubt, record ``unknown``: it is always safe; ``fail`` claims the operation can never take effect.
     """
 
-    _operations: list[Operation] = attrs.field(factory=list, init=False)
-    _next_event: int = attrs.field(default=0, init=False)
+    _operations: list[Operation] = attrs.field(factory=list, init=False, repr=False)
+    _next_event: int = attrs.field(default=0, init=False, repr=False)
+
+    def __repr__(self) -> str:
+        return f"<History of {len(self._operations)} operations, {self._next_event} events>"
 
     # --- recording -------------------------------------------------------------------------------------------
 
