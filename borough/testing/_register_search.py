@@ -11,7 +11,7 @@ Must not know: whole histories, keys, budgets across keys, shrinking or reports 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Final
 
 import attrs
@@ -52,27 +52,62 @@ _Row = tuple[Operation, int, int, int, bool]  # op, code, a, b, required
 
 
 class _Values:
-    """Interns values to small ints so states compare and hash fast, even for unhashable values (dicts, lists)."""
+    """Interns values to small ints so states compare and hash fast, even for unhashable values (dicts, lists).
+
+    Unhashable values are looked up by a frozen form that is equal exactly when they are (``_freeze``), so
+    interning stays linear; a value that cannot be frozen falls back to comparing it with each such value.
+    """
 
     def __init__(self) -> None:
-        self._hashable: dict[object, int] = {NOT_FOUND: 0}
-        self._unhashable: list[tuple[object, int]] = []
+        self._ids: dict[object, int] = {NOT_FOUND: 0}
+        self._unfrozen: list[tuple[object, int]] = []
         self._count = 1
 
     def id(self, value: object) -> int:
         try:
-            found = self._hashable.get(value)
+            key = value if isinstance(value, Hashable) and _hashes(value) else _freeze(value)
         except TypeError:
-            for other, number in self._unhashable:
+            for other, number in self._unfrozen:
                 if other == value:
                     return number
-            self._unhashable.append((value, self._count))
+            self._unfrozen.append((value, self._count))
             self._count += 1
             return self._count - 1
+        found = self._ids.get(key)
         if found is None:
-            found = self._hashable[value] = self._count
+            found = self._ids[key] = self._count
             self._count += 1
         return found
+
+
+class _Frozen(enum.Enum):
+    """Tags that no user value contains, so a frozen list or dict never equals a real tuple or frozenset."""
+
+    LIST = "list"
+    DICT = "dict"
+
+
+def _hashes(value: Hashable) -> bool:
+    try:
+        hash(value)
+    except TypeError:  # a tuple holding a list, say
+        return False
+    return True
+
+
+def _freeze(value: object) -> Hashable:
+    """A hashable stand-in, equal to another's exactly when the values are equal (as == sees them)."""
+    if isinstance(value, list):
+        return (_Frozen.LIST, tuple(_freeze(item) for item in value))
+    if isinstance(value, tuple):
+        return tuple(_freeze(item) for item in value)
+    if isinstance(value, dict):
+        return (_Frozen.DICT, frozenset((_freeze(k), _freeze(v)) for k, v in value.items()))
+    if isinstance(value, set | frozenset):
+        return frozenset(_freeze(item) for item in value)  # a set equals the frozenset of the same items
+    hash(value)  # raises TypeError for anything else unhashable: compared one by one instead
+    assert isinstance(value, Hashable)
+    return value
 
 
 @attrs.define
