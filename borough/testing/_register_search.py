@@ -105,6 +105,8 @@ def _freeze(value: object) -> Hashable:
         return (_Frozen.DICT, frozenset((_freeze(k), _freeze(v)) for k, v in value.items()))
     if isinstance(value, set | frozenset):
         return frozenset(_freeze(item) for item in value)  # a set equals the frozenset of the same items
+    if isinstance(value, bytearray):
+        return bytes(value)  # equal to the bytes of the same content
     hash(value)  # raises TypeError for anything else unhashable: compared one by one instead
     assert isinstance(value, Hashable)
     return value

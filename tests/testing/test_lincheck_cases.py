@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 from lincheck_support import brute_force_linearizable, cas, delete, get, put, record
 
@@ -240,8 +241,18 @@ def test_unhashable_values_compare_by_equality() -> None:
     assert_ok(record(put("k", [{1}, {"x": 1}], 0, 1), get("k", [frozenset({1}), {"x": True}], 2, 3)))
     assert_fails(record(put("k", [1, {2: 3}], 0, 1), get("k", (1, {2: 3}), 2, 3)))
     assert_ok(record(put("k", (1, [2]), 0, 1), get("k", (1, [2]), 2, 3)))  # a tuple that holds a list
-    assert_ok(record(put("k", bytearray(b"a"), 0, 1), get("k", bytearray(b"a"), 2, 3)))  # compared one by one
+    assert_ok(record(put("k", bytearray(b"a"), 0, 1), get("k", b"a", 2, 3)))
     assert_fails(record(put("k", bytearray(b"a"), 0, 1), get("k", bytearray(b"b"), 2, 3)))
+    # Anything else unhashable is compared with ==, one by one.
+    assert_ok(record(put("k", Box(1), 0, 1), get("k", Box(1), 2, 3)))
+    assert_fails(record(put("k", Box(1), 0, 1), get("k", Box(2), 2, 3)))
+
+
+@attrs.define
+class Box:
+    """An unhashable value type (attrs.define sets __hash__ to None) with a plain == on its contents."""
+
+    content: object
 
 
 def test_keys_of_mixed_types_are_kept_apart_and_ordered_by_first_use() -> None:
