@@ -3,7 +3,8 @@
 Simulates sequential clients (each waits for its operation before starting the next) against registers that
 really are linearizable: every operation takes effect at a random point inside its interval. Latencies are
 exponential with occasional long stalls (a partition); a stalled operation times out and is recorded as
-unknown, and takes effect later or never. Then it makes one read stale to measure detection plus shrinking.
+unknown, and takes effect later or never. Then it makes one read stale, or appends reads that see a newer value
+then an older one, to measure detection plus shrinking.
 
 Run from the repository root: /work/venv/bin/python bench/lincheck.py [--quick]
 """
@@ -147,6 +148,28 @@ def corrupt_one_read(history: History, seed: int) -> list[Operation]:
     raise RuntimeError("no read can be made stale in this history")
 
 
+def append_new_then_old(history: History) -> list[Operation]:
+    """The history plus, at its end, two concurrent puts and two reads in a row that see the newer value, then
+    the older one: not a stale read of either put alone, so only a search (over a window) can show it."""
+    ops = list(history.operations)
+    key = ops[-1].key
+    n, e = len(ops), history.next_event
+
+    def op(i: int, kind: Kind, start: int, end: int, value: object = None, result: object = None) -> Operation:
+        return Operation(
+            id=n + i, client_id=f"x{i}", kind=kind, key=key, value=value, status=Status.OK, result=result,
+            invoked_at=e + start, completed_at=e + end,
+        )  # fmt: skip
+
+    return [
+        *ops,
+        op(0, Kind.PUT, 0, 2, value="A"),
+        op(1, Kind.PUT, 1, 3, value="B"),
+        op(2, Kind.GET, 4, 5, result="B"),
+        op(3, Kind.GET, 6, 7, result="A"),
+    ]
+
+
 def timed(target: History | list[Operation]) -> tuple[CheckResult, float]:
     began = time.perf_counter()
     result = check(target)
@@ -186,6 +209,14 @@ def main() -> None:
             print(
                 f"{'  + one stale read (check + shrink)':<40} {len(bad):>7} {n_keys:>5} {clients:>7} {unknown:>7}"
                 f" {result.outcome.value:>17} {result.steps:>9} {seconds:>7.2f}"
+            )
+            print(f"{'    minimal failing sub-history size':<40} {len(result.minimal):>7}")
+        if name.startswith("1 hot key"):
+            bad = append_new_then_old(history)
+            result, seconds = timed(bad)
+            print(
+                f"{'  + new-then-old reads (check + shrink)':<40} {len(bad):>7} {n_keys:>5} {clients:>7}"
+                f" {unknown:>7} {result.outcome.value:>17} {result.steps:>9} {seconds:>7.2f}"
             )
             print(f"{'    minimal failing sub-history size':<40} {len(result.minimal):>7}")
 
