@@ -109,7 +109,8 @@ class MemberEvent:
 
 @attrs.frozen(kw_only=True, slots=True)
 class TableVersionEvent:
-    """A peer has a newer member table than ours: refresh it from ``_system`` and call ``set_table``."""
+    """A member table newer than any we knew of exists (``source`` told us): refresh the table from
+    ``_system`` and call ``set_table``. Emitted once per newer version, however many peers mention it."""
 
     version: int
     source: NodeId
@@ -246,8 +247,14 @@ class Swim:
 
     @property
     def table_version(self) -> int:
-        """The version of the member table this node runs on (what it piggybacks)."""
+        """The version of the member table this node runs on (the last one given to ``set_table``)."""
         return self._table_version
+
+    @property
+    def newest_table_version(self) -> int:
+        """The newest member-table version known to exist: ours or one a peer mentioned. This is what we
+        piggyback, so news of a table change spreads epidemically even before the nodes refresh their table."""
+        return self._seen_version
 
     # -- what we believe ------------------------------------------------------------------------------------
     def view(self) -> Mapping[NodeId, MemberView]:
@@ -428,7 +435,7 @@ class Swim:
                 seq=p.seq,
                 source=self.self_id,
                 source_incarnation=self.incarnation,
-                table_version=self._table_version,
+                table_version=self._seen_version,
                 updates=self._piggyback(),
                 target=p.target,
                 target_address=target.address,
@@ -467,7 +474,7 @@ class Swim:
             msg = Gossip(
                 source=self.self_id,
                 source_incarnation=self.incarnation,
-                table_version=self._table_version,
+                table_version=self._seen_version,
                 updates=updates,
             )
             out.append(Outgoing(address=m.address, message=msg))
@@ -484,7 +491,7 @@ class Swim:
             seq=seq,
             source=self.self_id,
             source_incarnation=self.incarnation,
-            table_version=self._table_version,
+            table_version=self._seen_version,
             updates=self._piggyback(claim),
             target=target,
         )
@@ -494,7 +501,7 @@ class Swim:
             seq=seq,
             source=self.self_id,
             source_incarnation=self.incarnation,
-            table_version=self._table_version,
+            table_version=self._seen_version,
             updates=self._piggyback(),
         )
 
@@ -503,7 +510,7 @@ class Swim:
             seq=seq,
             source=self.self_id,
             source_incarnation=self.incarnation,
-            table_version=self._table_version,
+            table_version=self._seen_version,
             updates=self._piggyback(),
         )
 
