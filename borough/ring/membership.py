@@ -150,6 +150,7 @@ class _Probe:
     indirect_sent: bool = False
     expected_nacks: int = 0
     nacks: int = 0
+    heard_from_target: bool = False
 
 
 @attrs.define
@@ -359,11 +360,13 @@ class Swim:
             self._events.append(TableVersionEvent(version=msg.table_version, source=msg.source))
         if msg.source != self.self_id:
             self._on_alive(msg.source, msg.source_incarnation, now)
+        if self._probe is not None and msg.source == self._probe.target:
+            self._probe.heard_from_target = True
         for u in msg.updates:
             self._apply(u, now)
         if isinstance(msg, Ping):
             if msg.target == self.self_id:
-                out.append(Outgoing(address=from_address, message=self._ack(msg.seq)))
+                out.append(Outgoing(address=from_address, message=self._ack(msg.seq, msg.source)))
         elif isinstance(msg, PingReq):
             if msg.target != self.self_id:
                 seq = self._next_seq()
@@ -379,7 +382,7 @@ class Swim:
             else:
                 relay = self._relays.pop(msg.seq, None)
                 if relay is not None:
-                    out.append(Outgoing(address=relay.requester_address, message=self._ack(relay.requester_seq)))
+                    out.append(Outgoing(address=relay.requester_address, message=self._ack(relay.requester_seq, None)))
         elif isinstance(msg, Nack):
             p = self._probe
             if p is not None and msg.seq == p.seq:
@@ -444,6 +447,11 @@ class Swim:
         return out
 
     def _probe_failed(self, p: _Probe, now: float) -> None:
+        if p.heard_from_target:
+            # No ack, but the target itself spoke to us during the probe: it is alive. This matters when a
+            # partition heals in the middle of a probe that was sent into it (a stretched one, under high
+            # local health score): without it the stale failure would accuse a member we just saw refute.
+            return
         if p.expected_nacks > 0:
             self._awareness.apply(max(0, p.expected_nacks - p.nacks))
         else:
@@ -468,7 +476,7 @@ class Swim:
         peers = [m for m in self._members.values() if m.liveness is not Liveness.DEAD]
         out = []
         for m in self._rng.sample(peers, min(self.config.gossip_nodes, len(peers))):
-            updates = self._piggyback()
+            updates = self._piggyback(self._claim_about(m.node_id))
             if not updates:
                 break
             msg = Gossip(
@@ -481,28 +489,31 @@ class Swim:
         return out
 
     # -- building messages -----------------------------------------------------------------------------------
+    def _claim_about(self, recipient: NodeId | None) -> Update | None:
+        """What we believe about the recipient of a message, if we doubt it: every message to a member we think
+        SUSPECT or DEAD carries that claim first, so a member that was cut off learns it must refute."""
+        m = None if recipient is None else self._members.get(recipient)
+        if m is None or m.liveness is Liveness.ALIVE:
+            return None
+        return Update(node_id=m.node_id, incarnation=m.incarnation, liveness=m.liveness, accuser=m.accuser)
+
     def _ping(self, seq: int, target: NodeId) -> Ping:
-        m = self._members.get(target)
-        claim: Update | None = None
-        if m is not None and m.liveness is not Liveness.ALIVE:
-            # Tell the target what we believe, so a member that was cut off learns it must refute.
-            claim = Update(node_id=target, incarnation=m.incarnation, liveness=m.liveness, accuser=m.accuser)
         return Ping(
             seq=seq,
             source=self.self_id,
             source_incarnation=self.incarnation,
             table_version=self._seen_version,
-            updates=self._piggyback(claim),
+            updates=self._piggyback(self._claim_about(target)),
             target=target,
         )
 
-    def _ack(self, seq: int) -> Ack:
+    def _ack(self, seq: int, to: NodeId | None) -> Ack:
         return Ack(
             seq=seq,
             source=self.self_id,
             source_incarnation=self.incarnation,
             table_version=self._seen_version,
-            updates=self._piggyback(),
+            updates=self._piggyback(self._claim_about(to)),
         )
 
     def _nack(self, seq: int) -> Nack:

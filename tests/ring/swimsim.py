@@ -22,6 +22,18 @@ def node_name(i: int) -> NodeId:
     return NodeId(f"n{i:02d}")
 
 
+def assert_no_flapping(events: Iterable[tuple[float, NodeId, MemberEvent]]) -> None:
+    """After a heal, each observer's belief about each subject may still pass through SUSPECT or DEAD (a probe
+    or a rumour from inside the partition arriving late), but once it is back to ALIVE it stays ALIVE."""
+    back: set[tuple[NodeId, NodeId]] = set()
+    for t, obs, e in events:
+        key = (obs, e.node_id)
+        if e.liveness is Liveness.ALIVE:
+            back.add(key)
+        else:
+            assert key not in back, f"{obs} doubted {e.node_id} again at {t:.3f} after seeing it back: {e}"
+
+
 def make_table(n: int, version: int = 1) -> MemberTable:
     return MemberTable(
         version=version, members=[Member(node_id=node_name(i), address=f"10.0.0.{i}:7000") for i in range(n)]
