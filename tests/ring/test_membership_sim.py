@@ -5,16 +5,18 @@ Hypothesis picks seeds, cluster sizes and victims; every failure prints the exam
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from borough.ring.membership import DETECTION_BOUND
 from borough.ring.messages import Liveness
 
+from .budget import examples
 from .swimsim import SwimSim, assert_no_flapping, node_name
 
 
-@settings(max_examples=25)
+@settings(max_examples=examples(25, soak_divisor=10))
 @given(n=st.integers(min_value=2, max_value=20), seed=st.integers(min_value=0, max_value=2**32), data=st.data())
 def test_crash_is_detected_by_everyone_within_the_bound(n: int, seed: int, data: st.DataObject) -> None:
     sim = SwimSim(n, seed=seed)
@@ -28,7 +30,8 @@ def test_crash_is_detected_by_everyone_within_the_bound(n: int, seed: int, data:
     assert done is not None and done - warmup <= DETECTION_BOUND
 
 
-@settings(max_examples=4)
+@pytest.mark.soak
+@settings(max_examples=examples(3, soak_divisor=200))
 @given(seed=st.integers(min_value=0, max_value=2**32), n=st.sampled_from([3, 5, 8]))
 def test_ten_percent_loss_never_kills_anyone_over_ten_minutes(seed: int, n: int) -> None:
     sim = SwimSim(n, seed=seed)
@@ -37,7 +40,8 @@ def test_ten_percent_loss_never_kills_anyone_over_ten_minutes(seed: int, n: int)
     assert [e for e in sim.member_events() if e[2].liveness is Liveness.DEAD] == []
 
 
-@settings(max_examples=8)
+@pytest.mark.soak
+@settings(max_examples=examples(8, soak_divisor=20))
 @given(
     seed=st.integers(min_value=0, max_value=2**32),
     n=st.integers(min_value=3, max_value=12),
