@@ -130,9 +130,17 @@ class HashRing:
         self._point_sets: list[tuple[NodeId, ...] | None] = [None] * len(tagged)
 
     @classmethod
-    def from_node_ids(cls, node_ids: Iterable[str], **kwargs: int) -> HashRing:
+    def from_node_ids(
+        cls,
+        node_ids: Iterable[str],
+        *,
+        replicas: int = DEFAULT_REPLICAS,
+        vnodes: int = DEFAULT_VNODES,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+    ) -> HashRing:
         """A ring of ACTIVE members with these ids (addresses are irrelevant to placement); for tests and tools."""
-        return cls([Member(node_id=NodeId(n), address=f"{n}:0") for n in node_ids], **kwargs)
+        members = [Member(node_id=NodeId(n), address=f"{n}:0") for n in node_ids]
+        return cls(members, replicas=replicas, vnodes=vnodes, cache_size=cache_size)
 
     def updated(self, members: MemberTable | Iterable[Member]) -> HashRing:
         """A ring for a new member table with the same settings, reusing the points of unchanged members."""

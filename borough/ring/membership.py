@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import attrs
 
@@ -57,7 +58,7 @@ __all__ = [
 DETECTION_BOUND = 6.0
 
 
-def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if not value > 0:
         raise ConfigError(f"SwimConfig.{attribute.name} must be positive, got {value!r}")
 
