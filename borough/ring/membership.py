@@ -4,10 +4,10 @@ This module owns the protocol logic of one node's failure detector (SWIM with Li
 shape of hashicorp/memberlist's ``state.go``): probing a member each probe interval round-robin, ping-req
 through ``k`` others when a direct ping goes unanswered, suspicion with incarnation numbers that the suspect
 refutes, dead after a suspicion timeout that shrinks with independent confirmations (``suspicion.py``), local
-health awareness (``awareness.py``), and piggybacked dissemination of liveness updates and of the member-table
-version. It must not know about sockets, trio, clocks or randomness sources: ``now`` comes in as an argument,
-randomness from the injected ``random.Random``, and every output is a returned ``Outgoing`` (address +
-message) or a drained event. Message shapes live in ``messages.py``.
+health awareness (``awareness.py``), and piggybacked dissemination of liveness updates (``broadcasts.py``)
+and of the member-table version. It must not know about sockets, trio, clocks or randomness sources: ``now``
+comes in as an argument, randomness from the injected ``random.Random``, and every output is a returned
+``Outgoing`` (address + message) or a drained event. Message shapes live in ``messages.py``.
 
 The member *table* (who is in the cluster) is not ours: the node layer keeps it in ``_system`` and hands it
 over with ``set_table``; SWIM only says who is alive, suspect or dead, and spreads the table version.
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -35,6 +35,7 @@ import attrs
 from borough.errors import ConfigError
 from borough.raft.records import NodeId
 from borough.ring.awareness import Awareness
+from borough.ring.broadcasts import BroadcastQueue
 from borough.ring.members import MemberTable
 from borough.ring.messages import Ack, Gossip, Liveness, Nack, Ping, PingReq, SwimMessage, Update
 from borough.ring.suspicion import Suspicion, expected_confirmations, suspicion_timeouts
@@ -161,13 +162,6 @@ class _Relay:
     deadline: float
 
 
-@attrs.define
-class _Broadcast:
-    update: Update
-    transmits: int
-    order: int
-
-
 class Swim:
     """One node's SWIM failure detector. Drive it with ``tick(now)`` at or after ``next_deadline()`` and
     ``receive(now, from_address, message)`` for every inbound SWIM message; send what both return and drain
@@ -193,8 +187,7 @@ class Swim:
         self._seen_version = 0
         self._awareness = Awareness(max_multiplier=self.config.awareness_max_multiplier)
         self._suspicions: dict[NodeId, Suspicion] = {}
-        self._broadcasts: dict[NodeId, _Broadcast] = {}
-        self._broadcast_order = 0
+        self._broadcasts = BroadcastQueue(retransmit_mult=self.config.retransmit_mult)
         self._events: list[SwimEvent] = []
         self._relays: dict[int, _Relay] = {}
         self._probe: _Probe | None = None
@@ -239,7 +232,7 @@ class Swim:
         if self._members.pop(node_id, None) is None:
             return
         self._suspicions.pop(node_id, None)
-        self._broadcasts.pop(node_id, None)
+        self._broadcasts.forget(node_id)
         idx = self._probe_order.index(node_id)
         del self._probe_order[idx]
         if idx < self._probe_pos:
@@ -526,32 +519,11 @@ class Swim:
             updates=self._piggyback(),
         )
 
-    def _transmit_limit(self) -> int:
-        return self.config.retransmit_mult * math.ceil(math.log10(len(self._members) + 2))
-
     def _piggyback(self, first: Update | None = None) -> tuple[Update, ...]:
-        """Up to ``max_piggyback`` updates, least transmitted (then newest) first; each is dropped from the
-        queue after ``retransmit_mult * log10(n)`` transmissions (memberlist's TransmitLimitedQueue)."""
-        limit = self.config.max_piggyback
-        picked: list[Update] = [] if first is None else [first]
-        if self._broadcasts:
-            queue = sorted(self._broadcasts.values(), key=lambda b: (b.transmits, -b.order))
-            max_transmits = self._transmit_limit()
-            for b in queue:
-                if len(picked) >= limit:
-                    break
-                if first is not None and b.update.node_id == first.node_id:
-                    continue
-                picked.append(b.update)
-                b.transmits += 1
-                if b.transmits >= max_transmits:
-                    del self._broadcasts[b.update.node_id]
-        return tuple(picked)
+        return self._broadcasts.take(self.config.max_piggyback, len(self._members) + 1, first=first)
 
     def _broadcast(self, update: Update) -> None:
-        # A newer claim about a node replaces the older one still waiting to be spread.
-        self._broadcast_order += 1
-        self._broadcasts[update.node_id] = _Broadcast(update=update, transmits=0, order=self._broadcast_order)
+        self._broadcasts.push(update)
 
     # -- the incarnation rules (SWIM §4.2) ------------------------------------------------------------------
     def _apply(self, u: Update, now: float) -> None:
@@ -636,6 +608,3 @@ class Swim:
         m.accuser = accuser
         self._set(m, Liveness.DEAD, incarnation, now)
         self._broadcast(Update(node_id=node_id, incarnation=incarnation, liveness=Liveness.DEAD, accuser=accuser))
-
-    def iter_members(self) -> Iterable[NodeId]:
-        return iter(self._members)
