@@ -147,6 +147,7 @@ class _Member:
 class _Probe:
     seq: int
     target: NodeId
+    incarnation: int  # the target's incarnation when the probe began: a failure accuses only that one
     direct_deadline: float
     end: float
     indirect_sent: bool = False
@@ -397,6 +398,7 @@ class Swim:
         self._probe = _Probe(
             seq=seq,
             target=target.node_id,
+            incarnation=target.incarnation,
             direct_deadline=now + self._awareness.scale(cfg.probe_timeout),
             end=self._next_probe_at,
         )
@@ -452,7 +454,9 @@ class Swim:
             self._awareness.apply(1)
         m = self._members.get(p.target)
         if m is not None and m.liveness is not Liveness.DEAD:
-            self._on_suspect(m.node_id, m.incarnation, self.self_id, now)
+            # Accuse the incarnation we probed: if the target refuted meanwhile (a higher incarnation reached
+            # us through gossip), that refutation is newer than our silence and the stale accusation is ignored.
+            self._on_suspect(m.node_id, p.incarnation, self.self_id, now)
 
     def _reconnect(self) -> list[Outgoing]:
         """Ping one member we believe DEAD (round robin): if it is back, our claim makes it refute."""
