@@ -93,7 +93,7 @@ def choose_vnodes(tables: int) -> None:
     names = [f"partition-{i}" for i in range(10_000)]
     rng = random.Random(2024)
     print(f"{'vnodes':>6}  {'max/mean (5 members)':>21}  {'moved/fair (join)':>17}  {'build 100 members':>17}")
-    for v in [16, 32, 64, 128, 160, 256]:
+    for v in [32, 64, 128, 160, 256]:
         worst_balance = worst_move = 0.0
         for _ in range(tables):
             ids = [f"n{rng.getrandbits(40):x}" for _ in range(5)]

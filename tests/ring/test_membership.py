@@ -356,3 +356,37 @@ def test_view_includes_ourselves_and_members_in_filters() -> None:
     assert view[NodeId("b")].since == 0.1
     assert swim.members_in(Liveness.ALIVE) == {ME, NodeId("c"), NodeId("d"), NodeId("e")}
     assert swim.members_in(Liveness.SUSPECT) == {NodeId("b")}
+
+
+def test_a_failed_probe_accuses_only_the_incarnation_it_probed() -> None:
+    swim = make()
+    now, ping, _ = run_until_probe(swim)
+    # While our probe is unanswered, the target refutes some other suspicion and we hear it through gossip.
+    other = next(n for n in OTHERS if n != ping.target)
+    swim.receive(now + 0.1, addr(other), gossip_from(other, upd(ping.target, 1, Liveness.ALIVE)))
+    swim.tick(now + 0.2)
+    swim.tick(now + 0.5)
+    assert swim.liveness(ping.target) is Liveness.ALIVE  # our silence predates its refutation
+    assert [e for e in swim.drain_events() if isinstance(e, MemberEvent)] == []
+
+
+def test_a_target_that_spoke_to_us_during_the_probe_is_not_accused() -> None:
+    swim = make()
+    now, ping, _ = run_until_probe(swim)
+    swim.receive(now + 0.3, addr(ping.target), gossip_from(ping.target))  # no ack, but it is talking to us
+    swim.tick(now + 0.5)
+    assert swim.liveness(ping.target) is Liveness.ALIVE and swim.health_score == 0
+
+
+def test_every_message_to_a_doubted_member_carries_our_claim() -> None:
+    swim = make()
+    swim.tick(0.0)
+    swim.receive(0.1, "c:7000", gossip_from("c", upd("b", 2, Liveness.SUSPECT, "c")))
+    (ack,) = swim.receive(
+        0.2, "b:7000", Ping(seq=3, source=NodeId("b"), source_incarnation=2, table_version=3, target=ME)
+    )
+    assert ack.message.updates[0] == upd("b", 2, Liveness.SUSPECT, "c")
+    (ack,) = swim.receive(
+        0.2, "c:7000", Ping(seq=4, source=NodeId("c"), source_incarnation=0, table_version=3, target=ME)
+    )
+    assert all(u.node_id != "c" for u in ack.message.updates)  # c is not doubted: no claim about it
