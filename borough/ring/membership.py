@@ -194,7 +194,7 @@ class Swim:
         self._probe: _Probe | None = None
         self._probe_order: list[NodeId] = []
         self._probe_pos = 0
-        self._reconnect_pos = 0
+        self._reconnect_pos = rng.randrange(1 << 30)
         self._seq = 0
         self._started = False
         self._next_probe_at = 0.0
@@ -307,7 +307,7 @@ class Swim:
         times += [s.deadline() for s in self._suspicions.values()]
         if self._broadcasts:
             times.append(self._next_gossip_at)
-        if any(m.liveness is Liveness.DEAD for m in self._members.values()):
+        if any(m.liveness is not Liveness.ALIVE for m in self._members.values()):
             times.append(self._next_reconnect_at)
         return min(times)
 
@@ -382,6 +382,18 @@ class Swim:
             p = self._probe
             if p is not None and msg.seq == p.seq:
                 p.nacks += 1
+        if not isinstance(msg, Ping):
+            # A member we doubt is talking to us without outbidding our claim: tell it, so it refutes now
+            # rather than when our next probe reaches it. (A Ping already gets an Ack carrying the claim.)
+            claim = self._claim_about(msg.source)
+            if claim is not None:
+                reply = Gossip(
+                    source=self.self_id,
+                    source_incarnation=self.incarnation,
+                    table_version=self._seen_version,
+                    updates=self._piggyback(claim),
+                )
+                out.append(Outgoing(address=from_address, message=reply))
         return out
 
     # -- probing ---------------------------------------------------------------------------------------------
@@ -459,12 +471,14 @@ class Swim:
             self._on_suspect(m.node_id, p.incarnation, self.self_id, now)
 
     def _reconnect(self) -> list[Outgoing]:
-        """Ping one member we believe DEAD (round robin): if it is back, our claim makes it refute."""
-        dead = sorted(m.node_id for m in self._members.values() if m.liveness is Liveness.DEAD)
-        if not dead:
+        """Ping one member we doubt (SUSPECT or DEAD), round robin from a random starting point so that
+        members doubting the same nodes spread their pings. If it is reachable, our claim makes it refute:
+        this is how members come back after a partition, however long, even when the gossip about them has
+        been used up."""
+        doubted = sorted(m.node_id for m in self._members.values() if m.liveness is not Liveness.ALIVE)
+        if not doubted:
             return []
-        self._reconnect_pos %= len(dead)
-        m = self._members[dead[self._reconnect_pos]]
+        m = self._members[doubted[self._reconnect_pos % len(doubted)]]
         self._reconnect_pos += 1
         return [Outgoing(address=m.address, message=self._ping(self._next_seq(), m.node_id))]
 
