@@ -37,7 +37,18 @@ from borough.raft.records import NodeId
 from borough.ring.awareness import Awareness
 from borough.ring.broadcasts import BroadcastQueue
 from borough.ring.members import MemberTable
-from borough.ring.messages import Ack, Gossip, Liveness, Nack, Ping, PingReq, SwimMessage, Update
+from borough.ring.messages import (
+    MAX_SYNC_UPDATES,
+    Ack,
+    Gossip,
+    Liveness,
+    Nack,
+    Ping,
+    PingReq,
+    SwimMessage,
+    Sync,
+    Update,
+)
 from borough.ring.suspicion import Suspicion, expected_confirmations, suspicion_timeouts
 
 __all__ = [
@@ -77,7 +88,8 @@ class SwimConfig:
     max_piggyback: int = attrs.field(default=8, validator=_positive)  # updates per message
     gossip_interval: float = attrs.field(default=0.2, validator=_positive)  # spread news this often...
     gossip_nodes: int = attrs.field(default=3, validator=_positive)  # ...to this many random members
-    reconnect_interval: float = attrs.field(default=1.0, validator=_positive)  # ping one DEAD member this often
+    reconnect_interval: float = attrs.field(default=1.0, validator=_positive)  # ping one doubted member this often
+    sync_interval: float = attrs.field(default=5.0, validator=_positive)  # push-pull whole views this often
     awareness_max_multiplier: int = attrs.field(default=8, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
@@ -200,6 +212,7 @@ class Swim:
         self._next_probe_at = 0.0
         self._next_gossip_at = 0.0
         self._next_reconnect_at = 0.0
+        self._next_sync_at = 0.0
         if table is not None:
             self.set_table(table)
 
@@ -303,6 +316,7 @@ class Swim:
             times.append(p.end)
             if not p.indirect_sent:
                 times.append(p.direct_deadline)
+        times.append(self._next_sync_at)
         times += [r.deadline for r in self._relays.values()]
         times += [s.deadline() for s in self._suspicions.values()]
         if self._broadcasts:
@@ -321,6 +335,7 @@ class Swim:
             self._next_probe_at = now + self._rng.uniform(0, cfg.probe_interval)
             self._next_gossip_at = now + self._rng.uniform(0, cfg.gossip_interval)
             self._next_reconnect_at = now + cfg.reconnect_interval
+            self._next_sync_at = now + self._rng.uniform(0, cfg.sync_interval)
         for node_id, s in list(self._suspicions.items()):
             if s.deadline() <= now:
                 m = self._members[node_id]
@@ -344,6 +359,9 @@ class Swim:
         if now >= self._next_reconnect_at:
             self._next_reconnect_at = now + cfg.reconnect_interval
             out += self._reconnect()
+        if now >= self._next_sync_at:
+            self._next_sync_at = now + cfg.sync_interval
+            out += self._sync()
         return out
 
     # -- inbound ---------------------------------------------------------------------------------------------
@@ -357,8 +375,12 @@ class Swim:
             self._on_alive(msg.source, msg.source_incarnation, now)
         if self._probe is not None and msg.source == self._probe.target:
             self._probe.heard_from_target = True
-        for u in msg.updates:
-            self._apply(u, now)
+        if isinstance(msg, Sync):
+            for u in msg.updates:
+                self._merge(u, msg.source, now)
+        else:
+            for u in msg.updates:
+                self._apply(u, now)
         if isinstance(msg, Ping):
             if msg.target == self.self_id:
                 out.append(Outgoing(address=from_address, message=self._ack(msg.seq, msg.source)))
@@ -382,6 +404,8 @@ class Swim:
             p = self._probe
             if p is not None and msg.seq == p.seq:
                 p.nacks += 1
+        elif isinstance(msg, Sync) and not msg.reply:
+            out.append(Outgoing(address=from_address, message=self._sync_message(reply=True)))
         if not isinstance(msg, Ping):
             # A member we doubt is talking to us without outbidding our claim: tell it, so it refutes now
             # rather than when our next probe reaches it. (A Ping already gets an Ack carrying the claim.)
@@ -482,6 +506,30 @@ class Swim:
         self._reconnect_pos += 1
         return [Outgoing(address=m.address, message=self._ping(self._next_seq(), m.node_id))]
 
+    def _sync(self) -> list[Outgoing]:
+        """Push our whole view to one random member we believe alive; it answers with its own."""
+        peers = [m for m in self._members.values() if m.liveness is Liveness.ALIVE]
+        if not peers:
+            return []
+        m = self._rng.choice(peers)
+        return [Outgoing(address=m.address, message=self._sync_message(reply=False))]
+
+    def _sync_message(self, *, reply: bool) -> Sync:
+        view = [Update(node_id=self.self_id, incarnation=self.incarnation, liveness=Liveness.ALIVE)]
+        others = list(self._members.values())
+        if len(others) >= MAX_SYNC_UPDATES:
+            others = self._rng.sample(others, MAX_SYNC_UPDATES - 1)
+        view += [
+            Update(node_id=m.node_id, incarnation=m.incarnation, liveness=m.liveness, accuser=m.accuser) for m in others
+        ]
+        return Sync(
+            source=self.self_id,
+            source_incarnation=self.incarnation,
+            table_version=self._seen_version,
+            updates=tuple(view),
+            reply=reply,
+        )
+
     def _gossip(self) -> list[Outgoing]:
         if not self._broadcasts:
             return []
@@ -551,6 +599,15 @@ class Swim:
             self._on_suspect(u.node_id, u.incarnation, u.accuser or u.node_id, now)
         else:
             self._on_dead(u.node_id, u.incarnation, u.accuser or u.node_id, now)
+
+    def _merge(self, u: Update, source: NodeId, now: float) -> None:
+        """Merge one entry of a peer's whole view. As memberlist does, a DEAD there only makes the member
+        SUSPECT here: a view can be old, so the member gets its chance to refute before we declare it dead
+        ourselves. The peer counts as the accuser, so views from several peers confirm one another."""
+        if u.liveness is Liveness.ALIVE:
+            self._on_alive(u.node_id, u.incarnation, now)
+        else:
+            self._on_suspect(u.node_id, u.incarnation, source, now)
 
     def _refute(self, incarnation: int) -> None:
         """Someone believes we are suspect or dead at ``incarnation``: outbid it and say so to everyone."""

@@ -1,6 +1,6 @@
 """SWIM messages: what failure detectors say to each other, and their CBOR list form.
 
-This module owns the shapes of the five SWIM messages (``Ping``, ``Ack``, ``PingReq``, ``Nack``, ``Gossip``),
+This module owns the shapes of the six SWIM messages (``Ping``, ``Ack``, ``PingReq``, ``Nack``, ``Gossip``, ``Sync``),
 the piggybacked membership ``Update`` and the ``Liveness`` values, plus ``encode_message``/``decode_message``.
 Decoding validates everything (types, ranges, sizes) and raises ``RemoteProtocolError`` on garbage, because a
 peer's bytes are untrusted. It knows nothing of timers, probes or transports: ``membership.py`` decides what
@@ -26,6 +26,7 @@ from borough.raft.records import NodeId
 from borough.ring.members import MAX_ADDRESS_LEN, MAX_NODE_ID_LEN
 
 __all__ = [
+    "MAX_SYNC_UPDATES",
     "MAX_UPDATES",
     "Ack",
     "Gossip",
@@ -34,6 +35,7 @@ __all__ = [
     "Ping",
     "PingReq",
     "SwimMessage",
+    "Sync",
     "Update",
     "decode_message",
     "encode_message",
@@ -41,6 +43,8 @@ __all__ = [
 
 # A message never carries more piggybacked updates than this; a peer that sends more is broken or hostile.
 MAX_UPDATES = 64
+# A Sync carries a whole view (one entry per member); bigger clusters send a random sample of this many.
+MAX_SYNC_UPDATES = 1024
 _MAX_U63 = 2**63 - 1
 
 
@@ -127,11 +131,25 @@ class Gossip:
     updates: tuple[Update, ...] = ()
 
 
-SwimMessage = Ping | Ack | PingReq | Nack | Gossip
+@attrs.frozen(kw_only=True, slots=True)
+class Sync:
+    """Anti-entropy (memberlist's push-pull): the sender's whole view, one update per member, itself
+    included. The receiver merges it and, unless ``reply`` is set, answers with its own view. It repairs what
+    gossip cannot: news older than its retransmission budget, e.g. deaths that happened during a partition."""
 
-_KINDS: dict[type[Any], int] = {Ping: 1, Ack: 2, PingReq: 3, Nack: 4, Gossip: 5}
+    seq: int = 0
+    source: NodeId
+    source_incarnation: int
+    table_version: int
+    updates: tuple[Update, ...] = ()
+    reply: bool
+
+
+SwimMessage = Ping | Ack | PingReq | Nack | Gossip | Sync
+
+_KINDS: dict[type[Any], int] = {Ping: 1, Ack: 2, PingReq: 3, Nack: 4, Gossip: 5, Sync: 6}
 _BY_KIND: dict[int, type[Any]] = {v: k for k, v in _KINDS.items()}
-_EXTRA_FIELDS: dict[int, int] = {1: 1, 2: 0, 3: 2, 4: 0, 5: 0}
+_EXTRA_FIELDS: dict[int, int] = {1: 1, 2: 0, 3: 2, 4: 0, 5: 0, 6: 1}
 
 
 def encode_message(msg: SwimMessage) -> list[Any]:
@@ -149,6 +167,8 @@ def encode_message(msg: SwimMessage) -> list[Any]:
         out.append(msg.target)
     elif isinstance(msg, PingReq):
         out += [msg.target, msg.target_address]
+    elif isinstance(msg, Sync):
+        out.append(msg.reply)
     return out
 
 
@@ -201,8 +221,9 @@ def decode_message(obj: object) -> SwimMessage:
             f"a SWIM message of kind {kind} has {6 + _EXTRA_FIELDS[kind]} fields, got {len(obj)}: {obj!r:.100}"
         )
     raw_updates = obj[5]
-    if type(raw_updates) is not list or len(raw_updates) > MAX_UPDATES:
-        raise RemoteProtocolError(f"SWIM updates must be a list of at most {MAX_UPDATES}, got {raw_updates!r:.100}")
+    cap = MAX_SYNC_UPDATES if kind == 6 else MAX_UPDATES
+    if type(raw_updates) is not list or len(raw_updates) > cap:
+        raise RemoteProtocolError(f"SWIM updates must be a list of at most {cap}, got {raw_updates!r:.100}")
     common: dict[str, Any] = {
         "seq": _u63(obj[1], "seq"),
         "source": _node_id(obj[2], "source"),
@@ -214,6 +235,10 @@ def decode_message(obj: object) -> SwimMessage:
         return Ping(target=_node_id(obj[6], "target"), **common)
     if kind == 3:
         return PingReq(target=_node_id(obj[6], "target"), target_address=_address(obj[7]), **common)
+    if kind == 6:
+        if type(obj[6]) is not bool:
+            raise RemoteProtocolError(f"SWIM sync field reply must be a boolean, got {obj[6]!r:.100}")
+        return Sync(reply=obj[6], **common)
     cls = _BY_KIND[kind]
     msg: SwimMessage = cls(**common)
     return msg

@@ -14,7 +14,7 @@ from borough.errors import ConfigError
 from borough.raft.records import NodeId
 from borough.ring.members import Member, MemberTable
 from borough.ring.membership import MemberEvent, Outgoing, Swim, SwimConfig, TableVersionEvent
-from borough.ring.messages import Ack, Gossip, Liveness, Nack, Ping, PingReq, SwimMessage, Update
+from borough.ring.messages import Ack, Gossip, Liveness, Nack, Ping, PingReq, SwimMessage, Sync, Update
 from borough.ring.suspicion import Suspicion, expected_confirmations, suspicion_timeouts
 
 ME = NodeId("a")
@@ -390,3 +390,38 @@ def test_every_message_to_a_doubted_member_carries_our_claim() -> None:
         0.2, "c:7000", Ping(seq=4, source=NodeId("c"), source_incarnation=0, table_version=3, target=ME)
     )
     assert all(u.node_id != "c" for u in ack.message.updates)  # c is not doubted: no claim about it
+
+
+def test_sync_exchanges_whole_views_and_a_remote_death_is_only_a_suspicion_here() -> None:
+    swim = make(sync_interval=5.0)
+    now = 0.0
+    swim.tick(now)
+    syncs: list[Outgoing] = []
+    while now < 11.0:
+        now = swim.next_deadline()
+        for o in swim.tick(now):
+            if isinstance(o.message, Sync):
+                syncs.append(o)
+            elif isinstance(o.message, Ping):
+                swim.receive(now, o.address, ack_from(o.message.target, o.message.seq))
+    assert len(syncs) == 2 and not syncs[0].message.reply
+    assert {u.node_id for u in syncs[0].message.updates} == {ME, *OTHERS}
+    # A peer's view says b is dead: here b only becomes suspect (it may refute), and we answer with our view.
+    view = (upd("b", 0, Liveness.DEAD, "c"), upd("c", 0, Liveness.ALIVE), upd("zz", 0, Liveness.DEAD, "c"))
+    out = swim.receive(
+        now, "c:7000", Sync(source=NodeId("c"), source_incarnation=0, table_version=3, updates=view, reply=False)
+    )
+    assert swim.liveness(NodeId("b")) is Liveness.SUSPECT
+    (answer,) = [o for o in out if isinstance(o.message, Sync)]
+    assert answer.address == "c:7000" and answer.message.reply
+    assert upd("b", 0, Liveness.SUSPECT, "c") in answer.message.updates
+    # A reply is merged but not answered.
+    reply = Sync(
+        source=NodeId("d"),
+        source_incarnation=0,
+        table_version=3,
+        updates=(upd("b", 0, Liveness.DEAD, "d"),),
+        reply=True,
+    )
+    assert of_type(swim.receive(now, "d:7000", reply), Sync) == []
+    assert swim.liveness(NodeId("b")) is Liveness.SUSPECT  # two independent views: the timer got shorter

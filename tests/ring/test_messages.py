@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from borough.errors import RemoteProtocolError
 from borough.raft.records import NodeId
 from borough.ring.messages import (
+    MAX_SYNC_UPDATES,
     MAX_UPDATES,
     Ack,
     Gossip,
@@ -18,6 +19,7 @@ from borough.ring.messages import (
     Ping,
     PingReq,
     SwimMessage,
+    Sync,
     Update,
     decode_message,
     encode_message,
@@ -38,6 +40,7 @@ messages = st.one_of(
     st.builds(PingReq, target=ids, target_address=st.text(min_size=1, max_size=20), **common),
     st.builds(Nack, **common),
     st.builds(Gossip, **common),
+    st.builds(Sync, reply=st.booleans(), **common),
 )
 cbor_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10) | st.binary(max_size=10),
@@ -65,11 +68,11 @@ def test_garbage_decodes_to_a_message_or_a_remote_protocol_error(garbage: object
 @given(msg=messages, data=st.data())
 def test_a_mutated_message_is_valid_or_a_remote_protocol_error(msg: SwimMessage, data: st.DataObject) -> None:
     wire = encode_message(msg)
-    path = data.draw(st.integers(min_value=0, max_value=len(wire) - 1), label="field")
     replacement = data.draw(cbor_values, label="replacement")
-    wire[path] = replacement
-    if data.draw(st.booleans(), label="also mutate an update") and msg.updates:
-        wire[5][0][data.draw(st.integers(min_value=0, max_value=3))] = replacement
+    if data.draw(st.booleans(), label="mutate an update") and msg.updates:
+        wire[5][0][data.draw(st.integers(min_value=0, max_value=3), label="update field")] = replacement
+    else:
+        wire[data.draw(st.integers(min_value=0, max_value=len(wire) - 1), label="field")] = replacement
     try:
         decoded = decode_message(wire)
     except RemoteProtocolError:
@@ -93,6 +96,8 @@ def test_a_mutated_message_is_valid_or_a_remote_protocol_error(msg: SwimMessage,
         ([2, 0, "a", 0, 0, [["b", 0, 0, None]] * (MAX_UPDATES + 1)], "at most"),
         ([3, 0, "a", 0, 0, [], "b", ""], "address"),
         ([2, 0, "a" * 300, 0, 0, []], "source"),
+        ([6, 0, "a", 0, 0, [], 1], "reply"),
+        ([6, 0, "a", 0, 0, [["b", 0, 0, None]] * (MAX_SYNC_UPDATES + 1), False], "at most"),
     ],
 )
 def test_specific_garbage_names_what_is_wrong(wire: list[object], match: str) -> None:
