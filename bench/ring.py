@@ -97,7 +97,8 @@ def choose_vnodes(tables: int) -> None:
         worst_balance = worst_move = 0.0
         for _ in range(tables):
             ids = [f"n{rng.getrandbits(40):x}" for _ in range(5)]
-            counts = Counter(x for n in names for x in HashRing.from_node_ids(ids, vnodes=v).replica_set_uncached(n))
+            five = HashRing.from_node_ids(ids, vnodes=v)
+            counts = Counter(x for n in names for x in five.replica_set_uncached(n))
             worst_balance = max(worst_balance, max(counts.values()) / (len(names) * 3 / 5))
             ids = [f"n{rng.getrandbits(40):x}" for _ in range(rng.randint(4, 12))]
             a = HashRing.from_node_ids(ids, vnodes=v)

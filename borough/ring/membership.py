@@ -12,12 +12,16 @@ comes in as an argument, randomness from the injected ``random.Random``, and eve
 The member *table* (who is in the cluster) is not ours: the node layer keeps it in ``_system`` and hands it
 over with ``set_table``; SWIM only says who is alive, suspect or dead, and spreads the table version.
 
-Two deliberate departures from memberlist:
-- Members SWIM believes DEAD stay in the table and get a *reconnect ping* every ``reconnect_interval`` (round
-  robin). Every ping to a member we do not believe ALIVE carries our claim about it, so when a partition
-  heals the member learns it was suspected or declared dead, refutes with a higher incarnation, and its ack
-  brings it back: recovery needs no join protocol.
+Departures from memberlist, all for recovery after a partition without a join protocol:
+- Members we doubt (SUSPECT or DEAD) stay in the table and get a *reconnect ping* every
+  ``reconnect_interval``, round robin. Every message to a member we doubt carries our claim about it, and a
+  doubted member that talks to us gets the claim back at once, so it learns it must refute (a higher
+  incarnation) as soon as it can reach us.
 - Every message carries its sender's incarnation, which counts as the sender's own alive claim.
+- A failed probe accuses the incarnation it probed and is void if the target spoke to us meanwhile, so a
+  probe sent into a partition that heals does not accuse a member that has just come back.
+- Anti-entropy (``Sync``, memberlist's push-pull) runs every ``sync_interval`` with one random member: whole
+  views are merged (a DEAD there is a SUSPECT here), which repairs news older than the gossip budget.
 
 Detection bound with the defaults (measured in tests/ring): a crashed member is declared dead by every live
 member of a cluster of up to 20 within ``DETECTION_BOUND`` = 6 s (typically 3-4 s, worst measured 4.9 s).
