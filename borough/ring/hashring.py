@@ -9,22 +9,23 @@ the network: give it the same member table and it gives the same answer on every
 Only ring members count (``MemberState.ACTIVE``, see ``members.py``): a LEAVING member is still a replica
 until placement moves its partitions away, but the ring no longer places anything on it.
 
-Choosing the default number of virtual points (``DEFAULT_VNODES = 160``), measured with ``bench/ring.py
---vnodes`` over 10,000 partition names, R = 3, 400 random member tables per row (worst case over the tables):
+Choosing the default number of virtual points (``DEFAULT_VNODES = 128``), measured with ``bench/ring.py
+--choose-vnodes --tables 200``: 10,000 partition names, R = 3, the *worst* of 200 random member tables per row:
 
-====== ============================== ================================== ==========================
-vnodes max/mean replicas, 5 members   added member's slots / fair share  build, 100 members
-====== ============================== ================================== ==========================
- 32    1.22                           1.63 (N=4..12)                     4.5 ms
- 64    1.15                           1.47                               9 ms
- 128   1.11                           1.32                               18 ms
- 160   1.10                           1.27                               22 ms
- 256   1.08                           1.22                               36 ms
-====== ============================== ================================== ==========================
+====== ================================= =====================================================
+vnodes max/mean replicas, 5 members      slots moved to a joining member / its fair share (N=4..12)
+====== ================================= =====================================================
+ 32    1.33                              1.29
+ 64    1.22                              1.12
+ 128   1.16                              1.08
+ 160   1.18                              1.04
+ 256   1.12                              1.11
+====== ================================= =====================================================
 
-The issue's bounds are max/mean <= 1.3 at 5 members and <= 2x the fair share when one member joins; 160
-points keep a wide margin on both (the worst of hundreds of random tables, not the average) while a
-100-member ring still builds in about 20 ms and updates after one member change in a few ms.
+The issue's bounds are max/mean <= 1.3 with 5 members and <= 2x the fair share when a member joins. 32
+points already miss the first in the worst case and 64 keep little margin; 128 keep a wide one, and more
+points buy little balance for their cost (points are hashed at build time and the point array grows: a
+100-member ring of 128 points builds in ~20 ms, see ``bench/ring.py``).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from borough.ring.members import Member, MemberTable
 __all__ = ["DEFAULT_CACHE_SIZE", "DEFAULT_REPLICAS", "DEFAULT_VNODES", "HashRing", "point_of", "stable_hash"]
 
 DEFAULT_REPLICAS = 3
-DEFAULT_VNODES = 160
+DEFAULT_VNODES = 128
 DEFAULT_CACHE_SIZE = 65_536
 
 # Distinct BLAKE2b personalisations keep member points and partition names in separate hash domains, so no
