@@ -73,6 +73,11 @@ __all__ = [
 # once two more members confirm), then dissemination (< 0.5 s with 3-way gossip every 0.2 s).
 DETECTION_BOUND = 6.0
 
+# Relayed probes in flight at once (each lives one probe timeout); PingReqs beyond this are ignored, so a
+# flood of them cannot grow our state without bound.
+_MAX_RELAYS = 1024
+_MAX_INCARNATION = 2**63 - 1
+
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if not value > 0:
@@ -389,7 +394,7 @@ class Swim:
             if msg.target == self.self_id:
                 out.append(Outgoing(address=from_address, message=self._ack(msg.seq, msg.source)))
         elif isinstance(msg, PingReq):
-            if msg.target != self.self_id:
+            if msg.target != self.self_id and len(self._relays) < _MAX_RELAYS:
                 seq = self._next_seq()
                 self._relays[seq] = _Relay(
                     requester_address=from_address, requester_seq=msg.seq, deadline=now + self.config.probe_timeout
@@ -617,6 +622,8 @@ class Swim:
         """Someone believes we are suspect or dead at ``incarnation``: outbid it and say so to everyone."""
         if incarnation < self.incarnation:
             return  # a stale claim: our current incarnation already overrides it
+        if incarnation >= _MAX_INCARNATION:
+            return  # cannot be outbid within the wire's range; only a broken or hostile peer sends this
         self.incarnation = incarnation + 1
         self._awareness.apply(1)  # being suspected hints that we are the slow one
         self._broadcast(Update(node_id=self.self_id, incarnation=self.incarnation, liveness=Liveness.ALIVE))

@@ -425,3 +425,21 @@ def test_sync_exchanges_whole_views_and_a_remote_death_is_only_a_suspicion_here(
     )
     assert of_type(swim.receive(now, "d:7000", reply), Sync) == []
     assert swim.liveness(NodeId("b")) is Liveness.SUSPECT  # two independent views: the timer got shorter
+
+
+def test_relays_and_incarnations_are_bounded() -> None:
+    swim = make()
+    swim.tick(0.0)
+    for i in range(1100):
+        req = PingReq(
+            seq=i,
+            source=NodeId("b"),
+            source_incarnation=0,
+            table_version=3,
+            target=NodeId("c"),
+            target_address="c:7000",
+        )
+        swim.receive(0.1, "b:7000", req)
+    assert len(swim._relays) == 1024
+    swim.receive(0.1, "b:7000", gossip_from("b", upd(ME, 2**63 - 1, Liveness.DEAD, "b")))
+    assert swim.incarnation == 0  # cannot be outbid on the wire: ignored
