@@ -34,6 +34,7 @@ import bisect
 import hashlib
 from collections.abc import Iterable, Sequence
 
+from borough.errors import ConfigError
 from borough.raft.records import NodeId
 from borough.ring.members import Member, MemberTable
 
@@ -97,11 +98,11 @@ class HashRing:
         _reuse: dict[NodeId, list[int]] | None = None,
     ) -> None:
         if type(replicas) is not int or replicas < 1:
-            raise ValueError(f"replicas must be a positive integer, got {replicas!r}")
+            raise ConfigError(f"HashRing replicas must be a positive integer, got {replicas!r}")
         if type(vnodes) is not int or not 1 <= vnodes <= 65_536:
-            raise ValueError(f"vnodes must be an integer in [1, 65536], got {vnodes!r}")
+            raise ConfigError(f"HashRing vnodes must be an integer in [1, 65536], got {vnodes!r}")
         if type(cache_size) is not int or cache_size < 0:
-            raise ValueError(f"cache_size must be a non-negative integer, got {cache_size!r}")
+            raise ConfigError(f"HashRing cache_size must be a non-negative integer, got {cache_size!r}")
         if isinstance(members, MemberTable):
             self.version: int | None = members.version
             ring_members = members.ring_members()

@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 
 import trio
 
+from borough.errors import ConfigError
 from borough.raft.records import NodeId
 from borough.ring.members import MemberTable
 from borough.ring.membership import MemberEvent, MemberView, Outgoing, Swim, SwimEvent
@@ -47,12 +48,12 @@ class MembershipDriver:
         *,
         events_capacity: int,
         on_event: Callable[[SwimEvent], None] | None,
-        max_sleep: float,
+        tick_interval: float,
     ) -> None:
         self.core = core
         self._send = send
         self._on_event = on_event
-        self._max_sleep = max_sleep
+        self._tick_interval = tick_interval
         self._wake = trio.Event()
         self._events_send, self.events = trio.open_memory_channel[SwimEvent](events_capacity)
         self.sent = 0
@@ -124,7 +125,7 @@ class MembershipDriver:
                 self._send_all(self.core.tick(now))
                 self._after_core()
             self._wake = trio.Event()
-            deadline = min(self.core.next_deadline(), now + self._max_sleep)
+            deadline = min(self.core.next_deadline(), now + self._tick_interval)
             if deadline == -math.inf:
                 continue
             with trio.move_on_at(deadline):
@@ -142,15 +143,20 @@ async def open_membership(
     *,
     events_capacity: int = 256,
     on_event: Callable[[SwimEvent], None] | None = None,
-    max_sleep: float = 1.0,
+    tick_interval: float = 1.0,
 ) -> AsyncIterator[MembershipDriver]:
     """Run ``core`` until the block exits. ``send(address, message) -> bool`` is the transport's non-blocking
     send; events go to ``on_event`` (called inline, must not block) and to the bounded ``driver.events``
-    channel (dropped and counted in ``dropped_events`` when full). ``max_sleep`` bounds how long the loop
-    sleeps when the core has no deadline, a safety net rather than a tick: the core wakes it when needed."""
-    if events_capacity < 0 or not max_sleep > 0:
-        raise ValueError("events_capacity must be >= 0 and max_sleep positive")
-    driver = MembershipDriver(core, send, events_capacity=events_capacity, on_event=on_event, max_sleep=max_sleep)
+    channel (dropped and counted in ``dropped_events`` when full). The loop sleeps until the core's next
+    deadline or an inbound message; ``tick_interval`` only bounds that sleep (a safety net, not a tick)."""
+    if events_capacity < 0 or not tick_interval > 0:
+        raise ConfigError(
+            "open_membership needs events_capacity >= 0 and a positive tick_interval, "
+            f"got {events_capacity!r} and {tick_interval!r}"
+        )
+    driver = MembershipDriver(
+        core, send, events_capacity=events_capacity, on_event=on_event, tick_interval=tick_interval
+    )
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(driver._run)

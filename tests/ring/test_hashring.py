@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from borough.errors import ConfigError
 from borough.raft.records import NodeId
 from borough.ring.hashring import DEFAULT_REPLICAS, HashRing, stable_hash
 from borough.ring.members import Member, MemberState, MemberTable
@@ -156,5 +157,5 @@ def test_updated_ring_equals_a_fresh_build() -> None:
     "kwargs", [{"replicas": 0}, {"replicas": True}, {"vnodes": 0}, {"vnodes": 1 << 20}, {"cache_size": -1}]
 )
 def test_bad_settings_are_refused(kwargs: dict[str, int]) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="HashRing"):
         HashRing.from_node_ids(["a"], **kwargs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from borough.errors import RemoteProtocolError
+from borough.errors import ConfigError, RemoteProtocolError
 from borough.ring.members import Member
 from borough.ring.membership import DETECTION_BOUND, MemberEvent, Swim, TableVersionEvent
 from borough.ring.membership_driver import open_membership
@@ -142,6 +142,7 @@ async def test_restarted_node_refutes_its_death_and_comes_back(autojump_clock: t
             for subject in cluster.live():
                 assert cluster.liveness(obs, subject) is Liveness.ALIVE, (obs, subject)
         assert cluster.drivers[victim].core.incarnation >= 1
+        assert all(cluster.drivers[obs].live() == set(cluster.live()) for obs in cluster.live())
 
 
 async def test_deliver_rejects_garbage_and_changes_nothing(autojump_clock: trio.abc.Clock) -> None:
@@ -177,6 +178,13 @@ async def test_events_channel_is_bounded_and_counts_drops(autojump_clock: trio.a
         assert len(got) == 2 and all(isinstance(e, MemberEvent) for e in got)
         assert driver.dropped_events == 8
         assert all(v.liveness is Liveness.DEAD for k, v in driver.view().items() if k != node_name(0))
+
+
+async def test_open_membership_refuses_bad_settings() -> None:
+    core = Swim(node_name(0), address_of(node_name(0)), rng=__import__("random").Random(3), table=make_table(2))
+    with pytest.raises(ConfigError, match="tick_interval"):
+        async with open_membership(core, lambda a, m: True, tick_interval=0):
+            pass
 
 
 async def test_set_table_adds_and_removes_probed_members(autojump_clock: trio.abc.Clock) -> None:
