@@ -199,7 +199,6 @@ def next_step(
                 if node in voters and caught_up(node):
                     return TransferLeader(node=node)
             return Nothing(reason=f"leader {leader} must leave, but no ring target is a caught-up voter yet")
-        return Nothing(reason=f"cannot remove {extras} without losing the live quorum")
     if leader != owner and owner in voters and caught_up(owner):  # rule 8
         return TransferLeader(node=owner)
     if voters == wanted and not learners and leader == owner:
@@ -208,5 +207,5 @@ def next_step(
     if missing:
         return Nothing(reason=f"waiting for ring targets {missing} to come up and catch up")
     if extras:
-        return Nothing(reason=f"waiting to remove {extras}")
+        return Nothing(reason=f"cannot remove {extras} yet without losing the live quorum")
     return Nothing(reason=f"waiting for owner {owner} to catch up before it takes the lead")
