@@ -253,6 +253,30 @@ def apply_until_done(
         conf = new
 
 
+def test_a_joining_owner_takes_over_from_a_leader_that_leaves_the_replica_set() -> None:
+    """The whole hand-over, step by step: d joins the ring and owns p5, whose leader c drops out of it."""
+    before, after = ring_of("a", "b", "c"), ring_of("a", "b", "c", "d")
+    assert before.replica_set("p5") == ids("b", "a", "c") and after.replica_set("p5") == ids("d", "b", "a")
+    conf = ConfState(voters=ids("a", "b", "c"))
+    final, leader, steps, last = apply_until_done(after, "p5", conf, NodeId("c"), frozenset(ids(*"abcd")))
+    assert steps == [
+        AddLearner(node=NodeId("d")),
+        PromoteVoter(node=NodeId("d")),  # c, leaving, still votes until d can replace it
+        TransferLeader(node=NodeId("d")),  # c must not remove itself while leading
+        RemoveNode(node=NodeId("c"), voter=True),
+    ]
+    assert final == ConfState(voters=ids("a", "b", "d")) and leader == "d" and last.converged
+
+
+def test_a_dead_member_is_replaced_without_ever_losing_the_quorum() -> None:
+    ring = ring_of("a", "b", "d")  # c was marked DEAD in the table and left the ring
+    conf = ConfState(voters=ids("a", "b", "c"))
+    final, leader, steps, _ = apply_until_done(ring, "p5", conf, NodeId("b"), frozenset(ids("a", "b", "d")))
+    assert steps[0] == AddLearner(node=NodeId("d"))
+    assert RemoveNode(node=NodeId("c"), voter=True) in steps
+    assert set(final.voters) == set(ids("a", "b", "d")) and leader == ring.owner("p5")
+
+
 STATES = [MemberState.ACTIVE, MemberState.LEAVING, MemberState.DEAD, None]  # None: not in the table
 
 
