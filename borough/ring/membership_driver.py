@@ -27,14 +27,13 @@ from borough.errors import ConfigError
 from borough.raft.records import NodeId
 from borough.ring.members import MemberTable
 from borough.ring.membership import MemberEvent, MemberView, Outgoing, Swim, SwimEvent
-from borough.ring.messages import Ack, Gossip, Liveness, Nack, Ping, PingReq, decode_message, encode_message
+from borough.ring.messages import MESSAGE_TYPES, Liveness, decode_message, encode_message
 
 __all__ = ["MembershipDriver", "SendFn", "open_membership"]
 
 log = logging.getLogger(__name__)
 
 SendFn = Callable[[str, object], bool]
-_MESSAGE_TYPES = (Ping, Ack, PingReq, Nack, Gossip)
 
 
 class MembershipDriver:
@@ -66,7 +65,7 @@ class MembershipDriver:
     def deliver(self, from_address: str, message: object) -> None:
         """Hand in one inbound SWIM message (its list form or a decoded message). Never blocks. Raises
         ``RemoteProtocolError`` for garbage (nothing is changed then); ignored after the driver has closed."""
-        msg = message if isinstance(message, _MESSAGE_TYPES) else decode_message(message)
+        msg = message if isinstance(message, MESSAGE_TYPES) else decode_message(message)
         if self._closed:
             return
         self.received += 1

@@ -27,6 +27,7 @@ from borough.ring.members import MAX_ADDRESS_LEN, MAX_NODE_ID_LEN
 
 __all__ = [
     "MAX_SYNC_UPDATES",
+    "MESSAGE_TYPES",
     "MAX_UPDATES",
     "Ack",
     "Gossip",
@@ -149,6 +150,7 @@ SwimMessage = Ping | Ack | PingReq | Nack | Gossip | Sync
 
 _KINDS: dict[type[Any], int] = {Ping: 1, Ack: 2, PingReq: 3, Nack: 4, Gossip: 5, Sync: 6}
 _BY_KIND: dict[int, type[Any]] = {v: k for k, v in _KINDS.items()}
+MESSAGE_TYPES: tuple[type[Any], ...] = tuple(_KINDS)  # for isinstance checks: every SWIM message class
 _EXTRA_FIELDS: dict[int, int] = {1: 1, 2: 0, 3: 2, 4: 0, 5: 0, 6: 1}
 
 

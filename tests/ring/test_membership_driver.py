@@ -9,7 +9,7 @@ from borough.errors import ConfigError, RemoteProtocolError
 from borough.ring.members import Member
 from borough.ring.membership import DETECTION_BOUND, MemberEvent, Swim, TableVersionEvent
 from borough.ring.membership_driver import open_membership
-from borough.ring.messages import Liveness, Ping, encode_message
+from borough.ring.messages import Liveness, Ping, Sync, encode_message
 
 from .fakenet import address_of, make_table, node_name, open_cluster
 from .swimsim import assert_no_flapping
@@ -160,8 +160,11 @@ async def test_deliver_rejects_garbage_and_changes_nothing(autojump_clock: trio.
         driver.deliver(address_of(node_name(1)), encode_message(ping))
         acks = [m for a, m in sent[n:] if a == address_of(node_name(1))]
         assert acks and acks[0][0] == 2 and acks[0][1] == 7  # an Ack echoing seq 7, sent at once
+        sync = Sync(source=node_name(2), source_incarnation=0, table_version=1, updates=(), reply=False)
+        driver.deliver(address_of(node_name(2)), sync)  # decoded messages of every kind are accepted as they are
+        assert sent[-1][0] == address_of(node_name(2)) and sent[-1][1][0] == 6
     driver.deliver(address_of(node_name(1)), ping)  # after close: ignored, no error
-    assert driver.received == 1
+    assert driver.received == 2
 
 
 async def test_events_channel_is_bounded_and_counts_drops(autojump_clock: trio.abc.Clock) -> None:
