@@ -69,10 +69,11 @@ def _points_of(node_id: NodeId, vnodes: int) -> list[int]:
 class HashRing:
     """An immutable ring built from the ring members of a member table (or an iterable of members).
 
-    ``replica_set(name)`` is the tuple of node ids holding the partition, owner first. Lookups are cached in a
-    bounded LRU keyed by name; the replica set of each point is also memoised, so even a cold lookup is one
-    hash, one bisect and one list index once the ring is warm. Rebuild after a member change with
-    ``updated(table)``, which reuses the point hashes of members that did not change.
+    ``replica_set(name)`` is the tuple of node ids holding the partition, owner first. Lookups are cached by
+    name in a bounded dict that evicts the oldest entry when full (FIFO: a hit costs one dict lookup and no
+    bookkeeping; a hot name that was evicted comes back on its next lookup). The replica set of each point is
+    also memoised, so even a cold lookup is one hash, one bisect and one list index once the ring is warm.
+    Rebuild after a member change with ``updated(table)``, which reuses the point hashes of unchanged members.
     """
 
     __slots__ = (
