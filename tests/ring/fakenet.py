@@ -18,7 +18,7 @@ import trio
 from borough.raft.records import NodeId
 from borough.ring.members import Member, MemberTable
 from borough.ring.membership import MemberEvent, Swim, SwimConfig, SwimEvent
-from borough.ring.membership_driver import MembershipDriver, open_membership
+from borough.ring.membership_driver import MembershipDriver, SendFn, open_membership
 from borough.ring.messages import Liveness
 
 
@@ -61,7 +61,7 @@ class FakeNetwork:
     def heal(self) -> None:
         self.groups = None
 
-    def sender(self, src: str):  # type: ignore[no-untyped-def]
+    def sender(self, src: str) -> SendFn:
         def send(address: str, message: object) -> bool:
             self.sent += 1
             loss = max(self.loss.get(src, 0.0), self.loss.get(address, 0.0))

@@ -14,7 +14,7 @@ import cbor2
 
 from borough.raft.records import NodeId
 from borough.ring.members import Member, MemberTable
-from borough.ring.membership import MemberEvent, Swim, SwimConfig, SwimEvent
+from borough.ring.membership import MemberEvent, Outgoing, Swim, SwimConfig, SwimEvent
 from borough.ring.messages import Liveness, decode_message, encode_message
 
 
@@ -104,7 +104,7 @@ class SwimSim:
     def _wake(self, node_id: NodeId, when: float) -> None:
         self._push(max(when, self.now), "wake", node_id)
 
-    def _emit(self, src: NodeId, outgoing: list) -> None:  # type: ignore[type-arg]
+    def _emit(self, src: NodeId, outgoing: list[Outgoing]) -> None:
         for o in outgoing:
             self.sent += 1
             dst = self.by_address[o.address]
