@@ -323,6 +323,31 @@ def test_exhaustive_four_nodes() -> None:
     assert runs > 40_000
 
 
+def test_exhaustive_four_nodes_when_the_failure_detector_disagrees_with_the_table() -> None:
+    """Every table of ACTIVE or absent members over 4 nodes, every live set (SWIM may doubt an ACTIVE member
+    or trust one the table dropped), every configuration and live leader: safety always, convergence when
+    the ring targets are live."""
+    nodes = [NodeId(f"n{i}") for i in range(4)]
+    runs = 0
+    for states in itertools.product([MemberState.ACTIVE, None], repeat=4):
+        ring = ring_for(states)
+        target = ring.replica_set("users")
+        for alive in itertools.product([True, False], repeat=4):
+            live = frozenset(n for n, a in zip(nodes, alive, strict=True) if a)
+            for roles in itertools.product(range(3), repeat=4):
+                voters = [n for n, r in zip(nodes, roles, strict=True) if r == 2]
+                conf = ConfState(voters=voters, learners=[n for n, r in zip(nodes, roles, strict=True) if r == 1])
+                for leader in [v for v in voters if v in live]:
+                    final, final_leader, steps, last = apply_until_done(ring, "users", conf, leader, live)
+                    runs += 1
+                    if not has_live_quorum(conf.voters, live):
+                        assert steps == []
+                    elif target and set(target) <= live:
+                        assert set(final.voters) == set(target) and not final.learners and last.converged
+                        assert final_leader == target[0]
+    assert runs > 13_000
+
+
 @pytest.mark.soak
 def test_exhaustive_five_nodes() -> None:
     """The same over 5 nodes (up to 5 voters). BOROUGH_SOAK=1 runs all ~207,000 runs; otherwise a
