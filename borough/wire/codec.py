@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import enum
 import io
-from collections.abc import Mapping
 from typing import Any, Final
 
 import attrs
@@ -208,7 +207,9 @@ class ConnectionClosed:
     """The peer closed its side cleanly, at a frame boundary."""
 
 
-Event = Hello | Open | Data | End | Reset | Stop | Window | Call | Reply | Message | Ping | Pong | GoAway | ConnectionClosed
+Event = (
+    Hello | Open | Data | End | Reset | Stop | Window | Call | Reply | Message | Ping | Pong | GoAway | ConnectionClosed
+)
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -531,7 +532,9 @@ class FrameCodec:
             raise RemoteProtocolError(f"a {kind.name} payload must be [body, streams], got {_describe(p)}")
         body, streams = p
         if type(streams) is not dict:
-            raise RemoteProtocolError(f"a {kind.name}'s streams must be a map of name to stream id, got {_describe(streams)}")
+            raise RemoteProtocolError(
+                f"a {kind.name}'s streams must be a map of name to stream id, got {_describe(streams)}"
+            )
         if len(streams) > self.max_attached_streams:
             raise RemoteProtocolError(
                 f"a {kind.name} on stream {sid} attaches {len(streams)} streams, over the limit of "

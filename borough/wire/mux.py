@@ -1,0 +1,987 @@
+"""A multiplexed connection over any ``trio.abc.Stream``: logical streams, a priority lane, calls.
+
+Owns, for one established connection (handshake done): the one writer task and its three lanes (priority
+messages, control frames, data frames, written in that order and batched into one ``send_all``), the reader
+task that drives the ``FrameCodec``, per-stream credit flow control, request/response calls with attached user
+byte streams, keepalive pings, liveness and idle detection, and the orderly or abrupt end of all of it.
+
+It does not know addresses, dialling, reconnects or which peer is which node beyond the handshake record; the
+transport (``transport.py``) owns those. It does not interpret call bodies or messages.
+
+Semantics the layers above rely on:
+- ``send_message_frame`` never blocks: a full priority lane drops the frame and returns False.
+- A logical stream is a ``trio.abc.HalfCloseableStream``; each direction has a credit window, so a reader that
+  stops reading stalls only its own stream. ``aclose`` ends our direction gracefully (END) and tells the peer
+  we read no more (STOP), so its ``send_all`` raises ``BrokenResourceError``.
+- ``call`` sends a body (plus attached streams), returns the peer's ``Reply`` or raises the peer's error as the
+  same type (see ``errors_codec``). Cancelling ``call`` resets the call, which cancels the peer's handler. The
+  connection dying mid-call raises ``Unavailable`` naming the peer.
+- Streams attached to a call are closed (STOP) when the handler returns; read them inside the handler. Streams
+  attached to a reply hold a call slot on the replying side until read to the end or closed: read or close them.
+- Sources given as ``streams=`` (async iterables of bytes or ``trio.abc.ReceiveStream``) are consumed and then
+  closed (``aclose``) by the wire.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Generic, TypeVar
+
+import attrs
+import trio
+
+from borough.errors import (
+    BoroughError,
+    ConfigError,
+    LocalProtocolError,
+    Overloaded,
+    RemoteProtocolError,
+    Unavailable,
+)
+from borough.wire import codec as c
+from borough.wire.errors_codec import ErrorRegistry, default_registry
+from borough.wire.settings import WireSettings
+
+__all__ = [
+    "IncomingCall",
+    "MuxConnection",
+    "MuxStream",
+    "PeerInfo",
+    "Reply",
+    "StreamSource",
+    "handshake",
+    "make_hello",
+    "open_mux",
+]
+
+log = logging.getLogger(__name__)
+
+StreamSource = AsyncIterable[bytes] | AsyncIterable[bytearray] | trio.abc.ReceiveStream
+S = TypeVar("S")
+
+
+@attrs.frozen(kw_only=True)
+class PeerInfo:
+    """Who is at the other end, from its handshake. ``is_client`` for a process that is not a member."""
+
+    node_id: str | None
+    address: str | None
+    cluster_id: str | None
+    is_client: bool
+
+    @classmethod
+    def from_hello(cls, hello: c.Hello) -> PeerInfo:
+        return cls(
+            node_id=hello.node_id, address=hello.address, cluster_id=hello.cluster_id, is_client=hello.node_id is None
+        )
+
+    def __str__(self) -> str:
+        who = self.node_id if self.node_id is not None else "client"
+        return f"{who}@{self.address}" if self.address else who
+
+
+@attrs.frozen
+class Reply(Generic[S]):
+    """A call's answer: ``body`` (any CBOR) and named byte streams. A handler returns ``Reply(body,
+    streams={"name": source})``; the caller receives ``Reply[trio.abc.ReceiveStream]``."""
+
+    body: Any = None
+    streams: Mapping[str, S] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class IncomingCall:
+    """A call as the handler sees it. ``streams`` are closed when the handler returns."""
+
+    peer: PeerInfo
+    body: Any
+    streams: Mapping[str, trio.abc.ReceiveStream]
+
+
+CallHandler = Callable[[IncomingCall], Awaitable[Any]]
+MessageHandler = Callable[[Any], None]
+StreamHandler = Callable[["MuxStream"], Awaitable[None]]
+
+
+class _PendingCall:
+    __slots__ = ("error", "event", "reply")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.reply: Reply[trio.abc.ReceiveStream] | None = None
+        self.error: BaseException | None = None
+
+
+# ---------------------------------------------------------------------------------------------------- streams
+
+
+class MuxStream(trio.abc.HalfCloseableStream):
+    """One logical stream of a ``MuxConnection``. Plain streams are two-way; streams attached to calls and
+    replies are one-way (the other half starts finished). ``header`` is what the opener sent with OPEN."""
+
+    def __init__(self, conn: MuxConnection, sid: int, *, send: bool, receive: bool, header: Any = None) -> None:
+        self._conn = conn
+        self.stream_id = sid
+        self.header = header
+        self._counts_open = False  # a peer-opened plain stream, counted against max_open_streams
+        self._closed = False
+        # send half
+        self._send_done = not send  # END/RESET sent, or STOP received, or no send half
+        self._eof_called = not send
+        self._send_broken: BaseException | None = None
+        self._credit = conn.peer_window if send else 0
+        self._credit_event: trio.Event | None = None
+        self._sending = False
+        # receive half
+        self._chunks: deque[bytes] = deque()
+        self._recv_eof = not receive
+        self._recv_error: BaseException | None = None
+        self._recv_stopped = not receive  # STOP sent or no receive half: late DATA is ignored
+        self._allowed = conn.settings.window if receive else 0
+        self._unacked = 0
+        self._recv_event: trio.Event | None = None
+        self._receiving = False
+        self.buffered = 0
+        self.max_buffered = 0  # the high-water mark of unread bytes, for tests of the memory bound
+
+    # ----- internal, called by the connection (never block)
+
+    @property
+    def _finished(self) -> bool:
+        return self._send_done and (self._recv_stopped or self._recv_eof or self._recv_error is not None)
+
+    def _wake_recv(self) -> None:
+        if self._recv_event is not None:
+            self._recv_event.set()
+            self._recv_event = None
+
+    def _wake_send(self) -> None:
+        if self._credit_event is not None:
+            self._credit_event.set()
+            self._credit_event = None
+
+    def _on_data(self, data: bytes) -> None:
+        if self._recv_stopped:
+            return  # we closed our side; the peer had these bytes in flight
+        if self._recv_eof or self._recv_error is not None:
+            raise RemoteProtocolError(f"DATA on stream {self.stream_id} after the peer ended or reset it")
+        n = len(data)
+        if n > self._allowed:
+            raise RemoteProtocolError(
+                f"the peer sent {n} bytes on stream {self.stream_id} with only {self._allowed} bytes of credit"
+            )
+        self._allowed -= n
+        if n:
+            self._chunks.append(data)
+            self.buffered += n
+            if self.buffered > self.max_buffered:
+                self.max_buffered = self.buffered
+            self._wake_recv()
+
+    def _on_end(self) -> None:
+        if self._recv_stopped:
+            return
+        if self._recv_eof or self._recv_error is not None:
+            raise RemoteProtocolError(f"END on stream {self.stream_id} after the peer already ended or reset it")
+        self._recv_eof = True
+        self._wake_recv()
+
+    def _on_reset(self, error: BaseException) -> None:
+        if not self._recv_stopped and not self._recv_eof and self._recv_error is None:
+            self._recv_error = error
+            self._wake_recv()
+
+    def _on_stop(self) -> None:
+        if not self._send_done:
+            self._send_done = True
+            self._eof_called = True
+        if self._send_broken is None:
+            self._send_broken = trio.BrokenResourceError(
+                f"the peer {self._conn.peer} stopped reading stream {self.stream_id}"
+            )
+        self._wake_send()
+
+    def _on_window(self, credit: int) -> None:
+        if self._send_done:
+            return
+        self._credit += credit
+        if self._credit >= 2**31:
+            raise RemoteProtocolError(f"the peer's credit on stream {self.stream_id} overflowed 2**31 bytes")
+        self._wake_send()
+
+    def _on_connection_lost(self, reason: BaseException) -> None:
+        if self._send_broken is None and not self._send_done:
+            self._send_broken = trio.BrokenResourceError(f"the connection to {self._conn.peer} was lost: {reason}")
+        self._send_done = True
+        if not self._recv_eof and self._recv_error is None:
+            self._recv_error = reason
+        self._wake_send()
+        self._wake_recv()
+
+    def _abort_send(self, error: dict[str, Any] | None) -> None:
+        """Abort our direction with RESET (a cancelled or failed producer)."""
+        if not self._send_done:
+            self._send_done = True
+            self._eof_called = True
+            self._conn._queue_ctrl(self._conn._codec.send(c.Reset(stream_id=self.stream_id, error=error)))
+        self._conn._forget_if_finished(self)
+
+    def _stop_receiving(self) -> None:
+        """We will read no more: tell the peer (STOP) unless it already finished its direction."""
+        if not self._recv_stopped:
+            self._recv_stopped = True
+            if not self._recv_eof and self._recv_error is None and not self._conn.closed:
+                self._conn._queue_ctrl(self._conn._codec.send(c.Stop(stream_id=self.stream_id)))
+            self._chunks.clear()
+            self.buffered = 0
+        self._conn._forget_if_finished(self)
+
+    def _close_now(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if not self._send_done:
+            self._send_done = True
+            if not self._conn.closed:
+                self._conn._queue_data_frame(self._conn._codec.send(c.End(stream_id=self.stream_id)))
+        self._stop_receiving()
+        self._wake_send()
+        self._wake_recv()
+
+    # ----- trio.abc.SendStream
+
+    def _check_send(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("this stream was closed")
+        if self._send_broken is not None:
+            raise trio.BrokenResourceError(str(self._send_broken)) from self._send_broken
+        if self._eof_called:
+            raise trio.ClosedResourceError("send_eof was already called on this stream")
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self._sending:
+            raise trio.BusyResourceError("another task is already sending on this stream")
+        self._sending = True
+        try:
+            self._check_send()
+            view = memoryview(data)
+            if view.itemsize != 1:
+                view = view.cast("B")
+            total, pos = len(view), 0
+            frame_size = self._conn.settings.data_frame_size
+            blocked = False
+            while pos < total:
+                while self._credit <= 0:
+                    self._credit_event = ev = trio.Event()
+                    blocked = True
+                    await ev.wait()
+                    self._check_send()
+                self._check_send()
+                n = min(total - pos, self._credit, frame_size)
+                self._conn._queue_data_frame(self._conn._codec.encode_data(self.stream_id, view[pos : pos + n]))
+                self._credit -= n
+                pos += n
+            if not blocked:
+                await trio.lowlevel.checkpoint()
+        finally:
+            self._sending = False
+
+    async def wait_send_all_might_not_block(self) -> None:
+        if self._sending:
+            raise trio.BusyResourceError("another task is already sending on this stream")
+        self._sending = True
+        try:
+            if self._closed:
+                raise trio.ClosedResourceError("this stream was closed")
+            if self._credit <= 0 and self._send_broken is None and not self._send_done:
+                self._credit_event = ev = trio.Event()
+                await ev.wait()
+                if self._closed:
+                    raise trio.ClosedResourceError("this stream was closed")
+            else:
+                await trio.lowlevel.checkpoint()
+        finally:
+            self._sending = False
+
+    async def send_eof(self) -> None:
+        if self._sending:
+            raise trio.BusyResourceError("another task is sending on this stream")
+        if self._closed:
+            raise trio.ClosedResourceError("this stream was closed")
+        if not self._eof_called:
+            self._eof_called = True
+            if not self._send_done:
+                self._send_done = True
+                self._conn._queue_data_frame(self._conn._codec.send(c.End(stream_id=self.stream_id)))
+            self._conn._forget_if_finished(self)
+        await trio.lowlevel.checkpoint()
+
+    # ----- trio.abc.ReceiveStream
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if max_bytes is not None:
+            max_bytes = operator.index(max_bytes)
+            if max_bytes < 1:
+                raise ValueError("max_bytes must be >= 1")
+        if self._receiving:
+            raise trio.BusyResourceError("another task is already receiving on this stream")
+        self._receiving = True
+        try:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            while True:
+                if self._closed:
+                    raise trio.ClosedResourceError("this stream was closed")
+                if self._chunks:
+                    chunk = self._chunks[0]
+                    if max_bytes is None or len(chunk) <= max_bytes:
+                        self._chunks.popleft()
+                    else:
+                        self._chunks[0] = chunk[max_bytes:]
+                        chunk = chunk[:max_bytes]
+                    self._consumed(len(chunk))
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    return chunk
+                if self._recv_eof:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    return b""
+                if self._recv_error is not None:
+                    err = self._recv_error
+                    raise trio.BrokenResourceError(
+                        f"stream {self.stream_id} from {self._conn.peer} failed: {err}"
+                    ) from err
+                self._recv_event = ev = trio.Event()
+                await ev.wait()
+        finally:
+            self._receiving = False
+
+    def _consumed(self, n: int) -> None:
+        self.buffered -= n
+        self._unacked += n
+        window = self._conn.settings.window
+        if self._unacked >= max(1, window // 4) and not self._recv_eof and not self._conn.closed:
+            self._allowed += self._unacked
+            self._conn._queue_ctrl(self._conn._codec.send(c.Window(stream_id=self.stream_id, credit=self._unacked)))
+            self._unacked = 0
+
+    async def aclose(self) -> None:
+        self._close_now()
+        await trio.lowlevel.checkpoint()
+
+
+# ---------------------------------------------------------------------------------------------------- connection
+
+
+class MuxConnection:
+    """One established connection. Create it with ``open_mux``; all its tasks live in ``open_mux``'s nursery."""
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        codec: c.FrameCodec,
+        *,
+        settings: WireSettings,
+        on_message: MessageHandler | None = None,
+        on_call: CallHandler | None = None,
+        on_stream: StreamHandler | None = None,
+        registry: ErrorRegistry = default_registry,
+        description: str | None = None,
+    ) -> None:
+        if codec.peer_hello is None:
+            raise LocalProtocolError("a MuxConnection needs a codec whose handshake is complete")
+        self.settings = settings
+        self.peer = PeerInfo.from_hello(codec.peer_hello)
+        self.peer_hello = codec.peer_hello
+        self.peer_window = codec.peer_hello.window
+        self.description = description or str(self.peer)
+        self._stream = stream
+        self._codec = codec
+        self._on_message = on_message
+        self._on_call = on_call
+        self._on_stream = on_stream
+        self._registry = registry
+        self._prio: deque[bytes] = deque()
+        self._ctrl: deque[bytes] = deque()
+        self._data: deque[bytes] = deque()
+        self._wakeup: trio.Event | None = None
+        self._flushed: trio.Event | None = None
+        self._streams: dict[int, MuxStream] = {}
+        self._calls: dict[int, _PendingCall] = {}
+        self._inbound_calls: dict[int, trio.CancelScope] = {}
+        self._inbound_busy = 0  # handler tasks alive (handler plus reply streams)
+        self._open_inbound = 0  # peer-opened plain streams alive
+        self._outbound_limit = trio.Semaphore(settings.max_outbound_calls)
+        self._nursery: trio.Nursery | None = None
+        self._closed_reason: BaseException | None = None
+        self._closed_event = trio.Event()
+        self._goaway: str | None = None
+        now = trio.current_time()
+        self._last_received = now
+        self._last_activity = now
+        self._last_ping = now
+        self._out_active = False
+        self._ping_nonce = 0
+        # counters, for tests and benchmarks
+        self.writes = 0
+        self.bytes_written = 0
+        self.messages_dropped = 0
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def closed(self) -> bool:
+        return self._closed_reason is not None
+
+    @property
+    def usable(self) -> bool:
+        """True while new calls and messages may be started here (not closed, no GOAWAY from the peer)."""
+        return self._closed_reason is None and self._goaway is None
+
+    @property
+    def close_reason(self) -> BaseException | None:
+        return self._closed_reason
+
+    async def wait_closed(self) -> None:
+        await self._closed_event.wait()
+
+    def _lost(self, what: str) -> Unavailable:
+        return Unavailable(f"{what}: the connection to {self.description} closed ({self._closed_reason}); retry")
+
+    # ------------------------------------------------------------------ writer lanes
+
+    def _kick(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+            self._wakeup = None
+
+    def _queue_ctrl(self, frame: bytes, *, active: bool = True) -> None:
+        # ``active=False`` for keepalive frames, which must not keep an idle connection open.
+        if self._closed_reason is None:
+            self._ctrl.append(frame)
+            if active:
+                self._out_active = True
+            self._kick()
+
+    def _queue_data_frame(self, frame: bytes) -> None:
+        if self._closed_reason is None:
+            self._data.append(frame)
+            self._out_active = True
+            self._kick()
+
+    def send_message_frame(self, frame: bytes) -> bool:
+        """Queue an encoded MESSAGE frame on the priority lane. Never blocks; False if it was dropped."""
+        if self._closed_reason is not None or self._goaway is not None:
+            return False
+        if len(frame) - 4 > self._codec.peer_max_frame_size:
+            raise LocalProtocolError(
+                f"a {len(frame)}-byte message is over {self.description}'s maximum frame size; send it as a stream"
+            )
+        if len(self._prio) >= self.settings.priority_queue_limit:
+            self.messages_dropped += 1
+            return False
+        self._prio.append(frame)
+        self._out_active = True
+        self._kick()
+        return True
+
+    def send_message(self, message: Any) -> bool:
+        """Encode and queue a priority message (see ``send_message_frame``)."""
+        return self.send_message_frame(c.encode_message_frame(message, self._codec.peer_max_frame_size))
+
+    async def _writer(self) -> None:
+        stream, budget = self._stream, self.settings.write_batch_bytes
+        prio, ctrl, data = self._prio, self._ctrl, self._data
+        while True:
+            if not (prio or ctrl or data):
+                if self._flushed is not None:
+                    self._flushed.set()
+                    self._flushed = None
+                self._wakeup = ev = trio.Event()
+                await ev.wait()
+                continue
+            parts = list(prio)
+            prio.clear()
+            parts.extend(ctrl)
+            ctrl.clear()
+            left = budget
+            while data and left > 0:
+                frame = data.popleft()
+                parts.append(frame)
+                left -= len(frame)
+            blob = b"".join(parts) if len(parts) > 1 else parts[0]
+            try:
+                await stream.send_all(blob)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                self._fail(Unavailable(f"sending to {self.description} failed ({type(exc).__name__}: {exc})"))
+                return
+            self.writes += 1
+            self.bytes_written += len(blob)
+
+    # ------------------------------------------------------------------ reader
+
+    async def _reader(self) -> None:
+        codec, stream, read_size = self._codec, self._stream, self.settings.read_size
+        try:
+            while True:
+                event = codec.next_event()
+                if event is c.NEED_DATA:
+                    try:
+                        chunk = await stream.receive_some(read_size)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                        self._fail(
+                            Unavailable(f"receiving from {self.description} failed ({type(exc).__name__}: {exc})")
+                        )
+                        return
+                    self._last_received = trio.current_time()
+                    codec.receive_data(chunk)
+                    continue
+                if isinstance(event, c.ConnectionClosed):
+                    reason = f"the peer said: {self._goaway}" if self._goaway else "the peer closed it"
+                    self._fail(Unavailable(f"the connection to {self.description} was closed ({reason})"))
+                    return
+                self._dispatch(event)
+        except RemoteProtocolError as exc:
+            log.warning("closing the connection to %s: protocol error: %s", self.description, exc)
+            with trio.move_on_after(self.settings.close_timeout):
+                self._queue_ctrl(codec.send(c.GoAway(reason=f"protocol error: {exc}")))
+                await self._wait_flushed()
+            self._fail(exc)
+
+    def _dispatch(self, ev: c.Event) -> None:
+        if isinstance(ev, c.Data):
+            st = self._streams.get(ev.stream_id)
+            if st is not None:
+                st._on_data(ev.data)
+            self._last_activity_mark()
+        elif isinstance(ev, c.Message):
+            self._last_activity_mark()
+            if self._on_message is not None:
+                self._on_message(ev.body)
+        elif isinstance(ev, c.Window):
+            st = self._streams.get(ev.stream_id)
+            if st is not None:
+                st._on_window(ev.credit)
+        elif isinstance(ev, c.Call):
+            self._last_activity_mark()
+            self._on_incoming_call(ev)
+        elif isinstance(ev, c.Reply):
+            self._last_activity_mark()
+            self._on_reply(ev)
+        elif isinstance(ev, c.End):
+            st = self._streams.get(ev.stream_id)
+            if st is not None:
+                st._on_end()
+                self._forget_if_finished(st)
+        elif isinstance(ev, c.Reset):
+            self._on_reset(ev)
+        elif isinstance(ev, c.Stop):
+            st = self._streams.get(ev.stream_id)
+            if st is not None:
+                st._on_stop()
+                self._forget_if_finished(st)
+        elif isinstance(ev, c.Open):
+            self._last_activity_mark()
+            self._on_open(ev)
+        elif isinstance(ev, c.Ping):
+            self._queue_ctrl(self._codec.send(c.Pong(nonce=ev.nonce)), active=False)
+        elif isinstance(ev, c.Pong):
+            pass  # receiving it refreshed _last_received, which is all a pong is for
+        elif isinstance(ev, c.GoAway):
+            self._goaway = ev.reason
+            log.info("%s is closing the connection: %s", self.description, ev.reason)
+        else:  # a second Hello is rejected by the codec; nothing else exists
+            raise RemoteProtocolError(f"unexpected {type(ev).__name__} on an established connection")
+
+    def _last_activity_mark(self) -> None:
+        self._last_activity = self._last_received
+
+    def _forget_if_finished(self, st: MuxStream) -> None:
+        if st._finished and self._streams.get(st.stream_id) is st:
+            del self._streams[st.stream_id]
+            if st._counts_open:
+                self._open_inbound -= 1
+
+    def _new_stream(self, sid: int, *, send: bool, receive: bool, header: Any = None) -> MuxStream:
+        st = MuxStream(self, sid, send=send, receive=receive, header=header)
+        self._streams[sid] = st
+        return st
+
+    def _on_open(self, ev: c.Open) -> None:
+        if self._on_stream is None or self._open_inbound >= self.settings.max_open_streams or self._nursery is None:
+            why = "accepts no streams" if self._on_stream is None else "has too many open streams"
+            err = self._registry.encode(Overloaded(f"the peer {why}; retry later"))
+            self._queue_ctrl(self._codec.send(c.Reset(stream_id=ev.stream_id, error=err)))
+            self._queue_ctrl(self._codec.send(c.Stop(stream_id=ev.stream_id)))
+            return
+        st = self._new_stream(ev.stream_id, send=True, receive=True, header=ev.header)
+        st._counts_open = True
+        self._open_inbound += 1
+        self._nursery.start_soon(self._serve_stream, st)
+
+    async def _serve_stream(self, st: MuxStream) -> None:
+        assert self._on_stream is not None
+        try:
+            await self._on_stream(st)
+        finally:
+            st._close_now()
+
+    def _on_reset(self, ev: c.Reset) -> None:
+        sid = ev.stream_id
+        error: BaseException = (
+            self._registry.decode(ev.error)
+            if ev.error is not None
+            else trio.BrokenResourceError(f"{self.description} reset stream {sid}")
+        )
+        pending = self._calls.get(sid)
+        if pending is not None:
+            if not pending.event.is_set():
+                pending.error = (
+                    error
+                    if ev.error is not None
+                    else Unavailable(f"{self.description} reset the call without a reason; retry")
+                )
+                pending.event.set()
+            return
+        scope = self._inbound_calls.pop(sid, None)
+        if scope is not None:
+            scope.cancel()  # the caller gave up: cancel its handler
+            return
+        st = self._streams.get(sid)
+        if st is not None:
+            st._on_reset(error)
+            self._forget_if_finished(st)
+
+    # ------------------------------------------------------------------ calls, outbound
+
+    async def call(
+        self, body: Any, *, streams: Mapping[str, StreamSource] | None = None
+    ) -> Reply[trio.abc.ReceiveStream]:
+        """Send a call and wait for its reply; see the module docstring for the semantics."""
+        sources = dict(streams or {})
+        if len(sources) > self.settings.max_attached_streams:
+            raise LocalProtocolError(
+                f"a call may attach at most {self.settings.max_attached_streams} streams, got {len(sources)}"
+            )
+        if not self.usable:
+            raise self._lost("cannot start a call")
+        async with self._outbound_limit:
+            if not self.usable:
+                raise self._lost("cannot start a call")
+            sid = self._codec.new_stream_id()
+            ids = {name: self._codec.new_stream_id() for name in sources}
+            frame = self._codec.send(c.Call(stream_id=sid, body=body, streams=ids))
+            pending = _PendingCall()
+            self._calls[sid] = pending
+            outs = {name: self._new_stream(ids[name], send=True, receive=False) for name in sources}
+            self._queue_ctrl(frame)
+            try:
+                if sources:
+                    async with trio.open_nursery() as nursery:
+                        for name, source in sources.items():
+                            nursery.start_soon(self._pump, outs[name], source)
+                        await pending.event.wait()
+                        nursery.cancel_scope.cancel()
+                else:
+                    await pending.event.wait()
+            except BaseException:
+                if not pending.event.is_set():
+                    # We gave up (cancelled): tell the peer so it cancels the handler.
+                    self._queue_ctrl(self._codec.send(c.Reset(stream_id=sid, error=None)))
+                elif pending.reply is not None:
+                    for st in pending.reply.streams.values():
+                        assert isinstance(st, MuxStream)
+                        st._close_now()
+                raise
+            finally:
+                self._calls.pop(sid, None)
+                for st in outs.values():
+                    st._abort_send(None)
+            if pending.error is not None:
+                raise pending.error
+            assert pending.reply is not None
+            return pending.reply
+
+    def _on_reply(self, ev: c.Reply) -> None:
+        pending = self._calls.get(ev.stream_id)
+        if pending is None or pending.event.is_set():
+            # The call was cancelled meanwhile: refuse the reply's streams so the peer stops sending them.
+            for sid in ev.streams.values():
+                self._queue_ctrl(self._codec.send(c.Stop(stream_id=sid)))
+            return
+        streams = {name: self._new_stream(sid, send=False, receive=True) for name, sid in ev.streams.items()}
+        pending.reply = Reply(ev.body, streams)
+        pending.event.set()
+
+    async def _pump(self, st: MuxStream, source: StreamSource) -> None:
+        """Copy ``source`` into the one-way stream ``st``, then END; RESET with the error if the source fails."""
+        size = self.settings.data_frame_size
+        try:
+            if isinstance(source, trio.abc.ReceiveStream):
+                while chunk := await source.receive_some(size):
+                    await st.send_all(chunk)
+            else:
+                async for chunk in source:
+                    await st.send_all(chunk)
+            await st.send_eof()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            st._abort_send(None)  # the reader stopped or the connection died: nothing to report
+        except Exception as exc:
+            log.info("a stream source for %s failed: %r", self.description, exc)
+            st._abort_send(self._registry.encode(exc))
+        finally:
+            st._abort_send(None)
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(self.settings.close_timeout):
+                    try:
+                        await aclose()
+                    except Exception as exc:  # closing a user's source must not take the connection down
+                        log.debug("closing a stream source for %s failed: %r", self.description, exc)
+
+    # ------------------------------------------------------------------ calls, inbound
+
+    def _on_incoming_call(self, ev: c.Call) -> None:
+        if self._on_call is None or self._nursery is None or self._inbound_busy >= self.settings.max_inbound_calls:
+            why = (
+                "does not accept calls"
+                if self._on_call is None
+                else f"has {self._inbound_busy} calls from this connection running, its limit"
+            )
+            err = self._registry.encode(Overloaded(f"the peer {why}; back off and retry"))
+            self._queue_ctrl(self._codec.send(c.Reset(stream_id=ev.stream_id, error=err)))
+            for sid in ev.streams.values():
+                self._queue_ctrl(self._codec.send(c.Stop(stream_id=sid)))
+            return
+        streams = {name: self._new_stream(sid, send=False, receive=True) for name, sid in ev.streams.items()}
+        scope = trio.CancelScope()
+        self._inbound_calls[ev.stream_id] = scope
+        self._inbound_busy += 1
+        self._nursery.start_soon(self._serve_call, ev.stream_id, ev.body, streams, scope)
+
+    async def _serve_call(self, sid: int, body: Any, streams: dict[str, MuxStream], scope: trio.CancelScope) -> None:
+        assert self._on_call is not None
+        sources: dict[str, StreamSource] = {}
+        outs: dict[str, MuxStream] = {}
+        try:
+            with scope:
+                try:
+                    result = await self._on_call(IncomingCall(peer=self.peer, body=body, streams=streams))
+                except Exception as exc:
+                    if not isinstance(exc, BoroughError):
+                        log.info("a call handler for %s raised %r", self.description, exc)
+                    self._reply_error(sid, exc)
+                    return
+                finally:
+                    for st in streams.values():
+                        st._close_now()
+                reply = result if isinstance(result, Reply) else Reply(result)
+                sources = dict(reply.streams)
+                if len(sources) > self.settings.max_attached_streams:
+                    self._reply_error(
+                        sid,
+                        LocalProtocolError(
+                            f"the handler's reply attaches {len(sources)} streams, over the limit of "
+                            f"{self.settings.max_attached_streams}"
+                        ),
+                    )
+                    return
+                ids = {name: self._codec.new_stream_id() for name in sources}
+                try:
+                    frame = self._codec.send(c.Reply(stream_id=sid, body=reply.body, streams=ids))
+                except LocalProtocolError as exc:
+                    log.info("a call handler's reply for %s cannot be sent: %s", self.description, exc)
+                    self._reply_error(sid, exc)
+                    return
+                outs = {name: self._new_stream(ids[name], send=True, receive=False) for name in sources}
+                self._queue_ctrl(frame)
+                # The call is answered: a late RESET from the caller must no longer cancel the reply streams.
+                self._inbound_calls.pop(sid, None)
+            if outs and not self.closed:
+                async with trio.open_nursery() as nursery:
+                    for name, source in sources.items():
+                        nursery.start_soon(self._pump, outs[name], source)
+        finally:
+            self._inbound_calls.pop(sid, None)
+            self._inbound_busy -= 1
+
+    def _reply_error(self, sid: int, exc: BaseException) -> None:
+        if self._inbound_calls.pop(sid, None) is not None:
+            self._queue_ctrl(self._codec.send(c.Reset(stream_id=sid, error=self._registry.encode(exc))))
+
+    # ------------------------------------------------------------------ plain streams
+
+    async def open_stream(self, header: Any = None) -> MuxStream:
+        """Open a two-way byte stream; the peer's ``on_stream`` handler receives it with ``header``."""
+        if not self.usable:
+            raise self._lost("cannot open a stream")
+        sid = self._codec.new_stream_id()
+        frame = self._codec.send(c.Open(stream_id=sid, header=header))
+        st = self._new_stream(sid, send=True, receive=True, header=header)
+        self._queue_ctrl(frame)
+        await trio.lowlevel.checkpoint()
+        return st
+
+    # ------------------------------------------------------------------ liveness
+
+    async def _keepalive(self) -> None:
+        s = self.settings
+        while True:
+            now = trio.current_time()
+            if self._out_active:
+                self._out_active = False
+                self._last_activity = now
+            if self._streams or self._calls or self._inbound_busy:
+                self._last_activity = max(self._last_activity, now)
+            silent = now - self._last_received
+            if silent >= s.liveness_timeout:
+                log.warning("closing the connection to %s: nothing received for %.1f s", self.description, silent)
+                self._fail(Unavailable(f"{self.description} sent nothing for {silent:.1f} s (liveness timeout)"))
+                return
+            if now - self._last_activity >= s.idle_timeout:
+                log.debug("closing the idle connection to %s", self.description)
+                await self.aclose("idle")
+                return
+            if silent >= s.keepalive_interval and now - self._last_ping >= s.keepalive_interval:
+                self._last_ping = now
+                self._ping_nonce += 1
+                self._queue_ctrl(self._codec.send(c.Ping(nonce=self._ping_nonce)), active=False)
+            wake = [self._last_received + s.liveness_timeout, self._last_activity + s.idle_timeout]
+            if silent < s.keepalive_interval:
+                wake.append(self._last_received + s.keepalive_interval)
+            else:
+                wake.append(self._last_ping + s.keepalive_interval)
+            await trio.sleep_until(max(min(wake), now + 1e-3))
+
+    # ------------------------------------------------------------------ closing
+
+    async def _wait_flushed(self) -> None:
+        while self._prio or self._ctrl or self._data:
+            if self._closed_reason is not None:
+                return
+            self._flushed = ev = trio.Event()
+            await ev.wait()
+
+    def _fail(self, reason: BaseException) -> None:
+        """End the connection now: every stream and call fails, every task is cancelled."""
+        if self._closed_reason is not None:
+            return
+        self._closed_reason = reason
+        lost = self._lost("the call failed")
+        for pending in self._calls.values():
+            if not pending.event.is_set():
+                pending.error = lost
+                pending.event.set()
+        for st in list(self._streams.values()):
+            st._on_connection_lost(reason)
+        self._streams.clear()
+        self._prio.clear()
+        self._ctrl.clear()
+        self._data.clear()
+        self._kick()
+        if self._flushed is not None:
+            self._flushed.set()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+        self._closed_event.set()
+
+    async def aclose(self, reason: str = "closing") -> None:
+        """Close gracefully: tell the peer why (GOAWAY), flush what is queued (bounded), then end everything."""
+        if self._closed_reason is None:
+            with trio.CancelScope(shield=True), trio.move_on_after(self.settings.close_timeout):
+                self._queue_ctrl(self._codec.send(c.GoAway(reason=reason)))
+                await self._wait_flushed()
+            self._fail(Unavailable(f"the connection to {self.description} was closed locally ({reason})"))
+        await trio.lowlevel.checkpoint()
+
+    async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._writer)
+                nursery.start_soon(self._reader)
+                nursery.start_soon(self._keepalive)
+                task_status.started()
+        finally:
+            self._fail(Unavailable(f"the connection to {self.description} was closed"))
+            with trio.CancelScope(shield=True), trio.move_on_after(self.settings.close_timeout):
+                await trio.aclose_forcefully(self._stream)
+
+
+@asynccontextmanager
+async def open_mux(
+    stream: trio.abc.Stream,
+    codec: c.FrameCodec,
+    *,
+    settings: WireSettings | None = None,
+    on_message: MessageHandler | None = None,
+    on_call: CallHandler | None = None,
+    on_stream: StreamHandler | None = None,
+    registry: ErrorRegistry = default_registry,
+    description: str | None = None,
+) -> AsyncIterator[MuxConnection]:
+    """Run a multiplexed connection over ``stream`` (handshake already done, see ``handshake``) until the
+    block exits (graceful close, bounded) or the connection fails (``conn.closed`` turns True; the block is
+    not interrupted, so watch ``wait_closed``). The stream is closed on exit."""
+    conn = MuxConnection(
+        stream,
+        codec,
+        settings=settings or WireSettings(),
+        on_message=on_message,
+        on_call=on_call,
+        on_stream=on_stream,
+        registry=registry,
+        description=description,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(conn._run)
+        try:
+            yield conn
+        finally:
+            await conn.aclose()
+
+
+def make_hello(settings: WireSettings, *, cluster_id: str | None, node_id: str | None, address: str | None) -> c.Hello:
+    """Our handshake record, announcing the receive limits in ``settings``."""
+    return c.Hello(
+        cluster_id=cluster_id,
+        node_id=node_id,
+        address=address,
+        window=settings.window,
+        max_frame_size=settings.max_frame_size,
+    )
+
+
+async def handshake(stream: trio.abc.Stream, *, role: c.Role, local: c.Hello, settings: WireSettings) -> c.FrameCodec:
+    """Exchange HELLOs (the dialer speaks first) and return the codec, ready for ``open_mux``.
+
+    Raises ``ConfigError`` when the peer belongs to another cluster, ``RemoteProtocolError`` when it speaks an
+    incompatible version or garbage, ``trio.BrokenResourceError`` if the stream breaks. The caller bounds the
+    time and closes the stream on failure.
+    """
+    codec = c.FrameCodec(
+        role, max_frame_size=settings.max_frame_size, max_attached_streams=settings.max_attached_streams
+    )
+    if role is c.Role.DIALER:
+        await stream.send_all(codec.send(local))
+    while True:
+        event = codec.next_event()
+        if event is c.NEED_DATA:
+            codec.receive_data(await stream.receive_some(settings.read_size))
+            continue
+        assert isinstance(event, c.Hello)  # the codec only lets a Hello through first
+        break
+    refusal = c.handshake_refusal(local, event)
+    if role is c.Role.ACCEPTOR:
+        await stream.send_all(codec.send(local))
+    if refusal is not None:
+        try:
+            await stream.send_all(codec.send(c.GoAway(reason=f"refused: {refusal}")))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        if "cluster" in refusal:
+            raise ConfigError(refusal)
+        raise RemoteProtocolError(refusal)
+    return codec
