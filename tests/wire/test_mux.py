@@ -276,7 +276,7 @@ async def test_keepalive_detects_dead_peer(autojump_clock: trio.testing.MockCloc
         b_send.send_all_hook = black_hole
         start = trio.current_time()
         await a.wait_closed()
-        assert 3 <= trio.current_time() - start <= 4.5
+        assert 1 <= trio.current_time() - start <= 3.5  # liveness_timeout after the last byte received
         assert isinstance(a.close_reason, errors.Unavailable)
         assert "liveness" in str(a.close_reason)
 
