@@ -40,10 +40,12 @@ async def mux_pair(
         n.start_soon(do, "a", sa, c.Role.DIALER, ha)
         n.start_soon(do, "b", sb, c.Role.ACCEPTOR, hb)
     async with (
-        open_mux(sa, codecs["a"], settings=settings, on_call=a_on_call, on_message=a_on_message, on_stream=a_on_stream)
-        as a,
-        open_mux(sb, codecs["b"], settings=settings, on_call=b_on_call, on_message=b_on_message, on_stream=b_on_stream)
-        as b,
+        open_mux(
+            sa, codecs["a"], settings=settings, on_call=a_on_call, on_message=a_on_message, on_stream=a_on_stream
+        ) as a,
+        open_mux(
+            sb, codecs["b"], settings=settings, on_call=b_on_call, on_message=b_on_message, on_stream=b_on_stream
+        ) as b,
     ):
         yield a, b
 
