@@ -281,12 +281,15 @@ async def test_hundred_streams_one_stalled_reader(autojump_clock: trio.testing.M
         nodes["n2"].transport._on_call = on_call
         t = nodes["n1"].transport
         done: list[int] = []
+        all_others_done = trio.Event()
         async with trio.open_nursery() as n:
 
             async def one(i: int) -> None:
                 reply = await t.call("n2:7000", i, streams={"s": chunks(bytes(size), 16384)})
                 assert reply.body == size
                 done.append(i)
+                if len(done) == 99:
+                    all_others_done.set()
 
             for i in range(100):
                 n.start_soon(one, i)
@@ -296,8 +299,7 @@ async def test_hundred_streams_one_stalled_reader(autojump_clock: trio.testing.M
                 assert t.send("n2:7000", {"heartbeat": k})
                 await trio.sleep(0.01)
             with trio.fail_after(60):
-                while len(done) < 99:
-                    await trio.sleep(0.1)
+                await all_others_done.wait()
             n.cancel_scope.cancel()
         assert sorted(done) == list(range(1, 100))
         assert [m for _, m in nodes["n2"].messages] == [{"heartbeat": k} for k in range(20)]
