@@ -215,13 +215,14 @@ Event = (
 # ---------------------------------------------------------------------------------------------------- helpers
 
 
-def _reject_shared(_decoder: object) -> object:
-    # CBOR value sharing (tags 28/29) can build cyclic structures that would send the layers above into
-    # endless recursion; nothing we send uses it, so a peer that does is broken or hostile.
-    raise cbor2.CBORDecodeError("CBOR shared references (tags 28/29) are not allowed")
+def _reject_tag(*_args: object) -> object:
+    # CBOR value sharing (tags 28/29) builds cyclic structures that would send the layers above into endless
+    # recursion; regular expressions (35) and MIME messages (36) make the decoder compile or parse
+    # attacker-chosen text. Nothing we send uses them, so a peer that does is broken or hostile.
+    raise cbor2.CBORDecodeError("CBOR tags 28, 29 (shared values), 35 (regex) and 36 (MIME) are not allowed")
 
 
-_SEMANTIC = {28: _reject_shared, 29: _reject_shared}
+_SEMANTIC: Any = {28: _reject_tag, 29: _reject_tag, 35: _reject_tag, 36: _reject_tag}
 
 
 def encode_payload(obj: Any, what: str) -> bytes:
