@@ -20,9 +20,9 @@ MAX = 64 * 1024
 
 
 def hello(**kw: Any) -> c.Hello:
-    base: dict[str, Any] = dict(cluster_id="c1", node_id="n1", address="h:1", window=4096, max_frame_size=MAX)
+    base: dict[str, Any] = {"cluster_id": "c1", "node_id": "n1", "address": "h:1", "window": 4096}
     base.update(kw)
-    return c.Hello(**base)
+    return c.Hello(max_frame_size=MAX, **base)
 
 
 def pair() -> tuple[c.FrameCodec, c.FrameCodec]:
