@@ -26,6 +26,26 @@ pytestmark = pytest.mark.e2e
 SETTINGS = WireSettings(connect_timeout=5.0)
 
 
+class Inbox(list[Any]):
+    """A list that wakes a waiter once it holds ``n`` items."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._want = 0
+        self._event = trio.Event()
+
+    def append(self, item: Any) -> None:
+        super().append(item)
+        if len(self) >= self._want:
+            self._event.set()
+
+    async def wait_for(self, n: int) -> None:
+        self._want, self._event = n, trio.Event()
+        if len(self) >= n:
+            return
+        await self._event.wait()
+
+
 async def serve_handler(peer: PeerInfo, call: IncomingCall) -> Any:
     body = call.body
     if isinstance(body, dict) and body.get("op") == "count":
@@ -64,7 +84,7 @@ async def server_and_client(
 
 
 async def test_calls_messages_and_streams_over_tcp() -> None:
-    got: list[Any] = []
+    got = Inbox()
     async with server_and_client(on_message=lambda peer, m: got.append((peer.node_id, m))) as (server, client):
         addr = server.listen_address
         assert addr is not None and parse_address(addr)[1] != 0
@@ -79,8 +99,7 @@ async def test_calls_messages_and_streams_over_tcp() -> None:
         for i in range(100):
             assert client.send(addr, i)
         with trio.fail_after(5):
-            while len(got) < 100:
-                await trio.sleep(0.01)
+            await got.wait_for(100)
         assert got == [("cli", i) for i in range(100)]
 
 
@@ -120,11 +139,11 @@ async def test_64_mib_stream_in_memory_bounded_by_windows() -> None:
 
 async def test_hundred_streams_with_one_stalled_reader_over_tcp() -> None:
     settings = WireSettings(window=32 * 1024)
-    got: list[Any] = []
+    got = Inbox()
     async with server_and_client(settings, on_message=lambda peer, m: got.append(m)) as (server, client):
         addr = server.listen_address
         assert addr is not None
-        results: list[int] = []
+        results = Inbox()
         async with trio.open_nursery() as n:
             n.start_soon(lambda: client.call(addr, {"op": "stall"}, streams={"s": chunks(bytes(1_000_000), 8192)}))
 
@@ -139,8 +158,8 @@ async def test_hundred_streams_with_one_stalled_reader_over_tcp() -> None:
             for k in range(50):
                 client.send(addr, k)
             with trio.fail_after(30):
-                while len(results) < 99 or len(got) < 50:
-                    await trio.sleep(0.01)
+                await results.wait_for(99)
+                await got.wait_for(50)
             n.cancel_scope.cancel()
         assert results == [200_000] * 99
         assert got == list(range(50))
