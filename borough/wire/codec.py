@@ -97,6 +97,9 @@ class Kind(enum.IntEnum):
     GOAWAY = 12
 
 
+_END, _RESET, _STOP, _WINDOW, _CALL, _REPLY = 3, 4, 5, 6, 7, 8
+
+
 class Role(enum.Enum):
     """Which end of the connection we are: the dialer opens odd stream ids, the acceptor even ones."""
 
@@ -330,6 +333,9 @@ class FrameCodec:
         self._peer_parity = 0 if role is Role.DIALER else 1
         self._peer_highest = self._peer_parity - 2  # -1 or -2: nothing opened yet
         self.frames_received = 0
+        # One decoder for the connection's life: building one per frame costs more than decoding a small frame.
+        # Any decoding error breaks the codec for good, so no half-decoded state can leak into the next frame.
+        self._decoder = cbor2.CBORDecoder(io.BytesIO(b""), semantic_decoders=_SEMANTIC, max_depth=64)
 
     # ------------------------------------------------------------------ stream ids
 
@@ -419,13 +425,15 @@ class FrameCodec:
 
     def _decode(self, buf: bytearray, lo: int, hi: int) -> Event:
         self.frames_received += 1
-        fast = self._decode_data_fast(buf, lo, hi)
-        if fast is not None:
-            return fast
+        if hi - lo >= 256:
+            fast = self._decode_data_fast(buf, lo, hi)
+            if fast is not None:
+                return fast
         raw = bytes(buf[lo:hi])
         fp = io.BytesIO(raw)
         try:
-            frame = cbor2.CBORDecoder(fp, semantic_decoders=_SEMANTIC, max_depth=64).decode()
+            self._decoder.fp = fp
+            frame = self._decoder.decode()
         except Exception as exc:  # the decoder raises many types on hostile input; all mean "malformed"
             raise RemoteProtocolError(
                 f"a {len(raw)}-byte frame is not valid CBOR ({type(exc).__name__}: {exc}); closing the connection"
@@ -654,6 +662,27 @@ class FrameCodec:
         if isinstance(event, GoAway):
             return self._frame(0, Kind.GOAWAY, event.reason, "GOAWAY")
         raise LocalProtocolError(f"{type(event).__name__} is not an event that can be sent")
+
+    # Direct encoders for the multiplexed connection's hot paths (no event object, no dispatch). They assume the
+    # handshake was sent, which the connection guarantees.
+
+    def encode_call(self, sid: int, body: Any, streams: dict[str, int]) -> bytes:
+        return self._frame(sid, _CALL, [body, streams], "the call body")
+
+    def encode_reply(self, sid: int, body: Any, streams: dict[str, int]) -> bytes:
+        return self._frame(sid, _REPLY, [body, streams], "the reply body")
+
+    def encode_window(self, sid: int, credit: int) -> bytes:
+        return self._frame(sid, _WINDOW, credit, "WINDOW")
+
+    def encode_reset(self, sid: int, error: dict[str, Any] | None) -> bytes:
+        return self._frame(sid, _RESET, error, "the reset error")
+
+    def encode_end(self, sid: int) -> bytes:
+        return self._frame(sid, _END, None, "END")
+
+    def encode_stop(self, sid: int) -> bytes:
+        return self._frame(sid, _STOP, None, "STOP")
 
     def encode_data(self, sid: int, data: bytes | bytearray | memoryview) -> bytes:
         """A DATA frame, built by hand (a valid CBOR array) so bulk bytes are copied once."""

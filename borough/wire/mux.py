@@ -227,7 +227,7 @@ class MuxStream(trio.abc.HalfCloseableStream):
         if not self._send_done:
             self._send_done = True
             self._eof_called = True
-            self._conn._queue_ctrl(self._conn._codec.send(c.Reset(stream_id=self.stream_id, error=error)))
+            self._conn._queue_ctrl(self._conn._codec.encode_reset(self.stream_id, error))
         self._conn._forget_if_finished(self)
 
     def _stop_receiving(self) -> None:
@@ -235,7 +235,7 @@ class MuxStream(trio.abc.HalfCloseableStream):
         if not self._recv_stopped:
             self._recv_stopped = True
             if not self._recv_eof and self._recv_error is None and not self._conn.closed:
-                self._conn._queue_ctrl(self._conn._codec.send(c.Stop(stream_id=self.stream_id)))
+                self._conn._queue_ctrl(self._conn._codec.encode_stop(self.stream_id))
             self._chunks.clear()
             self.buffered = 0
         self._conn._forget_if_finished(self)
@@ -247,7 +247,7 @@ class MuxStream(trio.abc.HalfCloseableStream):
         if not self._send_done:
             self._send_done = True
             if not self._conn.closed:
-                self._conn._queue_data_frame(self._conn._codec.send(c.End(stream_id=self.stream_id)))
+                self._conn._queue_data_frame(self._conn._codec.encode_end(self.stream_id))
         self._stop_receiving()
         self._wake_send()
         self._wake_recv()
@@ -316,7 +316,7 @@ class MuxStream(trio.abc.HalfCloseableStream):
             self._eof_called = True
             if not self._send_done:
                 self._send_done = True
-                self._conn._queue_data_frame(self._conn._codec.send(c.End(stream_id=self.stream_id)))
+                self._conn._queue_data_frame(self._conn._codec.encode_end(self.stream_id))
             self._conn._forget_if_finished(self)
         await trio.lowlevel.checkpoint()
 
@@ -364,7 +364,7 @@ class MuxStream(trio.abc.HalfCloseableStream):
         window = self._conn.settings.window
         if self._unacked >= max(1, window // 4) and not self._recv_eof and not self._conn.closed:
             self._allowed += self._unacked
-            self._conn._queue_ctrl(self._conn._codec.send(c.Window(stream_id=self.stream_id, credit=self._unacked)))
+            self._conn._queue_ctrl(self._conn._codec.encode_window(self.stream_id, self._unacked))
             self._unacked = 0
 
     async def aclose(self) -> None:
@@ -613,8 +613,8 @@ class MuxConnection:
         if self._on_stream is None or self._open_inbound >= self.settings.max_open_streams or self._nursery is None:
             why = "accepts no streams" if self._on_stream is None else "has too many open streams"
             err = self._registry.encode(Overloaded(f"the peer {why}; retry later"))
-            self._queue_ctrl(self._codec.send(c.Reset(stream_id=ev.stream_id, error=err)))
-            self._queue_ctrl(self._codec.send(c.Stop(stream_id=ev.stream_id)))
+            self._queue_ctrl(self._codec.encode_reset(ev.stream_id, err))
+            self._queue_ctrl(self._codec.encode_stop(ev.stream_id))
             return
         st = self._new_stream(ev.stream_id, send=True, receive=True, header=ev.header)
         st._counts_open = True
@@ -672,7 +672,7 @@ class MuxConnection:
                 raise self._lost("cannot start a call")
             sid = self._codec.new_stream_id()
             ids = {name: self._codec.new_stream_id() for name in sources}
-            frame = self._codec.send(c.Call(stream_id=sid, body=body, streams=ids))
+            frame = self._codec.encode_call(sid, body, ids)
             pending = _PendingCall()
             self._calls[sid] = pending
             outs = {name: self._new_stream(ids[name], send=True, receive=False) for name in sources}
@@ -689,7 +689,7 @@ class MuxConnection:
             except BaseException:
                 if not pending.event.is_set():
                     # We gave up (cancelled): tell the peer so it cancels the handler.
-                    self._queue_ctrl(self._codec.send(c.Reset(stream_id=sid, error=None)))
+                    self._queue_ctrl(self._codec.encode_reset(sid, None))
                 elif pending.reply is not None:
                     for st in pending.reply.streams.values():
                         assert isinstance(st, MuxStream)
@@ -709,7 +709,7 @@ class MuxConnection:
         if pending is None or pending.event.is_set():
             # The call was cancelled meanwhile: refuse the reply's streams so the peer stops sending them.
             for sid in ev.streams.values():
-                self._queue_ctrl(self._codec.send(c.Stop(stream_id=sid)))
+                self._queue_ctrl(self._codec.encode_stop(sid))
             return
         streams = {name: self._new_stream(sid, send=False, receive=True) for name, sid in ev.streams.items()}
         pending.reply = Reply(ev.body, streams)
@@ -751,9 +751,9 @@ class MuxConnection:
                 else f"has {self._inbound_busy} calls from this connection running, its limit"
             )
             err = self._registry.encode(Overloaded(f"the peer {why}; back off and retry"))
-            self._queue_ctrl(self._codec.send(c.Reset(stream_id=ev.stream_id, error=err)))
+            self._queue_ctrl(self._codec.encode_reset(ev.stream_id, err))
             for sid in ev.streams.values():
-                self._queue_ctrl(self._codec.send(c.Stop(stream_id=sid)))
+                self._queue_ctrl(self._codec.encode_stop(sid))
             return
         streams = {name: self._new_stream(sid, send=False, receive=True) for name, sid in ev.streams.items()}
         scope = trio.CancelScope()
@@ -790,7 +790,7 @@ class MuxConnection:
                     return
                 ids = {name: self._codec.new_stream_id() for name in sources}
                 try:
-                    frame = self._codec.send(c.Reply(stream_id=sid, body=reply.body, streams=ids))
+                    frame = self._codec.encode_reply(sid, reply.body, ids)
                 except LocalProtocolError as exc:
                     log.info("a call handler's reply for %s cannot be sent: %s", self.description, exc)
                     self._reply_error(sid, exc)
@@ -809,7 +809,7 @@ class MuxConnection:
 
     def _reply_error(self, sid: int, exc: BaseException) -> None:
         if self._inbound_calls.pop(sid, None) is not None:
-            self._queue_ctrl(self._codec.send(c.Reset(stream_id=sid, error=self._registry.encode(exc))))
+            self._queue_ctrl(self._codec.encode_reset(sid, self._registry.encode(exc)))
 
     # ------------------------------------------------------------------ plain streams
 
