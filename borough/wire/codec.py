@@ -35,14 +35,35 @@ one for a stream id never opened). Kinds and payloads:
 
 from __future__ import annotations
 
-import enum
 import io
 from typing import Any, Final
 
-import attrs
 import cbor2
 
 from borough.errors import LocalProtocolError, RemoteProtocolError
+from borough.wire.events import (
+    MIN_PROTOCOL_VERSION,
+    NEED_DATA,
+    PROTOCOL_VERSION,
+    Call,
+    ConnectionClosed,
+    Data,
+    End,
+    Event,
+    GoAway,
+    Hello,
+    Kind,
+    Message,
+    NeedData,
+    Open,
+    Ping,
+    Pong,
+    Reply,
+    Reset,
+    Role,
+    Stop,
+    Window,
+)
 
 __all__ = [
     "MAGIC",
@@ -73,146 +94,13 @@ __all__ = [
     "handshake_refusal",
 ]
 
-PROTOCOL_VERSION: Final = 1
-MIN_PROTOCOL_VERSION: Final = 1
 MAGIC: Final = "borough"
 MAX_STREAM_ID: Final = 2**62
 _PREFIX: Final = 4
 _MAX_WINDOW: Final = 2**31
 
 
-class Kind(enum.IntEnum):
-    HELLO = 0
-    OPEN = 1
-    DATA = 2
-    END = 3
-    RESET = 4
-    STOP = 5
-    WINDOW = 6
-    CALL = 7
-    REPLY = 8
-    MESSAGE = 9
-    PING = 10
-    PONG = 11
-    GOAWAY = 12
-
-
 _END, _RESET, _STOP, _WINDOW, _CALL, _REPLY = 3, 4, 5, 6, 7, 8
-
-
-class Role(enum.Enum):
-    """Which end of the connection we are: the dialer opens odd stream ids, the acceptor even ones."""
-
-    DIALER = 1
-    ACCEPTOR = 0
-
-
-class _NeedData:
-    def __repr__(self) -> str:
-        return "NEED_DATA"
-
-
-NEED_DATA: Final = _NeedData()
-"""Returned by ``next_event`` when a whole frame has not arrived yet: feed more with ``receive_data``."""
-
-
-# ---------------------------------------------------------------------------------------------------- events
-
-
-@attrs.frozen(kw_only=True)
-class Hello:
-    """The handshake record. ``cluster_id``/``node_id``/``address`` are None for a node that has not joined a
-    cluster yet / a client that is not a member / a side that does not listen. ``window`` and
-    ``max_frame_size`` are the sender's receive limits, which the other side must respect."""
-
-    version: int = PROTOCOL_VERSION
-    min_version: int = MIN_PROTOCOL_VERSION
-    cluster_id: str | None
-    node_id: str | None
-    address: str | None
-    window: int
-    max_frame_size: int
-
-
-@attrs.frozen(kw_only=True)
-class Open:
-    stream_id: int
-    header: Any
-
-
-@attrs.frozen(kw_only=True)
-class Data:
-    stream_id: int
-    data: bytes
-
-
-@attrs.frozen(kw_only=True)
-class End:
-    stream_id: int
-
-
-@attrs.frozen(kw_only=True)
-class Reset:
-    """``error`` is None (plain abort, e.g. a cancelled call) or ``{"type": str, "message": str, "fields": map}``,
-    which ``errors_codec`` turns back into an exception."""
-
-    stream_id: int
-    error: dict[str, Any] | None = None
-
-
-@attrs.frozen(kw_only=True)
-class Stop:
-    stream_id: int
-
-
-@attrs.frozen(kw_only=True)
-class Window:
-    stream_id: int
-    credit: int
-
-
-@attrs.frozen(kw_only=True)
-class Call:
-    stream_id: int
-    body: Any
-    streams: dict[str, int]
-
-
-@attrs.frozen(kw_only=True)
-class Reply:
-    stream_id: int
-    body: Any
-    streams: dict[str, int]
-
-
-@attrs.frozen(kw_only=True)
-class Message:
-    body: Any
-
-
-@attrs.frozen(kw_only=True)
-class Ping:
-    nonce: int
-
-
-@attrs.frozen(kw_only=True)
-class Pong:
-    nonce: int
-
-
-@attrs.frozen(kw_only=True)
-class GoAway:
-    reason: str
-
-
-@attrs.frozen(kw_only=True)
-class ConnectionClosed:
-    """The peer closed its side cleanly, at a frame boundary."""
-
-
-Event = (
-    Hello | Open | Data | End | Reset | Stop | Window | Call | Reply | Message | Ping | Pong | GoAway | ConnectionClosed
-)
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -371,7 +259,7 @@ class FrameCodec:
         """Bytes received but not yet turned into events."""
         return len(self._buf) - self._start
 
-    def next_event(self) -> Event | _NeedData:
+    def next_event(self) -> Event | NeedData:
         """The next event, or ``NEED_DATA``. Raises ``RemoteProtocolError`` on malformed input (and forever after)."""
         if self._error is not None:
             raise self._error
@@ -381,7 +269,7 @@ class FrameCodec:
             self._error = exc
             raise
 
-    def _next_event(self) -> Event | _NeedData:
+    def _next_event(self) -> Event | NeedData:
         buf, start = self._buf, self._start
         avail = len(buf) - start
         if avail < _PREFIX:

@@ -25,27 +25,30 @@ Semantics the layers above rely on:
 from __future__ import annotations
 
 import logging
-import operator
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Generic, TypeVar
+from typing import Any
 
-import attrs
 import trio
 
-from borough.errors import (
-    BoroughError,
-    ConfigError,
-    LocalProtocolError,
-    Overloaded,
-    RemoteProtocolError,
-    Unavailable,
-)
+from borough.errors import BoroughError, LocalProtocolError, Overloaded, RemoteProtocolError, Unavailable
 from borough.wire import codec as c
 from borough.wire.errors_codec import ErrorRegistry, default_registry
+from borough.wire.handshake import handshake, make_hello
+from borough.wire.records import (
+    CallHandler,
+    IncomingCall,
+    MessageHandler,
+    PeerInfo,
+    Reply,
+    StreamHandler,
+    StreamSource,
+)
 from borough.wire.settings import WireSettings
+from borough.wire.streams import MuxStream
 
+# Re-exported for callers that think of these as part of a connection.
 __all__ = [
     "IncomingCall",
     "MuxConnection",
@@ -60,52 +63,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-StreamSource = AsyncIterable[bytes] | AsyncIterable[bytearray] | trio.abc.ReceiveStream
-S = TypeVar("S")
-
-
-@attrs.frozen(kw_only=True)
-class PeerInfo:
-    """Who is at the other end, from its handshake. ``is_client`` for a process that is not a member."""
-
-    node_id: str | None
-    address: str | None
-    cluster_id: str | None
-    is_client: bool
-
-    @classmethod
-    def from_hello(cls, hello: c.Hello) -> PeerInfo:
-        return cls(
-            node_id=hello.node_id, address=hello.address, cluster_id=hello.cluster_id, is_client=hello.node_id is None
-        )
-
-    def __str__(self) -> str:
-        who = self.node_id if self.node_id is not None else "client"
-        return f"{who}@{self.address}" if self.address else who
-
-
-@attrs.frozen
-class Reply(Generic[S]):
-    """A call's answer: ``body`` (any CBOR) and named byte streams. A handler returns ``Reply(body,
-    streams={"name": source})``; the caller receives ``Reply[trio.abc.ReceiveStream]``."""
-
-    body: Any = None
-    streams: Mapping[str, S] = attrs.field(factory=dict)
-
-
-@attrs.frozen(kw_only=True)
-class IncomingCall:
-    """A call as the handler sees it. ``streams`` are closed when the handler returns."""
-
-    peer: PeerInfo
-    body: Any
-    streams: Mapping[str, trio.abc.ReceiveStream]
-
-
-CallHandler = Callable[[IncomingCall], Awaitable[Any]]
-MessageHandler = Callable[[Any], None]
-StreamHandler = Callable[["MuxStream"], Awaitable[None]]
-
 
 class _PendingCall:
     __slots__ = ("error", "event", "reply")
@@ -114,262 +71,6 @@ class _PendingCall:
         self.event = trio.Event()
         self.reply: Reply[trio.abc.ReceiveStream] | None = None
         self.error: BaseException | None = None
-
-
-# ---------------------------------------------------------------------------------------------------- streams
-
-
-class MuxStream(trio.abc.HalfCloseableStream):
-    """One logical stream of a ``MuxConnection``. Plain streams are two-way; streams attached to calls and
-    replies are one-way (the other half starts finished). ``header`` is what the opener sent with OPEN."""
-
-    def __init__(self, conn: MuxConnection, sid: int, *, send: bool, receive: bool, header: Any = None) -> None:
-        self._conn = conn
-        self.stream_id = sid
-        self.header = header
-        self._counts_open = False  # a peer-opened plain stream, counted against max_open_streams
-        self._closed = False
-        # send half
-        self._send_done = not send  # END/RESET sent, or STOP received, or no send half
-        self._eof_called = not send
-        self._send_broken: BaseException | None = None
-        self._credit = conn.peer_window if send else 0
-        self._credit_event: trio.Event | None = None
-        self._sending = False
-        # receive half
-        self._chunks: deque[bytes] = deque()
-        self._recv_eof = not receive
-        self._recv_error: BaseException | None = None
-        self._recv_stopped = not receive  # STOP sent or no receive half: late DATA is ignored
-        self._allowed = conn.settings.window if receive else 0
-        self._unacked = 0
-        self._recv_event: trio.Event | None = None
-        self._receiving = False
-        self.buffered = 0
-        self.max_buffered = 0  # the high-water mark of unread bytes, for tests of the memory bound
-
-    # ----- internal, called by the connection (never block)
-
-    @property
-    def _finished(self) -> bool:
-        return self._send_done and (self._recv_stopped or self._recv_eof or self._recv_error is not None)
-
-    def _wake_recv(self) -> None:
-        if self._recv_event is not None:
-            self._recv_event.set()
-            self._recv_event = None
-
-    def _wake_send(self) -> None:
-        if self._credit_event is not None:
-            self._credit_event.set()
-            self._credit_event = None
-
-    def _on_data(self, data: bytes) -> None:
-        if self._recv_stopped:
-            return  # we closed our side; the peer had these bytes in flight
-        if self._recv_eof or self._recv_error is not None:
-            raise RemoteProtocolError(f"DATA on stream {self.stream_id} after the peer ended or reset it")
-        n = len(data)
-        if n > self._allowed:
-            raise RemoteProtocolError(
-                f"the peer sent {n} bytes on stream {self.stream_id} with only {self._allowed} bytes of credit"
-            )
-        self._allowed -= n
-        if n:
-            self._chunks.append(data)
-            self.buffered += n
-            if self.buffered > self.max_buffered:
-                self.max_buffered = self.buffered
-            self._wake_recv()
-
-    def _on_end(self) -> None:
-        if self._recv_stopped:
-            return
-        if self._recv_eof or self._recv_error is not None:
-            raise RemoteProtocolError(f"END on stream {self.stream_id} after the peer already ended or reset it")
-        self._recv_eof = True
-        self._wake_recv()
-
-    def _on_reset(self, error: BaseException) -> None:
-        if not self._recv_stopped and not self._recv_eof and self._recv_error is None:
-            self._recv_error = error
-            self._wake_recv()
-
-    def _on_stop(self) -> None:
-        if not self._send_done:
-            self._send_done = True
-            self._eof_called = True
-        if self._send_broken is None:
-            self._send_broken = trio.BrokenResourceError(
-                f"the peer {self._conn.peer} stopped reading stream {self.stream_id}"
-            )
-        self._wake_send()
-
-    def _on_window(self, credit: int) -> None:
-        if self._send_done:
-            return
-        self._credit += credit
-        if self._credit >= 2**31:
-            raise RemoteProtocolError(f"the peer's credit on stream {self.stream_id} overflowed 2**31 bytes")
-        self._wake_send()
-
-    def _on_connection_lost(self, reason: BaseException) -> None:
-        if self._send_broken is None and not self._send_done:
-            self._send_broken = trio.BrokenResourceError(f"the connection to {self._conn.peer} was lost: {reason}")
-        self._send_done = True
-        if not self._recv_eof and self._recv_error is None:
-            self._recv_error = reason
-        self._wake_send()
-        self._wake_recv()
-
-    def _abort_send(self, error: dict[str, Any] | None) -> None:
-        """Abort our direction with RESET (a cancelled or failed producer)."""
-        if not self._send_done:
-            self._send_done = True
-            self._eof_called = True
-            self._conn._queue_ctrl(self._conn._codec.encode_reset(self.stream_id, error))
-        self._conn._forget_if_finished(self)
-
-    def _stop_receiving(self) -> None:
-        """We will read no more: tell the peer (STOP) unless it already finished its direction."""
-        if not self._recv_stopped:
-            self._recv_stopped = True
-            if not self._recv_eof and self._recv_error is None and not self._conn.closed:
-                self._conn._queue_ctrl(self._conn._codec.encode_stop(self.stream_id))
-            self._chunks.clear()
-            self.buffered = 0
-        self._conn._forget_if_finished(self)
-
-    def _close_now(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if not self._send_done:
-            self._send_done = True
-            if not self._conn.closed:
-                self._conn._queue_data_frame(self._conn._codec.encode_end(self.stream_id))
-        self._stop_receiving()
-        self._wake_send()
-        self._wake_recv()
-
-    # ----- trio.abc.SendStream
-
-    def _check_send(self) -> None:
-        if self._closed:
-            raise trio.ClosedResourceError("this stream was closed")
-        if self._send_broken is not None:
-            raise trio.BrokenResourceError(str(self._send_broken)) from self._send_broken
-        if self._eof_called:
-            raise trio.ClosedResourceError("send_eof was already called on this stream")
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        if self._sending:
-            raise trio.BusyResourceError("another task is already sending on this stream")
-        self._sending = True
-        try:
-            self._check_send()
-            view = memoryview(data)
-            if view.itemsize != 1:
-                view = view.cast("B")
-            total, pos = len(view), 0
-            frame_size = self._conn.settings.data_frame_size
-            blocked = False
-            while pos < total:
-                while self._credit <= 0:
-                    self._credit_event = ev = trio.Event()
-                    blocked = True
-                    await ev.wait()
-                    self._check_send()
-                self._check_send()
-                n = min(total - pos, self._credit, frame_size)
-                self._conn._queue_data_frame(self._conn._codec.encode_data(self.stream_id, view[pos : pos + n]))
-                self._credit -= n
-                pos += n
-            if not blocked:
-                await trio.lowlevel.checkpoint()
-        finally:
-            self._sending = False
-
-    async def wait_send_all_might_not_block(self) -> None:
-        if self._sending:
-            raise trio.BusyResourceError("another task is already sending on this stream")
-        self._sending = True
-        try:
-            if self._closed:
-                raise trio.ClosedResourceError("this stream was closed")
-            if self._credit <= 0 and self._send_broken is None and not self._send_done:
-                self._credit_event = ev = trio.Event()
-                await ev.wait()
-                if self._closed:
-                    raise trio.ClosedResourceError("this stream was closed")
-            else:
-                await trio.lowlevel.checkpoint()
-        finally:
-            self._sending = False
-
-    async def send_eof(self) -> None:
-        if self._sending:
-            raise trio.BusyResourceError("another task is sending on this stream")
-        if self._closed:
-            raise trio.ClosedResourceError("this stream was closed")
-        if not self._eof_called:
-            self._eof_called = True
-            if not self._send_done:
-                self._send_done = True
-                self._conn._queue_data_frame(self._conn._codec.encode_end(self.stream_id))
-            self._conn._forget_if_finished(self)
-        await trio.lowlevel.checkpoint()
-
-    # ----- trio.abc.ReceiveStream
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        if max_bytes is not None:
-            max_bytes = operator.index(max_bytes)
-            if max_bytes < 1:
-                raise ValueError("max_bytes must be >= 1")
-        if self._receiving:
-            raise trio.BusyResourceError("another task is already receiving on this stream")
-        self._receiving = True
-        try:
-            await trio.lowlevel.checkpoint_if_cancelled()
-            while True:
-                if self._closed:
-                    raise trio.ClosedResourceError("this stream was closed")
-                if self._chunks:
-                    chunk = self._chunks[0]
-                    if max_bytes is None or len(chunk) <= max_bytes:
-                        self._chunks.popleft()
-                    else:
-                        self._chunks[0] = chunk[max_bytes:]
-                        chunk = chunk[:max_bytes]
-                    self._consumed(len(chunk))
-                    await trio.lowlevel.cancel_shielded_checkpoint()
-                    return chunk
-                if self._recv_eof:
-                    await trio.lowlevel.cancel_shielded_checkpoint()
-                    return b""
-                if self._recv_error is not None:
-                    err = self._recv_error
-                    raise trio.BrokenResourceError(
-                        f"stream {self.stream_id} from {self._conn.peer} failed: {err}"
-                    ) from err
-                self._recv_event = ev = trio.Event()
-                await ev.wait()
-        finally:
-            self._receiving = False
-
-    def _consumed(self, n: int) -> None:
-        self.buffered -= n
-        self._unacked += n
-        window = self._conn.settings.window
-        if self._unacked >= max(1, window // 4) and not self._recv_eof and not self._conn.closed:
-            self._allowed += self._unacked
-            self._conn._queue_ctrl(self._conn._codec.encode_window(self.stream_id, self._unacked))
-            self._unacked = 0
-
-    async def aclose(self) -> None:
-        self._close_now()
-        await trio.lowlevel.checkpoint()
 
 
 # ---------------------------------------------------------------------------------------------------- connection
@@ -941,47 +642,3 @@ async def open_mux(
             yield conn
         finally:
             await conn.aclose()
-
-
-def make_hello(settings: WireSettings, *, cluster_id: str | None, node_id: str | None, address: str | None) -> c.Hello:
-    """Our handshake record, announcing the receive limits in ``settings``."""
-    return c.Hello(
-        cluster_id=cluster_id,
-        node_id=node_id,
-        address=address,
-        window=settings.window,
-        max_frame_size=settings.max_frame_size,
-    )
-
-
-async def handshake(stream: trio.abc.Stream, *, role: c.Role, local: c.Hello, settings: WireSettings) -> c.FrameCodec:
-    """Exchange HELLOs (the dialer speaks first) and return the codec, ready for ``open_mux``.
-
-    Raises ``ConfigError`` when the peer belongs to another cluster, ``RemoteProtocolError`` when it speaks an
-    incompatible version or garbage, ``trio.BrokenResourceError`` if the stream breaks. The caller bounds the
-    time and closes the stream on failure.
-    """
-    codec = c.FrameCodec(
-        role, max_frame_size=settings.max_frame_size, max_attached_streams=settings.max_attached_streams
-    )
-    if role is c.Role.DIALER:
-        await stream.send_all(codec.send(local))
-    while True:
-        event = codec.next_event()
-        if event is c.NEED_DATA:
-            codec.receive_data(await stream.receive_some(settings.read_size))
-            continue
-        assert isinstance(event, c.Hello)  # the codec only lets a Hello through first
-        break
-    refusal = c.handshake_refusal(local, event)
-    if role is c.Role.ACCEPTOR:
-        await stream.send_all(codec.send(local))
-    if refusal is not None:
-        try:
-            await stream.send_all(codec.send(c.GoAway(reason=f"refused: {refusal}")))
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass
-        if "cluster" in refusal:
-            raise ConfigError(refusal)
-        raise RemoteProtocolError(refusal)
-    return codec
