@@ -70,6 +70,7 @@ __all__ = [
     "MAX_STREAM_ID",
     "MIN_PROTOCOL_VERSION",
     "NEED_DATA",
+    "NeedData",
     "PROTOCOL_VERSION",
     "Call",
     "ConnectionClosed",
@@ -379,7 +380,8 @@ class FrameCodec:
             raise RemoteProtocolError(
                 f"the peer does not speak the Borough wire protocol (handshake magic {p.get('magic')!r})"
             )
-        version, min_version = p.get("version"), p.get("min_version")
+        version: Any = p.get("version")
+        min_version: Any = p.get("min_version")
         if not (_is_int(version) and _is_int(min_version) and 1 <= min_version <= version):
             raise RemoteProtocolError(
                 f"the handshake's version range is invalid: min_version={min_version!r}, version={version!r}"
@@ -387,7 +389,8 @@ class FrameCodec:
         for key in ("cluster", "node", "address"):
             if not _opt_str(p.get(key)):
                 raise RemoteProtocolError(f"the handshake's {key!r} must be text or null, got {_describe(p[key])}")
-        window, max_frame = p.get("window"), p.get("max_frame")
+        window: Any = p.get("window")
+        max_frame: Any = p.get("max_frame")
         if not (_is_int(window) and 1 <= window < _MAX_WINDOW):
             raise RemoteProtocolError(f"the handshake's window must be an integer in [1, 2**31), got {window!r}")
         if not (_is_int(max_frame) and 1024 <= max_frame < 2**31):

@@ -41,7 +41,7 @@ async def handshake(stream: trio.abc.Stream, *, role: c.Role, local: c.Hello, se
         await stream.send_all(codec.send(local))
     while True:
         event = codec.next_event()
-        if event is c.NEED_DATA:
+        if isinstance(event, c.NeedData):
             codec.receive_data(await stream.receive_some(settings.read_size))
             continue
         assert isinstance(event, c.Hello)  # the codec only lets a Hello through first

@@ -228,7 +228,7 @@ class MuxConnection:
         try:
             while True:
                 event = codec.next_event()
-                if event is c.NEED_DATA:
+                if isinstance(event, c.NeedData):
                     try:
                         chunk = await stream.receive_some(read_size)
                     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:

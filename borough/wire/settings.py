@@ -5,6 +5,8 @@ This module owns defaults and validation of the numbers only; it knows nothing o
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 from borough.errors import ConfigError
@@ -15,7 +17,7 @@ KiB = 1024
 MiB = 1024 * KiB
 
 
-def _positive(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
+def _positive(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if not value > 0:
         raise ConfigError(f"wire setting {attribute.name} must be positive, got {value!r}; fix the configuration")
 

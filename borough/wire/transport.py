@@ -203,7 +203,7 @@ class Transport:
 
     def _backoff(self, attempt: int) -> float:
         s = self.settings
-        delay = min(s.backoff_max, s.backoff_initial * 2 ** max(0, attempt - 1))
+        delay = min(s.backoff_max, s.backoff_initial * 2.0 ** max(0, attempt - 1))
         return delay * (1 + s.backoff_jitter * (2 * self._rng.random() - 1))
 
     def _flush_pending(self, link: _Link, conn: MuxConnection) -> None:
