@@ -10,6 +10,8 @@ transport (``transport.py``) owns those. It does not interpret call bodies or me
 
 Semantics the layers above rely on:
 - ``send_message_frame`` never blocks: a full priority lane drops the frame and returns False.
+- ``on_message`` runs synchronously in the reader task; if it raises, the error is logged with its traceback
+  and this connection is closed (the peer redials); the node keeps running.
 - A logical stream is a ``trio.abc.HalfCloseableStream``; each direction has a credit window, so a reader that
   stops reading stalls only its own stream. ``aclose`` ends our direction gracefully (END) and tells the peer
   we read no more (STOP), so its ``send_all`` raises ``BrokenResourceError``.
@@ -244,6 +246,8 @@ class MuxConnection:
                     self._fail(Unavailable(f"the connection to {self.description} was closed ({reason})"))
                     return
                 self._dispatch(event)
+                if self._closed_reason is not None:
+                    return
         except RemoteProtocolError as exc:
             log.warning("closing the connection to %s: protocol error: %s", self.description, exc)
             with trio.move_on_after(self.settings.close_timeout):
@@ -260,7 +264,13 @@ class MuxConnection:
         elif isinstance(ev, c.Message):
             self._last_activity_mark()
             if self._on_message is not None:
-                self._on_message(ev.body)
+                try:
+                    self._on_message(ev.body)
+                except Exception as exc:
+                    # A bug in the node's handler: make it loud, drop this connection (the peer redials and
+                    # Raft retransmits), keep the node serving everyone else.
+                    log.exception("the message handler failed on a message from %s", self.description)
+                    self._fail(Unavailable(f"the local message handler failed ({type(exc).__name__}: {exc})"))
         elif isinstance(ev, c.Window):
             st = self._streams.get(ev.stream_id)
             if st is not None:

@@ -346,3 +346,70 @@ def test_simulated_run_is_deterministic_given_a_seed() -> None:
     assert len(first) == 180
     assert run(5) == first
     assert run(6) != first
+
+
+async def test_send_while_dialling_is_bounded_and_dropped_on_failure(autojump_clock: trio.testing.MockClock) -> None:
+    sim = SimNetwork(seed=14, connect_timeout=1.0)
+    settings = WireSettings(priority_queue_limit=5, connect_timeout=2.0, backoff_initial=0.5, backoff_max=1.0)
+    async with cluster(sim, ["n1", "n2"], settings=settings) as nodes:
+        t = nodes["n1"].transport
+        sim.cut("n1", "n2")
+        assert [t.send("n2:7000", i) for i in range(8)] == [True] * 5 + [False] * 3
+        await trio.sleep(1.5)  # the dial timed out: the queued messages were dropped (Raft retransmits)
+        assert not t._links["n2:7000"].pending
+        sim.heal()
+        await trio.sleep(1.5)
+        assert t.send("n2:7000", "after heal")
+        await trio.sleep(3)
+        assert [m for _, m in nodes["n2"].messages] == ["after heal"]
+
+
+async def test_messages_ride_the_inbound_connection_and_flush_in_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    sim = SimNetwork(seed=15)
+    async with cluster(sim, ["n1", "n2"]) as nodes:
+        t1, t2 = nodes["n1"].transport, nodes["n2"].transport
+        await t1.call("n2:7000", "x")  # n1 dialled n2
+        for i in range(50):
+            assert t2.send("n1:7000", i)
+        await trio.sleep(0.1)
+        assert [m for _, m in nodes["n1"].messages] == list(range(50))
+        assert sim.connects == 1
+
+
+async def test_a_raising_message_handler_is_logged_and_drops_the_connection(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim = SimNetwork(seed=16)
+
+    def bad(peer: PeerInfo, message: Any) -> None:
+        if message == "boom":
+            raise ValueError(f"cannot handle {message!r}")
+        got.append(message)
+
+    got: list[Any] = []
+    async with (
+        open_transport(sim.host("n1"), identity=Identity(node_id="n1"), listen="n1:1", on_message=bad) as t1,
+        open_transport(sim.host("n2"), identity=Identity(node_id="n2"), listen="n2:1", on_message=bad) as t2,
+    ):
+        assert t2.send("n1:1", "boom")
+        await trio.sleep(1)
+        assert sim.connects == 2  # n1 dropped the connection; n2, still using the link, dialled again
+        assert any(r.levelname == "ERROR" and r.exc_info and "n2" in r.getMessage() for r in caplog.records)
+        assert t2.send("n1:1", "fine")  # redials
+        assert t1.send("n2:1", "also fine")
+        await trio.sleep(1)
+        assert sorted(got) == ["also fine", "fine"]
+
+
+async def test_goaway_makes_the_link_redial(autojump_clock: trio.testing.MockClock) -> None:
+    sim = SimNetwork(seed=17)
+    async with cluster(sim, ["n1", "n2"]) as nodes:
+        t1 = nodes["n1"].transport
+        await t1.call("n2:7000", "x")
+        (conn,) = nodes["n2"].transport.connections()
+        await conn.aclose("maintenance")
+        await trio.sleep(0.1)
+        assert (await t1.call("n2:7000", "whoami")).body["me"] == "n2"
+        assert sim.connects == 2
