@@ -601,9 +601,11 @@ class MuxConnection:
     async def aclose(self, reason: str = "closing") -> None:
         """Close gracefully: tell the peer why (GOAWAY), flush what is queued (bounded), then end everything."""
         if self._closed_reason is None:
-            with trio.CancelScope(shield=True), trio.move_on_after(self.settings.close_timeout):
-                self._queue_ctrl(self._codec.send(c.GoAway(reason=reason)))
-                await self._wait_flushed()
+            # When we are being cancelled from outside, the writer task is cancelled too: nothing would flush.
+            if trio.current_effective_deadline() != float("-inf"):
+                with trio.CancelScope(shield=True), trio.move_on_after(self.settings.close_timeout):
+                    self._queue_ctrl(self._codec.send(c.GoAway(reason=reason)))
+                    await self._wait_flushed()
             self._fail(Unavailable(f"the connection to {self.description} was closed locally ({reason})"))
         await trio.lowlevel.checkpoint()
 

@@ -24,7 +24,7 @@ from typing import Any
 import attrs
 import trio
 
-from borough.errors import ConfigError, ProtocolError, Unavailable
+from borough.errors import ConfigError, LocalProtocolError, ProtocolError, Unavailable
 from borough.wire import codec as c
 from borough.wire.errors_codec import ErrorRegistry, default_registry
 from borough.wire.mux import (
@@ -208,7 +208,10 @@ class Transport:
 
     def _flush_pending(self, link: _Link, conn: MuxConnection) -> None:
         while link.pending:
-            conn.send_message_frame(link.pending.popleft())
+            try:
+                conn.send_message_frame(link.pending.popleft())
+            except LocalProtocolError as exc:  # the peer announced a smaller frame limit than ours
+                log.warning("dropping a queued message for %s: %s", link.address, exc)
 
     async def _wait_connection(self, link: _Link) -> MuxConnection:
         while True:
@@ -267,14 +270,14 @@ class Transport:
                     with trio.CancelScope(shield=True), trio.move_on_after(self.settings.close_timeout):
                         await trio.aclose_forcefully(stream)
                     raise
-        except (*_DIAL_ERRORS, ConfigError) as exc:
+        except (*_DIAL_ERRORS, ConfigError, ValueError) as exc:  # ValueError: a malformed address
             link.failures += 1
             link.attempt += 1
             link.last_error = exc
             link.retry_at = trio.current_time() + self._backoff(link.attempt)
             dropped = len(link.pending)
             link.pending.clear()
-            level = logging.WARNING if isinstance(exc, (ConfigError, ProtocolError)) else logging.INFO
+            level = logging.WARNING if isinstance(exc, (ConfigError, ProtocolError, ValueError)) else logging.INFO
             log.log(
                 level,
                 "dialling %s failed (%s: %s); %d queued messages dropped",

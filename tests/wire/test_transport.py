@@ -15,6 +15,7 @@ import trio.testing
 
 from borough import errors
 from borough.wire.mux import IncomingCall, PeerInfo, Reply
+from borough.wire.network import TcpNetwork
 from borough.wire.settings import WireSettings
 from borough.wire.simnet import SimNetwork
 from borough.wire.transport import Identity, Transport, open_transport
@@ -413,3 +414,11 @@ async def test_goaway_makes_the_link_redial(autojump_clock: trio.testing.MockClo
         await trio.sleep(0.1)
         assert (await t1.call("n2:7000", "whoami")).body["me"] == "n2"
         assert sim.connects == 2
+
+
+async def test_malformed_address_is_unavailable_not_a_crash(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_transport(TcpNetwork(), identity=Identity(node_id="n1"), settings=FAST) as t:
+        with pytest.raises(errors.Unavailable, match="not of the form host:port"):
+            await t.call("no-port-here", "x")
+        assert t.send("no-port-here", "x")  # queued, then dropped when the dial fails
+        await trio.sleep(1)
