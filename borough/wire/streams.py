@@ -101,10 +101,8 @@ class MuxStream(trio.abc.HalfCloseableStream):
     def _on_stop(self) -> None:
         if not self._send_done:
             self._send_done = True
-            self._eof_called = True
-        if self._send_broken is None:
             self._send_broken = trio.BrokenResourceError(
-                f"the peer {self._conn.peer} stopped reading stream {self.stream_id}"
+                f"{self._conn.description} stopped reading stream {self.stream_id}"
             )
         self._wake_send()
 
@@ -118,7 +116,9 @@ class MuxStream(trio.abc.HalfCloseableStream):
 
     def _on_connection_lost(self, reason: BaseException) -> None:
         if self._send_broken is None and not self._send_done:
-            self._send_broken = trio.BrokenResourceError(f"the connection to {self._conn.peer} was lost: {reason}")
+            self._send_broken = trio.BrokenResourceError(
+                f"the connection to {self._conn.description} was lost: {reason}"
+            )
         self._send_done = True
         if not self._recv_eof and self._recv_error is None:
             self._recv_error = reason
@@ -160,10 +160,10 @@ class MuxStream(trio.abc.HalfCloseableStream):
     def _check_send(self) -> None:
         if self._closed:
             raise trio.ClosedResourceError("this stream was closed")
-        if self._send_broken is not None:
-            raise trio.BrokenResourceError(str(self._send_broken)) from self._send_broken
         if self._eof_called:
             raise trio.ClosedResourceError("send_eof was already called on this stream")
+        if self._send_broken is not None:
+            raise trio.BrokenResourceError(str(self._send_broken)) from self._send_broken
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self._sending:
