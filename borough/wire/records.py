@@ -47,10 +47,30 @@ class PeerInfo:
 @attrs.frozen
 class Reply(Generic[S]):
     """A call's answer: ``body`` (any CBOR) and named byte streams. A handler returns ``Reply(body,
-    streams={"name": source})``; the caller receives ``Reply[trio.abc.ReceiveStream]``."""
+    streams={"name": source})``; the caller receives ``Reply[trio.abc.ReceiveStream]``.
+
+    A caller must read each reply stream to its end or close it: an unread reply stream holds a call slot on
+    the replying peer. ``async with reply:`` (or ``await reply.aclose()``) closes whatever is left."""
 
     body: Any = None
     streams: Mapping[str, S] = attrs.field(factory=dict)
+
+    async def aclose(self) -> None:
+        """Close every stream (those with an ``aclose``); already finished ones are unaffected."""
+        for stream in self.streams.values():
+            # Forceful, like trio.aclose_forcefully: every stream gets closed even if we are being cancelled.
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                with trio.CancelScope() as cs:
+                    cs.cancel()
+                    await aclose()
+        await trio.lowlevel.checkpoint()
+
+    async def __aenter__(self) -> Reply[S]:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
 
 @attrs.frozen(kw_only=True)

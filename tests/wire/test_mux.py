@@ -288,3 +288,25 @@ async def test_keepalive_keeps_idle_healthy_link_up(autojump_clock: trio.testing
         assert a.usable and b.usable
         await trio.sleep(25)  # now idle past idle_timeout: closed gracefully
         assert a.closed and b.closed
+
+
+async def test_reply_streams_can_be_closed_unread_and_free_the_peer(autojump_clock: trio.testing.MockClock) -> None:
+    async def handler(call: IncomingCall) -> Any:
+        return Reply("big", streams={"a": chunks(b"a" * 1_000_000, 4096), "b": chunks(b"b" * 1_000_000, 4096)})
+
+    async with mux_pair(b_on_call=handler) as (a, b):
+        async with await a.call("x") as reply:
+            assert await reply.streams["a"].receive_some(10) == b"a" * 10
+        await trio.sleep(1)
+        assert b._inbound_busy == 0 and not b._streams and not a._streams
+
+
+async def test_open_stream_refused_without_a_handler() -> None:
+    async with mux_pair() as (a, _b):
+        st = await a.open_stream({"want": "stream"})
+        with pytest.raises(trio.BrokenResourceError) as exc_info:
+            await st.receive_some()
+        assert isinstance(exc_info.value.__cause__, errors.Overloaded)
+        with pytest.raises(trio.BrokenResourceError):
+            for _ in range(100):
+                await st.send_all(b"x" * 10_000)
