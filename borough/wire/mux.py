@@ -249,7 +249,12 @@ class MuxConnection:
                 if self._closed_reason is not None:
                     return
         except RemoteProtocolError as exc:
-            log.warning("closing the connection to %s: protocol error: %s", self.description, exc)
+            log.warning(
+                "closing the connection to %s: protocol error: %s",
+                self.description,
+                exc,
+                extra={"peer": self.description},
+            )
             with trio.move_on_after(self.settings.close_timeout):
                 self._queue_ctrl(codec.send(c.GoAway(reason=f"protocol error: {exc}")))
                 await self._wait_flushed()
@@ -269,7 +274,11 @@ class MuxConnection:
                 except Exception as exc:
                     # A bug in the node's handler: make it loud, drop this connection (the peer redials and
                     # Raft retransmits), keep the node serving everyone else.
-                    log.exception("the message handler failed on a message from %s", self.description)
+                    log.exception(
+                        "the message handler failed on a message from %s",
+                        self.description,
+                        extra={"peer": self.description},
+                    )
                     self._fail(Unavailable(f"the local message handler failed ({type(exc).__name__}: {exc})"))
         elif isinstance(ev, c.Window):
             st = self._streams.get(ev.stream_id)
@@ -302,7 +311,7 @@ class MuxConnection:
             pass  # receiving it refreshed _last_received, which is all a pong is for
         elif isinstance(ev, c.GoAway):
             self._goaway = ev.reason
-            log.info("%s is closing the connection: %s", self.description, ev.reason)
+            log.info("%s is closing the connection: %s", self.description, ev.reason, extra={"peer": self.description})
         else:  # a second Hello is rejected by the codec; nothing else exists
             raise RemoteProtocolError(f"unexpected {type(ev).__name__} on an established connection")
 
@@ -440,7 +449,7 @@ class MuxConnection:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             st._abort_send(None)  # the reader stopped or the connection died: nothing to report
         except Exception as exc:
-            log.info("a stream source for %s failed: %r", self.description, exc)
+            log.info("a stream source for %s failed: %r", self.description, exc, extra={"peer": self.description})
             st._abort_send(self._registry.encode(exc))
         finally:
             st._abort_send(None)
@@ -450,7 +459,12 @@ class MuxConnection:
                     try:
                         await aclose()
                     except Exception as exc:  # closing a user's source must not take the connection down
-                        log.debug("closing a stream source for %s failed: %r", self.description, exc)
+                        log.debug(
+                            "closing a stream source for %s failed: %r",
+                            self.description,
+                            exc,
+                            extra={"peer": self.description},
+                        )
 
     # ------------------------------------------------------------------ calls, inbound
 
@@ -482,7 +496,9 @@ class MuxConnection:
                     result = await self._on_call(IncomingCall(peer=self.peer, body=body, streams=streams))
                 except Exception as exc:
                     if not isinstance(exc, BoroughError):
-                        log.info("a call handler for %s raised %r", self.description, exc)
+                        log.info(
+                            "a call handler for %s raised %r", self.description, exc, extra={"peer": self.description}
+                        )
                     self._reply_error(sid, exc)
                     return
                 finally:
@@ -503,7 +519,12 @@ class MuxConnection:
                 try:
                     frame = self._codec.encode_reply(sid, reply.body, ids)
                 except LocalProtocolError as exc:
-                    log.info("a call handler's reply for %s cannot be sent: %s", self.description, exc)
+                    log.info(
+                        "a call handler's reply for %s cannot be sent: %s",
+                        self.description,
+                        exc,
+                        extra={"peer": self.description},
+                    )
                     self._reply_error(sid, exc)
                     return
                 outs = {name: self._new_stream(ids[name], send=True, receive=False) for name in sources}
@@ -548,11 +569,16 @@ class MuxConnection:
                 self._last_activity = max(self._last_activity, now)
             silent = now - self._last_received
             if silent >= s.liveness_timeout:
-                log.warning("closing the connection to %s: nothing received for %.1f s", self.description, silent)
+                log.warning(
+                    "closing the connection to %s: nothing received for %.1f s",
+                    self.description,
+                    silent,
+                    extra={"peer": self.description},
+                )
                 self._fail(Unavailable(f"{self.description} sent nothing for {silent:.1f} s (liveness timeout)"))
                 return
             if now - self._last_activity >= s.idle_timeout:
-                log.debug("closing the idle connection to %s", self.description)
+                log.debug("closing the idle connection to %s", self.description, extra={"peer": self.description})
                 await self.aclose("idle")
                 return
             if silent >= s.keepalive_interval and now - self._last_ping >= s.keepalive_interval:

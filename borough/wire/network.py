@@ -78,7 +78,8 @@ async def run_handler(handler: Handler, stream: trio.abc.Stream, close_timeout: 
     try:
         await handler(stream)
     except Exception:
-        log.exception("the handler for a connection from %s failed", describe_stream(stream))
+        remote = describe_stream(stream)
+        log.exception("the handler for a connection from %s failed", remote, extra={"peer": remote})
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(close_timeout):
             await trio.aclose_forcefully(stream)

@@ -211,7 +211,7 @@ class Transport:
             try:
                 conn.send_message_frame(link.pending.popleft())
             except LocalProtocolError as exc:  # the peer announced a smaller frame limit than ours
-                log.warning("dropping a queued message for %s: %s", link.address, exc)
+                log.warning("dropping a queued message for %s: %s", link.address, exc, extra={"peer": link.address})
 
     async def _wait_connection(self, link: _Link) -> MuxConnection:
         while True:
@@ -285,6 +285,7 @@ class Transport:
                 type(exc).__name__,
                 exc,
                 dropped,
+                extra={"peer": link.address},
             )
             link.notify()
             return
@@ -342,14 +343,17 @@ class Transport:
                 codec = await handshake(stream, role=c.Role.ACCEPTOR, local=self._hello(), settings=self.settings)
         except trio.TooSlowError:
             log.warning(
-                "closing the connection from %s: no handshake within %.1f s", remote, self.settings.connect_timeout
+                "closing the connection from %s: no handshake within %.1f s",
+                remote,
+                self.settings.connect_timeout,
+                extra={"peer": remote},
             )
             return
         except (ProtocolError, ConfigError) as exc:
-            log.warning("closing the connection from %s: %s", remote, exc)
+            log.warning("closing the connection from %s: %s", remote, exc, extra={"peer": remote})
             return
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            log.info("the connection from %s failed during the handshake: %s", remote, exc)
+            log.info("the connection from %s failed during the handshake: %s", remote, exc, extra={"peer": remote})
             return
         assert codec.peer_hello is not None
         peer = PeerInfo.from_hello(codec.peer_hello)
