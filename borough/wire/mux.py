@@ -436,35 +436,7 @@ class MuxConnection:
         pending.event.set()
 
     async def _pump(self, st: MuxStream, source: StreamSource) -> None:
-        """Copy ``source`` into the one-way stream ``st``, then END; RESET with the error if the source fails."""
-        size = self.settings.data_frame_size
-        try:
-            if isinstance(source, trio.abc.ReceiveStream):
-                while chunk := await source.receive_some(size):
-                    await st.send_all(chunk)
-            else:
-                async for chunk in source:
-                    await st.send_all(chunk)
-            await st.send_eof()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            st._abort_send(None)  # the reader stopped or the connection died: nothing to report
-        except Exception as exc:
-            log.info("a stream source for %s failed: %r", self.description, exc, extra={"peer": self.description})
-            st._abort_send(self._registry.encode(exc))
-        finally:
-            st._abort_send(None)
-            aclose = getattr(source, "aclose", None)
-            if aclose is not None:
-                with trio.CancelScope(shield=True), trio.move_on_after(self.settings.close_timeout):
-                    try:
-                        await aclose()
-                    except Exception as exc:  # closing a user's source must not take the connection down
-                        log.debug(
-                            "closing a stream source for %s failed: %r",
-                            self.description,
-                            exc,
-                            extra={"peer": self.description},
-                        )
+        await st.pump_from(source, error_map=self._registry.encode)
 
     # ------------------------------------------------------------------ calls, inbound
 

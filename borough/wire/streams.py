@@ -8,8 +8,10 @@ knows nothing of calls, tasks or sockets; ``mux.MuxConnection`` routes frames to
 
 from __future__ import annotations
 
+import logging
 import operator
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -20,6 +22,8 @@ if TYPE_CHECKING:
     from borough.wire.mux import MuxConnection
 
 __all__ = ["MuxStream"]
+
+log = logging.getLogger(__name__)
 
 
 class MuxStream(trio.abc.HalfCloseableStream):
@@ -273,3 +277,33 @@ class MuxStream(trio.abc.HalfCloseableStream):
     async def aclose(self) -> None:
         self._close_now()
         await trio.lowlevel.checkpoint()
+
+    # ----- producing from a source (calls and replies)
+
+    async def pump_from(self, source: Any, *, error_map: Callable[[BaseException], dict[str, Any]]) -> None:
+        """Copy ``source`` (a ReceiveStream or an async iterable of bytes) into this stream, then END; if the
+        source fails, RESET with ``error_map(exc)`` so the reader learns why. The source is closed afterwards."""
+        conn = self._conn
+        size = conn.settings.data_frame_size
+        try:
+            if isinstance(source, trio.abc.ReceiveStream):
+                while chunk := await source.receive_some(size):
+                    await self.send_all(chunk)
+            else:
+                async for chunk in source:
+                    await self.send_all(chunk)
+            await self.send_eof()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._abort_send(None)  # the reader stopped or the connection died: nothing to report
+        except Exception as exc:
+            log.info("a stream source for %s failed: %r", conn.description, exc, extra={"peer": conn.description})
+            self._abort_send(error_map(exc))
+        finally:
+            self._abort_send(None)
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(conn.settings.close_timeout):
+                    try:
+                        await aclose()
+                    except Exception as exc:  # closing a user's source must not take the connection down
+                        log.debug("closing a stream source for %s failed: %r", conn.description, exc)
