@@ -318,7 +318,7 @@ class FrameCodec:
             fast = self._decode_data_fast(buf, lo, hi)
             if fast is not None:
                 return fast
-        raw = bytes(buf[lo:hi])
+        raw = _copy(buf, lo, hi)
         fp = io.BytesIO(raw)
         try:
             self._decoder.fp = fp
@@ -369,7 +369,7 @@ class FrameCodec:
         if not 0 < sid < MAX_STREAM_ID:
             return None
         self._check_existing(sid, Kind.DATA)
-        return Data(stream_id=sid, data=bytes(buf[head[2] : hi]))
+        return Data(stream_id=sid, data=_copy(buf, head[2], hi))
 
     def _decode_hello(self, sid: int, p: Any) -> Hello:
         if sid != 0:
@@ -603,6 +603,12 @@ def encode_message_frame(body: Any, max_frame_size: int) -> bytes:
             f"bytes; send large data with a call and a stream instead"
         )
     return len(encoded).to_bytes(_PREFIX, "big") + encoded
+
+
+def _copy(buf: bytearray, lo: int, hi: int) -> bytes:
+    # ``bytes(buf[lo:hi])`` would copy twice (the slice is a bytearray); a released view copies once.
+    with memoryview(buf) as view:
+        return bytes(view[lo:hi])
 
 
 def _describe(x: object) -> str:
