@@ -95,7 +95,9 @@ async def _scenario(seed: int, schedule: list[tuple[str, str, str, float]]) -> N
                 elif op == "heal":
                     sim.heal()
                 else:
-                    sim.set_latency(a, b, delay / 10, delay / 20)
+                    # Up to 30 ms +- 15 ms one way: a dial (two round trips) stays within connect_timeout. A link
+                    # slower than that can never connect, which is the settings' doing, not a wire failure.
+                    sim.set_latency(a, b, delay / 50, delay / 100)
 
         async with trio.open_nursery() as n:
             n.start_soon(chaos)
