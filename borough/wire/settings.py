@@ -47,7 +47,7 @@ class WireSettings:
       ``keepalive_interval``: after this long without receiving anything we ping the peer.
       ``liveness_timeout``: after this long without receiving anything the connection is declared dead.
       ``idle_timeout``: a connection with no calls, streams or messages either way for this long is closed.
-      ``connect_timeout``: dialling plus handshake must finish within it.
+      ``connect_timeout``: dialling plus handshake (two round trips) must finish within it.
       ``backoff_initial`` / ``backoff_max``: reconnect delays double from the first to the second, each with
       ``backoff_jitter`` (a fraction) of random spread.
       ``close_timeout``: bound on the shielded cleanup when a connection or the transport closes.
