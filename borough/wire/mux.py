@@ -1,0 +1,654 @@
+"""A multiplexed connection over any ``trio.abc.Stream``: logical streams, a priority lane, calls.
+
+Owns, for one established connection (handshake done): the one writer task and its three lanes (priority
+messages, control frames, data frames, written in that order and batched into one ``send_all``), the reader
+task that drives the ``FrameCodec``, per-stream credit flow control, request/response calls with attached user
+byte streams, keepalive pings, liveness and idle detection, and the orderly or abrupt end of all of it.
+
+It does not know addresses, dialling, reconnects or which peer is which node beyond the handshake record; the
+transport (``transport.py``) owns those. It does not interpret call bodies or messages.
+
+Semantics the layers above rely on:
+- ``send_message_frame`` never blocks: a full priority lane drops the frame and returns False.
+- ``on_message`` runs synchronously in the reader task; if it raises, the error is logged with its traceback
+  and this connection is closed (the peer redials); the node keeps running.
+- A logical stream is a ``trio.abc.HalfCloseableStream``; each direction has a credit window, so a reader that
+  stops reading stalls only its own stream. ``aclose`` ends our direction gracefully (END) and tells the peer
+  we read no more (STOP), so its ``send_all`` raises ``BrokenResourceError``.
+- ``call`` sends a body (plus attached streams), returns the peer's ``Reply`` or raises the peer's error as the
+  same type (see ``errors_codec``). Cancelling ``call`` resets the call, which cancels the peer's handler. The
+  connection dying mid-call raises ``Unavailable`` naming the peer.
+- Streams attached to a call are closed (STOP) when the handler returns; read them inside the handler. Streams
+  attached to a reply hold a call slot on the replying side until read to the end or closed: read or close them.
+- Sources given as ``streams=`` (async iterables of bytes or ``trio.abc.ReceiveStream``) are consumed and then
+  closed (``aclose``) by the wire.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from borough.errors import BoroughError, LocalProtocolError, Overloaded, RemoteProtocolError, Unavailable
+from borough.wire import codec as c
+from borough.wire.errors_codec import ErrorRegistry, default_registry
+from borough.wire.handshake import handshake, make_hello
+from borough.wire.records import (
+    CallHandler,
+    IncomingCall,
+    MessageHandler,
+    PeerInfo,
+    Reply,
+    StreamHandler,
+    StreamSource,
+)
+from borough.wire.settings import WireSettings
+from borough.wire.streams import MuxStream
+
+# Re-exported for callers that think of these as part of a connection.
+__all__ = [
+    "IncomingCall",
+    "MuxConnection",
+    "MuxStream",
+    "PeerInfo",
+    "Reply",
+    "StreamSource",
+    "handshake",
+    "make_hello",
+    "open_mux",
+]
+
+log = logging.getLogger(__name__)
+
+
+class _PendingCall:
+    __slots__ = ("error", "event", "reply")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.reply: Reply[trio.abc.ReceiveStream] | None = None
+        self.error: BaseException | None = None
+
+
+# ---------------------------------------------------------------------------------------------------- connection
+
+
+class MuxConnection:
+    """One established connection. Create it with ``open_mux``; all its tasks live in ``open_mux``'s nursery."""
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        codec: c.FrameCodec,
+        *,
+        settings: WireSettings,
+        on_message: MessageHandler | None = None,
+        on_call: CallHandler | None = None,
+        on_stream: StreamHandler | None = None,
+        registry: ErrorRegistry = default_registry,
+        description: str | None = None,
+    ) -> None:
+        if codec.peer_hello is None:
+            raise LocalProtocolError("a MuxConnection needs a codec whose handshake is complete")
+        self.settings = settings
+        self.peer = PeerInfo.from_hello(codec.peer_hello)
+        self.peer_hello = codec.peer_hello
+        self.peer_window = codec.peer_hello.window
+        self.description = description or str(self.peer)
+        self._stream = stream
+        self._codec = codec
+        self._on_message = on_message
+        self._on_call = on_call
+        self._on_stream = on_stream
+        self._registry = registry
+        self._prio: deque[bytes] = deque()
+        self._ctrl: deque[bytes] = deque()
+        self._data: deque[bytes] = deque()
+        self._wakeup: trio.Event | None = None
+        self._flushed: trio.Event | None = None
+        self._streams: dict[int, MuxStream] = {}
+        self._calls: dict[int, _PendingCall] = {}
+        self._inbound_calls: dict[int, trio.CancelScope] = {}
+        self._inbound_busy = 0  # handler tasks alive (handler plus reply streams)
+        self._open_inbound = 0  # peer-opened plain streams alive
+        self._outbound_limit = trio.Semaphore(settings.max_outbound_calls)
+        self._nursery: trio.Nursery | None = None
+        self._closed_reason: BaseException | None = None
+        self._closed_event = trio.Event()
+        self._goaway: str | None = None
+        now = trio.current_time()
+        self._last_received = now
+        self._last_activity = now
+        self._last_ping = now
+        self._out_active = False
+        self._ping_nonce = 0
+        # counters, for tests and benchmarks
+        self.writes = 0
+        self.bytes_written = 0
+        self.messages_dropped = 0
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def closed(self) -> bool:
+        return self._closed_reason is not None
+
+    @property
+    def usable(self) -> bool:
+        """True while new calls and messages may be started here (not closed, no GOAWAY from the peer)."""
+        return self._closed_reason is None and self._goaway is None
+
+    @property
+    def close_reason(self) -> BaseException | None:
+        return self._closed_reason
+
+    async def wait_closed(self) -> None:
+        await self._closed_event.wait()
+
+    def _lost(self, what: str) -> Unavailable:
+        return Unavailable(f"{what}: the connection to {self.description} closed ({self._closed_reason}); retry")
+
+    # ------------------------------------------------------------------ writer lanes
+
+    def _kick(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+            self._wakeup = None
+
+    def _queue_ctrl(self, frame: bytes, *, active: bool = True) -> None:
+        # ``active=False`` for keepalive frames, which must not keep an idle connection open.
+        if self._closed_reason is None:
+            self._ctrl.append(frame)
+            if active:
+                self._out_active = True
+            self._kick()
+
+    def _queue_data_frame(self, frame: bytes) -> None:
+        if self._closed_reason is None:
+            self._data.append(frame)
+            self._out_active = True
+            self._kick()
+
+    def send_message_frame(self, frame: bytes) -> bool:
+        """Queue an encoded MESSAGE frame on the priority lane. Never blocks; False if it was dropped."""
+        if self._closed_reason is not None or self._goaway is not None:
+            return False
+        if len(frame) - 4 > self._codec.peer_max_frame_size:
+            raise LocalProtocolError(
+                f"a {len(frame)}-byte message is over {self.description}'s maximum frame size; send it as a stream"
+            )
+        if len(self._prio) >= self.settings.priority_queue_limit:
+            self.messages_dropped += 1
+            return False
+        self._prio.append(frame)
+        self._out_active = True
+        self._kick()
+        return True
+
+    def send_message(self, message: Any) -> bool:
+        """Encode and queue a priority message (see ``send_message_frame``)."""
+        return self.send_message_frame(c.encode_message_frame(message, self._codec.peer_max_frame_size))
+
+    async def _writer(self) -> None:
+        stream, budget = self._stream, self.settings.write_batch_bytes
+        prio, ctrl, data = self._prio, self._ctrl, self._data
+        while True:
+            if not (prio or ctrl or data):
+                if self._flushed is not None:
+                    self._flushed.set()
+                    self._flushed = None
+                self._wakeup = ev = trio.Event()
+                await ev.wait()
+                continue
+            parts = list(prio)
+            prio.clear()
+            parts.extend(ctrl)
+            ctrl.clear()
+            left = budget
+            while data and left > 0:
+                frame = data.popleft()
+                parts.append(frame)
+                left -= len(frame)
+            blob = b"".join(parts) if len(parts) > 1 else parts[0]
+            try:
+                await stream.send_all(blob)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                self._fail(Unavailable(f"sending to {self.description} failed ({type(exc).__name__}: {exc})"))
+                return
+            self.writes += 1
+            self.bytes_written += len(blob)
+
+    # ------------------------------------------------------------------ reader
+
+    async def _reader(self) -> None:
+        codec, stream, read_size = self._codec, self._stream, self.settings.read_size
+        try:
+            while True:
+                event = codec.next_event()
+                if isinstance(event, c.NeedData):
+                    try:
+                        chunk = await stream.receive_some(read_size)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                        self._fail(
+                            Unavailable(f"receiving from {self.description} failed ({type(exc).__name__}: {exc})")
+                        )
+                        return
+                    self._last_received = trio.current_time()
+                    codec.receive_data(chunk)
+                    continue
+                if isinstance(event, c.ConnectionClosed):
+                    reason = f"the peer said: {self._goaway}" if self._goaway else "the peer closed it"
+                    self._fail(Unavailable(f"the connection to {self.description} was closed ({reason})"))
+                    return
+                self._dispatch(event)
+                if self._closed_reason is not None:
+                    return
+        except RemoteProtocolError as exc:
+            log.warning(
+                "closing the connection to %s: protocol error: %s",
+                self.description,
+                exc,
+                extra={"peer": self.description},
+            )
+            with trio.move_on_after(self.settings.close_timeout):
+                self._queue_ctrl(codec.send(c.GoAway(reason=f"protocol error: {exc}")))
+                await self._wait_flushed()
+            self._fail(exc)
+
+    def _dispatch(self, ev: c.Event) -> None:
+        if isinstance(ev, c.Data):
+            st = self._streams.get(ev.stream_id)
+            if st is not None:
+                st._on_data(ev.data)
+            self._last_activity_mark()
+        elif isinstance(ev, c.Message):
+            self._last_activity_mark()
+            if self._on_message is not None:
+                try:
+                    self._on_message(ev.body)
+                except Exception as exc:
+                    # A bug in the node's handler: make it loud, drop this connection (the peer redials and
+                    # Raft retransmits), keep the node serving everyone else.
+                    log.exception(
+                        "the message handler failed on a message from %s",
+                        self.description,
+                        extra={"peer": self.description},
+                    )
+                    self._fail(Unavailable(f"the local message handler failed ({type(exc).__name__}: {exc})"))
+        elif isinstance(ev, c.Window):
+            st = self._streams.get(ev.stream_id)
+            if st is not None:
+                st._on_window(ev.credit)
+        elif isinstance(ev, c.Call):
+            self._last_activity_mark()
+            self._on_incoming_call(ev)
+        elif isinstance(ev, c.Reply):
+            self._last_activity_mark()
+            self._on_reply(ev)
+        elif isinstance(ev, c.End):
+            st = self._streams.get(ev.stream_id)
+            if st is not None:
+                st._on_end()
+                self._forget_if_finished(st)
+        elif isinstance(ev, c.Reset):
+            self._on_reset(ev)
+        elif isinstance(ev, c.Stop):
+            st = self._streams.get(ev.stream_id)
+            if st is not None:
+                st._on_stop()
+                self._forget_if_finished(st)
+        elif isinstance(ev, c.Open):
+            self._last_activity_mark()
+            self._on_open(ev)
+        elif isinstance(ev, c.Ping):
+            self._queue_ctrl(self._codec.send(c.Pong(nonce=ev.nonce)), active=False)
+        elif isinstance(ev, c.Pong):
+            pass  # receiving it refreshed _last_received, which is all a pong is for
+        elif isinstance(ev, c.GoAway):
+            self._goaway = ev.reason
+            log.info("%s is closing the connection: %s", self.description, ev.reason, extra={"peer": self.description})
+        else:  # a second Hello is rejected by the codec; nothing else exists
+            raise RemoteProtocolError(f"unexpected {type(ev).__name__} on an established connection")
+
+    def _last_activity_mark(self) -> None:
+        self._last_activity = self._last_received
+
+    def _forget_if_finished(self, st: MuxStream) -> None:
+        if st._finished and self._streams.get(st.stream_id) is st:
+            del self._streams[st.stream_id]
+            if st._counts_open:
+                self._open_inbound -= 1
+
+    def _new_stream(self, sid: int, *, send: bool, receive: bool, header: Any = None) -> MuxStream:
+        st = MuxStream(self, sid, send=send, receive=receive, header=header)
+        self._streams[sid] = st
+        return st
+
+    def _on_open(self, ev: c.Open) -> None:
+        if self._on_stream is None or self._open_inbound >= self.settings.max_open_streams or self._nursery is None:
+            why = "accepts no streams" if self._on_stream is None else "has too many open streams"
+            err = self._registry.encode(Overloaded(f"the peer {why}; retry later"))
+            self._queue_ctrl(self._codec.encode_reset(ev.stream_id, err))
+            self._queue_ctrl(self._codec.encode_stop(ev.stream_id))
+            return
+        st = self._new_stream(ev.stream_id, send=True, receive=True, header=ev.header)
+        st._counts_open = True
+        self._open_inbound += 1
+        self._nursery.start_soon(self._serve_stream, st)
+
+    async def _serve_stream(self, st: MuxStream) -> None:
+        assert self._on_stream is not None
+        try:
+            await self._on_stream(st)
+        finally:
+            st._close_now()
+
+    def _on_reset(self, ev: c.Reset) -> None:
+        sid = ev.stream_id
+        error: BaseException = (
+            self._registry.decode(ev.error)
+            if ev.error is not None
+            else trio.BrokenResourceError(f"{self.description} reset stream {sid}")
+        )
+        pending = self._calls.get(sid)
+        if pending is not None:
+            if not pending.event.is_set():
+                pending.error = (
+                    error
+                    if ev.error is not None
+                    else Unavailable(f"{self.description} reset the call without a reason; retry")
+                )
+                pending.event.set()
+            return
+        scope = self._inbound_calls.pop(sid, None)
+        if scope is not None:
+            scope.cancel()  # the caller gave up: cancel its handler
+            return
+        st = self._streams.get(sid)
+        if st is not None:
+            st._on_reset(error)
+            self._forget_if_finished(st)
+
+    # ------------------------------------------------------------------ calls, outbound
+
+    async def call(
+        self, body: Any, *, streams: Mapping[str, StreamSource] | None = None
+    ) -> Reply[trio.abc.ReceiveStream]:
+        """Send a call and wait for its reply; see the module docstring for the semantics."""
+        sources = dict(streams or {})
+        if len(sources) > self.settings.max_attached_streams:
+            raise LocalProtocolError(
+                f"a call may attach at most {self.settings.max_attached_streams} streams, got {len(sources)}"
+            )
+        if not self.usable:
+            raise self._lost("cannot start a call")
+        async with self._outbound_limit:
+            if not self.usable:
+                raise self._lost("cannot start a call")
+            sid = self._codec.new_stream_id()
+            ids = {name: self._codec.new_stream_id() for name in sources}
+            frame = self._codec.encode_call(sid, body, ids)
+            pending = _PendingCall()
+            self._calls[sid] = pending
+            outs = {name: self._new_stream(ids[name], send=True, receive=False) for name in sources}
+            self._queue_ctrl(frame)
+            try:
+                if sources:
+                    async with trio.open_nursery() as nursery:
+                        for name, source in sources.items():
+                            nursery.start_soon(self._pump, outs[name], source)
+                        await pending.event.wait()
+                        nursery.cancel_scope.cancel()
+                else:
+                    await pending.event.wait()
+            except BaseException:
+                if not pending.event.is_set():
+                    # We gave up (cancelled): tell the peer so it cancels the handler.
+                    self._queue_ctrl(self._codec.encode_reset(sid, None))
+                elif pending.reply is not None:
+                    for st in pending.reply.streams.values():
+                        assert isinstance(st, MuxStream)
+                        st._close_now()
+                raise
+            finally:
+                self._calls.pop(sid, None)
+                for st in outs.values():
+                    st._abort_send(None)
+            if pending.error is not None:
+                raise pending.error
+            assert pending.reply is not None
+            return pending.reply
+
+    def _on_reply(self, ev: c.Reply) -> None:
+        pending = self._calls.get(ev.stream_id)
+        if pending is None or pending.event.is_set():
+            # The call was cancelled meanwhile: refuse the reply's streams so the peer stops sending them.
+            for sid in ev.streams.values():
+                self._queue_ctrl(self._codec.encode_stop(sid))
+            return
+        streams = {name: self._new_stream(sid, send=False, receive=True) for name, sid in ev.streams.items()}
+        pending.reply = Reply(ev.body, streams)
+        pending.event.set()
+
+    async def _pump(self, st: MuxStream, source: StreamSource) -> None:
+        await st.pump_from(source, error_map=self._registry.encode)
+
+    # ------------------------------------------------------------------ calls, inbound
+
+    def _on_incoming_call(self, ev: c.Call) -> None:
+        if self._on_call is None or self._nursery is None or self._inbound_busy >= self.settings.max_inbound_calls:
+            why = (
+                "does not accept calls"
+                if self._on_call is None
+                else f"has {self._inbound_busy} calls from this connection running, its limit"
+            )
+            err = self._registry.encode(Overloaded(f"the peer {why}; back off and retry"))
+            self._queue_ctrl(self._codec.encode_reset(ev.stream_id, err))
+            for sid in ev.streams.values():
+                self._queue_ctrl(self._codec.encode_stop(sid))
+            return
+        streams = {name: self._new_stream(sid, send=False, receive=True) for name, sid in ev.streams.items()}
+        scope = trio.CancelScope()
+        self._inbound_calls[ev.stream_id] = scope
+        self._inbound_busy += 1
+        self._nursery.start_soon(self._serve_call, ev.stream_id, ev.body, streams, scope)
+
+    async def _serve_call(self, sid: int, body: Any, streams: dict[str, MuxStream], scope: trio.CancelScope) -> None:
+        assert self._on_call is not None
+        sources: dict[str, StreamSource] = {}
+        outs: dict[str, MuxStream] = {}
+        try:
+            with scope:
+                try:
+                    result = await self._on_call(IncomingCall(peer=self.peer, body=body, streams=streams))
+                except Exception as exc:
+                    if not isinstance(exc, BoroughError):
+                        log.info(
+                            "a call handler for %s raised %r", self.description, exc, extra={"peer": self.description}
+                        )
+                    self._reply_error(sid, exc)
+                    return
+                finally:
+                    for st in streams.values():
+                        st._close_now()
+                reply = result if isinstance(result, Reply) else Reply(result)
+                sources = dict(reply.streams)
+                if len(sources) > self.settings.max_attached_streams:
+                    self._reply_error(
+                        sid,
+                        LocalProtocolError(
+                            f"the handler's reply attaches {len(sources)} streams, over the limit of "
+                            f"{self.settings.max_attached_streams}"
+                        ),
+                    )
+                    return
+                ids = {name: self._codec.new_stream_id() for name in sources}
+                try:
+                    frame = self._codec.encode_reply(sid, reply.body, ids)
+                except LocalProtocolError as exc:
+                    log.info(
+                        "a call handler's reply for %s cannot be sent: %s",
+                        self.description,
+                        exc,
+                        extra={"peer": self.description},
+                    )
+                    self._reply_error(sid, exc)
+                    return
+                outs = {name: self._new_stream(ids[name], send=True, receive=False) for name in sources}
+                self._queue_ctrl(frame)
+                # The call is answered: a late RESET from the caller must no longer cancel the reply streams.
+                self._inbound_calls.pop(sid, None)
+            if outs and not self.closed:
+                async with trio.open_nursery() as nursery:
+                    for name, source in sources.items():
+                        nursery.start_soon(self._pump, outs[name], source)
+        finally:
+            self._inbound_calls.pop(sid, None)
+            self._inbound_busy -= 1
+
+    def _reply_error(self, sid: int, exc: BaseException) -> None:
+        if self._inbound_calls.pop(sid, None) is not None:
+            self._queue_ctrl(self._codec.encode_reset(sid, self._registry.encode(exc)))
+
+    # ------------------------------------------------------------------ plain streams
+
+    async def open_stream(self, header: Any = None) -> MuxStream:
+        """Open a two-way byte stream; the peer's ``on_stream`` handler receives it with ``header``."""
+        if not self.usable:
+            raise self._lost("cannot open a stream")
+        sid = self._codec.new_stream_id()
+        frame = self._codec.send(c.Open(stream_id=sid, header=header))
+        st = self._new_stream(sid, send=True, receive=True, header=header)
+        self._queue_ctrl(frame)
+        await trio.lowlevel.checkpoint()
+        return st
+
+    # ------------------------------------------------------------------ liveness
+
+    async def _keepalive(self) -> None:
+        s = self.settings
+        while True:
+            now = trio.current_time()
+            if self._out_active:
+                self._out_active = False
+                self._last_activity = now
+            if self._streams or self._calls or self._inbound_busy:
+                self._last_activity = max(self._last_activity, now)
+            silent = now - self._last_received
+            if silent >= s.liveness_timeout:
+                log.warning(
+                    "closing the connection to %s: nothing received for %.1f s",
+                    self.description,
+                    silent,
+                    extra={"peer": self.description},
+                )
+                self._fail(Unavailable(f"{self.description} sent nothing for {silent:.1f} s (liveness timeout)"))
+                return
+            if now - self._last_activity >= s.idle_timeout:
+                log.debug("closing the idle connection to %s", self.description, extra={"peer": self.description})
+                await self.aclose("idle")
+                return
+            if silent >= s.keepalive_interval and now - self._last_ping >= s.keepalive_interval:
+                self._last_ping = now
+                self._ping_nonce += 1
+                self._queue_ctrl(self._codec.send(c.Ping(nonce=self._ping_nonce)), active=False)
+            wake = [self._last_received + s.liveness_timeout, self._last_activity + s.idle_timeout]
+            if silent < s.keepalive_interval:
+                wake.append(self._last_received + s.keepalive_interval)
+            else:
+                wake.append(self._last_ping + s.keepalive_interval)
+            await trio.sleep_until(max(min(wake), now + 1e-3))
+
+    # ------------------------------------------------------------------ closing
+
+    async def _wait_flushed(self) -> None:
+        while self._prio or self._ctrl or self._data:
+            if self._closed_reason is not None:
+                return
+            self._flushed = ev = trio.Event()
+            await ev.wait()
+
+    def _fail(self, reason: BaseException) -> None:
+        """End the connection now: every stream and call fails, every task is cancelled."""
+        if self._closed_reason is not None:
+            return
+        self._closed_reason = reason
+        lost = self._lost("the call failed")
+        for pending in self._calls.values():
+            if not pending.event.is_set():
+                pending.error = lost
+                pending.event.set()
+        for st in list(self._streams.values()):
+            st._on_connection_lost(reason)
+        self._streams.clear()
+        self._prio.clear()
+        self._ctrl.clear()
+        self._data.clear()
+        self._kick()
+        if self._flushed is not None:
+            self._flushed.set()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+        self._closed_event.set()
+
+    async def aclose(self, reason: str = "closing") -> None:
+        """Close gracefully: tell the peer why (GOAWAY), flush what is queued (bounded), then end everything."""
+        if self._closed_reason is None:
+            # When we are being cancelled from outside, the writer task is cancelled too: nothing would flush.
+            if trio.current_effective_deadline() != float("-inf"):
+                with trio.CancelScope(shield=True), trio.move_on_after(self.settings.close_timeout):
+                    self._queue_ctrl(self._codec.send(c.GoAway(reason=reason)))
+                    await self._wait_flushed()
+            self._fail(Unavailable(f"the connection to {self.description} was closed locally ({reason})"))
+        await trio.lowlevel.checkpoint()
+
+    async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._writer)
+                nursery.start_soon(self._reader)
+                nursery.start_soon(self._keepalive)
+                task_status.started()
+        finally:
+            self._fail(Unavailable(f"the connection to {self.description} was closed"))
+            with trio.CancelScope(shield=True), trio.move_on_after(self.settings.close_timeout):
+                await trio.aclose_forcefully(self._stream)
+
+
+@asynccontextmanager
+async def open_mux(
+    stream: trio.abc.Stream,
+    codec: c.FrameCodec,
+    *,
+    settings: WireSettings | None = None,
+    on_message: MessageHandler | None = None,
+    on_call: CallHandler | None = None,
+    on_stream: StreamHandler | None = None,
+    registry: ErrorRegistry = default_registry,
+    description: str | None = None,
+) -> AsyncIterator[MuxConnection]:
+    """Run a multiplexed connection over ``stream`` (handshake already done, see ``handshake``) until the
+    block exits (graceful close, bounded) or the connection fails (``conn.closed`` turns True; the block is
+    not interrupted, so watch ``wait_closed``). The stream is closed on exit."""
+    conn = MuxConnection(
+        stream,
+        codec,
+        settings=settings or WireSettings(),
+        on_message=on_message,
+        on_call=on_call,
+        on_stream=on_stream,
+        registry=registry,
+        description=description,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(conn._run)
+        try:
+            yield conn
+        finally:
+            await conn.aclose()

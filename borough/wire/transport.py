@@ -1,0 +1,426 @@
+"""Peer links: the object a node (or a client) holds to talk to other nodes by address.
+
+Owns the listener, one link per peer address (lazy dialling, reconnect with exponential backoff and jitter, a
+bounded queue of priority messages while dialling, the choice of one connection per node pair), the handshake
+policy (cluster refusal) and the dispatch of inbound messages and calls to the node's callbacks. It does not know
+what messages or call bodies mean, nor Raft, partitions or the ring. Everything runs in the nursery of
+``open_transport``; leaving it closes every connection within ``settings.close_timeout``.
+
+One connection per node pair: when both nodes dial each other at once, both connections live briefly; each side
+uses the one dialled by the node with the smaller node id, and the other goes idle and is closed after
+``idle_timeout``. A side whose cluster id is None connects to anyone; the peer's id is in ``PeerInfo.cluster_id``
+and the node adopts it with ``set_cluster_id`` (the transport never adopts one by itself).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+
+from borough.errors import ConfigError, LocalProtocolError, ProtocolError, Unavailable
+from borough.wire import codec as c
+from borough.wire.errors_codec import ErrorRegistry, default_registry
+from borough.wire.mux import (
+    IncomingCall,
+    MuxConnection,
+    PeerInfo,
+    Reply,
+    StreamSource,
+    handshake,
+    make_hello,
+    open_mux,
+)
+from borough.wire.network import Network, describe_stream
+from borough.wire.settings import WireSettings
+
+__all__ = ["Identity", "OnCall", "OnMessage", "Transport", "open_transport"]
+
+log = logging.getLogger(__name__)
+
+OnMessage = Callable[[PeerInfo, Any], None]
+OnCall = Callable[[PeerInfo, IncomingCall], Awaitable[Any]]
+
+_DIAL_ERRORS = (OSError, trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError, ProtocolError)
+
+
+@attrs.define(kw_only=True)
+class Identity:
+    """Who we are in handshakes. ``node_id`` None for a client; ``address`` None to advertise the bound listen
+    address (or nothing, if not listening); ``cluster_id`` None until known (see ``Transport.set_cluster_id``)."""
+
+    node_id: str | None
+    address: str | None = None
+    cluster_id: str | None = None
+
+
+class _Link:
+    """Everything we know about one peer address."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.pending: deque[bytes] = deque()
+        self.dialled: MuxConnection | None = None
+        self.inbound: list[MuxConnection] = []
+        self.task_running = False
+        self.attempt = 0
+        self.failures = 0
+        self.last_error: BaseException | None = None
+        self.retry_at = float("-inf")
+        self.last_used = float("-inf")
+        self.waiters = 0
+        self._changed = trio.Event()
+
+    def notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_changed(self) -> None:
+        await self._changed.wait()
+
+
+class Transport:
+    """Use through ``open_transport``. See the module docstring and each method for the semantics."""
+
+    def __init__(
+        self,
+        network: Network,
+        *,
+        identity: Identity,
+        on_message: OnMessage | None,
+        on_call: OnCall | None,
+        settings: WireSettings,
+        rng: random.Random,
+        registry: ErrorRegistry,
+    ) -> None:
+        self.network = network
+        self.identity = identity
+        self.settings = settings
+        self.listen_address: str | None = None
+        self._on_message = on_message
+        self._on_call = on_call
+        self._rng = rng
+        self._registry = registry
+        self._links: dict[str, _Link] = {}
+        self._clients: list[MuxConnection] = []  # accepted connections from non-members
+        self._nursery: trio.Nursery | None = None
+        self._closing = False
+
+    # ------------------------------------------------------------------ public
+
+    def set_cluster_id(self, cluster_id: str) -> None:
+        """Adopt a cluster id (after joining); later handshakes carry it and refuse other clusters."""
+        self.identity.cluster_id = cluster_id
+
+    def send(self, address: str, message: Any) -> bool:
+        """Queue ``message`` (any CBOR) on the priority lane to ``address``; never blocks.
+
+        Encoded once here (``LocalProtocolError`` if unencodable or over ``max_frame_size``). Returns False, and
+        drops it, when the connection's or the dialling link's bounded queue is full or the transport is closing.
+        Dials lazily; messages queued while dialling are dropped if the attempt fails (Raft retransmits).
+        """
+        frame = c.encode_message_frame(message, self.settings.max_frame_size)
+        if self._closing:
+            return False
+        link = self._link(address)
+        link.last_used = trio.current_time()
+        conn = self._current(link)
+        if conn is not None:
+            return conn.send_message_frame(frame)
+        if len(link.pending) >= self.settings.priority_queue_limit:
+            return False
+        link.pending.append(frame)
+        self._ensure_dialling(link)
+        return True
+
+    async def call(
+        self, address: str, body: Any, *, streams: Mapping[str, StreamSource] | None = None
+    ) -> Reply[trio.abc.ReceiveStream]:
+        """Call the node at ``address``: its ``on_call`` handler's reply, or its error raised here as the same
+        type. Waits for a dial in progress; raises ``Unavailable`` naming the peer when it cannot be reached (at
+        once while the link is backing off after a failure) or the connection fails mid-call, ``ConfigError``
+        when the peer belongs to another cluster. Bounded by the caller's cancel scope; cancelling resets the
+        call and cancels the peer's handler. Backpressure: waits while ``max_outbound_calls`` are in flight."""
+        link = self._link(address)
+        link.last_used = trio.current_time()
+        conn = await self._wait_connection(link)
+        return await conn.call(body, streams=streams)
+
+    def is_connected(self, address: str) -> bool:
+        link = self._links.get(address)
+        return link is not None and self._current(link) is not None
+
+    def connections(self) -> list[MuxConnection]:
+        """Every live connection (dialled and accepted), for status pages and tests."""
+        seen: list[MuxConnection] = []
+        for link in self._links.values():
+            for conn in [link.dialled, *link.inbound]:
+                if conn is not None and not conn.closed and conn not in seen:
+                    seen.append(conn)
+        return seen + [conn for conn in self._clients if not conn.closed]
+
+    # ------------------------------------------------------------------ links
+
+    def _hello(self) -> c.Hello:
+        return make_hello(
+            self.settings,
+            cluster_id=self.identity.cluster_id,
+            node_id=self.identity.node_id,
+            address=self.identity.address or self.listen_address,
+        )
+
+    def _link(self, address: str) -> _Link:
+        link = self._links.get(address)
+        if link is None:
+            link = self._links[address] = _Link(address)
+        return link
+
+    def _current(self, link: _Link) -> MuxConnection | None:
+        dialled = link.dialled if link.dialled is not None and link.dialled.usable else None
+        inbound = next((conn for conn in link.inbound if conn.usable), None)
+        if dialled is None or inbound is None:
+            return dialled or inbound
+        # Both directions connected (simultaneous dial): both sides pick the smaller node id's connection.
+        ours, theirs = self.identity.node_id, inbound.peer.node_id
+        if ours is not None and theirs is not None and theirs < ours:
+            return inbound
+        return dialled
+
+    def _wanted(self, link: _Link) -> bool:
+        recent = trio.current_time() - link.last_used < self.settings.idle_timeout
+        return bool(link.pending) or link.waiters > 0 or recent
+
+    def _ensure_dialling(self, link: _Link) -> None:
+        if not link.task_running and self._nursery is not None and not self._closing:
+            link.task_running = True
+            self._nursery.start_soon(self._run_link, link)
+
+    def _backoff(self, attempt: int) -> float:
+        s = self.settings
+        delay = min(s.backoff_max, s.backoff_initial * 2.0 ** max(0, attempt - 1))
+        return delay * (1 + s.backoff_jitter * (2 * self._rng.random() - 1))
+
+    def _flush_pending(self, link: _Link, conn: MuxConnection) -> None:
+        while link.pending:
+            try:
+                conn.send_message_frame(link.pending.popleft())
+            except LocalProtocolError as exc:  # the peer announced a smaller frame limit than ours
+                log.warning("dropping a queued message for %s: %s", link.address, exc, extra={"peer": link.address})
+
+    async def _wait_connection(self, link: _Link) -> MuxConnection:
+        while True:
+            conn = self._current(link)
+            if conn is not None:
+                return conn
+            if self._closing or self._nursery is None:
+                raise Unavailable(f"cannot call {link.address}: the transport is closing")
+            if link.last_error is not None and trio.current_time() < link.retry_at:
+                self._raise_unreachable(link)
+            failures = link.failures
+            self._ensure_dialling(link)
+            link.waiters += 1
+            try:
+                await link.wait_changed()
+            finally:
+                link.waiters -= 1
+            if link.failures != failures:
+                self._raise_unreachable(link)
+
+    def _raise_unreachable(self, link: _Link) -> None:
+        err = link.last_error
+        if isinstance(err, ConfigError):
+            raise ConfigError(f"{link.address} refused the connection: {err}") from err
+        wait = max(0.0, link.retry_at - trio.current_time())
+        raise Unavailable(
+            f"cannot reach {link.address} ({type(err).__name__}: {err}); the next attempt is in {wait:.2f} s"
+        ) from err
+
+    async def _run_link(self, link: _Link) -> None:
+        try:
+            while not self._closing:
+                current = self._current(link)
+                if current is not None:
+                    await current.wait_closed()
+                    continue
+                if not self._wanted(link):
+                    return
+                if trio.current_time() < link.retry_at:
+                    await trio.sleep_until(link.retry_at)
+                    continue
+                await self._dial_once(link)
+        finally:
+            link.task_running = False
+            link.notify()
+            if not self._wanted(link) and not link.inbound and self._links.get(link.address) is link:
+                del self._links[link.address]
+
+    async def _dial_once(self, link: _Link) -> None:
+        try:
+            with trio.fail_after(self.settings.connect_timeout):
+                stream = await self.network.connect(link.address)
+                try:
+                    codec = await handshake(stream, role=c.Role.DIALER, local=self._hello(), settings=self.settings)
+                except BaseException:
+                    with trio.CancelScope(shield=True), trio.move_on_after(self.settings.close_timeout):
+                        await trio.aclose_forcefully(stream)
+                    raise
+        except (*_DIAL_ERRORS, ConfigError, ValueError) as exc:  # ValueError: a malformed address
+            link.failures += 1
+            link.attempt += 1
+            link.last_error = exc
+            link.retry_at = trio.current_time() + self._backoff(link.attempt)
+            dropped = len(link.pending)
+            link.pending.clear()
+            level = logging.WARNING if isinstance(exc, (ConfigError, ProtocolError, ValueError)) else logging.INFO
+            log.log(
+                level,
+                "dialling %s failed (%s: %s); %d queued messages dropped",
+                link.address,
+                type(exc).__name__,
+                exc,
+                dropped,
+                extra={"peer": link.address},
+            )
+            link.notify()
+            return
+        started = trio.current_time()
+        peer = PeerInfo.from_hello(codec.peer_hello) if codec.peer_hello is not None else None
+        async with open_mux(
+            stream,
+            codec,
+            settings=self.settings,
+            on_message=self._message_handler(peer),
+            on_call=self._call_handler(),
+            registry=self._registry,
+            description=f"{peer} (dialled {link.address})",
+        ) as conn:
+            link.dialled = conn
+            link.last_error = None
+            link.attempt = 0
+            self._flush_pending(link, conn)
+            link.notify()
+            await conn.wait_closed()
+        link.dialled = None
+        if trio.current_time() - started < self.settings.keepalive_interval:
+            # The peer accepted and dropped us at once: back off as for a failed dial.
+            link.attempt += 1
+            link.retry_at = trio.current_time() + self._backoff(link.attempt)
+        link.notify()
+
+    # ------------------------------------------------------------------ inbound
+
+    def _message_handler(self, peer: PeerInfo | None) -> Callable[[Any], None] | None:
+        if self._on_message is None or peer is None:
+            return None
+
+        def handle(message: Any) -> None:
+            if self._on_message is not None:
+                self._on_message(peer, message)
+
+        return handle
+
+    def _call_handler(self) -> Callable[[IncomingCall], Awaitable[Any]] | None:
+        if self._on_call is None:
+            return None
+
+        async def handle(call: IncomingCall) -> Any:
+            if self._on_call is None:
+                raise Unavailable("this node no longer accepts calls")
+            return await self._on_call(call.peer, call)
+
+        return handle
+
+    async def _handle_inbound(self, stream: trio.abc.Stream) -> None:
+        remote = describe_stream(stream)
+        try:
+            with trio.fail_after(self.settings.connect_timeout):
+                codec = await handshake(stream, role=c.Role.ACCEPTOR, local=self._hello(), settings=self.settings)
+        except trio.TooSlowError:
+            log.warning(
+                "closing the connection from %s: no handshake within %.1f s",
+                remote,
+                self.settings.connect_timeout,
+                extra={"peer": remote},
+            )
+            return
+        except (ProtocolError, ConfigError) as exc:
+            log.warning("closing the connection from %s: %s", remote, exc, extra={"peer": remote})
+            return
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            log.info("the connection from %s failed during the handshake: %s", remote, exc, extra={"peer": remote})
+            return
+        assert codec.peer_hello is not None
+        peer = PeerInfo.from_hello(codec.peer_hello)
+        link = self._link(peer.address) if peer.address is not None and not peer.is_client else None
+        async with open_mux(
+            stream,
+            codec,
+            settings=self.settings,
+            on_message=self._message_handler(peer),
+            on_call=self._call_handler(),
+            registry=self._registry,
+            description=f"{peer} (from {remote})",
+        ) as conn:
+            try:
+                if link is not None:
+                    link.inbound.append(conn)
+                    if link.pending and self._current(link) is conn:
+                        self._flush_pending(link, conn)
+                    link.notify()
+                else:
+                    self._clients.append(conn)
+                await conn.wait_closed()
+            finally:
+                if link is not None:
+                    link.inbound.remove(conn)
+                    link.notify()
+                    if not link.task_running and not link.inbound and not self._wanted(link):
+                        self._links.pop(link.address, None)
+                else:
+                    self._clients.remove(conn)
+
+
+@asynccontextmanager
+async def open_transport(
+    network: Network,
+    *,
+    identity: Identity,
+    listen: str | None = None,
+    on_message: OnMessage | None = None,
+    on_call: OnCall | None = None,
+    settings: WireSettings | None = None,
+    rng: random.Random | None = None,
+    registry: ErrorRegistry = default_registry,
+) -> AsyncIterator[Transport]:
+    """Run a transport: listen on ``listen`` (if given; port 0 allowed) and dial peers on demand.
+
+    ``on_message(peer, message)`` runs synchronously in the connection's reader for every priority message: it
+    must not block (put the message in a bounded queue). ``on_call(peer, call)`` runs in its own task per call
+    and returns the reply body or a ``Reply``; its ``BoroughError``s reach the caller typed. ``rng`` supplies the
+    reconnect jitter (seed it in simulation). Leaving the block cancels everything, bounded by
+    ``settings.close_timeout``.
+    """
+    transport = Transport(
+        network,
+        identity=identity,
+        on_message=on_message,
+        on_call=on_call,
+        settings=settings or WireSettings(),
+        rng=rng or random.Random(),
+        registry=registry,
+    )
+    async with trio.open_nursery() as nursery:
+        transport._nursery = nursery
+        if listen is not None:
+            transport.listen_address = await nursery.start(network.serve, listen, transport._handle_inbound)
+        try:
+            yield transport
+        finally:
+            transport._closing = True
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,312 @@
+"""The multiplexed connection: stream conformance, calls, errors, flow control, priority lane, liveness."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from borough import errors
+from borough.wire.mux import IncomingCall, MuxStream, Reply
+from borough.wire.settings import WireSettings
+
+from .helpers import chunks, collect, mux_pair
+
+
+async def _stream_maker_pair(nursery: trio.Nursery, settings: WireSettings | None = None):
+    accepted: trio.MemorySendChannel[MuxStream]
+    accepted, accepted_r = trio.open_memory_channel[MuxStream](100)
+
+    async def on_stream(st: MuxStream) -> None:
+        await accepted.send(st)
+        await trio.sleep_forever()
+
+    async def maker() -> tuple[trio.abc.Stream, trio.abc.Stream]:
+        a, _b = pair
+        s1 = await a.open_stream({"purpose": "test"})
+        s2 = await accepted_r.receive()
+        assert s2.header == {"purpose": "test"}
+        return s1, s2
+
+    pair: tuple[Any, Any]
+    cm = mux_pair(settings=settings, b_on_stream=on_stream)
+    pair = await cm.__aenter__()
+    return cm, maker
+
+
+async def test_check_half_closeable_stream() -> None:
+    async with trio.open_nursery() as n:
+        cm, maker = await _stream_maker_pair(n)
+        try:
+            await trio.testing.check_half_closeable_stream(maker, None)
+        finally:
+            await cm.__aexit__(None, None, None)
+
+
+async def test_check_two_way_stream_small_window() -> None:
+    # A tiny window makes the random-size transfers of the conformance test wait on credit constantly.
+    settings = WireSettings(window=1024, data_frame_size=512)
+    async with trio.open_nursery() as n:
+        cm, maker = await _stream_maker_pair(n, settings)
+        try:
+            await trio.testing.check_two_way_stream(maker, None)
+        finally:
+            await cm.__aexit__(None, None, None)
+
+
+async def test_call_round_trip_and_typed_errors() -> None:
+    async def handler(call: IncomingCall) -> Any:
+        op = call.body["op"]
+        if op == "echo":
+            return call.body["x"]
+        if op == "notfound":
+            raise errors.NotFound(call.body["x"], partition="p1")
+        if op == "notleader":
+            raise errors.NotLeader("p1", leader="n3", leader_address="h3:1")
+        if op == "overloaded":
+            raise errors.Overloaded("too busy; back off")
+        if op == "boom":
+            raise ValueError("bad stock")
+        raise AssertionError(op)
+
+    async with mux_pair(b_on_call=handler) as (a, _b):
+        assert await a.call({"op": "echo", "x": [1, "two", b"3"]}) == Reply([1, "two", b"3"], {})
+        with pytest.raises(errors.NotFound) as nf:
+            await a.call({"op": "notfound", "x": "k"})
+        assert (nf.value.key, nf.value.partition) == ("k", "p1")
+        assert str(nf.value) == "key 'k' not found in partition 'p1'"
+        with pytest.raises(errors.NotLeader) as nl:
+            await a.call({"op": "notleader"})
+        assert (nl.value.leader, nl.value.leader_address) == ("n3", "h3:1")
+        with pytest.raises(errors.Overloaded, match="too busy; back off"):
+            await a.call({"op": "overloaded"})
+        with pytest.raises(errors.RemoteError) as re:
+            await a.call({"op": "boom"})
+        assert (re.value.type_name, re.value.message) == ("ValueError", "bad stock")
+
+
+async def test_calls_both_directions_and_many_concurrent() -> None:
+    async def double(call: IncomingCall) -> Any:
+        await trio.sleep(0.001 * (call.body % 7))
+        return call.body * 2
+
+    results: dict[int, Any] = {}
+    async with mux_pair(a_on_call=double, b_on_call=double) as (a, b):
+
+        async def one(conn: Any, i: int) -> None:
+            results[i] = (await conn.call(i)).body
+
+        async with trio.open_nursery() as n:
+            for i in range(200):
+                n.start_soon(one, a if i % 2 else b, i)
+    assert results == {i: 2 * i for i in range(200)}
+
+
+async def test_streams_attached_to_call_and_reply() -> None:
+    payload = bytes(range(256)) * 4000  # ~1 MB, several windows
+
+    async def handler(call: IncomingCall) -> Any:
+        got = await collect(call.streams["up"])
+        return Reply({"n": len(got)}, streams={"down": chunks(got[::-1], 10_000)})
+
+    async with mux_pair(b_on_call=handler) as (a, _b):
+        reply = await a.call({"op": "reverse"}, streams={"up": chunks(payload, 7000)})
+        assert reply.body == {"n": len(payload)}
+        assert await collect(reply.streams["down"]) == payload[::-1]
+
+
+async def test_receive_stream_source_is_consumed_and_closed() -> None:
+    send, recv = trio.testing.memory_stream_one_way_pair()
+
+    async def handler(call: IncomingCall) -> Any:
+        return await collect(call.streams["s"])
+
+    async with mux_pair(b_on_call=handler) as (a, _b):
+        async with trio.open_nursery() as n:
+
+            async def feed() -> None:
+                await send.send_all(b"hello ")
+                await send.send_all(b"world")
+                await send.aclose()
+
+            n.start_soon(feed)
+            reply = await a.call(None, streams={"s": recv})
+        assert reply.body == b"hello world"
+    with pytest.raises(trio.ClosedResourceError):
+        await recv.receive_some(1)
+
+
+async def test_failing_source_resets_stream_with_error() -> None:
+    async def bad_source():  # type: ignore[no-untyped-def]
+        yield b"abc"
+        raise ValueError("disk on fire")
+
+    async def handler(call: IncomingCall) -> Any:
+        with pytest.raises(trio.BrokenResourceError) as exc_info:
+            await collect(call.streams["s"])
+        cause = exc_info.value.__cause__
+        assert isinstance(cause, errors.RemoteError) and cause.type_name == "ValueError"
+        return "saw the failure"
+
+    async with mux_pair(b_on_call=handler) as (a, _b):
+        assert (await a.call(None, streams={"s": bad_source()})).body == "saw the failure"
+
+
+async def test_cancelling_a_call_cancels_the_handler(autojump_clock: trio.testing.MockClock) -> None:
+    started, cancelled = trio.Event(), trio.Event()
+
+    async def handler(call: IncomingCall) -> Any:
+        if call.body != "hang":
+            return call.body
+        started.set()
+        try:
+            await trio.sleep_forever()
+        finally:
+            cancelled.set()
+
+    async with mux_pair(b_on_call=handler) as (a, b):
+        with trio.move_on_after(1):
+            await a.call("hang")
+        with trio.fail_after(1):
+            await cancelled.wait()
+        assert started.is_set()
+        assert b._inbound_busy == 0 and not a._calls
+        assert (await a.call("still works")).body == "still works"
+
+
+async def test_connection_loss_mid_call_raises_unavailable(autojump_clock: trio.testing.MockClock) -> None:
+    async def handler(call: IncomingCall) -> Any:
+        await trio.sleep_forever()
+
+    async with mux_pair(b_on_call=handler) as (a, b):
+
+        async def kill() -> None:
+            await trio.sleep(0.5)
+            await b.aclose("shutting down")
+
+        async with trio.open_nursery() as n:
+            n.start_soon(kill)
+            with pytest.raises(errors.Unavailable, match="a@a:1|b@b:1"):
+                await a.call("x")
+        assert a.closed or not a.usable
+
+
+async def test_overloaded_when_too_many_inbound_calls(autojump_clock: trio.testing.MockClock) -> None:
+    settings = WireSettings(max_inbound_calls=3)
+    release = trio.Event()
+
+    async def handler(call: IncomingCall) -> Any:
+        await release.wait()
+        return call.body
+
+    async with mux_pair(settings=settings, b_on_call=handler) as (a, _b):
+        outcomes: list[Any] = []
+
+        async def one(i: int) -> None:
+            try:
+                outcomes.append((await a.call(i)).body)
+            except errors.Overloaded as exc:
+                outcomes.append(exc)
+
+        async with trio.open_nursery() as n:
+            for i in range(5):
+                n.start_soon(one, i)
+            await trio.sleep(1)
+            release.set()
+        assert sum(isinstance(x, int) for x in outcomes) == 3
+        assert sum(isinstance(x, errors.Overloaded) for x in outcomes) == 2
+
+
+async def test_too_large_call_body_raises_before_sending() -> None:
+    settings = WireSettings(max_frame_size=64 * 1024, data_frame_size=16 * 1024)
+
+    async def handler(call: IncomingCall) -> Any:
+        raise AssertionError("must not be called")
+
+    async with mux_pair(settings=settings, b_on_call=handler) as (a, _b):
+        with pytest.raises(errors.LocalProtocolError, match="maximum frame size"):
+            await a.call(b"x" * 100_000)
+        with pytest.raises(errors.LocalProtocolError, match="CBOR"):
+            await a.call(object())
+        assert a.usable
+
+
+async def test_messages_delivered_in_order_and_dropped_when_full() -> None:
+    got: list[Any] = []
+    settings = WireSettings(priority_queue_limit=10)
+    async with mux_pair(settings=settings, b_on_message=got.append) as (a, _b):
+        sent = [a.send_message({"i": i}) for i in range(25)]
+        assert sent == [True] * 10 + [False] * 15
+        assert a.messages_dropped == 15
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == [{"i": i} for i in range(10)]
+        for i in range(10, 15):
+            assert a.send_message({"i": i})
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == [{"i": i} for i in range(15)]
+
+
+async def test_writer_batches_queued_messages_into_one_write() -> None:
+    got: list[Any] = []
+    async with mux_pair(b_on_message=got.append) as (a, _b):
+        await trio.testing.wait_all_tasks_blocked()
+        writes = a.writes
+        for i in range(100):
+            a.send_message(i)
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == list(range(100))
+        assert a.writes == writes + 1
+
+
+async def test_keepalive_detects_dead_peer(autojump_clock: trio.testing.MockClock) -> None:
+    # A peer that stops sending (and answering pings) is declared dead within the liveness timeout.
+    settings = WireSettings(keepalive_interval=1, liveness_timeout=3, idle_timeout=1000)
+    a_send, b_recv = trio.testing.memory_stream_one_way_pair()
+    b_send, a_recv = trio.testing.memory_stream_one_way_pair()
+    pair = (trio.StapledStream(a_send, a_recv), trio.StapledStream(b_send, b_recv))
+    async with mux_pair(settings=settings, stream_pair=pair) as (a, _b):
+        await trio.sleep(10)
+        assert a.usable  # pings and pongs keep a healthy idle link alive
+
+        async def black_hole() -> None:
+            await b_send.get_data()  # discard: from now on nothing b writes reaches a
+
+        b_send.send_all_hook = black_hole
+        start = trio.current_time()
+        await a.wait_closed()
+        assert 1 <= trio.current_time() - start <= 3.5  # liveness_timeout after the last byte received
+        assert isinstance(a.close_reason, errors.Unavailable)
+        assert "liveness" in str(a.close_reason)
+
+
+async def test_keepalive_keeps_idle_healthy_link_up(autojump_clock: trio.testing.MockClock) -> None:
+    settings = WireSettings(keepalive_interval=1, liveness_timeout=3, idle_timeout=50)
+    async with mux_pair(settings=settings) as (a, b):
+        await trio.sleep(30)
+        assert a.usable and b.usable
+        await trio.sleep(25)  # now idle past idle_timeout: closed gracefully
+        assert a.closed and b.closed
+
+
+async def test_reply_streams_can_be_closed_unread_and_free_the_peer(autojump_clock: trio.testing.MockClock) -> None:
+    async def handler(call: IncomingCall) -> Any:
+        return Reply("big", streams={"a": chunks(b"a" * 1_000_000, 4096), "b": chunks(b"b" * 1_000_000, 4096)})
+
+    async with mux_pair(b_on_call=handler) as (a, b):
+        async with await a.call("x") as reply:
+            assert await reply.streams["a"].receive_some(10) == b"a" * 10
+        await trio.sleep(1)
+        assert b._inbound_busy == 0 and not b._streams and not a._streams
+
+
+async def test_open_stream_refused_without_a_handler() -> None:
+    async with mux_pair() as (a, _b):
+        st = await a.open_stream({"want": "stream"})
+        with pytest.raises(trio.BrokenResourceError) as exc_info:
+            await st.receive_some()
+        assert isinstance(exc_info.value.__cause__, errors.Overloaded)
+        with pytest.raises(trio.BrokenResourceError):
+            for _ in range(100):
+                await st.send_all(b"x" * 10_000)
