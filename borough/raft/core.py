@@ -109,6 +109,8 @@ class Raft:
         self.since_leader_contact = 0 if config.read_only == "lease" else config.election_tick
         self.votes: dict[NodeId, bool] = {}
         self.prs: dict[NodeId, Progress] = {}
+        self.me: Progress | None = None  # the leader's own entry of prs (None when not a member)
+        self.cap = config.max_uncommitted_bytes or (1 << 62)
         self.pending_conf_index = 0
         self.uncommitted_size = 0
         self.lead_transferee: NodeId | None = None
@@ -116,6 +118,7 @@ class Raft:
         self.readonly = ReadOnly()
         self.forwarded = ForwardedReads()
         self.appended = False  # the leader appended since the last flush
+        self.dirty = True  # an input arrived since the last flush
 
         self._apply_conf(self.confs.current)
         self.become_follower(self.term, None)
@@ -158,6 +161,7 @@ class Raft:
                 pr.learner = node in self.learner_ids and node not in self.voter_ids
             for node in [n for n in self.prs if n not in self.member_ids]:
                 del self.prs[node]
+            self.me = self.prs.get(self.id)
             if self.lead_transferee is not None and self.lead_transferee not in self.voter_ids:
                 self.lead_transferee = None
 
@@ -197,6 +201,7 @@ class Raft:
                 self.failed_reads.append(r.context)
         self.readonly = ReadOnly()
         self.prs = {}
+        self.me = None
 
     def _set_lead(self, lead: NodeId | None) -> None:
         if lead != self.lead:
@@ -235,7 +240,7 @@ class Raft:
             pr = self._new_progress(match=0, next=last + 1)
             pr.learner = node in self.learner_ids and node not in self.voter_ids
             self.prs[node] = pr
-        me = self.prs.get(self.id)
+        me = self.me = self.prs.get(self.id)
         if me is not None:
             me.match = last
             me.become_replicate()
@@ -438,12 +443,14 @@ class Raft:
         entries = m.entries
         last_new = m.prev_index + len(entries)
         if entries:
+            # The common case (entries right after our last one) finds the conflict on the first entry.
             conflict = log.find_conflict(entries)
             if conflict:
                 if conflict <= log.committed:
                     raise AssertionError(f"Raft safety violation: committed entry {conflict} conflicts with the leader")
-                new = entries[conflict - m.prev_index - 1 :]
-                changed = conflict <= log.last_index() and self.confs.truncate_from(conflict)
+                k = conflict - m.prev_index - 1
+                new = entries[k:] if k else entries
+                changed = conflict <= log.last and self.confs.truncate_from(conflict)
                 log.append(new)
                 for e in new:
                     if e.kind == _CONF:
@@ -472,13 +479,10 @@ class Raft:
             # Old news: tell the leader how far we are so it resumes replication from there.
             self.msgs.append(AppendResponse(frm=self.id, to=m.frm, term=self.term, index=log.committed))
             return
-        if self.id not in meta.conf_state.members():
-            _log.warning(
-                "%s ignores a snapshot at %d whose configuration does not include it", self.id, meta.index,
-                extra={"group": self.cfg.group},
-            )  # fmt: skip
-            self.msgs.append(AppendResponse(frm=self.id, to=m.frm, term=self.term, index=log.committed))
-            return
+        # The snapshot's configuration may not list us yet: configurations take effect when appended, so a
+        # leader that just added us streams its applied state, which can predate our conf-change entry. That
+        # entry follows in the log, so we install the snapshot anyway (being in no configuration, we cannot
+        # campaign meanwhile).
         if log.match_term(meta.index, meta.term):
             # Our log already holds the snapshot's last entry: it matches the leader up to there, so commit
             # instead of replacing the log (the driver discards the staged data).
@@ -498,7 +502,7 @@ class Raft:
         self.log.append((e,))
         if count:
             self.uncommitted_size += len(e.data) + 24
-        me = self.prs.get(self.id)
+        me = self.me
         if me is not None:
             me.match = e.index
             me.next = e.index + 1
@@ -517,14 +521,16 @@ class Raft:
             )
 
     def propose(self, data: bytes) -> int:
-        if self.role is not Role.LEADER or self.lead_transferee is not None or self.uncommitted_size:
-            self.check_proposal(len(data) + 24)
+        size = len(data) + 24
+        pending = self.uncommitted_size
+        if self.role is not Role.LEADER or self.lead_transferee is not None or (pending and pending + size > self.cap):
+            self.check_proposal(size)
         log = self.log
-        index = log.offset + len(log.unstable)
-        e = Entry(term=self.term, index=index, data=data)
-        log.unstable.append(e)  # the leader's log only grows at its end: skip the general append path
-        self.uncommitted_size += len(data) + 24
-        me = self.prs.get(self.id)
+        index = log.last + 1
+        log.unstable.append(Entry(term=self.term, index=index, data=data))  # a leader's log only grows at its end
+        log.last = index
+        self.uncommitted_size = pending + size
+        me = self.me
         if me is not None:
             me.match = index
             me.next = index + 1
@@ -552,6 +558,16 @@ class Raft:
         self._apply_conf(result)
         return index
 
+    def reduce_uncommitted(self, committed: list[Entry]) -> None:
+        """Committed entries of our term were handed out: they no longer count against the cap. (Counting
+        them off at hand-out rather than at commit saves re-reading them; the lag is one Ready.)"""
+        term = self.term
+        done = 0
+        for e in committed:
+            if e.term == term:
+                done += len(e.data) + 24
+        self.uncommitted_size = max(0, self.uncommitted_size - done)
+
     def on_applied(self) -> None:
         """The driver applied up to ``log.applied``: leave an auto-leave joint configuration once it is."""
         cs = self.confs.current
@@ -559,14 +575,22 @@ class Raft:
             self._append_conf_change(ConfChange.leave_joint(), count=False)
 
     def flush(self) -> None:
-        """Leader: send what the last steps made sendable (appends, commit, a read round), batched."""
+        """Leader: send what the last steps made sendable (appends, commit, a read round), batched.
+
+        ``dirty`` is set by every input (RawNode sets it), so a flush with nothing new costs nothing."""
+        if not self.dirty:
+            return
+        self.dirty = False
         if self.role is not Role.LEADER:
             return
         if self.appended:
             self.appended = False
-            self._maybe_commit()
-            if self.role is not Role.LEADER:
-                return
+            # The leader's own match is the largest, so it decides the commit index only when it is a quorum
+            # by itself (a one-voter configuration or half of a joint one).
+            if len(self.voters_in) == 1 or len(self.voters_out) == 1:
+                self._maybe_commit()
+                if self.role is not Role.LEADER:
+                    return
         if self.readonly.want_round:
             self._broadcast_heartbeat()
         me = self.id
@@ -578,7 +602,7 @@ class Raft:
         if pr.is_paused():
             return
         log = self.log
-        last = log.offset + len(log.unstable) - 1 if log.unstable else log.last_index()
+        last = log.last
         nxt = pr.next
         commit = log.committed
         if nxt > last and pr.sent_commit >= commit:
@@ -625,16 +649,17 @@ class Raft:
     def _maybe_commit(self) -> bool:
         """§5.3/§5.4.2: commit the highest index a quorum holds, if it is from the current term."""
         log = self.log
-        matches = {node: pr.match for node, pr in self.prs.items()}
-        index = joint_committed_index(self.voters_in, self.voters_out, matches)
+        prs = self.prs
+        if self.voters_out:
+            index = joint_committed_index(self.voters_in, self.voters_out, {n: pr.match for n, pr in prs.items()})
+        else:
+            # The common case, inlined: the median of a handful of match indexes.
+            matches = sorted([prs[v].match for v in self.voter_ids])
+            index = matches[(len(matches) - 1) // 2]
         old = log.committed
         if index <= old or log.term_or_none(index) != self.term:
             return False
         log.commit_to(index)
-        if self.uncommitted_size:
-            term = self.term
-            done = sum(len(e.data) + 24 for e in log.slice(old + 1, index + 1, 1 << 62) if e.term == term)
-            self.uncommitted_size = max(0, self.uncommitted_size - done)
         self._after_commit(old)
         return True
 

@@ -44,6 +44,7 @@ class RaftLog:
         "applying",
         "committed",
         "handed",
+        "last",
         "offset",
         "snapshot",
         "snapshot_handed",
@@ -58,6 +59,9 @@ class RaftLog:
         if last < first - 1:
             raise StorageError(f"the Raft log storage is inconsistent: last index {last} < first index {first} - 1")
         self.offset = last + 1
+        # The last index, kept up to date by every change (it is read on every hot path): the unstable tail's
+        # end if there is one, else the pending snapshot's index, else the storage's last index.
+        self.last = last
         self.unstable: list[Entry] = []
         self.snapshot: SnapshotMeta | None = None
         self.snapshot_handed = False
@@ -75,11 +79,7 @@ class RaftLog:
         return self.storage.first_index()
 
     def last_index(self) -> int:
-        if self.unstable:
-            return self.offset + len(self.unstable) - 1
-        if self.snapshot is not None:
-            return self.snapshot.index
-        return self.storage.last_index()
+        return self.last
 
     def term(self, index: int) -> int:
         """The term at ``index``; raises ``LogCompacted`` / ``LogUnavailable`` outside the known log."""
@@ -122,15 +122,15 @@ class RaftLog:
         compacted, ``LogUnavailable`` if ``hi - 1`` is beyond the last index."""
         if lo >= hi:
             return []
-        if hi > self.last_index() + 1:
+        if hi > self.last + 1:
             raise LogUnavailable(hi - 1)
         off = self.offset
         if lo >= off:
             # The hot path on a leader: the entries proposed since the last Ready.
             return limit_size(self.unstable[lo - off : hi - off], max_bytes)
-        if lo < self.first_index():
+        if self.snapshot is not None:
             raise LogCompacted(lo)
-        stored = self.storage.entries(lo, min(hi, off), max_bytes)
+        stored = self.storage.entries(lo, min(hi, off), max_bytes)  # raises LogCompacted below its first index
         if hi <= off or len(stored) < off - lo:
             return stored
         remaining = max_bytes - sum(len(e.data) + 24 for e in stored)
@@ -149,7 +149,7 @@ class RaftLog:
         An entry "is in the log" when the log has the same term at its index (by Log Matching, §5.3, that is
         the same entry). The common case, entries just past our last index, costs one comparison.
         """
-        last = self.last_index()
+        last = self.last
         for e in entries:
             if e.index > last:
                 return e.index
@@ -179,7 +179,7 @@ class RaftLog:
     def append(self, entries: Sequence[Entry]) -> int:
         """Append ``entries`` (their first index may rewrite a suffix). Returns the new last index."""
         if not entries:
-            return self.last_index()
+            return self.last
         after = entries[0].index
         if after <= self.committed:
             raise AssertionError(f"Raft safety violation: asked to overwrite committed entry {after}")
@@ -199,7 +199,8 @@ class RaftLog:
             self.unstable.extend(entries)
         if self.handed > after:
             self.handed = after
-        return self.last_index()
+        self.last = entries[-1].index
+        return self.last
 
     def maybe_append(self, prev_index: int, prev_term: int, commit: int, entries: Sequence[Entry]) -> int | None:
         """A follower's AppendEntries (§5.3): None if our log does not contain ``prev_index``/``prev_term``;
@@ -219,7 +220,7 @@ class RaftLog:
     def commit_to(self, index: int) -> bool:
         """Advance the commit index (it never moves back). Returns whether it moved."""
         if index > self.committed:
-            if index > self.last_index():
+            if index > self.last:
                 raise AssertionError(f"commit index {index} is beyond the last index {self.last_index()}")
             self.committed = index
             return True
@@ -232,40 +233,37 @@ class RaftLog:
         self.unstable = []
         self.offset = snapshot.index + 1
         self.handed = self.offset
+        self.last = snapshot.index
         self.committed = snapshot.index
 
     # --- Ready bookkeeping --------------------------------------------------------------------------------
 
     def has_unhanded(self) -> bool:
-        return self.handed < self.offset + len(self.unstable) or (
-            self.snapshot is not None and not self.snapshot_handed
-        )
-
-    def next_unstable(self) -> list[Entry]:
-        """The unstable entries not yet handed to the driver."""
-        # Always a copy: the unstable list grows while the Ready is out.
-        return self.unstable[self.handed - self.offset :]
+        return self.handed <= self.last or (self.snapshot is not None and not self.snapshot_handed)
 
     def hand_out(self) -> tuple[list[Entry], SnapshotMeta | None]:
         """Entries and snapshot for a Ready; they are not handed out again unless rewritten."""
-        entries = self.next_unstable() if self.handed < self.offset + len(self.unstable) else []
+        entries: list[Entry] = []
+        if self.handed <= self.last:
+            # A copy: the unstable list grows while the Ready is out.
+            entries = self.unstable[self.handed - self.offset :]
+            self.handed = self.last + 1
         snap = None
         if self.snapshot is not None and not self.snapshot_handed:
             snap = self.snapshot
             self.snapshot_handed = True
-        self.handed = self.offset + len(self.unstable)
         return entries, snap
 
     def stable_to(self, index: int, term: int) -> None:
         """The driver persisted entries up to ``index`` (last entry term ``term``)."""
-        if index < self.offset or not self.match_term(index, term):
+        k = index + 1 - self.offset
+        if k <= 0 or k > len(self.unstable) or self.unstable[k - 1].term != term:
             # Rewritten since it was handed out (a newer leader's entries replaced it): the rewrite is
             # still unstable and goes out with the next Ready.
             return
         if self.snapshot is not None:
             # Entries after a pending snapshot cannot be persisted before it is.
             return
-        k = index + 1 - self.offset
         self.unstable = self.unstable[k:]
         self.offset = index + 1
         if self.handed < self.offset:
@@ -281,13 +279,9 @@ class RaftLog:
 
     def next_committed(self, max_bytes: int) -> list[Entry]:
         """Committed entries not yet handed out for applying (none while a snapshot is being installed)."""
-        if self.snapshot is not None:
+        if self.snapshot is not None or self.committed <= self.applying:
             return []
-        lo = self.applying + 1
-        hi = self.committed + 1
-        if lo >= hi:
-            return []
-        return self.slice(lo, hi, max_bytes)
+        return self.slice(self.applying + 1, self.committed + 1, max_bytes)
 
     def has_next_committed(self) -> bool:
         return self.snapshot is None and self.committed > self.applying

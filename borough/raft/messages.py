@@ -40,7 +40,6 @@ __all__ = [
 ]
 
 
-
 @attrs.frozen(kw_only=True, slots=True)
 class VoteRequest:
     """RequestVote (§5.2), or a pre-vote (§9.6) when ``pre_vote``; ``term`` is the term the sender would take.

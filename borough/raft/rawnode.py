@@ -128,12 +128,14 @@ class RawNode:
 
     def tick(self) -> None:
         """One unit of time passed (the driver's ``tick_interval``)."""
+        self._raft.dirty = True
         self._raft.tick()
 
     def step(self, msg: Message) -> None:
         """Feed a message from another replica. Stale terms are handled per Raft (ignored or answered).
 
         Raises ``RemoteProtocolError`` if ``msg.to`` is not this replica (drop it and log)."""
+        self._raft.dirty = True
         self._raft.step(msg)
 
     def campaign(self) -> None:
@@ -143,6 +145,7 @@ class RawNode:
         r = self._raft
         if r.cfg.read_only == "lease" and r.role is not Role.LEADER and r.in_lease():
             return
+        r.dirty = True
         r.campaign(transfer=False)
 
     def propose(self, data: bytes) -> int:
@@ -153,6 +156,7 @@ class RawNode:
         Raises ``NotLeader`` (hint: the known leader) on a non-leader, ``LeadershipTransferInProgress`` (a
         ``NotLeader`` whose hint is the target) during a transfer, and ``Overloaded`` when the uncommitted
         bytes exceed ``max_uncommitted_bytes``."""
+        self._raft.dirty = True
         return self._raft.propose(data)
 
     def propose_conf_change(self, change: ConfChange) -> int:
@@ -160,26 +164,31 @@ class RawNode:
         appended). Raises like ``propose``, plus ``ConfChangeInProgress`` while an earlier change is not yet
         applied and ``InvalidConfChange`` if it cannot apply to the current configuration. A joint change
         with auto-leave is left by the leader itself once applied."""
+        self._raft.dirty = True
         return self._raft.propose_conf_change(change)
 
     def read_index(self, context: bytes) -> None:
         """Request a linearizable read identified by ``context`` (unique among pending reads). The answer is a
         ``ReadState(index, context)`` in a later Ready (serve once applied >= index), or the context in
         ``failed_reads``. A follower forwards to its leader; with no known leader this raises ``NotLeader``."""
+        self._raft.dirty = True
         self._raft.read_index(context)
 
     def transfer_leadership(self, to: str) -> None:
         """Hand leadership to voter ``to``: it is caught up, then told to campaign at once. Proposals are
         refused meanwhile; the transfer is abandoned after an election timeout. ``NotLeader`` on a
         non-leader; ``LocalProtocolError`` if ``to`` is not a voter."""
+        self._raft.dirty = True
         self._raft.transfer_leadership(NodeId(to))
 
     def report_unreachable(self, node: str) -> None:
         """The transport failed to send to ``node``: stop streaming appends to it, probe instead."""
+        self._raft.dirty = True
         self._raft.report_unreachable(NodeId(node))
 
     def report_snapshot(self, node: str, ok: bool) -> None:
         """The snapshot stream to ``node`` finished (``ok``) or failed; replication resumes by probing."""
+        self._raft.dirty = True
         self._raft.report_snapshot(NodeId(node), ok)
 
     def compact(self, index: int) -> SnapshotMeta | None:
@@ -286,19 +295,22 @@ class RawNode:
         if self._outstanding is not None:
             return False
         r = self._raft
-        r.flush()
+        if r.dirty:
+            r.flush()
+        if r.msgs:
+            return True
         log = r.log
         hs = self._prev_hs
         soft = self._prev_soft
         return bool(
-            r.msgs
-            or log.has_unhanded()
-            or log.has_next_committed()
+            log.handed <= log.last
+            or (log.committed > log.applying and log.snapshot is None)
+            or log.committed != hs.commit
             or r.term != hs.term
             or r.vote != hs.vote
-            or log.committed != hs.commit
             or r.lead != soft.leader
             or r.role is not soft.role
+            or (log.snapshot is not None and not log.snapshot_handed)
             or r.read_states
             or r.failed_reads
             or r.pending_compaction is not None
@@ -309,38 +321,46 @@ class RawNode:
         if self._outstanding is not None:
             raise LocalProtocolError("ready() called again before advance(): finish the outstanding Ready first")
         r = self._raft
-        r.flush()
+        if r.dirty:
+            r.flush()
         log = r.log
         entries, snapshot = log.hand_out()
-        rd = Ready(entries=entries, snapshot=snapshot)
         prev = self._prev_hs
+        hard_state = None
+        must_sync = bool(entries) or snapshot is not None
         if r.term != prev.term or r.vote != prev.vote or log.committed != prev.commit:
-            hs = HardState(term=r.term, vote=r.vote, commit=log.committed)
-            rd.hard_state = hs
-            rd.must_sync = hs.term != prev.term or hs.vote != prev.vote
-            self._prev_hs = hs
-        if entries or snapshot is not None:
-            rd.must_sync = True
-        if log.has_next_committed():
+            hard_state = HardState(term=r.term, vote=r.vote, commit=log.committed)
+            must_sync = must_sync or r.term != prev.term or r.vote != prev.vote
+            self._prev_hs = hard_state
+        committed: list[Entry] = []
+        if log.committed > log.applying and log.snapshot is None:
             committed = log.next_committed(r.cfg.max_committed_bytes_per_ready)
             if committed:
                 log.applying = committed[-1].index
-                rd.committed_entries = committed
-        if r.msgs:
-            rd.messages = r.msgs
-            r.msgs = []
-        if r.read_states:
-            rd.read_states = r.read_states
-            r.read_states = []
-        if r.failed_reads:
-            rd.failed_reads = r.failed_reads
-            r.failed_reads = []
-        if r.pending_compaction is not None:
-            rd.compaction = r.pending_compaction
-            r.pending_compaction = None
+                if r.uncommitted_size and r.role is Role.LEADER:
+                    r.reduce_uncommitted(committed)
+        # The core's lists are handed over whole and replaced, never shared with a Ready.
+        msgs, r.msgs = r.msgs, []
+        read_states, r.read_states = r.read_states, []
+        failed_reads, r.failed_reads = r.failed_reads, []
+        compaction = r.pending_compaction
+        r.pending_compaction = None
         soft = self._prev_soft
+        soft_state = None
         if r.lead != soft.leader or r.role is not soft.role:
-            rd.soft_state = self._prev_soft = SoftState(leader=r.lead, role=r.role)
+            soft_state = self._prev_soft = SoftState(leader=r.lead, role=r.role)
+        rd = Ready(
+            hard_state=hard_state,
+            entries=entries,
+            snapshot=snapshot,
+            compaction=compaction,
+            committed_entries=committed,
+            messages=msgs,
+            read_states=read_states,
+            failed_reads=failed_reads,
+            soft_state=soft_state,
+            must_sync=must_sync,
+        )
         self._outstanding = rd
         return rd
 
@@ -364,4 +384,6 @@ class RawNode:
             index = rd.committed_entries[-1].index
             if index > log.applied:
                 log.applied = index
-            r.on_applied()
+            if r.voters_out and r.role is Role.LEADER:
+                r.dirty = True
+                r.on_applied()
