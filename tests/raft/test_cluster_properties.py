@@ -87,6 +87,11 @@ class Cluster(RuleBasedStateMachine):
     def up_ids(self) -> list[NodeId]:
         return [nid for nid in sorted(self.env.nodes) if self.env.nodes[nid].up]
 
+    def stale_leader(self) -> NodeId | None:
+        """A node that believes it leads an older term than the newest leader (it may not know it is deposed)."""
+        leaders = sorted(self.env.leaders(), key=lambda n: n.raw.term if n.raw else 0)
+        return leaders[0].id if len(leaders) > 1 else None
+
     def leader(self) -> NodeId | None:
         leaders = sorted(self.env.leaders(), key=lambda n: -n.raw.term if n.raw else 0)
         return leaders[0].id if leaders else None
@@ -106,26 +111,31 @@ class Cluster(RuleBasedStateMachine):
         for _ in range(n):
             self.tick_all()
 
-    RUN = dict(
-        ticks=st.integers(1, 2 * ELECTION),
-        drop=st.sampled_from([0.0, 0.0, 0.05, 0.2]),
-        dup=st.sampled_from([0.0, 0.0, 0.05]),
-        delay=st.sampled_from([0.0, 0.1, 0.3]),
-        reorder=st.booleans(),
-        load=st.integers(0, 3),
-        seed=st.integers(0, 2**16),
-    )
+    RUN = {  # noqa: RUF012 - strategies shared by the run rules
+        "ticks": st.integers(1, 2 * ELECTION),
+        "drop": st.sampled_from([0.0, 0.0, 0.05, 0.2]),
+        "dup": st.sampled_from([0.0, 0.0, 0.05]),
+        "delay": st.sampled_from([0.0, 0.1, 0.3, 0.6]),
+        "reorder": st.booleans(),
+        "load": st.integers(0, 3),
+        "chaos": st.sampled_from([0.0, 0.0, 0.05, 0.15]),
+        "seed": st.integers(0, 2**16),
+    }
 
     @rule(**RUN)
-    def run(self, ticks: int, drop: float, dup: float, delay: float, reorder: bool, load: int, seed: int) -> None:
+    def run(
+        self, ticks: int, drop: float, dup: float, delay: float, reorder: bool, load: int, chaos: float, seed: int
+    ) -> None:
         """Time passes while clients write and read (``load`` requests per tick, at the leader or anywhere) and
-        the network delivers, with random drops, duplicates, delays and reordering."""
+        the network delivers, with random drops, duplicates, delays and reordering, and (``chaos``) crashes,
+        restarts and partitions striking at random moments."""
         rng = random.Random(seed)
         env = self.env
         for _ in range(ticks):
             self.tick_all()
             for _ in range(load):
-                target = None if rng.random() < 0.8 else rng.choice(sorted(env.nodes))
+                r = rng.random()
+                target = self.leader() if r < 0.6 else self.stale_leader() if r < 0.8 else rng.choice(sorted(env.nodes))
                 if rng.random() < 0.7:
                     self.propose(target, 1)
                 else:
@@ -144,19 +154,45 @@ class Cluster(RuleBasedStateMachine):
                         if p < drop + delay + dup:
                             env.net.append(Envelope(msg=e.msg, data=e.data))
                         env.deliver(e)
+                    if rng.random() < chaos / 4:
+                        self.strike(rng)
                 self.process()
+            if rng.random() < chaos:
+                self.strike(rng)
             self.checker.check()
+
+    def strike(self, rng: random.Random) -> None:
+        """One random fault: crash or restart a node, or re-partition or heal the network."""
+        env = self.env
+        what = rng.random()
+        if what < 0.35:
+            up = self.up_ids()
+            if len(up) > 1:
+                env.crash(rng.choice(up))
+        elif what < 0.7:
+            down = [n for n in sorted(env.nodes) if not env.nodes[n].up]
+            if down:
+                env.restart(rng.choice(down))
+        elif what < 0.85:
+            env.heal()
+            ids = sorted(env.nodes)
+            inside = rng.sample(ids, rng.randint(1, len(ids) // 2))
+            env.partition([inside, [n for n in ids if n not in inside]])
+        else:
+            env.heal()
 
     # Rules are drawn uniformly: more names for ``run`` make progress (rather than faults) the common case.
     @rule(**RUN)
-    def run_more(self, ticks: int, drop: float, dup: float, delay: float, reorder: bool, load: int, seed: int) -> None:
-        self.run(ticks, drop, dup, delay, reorder, load, seed)
+    def run_more(
+        self, ticks: int, drop: float, dup: float, delay: float, reorder: bool, load: int, chaos: float, seed: int
+    ) -> None:
+        self.run(ticks, drop, dup, delay, reorder, load, chaos, seed)
 
     @rule(**RUN)
     def run_longer(
-        self, ticks: int, drop: float, dup: float, delay: float, reorder: bool, load: int, seed: int
+        self, ticks: int, drop: float, dup: float, delay: float, reorder: bool, load: int, chaos: float, seed: int
     ) -> None:
-        self.run(ticks, drop, dup, delay, reorder, load, seed)
+        self.run(ticks, drop, dup, delay, reorder, load, chaos, seed)
 
     @precondition(lambda self: self.env.net)
     @rule(
