@@ -596,29 +596,35 @@ class Raft:
         me = self.id
         for node, pr in self.prs.items():
             if node != me:
-                self._maybe_send_append(node, pr)
+                self._send_appends(node, pr)
 
-    def _maybe_send_append(self, node: NodeId, pr: Progress) -> None:
+    def _send_appends(self, node: NodeId, pr: Progress) -> None:
+        """Send whatever the follower's state allows: in replicate, batches until the window is full."""
+        while self._maybe_send_append(node, pr) and pr.state is ProgressState.REPLICATE:
+            pass
+
+    def _maybe_send_append(self, node: NodeId, pr: Progress) -> bool:
+        """Send one append if the follower may take one. Returns whether entries went out (and more may)."""
         if pr.is_paused():
-            return
+            return False
         log = self.log
         last = log.last
         nxt = pr.next
         commit = log.committed
         if nxt > last and pr.sent_commit >= commit:
-            return
+            return False
         cfg = self.cfg
         try:
             prev_term = log.term(nxt - 1)
             entries = log.slice(nxt, min(last + 1, nxt + cfg.max_msg_entries), cfg.max_msg_bytes) if nxt <= last else []
         except LogCompacted:
             self._send_snapshot(node, pr)
-            return
+            return False
         except LogUnavailable:
             # next ran past our log (a follower answered for entries a former leader sent): probe again.
             pr.become_probe()
             pr.next = min(pr.next, last + 1)
-            return
+            return False
         self.msgs.append(
             AppendRequest(frm=self.id, to=node, term=self.term, prev_index=nxt - 1, prev_term=prev_term,
                           commit=commit, entries=entries)
@@ -628,8 +634,9 @@ class Raft:
         if entries:
             nbytes = sum(len(e.data) + 24 for e in entries) if cfg.max_inflight_bytes else 0
             pr.sent_entries(entries[-1].index, len(entries), nbytes)
-        else:
-            pr.sent_entries(nxt - 1, 0, 0)
+            return True
+        pr.sent_entries(nxt - 1, 0, 0)
+        return False
 
     def _send_snapshot(self, node: NodeId, pr: Progress) -> None:
         if not pr.recent_active:
@@ -679,7 +686,7 @@ class Raft:
         me = self.id
         for node, pr in self.prs.items():
             if node != me:
-                self._maybe_send_append(node, pr)
+                self._send_appends(node, pr)
 
     def _on_append_response(self, m: AppendResponse) -> None:
         if self.role is not Role.LEADER:
@@ -721,9 +728,11 @@ class Raft:
             return
         pr.recent_active = True
         pr.probe_sent = False
-        if pr.state is ProgressState.REPLICATE and pr.inflights.full():
-            # Appends may have been lost: let one more out; a gap makes the follower reject and we re-probe.
-            pr.inflights.free_first_one()
+        if pr.state is ProgressState.REPLICATE and pr.match < self.log.last and pr.match == pr.heartbeat_match:
+            # No append was acknowledged for a whole heartbeat interval although some are outstanding: they
+            # were probably lost. Probe from the match index (which resends them) rather than wait forever.
+            pr.become_probe()
+        pr.heartbeat_match = pr.match
         if m.seq > pr.acked_seq:
             pr.acked_seq = m.seq
             self._check_read_quorum()

@@ -50,10 +50,6 @@ class Inflights:
         while q and q[0][0] <= index:
             self._bytes -= q.popleft()[1]
 
-    def free_first_one(self) -> None:
-        if self._queue:
-            self._bytes -= self._queue.popleft()[1]
-
     def reset(self) -> None:
         self._queue.clear()
         self._bytes = 0
@@ -77,6 +73,8 @@ class Progress:
     send (§5.3 nextIndex). ``recent_active``: heard from it since the last check-quorum round.
     ``acked_seq``: the highest heartbeat read round it acknowledged in this term (ReadIndex and lease).
     ``sent_commit``: the highest commit index sent to it (so a commit change is propagated exactly once).
+    ``heartbeat_match``: ``match`` at the previous heartbeat response (no progress between two of them while
+    appends are outstanding means those appends were lost).
     """
 
     match: int
@@ -89,6 +87,7 @@ class Progress:
     recent_active: bool = False
     acked_seq: int = 0
     sent_commit: int = 0
+    heartbeat_match: int = -1  # match when the previous heartbeat response arrived (to notice lost appends)
 
     def reset_state(self, state: ProgressState) -> None:
         self.probe_sent = False

@@ -234,6 +234,14 @@ class Env:
                         self.cut.add(frozenset((NodeId(x), NodeId(y))))
 
     def heal(self) -> None:
+        """End every partition. What was sent across a cut link while it was cut is lost, not delayed."""
+        if not self.cut:
+            return
+        lost = [e for e in self.net if not self.connected(e.msg.frm, e.msg.to)]
+        if lost:
+            self.net = [e for e in self.net if self.connected(e.msg.frm, e.msg.to)]
+            for e in lost:
+                self.drop(e)
         self.cut.clear()
 
     def connected(self, a: NodeId, b: NodeId) -> bool:

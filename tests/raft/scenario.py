@@ -135,7 +135,8 @@ class Runner:
     def cmd_deliver_msgs(self, pos: list[str], kw: dict[str, object]) -> None:
         drop = kw.get("drop", [])
         assert isinstance(drop, list)
-        targets = pos or sorted({e.msg.to for e in self.env.net} | {NodeId(d) for d in drop})
+        # Messages to ``drop`` nodes are dropped; the others to the named nodes (default: all) are delivered.
+        targets = sorted(set(pos or {e.msg.to for e in self.env.net}) | {NodeId(d) for d in drop})
         for nid in targets:
             if any(e.msg.to == nid for e in self.env.net):
                 self.env.say(f"> {nid} receiving messages")
