@@ -35,7 +35,7 @@ from borough.raft.messages import (
 from borough.raft.rawnode import RawNode, Ready
 from borough.raft.records import ConfState, Entry, EntryKind, NodeId, SnapshotMeta
 
-AppState = tuple[tuple[int, int, bytes], ...]  # (index, term, data) of every applied entry, in order
+AppState = tuple[Entry, ...]  # every applied entry, in order from index 1
 
 
 @attrs.define(eq=False)
@@ -51,14 +51,14 @@ class EnvNode:
     storage: MemoryLogStorage
     durable: MemoryLogStorage  # what survives a crash: the storage as of the last sync
     raw: RawNode | None  # None while crashed
-    app: list[tuple[int, int, bytes]] = attrs.Factory(list)  # the applied state; durable (applied with its index)
+    app: list[Entry] = attrs.Factory(list)  # the applied state: durable (applied with its index, as in Borough)
     staged: dict[tuple[int, int], AppState] = attrs.Factory(dict)  # received snapshot data awaiting install
     restarts: int = 0
     snapshots: int = 0  # snapshots installed (for test statistics)
 
     @property
     def applied(self) -> int:
-        return self.app[-1][0] if self.app else 0
+        return self.app[-1].index if self.app else 0
 
     @property
     def up(self) -> bool:
@@ -192,7 +192,7 @@ class Env:
         nid = NodeId(node_id)
         if storage.snap.index:
             # A node bootstrapped from a snapshot starts with the application state it describes.
-            app = [(i, storage.snap.term, b"") for i in range(1, storage.snap.index + 1)]
+            app = [Entry(term=storage.snap.term, index=i) for i in range(1, storage.snap.index + 1)]
         else:
             app = []
         node = EnvNode(id=nid, config=config, storage=storage, durable=storage.clone(), raw=None, app=app)
@@ -330,7 +330,7 @@ class Env:
         for e in rd.committed_entries:
             if e.index != node.applied + 1:
                 raise AssertionError(f"node {node.id} applies {e.index} after {node.applied}")
-            node.app.append((e.index, e.term, e.data))
+            node.app.append(e)
             if self.on_apply is not None:
                 self.on_apply(node, e)
         for rs in rd.read_states:

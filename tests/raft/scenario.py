@@ -14,6 +14,7 @@ it with the file, and ``BOROUGH_REWRITE=1`` writes it back for review. Commands:
               [election=] [heartbeat=] [max-inflight=] [max-msg-entries=] [max-uncommitted=] [max-committed=]
     campaign X | tick X [N] | tick-election X | tick-heartbeat X | tick-all [N]
     process-ready X.. | deliver-msgs [X..] [drop=(..)] | stabilize [X..]
+    duplicate-msgs X.. | delay-msgs X.. | release-msgs
     partition A B / C | heal | crash X | restart X
     propose X DATA | propose-conf-change X v4 l5 r2 [transition=auto|implicit|explicit] | leave-joint X
     read-index X CTX | transfer-leadership X to=Y | report-unreachable X Y
@@ -30,9 +31,9 @@ from borough.errors import BoroughError
 from borough.raft.confchange import ChangeType, ConfChange, ConfChangeSingle, Transition
 from borough.raft.config import RaftConfig
 from borough.raft.memory_storage import MemoryLogStorage
-from borough.raft.records import ConfState, NodeId, SnapshotMeta
+from borough.raft.records import ConfState, EntryKind, NodeId, SnapshotMeta
 
-from .env import Env, fmt_conf, fmt_data, fmt_entry, fmt_snap, parse_kv
+from .env import Env, Envelope, fmt_conf, fmt_data, fmt_entry, fmt_msg, fmt_snap, parse_kv
 
 SEP = "----"
 
@@ -47,6 +48,7 @@ class Runner:
     def __init__(self) -> None:
         self.out: list[str] = []
         self.env = Env(out=self.out)
+        self.held: list[Envelope] = []
         self.commands: dict[str, Callable[[list[str], dict[str, object]], None]] = {
             name.removeprefix("cmd_").replace("_", "-"): getattr(self, name)
             for name in dir(self)
@@ -142,6 +144,24 @@ class Runner:
                 self.env.say(f"> {nid} receiving messages")
                 self.env.deliver_all([nid], drop=drop)
 
+    def cmd_duplicate_msgs(self, pos: list[str], kw: dict[str, object]) -> None:
+        """Every message in flight to the named nodes is duplicated (both copies stay in flight)."""
+        targets = {NodeId(p) for p in pos}
+        dups = [Envelope(msg=e.msg, data=e.data) for e in self.env.net if e.msg.to in targets]
+        self.env.net.extend(dups)
+        self.out.extend(f"  {fmt_msg(e.msg)} (duplicated)" for e in dups)
+
+    def cmd_delay_msgs(self, pos: list[str], kw: dict[str, object]) -> None:
+        """Messages in flight to the named nodes are held back until ``release-msgs`` (then they arrive after
+        everything sent in between: delay and reordering)."""
+        held = self.env.take(pos)
+        self.held.extend(held)
+        self.out.extend(f"  {fmt_msg(e.msg)} (delayed)" for e in held)
+
+    def cmd_release_msgs(self, pos: list[str], kw: dict[str, object]) -> None:
+        self.env.net.extend(self.held)
+        self.held.clear()
+
     def cmd_stabilize(self, pos: list[str], kw: dict[str, object]) -> None:
         self.env.stabilize(pos or None)
 
@@ -162,6 +182,9 @@ class Runner:
 
     def cmd_restart(self, pos: list[str], kw: dict[str, object]) -> None:
         self.env.restart(pos[0])
+        node = self.env.nodes[NodeId(pos[0])]
+        hs = node.storage.hard_state
+        self.out.append(f"persisted: term={hs.term} vote={hs.vote or '-'} commit={hs.commit} applied={node.applied}")
         self.out.append(self.env.state_line(NodeId(pos[0])))
 
     # --- requests -----------------------------------------------------------------------------------------
@@ -238,7 +261,7 @@ class Runner:
 
     def cmd_app(self, pos: list[str], kw: dict[str, object]) -> None:
         node = self.env.nodes[NodeId(pos[0])]
-        shown = [f"{i}:{fmt_data(d)}" for i, _, d in node.app if d]
+        shown = [f"{e.index}:{fmt_data(e.data)}" for e in node.app if e.data and e.kind == EntryKind.NORMAL]
         self.out.append(f"applied={node.applied} data=[{' '.join(shown)}]")
 
     def cmd_snapshot(self, pos: list[str], kw: dict[str, object]) -> None:

@@ -391,8 +391,8 @@ class Cluster(RuleBasedStateMachine):
                 node = env.nodes[lead]
                 if node.applied < proposed[1]:
                     continue
-                index, term, applied_data = node.app[proposed[1] - 1]
-                if (index, term, applied_data) == (proposed[1], proposed[2], data):
+                e = node.app[proposed[1] - 1]
+                if (e.index, e.term, e.data) == (proposed[1], proposed[2], data):
                     return
             try:
                 index = raw.propose(data)
