@@ -21,7 +21,8 @@ from typing import Any, Final, TypeAlias
 import attrs
 
 from borough.errors import RemoteProtocolError
-from borough.raft.records import ConfState, Entry, NodeId, SnapshotMeta
+from borough.raft.confchange import decode_conf_change
+from borough.raft.records import ConfState, Entry, EntryKind, NodeId, SnapshotMeta
 
 __all__ = [
     "AppendRequest",
@@ -73,7 +74,7 @@ class AppendRequest:
     prev_index: int
     prev_term: int
     commit: int
-    entries: Sequence[Entry] = ()
+    entries: Sequence[Entry] = attrs.field(default=(), eq=tuple)  # compared as a tuple: list or tuple alike
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -314,7 +315,14 @@ def _entries(obj: Any, prev_index: int, prev_term: int, msg_term: int) -> list[E
             raise _bad(f"entries[{i}].term {term} is outside [{max(last_term, 1)}, {msg_term}]")
         last_term = term
         index += 1
-        out.append(Entry(term=term, index=index, kind=kind, data=_bytes(data, f"entries[{i}].data")))
+        data = _bytes(data, f"entries[{i}].data")
+        if kind == EntryKind.CONF_CHANGE:
+            # Receivers act on a conf change as soon as they append it, so it must be well formed on arrival.
+            try:
+                decode_conf_change(data)
+            except ValueError as exc:
+                raise _bad(f"entries[{i}] is a conf change with malformed data ({exc})") from None
+        out.append(Entry(term=term, index=index, kind=kind, data=data))
     return out
 
 
