@@ -385,9 +385,13 @@ class Raft(LeaderMixin):
         self.since_leader_contact = 0
 
     def _on_append(self, m: AppendRequest) -> None:
-        if self.role is Role.LEADER:
-            return  # two leaders in one term cannot happen; ignore rather than corrupt anything
-        self._heard_from_leader(m)
+        if self.role is not Role.FOLLOWER or self.lead != m.frm:
+            if self.role is Role.LEADER:
+                return  # two leaders in one term cannot happen; ignore rather than corrupt anything
+            self._heard_from_leader(m)
+        else:
+            self.election_elapsed = 0
+            self.since_leader_contact = 0
         log = self.log
         if m.prev_index < log.committed:
             self.msgs.append(AppendResponse(frm=self.id, to=m.frm, term=self.term, index=log.committed))

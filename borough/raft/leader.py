@@ -215,12 +215,19 @@ class LeaderMixin:
 
     def _send_appends(self, node: NodeId, pr: Progress) -> None:
         """Send whatever the follower's state allows: in replicate, batches until the window is full."""
-        while self._maybe_send_append(node, pr) and pr.state is ProgressState.REPLICATE:
+        log = self.log
+        while (
+            self._maybe_send_append(node, pr) and pr.state is ProgressState.REPLICATE and pr.next <= log.last
+        ):
             pass
 
     def _maybe_send_append(self, node: NodeId, pr: Progress) -> bool:
         """Send one append if the follower may take one. Returns whether entries went out (and more may)."""
-        if pr.is_paused():
+        state = pr.state  # is_paused(), inlined: this runs for every follower on every Ready
+        if state is ProgressState.REPLICATE:
+            if pr.inflights.full():
+                return False
+        elif state is ProgressState.SNAPSHOT or pr.probe_sent:
             return False
         log = self.log
         last = log.last
