@@ -1,0 +1,214 @@
+"""The RawNode driver contract: one Ready at a time, what must be synced, what survives a restart, how the
+driver learns about compaction and snapshots, and misuse reported as clear errors."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+
+import pytest
+
+from borough.errors import LocalProtocolError, NotLeader, RemoteProtocolError, StorageError
+from borough.raft.confchange import ConfChange
+from borough.raft.config import RaftConfig
+from borough.raft.core import Role
+from borough.raft.errors import ConfChangeInProgress, LeadershipTransferInProgress
+from borough.raft.memory_storage import MemoryLogStorage
+from borough.raft.messages import AppendRequest, Heartbeat, InstallSnapshot, Message
+from borough.raft.rawnode import RawNode
+from borough.raft.records import ConfState, HardState, NodeId, SnapshotMeta
+
+from .helpers import Net, drain, ents, make_node, msgs
+
+N1, N2, N3 = NodeId("1"), NodeId("2"), NodeId("3")
+
+
+def single() -> RawNode:
+    n = make_node("1", ("1",))
+    n.campaign()
+    drain(n)
+    return n
+
+
+def test_only_one_ready_is_outstanding_and_advance_takes_that_one() -> None:
+    n = single()
+    n.propose(b"x")
+    rd = n.ready()
+    assert not n.has_ready()
+    with pytest.raises(LocalProtocolError):
+        n.ready()
+    with pytest.raises(LocalProtocolError):
+        n.advance(type(rd)())
+    n.storage.persist(rd)  # type: ignore[attr-defined]
+    n.advance(rd)
+    assert not n.has_ready()
+
+
+def test_inputs_between_ready_and_advance_go_into_the_next_ready() -> None:
+    n = single()
+    n.propose(b"a")
+    rd1 = n.ready()
+    n.propose(b"b")  # while the driver persists rd1
+    n.storage.persist(rd1)  # type: ignore[attr-defined]
+    n.advance(rd1)
+    rd2 = drain(n)
+    assert [e.data for e in rd1.entries] == [b"a"] and [e.data for e in rd2.entries] == [b"b"]
+    assert [e.data for e in rd2.committed_entries] == [b"b"]
+
+
+def test_ready_lists_are_not_shared_with_the_core() -> None:
+    n = single()
+    n.propose(b"a")
+    rd = n.ready()
+    entries, messages = list(rd.entries), list(rd.messages)
+    n.propose(b"b")
+    n.tick()
+    assert rd.entries == entries and rd.messages == messages
+
+
+def test_must_sync_only_for_entries_term_vote_or_snapshot() -> None:
+    n = make_node("2")
+    n.step(AppendRequest(frm=N1, to=N2, term=1, prev_index=0, prev_term=0, commit=0, entries=ents(1, 1)))
+    assert drain(n).must_sync  # new term and entries
+    n.step(Heartbeat(frm=N1, to=N2, term=1, commit=2))
+    rd = drain(n)
+    assert rd.hard_state is not None and rd.hard_state.commit == 2 and not rd.must_sync  # commit only
+
+
+def test_a_message_for_someone_else_is_refused() -> None:
+    n = make_node("1")
+    with pytest.raises(RemoteProtocolError, match="for '2' was delivered to '1'"):
+        n.step(Heartbeat(frm=N3, to=N2, term=1))
+
+
+def test_proposals_on_a_follower_name_the_leader() -> None:
+    net = Net(make_node(i) for i in ("1", "2", "3"))
+    net.elect("1")
+    with pytest.raises(NotLeader) as err:
+        net.nodes[N2].propose(b"x")
+    assert err.value.leader == "1" and err.value.partition == "p"
+
+
+def test_during_a_transfer_proposals_are_refused_with_the_target_as_hint() -> None:
+    net = Net(make_node(i) for i in ("1", "2", "3"))
+    net.elect("1")
+    net.isolate("3")
+    net.nodes[N1].propose(b"x")
+    net.stabilize()
+    net.nodes[N1].transfer_leadership("3")
+    with pytest.raises(LeadershipTransferInProgress) as err:
+        net.nodes[N1].propose(b"y")
+    assert isinstance(err.value, NotLeader) and err.value.leader == "3"
+    with pytest.raises(LeadershipTransferInProgress):
+        net.nodes[N1].propose_conf_change(ConfChange.add_learner("4"))
+
+
+def test_a_conf_change_waits_for_the_previous_one_to_be_applied() -> None:
+    n = single()
+    n.propose_conf_change(ConfChange.add_learner("2"))
+    with pytest.raises(ConfChangeInProgress):
+        n.propose_conf_change(ConfChange.add_learner("3"))
+    drain(n)  # commits and applies it (single voter)
+    n.propose_conf_change(ConfChange.add_learner("3"))
+
+
+def test_restart_recovers_state_and_does_not_reapply() -> None:
+    n = single()
+    for d in (b"a", b"b"):
+        n.propose(d)
+    drain(n)
+    storage = n.storage  # type: ignore[attr-defined]
+    # The commit index was written without sync and lost; the application had applied 3.
+    storage.hard_state = HardState(term=1, vote=N1, commit=1)
+    again = RawNode(RaftConfig(id=N1), storage, random.Random(0), applied=3)
+    st = again.status()
+    assert (st.term, st.vote, st.commit, st.applied, st.role) == (1, N1, 3, 3, Role.FOLLOWER)
+    assert not again.has_ready() or drain(again).committed_entries == []
+
+
+def test_restart_refuses_a_log_that_lost_acknowledged_entries() -> None:
+    storage = MemoryLogStorage(ConfState(voters=["1"]))
+    storage.append(ents(1, 1))
+    storage.hard_state = HardState(term=1, commit=5)
+    with pytest.raises(StorageError, match="lost entries"):
+        RawNode(RaftConfig(id=N1), storage, random.Random(0))
+
+
+def test_compaction_is_handed_to_the_driver_with_the_configuration_at_that_index() -> None:
+    n = single()
+    n.propose_conf_change(ConfChange.add_learner("2"))
+    n.propose(b"x")
+    drain(n)
+    with pytest.raises(LocalProtocolError, match="only 3 is applied"):
+        n.compact(4)
+    assert n.conf_state_at(1) == ConfState(voters=["1"])
+    assert n.conf_state_at(3) == ConfState(voters=["1"], learners=["2"])
+    meta = n.compact(2)
+    assert meta == SnapshotMeta(index=2, term=1, conf_state=ConfState(voters=["1"], learners=["2"]))
+    assert n.compact(2) is None  # already pending
+    rd = drain(n)
+    assert rd.compaction == meta
+    assert n.storage.first_index() == 3  # type: ignore[attr-defined]
+    with pytest.raises(LocalProtocolError):
+        n.conf_state_at(1)
+    assert n.snapshot_meta_at(3).index == 3
+
+
+def test_the_leader_asks_its_driver_to_stream_a_snapshot_and_waits_for_the_report() -> None:
+    class Intercepting(Net):
+        snaps: list[InstallSnapshot] = []
+
+        def send(self, messages: Iterable[Message]) -> None:
+            rest = []
+            for m in messages:
+                (self.snaps if isinstance(m, InstallSnapshot) else rest).append(m)  # type: ignore[arg-type]
+            super().send(rest)
+
+    nodes = [make_node(i) for i in ("1", "2", "3")]
+    net = Intercepting(nodes)
+    net.isolate("3")
+    net.elect("1")
+    leader = nodes[0]
+    leader.propose(b"x")
+    net.stabilize()
+    leader.compact(leader.status().applied)
+    net.stabilize()
+    net.heal()
+    for _ in range(2):  # two heartbeat answers without progress: probe, which needs the compacted entries
+        leader.tick()
+        net.stabilize()
+    assert [(m.to, m.meta.index) for m in net.snaps] == [(N3, 2)]
+    assert leader.status().progress[N3].state.value == "snapshot"
+    leader.tick()
+    net.stabilize()
+    assert len(net.snaps) == 1  # no second stream while waiting for the report
+    leader.report_snapshot("3", False)
+    assert leader.status().progress[N3].state.value == "probe"
+    leader.tick()
+    net.stabilize()
+    assert len(net.snaps) == 2  # retried after the next heartbeat answer
+
+
+def test_a_replica_without_configuration_never_campaigns_but_follows_a_leader() -> None:
+    n = make_node("4", ())
+    for _ in range(100):
+        n.tick()
+    assert n.role is Role.FOLLOWER and msgs(n) == []
+    n.step(Heartbeat(frm=N1, to=NodeId("4"), term=3, commit=0))
+    assert n.leader == N1 and n.term == 3
+
+
+def test_status_and_idleness() -> None:
+    net = Net(make_node(i) for i in ("1", "2", "3"))
+    net.elect("1")
+    leader = net.nodes[N1]
+    assert leader.is_idle()
+    leader.propose(b"x")
+    assert not leader.is_idle()
+    net.stabilize()
+    assert leader.is_idle()
+    st = leader.status()
+    assert st.progress[N2].match == st.last_index == st.commit
+    assert not st.progress[N2].learner
+    leader.read_index(b"r")
+    assert not leader.is_idle()
