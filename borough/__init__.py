@@ -15,10 +15,31 @@ from borough.errors import StorageError as StorageError
 from borough.errors import Timeout as Timeout
 from borough.errors import Unavailable as Unavailable
 
+from borough.client import Client as Client
+from borough.client import open_client as open_client
+from borough.config import NodeConfig as NodeConfig
+from borough.node import Node as Node
+from borough.node import open_node as open_node
+from borough.node import serve as serve
+from borough.partition import Partition as Partition
+from borough.partition import PartitionInfo as PartitionInfo
+from borough.partition import ReplicaInfo as ReplicaInfo
+from borough.request import Request as Request
+
 __version__ = "0.1.0"
 
 __all__ = [
     "BoroughError",
+    "Client",
+    "Node",
+    "NodeConfig",
+    "Partition",
+    "PartitionInfo",
+    "ReplicaInfo",
+    "Request",
+    "open_client",
+    "open_node",
+    "serve",
     "ConfigError",
     "LocalProtocolError",
     "NotFound",

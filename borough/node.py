@@ -29,6 +29,7 @@ from borough.partition import Partition, check_partition_name
 from borough.raft.config import RaftConfig
 from borough.raft.messages import InstallSnapshot, Message, decode_message, encode_message
 from borough.raft.records import ConfState, SnapshotMeta
+from borough.reconcile import reconcile_once
 from borough.replica import Replica
 from borough.request import Handler
 from borough.ring.hashring import HashRing
@@ -296,7 +297,7 @@ class Node:
             if partition not in self.replicas:
                 self._pending.pop(partition, None)
 
-    async def _on_call(self, call: IncomingCall) -> Any:
+    async def _on_call(self, peer: PeerInfo, call: IncomingCall) -> Any:
         return await self.server.handle_call(call)
 
     async def _execute(self, target: Target, partition: str, op: Op) -> Any:
@@ -347,15 +348,16 @@ class Node:
 
     async def _system_duties(self) -> None:
         """On ``_system``'s leader: grow ``_system`` towards min(members, replicas) voters."""
-        from borough.ring.placement import plan_system_step
-
         while True:
             await trio.sleep(SYSTEM_DUTY_INTERVAL)
             replica = self.replicas.get(SYSTEM)
             if replica is None or not replica.is_leader:
                 continue
+            table = self._local_system().members  # type: ignore[union-attr]
+            live = {m.node_id for m in table.ring_members()}
             try:
-                await plan_system_step(self, replica)
+                with trio.move_on_after(self.config.request_timeout):
+                    await reconcile_once(replica, self.ring_for(table), live)
             except BoroughError as exc:
                 logger.info("_system reconfiguration step failed: %s", exc)
 
@@ -398,6 +400,26 @@ class Node:
                 self._start_replica(name)
         self._joined.set()
 
+    async def _start(self) -> None:
+        """Resume from the data dir, or join the cluster given, or bootstrap a new one."""
+        if self.cluster_id is not None:
+            await self._resume()
+            self.nursery.start_soon(self._reannounce)
+        elif self.config.join:
+            await self._join()
+        elif self.config.bootstrap:
+            await self._bootstrap()
+
+    async def _reannounce(self) -> None:
+        """After a restart, make sure the member table has this node's current address."""
+        while True:
+            try:
+                await self._announce()
+                return
+            except (BoroughError, OSError) as exc:
+                logger.info("node %s could not announce itself yet: %s", self.node_id, exc)
+                await trio.sleep(1.0)
+
 
 def _new_id(rng: random.Random) -> str:
     return f"{rng.getrandbits(64):016x}"
@@ -431,15 +453,14 @@ async def open_node(
             identity=Identity(cluster_id=node.cluster_id, node_id=node.node_id, address=config.advertise),
             listen=config.listen,
             on_message=node._on_message,
-            on_call=node._call_entry,
+            on_call=node._on_call,
             rng=random.Random(rng.getrandbits(64)),
         ) as transport, trio.open_nursery() as nursery:
             node.committer = committer
             node.transport = transport
             node.nursery = nursery
-            if config.advertise is None:
+            if config.advertise is None and transport.listen_address is not None:
                 node.address = transport.listen_address
-                transport.set_address(node.address)
             node.directory._self = Target(node.node_id, node.address)
             nursery.start_soon(node._ticker)
             nursery.start_soon(node._flusher)

@@ -22,7 +22,7 @@ __all__ = [
     "PartitionBackend",
     "PartitionInfo",
     "PartitionIterator",
-    "PeerInfo",
+    "ReplicaInfo",
     "ScanRange",
     "check_partition_name",
 ]
@@ -46,7 +46,7 @@ def check_partition_name(name: object) -> str:
 
 
 @attrs.frozen(kw_only=True, slots=True)
-class PeerInfo:
+class ReplicaInfo:
     """One replica of a partition as its leader sees it."""
 
     node_id: str
@@ -65,7 +65,7 @@ class PartitionInfo:
     term: int
     commit_index: int
     applied_index: int
-    peers: tuple[PeerInfo, ...]
+    peers: tuple[ReplicaInfo, ...]
 
     def to_list(self) -> list[Any]:
         return [
@@ -86,7 +86,7 @@ class PartitionInfo:
             term=term,
             commit_index=commit,
             applied_index=applied,
-            peers=tuple(PeerInfo(node_id=p[0], address=p[1], role=p[2], match_index=p[3], connected=p[4]) for p in peers),
+            peers=tuple(ReplicaInfo(node_id=p[0], address=p[1], role=p[2], match_index=p[3], connected=p[4]) for p in peers),
         )
 
 

@@ -21,7 +21,7 @@ import trio
 
 from borough.errors import BoroughError, NotLeader, StorageError, Unavailable
 from borough.raft.config import RaftConfig
-from borough.raft.core import Role
+from borough.raft.role import Role
 from borough.raft.messages import InstallSnapshot, Message
 from borough.raft.rawnode import RawNode, Ready
 from borough.raft.records import Entry, NodeId, SnapshotMeta

@@ -32,8 +32,8 @@ from borough.calls import (
     split_streams,
 )
 from borough.errors import BoroughError, NotFound, NotLeader, RemoteError, RemoteProtocolError, Timeout
-from borough.partition import Partition, PartitionInfo, PeerInfo, ScanRange
-from borough.raft.core import Role
+from borough.partition import Partition, PartitionInfo, ReplicaInfo, ScanRange
+from borough.raft.role import Role
 from borough.replica import Replica
 from borough.request import Request
 from borough.statemachine import SystemStateMachine, check_ops, encode_command
@@ -166,7 +166,7 @@ class Server:
             address = node.directory.address_of(node_id)
             connected = node_id == node.node_id or (progress is not None and progress.recent_active)
             peers.append(
-                PeerInfo(
+                ReplicaInfo(
                     node_id=node_id,
                     address=address,
                     role=role,
@@ -253,8 +253,9 @@ def scan_page(node: Node, partition: str, scan: ScanRange, limit: int) -> list[A
     items: list[list[Any]] = []
     size = 0
     more = False
-    for key, raw in node.store.iterate_encoded(
+    for key, raw in node.store.iterate(
         partition,
+        encoded=True,
         gt=scan.gt,
         gte=scan.gte,
         lt=scan.lt,

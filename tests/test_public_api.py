@@ -9,6 +9,16 @@ from borough import errors
 
 EXPECTED_EXPORTS = {
     "BoroughError",
+    "Client",
+    "Node",
+    "NodeConfig",
+    "Partition",
+    "PartitionInfo",
+    "ReplicaInfo",
+    "Request",
+    "open_client",
+    "open_node",
+    "serve",
     "ConfigError",
     "LocalProtocolError",
     "NotFound",
@@ -26,7 +36,11 @@ def test_exports_are_exactly_the_public_names() -> None:
     assert set(borough.__all__) == EXPECTED_EXPORTS
     for name in borough.__all__:
         assert getattr(borough, name) is not None
-    subpackages = {"errors", "raft", "store", "wire", "ring", "testing", "cli"}
+    subpackages = {
+        "errors", "raft", "store", "wire", "ring", "testing", "cli", "client", "config", "node", "partition",
+        "request", "calls", "directory", "replica", "routing", "server", "snapshots", "statemachine", "system",
+        "reconcile",
+    }
     public = {name for name in vars(borough) if not name.startswith("_")}
     assert public - subpackages == EXPECTED_EXPORTS
     for name in ["NotFound", "Timeout", "RemoteError", "ConfigError"]:
