@@ -3,6 +3,9 @@
 Public names are re-exported here and only here; everything else is private to the package.
 """
 
+from borough.client import Client as Client
+from borough.client import open_client as open_client
+from borough.config import NodeConfig as NodeConfig
 from borough.errors import BoroughError as BoroughError
 from borough.errors import ConfigError as ConfigError
 from borough.errors import LocalProtocolError as LocalProtocolError
@@ -14,10 +17,6 @@ from borough.errors import RemoteProtocolError as RemoteProtocolError
 from borough.errors import StorageError as StorageError
 from borough.errors import Timeout as Timeout
 from borough.errors import Unavailable as Unavailable
-
-from borough.client import Client as Client
-from borough.client import open_client as open_client
-from borough.config import NodeConfig as NodeConfig
 from borough.node import Node as Node
 from borough.node import open_node as open_node
 from borough.node import serve as serve

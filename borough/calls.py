@@ -126,7 +126,9 @@ class IterableReceiveStream(trio.abc.ReceiveStream):
 def local_streams(streams: Mapping[str, Any] | None) -> dict[str, trio.abc.ReceiveStream] | None:
     if not streams:
         return None
-    return {name: s if isinstance(s, trio.abc.ReceiveStream) else IterableReceiveStream(s) for name, s in streams.items()}
+    return {
+        name: s if isinstance(s, trio.abc.ReceiveStream) else IterableReceiveStream(s) for name, s in streams.items()
+    }
 
 
 class RoutedBackend:

@@ -42,10 +42,16 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--listen", envvar="BOROUGH_LISTEN", default="127.0.0.1:7000", show_default=True, help="HOST:PORT to listen on")
+@click.option(
+    "--listen", envvar="BOROUGH_LISTEN", default="127.0.0.1:7000", show_default=True, help="HOST:PORT to listen on"
+)
 @click.option("--join", envvar="BOROUGH_JOIN", default="", help="HOST:PORT,... of nodes of the cluster to join")
-@click.option("--data", "data_dir", envvar="BOROUGH_DATA", default="./borough-data", show_default=True, help="data directory")
-@click.option("--replicas", envvar="BOROUGH_REPLICAS", default=3, show_default=True, type=int, help="replicas per partition")
+@click.option(
+    "--data", "data_dir", envvar="BOROUGH_DATA", default="./borough-data", show_default=True, help="data directory"
+)
+@click.option(
+    "--replicas", envvar="BOROUGH_REPLICAS", default=3, show_default=True, type=int, help="replicas per partition"
+)
 @click.option("--advertise", envvar="BOROUGH_ADVERTISE", default=None, help="HOST:PORT others reach this node at")
 @click.option("--log-level", envvar="BOROUGH_LOG_LEVEL", default="info", show_default=True)
 def serve(listen: str, join: str, data_dir: str, replicas: int, advertise: str | None, log_level: str) -> None:

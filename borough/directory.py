@@ -41,6 +41,8 @@ class Directory:
         self.records: dict[str, DirectoryRecord] = {}
         self.members = MemberTable()
         self.learned: dict[str, str] = {}  # node id -> address, from handshakes and hints
+        #: Called when an address is not known: the node refreshes its member table.
+        self.on_miss: Callable[[], None] = lambda: None
 
     # --- addresses --------------------------------------------------------------------------------------
 
@@ -58,7 +60,10 @@ class Directory:
         local = self._local_system()
         if local is not None and local.members.version > self.members.version:
             self.members = local.members
-        return self.members.address_of(node_id) or self.learned.get(node_id)  # type: ignore[arg-type]
+        address = self.members.address_of(node_id) or self.learned.get(node_id)  # type: ignore[arg-type]
+        if address is None:
+            self.on_miss()
+        return address
 
     async def refresh_members(self) -> MemberTable:
         table = MemberTable.from_list(await self._call("sys.members", []))

@@ -33,13 +33,16 @@ from borough.reconcile import reconcile_once
 from borough.replica import Replica
 from borough.request import Handler
 from borough.ring.hashring import HashRing
-from borough.ring.members import MemberTable
+from borough.ring.members import MemberState, MemberTable
+from borough.ring.membership import MemberEvent, Swim, SwimEvent, TableVersionEvent
+from borough.ring.membership_driver import MembershipDriver, open_membership
+from borough.ring.messages import Liveness
 from borough.routing import Router, Target
 from borough.server import Server
 from borough.snapshots import Snapshots
-from borough.statemachine import KvStateMachine, StateMachine, SystemStateMachine
+from borough.statemachine import KvStateMachine, StateMachine, SystemStateMachine, encode_command
 from borough.store import GroupCommit, LevelDBStore, MemoryStore, Store, open_group_commit
-from borough.system import SYSTEM, SystemState
+from borough.system import SYSTEM, SystemState, state_command
 from borough.wire.mux import IncomingCall, PeerInfo
 from borough.wire.network import Network, TcpNetwork
 from borough.wire.transport import Identity, Transport, open_transport
@@ -84,6 +87,7 @@ class Node:
             local_system=self._local_system,
             self_target=None,
         )
+        self.directory.on_miss = self.want_member_refresh
         self.router = Router(
             locate=self.directory.locate,
             execute=self._execute,
@@ -101,6 +105,9 @@ class Node:
         self.nursery: trio.Nursery = None  # type: ignore[assignment]
         self.transport: Transport = None  # type: ignore[assignment]
         self.committer: GroupCommit = None  # type: ignore[assignment]
+        self.membership: MembershipDriver = None  # type: ignore[assignment]
+        self._swim_table_version = -1
+        self._refresh_wanted = trio.Event()
 
     def __repr__(self) -> str:
         return f"<Node {self.node_id} at {self.address}>"
@@ -252,7 +259,16 @@ class Node:
     def _on_message(self, peer: PeerInfo, message: Any) -> None:
         if peer.node_id:
             self.directory.learn_address(peer.node_id, peer.address)
-        if not isinstance(message, list) or len(message) != 2 or message[0] != "raft" or not isinstance(message[1], list):
+        if isinstance(message, list) and len(message) == 2 and message[0] == "swim":
+            if peer.address and not peer.is_client and self.membership is not None:
+                self.membership.deliver(peer.address, message[1])
+            return
+        if (
+            not isinstance(message, list)
+            or len(message) != 2
+            or message[0] != "raft"
+            or not isinstance(message[1], list)
+        ):
             logger.warning("dropped a malformed message from %s: %.100r", peer, message)
             return
         for item in message[1]:
@@ -334,17 +350,51 @@ class Node:
                 self.transport.send(address, ["raft", items])
             await trio.lowlevel.checkpoint()
 
+    def current_members(self) -> MemberTable:
+        """The newest member table this node knows (its own ``_system`` replica's, or the last fetched)."""
+        local = self._local_system()
+        table = self.directory.members
+        if local is not None and local.members.version > table.version:
+            table = local.members
+        return table
+
+    def want_member_refresh(self) -> None:
+        self._refresh_wanted.set()
+
     async def _member_refresher(self) -> None:
-        """Nodes that do not host ``_system`` keep their member table fresh by asking for it."""
+        """Keep the member table fresh (nodes that do not host ``_system`` ask for it: periodically, and at
+        once when gossip says a newer version exists) and hand it to the failure detector."""
         while True:
-            await trio.sleep(MEMBER_REFRESH_INTERVAL)
-            if SYSTEM in self.replicas or self.cluster_id is None:
-                continue
-            try:
-                with trio.move_on_after(MEMBER_REFRESH_INTERVAL):
-                    await self.directory.refresh_members()
-            except BoroughError as exc:
-                logger.debug("member table refresh failed: %s", exc)
+            with trio.move_on_after(MEMBER_REFRESH_INTERVAL):
+                await self._refresh_wanted.wait()
+            self._refresh_wanted = trio.Event()
+            if self.cluster_id is not None and SYSTEM not in self.replicas:
+                try:
+                    with trio.move_on_after(MEMBER_REFRESH_INTERVAL):
+                        await self.directory.refresh_members()
+                except BoroughError as exc:
+                    logger.debug("member table refresh failed: %s", exc)
+            self._sync_swim_table()
+            await trio.sleep(0.05)  # at most twenty refreshes a second, however much gossip asks
+
+    def _sync_swim_table(self) -> None:
+        table = self.current_members()
+        if table.version != self._swim_table_version and self.membership is not None:
+            self._swim_table_version = table.version
+            self.membership.set_table(table)
+
+    def _on_swim_event(self, event: SwimEvent) -> None:
+        if isinstance(event, TableVersionEvent):
+            if event.version > self.current_members().version:
+                self.want_member_refresh()
+        elif isinstance(event, MemberEvent):
+            logger.info("member %s is %s (incarnation %d)", event.node_id, event.liveness.name, event.incarnation)
+
+    def live_members(self) -> set[str]:
+        """Members the failure detector believes alive (this node included)."""
+        if self.membership is None:
+            return {self.node_id}
+        return set(self.membership.live()) | {self.node_id}
 
     async def _system_duties(self) -> None:
         """On ``_system``'s leader: grow ``_system`` towards min(members, replicas) voters."""
@@ -353,13 +403,30 @@ class Node:
             replica = self.replicas.get(SYSTEM)
             if replica is None or not replica.is_leader:
                 continue
-            table = self._local_system().members  # type: ignore[union-attr]
-            live = {m.node_id for m in table.ring_members()}
+            self._sync_swim_table()
+            table = self.current_members()
+            live = self.live_members()
             try:
                 with trio.move_on_after(self.config.request_timeout):
+                    await self._mark_dead(replica, table)
                     await reconcile_once(replica, self.ring_for(table), live)
             except BoroughError as exc:
-                logger.info("_system reconfiguration step failed: %s", exc)
+                logger.info("_system duty step failed: %s", exc)
+
+    async def _mark_dead(self, replica: Replica, table: MemberTable) -> None:
+        """Mark members the failure detector has believed dead for ``dead_after`` seconds as DEAD."""
+        now = trio.current_time()
+        view = self.membership.view() if self.membership is not None else {}
+        for member in table.members:
+            if member.state is not MemberState.ACTIVE or member.node_id == self.node_id:
+                continue
+            seen = view.get(member.node_id)
+            if seen is None or seen.liveness is not Liveness.DEAD:
+                continue
+            since = seen.since if seen.since is not None else now
+            if now - since >= self.config.dead_after:
+                logger.warning("marking member %s dead: unreachable for %.1f s", member.node_id, now - since)
+                await replica.propose(encode_command(state_command(member.node_id, MemberState.DEAD)))
 
     # --- cluster membership -----------------------------------------------------------------------------
 
@@ -448,20 +515,27 @@ async def open_node(
         store = MemoryStore() if config.data_dir is None else LevelDBStore.open(config.data_dir)
     try:
         node = Node(config, store=store, rng=rng, handler=handler)
-        async with open_group_commit(store, offload=offload) as committer, open_transport(
-            network or TcpNetwork(),
-            identity=Identity(cluster_id=node.cluster_id, node_id=node.node_id, address=config.advertise),
-            listen=config.listen,
-            on_message=node._on_message,
-            on_call=node._on_call,
-            rng=random.Random(rng.getrandbits(64)),
-        ) as transport, trio.open_nursery() as nursery:
+        async with (
+            open_group_commit(store, offload=offload) as committer,
+            open_transport(
+                network or TcpNetwork(),
+                identity=Identity(cluster_id=node.cluster_id, node_id=node.node_id, address=config.advertise),
+                listen=config.listen,
+                on_message=node._on_message,
+                on_call=node._on_call,
+                rng=random.Random(rng.getrandbits(64)),
+            ) as transport,
+            trio.open_nursery() as nursery,
+        ):
             node.committer = committer
             node.transport = transport
             node.nursery = nursery
             if config.advertise is None and transport.listen_address is not None:
                 node.address = transport.listen_address
             node.directory._self = Target(node.node_id, node.address)
+            swim = Swim(node.node_id, node.address, rng=random.Random(rng.getrandbits(64)))  # type: ignore[arg-type]
+            membership = await nursery.start(_run_membership, node, swim)
+            node.membership = membership
             nursery.start_soon(node._ticker)
             nursery.start_soon(node._flusher)
             nursery.start_soon(node._member_refresher)
@@ -472,6 +546,15 @@ async def open_node(
     finally:
         if owned_store:
             store.close()
+
+
+async def _run_membership(node: Node, swim: Swim, task_status: trio.TaskStatus[MembershipDriver]) -> None:
+    def send(address: str, message: object) -> bool:
+        return node.transport.send(address, ["swim", message])
+
+    async with open_membership(swim, send, events_capacity=0, on_event=node._on_swim_event) as driver:
+        task_status.started(driver)
+        await trio.sleep_forever()
 
 
 async def serve(*, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED, **settings: Any) -> None:

@@ -86,7 +86,9 @@ class PartitionInfo:
             term=term,
             commit_index=commit,
             applied_index=applied,
-            peers=tuple(ReplicaInfo(node_id=p[0], address=p[1], role=p[2], match_index=p[3], connected=p[4]) for p in peers),
+            peers=tuple(
+                ReplicaInfo(node_id=p[0], address=p[1], role=p[2], match_index=p[3], connected=p[4]) for p in peers
+            ),
         )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Set
+
 from borough.raft.confchange import ChangeType, ConfChange, ConfChangeSingle, Transition
 from borough.raft.records import NodeId
 from borough.replica import Replica

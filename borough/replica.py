@@ -21,10 +21,10 @@ import trio
 
 from borough.errors import BoroughError, NotLeader, StorageError, Unavailable
 from borough.raft.config import RaftConfig
-from borough.raft.role import Role
 from borough.raft.messages import InstallSnapshot, Message
 from borough.raft.rawnode import RawNode, Ready
 from borough.raft.records import Entry, NodeId, SnapshotMeta
+from borough.raft.role import Role
 from borough.statemachine import StateMachine
 from borough.store import GroupCommit, SnapshotInstall, Store
 

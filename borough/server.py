@@ -74,7 +74,9 @@ class Server:
             raise _bad("seconds_left must be a non-negative number or null")
         if call.peer.node_id:
             self.node.directory.learn_address(call.peer.node_id, call.peer.address)
-        timeout = self.node.config.request_timeout if left is None else min(float(left), self.node.config.request_timeout)
+        timeout = (
+            self.node.config.request_timeout if left is None else min(float(left), self.node.config.request_timeout)
+        )
         with trio.move_on_after(timeout) as scope:
             return await self.execute(partition, Op(name, args, call.streams or None), remote=True)
         assert scope.cancelled_caught
@@ -183,7 +185,9 @@ class Server:
             peers=tuple(peers),
         )
 
-    async def _request(self, partition: str, args: list[Any], streams: Mapping[str, Any] | None, *, remote: bool) -> Any:
+    async def _request(
+        self, partition: str, args: list[Any], streams: Mapping[str, Any] | None, *, remote: bool
+    ) -> Any:
         if len(args) != 1:
             raise _bad("request takes [body]")
         node = self.node

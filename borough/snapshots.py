@@ -86,7 +86,9 @@ class Snapshots:
             raise RemoteProtocolError("a snapshot call takes [install_snapshot_message] and a 'data' stream")
         message = decode_message(args[0])
         if type(message) is not InstallSnapshot or message.to != self.node.node_id:
-            raise RemoteProtocolError(f"a snapshot call must carry an InstallSnapshot for this node, not {message!r:.100}")
+            raise RemoteProtocolError(
+                f"a snapshot call must carry an InstallSnapshot for this node, not {message!r:.100}"
+            )
         replica = await self.node.local_replica(partition, empty_ok=True)
         install = replica.begin_install()
         try:

@@ -37,8 +37,26 @@ def test_exports_are_exactly_the_public_names() -> None:
     for name in borough.__all__:
         assert getattr(borough, name) is not None
     subpackages = {
-        "errors", "raft", "store", "wire", "ring", "testing", "cli", "client", "config", "node", "partition",
-        "request", "calls", "directory", "replica", "routing", "server", "snapshots", "statemachine", "system",
+        "errors",
+        "raft",
+        "store",
+        "wire",
+        "ring",
+        "testing",
+        "cli",
+        "client",
+        "config",
+        "node",
+        "partition",
+        "request",
+        "calls",
+        "directory",
+        "replica",
+        "routing",
+        "server",
+        "snapshots",
+        "statemachine",
+        "system",
         "reconcile",
     }
     public = {name for name in vars(borough) if not name.startswith("_")}

@@ -11,8 +11,6 @@ import trio.testing
 import borough
 from borough.testing import SimCluster
 
-pytestmark = pytest.mark.usefixtures("autojump_clock")
-
 
 async def echo_handler(request: borough.Request) -> Any:
     reply = dict(request.body)
@@ -21,13 +19,15 @@ async def echo_handler(request: borough.Request) -> Any:
     return reply
 
 
-async def test_one_node_request_reaches_the_handler_and_replies() -> None:
+async def test_one_node_request_reaches_the_handler_and_replies(autojump_clock: trio.testing.MockClock) -> None:
     async with SimCluster(1, seed=1, handler=echo_handler) as sim:
         reply = await sim[0].request("user:42", {"a": 1, "b": 2})
         assert reply == {"a": 1, "b": 2, "replied": True, "partition": "user:42"}
 
 
-async def test_five_nodes_a_request_from_a_node_that_does_not_host_the_partition_reaches_the_handler() -> None:
+async def test_five_nodes_a_request_from_a_node_that_does_not_host_the_partition_reaches_the_handler(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     ran_on: list[str] = []
 
     async def handler(request: borough.Request) -> Any:
@@ -46,7 +46,9 @@ async def test_five_nodes_a_request_from_a_node_that_does_not_host_the_partition
         assert len(info.peers) == 3
 
 
-async def test_put_through_one_node_get_through_another_and_missing_keys_are_not_found_everywhere() -> None:
+async def test_put_through_one_node_get_through_another_and_missing_keys_are_not_found_everywhere(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async def handler(request: borough.Request) -> Any:
         op = request.body["op"]
         if op == "audit":
@@ -86,7 +88,7 @@ async def test_put_through_one_node_get_through_another_and_missing_keys_are_not
         assert info.value.type_name == "ValueError" and "unknown op boom" in info.value.message
 
 
-async def test_every_partition_operation_from_a_different_node_of_five() -> None:
+async def test_every_partition_operation_from_a_different_node_of_five(autojump_clock: trio.testing.MockClock) -> None:
     async with SimCluster(5, seed=4) as sim:
         p = [sim[i].partition("ops") for i in range(5)]
         await p[0].put("b", 2)
@@ -104,7 +106,7 @@ async def test_every_partition_operation_from_a_different_node_of_five() -> None
         assert [kv async for kv in p[0].iterator(consistency="stale", gte="z")] == []
 
 
-async def test_many_keys_iterate_in_order_across_pages() -> None:
+async def test_many_keys_iterate_in_order_across_pages(autojump_clock: trio.testing.MockClock) -> None:
     async with SimCluster(3, seed=5) as sim:
         p = sim[1].partition("big")
         keys = [f"k{i:05d}" for i in range(1200)]
@@ -115,7 +117,9 @@ async def test_many_keys_iterate_in_order_across_pages() -> None:
         assert [k async for k in p.iterator(values=False, reverse=True, limit=700)] == keys[::-1][:700]
 
 
-async def test_a_handler_replies_with_a_stream_of_its_partitions_iterator() -> None:
+async def test_a_handler_replies_with_a_stream_of_its_partitions_iterator(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async def handler(request: borough.Request) -> Any:
         async def rows() -> Any:
             async for key, value in request.partition.iterator():
@@ -137,7 +141,9 @@ async def test_a_handler_replies_with_a_stream_of_its_partitions_iterator() -> N
             assert data.decode().splitlines() == [f"k{i:03d}={i}" for i in range(300)]
 
 
-async def test_killing_the_leader_loses_no_acknowledged_write_and_writes_resume_quickly() -> None:
+async def test_killing_the_leader_loses_no_acknowledged_write_and_writes_resume_quickly(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     election = 10 * 0.1  # election_ticks * tick_interval: an election timeout is 1-2 s
     async with SimCluster(3, seed=7) as sim:
         p = sim[0].partition("counter")
@@ -167,7 +173,9 @@ async def test_killing_the_leader_loses_no_acknowledged_write_and_writes_resume_
         assert resumed_at - killed_at <= 2 * (2 * election)
 
 
-async def test_all_nodes_restarted_on_their_disks_keep_every_acknowledged_write() -> None:
+async def test_all_nodes_restarted_on_their_disks_keep_every_acknowledged_write(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async with SimCluster(3, seed=8) as sim:
         written = {}
         for i in range(30):
