@@ -98,7 +98,8 @@ class SimCluster:
             self._nursery = nursery
             for sim_node in self.nodes:
                 await self._boot(sim_node)
-            await self.wait_system_replicated()
+            with trio.fail_after(60):
+                await self.wait_system_replicated()
             try:
                 yield self
             finally:
@@ -172,21 +173,21 @@ class SimCluster:
         await self._boot(sim_node)
         return sim_node
 
-    async def wait_system_replicated(self, timeout: float = 60.0) -> None:
-        """Wait until ``_system`` has min(nodes up, replicas) voters, so no single node is vital to it."""
+    async def wait_system_replicated(self) -> None:
+        """Wait until ``_system`` has min(nodes up, replicas) voters, so no single node is vital to it (bound it
+        with ``trio.fail_after``; entering the cluster bounds it by 60 simulated seconds)."""
         from borough.system import SYSTEM
 
         want = min(sum(1 for n in self.nodes if n.up), self.config.get("replicas", 3))
-        with trio.fail_after(timeout):
-            while True:
-                for sim_node in self.nodes:
-                    node = sim_node.node
-                    replica = node.replicas.get(SYSTEM) if node is not None else None
-                    if replica is not None and replica.is_leader:
-                        conf = replica.raw.status().conf_state
-                        if len(conf.voters) >= want and not conf.joint:
-                            return
-                await trio.sleep(0.1)
+        while True:
+            for sim_node in self.nodes:
+                node = sim_node.node
+                replica = node.replicas.get(SYSTEM) if node is not None else None
+                if replica is not None and replica.is_leader:
+                    conf = replica.raw.status().conf_state
+                    if len(conf.voters) >= want and not conf.joint:
+                        return
+            await trio.sleep(0.1)
 
     # --- network faults -----------------------------------------------------------------------------------
 
