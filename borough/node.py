@@ -471,17 +471,36 @@ class Node:
         """Resume from the data dir, or join the cluster given, or bootstrap a new one."""
         if self.cluster_id is not None:
             await self._resume()
+            if self.config.join:
+                await self._check_join_cluster()
             self.nursery.start_soon(self._reannounce)
         elif self.config.join:
             await self._join()
         elif self.config.bootstrap:
             await self._bootstrap()
 
+    async def _check_join_cluster(self) -> None:
+        """A restarted node told to join: make sure the nodes it was given belong to its own cluster."""
+        try:
+            with trio.move_on_after(self.config.request_timeout):
+                await self._announce()
+        except ConfigError as exc:
+            raise ConfigError(
+                f"the data dir of node {self.node_id} belongs to cluster {self.cluster_id}, but the nodes at "
+                f"{', '.join(self.config.join)} refused it ({exc}); start this node with another data dir "
+                "(or remove this one) to join that cluster"
+            ) from None
+        except BoroughError as exc:
+            logger.info("node %s could not announce itself yet: %s", self.node_id, exc)
+
     async def _reannounce(self) -> None:
         """After a restart, make sure the member table has this node's current address."""
         while True:
             try:
                 await self._announce()
+                return
+            except ConfigError as exc:
+                logger.error("node %s was refused by its cluster: %s", self.node_id, exc)
                 return
             except (BoroughError, OSError) as exc:
                 logger.info("node %s could not announce itself yet: %s", self.node_id, exc)
