@@ -53,11 +53,26 @@ def main() -> None:
     "--replicas", envvar="BOROUGH_REPLICAS", default=3, show_default=True, type=int, help="replicas per partition"
 )
 @click.option("--advertise", envvar="BOROUGH_ADVERTISE", default=None, help="HOST:PORT others reach this node at")
+@click.option(
+    "--fsync/--no-fsync",
+    envvar="BOROUGH_FSYNC",
+    default=True,
+    show_default=True,
+    help="sync Raft writes to disk before acknowledging (off loses acknowledged writes on power loss)",
+)
 @click.option("--log-level", envvar="BOROUGH_LOG_LEVEL", default="info", show_default=True)
-def serve(listen: str, join: str, data_dir: str, replicas: int, advertise: str | None, log_level: str) -> None:
+def serve(
+    listen: str, join: str, data_dir: str, replicas: int, advertise: str | None, fsync: bool, log_level: str
+) -> None:
     """Run one node until SIGINT or SIGTERM."""
     _configure_logging(log_level)
-    settings: dict[str, Any] = {"listen": listen, "join": join, "data_dir": data_dir, "replicas": replicas}
+    settings: dict[str, Any] = {
+        "listen": listen,
+        "join": join,
+        "data_dir": data_dir,
+        "replicas": replicas,
+        "fsync": fsync,
+    }
     if advertise:
         settings["advertise"] = advertise
 

@@ -77,6 +77,7 @@ class Node:
         self.node_id: str = meta.node_id if meta is not None else _new_id(rng)
         self.cluster_id: str | None = meta.cluster_id if meta is not None else None
         self.address: str = config.advertise or config.listen
+        self.fsync = config.fsync
         self.replicas: dict[str, Replica] = {}
         self.limits = {"max_key_bytes": config.max_key_bytes, "max_value_bytes": config.max_value_bytes}
         self.server = Server(self)

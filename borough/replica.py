@@ -42,6 +42,8 @@ class ReplicaHost(Protocol):
     node_id: str
     store: Store
     committer: GroupCommit
+    #: False only when the operator turned fsync off (acknowledged writes may then be lost on power loss).
+    fsync: bool
 
     def send_raft(self, partition: str, messages: Sequence[Message]) -> None:
         """Queue messages for their recipients (never blocks; may drop: Raft retransmits)."""
@@ -293,7 +295,9 @@ class Replica:
             ops, results = self.machine.apply(committed)
             batch.apply(name, ops, committed[-1].index)
         if len(batch):
-            await self.host.committer.commit(batch)
+            # Entries, a snapshot or a new term/vote must be durable before the messages that depend on them
+            # leave; a commit index or applied state alone need not be (both are recovered from the synced log).
+            await self.host.committer.commit(batch, sync=rd.must_sync and self.host.fsync)
         if installed:
             assert rd.snapshot is not None
             self.applied = rd.snapshot.index

@@ -35,11 +35,12 @@ def _closed_error() -> StorageError:
 class _Cycle:
     """The batches that go to disk in one synced write, and what became of each."""
 
-    __slots__ = ("batches", "done", "nbytes", "results")
+    __slots__ = ("batches", "done", "nbytes", "results", "sync")
 
     def __init__(self) -> None:
         self.batches: list[WriteBatch] = []
         self.nbytes = 0
+        self.sync = False  # whether any batch of the cycle must be durable
         self.results: list[BaseException | None] = []
         self.done = trio.Event()
 
@@ -91,8 +92,13 @@ class GroupCommit:
         if self._closed:
             raise StorageError("the group committer is closed; batches can no longer be committed")
 
-    async def commit(self, batch: WriteBatch) -> None:
+    async def commit(self, batch: WriteBatch, *, sync: bool = True) -> None:
         """Write ``batch`` in the next synced write and return once it is durable.
+
+        With ``sync=False`` the batch only has to be written, not synced (Raft's commit index and applied
+        state, which are recovered from the synced log after a crash): a cycle made only of such batches is
+        written without fsync and on the trio thread, which takes microseconds. It still goes out in order with
+        every other batch, and is durable once any later synced cycle is.
 
         Waits first while the pending batches or bytes are at their cap (backpressure). If cancelled while
         waiting for room, the batch is not written; if cancelled later, it may or may not have been written.
@@ -111,6 +117,7 @@ class GroupCommit:
         slot = len(cycle.batches)
         cycle.batches.append(batch)
         cycle.nbytes += batch.nbytes
+        cycle.sync = cycle.sync or sync
         self._work.unpark_all()
         await cycle.done.wait()
         error = cycle.results[slot]
@@ -142,7 +149,7 @@ class GroupCommit:
                 try:
                     # _write fills cycle.results itself, so a write that finished is reported even if we are
                     # cancelled while the worker thread runs (the thread is never abandoned).
-                    if self._offload:
+                    if self._offload and cycle.sync:
                         await trio.to_thread.run_sync(self._write, cycle)
                     else:
                         self._write(cycle)
@@ -160,9 +167,9 @@ class GroupCommit:
 
     def _write(self, cycle: _Cycle) -> None:
         """One cycle (in a worker thread when offloading): the merged batch as one synced write."""
-        cycle.results = self._write_batches(cycle.batches)
+        cycle.results = self._write_batches(cycle.batches, cycle.sync)
 
-    def _write_batches(self, batches: list[WriteBatch]) -> list[BaseException | None]:
+    def _write_batches(self, batches: list[WriteBatch], sync: bool = True) -> list[BaseException | None]:
         store = self.store
         if self._error is not None:
             return [self._error] * len(batches)
@@ -174,7 +181,7 @@ class GroupCommit:
                 for b in batches:
                     merged.extend(b)
             try:
-                store.write(merged, sync=True)
+                store.write(merged, sync=sync)
                 results: list[BaseException | None] = [None] * len(batches)
             except InvalidLogOperation as exc:
                 if len(batches) == 1:
@@ -187,7 +194,8 @@ class GroupCommit:
                         results.append(None)
                     except InvalidLogOperation as bad:
                         results.append(bad)
-                store.sync()
+                if sync:
+                    store.sync()
         except BaseException as exc:
             self._error = exc
             logger.error("group commit: a synced write failed; no further writes will be made", exc_info=True)
