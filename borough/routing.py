@@ -79,15 +79,17 @@ class Router:
         do not). ``retry=False`` gives up after the first attempt that reached a leader candidate (requests
         carrying streams cannot be replayed). Raises ``Timeout`` when the default request timeout passes;
         the caller's own cancel scope applies as well."""
+        seen: list[BaseException] = []  # the last error of each round, to explain a timeout
         with trio.move_on_after(self._timeout) as scope:
-            return await self._run(partition, op, create=create, retry=retry)
+            return await self._run(partition, op, create=create, retry=retry, seen=seen)
         assert scope.cancelled_caught
+        last = f" (last error: {seen[-1]})" if seen else ""
         raise Timeout(
-            f"no answer for partition {partition!r} within the request timeout of {self._timeout:g} s; "
-            "the partition may have lost its quorum: check the cluster with `borough status`"
+            f"no answer for partition {partition!r} within the request timeout of {self._timeout:g} s{last}; "
+            "the nodes may be unreachable or the partition may have lost its quorum"
         )
 
-    async def _run(self, partition: str, op: Any, *, create: bool, retry: bool) -> Any:
+    async def _run(self, partition: str, op: Any, *, create: bool, retry: bool, seen: list[BaseException]) -> Any:
         delay = BACKOFF_FIRST
         last_error: BaseException | None = None
         while True:
@@ -130,6 +132,8 @@ class Router:
                 return result
             if not located and last_error is None:
                 last_error = Unavailable(f"no replica of partition {partition!r} is known yet")
+            if last_error is not None:
+                seen[:] = [last_error]
             self.retries += 1
             logger.debug("partition %r: no leader reached (%s); retrying in %.3f s", partition, last_error, delay)
             await trio.sleep(delay * (0.5 + self._rng.random()))
