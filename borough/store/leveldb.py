@@ -118,7 +118,9 @@ class LevelDBStore(Store):
             try:
                 os.makedirs(path, exist_ok=True)  # LevelDB creates only the last level itself
             except OSError as exc:
-                raise ConfigError(f"cannot create data dir {path}: {exc.strerror}; check the path and permissions")
+                raise ConfigError(
+                    f"cannot create data dir {path}: {exc.strerror}; check the path and permissions"
+                ) from None
         try:
             db = plyvel.DB(
                 path,
