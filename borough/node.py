@@ -108,6 +108,9 @@ class Node:
         self.committer: GroupCommit = None  # type: ignore[assignment]
         self.membership: MembershipDriver = None  # type: ignore[assignment]
         self._swim_table_version = -1
+        #: Frames of Raft messages sent, and the messages they carried (every group's, coalesced per peer).
+        self.raft_frames_sent = 0
+        self.raft_messages_sent = 0
         self._refresh_wanted = trio.Event()
 
     def __repr__(self) -> str:
@@ -348,7 +351,9 @@ class Node:
                 address = self.directory.address_of(to)
                 if address is None:
                     continue  # unknown yet: Raft retransmits once the member table arrives
-                self.transport.send(address, ["raft", items])
+                if self.transport.send(address, ["raft", items]):
+                    self.raft_frames_sent += 1
+                    self.raft_messages_sent += len(items)
             await trio.lowlevel.checkpoint()
 
     def current_members(self) -> MemberTable:

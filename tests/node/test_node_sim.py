@@ -219,3 +219,23 @@ async def test_a_replica_that_missed_compacted_entries_catches_up_by_snapshot(
         assert node.store.snapshot_meta("snap").index > 0
         # A stale read on that node reads its own replica.
         assert await node.partition("snap").get("k199", consistency="stale") == 199
+
+
+async def test_heartbeats_of_every_group_two_nodes_share_travel_in_one_frame_per_tick(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with SimCluster(3, seed=10) as sim:
+        for i in range(30):
+            await sim[0].partition(f"g{i}").put("k", i)
+        await trio.sleep(2)  # let elections and catch-up settle
+        leaders = [sim[i] for i in range(3)]
+        frames0 = sum(n.raft_frames_sent for n in leaders)
+        messages0 = sum(n.raft_messages_sent for n in leaders)
+        await trio.sleep(10)  # 100 ticks, idle
+        frames = sum(n.raft_frames_sent for n in leaders) - frames0
+        messages = sum(n.raft_messages_sent for n in leaders) - messages0
+        # 31 groups (with _system) heartbeat every tick to 2 followers each, and followers answer: thousands of
+        # messages, but per ordered node pair and tick one frame of heartbeats and one of answers (each node
+        # leads some groups and follows others), not one per group.
+        assert messages >= 31 * 2 * 2 * 100
+        assert frames <= 6 * 100 * 2 * 1.1
