@@ -15,8 +15,8 @@ from typing import Any
 
 import attrs
 
-from borough.raft.config import RaftConfig
 from borough.raft.confchange import decode_conf_change
+from borough.raft.config import RaftConfig
 from borough.raft.core import Role
 from borough.raft.memory_storage import MemoryLogStorage
 from borough.raft.messages import (
