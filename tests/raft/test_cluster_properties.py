@@ -56,9 +56,10 @@ class Cluster(RuleBasedStateMachine):
         spares=st.integers(0, 2),
         lease=st.booleans(),
         pre_vote=st.booleans(),
+        batch=st.sampled_from([1, 3, 100]),
         seed=st.integers(0, 2**32 - 1),
     )
-    def setup(self, voters: int, spares: int, lease: bool, pre_vote: bool, seed: int) -> None:
+    def setup(self, voters: int, spares: int, lease: bool, pre_vote: bool, batch: int, seed: int) -> None:
         self.env.seed = seed
         ids = ALL_IDS[: voters + spares]
         conf = ConfState(voters=ids[:voters])
@@ -71,7 +72,8 @@ class Cluster(RuleBasedStateMachine):
                 pre_vote=pre_vote,
                 check_quorum=True if lease else pre_vote,
                 read_only="lease" if lease else "safe",
-                max_msg_entries=3,
+                # One entry per append sends old-term entries apart from the new leader's no-op (Figure 8).
+                max_msg_entries=batch,
                 max_inflight_msgs=3,
                 max_uncommitted_bytes=1 << 12,
             )
