@@ -37,7 +37,7 @@ class Cluster:
             for k, i in enumerate(IDS)
         }
         self.inbox: dict[NodeId, list[Message]] = {i: [] for i in IDS}
-        self.applied = {i: 0 for i in IDS}
+        self.applied = dict.fromkeys(IDS, 0)
         self.leader = self.nodes[IDS[0]]
         self.leader.campaign()
         for _ in range(10):

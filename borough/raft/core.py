@@ -161,8 +161,23 @@ class Raft(LeaderMixin):
                 self.lead_transferee = None
 
     def promotable(self) -> bool:
-        """Whether this replica may campaign: a voter (of either half) with no snapshot being installed."""
-        return self.id in self.voter_ids and not self.log.has_pending_snapshot()
+        """Whether this replica may campaign: a voter (of either half) with no snapshot being installed.
+
+        Also, as the thesis prescribes (§4.2.2), a replica that its latest configuration removed still campaigns
+        while that configuration is not committed, if it was a voter before: it may hold the only up-to-date
+        log (a leader that removed itself and then lost its quorum), and the others may still need it to elect
+        anyone. Its own vote does not count (votes are tallied against its latest configuration), so it can only
+        win with a majority of the new configuration, then commits it and steps down.
+        """
+        if self.log.snapshot is not None:
+            return False
+        if self.id in self.voter_ids:
+            return True
+        log = self.log
+        if self.confs.last_change_index <= log.committed:
+            return False
+        before = self.confs.at(log.committed)
+        return self.id in before.voters or self.id in before.voters_outgoing
 
     @property
     def is_learner(self) -> bool:
