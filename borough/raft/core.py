@@ -109,6 +109,7 @@ class Raft(LeaderMixin):
         self.pending_conf_index = 0
         self.uncommitted_size = 0
         self.lead_transferee: NodeId | None = None
+        self.transfer_elapsed = 0
         self.lease_void = False
         self.readonly = ReadOnly()
         self.forwarded = ForwardedReads()

@@ -64,6 +64,7 @@ class LeaderMixin:
     pending_conf_index: int
     uncommitted_size: int
     lead_transferee: NodeId | None
+    transfer_elapsed: int
     lease_void: bool
     readonly: ReadOnly
     forwarded: ForwardedReads
@@ -96,7 +97,9 @@ class LeaderMixin:
                     return
                 for node, pr in self.prs.items():
                     pr.recent_active = node == self.id
-            if self.lead_transferee is not None:
+        if self.lead_transferee is not None:
+            self.transfer_elapsed += 1
+            if self.transfer_elapsed >= cfg.election_tick:
                 # The target did not take over within an election timeout: give up and accept proposals again.
                 self.lead_transferee = None
         if self.readonly.has_pending():
@@ -439,8 +442,7 @@ class LeaderMixin:
         if self.lead_transferee == to:
             return
         self.lead_transferee = to
-        # The transfer must finish within an election timeout, counted from now.
-        self.election_elapsed = 0
+        self.transfer_elapsed = 0  # it must finish within an election timeout, counted from now
         if self.prs[to].match == self.log.last_index():
             self._send_timeout_now(to)
 

@@ -50,6 +50,7 @@ class Cluster(RuleBasedStateMachine):
         self.counter = 0
         self.steps = 0
         self.stale_reads = 0
+        self.runs = 0
 
     @initialize(
         voters=st.integers(3, 5),
@@ -121,9 +122,11 @@ class Cluster(RuleBasedStateMachine):
 
         The run's shape (length, load, fault rates) comes from ``seed`` rather than from separate Hypothesis
         draws: Hypothesis favours small and zero values, which would make most runs uneventful."""
-        # Mixed with the example's seed and the step number, so that runs differ even when Hypothesis draws
-        # the same seed again (it favours a few values); replaying the example replays the same runs.
-        rng = random.Random(f"{seed}/{self.env.seed}/{self.steps}")
+        # Mixed with the example's seed and the run's number, so that runs differ even when Hypothesis draws the
+        # same seed again (it favours a few values); replaying the example replays the same runs, and steps
+        # removed while shrinking (other than runs) do not change them.
+        self.runs += 1
+        rng = random.Random(f"{seed}/{self.env.seed}/{self.runs}")
         self.run_with(
             rng,
             ticks=rng.randint(1, 3 * ELECTION),
