@@ -219,9 +219,7 @@ class LeaderMixin:
     def _send_appends(self, node: NodeId, pr: Progress) -> None:
         """Send whatever the follower's state allows: in replicate, batches until the window is full."""
         log = self.log
-        while (
-            self._maybe_send_append(node, pr) and pr.state is ProgressState.REPLICATE and pr.next <= log.last
-        ):
+        while self._maybe_send_append(node, pr) and pr.state is ProgressState.REPLICATE and pr.next <= log.last:
             pass
 
     def _maybe_send_append(self, node: NodeId, pr: Progress) -> bool:

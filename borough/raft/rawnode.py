@@ -15,6 +15,20 @@ This module owns the driver contract and nothing else (the state machine is ``co
 Between ``ready()`` and ``advance()`` the driver may keep calling ``step``/``tick``/``propose``/...; what
 they produce goes into the next Ready. Only one Ready is outstanding at a time. A driver serving many groups
 collects every group's Ready, writes all of them in one synced batch, then sends, applies and advances each.
+
+Membership: a configuration takes effect inside the core when its entry is appended, so there is no
+"apply conf change" call. Committed ``EntryKind.CONF_CHANGE`` entries reach the driver like any other;
+``decode_conf_change(entry.data)`` gives the change and the resulting ``ConfState`` (to update the transport's
+peer list, or to delete a replica that was removed). ``conf_state_at(index)`` answers for any index in the log.
+
+Snapshots: an ``InstallSnapshot`` in ``rd.messages`` asks the leader's driver to stream its *applied* state to
+``msg.to``, with ``snapshot_meta_at(applied_index)`` as the meta (not ``msg.meta``, the compaction point), and
+to call ``report_snapshot(to, ok)`` when the stream ends. The receiving driver stages the data, then steps
+``InstallSnapshot(frm=leader, to=itself, term=<term of the stream>, meta=<streamed meta>)``; if a later Ready
+carries that meta in ``rd.snapshot`` it installs the staged data, otherwise it discards it.
+
+Compaction: ``compact(index)`` (at most the applied index) returns the ``SnapshotMeta`` that the next Ready
+carries as ``rd.compaction``; the driver records it and deletes the log up to it in that Ready's batch.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from borough.raft.config import RaftConfig
 from borough.raft.core import Role
 from borough.raft.errors import ConfChangeInProgress, LeadershipTransferInProgress
 from borough.raft.memory_storage import MemoryLogStorage
-from borough.raft.messages import AppendRequest, Heartbeat, InstallSnapshot, Message
+from borough.raft.messages import AppendRequest, Heartbeat, InstallSnapshot, Message, VoteRequest, VoteResponse
 from borough.raft.rawnode import RawNode
 from borough.raft.records import ConfState, HardState, NodeId, SnapshotMeta
 
@@ -212,3 +212,30 @@ def test_status_and_idleness() -> None:
     assert not st.progress[N2].learner
     leader.read_index(b"r")
     assert not leader.is_idle()
+
+
+def test_in_lease_mode_a_restarted_replica_holds_its_vote_for_an_election_timeout() -> None:
+    # It may have acknowledged a leader's lease just before it stopped: voting at once could let a new leader
+    # commit writes while the old one still serves lease reads.
+    n = make_node("2", read_only="lease")
+    n.step(VoteRequest(frm=N3, to=N2, term=1, last_index=0, last_term=0))
+    assert msgs(n) == [] and n.term == 0
+    for _ in range(10):
+        n.tick()
+    n.step(VoteRequest(frm=N3, to=N2, term=1, last_index=0, last_term=0))
+    assert [m.reject for m in msgs(n) if isinstance(m, VoteResponse)] == [False]
+    safe = make_node("2")  # in safe mode there is no lease to protect: it votes at once
+    safe.step(VoteRequest(frm=N3, to=N2, term=1, last_index=0, last_term=0))
+    assert [m.reject for m in msgs(safe) if isinstance(m, VoteResponse)] == [False]
+
+
+def test_in_lease_mode_campaign_is_refused_while_a_leader_was_heard_from_recently() -> None:
+    n = make_node("2", read_only="lease")
+    n.step(Heartbeat(frm=N1, to=N2, term=1, commit=0))
+    n.campaign()
+    assert n.role is Role.FOLLOWER
+    for _ in range(10):
+        n.tick()
+    if n.role is Role.FOLLOWER:
+        n.campaign()
+    assert n.role is not Role.FOLLOWER
