@@ -318,7 +318,7 @@ def test_a_read_is_confirmed_only_by_a_heartbeat_round_sent_after_it_arrived() -
 def test_the_leader_uses_the_rejection_hint_term_to_skip_a_whole_term() -> None:
     # Leader log terms: [1 1 2 2 3 3 3]; the follower rejects prev=7 and hints (6, 2): it has term 2 at 6.
     # Everything of term 3 above the leader's last term-2 entry (4) is skipped: the next probe is at prev=4.
-    leader = make_node("1", log=[1, 1, 2, 2, 3, 3, 3], term=3, **{"pre_vote": False})
+    leader = make_node("1", log=[1, 1, 2, 2, 3, 3, 3], term=3, pre_vote=False)
     leader.campaign()
     drain(leader)
     for v in (N2, N3):
