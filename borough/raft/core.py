@@ -355,6 +355,7 @@ class Raft(LeaderMixin):
     # --- the entry point for messages ---------------------------------------------------------------------
 
     def step(self, m: Message) -> None:
+        self.dirty = True
         if m.to != self.id:
             raise RemoteProtocolError(
                 f"a Raft message for {m.to!r} was delivered to {self.id!r} (partition {self.cfg.group!r}); "

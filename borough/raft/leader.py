@@ -195,8 +195,8 @@ class LeaderMixin:
     def flush(self) -> None:
         """Leader: send what the last steps made sendable (appends, commit, a read round), batched.
 
-        ``dirty`` is set by every input (RawNode sets it), so a flush with nothing new costs nothing."""
-        if not self.dirty:
+        ``dirty`` is set by every input (``appended`` by proposals), so a flush with nothing new costs nothing."""
+        if not (self.dirty or self.appended):
             return
         self.dirty = False
         if self.role is not Role.LEADER:
@@ -287,7 +287,8 @@ class LeaderMixin:
             matches = sorted([prs[v].match for v in self.voter_ids])
             index = matches[(len(matches) - 1) // 2]
         old = log.committed
-        if index <= old or log.term_or_none(index) != self.term:
+        # index > old >= the snapshot index, and index <= last: its term is in the log.
+        if index <= old or log.term(index) != self.term:
             return False
         log.commit_to(index)
         self._after_commit(old)

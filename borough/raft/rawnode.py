@@ -149,7 +149,6 @@ class RawNode:
         """Feed a message from another replica. Stale terms are handled per Raft (ignored or answered).
 
         Raises ``RemoteProtocolError`` if ``msg.to`` is not this replica (drop it and log)."""
-        self._raft.dirty = True
         self._raft.step(msg)
 
     def campaign(self) -> None:
@@ -170,7 +169,6 @@ class RawNode:
         Raises ``NotLeader`` (hint: the known leader) on a non-leader, ``LeadershipTransferInProgress`` (a
         ``NotLeader`` whose hint is the target) during a transfer, and ``Overloaded`` when the uncommitted
         bytes exceed ``max_uncommitted_bytes``."""
-        self._raft.dirty = True
         return self._raft.propose(data)
 
     def propose_conf_change(self, change: ConfChange) -> int:
@@ -309,7 +307,7 @@ class RawNode:
         if self._outstanding is not None:
             return False
         r = self._raft
-        if r.dirty:
+        if r.dirty or r.appended:
             r.flush()
         if r.msgs:
             return True
@@ -335,7 +333,7 @@ class RawNode:
         if self._outstanding is not None:
             raise LocalProtocolError("ready() called again before advance(): finish the outstanding Ready first")
         r = self._raft
-        if r.dirty:
+        if r.dirty or r.appended:
             r.flush()
         log = r.log
         entries, snapshot = log.hand_out()
