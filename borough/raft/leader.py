@@ -269,7 +269,7 @@ class LeaderMixin:
         self.msgs.append(InstallSnapshot(frm=self.id, to=node, term=self.term, meta=meta))
 
     def _broadcast_heartbeat(self) -> None:
-        seq = self.readonly.next_round(self.ticks)
+        seq = self.readonly.next_round(self.ticks, self.cfg.effective_lease_ticks)
         commit = self.log.committed
         me = self.id
         for node, pr in self.prs.items():
