@@ -109,6 +109,7 @@ class Raft(LeaderMixin):
         self.pending_conf_index = 0
         self.uncommitted_size = 0
         self.lead_transferee: NodeId | None = None
+        self.transfer_elapsed = 0
         self.lease_void = False
         self.readonly = ReadOnly()
         self.forwarded = ForwardedReads()
@@ -161,8 +162,23 @@ class Raft(LeaderMixin):
                 self.lead_transferee = None
 
     def promotable(self) -> bool:
-        """Whether this replica may campaign: a voter (of either half) with no snapshot being installed."""
-        return self.id in self.voter_ids and not self.log.has_pending_snapshot()
+        """Whether this replica may campaign: a voter (of either half) with no snapshot being installed.
+
+        Also, as the thesis prescribes (§4.2.2), a replica that its latest configuration removed still campaigns
+        while that configuration is not committed, if it was a voter before: it may hold the only up-to-date
+        log (a leader that removed itself and then lost its quorum), and the others may still need it to elect
+        anyone. Its own vote does not count (votes are tallied against its latest configuration), so it can only
+        win with a majority of the new configuration, then commits it and steps down.
+        """
+        if self.log.snapshot is not None:
+            return False
+        if self.id in self.voter_ids:
+            return True
+        log = self.log
+        if self.confs.last_change_index <= log.committed:
+            return False
+        before = self.confs.at(log.committed)
+        return self.id in before.voters or self.id in before.voters_outgoing
 
     @property
     def is_learner(self) -> bool:
@@ -339,6 +355,7 @@ class Raft(LeaderMixin):
     # --- the entry point for messages ---------------------------------------------------------------------
 
     def step(self, m: Message) -> None:
+        self.dirty = True
         if m.to != self.id:
             raise RemoteProtocolError(
                 f"a Raft message for {m.to!r} was delivered to {self.id!r} (partition {self.cfg.group!r}); "

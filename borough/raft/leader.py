@@ -64,6 +64,7 @@ class LeaderMixin:
     pending_conf_index: int
     uncommitted_size: int
     lead_transferee: NodeId | None
+    transfer_elapsed: int
     lease_void: bool
     readonly: ReadOnly
     forwarded: ForwardedReads
@@ -96,7 +97,9 @@ class LeaderMixin:
                     return
                 for node, pr in self.prs.items():
                     pr.recent_active = node == self.id
-            if self.lead_transferee is not None:
+        if self.lead_transferee is not None:
+            self.transfer_elapsed += 1
+            if self.transfer_elapsed >= cfg.election_tick:
                 # The target did not take over within an election timeout: give up and accept proposals again.
                 self.lead_transferee = None
         if self.readonly.has_pending():
@@ -192,8 +195,8 @@ class LeaderMixin:
     def flush(self) -> None:
         """Leader: send what the last steps made sendable (appends, commit, a read round), batched.
 
-        ``dirty`` is set by every input (RawNode sets it), so a flush with nothing new costs nothing."""
-        if not self.dirty:
+        ``dirty`` is set by every input (``appended`` by proposals), so a flush with nothing new costs nothing."""
+        if not (self.dirty or self.appended):
             return
         self.dirty = False
         if self.role is not Role.LEADER:
@@ -266,7 +269,7 @@ class LeaderMixin:
         self.msgs.append(InstallSnapshot(frm=self.id, to=node, term=self.term, meta=meta))
 
     def _broadcast_heartbeat(self) -> None:
-        seq = self.readonly.next_round(self.ticks)
+        seq = self.readonly.next_round(self.ticks, self.cfg.effective_lease_ticks)
         commit = self.log.committed
         me = self.id
         for node, pr in self.prs.items():
@@ -284,7 +287,8 @@ class LeaderMixin:
             matches = sorted([prs[v].match for v in self.voter_ids])
             index = matches[(len(matches) - 1) // 2]
         old = log.committed
-        if index <= old or log.term_or_none(index) != self.term:
+        # index > old >= the snapshot index, and index <= last: its term is in the log.
+        if index <= old or log.term(index) != self.term:
             return False
         log.commit_to(index)
         self._after_commit(old)
@@ -437,8 +441,7 @@ class LeaderMixin:
         if self.lead_transferee == to:
             return
         self.lead_transferee = to
-        # The transfer must finish within an election timeout, counted from now.
-        self.election_elapsed = 0
+        self.transfer_elapsed = 0  # it must finish within an election timeout, counted from now
         if self.prs[to].match == self.log.last_index():
             self._send_timeout_now(to)
 

@@ -15,6 +15,20 @@ This module owns the driver contract and nothing else (the state machine is ``co
 Between ``ready()`` and ``advance()`` the driver may keep calling ``step``/``tick``/``propose``/...; what
 they produce goes into the next Ready. Only one Ready is outstanding at a time. A driver serving many groups
 collects every group's Ready, writes all of them in one synced batch, then sends, applies and advances each.
+
+Membership: a configuration takes effect inside the core when its entry is appended, so there is no
+"apply conf change" call. Committed ``EntryKind.CONF_CHANGE`` entries reach the driver like any other;
+``decode_conf_change(entry.data)`` gives the change and the resulting ``ConfState`` (to update the transport's
+peer list, or to delete a replica that was removed). ``conf_state_at(index)`` answers for any index in the log.
+
+Snapshots: an ``InstallSnapshot`` in ``rd.messages`` asks the leader's driver to stream its *applied* state to
+``msg.to``, with ``snapshot_meta_at(applied_index)`` as the meta (not ``msg.meta``, the compaction point), and
+to call ``report_snapshot(to, ok)`` when the stream ends. The receiving driver stages the data, then steps
+``InstallSnapshot(frm=leader, to=itself, term=<term of the stream>, meta=<streamed meta>)``; if a later Ready
+carries that meta in ``rd.snapshot`` it installs the staged data, otherwise it discards it.
+
+Compaction: ``compact(index)`` (at most the applied index) returns the ``SnapshotMeta`` that the next Ready
+carries as ``rd.compaction``; the driver records it and deletes the log up to it in that Ready's batch.
 """
 
 from __future__ import annotations
@@ -135,7 +149,6 @@ class RawNode:
         """Feed a message from another replica. Stale terms are handled per Raft (ignored or answered).
 
         Raises ``RemoteProtocolError`` if ``msg.to`` is not this replica (drop it and log)."""
-        self._raft.dirty = True
         self._raft.step(msg)
 
     def campaign(self) -> None:
@@ -156,7 +169,6 @@ class RawNode:
         Raises ``NotLeader`` (hint: the known leader) on a non-leader, ``LeadershipTransferInProgress`` (a
         ``NotLeader`` whose hint is the target) during a transfer, and ``Overloaded`` when the uncommitted
         bytes exceed ``max_uncommitted_bytes``."""
-        self._raft.dirty = True
         return self._raft.propose(data)
 
     def propose_conf_change(self, change: ConfChange) -> int:
@@ -295,7 +307,7 @@ class RawNode:
         if self._outstanding is not None:
             return False
         r = self._raft
-        if r.dirty:
+        if r.dirty or r.appended:
             r.flush()
         if r.msgs:
             return True
@@ -321,7 +333,7 @@ class RawNode:
         if self._outstanding is not None:
             raise LocalProtocolError("ready() called again before advance(): finish the outstanding Ready first")
         r = self._raft
-        if r.dirty:
+        if r.dirty or r.appended:
             r.flush()
         log = r.log
         entries, snapshot = log.hand_out()

@@ -59,10 +59,15 @@ class ReadOnly:
         self.want_round = False
         self.lease_until = 0  # exclusive tick bound; 0 = no lease
 
-    def next_round(self, tick: int) -> int:
+    def next_round(self, tick: int, lease_ticks: int) -> int:
         """Start a heartbeat round now; returns its number."""
         self.seq += 1
-        self.round_ticks.append((self.seq, tick))
+        ticks = self.round_ticks
+        # A round sent lease_ticks ago or earlier can no longer extend the lease: forget it, so that a leader cut
+        # off from its followers (without check-quorum it may stay leader) does not pile up rounds forever.
+        while ticks and tick - ticks[0][1] >= lease_ticks:
+            ticks.popleft()
+        ticks.append((self.seq, tick))
         self.want_round = False
         return self.seq
 

@@ -11,7 +11,8 @@ A scenario file is a sequence of blocks::
 it with the file, and ``BOROUGH_REWRITE=1`` writes it back for review. Commands:
 
     add-nodes N [voters=(..)] [learners=(..)] [index=I] [empty] [prevote=] [checkquorum=] [readonly=safe|lease]
-              [election=] [heartbeat=] [max-inflight=] [max-msg-entries=] [max-uncommitted=] [max-committed=]
+              [election=] [heartbeat=] [max-inflight=] [max-inflight-bytes=] [max-msg-entries=] [max-msg-bytes=]
+              [max-uncommitted=] [max-committed=]
     campaign X | tick X [N] | tick-election X | tick-heartbeat X | tick-all [N]
     process-ready X.. | deliver-msgs [X..] [drop=(..)] | stabilize [X..]
     duplicate-msgs X.. | delay-msgs X.. | release-msgs
@@ -91,6 +92,8 @@ class Runner:
                 read_only="lease" if kw.get("readonly") == "lease" else "safe",
                 max_inflight_msgs=int(str(kw.get("max-inflight", 256))),
                 max_msg_entries=int(str(kw.get("max-msg-entries", 4096))),
+                max_msg_bytes=int(str(kw.get("max-msg-bytes", 1 << 20))),
+                max_inflight_bytes=int(str(kw.get("max-inflight-bytes", 0))),
                 max_uncommitted_bytes=int(str(kw.get("max-uncommitted", 64 << 20))),
                 max_committed_bytes_per_ready=int(str(kw.get("max-committed", 16 << 20))),
             )

@@ -301,3 +301,32 @@ def test_bad_configurations_are_refused(kwargs: dict[str, object]) -> None:
 def test_the_default_lease_is_shorter_than_the_election_timeout() -> None:
     assert RaftConfig(id=NodeId("1")).effective_lease_ticks == 8
     assert RaftConfig(id=NodeId("1"), election_tick=2, heartbeat_tick=1).effective_lease_ticks == 1
+
+
+# --- reads ----------------------------------------------------------------------------------------------------
+
+
+def test_read_rounds_confirm_reads_in_order_and_extend_the_lease_from_their_send_time() -> None:
+    from borough.raft.readonly import ReadOnly
+
+    ro = ReadOnly()
+    ro.add(5, b"a", None, tick=1)  # waits for round 1
+    assert ro.want_round
+    assert ro.next_round(tick=2, lease_ticks=8) == 1
+    ro.add(6, b"b", NodeId("f"), tick=3)  # waits for round 2
+    assert ro.next_round(tick=4, lease_ticks=8) == 2
+    assert [r.context for r in ro.quorum_acked(1, lease_ticks=8)] == [b"a"]
+    assert ro.lease_until == 2 + 8
+    assert ro.quorum_acked(1, lease_ticks=8) == []  # duplicate acknowledgements change nothing
+    assert [r.context for r in ro.quorum_acked(2, lease_ticks=8)] == [b"b"]
+    assert ro.lease_until == 4 + 8
+
+
+def test_unacknowledged_read_rounds_do_not_pile_up() -> None:
+    from borough.raft.readonly import ReadOnly
+
+    ro = ReadOnly()
+    for tick in range(10_000):
+        ro.next_round(tick, lease_ticks=8)
+    assert len(ro.round_ticks) <= 8
+    assert ro.quorum_acked(ro.seq - 20, lease_ticks=8) == [] and ro.lease_until == 0  # too old to give a lease

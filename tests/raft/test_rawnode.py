@@ -14,8 +14,18 @@ from borough.raft.config import RaftConfig
 from borough.raft.core import Role
 from borough.raft.errors import ConfChangeInProgress, LeadershipTransferInProgress
 from borough.raft.memory_storage import MemoryLogStorage
-from borough.raft.messages import AppendRequest, Heartbeat, InstallSnapshot, Message
-from borough.raft.rawnode import RawNode
+from borough.raft.messages import (
+    AppendRequest,
+    AppendResponse,
+    Heartbeat,
+    HeartbeatResponse,
+    InstallSnapshot,
+    Message,
+    ReadIndexResponse,
+    VoteRequest,
+    VoteResponse,
+)
+from borough.raft.rawnode import RawNode, Ready
 from borough.raft.records import ConfState, HardState, NodeId, SnapshotMeta
 
 from .helpers import Net, drain, ents, make_node, msgs
@@ -212,3 +222,164 @@ def test_status_and_idleness() -> None:
     assert not st.progress[N2].learner
     leader.read_index(b"r")
     assert not leader.is_idle()
+
+
+def test_in_lease_mode_a_restarted_replica_holds_its_vote_for_an_election_timeout() -> None:
+    # It may have acknowledged a leader's lease just before it stopped: voting at once could let a new leader
+    # commit writes while the old one still serves lease reads.
+    n = make_node("2", read_only="lease")
+    n.step(VoteRequest(frm=N3, to=N2, term=1, last_index=0, last_term=0))
+    assert msgs(n) == [] and n.term == 0
+    for _ in range(10):
+        n.tick()
+    n.step(VoteRequest(frm=N3, to=N2, term=1, last_index=0, last_term=0))
+    assert [m.reject for m in msgs(n) if isinstance(m, VoteResponse)] == [False]
+    safe = make_node("2")  # in safe mode there is no lease to protect: it votes at once
+    safe.step(VoteRequest(frm=N3, to=N2, term=1, last_index=0, last_term=0))
+    assert [m.reject for m in msgs(safe) if isinstance(m, VoteResponse)] == [False]
+
+
+def test_in_lease_mode_campaign_is_refused_while_a_leader_was_heard_from_recently() -> None:
+    n = make_node("2", read_only="lease")
+    n.step(Heartbeat(frm=N1, to=N2, term=1, commit=0))
+    n.campaign()
+    assert n.role is Role.FOLLOWER
+    for _ in range(10):
+        n.tick()
+    if n.role is Role.FOLLOWER:
+        n.campaign()
+    assert n.role is not Role.FOLLOWER
+
+
+# --- targeted checks of behaviours the scenarios only touch in passing ------------------------------------------
+
+
+def conf3() -> ConfState:
+    return ConfState(voters=["1", "2", "3"])
+
+
+def test_a_snapshot_that_does_not_move_the_replica_forward_is_refused() -> None:
+    n = make_node("2", log=[1, 1, 1], term=1, commit=3)
+    n.step(InstallSnapshot(frm=N1, to=N2, term=1, meta=SnapshotMeta(index=3, term=1, conf_state=conf3())))
+    rd = drain(n)
+    assert rd.snapshot is None
+    assert [(m.index, m.reject) for m in rd.messages if isinstance(m, AppendResponse)] == [(3, False)]
+
+
+def test_a_snapshot_of_entries_already_in_the_log_commits_them_instead_of_replacing_the_log() -> None:
+    n = make_node("2", log=[1, 1, 1, 1], term=1, commit=1)
+    n.step(InstallSnapshot(frm=N1, to=N2, term=1, meta=SnapshotMeta(index=3, term=1, conf_state=conf3())))
+    rd = drain(n)
+    assert rd.snapshot is None and n.status().commit == 3 and n.status().last_index == 4
+    assert [m.index for m in rd.messages if isinstance(m, AppendResponse)] == [4]
+
+
+def test_installing_a_snapshot_adopts_its_configuration_and_blocks_campaigns_until_installed() -> None:
+    n = make_node("2", log=[1], term=1, commit=1)
+    cs = ConfState(voters=["1", "2", "3", "4"], learners=["5"])
+    n.step(InstallSnapshot(frm=N1, to=N2, term=1, meta=SnapshotMeta(index=9, term=1, conf_state=cs)))
+    assert n.status().conf_state == cs and n.conf_state_at(9) == cs
+    for _ in range(30):  # the snapshot is not installed yet (no Ready processed): no campaign meanwhile
+        n.tick()
+    assert n.role is Role.FOLLOWER
+    rd = drain(n)
+    assert rd.snapshot is not None and rd.snapshot.index == 9
+    assert n.status().applied == 9 and n.status().commit == 9
+
+
+def test_a_read_forwarded_to_a_leader_fails_when_the_leader_changes() -> None:
+    n = make_node("2")
+    n.step(Heartbeat(frm=N1, to=N2, term=1))
+    n.read_index(b"r")
+    assert [type(m).__name__ for m in msgs(n)] == ["HeartbeatResponse", "ReadIndexRequest"]
+    n.step(Heartbeat(frm=N3, to=N2, term=2))
+    assert drain(n).failed_reads == [b"r"]
+    n.step(ReadIndexResponse(frm=N1, to=N2, term=2, index=5, context=b"r"))  # too late: ignored
+    assert not n.has_ready() or drain(n).read_states == []
+
+
+def test_a_read_is_confirmed_only_by_a_heartbeat_round_sent_after_it_arrived() -> None:
+    net = Net(make_node(i) for i in ("1", "2", "3"))
+    net.elect("1")
+    leader = net.nodes[N1]
+    leader.tick()
+    [round1] = {m.seq for m in drain(leader).messages if isinstance(m, Heartbeat)}
+    leader.read_index(b"r")
+    rd = drain(leader)
+    [round2] = {m.seq for m in rd.messages if isinstance(m, Heartbeat)}
+    assert round2 > round1
+    for f in (N2, N3):
+        leader.step(HeartbeatResponse(frm=f, to=N1, term=1, seq=round1))
+    assert not leader.has_ready() or drain(leader).read_states == []
+    leader.step(HeartbeatResponse(frm=N2, to=N1, term=1, seq=round2))
+    assert [rs.context for rs in drain(leader).read_states] == [b"r"]
+
+
+def test_the_leader_uses_the_rejection_hint_term_to_skip_a_whole_term() -> None:
+    # Leader log terms: [1 1 2 2 3 3 3]; the follower rejects prev=7 and hints (6, 2): it has term 2 at 6.
+    # Everything of term 3 above the leader's last term-2 entry (4) is skipped: the next probe is at prev=4.
+    leader = make_node("1", log=[1, 1, 2, 2, 3, 3, 3], term=3, pre_vote=False)
+    leader.campaign()
+    drain(leader)
+    for v in (N2, N3):
+        leader.step(VoteResponse(frm=v, to=N1, term=4))
+    drain(leader)
+    leader.step(AppendResponse(frm=N2, to=N1, term=4, index=7, reject=True, hint_index=6, hint_term=2))
+    probes = [m for m in drain(leader).messages if isinstance(m, AppendRequest) and m.to == N2]
+    assert [(m.prev_index, m.prev_term) for m in probes] == [(4, 2)]
+
+
+def test_appends_from_the_leader_also_hold_off_vote_requests() -> None:
+    n = make_node("2")
+    n.step(AppendRequest(frm=N1, to=N2, term=1, prev_index=0, prev_term=0, commit=0, entries=ents(1)))
+    for _ in range(9):
+        n.tick()
+        n.step(AppendRequest(frm=N1, to=N2, term=1, prev_index=1, prev_term=1, commit=1))
+    for _ in range(5):
+        n.tick()
+    n.step(VoteRequest(frm=N3, to=N2, term=5, last_index=9, last_term=5))
+    assert n.term == 1  # last heard from the leader 5 ticks ago: still in its lease
+
+
+def test_a_persisted_ready_that_was_rewritten_meanwhile_does_not_mark_the_rewrite_stable() -> None:
+    n = make_node("2", log=[1, 1, 1], term=2)
+    n.step(AppendRequest(frm=N1, to=N2, term=2, prev_index=3, prev_term=1, commit=0, entries=ents(2, 2, start=4)))
+    rd = n.ready()
+    # While rd is being persisted, a leader of term 3 replaces index 4 and 5.
+    n.step(AppendRequest(frm=N3, to=N2, term=3, prev_index=3, prev_term=1, commit=0, entries=ents(3, 3, start=4)))
+    n.storage.persist(rd)  # type: ignore[attr-defined]
+    n.advance(rd)
+    rd2 = drain(n)
+    assert [(e.index, e.term) for e in rd2.entries] == [(4, 3), (5, 3)]
+    assert [e.term for e in n.storage.ents] == [1, 1, 1, 3, 3]  # type: ignore[attr-defined]
+
+
+def test_a_snapshot_older_than_the_compacted_log_is_refused() -> None:
+    storage = MemoryLogStorage(snapshot=SnapshotMeta(index=5, term=1, conf_state=conf3()))
+    storage.hard_state = HardState(term=1, commit=5)
+    n = RawNode(RaftConfig(id=N2), storage, random.Random(0))
+    n.step(InstallSnapshot(frm=N1, to=N2, term=1, meta=SnapshotMeta(index=3, term=1, conf_state=conf3())))
+    rd = drain_storage(n, storage)
+    assert rd.snapshot is None and n.status().commit == 5
+    assert [m.index for m in rd.messages if isinstance(m, AppendResponse)] == [5]
+
+
+def drain_storage(n: RawNode, storage: MemoryLogStorage) -> Ready:
+    rd = n.ready()
+    storage.persist(rd)
+    n.advance(rd)
+    return rd
+
+
+def test_heartbeats_from_the_leader_hold_off_vote_requests() -> None:
+    n = make_node("2", pre_vote=False)
+    for _ in range(9):
+        n.tick()
+    n.step(Heartbeat(frm=N1, to=N2, term=1))
+    for _ in range(9):
+        n.tick()
+    n.step(VoteRequest(frm=N3, to=N2, term=5, last_index=9, last_term=5))
+    assert n.term == 1 and n.leader == N1
+    n.tick()  # an election timeout since the heartbeat: votes are considered again
+    n.step(VoteRequest(frm=N3, to=N2, term=5, last_index=9, last_term=5))
+    assert n.term == 5
