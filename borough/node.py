@@ -56,6 +56,7 @@ PENDING_MESSAGES = 256
 PENDING_PARTITIONS = 1024
 SYSTEM_DUTY_INTERVAL = 0.5
 MEMBER_REFRESH_INTERVAL = 2.0
+STRAY_SWEEP_INTERVAL = 5.0
 
 
 class Node:
@@ -187,6 +188,12 @@ class Node:
         finally:
             if self.replicas.get(replica.name) is replica:
                 del self.replicas[replica.name]
+        if replica.removed:
+            # Removed from the group by a committed configuration change: delete the replica's data.
+            batch = self.store.write_batch()
+            batch.destroy(replica.name)
+            await self.committer.commit(batch)
+            self.router.learn_leader(replica.name, None)
 
     async def _bootstrap_replica(self, name: str, voters: Sequence[str]) -> Replica:
         """Create a new group's replica with its initial configuration (a snapshot meta at index 0)."""
@@ -402,6 +409,26 @@ class Node:
             return {self.node_id}
         return set(self.membership.live()) | {self.node_id}
 
+    async def _stray_sweeper(self) -> None:
+        """Delete replicas this node no longer belongs to. A replica removed from its group is never told so by
+        Raft once the leader stops replicating to it (the commit of its removal never reaches it), so a replica
+        that knows no leader, or whose latest configuration leaves this node out, asks the group's leader, and
+        stops when the leader's configuration does not list this node."""
+        while True:
+            await trio.sleep(STRAY_SWEEP_INTERVAL)
+            for name, replica in list(self.replicas.items()):
+                if replica.is_leader or replica.removed:
+                    continue
+                if replica.raw.leader is not None and self.node_id in replica.raw.status().conf_state.members():
+                    continue  # a member that hears from its leader
+                try:
+                    with trio.move_on_after(self.config.request_timeout):
+                        info = await self.backend.partition_info(name)
+                        if self.node_id not in {peer.node_id for peer in info.peers}:
+                            replica.remove()
+                except BoroughError as exc:
+                    logger.debug("could not confirm whether %r still has a replica here: %s", name, exc)
+
     async def _system_duties(self) -> None:
         """On ``_system``'s leader: grow ``_system`` towards min(members, replicas) voters."""
         while True:
@@ -592,6 +619,7 @@ async def open_node(
             nursery.start_soon(node._flusher)
             nursery.start_soon(node._member_refresher)
             nursery.start_soon(node._system_duties)
+            nursery.start_soon(node._stray_sweeper)
             await node._start()
             yield node
             nursery.cancel_scope.cancel()

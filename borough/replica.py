@@ -20,10 +20,11 @@ import attrs
 import trio
 
 from borough.errors import BoroughError, NotLeader, StorageError, Unavailable
+from borough.raft.confchange import decode_conf_change
 from borough.raft.config import RaftConfig
 from borough.raft.messages import InstallSnapshot, Message
 from borough.raft.rawnode import RawNode, Ready
-from borough.raft.records import Entry, NodeId, SnapshotMeta
+from borough.raft.records import Entry, EntryKind, NodeId, SnapshotMeta
 from borough.raft.role import Role
 from borough.statemachine import StateMachine
 from borough.store import GroupCommit, SnapshotInstall, Store
@@ -127,6 +128,8 @@ class Replica:
         self.dropped_messages = 0
         self._snapshot_every = 0
         self.conf_change_in_flight = False
+        #: Set once a committed configuration no longer holds this node: the replica then stops for good.
+        self.removed = False
 
     def __repr__(self) -> str:
         return f"<Replica {self.name!r} on {self.host.node_id} {self.raw.role.name.lower()} term {self.raw.term}>"
@@ -219,6 +222,10 @@ class Replica:
                     await self._handle_ready(rd)
                     self.raw.advance(rd)
                     self._serve_ready_reads()
+                if self.removed:
+                    logger.info("partition %r: this node left the group; removing its replica", self.name)
+                    self._stop(NotLeader(self.name, self.raw.leader))
+                    return
                 await trio.lowlevel.checkpoint()
         except BaseException as exc:
             self._stop(exc)
@@ -308,6 +315,7 @@ class Replica:
         if committed:
             self.applied = committed[-1].index
             self._resolve(committed, results)
+            self._check_removed(committed)
         if rd.soft_state is not None:
             self._leader_changed(rd.soft_state.leader, rd.soft_state.role)
         for read in rd.read_states:
@@ -322,6 +330,23 @@ class Replica:
                 for waiter in batch_.waiters:
                     waiter.fail(error)
         self._maybe_compact()
+
+    def _check_removed(self, committed: list[Entry]) -> None:
+        """A committed configuration without this node: the replica stops and its data is deleted (a removed
+        replica is never told so by Raft itself, §4.2.2 of Ongaro's thesis)."""
+        for entry in committed:
+            if entry.kind != EntryKind.CONF_CHANGE:
+                continue
+            _change, conf = decode_conf_change(entry.data)
+            if self.host.node_id not in conf.members():
+                self.removed = True
+            else:
+                self.removed = False
+
+    def remove(self) -> None:
+        """This node is no longer in the group (its leader says so): stop, and let the node delete the data."""
+        self.removed = True
+        self._wake()
 
     def _send(self, messages: list[Message]) -> None:
         normal: list[Message] = []

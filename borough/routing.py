@@ -143,5 +143,3 @@ class Router:
     def _forget(self, partition: str, target: Target) -> None:
         if self._leaders.get(partition) == target:
             del self._leaders[partition]
-
-
