@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -109,6 +109,10 @@ class Node:
         self.membership: MembershipDriver = None  # type: ignore[assignment]
         self._swim_table_version = -1
         self._refresh_wanted = trio.Event()
+        #: Simulation hook (``borough.testing`` records a run's trace through it): called as
+        #: ``trace(event, details)`` on each Raft tick round ("tick") and leader change ("leader"). Must not
+        #: raise or block; None (production) costs one attribute test per tick round.
+        self.trace: Callable[[str, tuple[Any, ...]], None] | None = None
 
     def __repr__(self) -> str:
         return f"<Node {self.node_id} at {self.address}>"
@@ -248,6 +252,8 @@ class Node:
         self.snapshots.start_send(replica, message)
 
     def leader_changed(self, partition: str, leader: str | None, term: int) -> None:
+        if self.trace is not None:
+            self.trace("leader", (partition, leader, term))
         if leader is None:
             self.router.learn_leader(partition, None)
             return
@@ -336,6 +342,8 @@ class Node:
         interval = self.config.tick_interval
         while True:
             await trio.sleep(interval)
+            if self.trace is not None:
+                self.trace("tick", (len(self.replicas),))
             for replica in list(self.replicas.values()):
                 replica.tick()
 
@@ -519,6 +527,7 @@ async def open_node(
     network: Network | None = None,
     store: Store | None = None,
     offload: bool = True,
+    trace: Callable[[str, tuple[Any, ...]], None] | None = None,
     **settings: Any,
 ) -> AsyncIterator[Node]:
     """Run a Borough node for the duration of the ``async with`` block.
@@ -526,7 +535,7 @@ async def open_node(
     Settings (``listen``, ``join``, ``data_dir``, ``replicas``, ...) come from keyword arguments, then
     ``BOROUGH_*`` environment variables, then defaults (see ``NodeConfig``). ``network`` and ``store`` replace
     TCP and LevelDB (the simulator passes its own); ``offload=False`` keeps disk writes on the trio thread (for
-    deterministic simulation)."""
+    deterministic simulation); ``trace`` is the simulator's hook for recording a run (see ``Node.trace``)."""
     config = NodeConfig.from_env(settings)
     seed = config.seed if config.seed is not None else int.from_bytes(os.urandom(8), "big")
     rng = random.Random(seed)
@@ -535,6 +544,7 @@ async def open_node(
         store = MemoryStore() if config.data_dir is None else LevelDBStore.open(config.data_dir)
     try:
         node = Node(config, store=store, rng=rng, handler=handler)
+        node.trace = trace
         async with (
             open_group_commit(store, offload=offload) as committer,
             open_transport(
