@@ -56,6 +56,7 @@ class SimNode:
         self.boots = 0
         self.paused = False
         self.removed = False
+        self.booting = False
         self._scope: trio.CancelScope | None = None
         self._task: trio.lowlevel.Task | None = None
         self._stopped = trio.Event()
@@ -157,9 +158,13 @@ class SimCluster:
 
     async def _boot(self, sim_node: SimNode) -> Node:
         assert self._nursery is not None
-        if sim_node.node is not None:
+        if sim_node.node is not None or sim_node.booting:
             raise RuntimeError(f"simulated node {sim_node.index} is already up")
-        node: Node = await self._nursery.start(self._run_node, sim_node)
+        sim_node.booting = True
+        try:
+            node: Node = await self._nursery.start(self._run_node, sim_node)
+        finally:
+            sim_node.booting = False
         return node
 
     async def _run_node(self, sim_node: SimNode, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
@@ -343,13 +348,17 @@ class SimCluster:
         return trio.current_time() - start
 
     def replica_states(self, partition: str) -> dict[int, tuple[int, list[tuple[Any, bytes]]]]:
-        """Each running node's replica of ``partition``: node index -> (applied index, its items encoded)."""
+        """Each running member's replica of ``partition``: node index -> (applied index, its items encoded).
+        Members are those of the configuration of the partition's leader (every running replica when it has
+        none); a replica left on a node the group removed is not a member."""
+        leader = self.leader_replica(partition)
+        members = set(leader.raw.status().conf_state.members()) if leader is not None else None
         out = {}
         for sim_node in self.running():
             node = sim_node.node
             assert node is not None
             replica = node.replicas.get(partition)
-            if replica is not None:
+            if replica is not None and (members is None or node.node_id in members):
                 out[sim_node.index] = (replica.applied, list(node.store.iterate(partition, encoded=True)))
         return out
 
