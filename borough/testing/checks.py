@@ -1,9 +1,9 @@
 """Checks of a simulated run after healing: acknowledged writes kept, replicas equal, leaders elected in time.
 
 Owns the pure checks (``lost_writes`` over a history and the values read at the end; ``divergent_replicas``
-over what each replica holds) and ``check_cluster``, which heals a ``SimCluster`` (every fault undone, every
-node that is not removed running), then waits, within bounds, for every partition to have a leader and for its
-replicas to catch up, and compares them. Each check returns human-readable problems (empty: passed); none
+over what each replica holds), ``check_leaders``, which heals a ``SimCluster`` (every fault undone, every node
+that is not removed running) and waits, within a bound, for every partition to have a leader, and
+``check_replicas``, which waits, within a bound, for replicas to catch up and compares them. Each check returns human-readable problems (empty: passed); none
 raises. Linearizability itself is ``borough.testing.linearizability``'s. Must not know fault schedules.
 """
 
@@ -18,7 +18,18 @@ import trio
 from borough.system import SYSTEM
 from borough.testing.history import NOT_FOUND, History, Kind, Operation, Status
 
-__all__ = ["ClusterCheck", "check_cluster", "divergent_replicas", "heal_all", "lost_writes", "partitions_of"]
+__all__ = [
+    "ClusterCheck",
+    "check_leaders",
+    "check_members",
+    "check_replicas",
+    "created_partitions",
+    "divergent_replicas",
+    "heal_all",
+    "lost_writes",
+    "member_problems",
+    "partitions_of",
+]
 
 
 def _writes_value(op: Operation, value: object) -> bool:
@@ -124,41 +135,83 @@ async def heal_all(sim: Any) -> None:
 
 @attrs.frozen(kw_only=True)
 class ClusterCheck:
-    """What ``check_cluster`` found: problems (empty: every check passed) and how long leaders took."""
+    """What a check of the healed cluster found: problems (empty: every check passed) and how long leaders took."""
 
     problems: tuple[str, ...]
     leader_wait: float | None  # virtual seconds from healing until every partition had a leader (None: not in bound)
     partitions: tuple[str, ...]
 
 
-async def check_cluster(sim: Any, *, leader_bound: float = 15.0, converge_bound: float = 30.0) -> ClusterCheck:
-    """Heal ``sim`` (``heal_all``), then check: every partition has a leader a quorum recognises within
-    ``leader_bound`` virtual seconds, and within ``converge_bound`` more its running replicas have applied the
-    leader's commit index and hold equal data."""
+def created_partitions(sim: Any) -> list[str]:
+    """Partitions of the directory whose Raft group exists: some running node hosts a replica of it. (A group is
+    created when a request first reaches one of its voters, so a partition registered by a request that then
+    failed has none until it is used again.)"""
+    hosted = {name for n in sim.running() if n.node is not None for name in n.node.replicas}
+    return [p for p in partitions_of(sim) if p in hosted]
+
+
+async def check_leaders(sim: Any, *, leader_bound: float = 15.0) -> ClusterCheck:
+    """Heal ``sim`` (``heal_all``) and check that every created partition has a leader that a quorum of its
+    voters recognises within ``leader_bound`` virtual seconds."""
     await heal_all(sim)
-    partitions = partitions_of(sim)
-    problems: list[str] = []
+    partitions = created_partitions(sim)
     leader_wait: float | None = None
     with trio.move_on_after(leader_bound):
         leader_wait = await sim.wait_for_leaders(partitions)
-    if leader_wait is None:
-        stuck = [p for p in partitions if sim.leader_replica(p) is None]
-        problems.append(f"no leader within {leader_bound:g} s after healing for partitions {stuck}")
-        return ClusterCheck(problems=tuple(problems), leader_wait=None, partitions=tuple(partitions))
-    converged = False
+    if leader_wait is not None:
+        return ClusterCheck(problems=(), leader_wait=leader_wait, partitions=tuple(partitions))
+    stuck = [p for p in partitions if sim.leader_replica(p) is None]
+    problem = f"no leader within {leader_bound:g} s after healing for partitions {stuck}\n{sim.describe()}"
+    return ClusterCheck(problems=(problem,), leader_wait=None, partitions=tuple(partitions))
+
+
+async def check_replicas(sim: Any, *, converge_bound: float = 30.0) -> list[str]:
+    """Within ``converge_bound`` virtual seconds, every partition's running replicas (members of its leader's
+    configuration) have applied the leader's commit index and hold equal data; else the problems."""
+    partitions = partitions_of(sim)
     with trio.move_on_after(converge_bound):
         while True:
             await sim.wait_converged(partitions)
-            diverging = [
-                problem for p in partitions for problem in divergent_replicas(sim.replica_states(p), p)
-            ]
+            diverging = [problem for p in partitions for problem in divergent_replicas(sim.replica_states(p), p)]
             if not diverging:
-                converged = True
-                break
+                return []
             await trio.sleep(0.5)  # replicas at different applied indexes may still be catching up
-    if not converged:
-        for p in partitions:
-            problems.extend(divergent_replicas(sim.replica_states(p), p))
-        if not problems:
-            problems.append(f"replicas did not catch up with their leaders within {converge_bound:g} s")
-    return ClusterCheck(problems=tuple(problems), leader_wait=leader_wait, partitions=tuple(partitions))
+    problems = [problem for p in partitions for problem in divergent_replicas(sim.replica_states(p), p)]
+    if not problems:
+        problems.append(f"replicas did not catch up with their leaders within {converge_bound:g} s")
+    problems[-1] += "\n" + sim.describe()
+    return problems
+
+
+def member_problems(sim: Any) -> list[str]:
+    """Differences between the member table (as ``_system``'s leader has applied it) and the cluster: every
+    node that was not removed must be ACTIVE, every removed one must not be. Empty when they agree (or when
+    ``_system`` has no leader: ``check_leaders`` reports that)."""
+    leader = sim.leader_replica(SYSTEM)
+    if leader is None:
+        return []
+    table = leader.machine.state.members
+    problems = []
+    for sim_node in sim.nodes:
+        if sim_node.node_id is None:
+            continue
+        member = table.get(sim_node.node_id)
+        state = member.state.name if member is not None else "absent"
+        if sim_node.removed and state == "ACTIVE":
+            problems.append(f"node {sim_node.index} was removed but is ACTIVE in the member table")
+        elif not sim_node.removed and state != "ACTIVE":
+            problems.append(f"node {sim_node.index} runs but is {state} in the member table (version {table.version})")
+    return problems
+
+
+async def check_members(sim: Any, *, bound: float = 30.0) -> list[str]:
+    """Within ``bound`` virtual seconds of healing, the member table agrees with the cluster
+    (``member_problems``): a live node wrongly declared dead must come back."""
+    with trio.move_on_after(bound):
+        while member_problems(sim):
+            await trio.sleep(0.25)
+        return []
+    problems = member_problems(sim)
+    if problems:
+        problems[-1] += "\n" + sim.describe()
+    return problems

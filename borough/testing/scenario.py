@@ -27,7 +27,7 @@ import trio
 import trio.testing
 
 from borough.request import Handler
-from borough.testing.checks import check_cluster, lost_writes
+from borough.testing.checks import check_leaders, check_members, check_replicas, lost_writes
 from borough.testing.history import NOT_FOUND, History, Status
 from borough.testing.linearizability import CheckResult, check
 from borough.testing.sim import SimCluster
@@ -317,12 +317,12 @@ async def play(scenario: Scenario, *, handler: Handler | None = None) -> Scenari
             nursery.start_soon(run_faults, sim, scenario.faults)
             for index, steps in enumerate(scenario.clients):
                 nursery.start_soon(_run_client, sim, history, index, steps, scenario.op_timeout)
-        cluster = await check_cluster(sim, leader_bound=scenario.leader_bound)
-        problems.extend(cluster.problems)
+        leaders = await check_leaders(sim, leader_bound=scenario.leader_bound)
+        problems.extend(leaders.problems)
         # Read every key once more, after healing: this is what "no acknowledged write lost" is checked against.
         keys = sorted({op.key for op in history}, key=repr)
         final: dict[Any, object] = {}
-        if cluster.leader_wait is not None:
+        if leaders.leader_wait is not None:
             async with sim.client(request_timeout=30.0) as client:
                 reader = ClientOps(client, history, "final", timeout=30.0, record=sim.record)
                 for partition, key in keys:  # type: ignore[misc]
@@ -331,6 +331,8 @@ async def play(scenario: Scenario, *, handler: Handler | None = None) -> Scenari
                         final[op.key] = op.result
                     else:
                         problems.append(f"the final read of {op.key!r} failed after healing: {op.error}")
+            problems.extend(await check_replicas(sim))
+            problems.extend(await check_members(sim))
         virtual = trio.current_time() - t0
         result = check(history)
         if not result.ok:
@@ -343,7 +345,7 @@ async def play(scenario: Scenario, *, handler: Handler | None = None) -> Scenari
             linearizability=result,
             problems=tuple(problems),
             digest=sim.trace.digest(),
-            leader_wait=cluster.leader_wait,
+            leader_wait=leaders.leader_wait,
             virtual_seconds=virtual,
             wall_seconds=time.perf_counter() - started,
             trace_tail=tuple(sim.trace.lines),

@@ -385,6 +385,35 @@ class SimCluster:
                 return
             await trio.sleep(poll)
 
+    def describe(self) -> str:
+        """The cluster's state as text, for failure reports: each node, and each of its replicas' Raft state."""
+        lines = [f"cluster at t={trio.current_time():g} (seed {self.seed}):"]
+        for sim_node in self.nodes:
+            lines.append(f"  node {sim_node.index} {sim_node.node_id} {sim_node!r}")
+            node = sim_node.node
+            if node is None:
+                continue
+            for name in sorted(node.replicas):
+                replica = node.replicas[name]
+                st = replica.raw.status()
+                conf = st.conf_state
+                voters = ",".join(self._short(v) for v in conf.voters)
+                if conf.voters_outgoing:
+                    voters += " & " + ",".join(self._short(v) for v in conf.voters_outgoing)
+                learners = ",".join(self._short(v) for v in (*conf.learners, *conf.learners_next))
+                lines.append(
+                    f"    {name}: {st.role.name.lower()} term {st.term} leader {self._short(st.leader)} "
+                    f"commit {st.commit} applied {replica.applied} last {st.last_index} voters [{voters}]"
+                    + (f" learners [{learners}]" if learners else "")
+                )
+        return "\n".join(lines)
+
+    def _short(self, node_id: str | None) -> str:
+        if node_id is None:
+            return "-"
+        sim_node = self._by_id(node_id)
+        return f"n{sim_node.index}" if sim_node is not None else node_id[:6]
+
     def _by_id(self, node_id: str) -> SimNode | None:
         return next((n for n in self.nodes if n.node_id == node_id), None)
 
