@@ -109,6 +109,7 @@ class Node:
         self.membership: MembershipDriver = None  # type: ignore[assignment]
         self._swim_table_version = -1
         self._refresh_wanted = trio.Event()
+        self._leading_since: tuple[int, float] | None = None  # (term, time) this node began leading _system
         #: Simulation hook (``borough.testing`` records a run's trace through it): called as
         #: ``trace(event, details)`` on each Raft tick round ("tick") and leader change ("leader"). Must not
         #: raise or block; None (production) costs one attribute test per tick round.
@@ -423,8 +424,16 @@ class Node:
                 logger.info("_system duty step failed: %s", exc)
 
     async def _mark_dead(self, replica: Replica, table: MemberTable) -> None:
-        """Mark members the failure detector has believed dead for ``dead_after`` seconds as DEAD."""
+        """Mark members the failure detector has believed dead for ``dead_after`` seconds as DEAD.
+
+        Only unreachability seen while this replica led ``_system`` in its current term counts: a node that
+        was itself cut off (or paused) believes everyone else dead, and if it wins an election right after
+        the partition heals its stale view must not declare the healthy majority dead."""
         now = trio.current_time()
+        term = replica.raw.term
+        if self._leading_since is None or self._leading_since[0] != term:
+            self._leading_since = (term, now)
+        leading_since = self._leading_since[1]
         view = self.membership.view() if self.membership is not None else {}
         for member in table.members:
             if member.state is not MemberState.ACTIVE or member.node_id == self.node_id:
@@ -432,7 +441,7 @@ class Node:
             seen = view.get(member.node_id)
             if seen is None or seen.liveness is not Liveness.DEAD:
                 continue
-            since = seen.since if seen.since is not None else now
+            since = max(seen.since if seen.since is not None else now, leading_since)
             if now - since >= self.config.dead_after:
                 logger.warning("marking member %s dead: unreachable for %.1f s", member.node_id, now - since)
                 await replica.propose(encode_command(state_command(member.node_id, MemberState.DEAD)))
