@@ -2,9 +2,10 @@
 
 Owns the ``Scenario`` record (plain data, with a JSON form, so a failing one can be saved, printed and replayed),
 the fault vocabulary (``Fault``) and how a schedule is applied (``run_faults``: robust to any order, so that any
-schedule Hypothesis makes or shrinks is valid), how the workload's clients run, ``play`` (the whole run: faults
-and clients together, then heal, check leaders and replicas, read every key at the end, check linearizability
-and lost writes), ``run_scenario`` (one trio run on virtual time), ``random_scenario`` (a scenario that is a
+schedule Hypothesis makes or shrinks is valid), how the workload's clients run, ``play`` (the whole run: the fault schedule
+and the clients together; as soon as the schedule ends, every fault is undone and every partition must have a
+leader within a bound; once the clients are done, every key is read once more, and the replicas, the member
+table, linearizability and lost writes are checked), ``run_scenario`` (one trio run on virtual time), ``random_scenario`` (a scenario that is a
 function of one seed, for soak runs) and the failure report with the command that replays it.
 Must not know Hypothesis (``strategies`` builds scenarios from it).
 """
@@ -27,7 +28,7 @@ import trio
 import trio.testing
 
 from borough.request import Handler
-from borough.testing.checks import check_leaders, check_members, check_replicas, lost_writes
+from borough.testing.checks import ClusterCheck, check_leaders, check_members, check_replicas, lost_writes
 from borough.testing.history import NOT_FOUND, History, Status
 from borough.testing.linearizability import CheckResult, check
 from borough.testing.sim import SimCluster
@@ -97,7 +98,8 @@ def _tuples(value: Any) -> Any:
 class Step:
     """One client operation: wait ``delay``, then ``kind`` (get, put, delete, cas) on key ``k{key}`` of partition
     ``p{partition}``. Values written are made unique when the step runs; a cas expects what this client last
-    saw of the key."""
+    saw of the key. Odd partitions take every write through ``cas_handler``; on even ones (plain partition API)
+    a cas step is a get."""
 
     delay: float
     kind: str
@@ -294,12 +296,15 @@ async def _run_client(sim: SimCluster, history: History, index: int, steps: Sequ
             await trio.sleep(step.delay)
             partition, key = f"p{step.partition}", f"k{step.key}"
             value = (index + 1) * 1_000_000 + seq  # unique in the whole history
-            if step.kind == "get":
+            # Odd partitions take every write through cas_handler (so their cas is atomic); even ones write
+            # through the partition API, and a cas step there is a get (it could not be atomic).
+            handled = step.partition % 2 == 1
+            if step.kind == "get" or (step.kind == "cas" and not handled):
                 await ops.get(partition, key)
             elif step.kind == "put":
-                await ops.put(partition, key, value)
+                await ops.put(partition, key, value, via_handler=handled)
             elif step.kind == "delete":
-                await ops.delete(partition, key)
+                await ops.delete(partition, key, via_handler=handled)
             else:
                 await ops.cas(partition, key, ops.seen.get((partition, key), NOT_FOUND), value)
 
@@ -313,16 +318,23 @@ async def play(scenario: Scenario, *, handler: Handler | None = None) -> Scenari
         scenario.nodes, seed=scenario.seed, handler=handler or cas_handler, **dict(scenario.config)
     ) as sim:
         t0 = trio.current_time()
+        leaders: list[ClusterCheck] = []
+
+        async def faults_then_heal() -> None:
+            await run_faults(sim, scenario.faults)
+            # Heal as soon as the schedule ends (clients may still be running), and time the elections.
+            leaders.append(await check_leaders(sim, leader_bound=scenario.leader_bound))
+
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(run_faults, sim, scenario.faults)
+            nursery.start_soon(faults_then_heal)
             for index, steps in enumerate(scenario.clients):
                 nursery.start_soon(_run_client, sim, history, index, steps, scenario.op_timeout)
-        leaders = await check_leaders(sim, leader_bound=scenario.leader_bound)
-        problems.extend(leaders.problems)
+        leader_wait = leaders[0].leader_wait
+        problems.extend(leaders[0].problems)
         # Read every key once more, after healing: this is what "no acknowledged write lost" is checked against.
         keys = sorted({op.key for op in history}, key=repr)
         final: dict[Any, object] = {}
-        if leaders.leader_wait is not None:
+        if leader_wait is not None:
             async with sim.client(request_timeout=30.0) as client:
                 reader = ClientOps(client, history, "final", timeout=30.0, record=sim.record)
                 for partition, key in keys:  # type: ignore[misc]
@@ -345,7 +357,7 @@ async def play(scenario: Scenario, *, handler: Handler | None = None) -> Scenari
             linearizability=result,
             problems=tuple(problems),
             digest=sim.trace.digest(),
-            leader_wait=leaders.leader_wait,
+            leader_wait=leader_wait,
             virtual_seconds=virtual,
             wall_seconds=time.perf_counter() - started,
             trace_tail=tuple(sim.trace.lines),

@@ -27,25 +27,32 @@ _locks: weakref.WeakKeyDictionary[Any, dict[str, trio.Lock]] = weakref.WeakKeyDi
 
 
 async def cas_handler(request: borough.Request) -> Any:
-    """A request handler with one operation: ``{"op": CAS_OP, "key": k, "expected": e, "value": v}`` sets ``k``
-    to ``v`` if it holds ``e`` (None: if it is absent) and returns whether it did.
+    """The workload's request handler: ``{"op": CAS_OP, "key": k, "expected": e, "value": v}`` sets ``k`` to
+    ``v`` if it holds ``e`` (None: if it is absent) and returns whether it did; ``{"op": CAS_OP, "key": k,
+    "value": v}`` puts (``v`` None: deletes) and returns True.
 
-    Read-then-write is atomic because the handler runs on the partition's leader, reads linearizably, and holds a
-    per-partition lock of that node across the read and the write, so no other request of this leader's term
-    writes in between; if leadership moves meanwhile, the write raises NotLeader (nothing proposed, or the
-    proposal provably lost) and the router retries the whole request on the new leader."""
+    Read-then-write is atomic only against writes that take the same lock: the handler runs on the partition's
+    leader, holds a per-partition lock of that node across a linearizable read and the write, so no other
+    request through this handler writes in between during the leader's term; if leadership moves meanwhile, the
+    write raises NotLeader (nothing proposed, or the proposal provably lost) and the router retries the whole
+    request on the new leader. A write through the plain partition API does not take the lock, so a partition
+    whose keys are compare-and-set must take every write through this handler (the simulator found that out)."""
     body = request.body
     if not isinstance(body, dict) or body.get("op") != CAS_OP:
         raise ValueError(f"cas_handler only knows {CAS_OP!r} requests, got {body!r:.80}")
-    key, expected, value = body["key"], body["expected"], body["value"]
+    key, value = body["key"], body["value"]
     partition = request.partition
     per_node = _locks.setdefault(request.node, {})
     lock = per_node.setdefault(partition.name, trio.Lock())
     async with lock:
-        current = await partition.get(key, default=None)
-        if current != expected:
-            return False
-        await partition.put(key, value)
+        if "expected" in body:
+            current = await partition.get(key, default=None)
+            if current != body["expected"]:
+                return False
+        if value is None:
+            await partition.delete(key)
+        else:
+            await partition.put(key, value)
         return True
 
 
@@ -98,16 +105,23 @@ class ClientOps:
         self._done(op)
         return op
 
-    async def put(self, partition: str, key: str, value: object) -> Operation:
+    async def put(self, partition: str, key: str, value: object, *, via_handler: bool = False) -> Operation:
+        """Put through the partition API, or (``via_handler``) through ``cas_handler``'s lock."""
         op = self.history.invoke(self.client_id, Kind.PUT, (partition, key), value, time=trio.current_time())
+        if via_handler:
+            return await self._write(op, self.client.request(partition, {"op": CAS_OP, "key": key, "value": value}))
         return await self._write(op, self._partition(partition).put(key, value))
 
-    async def delete(self, partition: str, key: str) -> Operation:
+    async def delete(self, partition: str, key: str, *, via_handler: bool = False) -> Operation:
+        """Delete through the partition API, or (``via_handler``) through ``cas_handler``'s lock."""
         op = self.history.invoke(self.client_id, Kind.DELETE, (partition, key), time=trio.current_time())
+        if via_handler:
+            return await self._write(op, self.client.request(partition, {"op": CAS_OP, "key": key, "value": None}))
         return await self._write(op, self._partition(partition).delete(key))
 
     async def cas(self, partition: str, key: str, expected: object, value: object) -> Operation:
-        """Compare-and-set through ``cas_handler`` (the cluster must run it)."""
+        """Compare-and-set through ``cas_handler`` (the cluster must run it, and every write of the key must go
+        through it for the cas to be atomic)."""
         op = self.history.invoke(
             self.client_id, Kind.CAS, (partition, key), value, expected=expected, time=trio.current_time()
         )
@@ -123,11 +137,11 @@ class ClientOps:
             # write is FAILED only when it certainly had no effect, which a client of a routed call never knows.
             op = self.history.unknown(op, exc, time=trio.current_time())
         else:
-            if op.kind is Kind.CAS:
-                if not isinstance(result, bool):
+            if op.kind is Kind.CAS or result is not None:
+                if not isinstance(result, bool) or (op.kind is not Kind.CAS and result is not True):
                     op = self.history.unknown(op, f"cas_handler returned {result!r}", time=trio.current_time())
                 else:
-                    op = self.history.ok(op, result, time=trio.current_time())
+                    op = self.history.ok(op, result if op.kind is Kind.CAS else None, time=trio.current_time())
             else:
                 op = self.history.ok(op, time=trio.current_time())
         if op.status is Status.OK and (op.kind is not Kind.CAS or op.result is True):
