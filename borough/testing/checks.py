@@ -129,7 +129,7 @@ async def heal_all(sim: Any) -> None:
         if sim_node.paused:
             sim.resume(sim_node.index)
     for sim_node in sim.nodes:
-        if not sim_node.up and not sim_node.removed:
+        if not sim_node.up and not sim_node.removed and not sim_node.booting:
             await sim.restart(sim_node.index)
 
 

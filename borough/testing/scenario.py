@@ -60,6 +60,7 @@ FAULTS: Final = {
     "rst": "node",  # reset every connection of the node
     "partition": "groups",  # [[0, 1], [2]]: cut every link between groups
     "cut": "a, b, one_way",
+    "cut-client": "node, client, one_way",  # one_way: the client's calls arrive, the node's replies are lost
     "latency": "a, b, mean, jitter",
     "heal": "",  # every cut and isolation removed
     "add": "",  # a new node joins
@@ -200,6 +201,8 @@ async def apply_fault(sim: SimCluster, fault: Fault, nursery: trio.Nursery) -> N
         a, b, one_way = node(args[0]).index, node(args[1]).index, bool(args[2])
         if a != b:
             sim.cut(a, b, one_way=one_way)
+    elif name == "cut-client":
+        sim.cut_client(node(args[0]).index, client_host(int(args[1])), one_way=bool(args[2]))
     elif name == "latency":
         a, b = node(args[0]).index, node(args[1]).index
         if a != b:
@@ -213,21 +216,22 @@ async def apply_fault(sim: SimCluster, fault: Fault, nursery: trio.Nursery) -> N
         # Keep a majority of the original replicas of every partition: at most one node removed, never below 3.
         removed = sum(1 for s in sim.nodes if s.removed)
         if not target.removed and target.node_id is not None and removed == 0 and n - 1 >= 3:
-            nursery.start_soon(_remove, sim, target.index)
+            nursery.start_soon(sim.remove_node, target.index)
 
 
-async def _remove(sim: SimCluster, index: int) -> None:
-    with trio.move_on_after(30):
-        await sim.remove_node(index)
+def client_host(index: int) -> str:
+    """The simulated host of the scenario's client ``index``."""
+    return f"client-{index}"
 
 
-async def run_faults(sim: SimCluster, faults: Sequence[Fault]) -> None:
-    """Apply a fault schedule (each fault after its delay). Returns when the last fault is applied and every
-    restart, addition and removal it started has finished."""
-    async with trio.open_nursery() as nursery:
+async def run_faults(sim: SimCluster, faults: Sequence[Fault], background: trio.Nursery | None = None) -> None:
+    """Apply a fault schedule (each fault after its delay). Restarts, additions and removals run in
+    ``background`` (when given, they may finish after this returns, e.g. once the network is healed; else this
+    waits for them)."""
+    async with trio.open_nursery() as own:
         for fault in faults:
             await trio.sleep(fault.delay)
-            await apply_fault(sim, fault, nursery)
+            await apply_fault(sim, fault, background or own)
 
 
 # --- a run ---------------------------------------------------------------------------------------------------
@@ -290,7 +294,7 @@ def run_simulation(async_fn: Callable[..., Awaitable[T]], *args: Any) -> T:
 
 
 async def _run_client(sim: SimCluster, history: History, index: int, steps: Sequence[Step], timeout: float) -> None:
-    async with sim.client(request_timeout=timeout) as client:
+    async with sim.client(request_timeout=timeout, host=client_host(index)) as client:
         ops = ClientOps(client, history, index, timeout=timeout, record=sim.record)
         for seq, step in enumerate(steps):
             await trio.sleep(step.delay)
@@ -320,13 +324,13 @@ async def play(scenario: Scenario, *, handler: Handler | None = None) -> Scenari
         t0 = trio.current_time()
         leaders: list[ClusterCheck] = []
 
-        async def faults_then_heal() -> None:
-            await run_faults(sim, scenario.faults)
+        async def faults_then_heal(background: trio.Nursery) -> None:
+            await run_faults(sim, scenario.faults, background)
             # Heal as soon as the schedule ends (clients may still be running), and time the elections.
             leaders.append(await check_leaders(sim, leader_bound=scenario.leader_bound))
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(faults_then_heal)
+            nursery.start_soon(faults_then_heal, nursery)
             for index, steps in enumerate(scenario.clients):
                 nursery.start_soon(_run_client, sim, history, index, steps, scenario.op_timeout)
         leader_wait = leaders[0].leader_wait
@@ -379,8 +383,10 @@ def random_scenario(
     faults: int = 6,
     partitions: int = 2,
     keys: int = 2,
+    client_faults: bool = False,
 ) -> Scenario:
-    """A scenario that is a function of ``seed`` alone (for soak runs replayed by seed)."""
+    """A scenario that is a function of ``seed`` alone (for soak runs replayed by seed). ``client_faults`` adds
+    cuts between nodes and clients (which find the open retry bug of tests/testing/test_sim_retries.py)."""
     rng = random.Random(seed)
 
     def node() -> int:
@@ -400,7 +406,8 @@ def random_scenario(
     )
     schedule = []
     for _ in range(faults):
-        name = rng.choice(["crash", "restart", "pause", "resume", "partition", "cut", "isolate", "heal", "latency", "rst"])
+        names = ["crash", "restart", "pause", "resume", "partition", "cut", "isolate", "heal", "latency", "rst"]
+        name = rng.choice(names + ["cut-client"] * client_faults)
         args: tuple[Any, ...]
         if name in ("crash", "restart", "pause", "resume", "isolate", "rst"):
             args = (node(),)
@@ -413,6 +420,8 @@ def random_scenario(
             args = (node(), node(), rng.random() < 0.5)
         elif name == "latency":
             args = (node(), node(), round(rng.uniform(0.001, 0.3), 3), round(rng.uniform(0, 0.1), 3))
+        elif name == "cut-client":
+            args = (node(), rng.randrange(clients), rng.random() < 0.7)
         else:
             args = ()
         schedule.append(Fault(delay=round(rng.expovariate(0.5), 3), name=name, args=args))

@@ -279,9 +279,9 @@ class SimCluster:
         if sim_node.node_id is None:
             raise RuntimeError(f"simulated node {index} never ran, so it has no member to remove")
         self.record("remove", index, state.name)
+        sim_node.removed = True  # first: nothing may restart it while it stops
         if sim_node.up:
             await self._stop(sim_node)
-        sim_node.removed = True
         command = encode_command(state_command(sim_node.node_id, state))
         while True:
             leader = self.leader_replica(SYSTEM)
@@ -441,6 +441,12 @@ class SimCluster:
         self.record("cut", a, b, one_way)
         self.net.cut(self.nodes[a].host, self.nodes[b].host, one_way=one_way)
 
+    def cut_client(self, index: int, client_host: str, *, one_way: bool = False) -> None:
+        """Stop delivery from node ``index`` to the client on ``client_host`` (and back, unless ``one_way``):
+        with ``one_way`` the node gets the client's calls but its replies are lost."""
+        self.record("cut-client", index, client_host, one_way)
+        self.net.cut(self.nodes[index].host, client_host, one_way=one_way)
+
     def isolate(self, index: int) -> None:
         """Cut node ``index`` from every other host, clients included."""
         self.record("isolate", index)
@@ -469,15 +475,20 @@ class SimCluster:
     # --- clients ------------------------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def client(self, *, request_timeout: float = 10.0, seeds: Sequence[int] | None = None) -> AsyncIterator[Client]:
-        """A client process on its own simulated host (``client1``, ``client2``, ...), given the addresses of
-        nodes ``seeds`` (default: every node that is not removed)."""
+    async def client(
+        self, *, request_timeout: float = 10.0, seeds: Sequence[int] | None = None, host: str | None = None
+    ) -> AsyncIterator[Client]:
+        """A client process on its own simulated host (``host``, default ``client1``, ``client2``, ... in order
+        of creation; ``cut_client`` names it), given the addresses of nodes ``seeds`` (default: every node that
+        is not removed)."""
         self._clients += 1
-        host = self.net.host(f"client{self._clients}")
+        host_name = host if host is not None else f"client{self._clients}"
+        if host_name in {n.host for n in self.nodes}:
+            raise ValueError(f"{host_name!r} is a node's host; give the client another name")
         chosen = [self.nodes[i] for i in seeds] if seeds is not None else [n for n in self.nodes if not n.removed]
         async with open_client(
             [n.address for n in chosen],
-            network=host,
+            network=self.net.host(host_name),
             request_timeout=request_timeout,
             seed=self.seed * 1_000_003 + 500_009 * self._clients,
         ) as client:

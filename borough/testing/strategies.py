@@ -41,8 +41,12 @@ def workloads(
     return st.lists(one, min_size=1, max_size=clients).map(tuple)
 
 
-def faults(nodes: int, *, membership: bool = False, max_delay: float = 3.0) -> st.SearchStrategy[Fault]:
-    """One fault of a ``nodes``-node cluster (``membership``: also adding and removing nodes)."""
+def faults(
+    nodes: int, *, membership: bool = False, clients: int = 0, max_delay: float = 3.0
+) -> st.SearchStrategy[Fault]:
+    """One fault of a ``nodes``-node cluster (``membership``: also adding and removing nodes; ``clients``: also
+    cutting links between nodes and that many clients, which finds the open retry bug of
+    tests/testing/test_sim_retries.py)."""
     node = st.integers(0, nodes - 1)
     delay = delays(max_delay)
 
@@ -66,14 +70,17 @@ def faults(nodes: int, *, membership: bool = False, max_delay: float = 3.0) -> s
     ]
     if membership:
         options += [fault("add"), fault("remove", node)]
+    if clients:
+        options.append(fault("cut-client", node, st.integers(0, clients - 1), st.booleans()))
     return st.one_of(options)
 
 
 def fault_schedules(
-    nodes: int, *, max_faults: int = 8, membership: bool = False, max_delay: float = 3.0
+    nodes: int, *, max_faults: int = 8, membership: bool = False, clients: int = 0, max_delay: float = 3.0
 ) -> st.SearchStrategy[tuple[Fault, ...]]:
-    """Up to ``max_faults`` faults in order, each after its delay."""
-    return st.lists(faults(nodes, membership=membership, max_delay=max_delay), max_size=max_faults).map(tuple)
+    """Up to ``max_faults`` faults in order, each after its delay (see ``faults``)."""
+    one = faults(nodes, membership=membership, clients=clients, max_delay=max_delay)
+    return st.lists(one, max_size=max_faults).map(tuple)
 
 
 def scenarios(
@@ -85,6 +92,7 @@ def scenarios(
     partitions: int = 2,
     keys: int = 2,
     membership: bool = False,
+    client_faults: bool = False,
     config: dict[str, Any] | None = None,
 ) -> st.SearchStrategy[Scenario]:
     """Whole scenarios: a seed, a workload and a fault schedule for a ``nodes``-node cluster."""
@@ -93,6 +101,8 @@ def scenarios(
         seed=st.integers(0, 2**32 - 1),
         nodes=st.just(nodes),
         clients=workloads(clients=clients, max_ops=max_ops, partitions=partitions, keys=keys),
-        faults=fault_schedules(nodes, max_faults=max_faults, membership=membership),
+        faults=fault_schedules(
+            nodes, max_faults=max_faults, membership=membership, clients=clients if client_faults else 0
+        ),
         config=st.just(tuple(sorted((config or {}).items()))),
     )
