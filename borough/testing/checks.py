@@ -1,10 +1,11 @@
 """Checks of a simulated run after healing: acknowledged writes kept, replicas equal, leaders elected in time.
 
 Owns the pure checks (``lost_writes`` over a history and the values read at the end; ``divergent_replicas``
-over what each replica holds), ``check_leaders``, which heals a ``SimCluster`` (every fault undone, every node
-that is not removed running) and waits, within a bound, for every partition to have a leader, and
-``check_replicas``, which waits, within a bound, for replicas to catch up and compares them. Each check returns human-readable problems (empty: passed); none
-raises. Linearizability itself is ``borough.testing.linearizability``'s. Must not know fault schedules.
+over what each replica holds; ``member_problems`` over the member table), ``check_leaders``, which heals a
+``SimCluster`` (every fault undone, every node that is not removed running) and waits, within a bound, for every
+partition to have a leader, ``check_replicas``, which waits, within a bound, for replicas to catch up and
+compares them, and ``check_members``. Each check returns human-readable problems (empty: passed); none raises.
+Linearizability itself is ``borough.testing.linearizability``'s. Must not know fault schedules.
 """
 
 from __future__ import annotations
@@ -208,9 +209,10 @@ async def check_members(sim: Any, *, bound: float = 30.0) -> list[str]:
     """Within ``bound`` virtual seconds of healing, the member table agrees with the cluster
     (``member_problems``): a live node wrongly declared dead must come back."""
     with trio.move_on_after(bound):
-        while member_problems(sim):
+        while True:  # polled: the member table changes inside the nodes, with no event to wait on
+            if not member_problems(sim):
+                return []
             await trio.sleep(0.25)
-        return []
     problems = member_problems(sim)
     if problems:
         problems[-1] += "\n" + sim.describe()

@@ -2,11 +2,12 @@
 
 Owns the ``Scenario`` record (plain data, with a JSON form, so a failing one can be saved, printed and replayed),
 the fault vocabulary (``Fault``) and how a schedule is applied (``run_faults``: robust to any order, so that any
-schedule Hypothesis makes or shrinks is valid), how the workload's clients run, ``play`` (the whole run: the fault schedule
-and the clients together; as soon as the schedule ends, every fault is undone and every partition must have a
-leader within a bound; once the clients are done, every key is read once more, and the replicas, the member
-table, linearizability and lost writes are checked), ``run_scenario`` (one trio run on virtual time), ``random_scenario`` (a scenario that is a
-function of one seed, for soak runs) and the failure report with the command that replays it.
+schedule Hypothesis makes or shrinks is valid), how the workload's clients run, ``play`` (the whole run: the
+fault schedule and the clients together; as soon as the schedule ends, every fault is undone and every partition
+must have a leader within a bound; once the clients are done, every key is read once more, and the replicas, the
+member table, linearizability and lost writes are checked), ``run_scenario`` (one trio run on virtual time),
+``random_scenario`` (a scenario that is a function of one seed, for soak runs) and the failure report with the
+command that replays it.
 Must not know Hypothesis (``strategies`` builds scenarios from it).
 """
 
@@ -293,9 +294,9 @@ def run_simulation(async_fn: Callable[..., Awaitable[T]], *args: Any) -> T:
     return trio.run(async_fn, *args, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
-async def _run_client(sim: SimCluster, history: History, index: int, steps: Sequence[Step], timeout: float) -> None:
-    async with sim.client(request_timeout=timeout, host=client_host(index)) as client:
-        ops = ClientOps(client, history, index, timeout=timeout, record=sim.record)
+async def _run_client(sim: SimCluster, history: History, index: int, steps: Sequence[Step], op_timeout: float) -> None:
+    async with sim.client(request_timeout=op_timeout, host=client_host(index)) as client:
+        ops = ClientOps(client, history, index, timeout=op_timeout, record=sim.record)
         for seq, step in enumerate(steps):
             await trio.sleep(step.delay)
             partition, key = f"p{step.partition}", f"k{step.key}"
@@ -336,12 +337,12 @@ async def play(scenario: Scenario, *, handler: Handler | None = None) -> Scenari
         leader_wait = leaders[0].leader_wait
         problems.extend(leaders[0].problems)
         # Read every key once more, after healing: this is what "no acknowledged write lost" is checked against.
-        keys = sorted({op.key for op in history}, key=repr)
+        keys: list[tuple[str, str]] = sorted({op.key for op in history}, key=repr)  # type: ignore[misc]
         final: dict[Any, object] = {}
         if leader_wait is not None:
             async with sim.client(request_timeout=30.0) as client:
                 reader = ClientOps(client, history, "final", timeout=30.0, record=sim.record)
-                for partition, key in keys:  # type: ignore[misc]
+                for partition, key in keys:
                     op = await reader.get(partition, key)
                     if op.status is Status.OK:
                         final[op.key] = op.result
@@ -426,4 +427,3 @@ def random_scenario(
             args = ()
         schedule.append(Fault(delay=round(rng.expovariate(0.5), 3), name=name, args=args))
     return Scenario(seed=seed, nodes=nodes, clients=steps, faults=tuple(schedule))
-

@@ -38,7 +38,9 @@ __all__ = ["TaskGate", "check_trio_internals", "descends_from", "seed_scheduler"
 
 def check_trio_internals() -> None:
     """Raise RuntimeError naming what is missing if this trio lacks the internals the simulator relies on."""
-    missing = [name for name in ("_r", "_ALLOW_DETERMINISTIC_SCHEDULING", "GLOBAL_RUN_CONTEXT") if not hasattr(_trio_run, name)]
+    missing = [
+        name for name in ("_r", "_ALLOW_DETERMINISTIC_SCHEDULING", "GLOBAL_RUN_CONTEXT") if not hasattr(_trio_run, name)
+    ]
     if not isinstance(getattr(_trio_run, "_r", None), random.Random):
         missing.append("_r as a random.Random")
     if missing:

@@ -343,9 +343,10 @@ class SimCluster:
         virtual seconds waited. Bound it with ``trio.fail_after``."""
         start = trio.current_time()
         names = sorted(set(partitions))
-        while any(self.leader_replica(p) is None for p in names):
+        while True:  # polled: leadership changes inside the replicas, with no event to wait on
+            if all(self.leader_replica(p) is not None for p in names):
+                return trio.current_time() - start
             await trio.sleep(poll)
-        return trio.current_time() - start
 
     def replica_states(self, partition: str) -> dict[int, tuple[int, list[tuple[Any, bytes]]]]:
         """Each running member's replica of ``partition``: node index -> (applied index, its items encoded).

@@ -10,6 +10,7 @@ history are ``(partition, key)`` pairs. Must not know fault schedules or what th
 from __future__ import annotations
 
 import weakref
+from collections.abc import Hashable
 from typing import Any, Final
 
 import trio
@@ -67,7 +68,7 @@ class ClientOps:
         self,
         client: Any,
         history: History,
-        client_id: int,
+        client_id: Hashable,
         *,
         timeout: float = 5.0,
         record: Any = None,

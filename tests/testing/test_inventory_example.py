@@ -88,7 +88,9 @@ async def shop_under_faults(seed: int, schedule: tuple[Fault, ...], orders: list
                 with trio.fail_after(30):
                     stock = await product.get("stock")
                     records = {key: value async for key, value in product.iterator(gte="order:", lt="order;")}
-                reserved = sum(qty for order, (s, qty, _) in answers.items() if s == sku and records.get(f"order:{order}"))
+                reserved = sum(
+                    qty for order, (s, qty, _) in answers.items() if s == sku and records.get(f"order:{order}")
+                )
                 assert stock >= 0, f"{sku}: oversold, {stock} left"
                 assert stock + reserved == INITIAL, f"{sku}: {stock} left + {reserved} reserved != {INITIAL}"
                 for order, (s, _, answer) in answers.items():
