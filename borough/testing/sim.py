@@ -17,6 +17,8 @@ replicas agree), but knows nothing of what a test decides from them.
 
 from __future__ import annotations
 
+import os
+import shlex
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -120,7 +122,20 @@ class SimCluster:
         return await self._cm.__aenter__()
 
     async def __aexit__(self, *exc: Any) -> bool | None:
+        error = exc[1]
+        if isinstance(error, BaseException) and not isinstance(error, trio.Cancelled):
+            error.add_note(self.replay_note())
         return await self._cm.__aexit__(*exc)
+
+    def replay_note(self) -> str:
+        """What a failure inside this cluster says about replaying it (added to the exception as a note)."""
+        where = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0]
+        how = f"python -m pytest {shlex.quote(where)}" if where else "run the same code again"
+        return (
+            f"borough.testing: SimCluster(seed={self.seed}) failed at t={trio.current_time():g} after "
+            f"{self.trace.count} events (trace digest {self.trace.digest()}); the run is a function of its seed, "
+            f"so it replays exactly: {how}"
+        )
 
     def record(self, kind: str, *details: object) -> None:
         """Add an event of the test's own (a client result, a check) to the trace."""

@@ -26,7 +26,8 @@ _locks: weakref.WeakKeyDictionary[Any, dict[str, trio.Lock]] = weakref.WeakKeyDi
 
 async def inventory(request: borough.Request) -> Any:
     """{"op": "restock", "qty": n} adds stock; {"op": "reserve", "order": id, "qty": n} reserves n units if
-    that many are left and answers True, else False. Every write to a product goes through this handler."""
+    that many are left and answers True, else False; {"op": "audit"} answers the stock and every order's
+    answer, read together. Every write to a product goes through this handler."""
     product = request.partition
     body = request.body
     # Read-then-write must not interleave with another request's: one lock per product on this node (the
@@ -36,6 +37,9 @@ async def inventory(request: borough.Request) -> Any:
         if body["op"] == "restock":
             await product.put("stock", await product.get("stock", default=0) + body["qty"])
             return True
+        if body["op"] == "audit":
+            orders = {key: value async for key, value in product.iterator(gte="order:", lt="order;")}
+            return {"stock": await product.get("stock", default=0), "orders": orders}
         # A request may run twice (its reply was lost and Borough retried it): the order record makes the
         # second run answer what the first one did instead of reserving again.
         order = f"order:{body['order']}"
@@ -84,10 +88,9 @@ async def shop_under_faults(seed: int, schedule: tuple[Fault, ...], orders: list
         await heal_all(sim)  # every fault undone, every node back up
         async with sim.client() as auditor:
             for sku in PRODUCTS:
-                product = auditor.partition(f"product:{sku}")
                 with trio.fail_after(30):
-                    stock = await product.get("stock")
-                    records = {key: value async for key, value in product.iterator(gte="order:", lt="order;")}
+                    audit = await auditor.request(f"product:{sku}", {"op": "audit"})
+                stock, records = audit["stock"], audit["orders"]
                 reserved = sum(
                     qty for order, (s, qty, _) in answers.items() if s == sku and records.get(f"order:{order}")
                 )

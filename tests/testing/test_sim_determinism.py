@@ -85,3 +85,14 @@ async def test_sim_cluster_refuses_to_run_on_the_real_clock() -> None:
     with pytest.raises(RuntimeError, match="MockClock"):
         async with SimCluster(1, seed=1):
             pass
+
+
+async def test_a_failure_inside_a_cluster_carries_its_seed_and_how_to_replay_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with pytest.RaisesGroup(ZeroDivisionError) as caught:
+        async with SimCluster(1, seed=5):
+            raise ZeroDivisionError
+    (error,) = caught.value.exceptions
+    (note,) = error.__notes__
+    assert "SimCluster(seed=5)" in note and "python -m pytest tests/testing/test_sim_determinism.py::" in note
