@@ -3,6 +3,8 @@
 Public names are re-exported here and only here; everything else is private to the package.
 """
 
+import logging as _logging
+
 from borough.client import Client as Client
 from borough.client import open_client as open_client
 from borough.config import NodeConfig as NodeConfig
@@ -26,6 +28,9 @@ from borough.partition import ReplicaInfo as ReplicaInfo
 from borough.request import Request as Request
 
 __version__ = "0.1.0"
+
+# Borough logs through the standard library and never configures output: the application (or the CLI) does.
+_logging.getLogger("borough").addHandler(_logging.NullHandler())
 
 __all__ = [
     "BoroughError",

@@ -25,7 +25,7 @@ from borough.calls import SYS_JOIN, Op, RoutedBackend, encode_call
 from borough.config import NodeConfig
 from borough.directory import Directory
 from borough.errors import BoroughError, ConfigError, NotFound, NotLeader, RemoteProtocolError, Unavailable
-from borough.partition import Partition, check_partition_name
+from borough.partition import Consistency, Partition, ScanRange, check_partition_name
 from borough.raft.config import RaftConfig
 from borough.raft.messages import InstallSnapshot, Message, decode_message, encode_message
 from borough.raft.records import ConfState, SnapshotMeta
@@ -38,7 +38,7 @@ from borough.ring.membership import MemberEvent, Swim, SwimEvent, TableVersionEv
 from borough.ring.membership_driver import MembershipDriver, open_membership
 from borough.ring.messages import Liveness
 from borough.routing import Router, Target
-from borough.server import Server
+from borough.server import Server, scan_page
 from borough.snapshots import Snapshots
 from borough.statemachine import KvStateMachine, StateMachine, SystemStateMachine, encode_command
 from borough.store import GroupCommit, LevelDBStore, MemoryStore, Store, open_group_commit
@@ -95,7 +95,7 @@ class Node:
             request_timeout=config.request_timeout,
             rng=rng,
         )
-        self.backend = RoutedBackend(self.router)
+        self.backend = NodeBackend(self, self.router)
         self._outbox: dict[str, list[list[Any]]] = {}
         self._outbox_lot = trio.lowlevel.ParkingLot()
         self._pending: dict[str, list[Message]] = {}
@@ -108,6 +108,9 @@ class Node:
         self.committer: GroupCommit = None  # type: ignore[assignment]
         self.membership: MembershipDriver = None  # type: ignore[assignment]
         self._swim_table_version = -1
+        #: Frames of Raft messages sent, and the messages they carried (every group's, coalesced per peer).
+        self.raft_frames_sent = 0
+        self.raft_messages_sent = 0
         self._refresh_wanted = trio.Event()
         self._leading_since: tuple[int, float] | None = None  # (term, time) this node began leading _system
         #: Simulation hook (``borough.testing`` records a run's trace through it): called as
@@ -357,7 +360,9 @@ class Node:
                 address = self.directory.address_of(to)
                 if address is None:
                     continue  # unknown yet: Raft retransmits once the member table arrives
-                self.transport.send(address, ["raft", items])
+                if self.transport.send(address, ["raft", items]):
+                    self.raft_frames_sent += 1
+                    self.raft_messages_sent += len(items)
             await trio.lowlevel.checkpoint()
 
     def current_members(self) -> MemberTable:
@@ -523,6 +528,33 @@ class Node:
             except (BoroughError, OSError) as exc:
                 logger.info("node %s could not announce itself yet: %s", self.node_id, exc)
                 await trio.sleep(1.0)
+
+
+class NodeBackend(RoutedBackend):
+    """A member's partition operations: routed to the leader, except stale reads of a partition this node
+    hosts, which read the local replica as DESIGN.md promises."""
+
+    def __init__(self, node: Node, router: Router) -> None:
+        super().__init__(router)
+        self.node = node
+
+    async def kv_get(self, partition: str, key: str | bytes, consistency: Consistency) -> bytes | None:
+        if consistency == "stale" and partition in self.node.replicas:
+            await trio.lowlevel.checkpoint()
+            try:
+                return self.node.store.get_encoded(partition, key)
+            except NotFound:
+                return None
+        return await super().kv_get(partition, key, consistency)
+
+    async def kv_scan(
+        self, partition: str, scan: ScanRange, limit: int, consistency: Consistency
+    ) -> tuple[list[tuple[str | bytes, bytes | None]], bool]:
+        if consistency == "stale" and partition in self.node.replicas:
+            await trio.lowlevel.checkpoint()
+            items, more = scan_page(self.node, partition, scan, limit)
+            return [(k, v) for k, v in items], more
+        return await super().kv_scan(partition, scan, limit, consistency)
 
 
 def _new_id(rng: random.Random) -> str:

@@ -11,7 +11,6 @@ on the node it picks (an ``execute`` function does).
 from __future__ import annotations
 
 import logging
-import math
 import random
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -20,7 +19,7 @@ from typing import Any
 import attrs
 import trio
 
-from borough.errors import BoroughError, NotLeader, Overloaded, Timeout, Unavailable
+from borough.errors import NotLeader, Overloaded, Timeout, Unavailable
 
 __all__ = ["Router", "Target"]
 
@@ -79,30 +78,38 @@ class Router:
         do not). ``retry=False`` gives up after the first attempt that reached a leader candidate (requests
         carrying streams cannot be replayed). Raises ``Timeout`` when the default request timeout passes;
         the caller's own cancel scope applies as well."""
+        seen: list[BaseException] = []  # the last error of each round, to explain a timeout
         with trio.move_on_after(self._timeout) as scope:
-            return await self._run(partition, op, create=create, retry=retry)
+            return await self._run(partition, op, create=create, retry=retry, seen=seen)
         assert scope.cancelled_caught
+        last = f" (last error: {seen[-1]})" if seen else ""
         raise Timeout(
-            f"no answer for partition {partition!r} within the request timeout of {self._timeout:g} s; "
-            "the partition may have lost its quorum: check the cluster with `borough status`"
+            f"no answer for partition {partition!r} within the request timeout of {self._timeout:g} s{last}; "
+            "the nodes may be unreachable or the partition may have lost its quorum"
         )
 
-    async def _run(self, partition: str, op: Any, *, create: bool, retry: bool) -> Any:
+    async def _run(self, partition: str, op: Any, *, create: bool, retry: bool, seen: list[BaseException]) -> Any:
         delay = BACKOFF_FIRST
-        last_error: BaseException | None = None
         while True:
+            last_error: BaseException | None = None
             tried: set[str] = set()
             queue: list[Target] = []
             cached = self._leaders.get(partition)
             if cached is not None:
                 queue.append(cached)
-            try:
-                located = await self._locate(partition, create)
-            except Unavailable as exc:
-                located = []
-                last_error = exc
-            queue.extend(located)
-            while queue:
+            located: list[Target] | None = None
+            while True:
+                if not queue:
+                    if located is not None:
+                        break
+                    # Only now ask where the partition lives: the cached leader usually answers first.
+                    try:
+                        located = await self._locate(partition, create)
+                    except Unavailable as exc:
+                        located = []
+                        last_error = exc
+                    queue = [t for t in located if t.address not in tried]
+                    continue
                 target = queue.pop(0)
                 if target.address in tried:
                     continue
@@ -110,34 +117,31 @@ class Router:
                 try:
                     result = await self._execute(target, partition, op)
                 except NotLeader as exc:
+                    # Raised before a request's streams are read, so trying elsewhere is always safe.
                     last_error = exc
-                    if self._leaders.get(partition) == target:
-                        self._leaders.pop(partition, None)
+                    self._forget(partition, target)
                     hint = exc.leader_address
                     if hint and hint not in tried:
                         queue.insert(0, Target(exc.leader, hint))
-                    if not retry and not _untouched(exc):
-                        raise
                     continue
                 except (Unavailable, Overloaded, OSError) as exc:
                     last_error = exc
-                    if self._leaders.get(partition) == target:
-                        self._leaders.pop(partition, None)
+                    self._forget(partition, target)
                     if not retry:
                         raise
                     continue
                 self.learn_leader(partition, target)
                 return result
-            if not located and last_error is None:
+            if last_error is None:
                 last_error = Unavailable(f"no replica of partition {partition!r} is known yet")
+            seen[:] = [last_error]
             self.retries += 1
             logger.debug("partition %r: no leader reached (%s); retrying in %.3f s", partition, last_error, delay)
             await trio.sleep(delay * (0.5 + self._rng.random()))
             delay = min(BACKOFF_MAX, delay * 2)
-            if math.isinf(delay):  # pragma: no cover - defensive
-                delay = BACKOFF_MAX
+
+    def _forget(self, partition: str, target: Target) -> None:
+        if self._leaders.get(partition) == target:
+            del self._leaders[partition]
 
 
-def _untouched(exc: BoroughError) -> bool:
-    """A NotLeader is raised before a request's streams are read, so replaying it elsewhere is safe."""
-    return isinstance(exc, NotLeader)

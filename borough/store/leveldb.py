@@ -114,6 +114,13 @@ class LevelDBStore(Store):
         path = os.fspath(path)
         if os.path.exists(path) and not os.path.isdir(path):
             raise ConfigError(f"data dir {path} is a file, not a directory: point --data at a directory")
+        if create:
+            try:
+                os.makedirs(path, exist_ok=True)  # LevelDB creates only the last level itself
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot create data dir {path}: {exc.strerror}; check the path and permissions"
+                ) from None
         try:
             db = plyvel.DB(
                 path,

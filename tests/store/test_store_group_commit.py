@@ -271,3 +271,34 @@ async def test_group_commit_on_leveldb_in_a_thread(tmp_path: pathlib.Path) -> No
         assert all(store.last_index(f"p{i}") == 20 for i in range(10))
     finally:
         store.close()
+
+
+async def test_unsynced_batches_skip_fsync_and_wait_behind_a_synced_write(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = GatedStore()
+    store.gate.set()
+    async with open_group_commit(store) as gc:
+        # Nothing in flight: written at once, without sync (a crash loses it).
+        await gc.commit(put_batch(store, "p", "a", 1), sync=False)
+        assert store.get("p", "a") == "a" and store.synced_writes == []
+        # Behind a synced write in flight, it joins the next cycle instead (order is kept).
+        store.gate.clear()
+        store.entered.clear()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(gc.commit, put_batch(store, "p", "b", 2))
+            await write_in_flight(store)
+            done = trio.Event()
+
+            async def unsynced() -> None:
+                await gc.commit(put_batch(store, "p", "c", 3), sync=False)
+                done.set()
+
+            nursery.start_soon(unsynced)
+            await trio.sleep(1)
+            assert not done.is_set()
+            store.gate.set()
+        assert store.get("p", "c") == "c"
+    store.crash()
+    assert store.get("p", "b") == "b"  # the synced write made the earlier unsynced one durable too
+    assert store.get("p", "a") == "a"
