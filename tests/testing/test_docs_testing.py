@@ -15,7 +15,7 @@ def test_the_worked_example_in_the_docs_is_the_tested_code() -> None:
     assert len(blocks) >= 2
     source = (ROOT / "tests" / "testing" / "test_inventory_example.py").read_text(encoding="utf-8")
     for block in blocks:
-        assert block in source, f"docs/testing.md shows code that tests/testing/test_inventory_example.py lacks:\n{block}"
+        assert block in source, f"docs/testing.md shows code the inventory test lacks:\n{block}"
 
 
 def test_the_schedule_test_quoted_in_the_docs_is_the_one_ci_runs() -> None:
