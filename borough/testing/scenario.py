@@ -183,8 +183,7 @@ async def apply_fault(sim: SimCluster, fault: Fault, nursery: trio.Nursery) -> N
             await sim.crash(target.index)
     elif name == "restart":
         target = node(args[0])
-        if not target.up and not target.removed and not target.booting:
-            nursery.start_soon(sim.restart, target.index)
+        nursery.start_soon(_restart_if_down, sim, target.index)
     elif name == "pause":
         target = node(args[0])
         if target.up:
@@ -218,6 +217,13 @@ async def apply_fault(sim: SimCluster, fault: Fault, nursery: trio.Nursery) -> N
         removed = sum(1 for s in sim.nodes if s.removed)
         if not target.removed and target.node_id is not None and removed == 0 and n - 1 >= 3:
             nursery.start_soon(sim.remove_node, target.index)
+
+
+async def _restart_if_down(sim: SimCluster, index: int) -> None:
+    # Checked when the task runs, not when it was scheduled: healing may have restarted the node meanwhile.
+    target = sim.nodes[index]
+    if not target.up and not target.removed and not target.booting:
+        await sim.restart(index)
 
 
 def client_host(index: int) -> str:
