@@ -47,7 +47,7 @@ def test_every_fault_of_the_vocabulary_runs_and_the_run_checks_out() -> None:
         Fault(delay=0.2, name="restart", args=(1,)),
     )
     steps = tuple(
-        Step(delay=0.3, kind=kind, partition=i % 2, key=0) for i, kind in enumerate("put get cas delete".split())
+        Step(delay=0.3, kind=kind, partition=i % 2, key=0) for i, kind in enumerate(["put", "get", "cas", "delete"])
     )
     result = run_scenario(Scenario(seed=4, nodes=4, clients=(steps, steps), faults=faults))
     assert result.ok, result.report()
