@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -113,6 +113,11 @@ class Node:
         self.raft_frames_sent = 0
         self.raft_messages_sent = 0
         self._refresh_wanted = trio.Event()
+        self._leading_since: tuple[int, float] | None = None  # (term, time) this node began leading _system
+        #: Simulation hook (``borough.testing`` records a run's trace through it): called as
+        #: ``trace(event, details)`` on each Raft tick round ("tick") and leader change ("leader"). Must not
+        #: raise or block; None (production) costs one attribute test per tick round.
+        self.trace: Callable[[str, tuple[Any, ...]], None] | None = None
 
     def __repr__(self) -> str:
         return f"<Node {self.node_id} at {self.address}>"
@@ -258,6 +263,8 @@ class Node:
         self.snapshots.start_send(replica, message)
 
     def leader_changed(self, partition: str, leader: str | None, term: int) -> None:
+        if self.trace is not None:
+            self.trace("leader", (partition, leader, term))
         if leader is None:
             self.router.learn_leader(partition, None)
             return
@@ -346,6 +353,8 @@ class Node:
         interval = self.config.tick_interval
         while True:
             await trio.sleep(interval)
+            if self.trace is not None:
+                self.trace("tick", (len(self.replicas),))
             for replica in list(self.replicas.values()):
                 replica.tick()
 
@@ -447,8 +456,16 @@ class Node:
                 logger.info("_system duty step failed: %s", exc)
 
     async def _mark_dead(self, replica: Replica, table: MemberTable) -> None:
-        """Mark members the failure detector has believed dead for ``dead_after`` seconds as DEAD."""
+        """Mark members the failure detector has believed dead for ``dead_after`` seconds as DEAD.
+
+        Only unreachability seen while this replica led ``_system`` in its current term counts: a node that
+        was itself cut off (or paused) believes everyone else dead, and if it wins an election right after
+        the partition heals its stale view must not declare the healthy majority dead."""
         now = trio.current_time()
+        term = replica.raw.term
+        if self._leading_since is None or self._leading_since[0] != term:
+            self._leading_since = (term, now)
+        leading_since = self._leading_since[1]
         view = self.membership.view() if self.membership is not None else {}
         for member in table.members:
             if member.state is not MemberState.ACTIVE or member.node_id == self.node_id:
@@ -456,7 +473,7 @@ class Node:
             seen = view.get(member.node_id)
             if seen is None or seen.liveness is not Liveness.DEAD:
                 continue
-            since = seen.since if seen.since is not None else now
+            since = max(seen.since if seen.since is not None else now, leading_since)
             if now - since >= self.config.dead_after:
                 logger.warning("marking member %s dead: unreachable for %.1f s", member.node_id, now - since)
                 await replica.propose(encode_command(state_command(member.node_id, MemberState.DEAD)))
@@ -578,6 +595,7 @@ async def open_node(
     network: Network | None = None,
     store: Store | None = None,
     offload: bool = True,
+    trace: Callable[[str, tuple[Any, ...]], None] | None = None,
     **settings: Any,
 ) -> AsyncIterator[Node]:
     """Run a Borough node for the duration of the ``async with`` block.
@@ -585,7 +603,7 @@ async def open_node(
     Settings (``listen``, ``join``, ``data_dir``, ``replicas``, ...) come from keyword arguments, then
     ``BOROUGH_*`` environment variables, then defaults (see ``NodeConfig``). ``network`` and ``store`` replace
     TCP and LevelDB (the simulator passes its own); ``offload=False`` keeps disk writes on the trio thread (for
-    deterministic simulation)."""
+    deterministic simulation); ``trace`` is the simulator's hook for recording a run (see ``Node.trace``)."""
     config = NodeConfig.from_env(settings)
     seed = config.seed if config.seed is not None else int.from_bytes(os.urandom(8), "big")
     rng = random.Random(seed)
@@ -594,6 +612,7 @@ async def open_node(
         store = MemoryStore() if config.data_dir is None else LevelDBStore.open(config.data_dir)
     try:
         node = Node(config, store=store, rng=rng, handler=handler)
+        node.trace = trace
         async with (
             open_group_commit(store, offload=offload) as committer,
             open_transport(

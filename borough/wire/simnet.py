@@ -32,6 +32,7 @@ import itertools
 import operator
 import random
 from collections import deque
+from collections.abc import Callable
 
 import attrs
 import trio
@@ -197,6 +198,9 @@ class SimStream(trio.abc.HalfCloseableStream):
                             chunk = chunk[:max_bytes]
                         inp.in_flight -= len(chunk)
                         inp.wake_send()
+                        tracer = self._net.tracer
+                        if tracer is not None:
+                            tracer("recv", inp.src, inp.dst, chunk)
                         await trio.lowlevel.cancel_shielded_checkpoint()
                         return chunk
                     inp.recv_wakeup = ev = trio.Event()
@@ -267,6 +271,11 @@ class SimNetwork:
         self._ids = itertools.count(1)
         self._ports = itertools.count(40000)
         self.connects = 0  # successful connects, for tests
+        #: Simulation hook (``borough.testing`` records a run's trace through it): called as
+        #: ``tracer(event, src_host, dst_host, chunk)`` with event "send" (a chunk accepted for delivery),
+        #: "recv" (a chunk handed to the reader) or "drop" (a chunk lost to a cut); chunk None is EOF.
+        #: It must not raise or block. None (the default) costs one attribute test per chunk.
+        self.tracer: Callable[[str, str, str, bytes | None], None] | None = None
 
     # ------------------------------------------------------------------ hosts and faults
 
@@ -356,8 +365,12 @@ class SimNetwork:
             return
         if pipe.severed or self.blocked(pipe.src, pipe.dst):
             pipe.sever()
+            if self.tracer is not None:
+                self.tracer("drop", pipe.src, pipe.dst, chunk)
             return
         at = max(trio.current_time() + self._sample(pipe.src, pipe.dst), pipe.last_at)
+        if self.tracer is not None:
+            self.tracer("send", pipe.src, pipe.dst, chunk)
         pipe.last_at = at
         pipe.queue.append((at, chunk))
         if chunk is not None:

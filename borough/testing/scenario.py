@@ -1,0 +1,435 @@
+"""Scenarios: a seed, a workload and a fault schedule, run on a ``SimCluster`` and checked; replayable as data.
+
+Owns the ``Scenario`` record (plain data, with a JSON form, so a failing one can be saved, printed and replayed),
+the fault vocabulary (``Fault``) and how a schedule is applied (``run_faults``: robust to any order, so that any
+schedule Hypothesis makes or shrinks is valid), how the workload's clients run, ``play`` (the whole run: the
+fault schedule and the clients together; as soon as the schedule ends, every fault is undone and every partition
+must have a leader within a bound; once the clients are done, every key is read once more, and the replicas, the
+member table, linearizability and lost writes are checked), ``run_scenario`` (one trio run on virtual time),
+``random_scenario`` (a scenario that is a function of one seed, for soak runs) and the failure report with the
+command that replays it.
+Must not know Hypothesis (``strategies`` builds scenarios from it).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import random
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final, TypeVar
+
+import attrs
+import trio
+import trio.testing
+
+from borough.request import Handler
+from borough.testing.checks import ClusterCheck, check_leaders, check_members, check_replicas, lost_writes
+from borough.testing.history import NOT_FOUND, History, Status
+from borough.testing.linearizability import CheckResult, check
+from borough.testing.sim import SimCluster
+from borough.testing.workload import ClientOps, cas_handler
+
+__all__ = [
+    "FAULTS",
+    "Fault",
+    "Scenario",
+    "ScenarioFailed",
+    "ScenarioResult",
+    "Step",
+    "play",
+    "random_scenario",
+    "run_faults",
+    "run_scenario",
+    "run_simulation",
+]
+
+T = TypeVar("T")
+
+#: Fault names and their arguments (node indexes are taken modulo the cluster's size when applied).
+FAULTS: Final = {
+    "crash": "node",  # power cut: unsynced writes lost; a no-op if it is down
+    "restart": "node",  # boot it again on its disk, in the background; a no-op if it is up or removed
+    "pause": "node",  # SIGSTOP
+    "resume": "node",
+    "isolate": "node",
+    "rst": "node",  # reset every connection of the node
+    "partition": "groups",  # [[0, 1], [2]]: cut every link between groups
+    "cut": "a, b, one_way",
+    "cut-client": "node, client, one_way",  # one_way: the client's calls arrive, the node's replies are lost
+    "latency": "a, b, mean, jitter",
+    "heal": "",  # every cut and isolation removed
+    "add": "",  # a new node joins
+    "remove": "node",  # the node leaves for good (stopped and marked DEAD)
+}
+
+
+@attrs.frozen(kw_only=True)
+class Fault:
+    """One step of a fault schedule: wait ``delay`` virtual seconds, then do ``name`` with ``args``."""
+
+    delay: float
+    name: str
+    args: tuple[Any, ...] = ()
+
+    def __attrs_post_init__(self) -> None:
+        if self.name not in FAULTS:
+            raise ValueError(f"unknown fault {self.name!r}; known: {', '.join(FAULTS)}")
+        if not self.delay >= 0:
+            raise ValueError(f"a fault's delay must be >= 0, not {self.delay!r}")
+
+    def to_json(self) -> list[Any]:
+        return [self.delay, self.name, *self.args]
+
+    @classmethod
+    def from_json(cls, item: Sequence[Any]) -> Fault:
+        delay, name, *args = item
+        return cls(delay=float(delay), name=str(name), args=tuple(_tuples(a) for a in args))
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+@attrs.frozen(kw_only=True)
+class Step:
+    """One client operation: wait ``delay``, then ``kind`` (get, put, delete, cas) on key ``k{key}`` of partition
+    ``p{partition}``. Values written are made unique when the step runs; a cas expects what this client last
+    saw of the key. Odd partitions take every write through ``cas_handler``; on even ones (plain partition API)
+    a cas step is a get."""
+
+    delay: float
+    kind: str
+    partition: int
+    key: int
+
+    def __attrs_post_init__(self) -> None:
+        if self.kind not in ("get", "put", "delete", "cas"):
+            raise ValueError(f"unknown operation {self.kind!r}: use get, put, delete or cas")
+
+    def to_json(self) -> list[Any]:
+        return [self.delay, self.kind, self.partition, self.key]
+
+    @classmethod
+    def from_json(cls, item: Sequence[Any]) -> Step:
+        delay, kind, partition, key = item
+        return cls(delay=float(delay), kind=str(kind), partition=int(partition), key=int(key))
+
+
+@attrs.frozen(kw_only=True)
+class Scenario:
+    """Everything a run depends on. ``clients[i]`` is client i's steps; ``config`` is every node's settings."""
+
+    seed: int
+    nodes: int = 3
+    clients: tuple[tuple[Step, ...], ...] = ()
+    faults: tuple[Fault, ...] = ()
+    config: tuple[tuple[str, Any], ...] = ()
+    op_timeout: float = 5.0
+    leader_bound: float = 15.0
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "seed": self.seed,
+                "nodes": self.nodes,
+                "clients": [[s.to_json() for s in steps] for steps in self.clients],
+                "faults": [f.to_json() for f in self.faults],
+                "config": dict(self.config),
+                "op_timeout": self.op_timeout,
+                "leader_bound": self.leader_bound,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Scenario:
+        try:
+            doc = json.loads(text)
+            return cls(
+                seed=int(doc["seed"]),
+                nodes=int(doc["nodes"]),
+                clients=tuple(tuple(Step.from_json(s) for s in steps) for steps in doc["clients"]),
+                faults=tuple(Fault.from_json(f) for f in doc["faults"]),
+                config=tuple(sorted(doc.get("config", {}).items())),
+                op_timeout=float(doc.get("op_timeout", 5.0)),
+                leader_bound=float(doc.get("leader_bound", 15.0)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a saved scenario: {exc!r}") from None
+
+
+# --- faults ------------------------------------------------------------------------------------------------
+
+
+async def apply_fault(sim: SimCluster, fault: Fault, nursery: trio.Nursery) -> None:
+    """Do one fault now; whatever would be invalid (crashing a node that is down, ...) is a no-op, so every
+    schedule is valid. Restarts, additions and removals run in ``nursery`` so the schedule keeps its timing."""
+    n = len(sim.nodes)
+    args = fault.args
+
+    def node(i: Any) -> Any:
+        return sim.nodes[int(i) % n]
+
+    name = fault.name
+    if name == "crash":
+        target = node(args[0])
+        if target.up:
+            await sim.crash(target.index)
+    elif name == "restart":
+        target = node(args[0])
+        nursery.start_soon(_restart_if_down, sim, target.index)
+    elif name == "pause":
+        target = node(args[0])
+        if target.up:
+            sim.pause(target.index)
+    elif name == "resume":
+        sim.resume(node(args[0]).index)
+    elif name == "isolate":
+        sim.isolate(node(args[0]).index)
+    elif name == "rst":
+        sim.kill_connections(node(args[0]).index)
+    elif name == "partition":
+        groups = [sorted({int(i) % n for i in group}) for group in args[0]]
+        sim.partition(*groups)
+    elif name == "cut":
+        a, b, one_way = node(args[0]).index, node(args[1]).index, bool(args[2])
+        if a != b:
+            sim.cut(a, b, one_way=one_way)
+    elif name == "cut-client":
+        sim.cut_client(node(args[0]).index, client_host(int(args[1])), one_way=bool(args[2]))
+    elif name == "latency":
+        a, b = node(args[0]).index, node(args[1]).index
+        if a != b:
+            sim.set_latency(a, b, float(args[2]), float(args[3]))
+    elif name == "heal":
+        sim.heal()
+    elif name == "add":
+        nursery.start_soon(sim.add_node)
+    elif name == "remove":
+        target = node(args[0])
+        # Keep a majority of the original replicas of every partition: at most one node removed, never below 3.
+        removed = sum(1 for s in sim.nodes if s.removed)
+        if not target.removed and target.node_id is not None and removed == 0 and n - 1 >= 3:
+            nursery.start_soon(sim.remove_node, target.index)
+
+
+async def _restart_if_down(sim: SimCluster, index: int) -> None:
+    # Checked when the task runs, not when it was scheduled: healing may have restarted the node meanwhile.
+    target = sim.nodes[index]
+    if not target.up and not target.removed and not target.booting:
+        await sim.restart(index)
+
+
+def client_host(index: int) -> str:
+    """The simulated host of the scenario's client ``index``."""
+    return f"client-{index}"
+
+
+async def run_faults(sim: SimCluster, faults: Sequence[Fault], background: trio.Nursery | None = None) -> None:
+    """Apply a fault schedule (each fault after its delay). Restarts, additions and removals run in
+    ``background`` (when given, they may finish after this returns, e.g. once the network is healed; else this
+    waits for them)."""
+    async with trio.open_nursery() as own:
+        for fault in faults:
+            await trio.sleep(fault.delay)
+            await apply_fault(sim, fault, background or own)
+
+
+# --- a run ---------------------------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class ScenarioResult:
+    """What a run found. ``ok`` is True when the history is linearizable and every other check passed."""
+
+    scenario: Scenario
+    history: History
+    linearizability: CheckResult
+    problems: tuple[str, ...]
+    digest: str
+    leader_wait: float | None
+    virtual_seconds: float
+    wall_seconds: float
+    trace_tail: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def report(self) -> str:
+        """A failure report: what went wrong, the history's failing part, and how to replay the run."""
+        lines = [f"borough.testing: scenario with seed {self.scenario.seed} failed:"]
+        lines += [f"  - {p}" for p in self.problems]
+        lines.append(f"replay: {replay_command(self.scenario)}")
+        lines.append(f"scenario: {self.scenario.to_json()}")
+        lines.append(f"trace digest {self.digest}; last events:")
+        lines += [f"    {line}" for line in self.trace_tail[-30:]]
+        return "\n".join(lines)
+
+    def raise_for_problems(self) -> None:
+        if self.problems:
+            raise ScenarioFailed(self.report())
+
+
+class ScenarioFailed(AssertionError):
+    """A simulated run broke a property; the message says which, and the command that replays the run."""
+
+
+def replay_command(scenario: Scenario) -> str:
+    """The one command that replays ``scenario`` (saved to a file in the temp directory)."""
+    folder = os.path.join(tempfile.gettempdir(), "borough-sim")
+    os.makedirs(folder, exist_ok=True)
+    text = scenario.to_json()
+    import hashlib
+
+    name = f"scenario-{scenario.seed}-{hashlib.blake2b(text.encode(), digest_size=6).hexdigest()}.json"
+    path = os.path.join(folder, name)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return f"{shlex.quote(sys.executable)} -m borough.testing replay {shlex.quote(path)}"
+
+
+def run_simulation(async_fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """``trio.run(async_fn, *args)`` on a fresh ``MockClock(autojump_threshold=0)``: virtual time from 0."""
+    return trio.run(async_fn, *args, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+async def _run_client(sim: SimCluster, history: History, index: int, steps: Sequence[Step], op_timeout: float) -> None:
+    async with sim.client(request_timeout=op_timeout, host=client_host(index)) as client:
+        ops = ClientOps(client, history, index, timeout=op_timeout, record=sim.record)
+        for seq, step in enumerate(steps):
+            await trio.sleep(step.delay)
+            partition, key = f"p{step.partition}", f"k{step.key}"
+            value = (index + 1) * 1_000_000 + seq  # unique in the whole history
+            # Odd partitions take every write through cas_handler (so their cas is atomic); even ones write
+            # through the partition API, and a cas step there is a get (it could not be atomic).
+            handled = step.partition % 2 == 1
+            if step.kind == "get" or (step.kind == "cas" and not handled):
+                await ops.get(partition, key)
+            elif step.kind == "put":
+                await ops.put(partition, key, value, via_handler=handled)
+            elif step.kind == "delete":
+                await ops.delete(partition, key, via_handler=handled)
+            else:
+                await ops.cas(partition, key, ops.seen.get((partition, key), NOT_FOUND), value)
+
+
+async def play(scenario: Scenario, *, handler: Handler | None = None) -> ScenarioResult:
+    """Run ``scenario`` in the current trio run (on virtual time) and check it; see the module docstring."""
+    started = time.perf_counter()
+    history = History()
+    problems: list[str] = []
+    async with SimCluster(
+        scenario.nodes, seed=scenario.seed, handler=handler or cas_handler, **dict(scenario.config)
+    ) as sim:
+        t0 = trio.current_time()
+        leaders: list[ClusterCheck] = []
+
+        async def faults_then_heal(background: trio.Nursery) -> None:
+            await run_faults(sim, scenario.faults, background)
+            # Heal as soon as the schedule ends (clients may still be running), and time the elections.
+            leaders.append(await check_leaders(sim, leader_bound=scenario.leader_bound))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(faults_then_heal, nursery)
+            for index, steps in enumerate(scenario.clients):
+                nursery.start_soon(_run_client, sim, history, index, steps, scenario.op_timeout)
+        leader_wait = leaders[0].leader_wait
+        problems.extend(leaders[0].problems)
+        # Read every key once more, after healing: this is what "no acknowledged write lost" is checked against.
+        keys: list[tuple[str, str]] = sorted({op.key for op in history}, key=repr)  # type: ignore[misc]
+        final: dict[Any, object] = {}
+        if leader_wait is not None:
+            async with sim.client(request_timeout=30.0) as client:
+                reader = ClientOps(client, history, "final", timeout=30.0, record=sim.record)
+                for partition, key in keys:
+                    op = await reader.get(partition, key)
+                    if op.status is Status.OK:
+                        final[op.key] = op.result
+                    else:
+                        problems.append(f"the final read of {op.key!r} failed after healing: {op.error}")
+            problems.extend(await check_replicas(sim))
+            problems.extend(await check_members(sim))
+        virtual = trio.current_time() - t0
+        result = check(history)
+        if not result.ok:
+            problems.insert(0, f"history is {result.outcome.value}: {result.explanation}")
+        problems.extend(lost_writes(history, final))
+        sim.record("result", len(history), result.outcome.value, len(problems))
+        return ScenarioResult(
+            scenario=scenario,
+            history=history,
+            linearizability=result,
+            problems=tuple(problems),
+            digest=sim.trace.digest(),
+            leader_wait=leader_wait,
+            virtual_seconds=virtual,
+            wall_seconds=time.perf_counter() - started,
+            trace_tail=tuple(sim.trace.lines),
+        )
+
+
+def run_scenario(scenario: Scenario, *, handler: Handler | None = None) -> ScenarioResult:
+    """Run and check ``scenario`` in a trio run of its own, on virtual time (call ``raise_for_problems`` on the
+    result to fail a test with the report)."""
+    return run_simulation(functools.partial(play, scenario, handler=handler))
+
+
+def random_scenario(
+    seed: int,
+    *,
+    nodes: int = 3,
+    clients: int = 3,
+    ops: int = 12,
+    faults: int = 6,
+    partitions: int = 2,
+    keys: int = 2,
+    client_faults: bool = False,
+) -> Scenario:
+    """A scenario that is a function of ``seed`` alone (for soak runs replayed by seed). ``client_faults`` adds
+    cuts between nodes and clients (which find the open retry bug of tests/testing/test_sim_retries.py)."""
+    rng = random.Random(seed)
+
+    def node() -> int:
+        return rng.randrange(nodes)
+
+    steps = tuple(
+        tuple(
+            Step(
+                delay=round(rng.expovariate(2.0), 3),
+                kind=rng.choice(["get", "get", "put", "put", "delete", "cas", "cas"]),
+                partition=rng.randrange(partitions),
+                key=rng.randrange(keys),
+            )
+            for _ in range(ops)
+        )
+        for _ in range(clients)
+    )
+    schedule = []
+    for _ in range(faults):
+        names = ["crash", "restart", "pause", "resume", "partition", "cut", "isolate", "heal", "latency", "rst"]
+        name = rng.choice(names + ["cut-client"] * client_faults)
+        args: tuple[Any, ...]
+        if name in ("crash", "restart", "pause", "resume", "isolate", "rst"):
+            args = (node(),)
+        elif name == "partition":
+            order = list(range(nodes))
+            rng.shuffle(order)
+            split = rng.randrange(1, nodes)
+            args = ((tuple(order[:split]), tuple(order[split:])),)
+        elif name == "cut":
+            args = (node(), node(), rng.random() < 0.5)
+        elif name == "latency":
+            args = (node(), node(), round(rng.uniform(0.001, 0.3), 3), round(rng.uniform(0, 0.1), 3))
+        elif name == "cut-client":
+            args = (node(), rng.randrange(clients), rng.random() < 0.7)
+        else:
+            args = ()
+        schedule.append(Fault(delay=round(rng.expovariate(0.5), 3), name=name, args=args))
+    return Scenario(seed=seed, nodes=nodes, clients=steps, faults=tuple(schedule))
