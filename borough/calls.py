@@ -40,6 +40,12 @@ SNAPSHOT = "snap"
 OPS = frozenset({GET, WRITE, SCAN, INFO, REQUEST, LEADER, SYS_JOIN, SYS_DIR, SYS_MEMBERS, SNAPSHOT})
 
 
+#: Operations that may be sent twice without changing the outcome: reads, and _system operations whose
+#: effect is the same however often they apply (join, register a partition). Writes and requests are not: a
+#: put applied a second time after other writes undoes them, and a handler may do anything.
+REPEATABLE = frozenset({GET, SCAN, INFO, LEADER, SYS_JOIN, SYS_DIR, SYS_MEMBERS})
+
+
 @attrs.frozen(slots=True)
 class Op:
     """One operation: its name, CBOR arguments, and for requests the streams attached to the body."""
@@ -47,6 +53,10 @@ class Op:
     name: str
     args: list[Any]
     streams: Mapping[str, Any] | None = None
+
+    @property
+    def repeatable(self) -> bool:
+        return self.name in REPEATABLE
 
 
 def seconds_left() -> float | None:
@@ -166,7 +176,7 @@ class RoutedBackend:
         body, streams = split_streams(body)
         if streams is None:
             return await self.router.run(partition, Op(REQUEST, [body]), create=True)
-        # Streams cannot be replayed: find the leader first, then send once (NotLeader is raised before a
-        # handler reads anything, so only that answer is retried).
+        # Streams cannot be replayed: find the leader first, then send once (a request is retried only after
+        # answers that prove it did not run, and NotLeader is raised before a handler reads anything).
         await self.router.run(partition, Op(LEADER, []), create=True)
-        return await self.router.run(partition, Op(REQUEST, [body], streams), create=True, retry=False)
+        return await self.router.run(partition, Op(REQUEST, [body], streams), create=True)

@@ -113,6 +113,7 @@ class Node:
         self.raft_frames_sent = 0
         self.raft_messages_sent = 0
         self._refresh_wanted = trio.Event()
+        self._reannouncing = False
         self._leading_since: tuple[int, float] | None = None  # (term, time) this node began leading _system
         #: Simulation hook (``borough.testing`` records a run's trace through it): called as
         #: ``trace(event, details)`` on each Raft tick round ("tick") and leader change ("leader"). Must not
@@ -397,6 +398,12 @@ class Node:
                 except BoroughError as exc:
                     logger.debug("member table refresh failed: %s", exc)
             self._sync_swim_table()
+            me = self.current_members().get(self.node_id)  # type: ignore[arg-type]
+            if me is not None and me.state is MemberState.DEAD and not self._reannouncing:
+                # Declared dead while cut off (a long partition, a long pause): we are alive, say so again.
+                logger.warning("node %s finds itself marked DEAD in the member table; announcing itself", self.node_id)
+                self._reannouncing = True
+                self.nursery.start_soon(self._reannounce)
             await trio.sleep(0.05)  # at most twenty refreshes a second, however much gossip asks
 
     def _sync_swim_table(self) -> None:
@@ -544,7 +551,14 @@ class Node:
             logger.info("node %s could not announce itself yet: %s", self.node_id, exc)
 
     async def _reannounce(self) -> None:
-        """After a restart, make sure the member table has this node's current address."""
+        """After a restart (or after being declared dead), make sure the member table has this node, ACTIVE, at
+        its current address."""
+        try:
+            await self._reannounce_loop()
+        finally:
+            self._reannouncing = False
+
+    async def _reannounce_loop(self) -> None:
         while True:
             try:
                 await self._announce()

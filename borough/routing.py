@@ -20,6 +20,7 @@ import attrs
 import trio
 
 from borough.errors import NotLeader, Overloaded, Timeout, Unavailable
+from borough.wire.mux import NotDelivered
 
 __all__ = ["Router", "Target"]
 
@@ -75,9 +76,12 @@ class Router:
         """Run ``op`` on ``partition``'s leader and return its result.
 
         ``create`` lets the partition be registered if it does not exist yet (writes and requests do; reads
-        do not). ``retry=False`` gives up after the first attempt that reached a leader candidate (requests
-        carrying streams cannot be replayed). Raises ``Timeout`` when the default request timeout passes;
-        the caller's own cancel scope applies as well."""
+        do not). Answers that prove the operation did not take effect (``NotLeader``, ``Overloaded``, a call
+        that never left this process) are retried until the deadline; a failure after the call was sent is
+        retried only for repeatable operations (reads), and ``retry=False`` makes every operation behave as a
+        write here. A write or request cut off that way raises ``Unavailable`` (or ``Timeout``) saying its
+        outcome is unknown. Raises ``Timeout`` when the default request timeout passes; the caller's own
+        cancel scope applies as well."""
         seen: list[BaseException] = []  # the last error of each round, to explain a timeout
         with trio.move_on_after(self._timeout) as scope:
             return await self._run(partition, op, create=create, retry=retry, seen=seen)
@@ -116,19 +120,22 @@ class Router:
                 tried.add(target.address)
                 try:
                     result = await self._execute(target, partition, op)
-                except NotLeader as exc:
-                    # Raised before a request's streams are read, so trying elsewhere is always safe.
+                except (NotLeader, Overloaded, NotDelivered) as exc:
+                    # Answers that prove the operation did not take effect (NotLeader and Overloaded are raised
+                    # before anything is proposed, or once the proposal is provably lost; NotDelivered never
+                    # left this process): trying again, elsewhere or later, is always safe.
                     last_error = exc
                     self._forget(partition, target)
-                    hint = exc.leader_address
-                    if hint and hint not in tried:
-                        queue.insert(0, Target(exc.leader, hint))
+                    if isinstance(exc, NotLeader) and exc.leader_address and exc.leader_address not in tried:
+                        queue.insert(0, Target(exc.leader, exc.leader_address))
                     continue
-                except (Unavailable, Overloaded, OSError) as exc:
-                    last_error = exc
+                except (Unavailable, OSError) as exc:  # Timeout is an OSError (TimeoutError) too
+                    # The call may have reached the leader: a write or request may or may not have been applied,
+                    # so only a repeatable operation is tried again.
                     self._forget(partition, target)
-                    if not retry:
-                        raise
+                    if not retry or not getattr(op, "repeatable", True):
+                        raise _ambiguous(partition, exc) from exc
+                    last_error = exc
                     continue
                 self.learn_leader(partition, target)
                 return result
@@ -143,3 +150,12 @@ class Router:
     def _forget(self, partition: str, target: Target) -> None:
         if self._leaders.get(partition) == target:
             del self._leaders[partition]
+
+
+def _ambiguous(partition: str, exc: BaseException) -> BaseException:
+    if isinstance(exc, Timeout):
+        return Timeout(f"{exc}; the operation on partition {partition!r} may or may not have taken effect")
+    return Unavailable(
+        f"the call for partition {partition!r} failed after it was sent ({exc}); it may or may not have taken "
+        "effect: read before retrying"
+    )

@@ -31,7 +31,7 @@ from borough.calls import (
     local_streams,
     split_streams,
 )
-from borough.errors import BoroughError, NotFound, NotLeader, RemoteError, RemoteProtocolError, Timeout
+from borough.errors import BoroughError, NotFound, NotLeader, RemoteError, RemoteProtocolError, Timeout, Unavailable
 from borough.partition import Partition, PartitionInfo, ReplicaInfo, ScanRange
 from borough.raft.role import Role
 from borough.replica import Replica
@@ -202,6 +202,13 @@ class Server:
         request = Request(node, Partition(LocalBackend(node, replica), partition, **node.limits), body)
         try:
             reply = await handler(request)
+        except NotLeader as exc:
+            # The partition's leader moved while the handler ran: what it did so far may stand, so the request
+            # must not be run again elsewhere as if it never ran (NotLeader would make the caller retry).
+            raise Unavailable(
+                f"the leader of partition {partition!r} changed while the request handler ran ({exc}); its effects "
+                "may be partial: check the partition before retrying"
+            ) from exc
         except (BoroughError, trio.Cancelled):
             raise
         except Exception as exc:

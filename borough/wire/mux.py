@@ -53,6 +53,7 @@ from borough.wire.streams import MuxStream
 # Re-exported for callers that think of these as part of a connection.
 __all__ = [
     "IncomingCall",
+    "NotDelivered",
     "MuxConnection",
     "MuxStream",
     "PeerInfo",
@@ -64,6 +65,11 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+class NotDelivered(Unavailable):
+    """The call never left this process (no usable connection to the peer): retrying it elsewhere is safe,
+    unlike an ``Unavailable`` raised once the call was sent, which may or may not have taken effect."""
 
 
 class _PendingCall:
@@ -108,6 +114,10 @@ class MuxConnection:
         self._registry = registry
         self._prio: deque[bytes] = deque()
         self._ctrl: deque[bytes] = deque()
+        # Control frames ever queued, and ever handed to send_all: a call whose frame was still queued when the
+        # connection failed certainly never reached the peer (see ``NotDelivered``).
+        self._ctrl_queued = 0
+        self._ctrl_taken = 0
         self._data: deque[bytes] = deque()
         self._wakeup: trio.Event | None = None
         self._flushed: trio.Event | None = None
@@ -162,6 +172,7 @@ class MuxConnection:
 
     def _queue_ctrl(self, frame: bytes, *, active: bool = True) -> None:
         # ``active=False`` for keepalive frames, which must not keep an idle connection open.
+        self._ctrl_queued += 1  # counted even when dropped on a closed connection: such a frame is never sent
         if self._closed_reason is None:
             self._ctrl.append(frame)
             if active:
@@ -208,6 +219,7 @@ class MuxConnection:
             parts = list(prio)
             prio.clear()
             parts.extend(ctrl)
+            self._ctrl_taken += len(ctrl)
             ctrl.clear()
             left = budget
             while data and left > 0:
@@ -386,10 +398,10 @@ class MuxConnection:
                 f"a call may attach at most {self.settings.max_attached_streams} streams, got {len(sources)}"
             )
         if not self.usable:
-            raise self._lost("cannot start a call")
+            raise NotDelivered(str(self._lost("cannot start a call")))
         async with self._outbound_limit:
             if not self.usable:
-                raise self._lost("cannot start a call")
+                raise NotDelivered(str(self._lost("cannot start a call")))
             sid = self._codec.new_stream_id()
             ids = {name: self._codec.new_stream_id() for name in sources}
             frame = self._codec.encode_call(sid, body, ids)
@@ -397,6 +409,7 @@ class MuxConnection:
             self._calls[sid] = pending
             outs = {name: self._new_stream(ids[name], send=True, receive=False) for name in sources}
             self._queue_ctrl(frame)
+            position = self._ctrl_queued
             try:
                 if sources:
                     async with trio.open_nursery() as nursery:
@@ -420,6 +433,8 @@ class MuxConnection:
                 for st in outs.values():
                     st._abort_send(None)
             if pending.error is not None:
+                if self._ctrl_taken < position and isinstance(pending.error, Unavailable):
+                    raise NotDelivered(f"{pending.error} (the call was never sent)") from pending.error
                 raise pending.error
             assert pending.reply is not None
             return pending.reply

@@ -30,6 +30,7 @@ from borough.wire.errors_codec import ErrorRegistry, default_registry
 from borough.wire.mux import (
     IncomingCall,
     MuxConnection,
+    NotDelivered,
     PeerInfo,
     Reply,
     StreamSource,
@@ -40,7 +41,7 @@ from borough.wire.mux import (
 from borough.wire.network import Network, describe_stream
 from borough.wire.settings import WireSettings
 
-__all__ = ["Identity", "OnCall", "OnMessage", "Transport", "open_transport"]
+__all__ = ["Identity", "NotDelivered", "OnCall", "OnMessage", "Transport", "open_transport"]
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +220,7 @@ class Transport:
             if conn is not None:
                 return conn
             if self._closing or self._nursery is None:
-                raise Unavailable(f"cannot call {link.address}: the transport is closing")
+                raise NotDelivered(f"cannot call {link.address}: the transport is closing")
             if link.last_error is not None and trio.current_time() < link.retry_at:
                 self._raise_unreachable(link)
             failures = link.failures
@@ -237,7 +238,7 @@ class Transport:
         if isinstance(err, ConfigError):
             raise ConfigError(f"{link.address} refused the connection: {err}") from err
         wait = max(0.0, link.retry_at - trio.current_time())
-        raise Unavailable(
+        raise NotDelivered(
             f"cannot reach {link.address} ({type(err).__name__}: {err}); the next attempt is in {wait:.2f} s"
         ) from err
 

@@ -25,23 +25,27 @@ _locks: weakref.WeakKeyDictionary[Any, dict[str, trio.Lock]] = weakref.WeakKeyDi
 
 
 async def inventory(request: borough.Request) -> Any:
-    """{"op": "restock", "qty": n} adds stock; {"op": "reserve", "order": id, "qty": n} reserves n units if
+    """{"op": "restock", "id": id, "qty": n} adds stock; {"op": "reserve", "order": id, "qty": n} reserves n units if
     that many are left and answers True, else False; {"op": "audit"} answers the stock and every order's
     answer, read together. Every write to a product goes through this handler."""
     product = request.partition
     body = request.body
     # Read-then-write must not interleave with another request's: one lock per product on this node (the
-    # handler runs on the product's leader; if leadership moves, the write fails and the request is retried).
+    # handler runs on the product's leader; if leadership moves, the write fails and the caller is told the
+    # outcome is unknown).
     lock = _locks.setdefault(request.node, {}).setdefault(product.name, trio.Lock())
     async with lock:
-        if body["op"] == "restock":
-            await product.put("stock", await product.get("stock", default=0) + body["qty"])
+        if body["op"] == "restock":  # applied once per restock id, however often it is sent
+            key = f"restock:{body['id']}"
+            if await product.get(key, default=None) is None:
+                stock = await product.get("stock", default=0)
+                await product.batch([("put", key, body["qty"]), ("put", "stock", stock + body["qty"])])
             return True
         if body["op"] == "audit":
             orders = {key: value async for key, value in product.iterator(gte="order:", lt="order;")}
             return {"stock": await product.get("stock", default=0), "orders": orders}
-        # A request may run twice (its reply was lost and Borough retried it): the order record makes the
-        # second run answer what the first one did instead of reserving again.
+        # A customer told "outcome unknown" (its reply was lost) may send the same order again: the order
+        # record makes the second run answer what the first one did instead of reserving again.
         order = f"order:{body['order']}"
         done = await product.get(order, default=None)
         if done is not None:
@@ -55,6 +59,17 @@ async def inventory(request: borough.Request) -> Any:
         return ok
 
 
+async def ask(client: borough.Client, sku: str, body: dict[str, Any]) -> Any:
+    """Restocks and orders carry ids and audits only read, so every request of this service may be sent again:
+    when Borough says an outcome is unknown (the connection or the leader was lost after the request left),
+    ask again."""
+    while True:
+        try:
+            return await client.request(f"product:{sku}", body)
+        except borough.Unavailable:
+            await trio.sleep(0.1)
+
+
 # --- the test ----------------------------------------------------------------------------------------------
 
 PRODUCTS = ("apple", "pear")
@@ -65,7 +80,7 @@ async def shop_under_faults(seed: int, schedule: tuple[Fault, ...], orders: list
     async with SimCluster(3, seed=seed, handler=inventory) as sim:
         async with sim.client() as admin:
             for sku in PRODUCTS:
-                await admin.request(f"product:{sku}", {"op": "restock", "qty": INITIAL})
+                await ask(admin, sku, {"op": "restock", "id": "opening", "qty": INITIAL})
 
         answers: dict[str, tuple[str, int, bool | None]] = {}  # order id -> (sku, qty, answer; None: unknown)
 
@@ -78,7 +93,7 @@ async def shop_under_faults(seed: int, schedule: tuple[Fault, ...], orders: list
                         with trio.fail_after(5):
                             answers[order] = (sku, qty, await shop.request(f"product:{sku}", body))
                     except (borough.BoroughError, trio.TooSlowError):
-                        answers[order] = (sku, qty, None)  # timed out: it may or may not have happened
+                        answers[order] = (sku, qty, None)  # no answer: it may or may not have happened
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(run_faults, sim, schedule)
@@ -89,7 +104,7 @@ async def shop_under_faults(seed: int, schedule: tuple[Fault, ...], orders: list
         async with sim.client() as auditor:
             for sku in PRODUCTS:
                 with trio.fail_after(30):
-                    audit = await auditor.request(f"product:{sku}", {"op": "audit"})
+                    audit = await ask(auditor, sku, {"op": "audit"})
                 stock, records = audit["stock"], audit["orders"]
                 reserved = sum(
                     qty for order, (s, qty, _) in answers.items() if s == sku and records.get(f"order:{order}")

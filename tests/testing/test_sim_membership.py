@@ -4,7 +4,8 @@ Found by the simulator (issue 7): random scenario seed 163 (``python -m borough.
 left two running nodes DEAD in the member table and ``_system`` with one voter. Two faults were involved: a
 ``_system`` leader elected right after a partition healed acted on the stale failure-detector view it had
 built while cut off (fixed: only unreachability seen while leading counts), and a live node that was rightly
-declared dead during a long partition never becomes ACTIVE again after it heals (open, xfail below).
+declared dead during a long partition becomes ACTIVE again after it heals (it announces itself once it sees it
+was declared dead).
 """
 
 from __future__ import annotations
@@ -37,11 +38,6 @@ async def test_a_leader_elected_as_a_long_partition_heals_does_not_declare_the_h
         assert leader is not None and len(leader.raw.status().conf_state.voters) == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 7 follow-up: a running node marked DEAD during a partition longer than dead_after never "
-    "becomes ACTIVE again after the partition heals (nothing re-announces it short of a restart)",
-)
 async def test_a_node_declared_dead_during_a_long_partition_is_active_again_after_it_heals(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -14,7 +14,7 @@ import trio
 import trio.testing
 
 from borough import errors
-from borough.wire.mux import IncomingCall, PeerInfo, Reply
+from borough.wire.mux import IncomingCall, NotDelivered, PeerInfo, Reply
 from borough.wire.network import TcpNetwork
 from borough.wire.settings import WireSettings
 from borough.wire.simnet import SimNetwork
@@ -422,3 +422,36 @@ async def test_malformed_address_is_unavailable_not_a_crash(autojump_clock: trio
             await t.call("no-port-here", "x")
         assert t.send("no-port-here", "x")  # queued, then dropped when the dial fails
         await trio.sleep(1)
+
+
+async def test_a_call_that_never_left_is_not_delivered_and_one_that_left_is_ambiguous(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    sim = SimNetwork(seed=21)
+    async with (
+        cluster(sim, ["n1"]),
+        open_transport(sim.host("cli"), identity=Identity(node_id=None), settings=FAST) as client,
+    ):
+        assert (await client.call("n1:7000", "whoami")).body["me"] == "n1"
+        # The connection dies before the writer task ever sends the call: certainly not delivered.
+        sim.kill_connections("cli")
+        with pytest.raises(NotDelivered):
+            await client.call("n1:7000", "whoami")
+        # The link comes back; now the call leaves, and the connection dies while it waits for the reply:
+        # the peer may have run it, so the error is a plain Unavailable.
+        with trio.fail_after(10):
+            while not client.is_connected("n1:7000"):
+                try:
+                    await client.call("n1:7000", "whoami")
+                except NotDelivered:
+                    await trio.sleep(0.5)
+
+        async def kill_soon() -> None:
+            await trio.sleep(0.2)
+            sim.kill_connections("cli")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(kill_soon)
+            with pytest.raises(errors.Unavailable) as info:
+                await client.call("n1:7000", {"op": "sleep", "for": 5})
+        assert not isinstance(info.value, NotDelivered)
