@@ -191,15 +191,17 @@ class Node:
     async def _run_replica(self, replica: Replica) -> None:
         try:
             await replica.run()
+            if replica.removed:
+                # Removed from the group: delete the replica's data. It stays in ``self.replicas`` (stopped,
+                # refusing everything) until the delete is written, so no message can start a new replica on
+                # top of data that is about to disappear.
+                batch = self.store.write_batch()
+                batch.destroy(replica.name)
+                await self.committer.commit(batch)
+                self.router.learn_leader(replica.name, None)
         finally:
             if self.replicas.get(replica.name) is replica:
                 del self.replicas[replica.name]
-        if replica.removed:
-            # Removed from the group by a committed configuration change: delete the replica's data.
-            batch = self.store.write_batch()
-            batch.destroy(replica.name)
-            await self.committer.commit(batch)
-            self.router.learn_leader(replica.name, None)
 
     async def _bootstrap_replica(self, name: str, voters: Sequence[str]) -> Replica:
         """Create a new group's replica with its initial configuration (a snapshot meta at index 0)."""

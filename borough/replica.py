@@ -20,7 +20,6 @@ import attrs
 import trio
 
 from borough.errors import BoroughError, NotLeader, StorageError, Unavailable
-from borough.raft.confchange import decode_conf_change
 from borough.raft.config import RaftConfig
 from borough.raft.messages import InstallSnapshot, Message
 from borough.raft.rawnode import RawNode, Ready
@@ -163,7 +162,8 @@ class Replica:
 
     def check_leader(self) -> None:
         if self._stopped is not None:
-            raise Unavailable(f"the replica of partition {self.name!r} on {self.host.node_id} has stopped")
+            # Nothing was proposed: the caller may safely try elsewhere.
+            raise NotLeader(self.name, self.raw.leader)
         if self.raw.role is not Role.LEADER:
             raise NotLeader(self.name, self.raw.leader)
 
@@ -333,15 +333,14 @@ class Replica:
 
     def _check_removed(self, committed: list[Entry]) -> None:
         """A committed configuration without this node: the replica stops and its data is deleted (a removed
-        replica is never told so by Raft itself, §4.2.2 of Ongaro's thesis)."""
-        for entry in committed:
-            if entry.kind != EntryKind.CONF_CHANGE:
-                continue
-            _change, conf = decode_conf_change(entry.data)
-            if self.host.node_id not in conf.members():
-                self.removed = True
-            else:
-                self.removed = False
+        replica is never told so by Raft itself, §4.2.2 of Ongaro's thesis). Only the newest configuration
+        counts, and only once it is committed: a replica catching up replays configurations from before it was
+        added, which do not list it."""
+        if not any(entry.kind == EntryKind.CONF_CHANGE for entry in committed):
+            return
+        current = self.raw.status().conf_state
+        if self.host.node_id not in current.members() and self.raw.conf_state_at(self.applied) == current:
+            self.removed = True
 
     def remove(self) -> None:
         """This node is no longer in the group (its leader says so): stop, and let the node delete the data."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pathlib
+
 import pytest
 
 from borough.testing import Fault, Scenario, Step, random_scenario, run_scenario
@@ -52,3 +54,15 @@ def test_every_fault_of_the_vocabulary_runs_and_the_run_checks_out() -> None:
     result = run_scenario(Scenario(seed=4, nodes=4, clients=(steps, steps), faults=faults))
     assert result.ok, result.report()
     assert "remove 3 DEAD" in " ".join(result.trace_tail) or result.leader_wait is not None
+
+
+SAVED = pathlib.Path(__file__).resolve().parent / "scenarios"
+
+
+@pytest.mark.parametrize("name", ["retried-delete-3331.json", "readded-replica-181.json"])
+def test_saved_fuzzer_finds_stay_fixed(name: str) -> None:
+    # retried-delete-3331: a delete whose reply was lost was retried and applied again after a later put.
+    # readded-replica-181: a replica added back to _system replayed old configurations that did not list it,
+    # deleted itself, was recreated by the leader's next message, and so on forever.
+    result = run_scenario(Scenario.from_json((SAVED / name).read_text()))
+    assert result.ok, result.report()
