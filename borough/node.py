@@ -114,6 +114,8 @@ class Node:
         self.raft_messages_sent = 0
         self._refresh_wanted = trio.Event()
         self._reannouncing = False
+        #: A replica that has heard nothing from a leader this long may have been removed from its group.
+        self._out_of_touch = 2 * config.election_ticks * config.tick_interval
         self._leading_since: tuple[int, float] | None = None  # (term, time) this node began leading _system
         #: Simulation hook (``borough.testing`` records a run's trace through it): called as
         #: ``trace(event, details)`` on each Raft tick round ("tick") and leader change ("leader"). Must not
@@ -393,7 +395,8 @@ class Node:
             with trio.move_on_after(MEMBER_REFRESH_INTERVAL):
                 await self._refresh_wanted.wait()
             self._refresh_wanted = trio.Event()
-            if self.cluster_id is not None and SYSTEM not in self.replicas:
+            system = self.replicas.get(SYSTEM)
+            if self.cluster_id is not None and (system is None or not system.hears_from_leader(self._out_of_touch)):
                 try:
                     with trio.move_on_after(MEMBER_REFRESH_INTERVAL):
                         await self.directory.refresh_members()
@@ -437,7 +440,10 @@ class Node:
             for name, replica in list(self.replicas.items()):
                 if replica.is_leader or replica.removed:
                     continue
-                if replica.raw.leader is not None and self.node_id in replica.raw.status().conf_state.members():
+                if (
+                    replica.hears_from_leader(self._out_of_touch)
+                    and self.node_id in replica.raw.status().conf_state.members()
+                ):
                     continue  # a member that hears from its leader
                 try:
                     with trio.move_on_after(self.config.request_timeout):

@@ -21,7 +21,7 @@ import trio
 
 from borough.errors import BoroughError, NotLeader, StorageError, Unavailable
 from borough.raft.config import RaftConfig
-from borough.raft.messages import InstallSnapshot, Message
+from borough.raft.messages import AppendRequest, Heartbeat, InstallSnapshot, Message
 from borough.raft.rawnode import RawNode, Ready
 from borough.raft.records import Entry, EntryKind, NodeId, SnapshotMeta
 from borough.raft.role import Role
@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 #: Inbound Raft messages queued per replica; beyond this they are dropped (Raft retransmits).
 INBOX_LIMIT = 4096
+#: What only a leader sends: receiving one means the replica is in touch with its group.
+_FROM_LEADER = (AppendRequest, Heartbeat, InstallSnapshot)
 
 
 class ReplicaHost(Protocol):
@@ -124,6 +126,7 @@ class Replica:
         self._offer_stepped = False  # the core has seen the offer: the next Ready says whether it took it
         self._stopped: BaseException | None = None
         self.leader: str | None = self.raw.leader
+        self.last_leader_contact = trio.current_time()
         self.dropped_messages = 0
         self._snapshot_every = 0
         self.conf_change_in_flight = False
@@ -149,7 +152,13 @@ class Replica:
             self.dropped_messages += 1
             return
         self._inbox.append(message)
+        if type(message) in _FROM_LEADER:
+            self.last_leader_contact = trio.current_time()
         self._wake()
+
+    def hears_from_leader(self, within: float) -> bool:
+        """Whether this replica leads, or got a message from a leader within the last ``within`` seconds."""
+        return self.is_leader or trio.current_time() - self.last_leader_contact <= within
 
     def campaign(self) -> None:
         """Start an election now (a freshly created group's first replica, to skip one election timeout)."""

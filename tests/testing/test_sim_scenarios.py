@@ -59,10 +59,14 @@ def test_every_fault_of_the_vocabulary_runs_and_the_run_checks_out() -> None:
 SAVED = pathlib.Path(__file__).resolve().parent / "scenarios"
 
 
-@pytest.mark.parametrize("name", ["retried-delete-3331.json", "readded-replica-181.json"])
+@pytest.mark.parametrize(
+    "name", ["retried-delete-3331.json", "readded-replica-181.json", "stale-system-learner-248.json"]
+)
 def test_saved_fuzzer_finds_stay_fixed(name: str) -> None:
     # retried-delete-3331: a delete whose reply was lost was retried and applied again after a later put.
     # readded-replica-181: a replica added back to _system replayed old configurations that did not list it,
     # deleted itself, was recreated by the leader's next message, and so on forever.
+    # stale-system-learner-248: a node paused and restarted kept a _system replica the group had dropped; it
+    # trusted that replica's stale member table, never saw it was declared DEAD and never announced itself.
     result = run_scenario(Scenario.from_json((SAVED / name).read_text()))
     assert result.ok, result.report()
