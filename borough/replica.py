@@ -235,7 +235,9 @@ class Replica:
                     logger.info("partition %r: this node left the group; removing its replica", self.name)
                     self._stop(NotLeader(self.name, self.raw.leader))
                     return
-                await trio.lowlevel.checkpoint()
+                if self._dirty:
+                    # More input arrived while we worked: let other tasks run before the next round.
+                    await trio.lowlevel.checkpoint()
         except BaseException as exc:
             self._stop(exc)
             raise
