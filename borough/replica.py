@@ -128,6 +128,12 @@ class Replica:
         self.leader: str | None = self.raw.leader
         self.last_leader_contact = trio.current_time()
         self.dropped_messages = 0
+        #: Counters for status pages and benchmarks: Readies handled, entries persisted and applied, and the
+        #: seconds spent waiting for the group commit.
+        self.readies = 0
+        self.entries_persisted = 0
+        self.entries_applied = 0
+        self.commit_wait = 0.0
         self._snapshot_every = 0
         self.conf_change_in_flight = False
         #: Set once a committed configuration no longer holds this node: the replica then stops for good.
@@ -312,10 +318,15 @@ class Replica:
         if committed:
             ops, results = self.machine.apply(committed)
             batch.apply(name, ops, committed[-1].index)
+        self.readies += 1
+        self.entries_persisted += len(rd.entries)
+        self.entries_applied += len(committed)
         if len(batch):
             # Entries, a snapshot or a new term/vote must be durable before the messages that depend on them
             # leave; a commit index or applied state alone need not be (both are recovered from the synced log).
+            started = trio.current_time()
             await self.host.committer.commit(batch, sync=rd.must_sync and self.host.fsync)
+            self.commit_wait += trio.current_time() - started
         if installed:
             assert rd.snapshot is not None
             self.applied = rd.snapshot.index

@@ -74,11 +74,17 @@ class Server:
             raise _bad("seconds_left must be a non-negative number or null")
         if call.peer.node_id:
             self.node.directory.learn_address(call.peer.node_id, call.peer.address)
+        op = Op(name, args, call.streams or None)
+        if name != REQUEST:
+            # Borough's own operations end when their work does, or when the caller gives up: its deadline
+            # cancels the call, which cancels this task. No second timer on the hot path.
+            return await self.execute(partition, op, remote=True)
+        # A handler is the application's code: bound it by the caller's time left, whatever happens to the link.
         timeout = (
             self.node.config.request_timeout if left is None else min(float(left), self.node.config.request_timeout)
         )
         with trio.move_on_after(timeout) as scope:
-            return await self.execute(partition, Op(name, args, call.streams or None), remote=True)
+            return await self.execute(partition, op, remote=True)
         assert scope.cancelled_caught
         raise Timeout(f"{name} on partition {partition!r} did not finish within {timeout:g} s on {self.node.node_id}")
 
