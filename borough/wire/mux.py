@@ -67,6 +67,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+#: The reader lets other tasks run after this many dispatched frames. Without it a burst of calls is read,
+#: dispatched, answered and written as one convoy while the peer waits idle, and two processes take turns
+#: instead of working at once (measured: 64 callers over loopback, 11k -> 22k round trips/s).
+YIELD_EVERY = 16
+
+
 class NotDelivered(Unavailable):
     """The call never left this process (no usable connection to the peer): retrying it elsewhere is safe,
     unlike an ``Unavailable`` raised once the call was sent, which may or may not have taken effect."""
@@ -239,6 +245,7 @@ class MuxConnection:
 
     async def _reader(self) -> None:
         codec, stream, read_size = self._codec, self._stream, self.settings.read_size
+        dispatched = 0
         try:
             while True:
                 event = codec.next_event()
@@ -260,6 +267,9 @@ class MuxConnection:
                 self._dispatch(event)
                 if self._closed_reason is not None:
                     return
+                dispatched += 1
+                if dispatched % YIELD_EVERY == 0:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
         except RemoteProtocolError as exc:
             log.warning(
                 "closing the connection to %s: protocol error: %s",
