@@ -61,7 +61,7 @@ class Raft(LeaderMixin):
         self.cfg = config
         self.id = config.id
         self.rng = rng
-        self.log = RaftLog(storage)
+        self.log = RaftLog(storage, config.max_cache_bytes)
         hs, _ = storage.initial_state()
         snap = storage.snapshot_meta()
         last = self.log.last_index()

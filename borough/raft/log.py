@@ -7,6 +7,9 @@ and which entries a Ready hands out for persisting and applying. It reads persis
 ``stable_snapshot_to`` record that it did. It knows nothing of roles, messages or configurations.
 
 Entries are shared, never copied: slices of the unstable list or of the storage's answers are handed on as is.
+
+Persisted entries that are not yet applied stay in memory too (the *cache*, bounded in bytes), so that the hot
+path (apply what just committed; resend to a follower one round behind) never reads storage back.
 """
 
 from __future__ import annotations
@@ -40,11 +43,17 @@ class RaftLog:
     (it may still hold a shadowed suffix at ``offset`` and beyond until the driver overwrites it); with an
     unstable snapshot, ``offset == snapshot.index + 1`` and storage is not consulted at all. ``handed`` is the
     first unstable index not yet handed to the driver in a Ready.
+
+    ``cache`` holds persisted entries ``[offset - len(cache), offset)``, all above ``applied``: a copy of what
+    storage holds there, dropped from the front once applied or when it outgrows ``cache_limit`` bytes.
     """
 
     __slots__ = (
         "applied",
         "applying",
+        "cache",
+        "cache_bytes",
+        "cache_limit",
         "committed",
         "handed",
         "last",
@@ -55,8 +64,11 @@ class RaftLog:
         "unstable",
     )
 
-    def __init__(self, storage: LogStorage) -> None:
+    def __init__(self, storage: LogStorage, cache_limit: int = 1 << 20) -> None:
         self.storage = storage
+        self.cache: list[Entry] = []
+        self.cache_bytes = 0
+        self.cache_limit = cache_limit
         first = storage.first_index()
         last = storage.last_index()
         if last < first - 1:
@@ -97,6 +109,9 @@ class RaftLog:
             if index == snap.index:
                 return snap.term
             raise LogCompacted(index)
+        k = index - off + len(self.cache)
+        if k >= 0:
+            return self.cache[k].term
         return self.storage.term(index)
 
     def term_or_none(self, index: int) -> int | None:
@@ -133,6 +148,14 @@ class RaftLog:
             return limit_size(self.unstable[lo - off : hi - off], max_bytes)
         if self.snapshot is not None:
             raise LogCompacted(lo)
+        cache = self.cache
+        k = lo - off + len(cache)
+        if k >= 0:
+            # Persisted but not applied yet: from memory.
+            end = hi - off + len(cache)
+            if hi <= off:
+                return limit_size(cache[k:end], max_bytes)
+            return limit_size(cache[k:] + self.unstable[: hi - off], max_bytes)
         stored = self.storage.entries(lo, min(hi, off), max_bytes)  # raises LogCompacted below its first index
         if hi <= off or len(stored) < off - lo:
             return stored
@@ -193,6 +216,7 @@ class RaftLog:
         elif after <= off:
             # Replaces everything from ``after``: the driver overwrites the stored suffix with the next Ready.
             # An unstable snapshot stays only if the new entries follow it directly.
+            self._cut_cache(after)
             self.offset = after
             self.unstable = list(entries)
             if self.snapshot is not None and after != self.snapshot.index + 1:
@@ -233,6 +257,8 @@ class RaftLog:
         """Replace the whole log with ``snapshot`` (the driver installs it with the next Ready)."""
         self.snapshot = snapshot
         self.snapshot_handed = False
+        self.cache.clear()
+        self.cache_bytes = 0
         self.unstable = []
         self.offset = snapshot.index + 1
         self.handed = self.offset
@@ -267,10 +293,46 @@ class RaftLog:
         if self.snapshot is not None:
             # Entries after a pending snapshot cannot be persisted before it is.
             return
+        stable = self.unstable[:k]
         self.unstable = self.unstable[k:]
         self.offset = index + 1
         if self.handed < self.offset:
             self.handed = self.offset
+        if self.cache_limit:
+            self.cache.extend(stable)
+            self.cache_bytes += sum([len(e.data) for e in stable]) + 24 * len(stable)
+            self.trim_cache()
+
+    def trim_cache(self) -> None:
+        """Drop cached entries that are applied, then the oldest ones while the cache is over its limit."""
+        cache = self.cache
+        if not cache:
+            return
+        drop = min(len(cache), self.applied - cache[0].index + 1)
+        size = self.cache_bytes
+        if drop > 0:
+            size -= sum([len(e.data) for e in cache[:drop]]) + 24 * drop
+        else:
+            drop = 0
+        while size > self.cache_limit and drop < len(cache):
+            size -= len(cache[drop].data) + 24
+            drop += 1
+        if drop:
+            del cache[:drop]
+            self.cache_bytes = size
+
+    def _cut_cache(self, index: int) -> None:
+        """Forget cached entries from ``index`` on (they are being rewritten or replaced by a snapshot)."""
+        cache = self.cache
+        if not cache:
+            return
+        k = index - cache[0].index
+        if k <= 0:
+            cache.clear()
+            self.cache_bytes = 0
+        elif k < len(cache):
+            self.cache_bytes -= sum([len(e.data) for e in cache[k:]]) + 24 * (len(cache) - k)
+            del cache[k:]
 
     def stable_snapshot_to(self, index: int) -> None:
         if self.snapshot is not None and self.snapshot.index == index:

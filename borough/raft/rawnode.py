@@ -396,6 +396,7 @@ class RawNode:
             index = rd.committed_entries[-1].index
             if index > log.applied:
                 log.applied = index
+                log.trim_cache()
             if r.voters_out and r.role is Role.LEADER:
                 r.dirty = True
                 r.on_applied()

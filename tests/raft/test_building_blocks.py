@@ -223,6 +223,122 @@ def test_log_truncates_a_conflicting_suffix_and_hands_the_rewrite_out_again() ->
     assert log.offset == 5 and log.unstable == []
 
 
+class CountingStorage(MemoryLogStorage):
+    """Counts the reads that reach storage."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def entries(self, lo: int, hi: int, max_bytes: int) -> list[Entry]:
+        self.reads += 1
+        return super().entries(lo, hi, max_bytes)
+
+    def term(self, index: int) -> int:
+        self.reads += 1
+        return super().term(index)
+
+
+def persist(log: RaftLog, storage: MemoryLogStorage) -> None:
+    """What a driver does with a Ready's entries."""
+    handed, _ = log.hand_out()
+    if handed:
+        storage.append(handed)
+        log.stable_to(handed[-1].index, handed[-1].term)
+
+
+def test_persisted_entries_are_applied_from_memory_until_applied() -> None:
+    storage = CountingStorage()
+    log = RaftLog(storage)
+    log.append(ents(1, 1, 1, 2, 2))
+    persist(log, storage)
+    assert log.offset == 6 and [e.index for e in log.cache] == [1, 2, 3, 4, 5]
+    log.commit_to(4)
+    assert [e.index for e in log.next_committed(1 << 20)] == [1, 2, 3, 4]
+    assert [log.term(i) for i in range(1, 6)] == [1, 1, 1, 2, 2]
+    assert storage.reads == 0
+    log.applied = 4
+    log.trim_cache()
+    assert [e.index for e in log.cache] == [5] and log.cache_bytes == len(log.cache[0].data) + 24
+    assert [e.index for e in log.slice(2, 6, 1 << 20)] == [2, 3, 4, 5]  # below the cache: from storage
+    assert storage.reads == 1
+
+
+def test_a_rewrite_or_a_snapshot_drops_what_the_cache_holds_of_the_old_log() -> None:
+    storage = CountingStorage()
+    log = RaftLog(storage)
+    log.append(ents(1, 1, 1, 1))
+    persist(log, storage)
+    log.append(ents(3, 3, start=3))  # a newer leader replaces 3 and 4, which are only in storage and cache
+    assert [e.index for e in log.cache] == [1, 2]
+    assert [(e.index, e.term) for e in log.slice(1, 5, 1 << 20)] == [(1, 1), (2, 1), (3, 3), (4, 3)]
+    persist(log, storage)
+    assert [(e.index, e.term) for e in log.cache] == [(1, 1), (2, 1), (3, 3), (4, 3)]
+    log.restore(SnapshotMeta(index=9, term=4))
+    assert log.cache == [] and log.cache_bytes == 0
+    assert storage.reads == 0
+
+
+def test_the_cache_is_bounded_in_bytes() -> None:
+    storage = CountingStorage()
+    log = RaftLog(storage, cache_limit=100)
+    big = [Entry(term=1, index=i, data=b"x" * 40) for i in range(1, 6)]  # 64 bytes each
+    log.append(big)
+    persist(log, storage)
+    assert [e.index for e in log.cache] == [5] and log.cache_bytes == 64
+    assert [e.index for e in log.slice(1, 6, 1 << 20)] == [1, 2, 3, 4, 5]
+    off = RaftLog(CountingStorage(), cache_limit=0)
+    off.append(big)
+    persist(off, off.storage)
+    assert off.cache == []
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("append"), st.integers(0, 6), st.integers(1, 4)),
+            st.tuples(st.just("persist"), st.just(0), st.just(0)),
+            st.tuples(st.just("commit"), st.integers(0, 6), st.just(0)),
+            st.tuples(st.just("apply"), st.just(0), st.just(0)),
+        ),
+        max_size=40,
+    ),
+    st.integers(0, 300),
+)
+def test_a_cached_log_reads_exactly_as_an_uncached_one(ops: list[tuple[str, int, int]], limit: int) -> None:
+    logs = [RaftLog(MemoryLogStorage(), cache_limit=limit), RaftLog(MemoryLogStorage(), cache_limit=0)]
+    term = 1
+    for op, a, b in ops:
+        ref = logs[1]
+        if op == "append":
+            # Rewrite from somewhere above the commit index, with a newer term (as a new leader would).
+            start = max(ref.committed + 1, ref.last_index() + 1 - a)
+            term += 1
+            new = [Entry(term=term, index=start + i, data=b"d" * (10 * i)) for i in range(b)]
+            for log in logs:
+                log.append(new)
+        elif op == "persist":
+            for log in logs:
+                persist(log, log.storage)  # type: ignore[arg-type]
+        elif op == "commit":
+            for log in logs:
+                log.commit_to(min(log.last_index(), log.committed + a))
+        else:
+            for log in logs:
+                committed = log.next_committed(1 << 20)
+                if committed:
+                    log.applying = log.applied = committed[-1].index
+                    log.trim_cache()
+        for log in logs[:1]:
+            assert all(e.index > log.applied for e in log.cache)
+            assert log.cache_bytes == sum(len(e.data) + 24 for e in log.cache) <= max(limit, 0) or not log.cache
+        last = ref.last_index()
+        assert logs[0].last_index() == last
+        assert [logs[0].term(i) for i in range(1, last + 1)] == [ref.term(i) for i in range(1, last + 1)]
+        for lo in range(1, last + 1):
+            assert logs[0].slice(lo, last + 1, 1 << 20) == ref.slice(lo, last + 1, 1 << 20)
+
+
 def test_find_conflict_by_term_skips_whole_terms() -> None:
     log = RaftLog(storage_with([1, 1, 1, 4, 4, 5, 5, 6, 6, 6]))
     assert log.find_conflict_by_term(10, 3) == (3, 1)
