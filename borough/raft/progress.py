@@ -72,7 +72,7 @@ class Progress:
     ``match``: highest index known to be in the follower's log (§5.3 matchIndex). ``next``: the next index to
     send (§5.3 nextIndex). ``recent_active``: heard from it since the last check-quorum round.
     ``acked_seq``: the highest heartbeat read round it acknowledged in this term (ReadIndex and lease).
-    ``sent_commit``: the highest commit index sent to it (so a commit change is propagated exactly once).
+    ``sent_commit``: the highest commit index sent to it (in an append or a heartbeat).
     ``heartbeat_match``: ``match`` at the previous heartbeat response (no progress between two of them while
     appends are outstanding means those appends were lost).
     """

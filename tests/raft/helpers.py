@@ -102,3 +102,11 @@ class Net:
     def elect(self, node: str) -> None:
         self.nodes[NodeId(node)].campaign()
         self.stabilize()
+
+    def heartbeat(self, leader: str) -> None:
+        """One heartbeat interval of the leader, then stabilize: the followers learn its commit index (a
+        commit alone rides on the next append or heartbeat)."""
+        raw = self.nodes[NodeId(leader)]
+        for _ in range(raw._raft.cfg.heartbeat_tick):
+            raw.tick()
+        self.stabilize()

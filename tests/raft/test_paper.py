@@ -176,6 +176,8 @@ def test_5_3_an_entry_is_committed_once_a_majority_has_it_and_then_applied() -> 
     net.cut.discard(frozenset(("4", "5")))
     net.stabilize()
     assert leader.status().commit == index  # 3 of 5
+    assert net.applied["1"][-1].data == b"x" and net.applied["2"][-1].data == b""  # told with the next heartbeat
+    net.heartbeat("1")
     assert net.applied["1"][-1].data == b"x" and net.applied["2"][-1].data == b"x"
 
 
@@ -191,6 +193,7 @@ def test_5_3_committing_an_entry_commits_all_preceding_entries() -> None:
     last = leader.propose(b"last")
     net.stabilize()
     assert leader.status().commit == last
+    net.heartbeat("1")
     assert [e.data for e in net.applied["3"][-4:]] == [b"x0", b"x1", b"x2", b"last"]
 
 
@@ -247,6 +250,7 @@ def test_5_3_the_leader_brings_every_follower_log_in_line_with_its_own(case: str
     net.stabilize()
     expected = [*FIGURE_7_LEADER, 8, 8]
     assert [e.term for e in follower.storage.ents] == expected  # type: ignore[attr-defined]
+    net.heartbeat("1")
     assert follower.status().commit == len(expected)
 
 
@@ -287,6 +291,7 @@ def test_5_4_1_a_candidate_without_every_committed_entry_cannot_win() -> None:
     net = Net(nodes)
     net.isolate("1")
     net.elect("2")  # commits its no-op on 2 and 3, while 1 misses it
+    net.heartbeat("2")
     assert nodes[2].status().commit == 1 and nodes[0].status().last_index == 0
     net.heal()
     net.isolate("2")

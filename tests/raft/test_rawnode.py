@@ -212,10 +212,13 @@ def test_status_and_idleness() -> None:
     net = Net(make_node(i) for i in ("1", "2", "3"))
     net.elect("1")
     leader = net.nodes[N1]
+    net.heartbeat("1")
     assert leader.is_idle()
     leader.propose(b"x")
     assert not leader.is_idle()
     net.stabilize()
+    assert not leader.is_idle()  # the followers do not know the entry is committed yet
+    net.heartbeat("1")
     assert leader.is_idle()
     st = leader.status()
     assert st.progress[N2].match == st.last_index == st.commit
