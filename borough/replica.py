@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 INBOX_LIMIT = 4096
 #: What only a leader sends: receiving one means the replica is in touch with its group.
 _FROM_LEADER = (AppendRequest, Heartbeat, InstallSnapshot)
+#: What a leader may send before its Ready is durable (``Ready.appends_first``).
+_APPENDS = (AppendRequest, Heartbeat)
 
 
 class ReplicaHost(Protocol):
@@ -321,6 +323,14 @@ class Replica:
         self.readies += 1
         self.entries_persisted += len(rd.entries)
         self.entries_applied += len(committed)
+        messages = rd.messages
+        if messages and rd.appends_first and len(batch):
+            # A leader replicates while it writes: its followers' syncs overlap its own. Safe because nothing
+            # is stepped into the core until this Ready is advanced (see ``RawNode``).
+            first = [m for m in messages if type(m) in _APPENDS]
+            if first:
+                self.host.send_raft(name, first)
+                messages = [m for m in messages if type(m) not in _APPENDS]
         if len(batch):
             # Entries, a snapshot or a new term/vote must be durable before the messages that depend on them
             # leave; a commit index or applied state alone need not be (both are recovered from the synced log).
@@ -332,8 +342,8 @@ class Replica:
             self.applied = rd.snapshot.index
             self.machine.reload()
             self._fail_lost_proposals(rd.snapshot.index, rd.snapshot.term)
-        if rd.messages:
-            self._send(rd.messages)
+        if messages:
+            self._send(messages)
         if committed:
             self.applied = committed[-1].index
             self._resolve(committed, results)

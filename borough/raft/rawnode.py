@@ -16,6 +16,12 @@ Between ``ready()`` and ``advance()`` the driver may keep calling ``step``/``tic
 they produce goes into the next Ready. Only one Ready is outstanding at a time. A driver serving many groups
 collects every group's Ready, writes all of them in one synced batch, then sends, applies and advances each.
 
+A leader may replicate while it writes (§10.2.1 of Ongaro's thesis): when ``rd.appends_first`` is set, the
+driver may send the leader's ``AppendRequest`` and ``Heartbeat`` messages of ``rd.messages`` *before* it
+persists, so that its own sync and its followers' overlap, on one condition: it steps no message into the node
+between ``ready()`` and ``advance(rd)``. The core counts the leader's own entries as matched at once; that is
+safe only because the answers that could commit them are stepped after they are durable here.
+
 Membership: a configuration takes effect inside the core when its entry is appended, so there is no
 "apply conf change" call. Committed ``EntryKind.CONF_CHANGE`` entries reach the driver like any other;
 ``decode_conf_change(entry.data)`` gives the change and the resulting ``ConfState`` (to update the transport's
@@ -79,6 +85,8 @@ class Ready:
     - ``soft_state``: leader and role, when they changed since the last Ready.
     - ``must_sync``: whether the writes must be durable before the messages go out (entries, a snapshot, or a
       new term or vote). A commit-only change may be written without sync: a lost commit index is recovered.
+    - ``appends_first``: this Ready carries no new term or vote, so the leader's appends and heartbeats in
+      ``messages`` may be sent before persisting (see the module docstring for the condition).
     """
 
     hard_state: HardState | None = None
@@ -91,6 +99,7 @@ class Ready:
     failed_reads: list[bytes] = attrs.Factory(list)
     soft_state: SoftState | None = None
     must_sync: bool = False
+    appends_first: bool = False
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -340,9 +349,10 @@ class RawNode:
         prev = self._prev_hs
         hard_state = None
         must_sync = bool(entries) or snapshot is not None
-        if r.term != prev.term or r.vote != prev.vote or log.committed != prev.commit:
+        new_vote = r.term != prev.term or r.vote != prev.vote
+        if new_vote or log.committed != prev.commit:
             hard_state = HardState(term=r.term, vote=r.vote, commit=log.committed)
-            must_sync = must_sync or r.term != prev.term or r.vote != prev.vote
+            must_sync = must_sync or new_vote
             self._prev_hs = hard_state
         committed: list[Entry] = []
         if log.committed > log.applying and log.snapshot is None:
@@ -372,6 +382,7 @@ class RawNode:
             failed_reads=failed_reads,
             soft_state=soft_state,
             must_sync=must_sync,
+            appends_first=not new_vote and r.role is Role.LEADER,
         )
         self._outstanding = rd
         return rd

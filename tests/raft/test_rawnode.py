@@ -85,6 +85,23 @@ def test_must_sync_only_for_entries_term_vote_or_snapshot() -> None:
     assert rd.hard_state is not None and rd.hard_state.commit == 2 and not rd.must_sync  # commit only
 
 
+def test_a_leaders_appends_may_go_first_unless_the_ready_carries_a_new_term_or_vote() -> None:
+    single = make_node("1", ("1",), learners=("2",))
+    single.campaign()  # a one-voter group wins at once: term, vote and the first appends share one Ready
+    rd = drain(single)
+    assert single.role is Role.LEADER and rd.hard_state is not None and rd.hard_state.term == 1
+    assert any(isinstance(m, AppendRequest) for m in rd.messages) and not rd.appends_first
+    net = Net(make_node(i) for i in ("1", "2", "3"))
+    net.elect("1")
+    net.nodes[N1].propose(b"x")
+    rd = drain(net.nodes[N1])
+    assert rd.entries and any(isinstance(m, AppendRequest) for m in rd.messages) and rd.appends_first
+    follower = make_node("2")
+    follower.step(AppendRequest(frm=N1, to=N2, term=1, prev_index=0, prev_term=0, commit=0, entries=ents(1)))
+    rd = drain(follower)
+    assert not rd.appends_first  # a follower's answers always wait for its sync
+
+
 def test_a_message_for_someone_else_is_refused() -> None:
     n = make_node("1")
     with pytest.raises(RemoteProtocolError, match="for '2' was delivered to '1'"):
