@@ -198,7 +198,7 @@ class Node:
                 # refusing everything) until the delete is written, so no message can start a new replica on
                 # top of data that is about to disappear.
                 batch = self.store.write_batch()
-                batch.destroy(replica.name)
+                batch.destroy(replica.name, replica.raw.tombstone())
                 await self.committer.commit(batch)
                 self.router.learn_leader(replica.name, None)
         finally:

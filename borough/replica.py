@@ -111,7 +111,13 @@ class Replica:
         self.name = name
         self.machine = machine
         store = host.store
-        self.raw = RawNode(raft_config, store.log_storage(name), rng, applied=store.applied_index(name))
+        self.raw = RawNode(
+            raft_config,
+            store.log_storage(name),
+            rng,
+            applied=store.applied_index(name),
+            tombstone=store.tombstone(name),
+        )
         self.applied = store.applied_index(name)
         self._inbox: deque[Message] = deque()
         self._ticks = 0

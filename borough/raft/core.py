@@ -42,7 +42,7 @@ from borough.raft.messages import (
 from borough.raft.progress import Progress
 from borough.raft.quorum import VoteResult, joint_vote_result
 from borough.raft.readonly import ForwardedReads, ReadOnly, ReadState
-from borough.raft.records import ConfState, Entry, EntryKind, NodeId, SnapshotMeta
+from borough.raft.records import ConfState, Entry, EntryKind, NodeId, SnapshotMeta, Tombstone
 from borough.raft.role import Role
 from borough.raft.storage import LogStorage
 
@@ -57,7 +57,14 @@ _CONF = EntryKind.CONF_CHANGE
 class Raft(LeaderMixin):
     """One replica's Raft state. Driven through ``RawNode``; see there for the public contract."""
 
-    def __init__(self, config: RaftConfig, storage: LogStorage, rng: random.Random, applied: int = 0) -> None:
+    def __init__(
+        self,
+        config: RaftConfig,
+        storage: LogStorage,
+        rng: random.Random,
+        applied: int = 0,
+        tombstone: Tombstone | None = None,
+    ) -> None:
         self.cfg = config
         self.id = config.id
         self.rng = rng
@@ -76,6 +83,14 @@ class Raft(LeaderMixin):
         self.log.applying = self.log.applied = max(applied, snap.index)
         self.term = hs.term
         self.vote: NodeId | None = hs.vote
+        # A replica of this group was deleted here before: resume its term and vote, and vouch for no log
+        # behind the end of the one it had (see ``Tombstone``).
+        self.vote_floor = (0, 0)
+        if tombstone is not None:
+            if tombstone.term > self.term or (tombstone.term == self.term and self.vote is None):
+                self.term = tombstone.term
+                self.vote = tombstone.vote
+            self.vote_floor = (tombstone.last_term, tombstone.last_index)
         self.lead: NodeId | None = None
         self.role = Role.FOLLOWER
 
@@ -327,10 +342,13 @@ class Raft(LeaderMixin):
     def _on_vote_request(self, m: VoteRequest) -> None:
         # §5.2: one vote per term, first come first served; repeat it to the same candidate. A pre-vote for a
         # later term promises nothing, so it needs no free vote; it still needs an up-to-date log (§5.4.1).
+        # A replica created again after its data was deleted also refuses a log behind its floor (``Tombstone``).
         can_vote = (
             self.vote == m.frm or (self.vote is None and self.lead is None) or (m.pre_vote and m.term > self.term)
         )
-        if can_vote and self.log.is_up_to_date(m.last_index, m.last_term):
+        behind = (m.last_term, m.last_index) < self.vote_floor
+        up_to_date = not behind and self.log.is_up_to_date(m.last_index, m.last_term)
+        if can_vote and up_to_date:
             self.msgs.append(VoteResponse(frm=self.id, to=m.frm, term=m.term, pre_vote=m.pre_vote))
             if not m.pre_vote:
                 self.election_elapsed = 0

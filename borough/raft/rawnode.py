@@ -50,7 +50,7 @@ from borough.raft.core import Raft, Role
 from borough.raft.messages import Message
 from borough.raft.progress import ProgressState
 from borough.raft.readonly import ReadState
-from borough.raft.records import ConfState, Entry, HardState, NodeId, SnapshotMeta
+from borough.raft.records import ConfState, Entry, HardState, NodeId, SnapshotMeta, Tombstone
 from borough.raft.storage import LogCompacted, LogStorage, LogUnavailable
 
 __all__ = ["PeerStatus", "RawNode", "Ready", "SoftState", "Status"]
@@ -138,10 +138,19 @@ class RawNode:
     snapshot starts with an empty configuration (it never campaigns and accepts the leader's messages).
     ``applied`` is the index the application state already reflects (entries up to it are not handed out
     again); it may exceed the persisted commit index, since committing without sync is allowed.
+    ``tombstone`` is what an earlier replica of this group on this node left when its data was deleted.
     """
 
-    def __init__(self, config: RaftConfig, storage: LogStorage, rng: random.Random, *, applied: int = 0) -> None:
-        self._raft = Raft(config, storage, rng, applied=applied)
+    def __init__(
+        self,
+        config: RaftConfig,
+        storage: LogStorage,
+        rng: random.Random,
+        *,
+        applied: int = 0,
+        tombstone: Tombstone | None = None,
+    ) -> None:
+        self._raft = Raft(config, storage, rng, applied=applied, tombstone=tombstone)
         r = self._raft
         self._prev_hs = HardState(term=r.term, vote=r.vote, commit=r.log.committed)
         self._prev_soft = SoftState(leader=r.lead, role=r.role)
@@ -265,6 +274,13 @@ class RawNode:
     @property
     def term(self) -> int:
         return self._raft.term
+
+    def tombstone(self) -> Tombstone:
+        """What must outlive this replica when the driver deletes its data: hand it to the next ``RawNode`` of
+        this group on this node (see ``Tombstone``)."""
+        r = self._raft
+        floor = max((r.log.last_term(), r.log.last_index()), r.vote_floor)
+        return Tombstone(term=r.term, vote=r.vote, last_index=floor[1], last_term=floor[0])
 
     def status(self) -> Status:
         r = self._raft

@@ -21,6 +21,7 @@ __all__ = [
     "NodeId",
     "SnapshotMeta",
     "Term",
+    "Tombstone",
 ]
 
 NodeId = NewType("NodeId", str)
@@ -64,6 +65,32 @@ class HardState:
     def from_list(cls, obj: Any) -> HardState:
         term, vote, commit = obj
         return cls(term=int(term), vote=None if vote is None else NodeId(str(vote)), commit=int(commit))
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Tombstone:
+    """What a replica must not forget when its data is deleted (a committed change removed it): its term and
+    vote, and the end of its log. A replica created again under the same name resumes that term and vote, and
+    vouches for no candidate whose log is behind that end: it may have acknowledged entries up to there, and a
+    lagging member whose stale configuration still counts it as a voter would otherwise win with its vote."""
+
+    term: int = 0
+    vote: NodeId | None = None
+    last_index: int = 0
+    last_term: int = 0
+
+    def to_list(self) -> list[Any]:
+        return [self.term, self.vote, self.last_index, self.last_term]
+
+    @classmethod
+    def from_list(cls, obj: Any) -> Tombstone:
+        term, vote, last_index, last_term = obj
+        return cls(
+            term=int(term),
+            vote=None if vote is None else NodeId(str(vote)),
+            last_index=int(last_index),
+            last_term=int(last_term),
+        )
 
 
 def _ids(values: Any) -> tuple[NodeId, ...]:

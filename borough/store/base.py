@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 import attrs
 
 from borough.errors import ConfigError, NotFound, StorageError
-from borough.raft.records import ConfState, Entry, HardState, SnapshotMeta
+from borough.raft.records import ConfState, Entry, HardState, SnapshotMeta, Tombstone
 from borough.raft.storage import LogCompacted, LogUnavailable
 from borough.store import encoding as enc
 from borough.store.batch import WriteBatch
@@ -301,6 +301,11 @@ class Store(abc.ABC):
                 f"log entry {expect} of partition {partition!r} is missing: {self.describe()} is corrupt"
             )
         return out
+
+    def tombstone(self, partition: str) -> Tombstone | None:
+        """What a deleted replica of ``partition`` left behind (see ``WriteBatch.destroy``), if any."""
+        value = self._v().reader.get(enc.tomb_key(partition))
+        return None if value is None else enc.decode_tombstone(value)
 
     def log_storage(self, partition: str) -> PartitionLog:
         """The partition's log as the Raft core reads it (``borough.raft.storage.LogStorage``)."""

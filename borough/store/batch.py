@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from borough.raft.records import Entry, HardState, SnapshotMeta
+from borough.raft.records import Entry, HardState, SnapshotMeta, Tombstone
 from borough.store import encoding as enc
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ OP_TRUNCATE: Final = 2  # (OP_TRUNCATE, name, from_index)
 OP_COMPACT: Final = 3  # (OP_COMPACT, name, upto_index)
 OP_SNAPSHOT_META: Final = 4  # (OP_SNAPSHOT_META, name, meta, encoded)
 OP_APPLY: Final = 5  # (OP_APPLY, name, gen, [data_key, ...], [stored_value | None, ...], has_deletes, applied)
-OP_DESTROY: Final = 6  # (OP_DESTROY, name)
+OP_DESTROY: Final = 6  # (OP_DESTROY, name, encoded_tombstone | None)
 OP_INSTALL: Final = 7  # (OP_INSTALL, name, install, meta, encoded_meta)
 
 _PUT: Final = "put"
@@ -200,12 +200,14 @@ class WriteBatch:
         self._ops.append((OP_APPLY, partition, gen, keys, values, deletes, applied_index))
         self.nbytes += size + 16
 
-    def destroy(self, partition: str) -> None:
-        """Delete every trace of the replica (Raft state, log, data). Later ops in this batch on the same
-        partition start it afresh. The data's keys are removed by ``Store.collect_garbage`` afterwards."""
+    def destroy(self, partition: str, tombstone: Tombstone | None = None) -> None:
+        """Delete every trace of the replica (Raft state, log, data) but ``tombstone``, which is kept for
+        ``Store.tombstone`` (replacing an earlier one). Later ops in this batch on the same partition start it
+        afresh. The data's keys are removed by ``Store.collect_garbage`` afterwards."""
         enc.partition_name_bytes(partition)
-        self._ops.append((OP_DESTROY, partition))
-        self.nbytes += 16
+        encoded = None if tombstone is None else enc.encode_tombstone(tombstone)
+        self._ops.append((OP_DESTROY, partition, encoded))
+        self.nbytes += 16 + (len(encoded) if encoded else 0)
 
     def _install(self, partition: str, install: SnapshotInstall, meta: SnapshotMeta) -> None:
         encoded = enc.encode_snapshot_meta(meta)

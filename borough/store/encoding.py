@@ -30,7 +30,7 @@ from typing import Any, Final
 import cbor2
 
 from borough.errors import StorageError
-from borough.raft.records import Entry, HardState, SnapshotMeta
+from borough.raft.records import Entry, HardState, SnapshotMeta, Tombstone
 
 __all__ = [
     "FORMAT_VERSION",
@@ -47,6 +47,7 @@ PART: Final = b"\x03"
 LOG: Final = b"\x04"
 DATA: Final = b"\x05"
 TRASH: Final = b"\x06"
+TOMB: Final = b"\x07"  # + partition name: the Tombstone of a deleted replica
 
 META_FORMAT: Final = META + b"format"
 META_NODE: Final = META + b"node"
@@ -216,6 +217,21 @@ def entry_term(index: int, b: bytes) -> int:
     if len(b) < 9:
         raise StorageError(f"log entry {index} is truncated ({len(b)} bytes): the data dir is corrupt")
     return int(_U64.unpack_from(b)[0])
+
+
+def tomb_key(name: str) -> bytes:
+    return TOMB + partition_name_bytes(name)
+
+
+def encode_tombstone(tomb: Tombstone) -> bytes:
+    return cbor2.dumps(tomb.to_list())
+
+
+def decode_tombstone(b: bytes) -> Tombstone:
+    try:
+        return Tombstone.from_list(cbor2.loads(b))
+    except Exception as exc:
+        raise StorageError(f"a stored replica tombstone is corrupt ({exc})") from exc
 
 
 def encode_hard_state(hs: HardState) -> bytes:

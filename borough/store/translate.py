@@ -58,6 +58,8 @@ class Translation:
                 st = cur.copy() if cur is not None else None
                 changes[name] = st
             if code == B.OP_DESTROY:
+                if op[2] is not None:
+                    put(enc.tomb_key(name), op[2])
                 if st is not None:
                     self._destroy(st)
                     changes[name] = None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 
 from borough.testing.scenario import Scenario, random_scenario, run_scenario
 
@@ -82,7 +83,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if _run(scenario, args.history) else 1
     start, _, stop = args.seeds.partition(":")
     for seed in range(int(start), int(stop)):
-        if not _run(random_scenario(seed, **sizes), False):
+        try:
+            ok = _run(random_scenario(seed, **sizes), False)
+        except Exception:
+            # A node's task raised (a bug that stops the simulation itself): report it like a failed check.
+            traceback.print_exc()
+            print(f"seed {seed}: CRASHED")
+            ok = False
+        if not ok:
             print(f"replay: {sys.executable} -m borough.testing replay --seed {seed} {flags}")
             return 1
     return 0

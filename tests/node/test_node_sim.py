@@ -274,6 +274,12 @@ async def test_system_follows_the_ring_and_removed_replicas_delete_their_data(
         for i in range(5):
             if sim[i].node_id not in wanted:
                 assert SYSTEM not in sim[i].store.replicas()  # the removed replica's data is gone
+                # ... but not its vote and log end: a re-created replica must not help a stale candidate win.
+                tomb = sim[i].store.tombstone(SYSTEM)
+                if sim[i].node_id in first:
+                    assert tomb is not None and tomb.term >= 1 and tomb.last_index >= 1
+                else:
+                    assert tomb is None  # it never hosted _system
         # Every node still routes through _system, hosted or not.
         for i in range(5):
             await sim[i].partition(f"after{i}").put("k", i)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 
+import attrs
 import pytest
 
 from borough.errors import LocalProtocolError, NotLeader, RemoteProtocolError, StorageError
@@ -223,6 +224,29 @@ def test_a_replica_without_configuration_never_campaigns_but_follows_a_leader() 
     assert n.role is Role.FOLLOWER and msgs(n) == []
     n.step(Heartbeat(frm=N1, to=NodeId("4"), term=3, commit=0))
     assert n.leader == N1 and n.term == 3
+
+
+def test_a_replica_created_again_after_its_data_was_deleted_keeps_its_vote_and_vouches_for_no_older_log() -> None:
+    old = make_node("4", log=[1, 1, 2, 2], term=3, vote="2")
+    tomb = old.tombstone()
+    assert (tomb.term, tomb.vote, tomb.last_index, tomb.last_term) == (3, N2, 4, 2)
+    # Its data is gone; the node creates it again, empty, for an inbound message.
+    storage = MemoryLogStorage(ConfState())
+    n = RawNode(RaftConfig(id=NodeId("4"), group="p"), storage, random.Random(1), tombstone=tomb)
+    n.storage = storage  # type: ignore[attr-defined]  # for drain()
+    assert (n.term, n.status().vote) == (3, N2)
+    n.step(VoteRequest(frm=N1, to=NodeId("4"), term=3, last_index=9, last_term=3))
+    assert [m.reject for m in msgs(n) if isinstance(m, VoteResponse)] == [True]  # its vote in term 3 is taken
+    for pre in (True, False):
+        # A lagging candidate whose stale configuration still counts this replica: behind the old log's end.
+        n.step(VoteRequest(frm=N1, to=NodeId("4"), term=5, last_index=3, last_term=2, pre_vote=pre))
+        assert [m.reject for m in msgs(n) if isinstance(m, VoteResponse)] == [True]
+    n.step(VoteRequest(frm=N1, to=NodeId("4"), term=5, last_index=4, last_term=2))
+    assert [m.reject for m in msgs(n) if isinstance(m, VoteResponse)] == [False]
+    assert n.tombstone() == attrs.evolve(tomb, term=5, vote=N1)  # the floor outlives a second deletion
+    fresh = make_node("4", ())  # never deleted: an empty replica may vote (a learner promoted unawares)
+    fresh.step(VoteRequest(frm=N1, to=NodeId("4"), term=5, last_index=0, last_term=0))
+    assert [m.reject for m in msgs(fresh) if isinstance(m, VoteResponse)] == [False]
 
 
 def test_status_and_idleness() -> None:

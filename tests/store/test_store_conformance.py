@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from borough.errors import ConfigError, NotFound, StorageError
-from borough.raft.records import ConfState, Entry, EntryKind, HardState, NodeId, SnapshotMeta
+from borough.raft.records import ConfState, Entry, EntryKind, HardState, NodeId, SnapshotMeta, Tombstone
 from borough.raft.storage import LogCompacted, LogStorage, LogUnavailable
 from borough.store import InvalidLogOperation, LevelDBStore, MemoryStore, NodeMeta, Store, decode_value, encode_value
 
@@ -374,6 +374,28 @@ def test_destroy_then_recreate_in_one_batch(opener: Opener) -> None:
     assert not store.has_garbage
     store = opener.reopen(store)
     assert list(store.iterate("p")) == [("new", 2)] and store.last_index("p") == 0
+
+
+def test_a_destroyed_replica_leaves_its_tombstone_for_good(opener: Opener) -> None:
+    store = opener.open()
+    write(store, append=("p", ents(1, 3)), set_hard_state=("p", HardState(term=3, vote=NodeId("n2"))))
+    assert store.tombstone("p") is None
+    first = Tombstone(term=3, vote=NodeId("n2"), last_index=3, last_term=1)
+    b = store.write_batch()
+    b.destroy("p", first)
+    store.write(b)
+    assert store.replicas() == [] and store.tombstone("p") == first and store.tombstone("q") is None
+    while store.collect_garbage(1):
+        pass
+    store = opener.reopen(store)
+    assert store.tombstone("p") == first
+    write(store, append=("p", ents(1, 2)), destroy=("p",))  # no new tombstone: the old one stays
+    assert store.tombstone("p") == first
+    second = Tombstone(term=7, vote=None, last_index=9, last_term=6)
+    b = store.write_batch()
+    b.destroy("p", second)
+    store.write(b)
+    assert opener.reopen(store).tombstone("p") == second
 
 
 def test_destroying_a_missing_partition_does_nothing(store: Store) -> None:

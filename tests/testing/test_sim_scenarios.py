@@ -60,7 +60,13 @@ SAVED = pathlib.Path(__file__).resolve().parent / "scenarios"
 
 
 @pytest.mark.parametrize(
-    "name", ["retried-delete-3331.json", "readded-replica-181.json", "stale-system-learner-248.json"]
+    "name",
+    [
+        "retried-delete-3331.json",
+        "readded-replica-181.json",
+        "stale-system-learner-248.json",
+        "stale-candidate-deleted-voter-5202.json",
+    ],
 )
 def test_saved_fuzzer_finds_stay_fixed(name: str) -> None:
     # retried-delete-3331: a delete whose reply was lost was retried and applied again after a later put.
@@ -68,5 +74,8 @@ def test_saved_fuzzer_finds_stay_fixed(name: str) -> None:
     # deleted itself, was recreated by the leader's next message, and so on forever.
     # stale-system-learner-248: a node paused and restarted kept a _system replica the group had dropped; it
     # trusted that replica's stale member table, never saw it was declared DEAD and never announced itself.
+    # stale-candidate-deleted-voter-5202: a node removed from _system deleted its replica; a vote request
+    # from a lagging node whose stale configuration still listed it re-created the replica empty, which granted
+    # the vote: two leaders of _system in one term, and the lagging one crashed on a match beyond its log.
     result = run_scenario(Scenario.from_json((SAVED / name).read_text()))
     assert result.ok, result.report()
