@@ -25,12 +25,15 @@ that is never reused, so no partition's keys can fall inside another's, whatever
 from __future__ import annotations
 
 import struct
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
 
 import cbor2
 
 from borough.errors import StorageError
 from borough.raft.records import Entry, HardState, SnapshotMeta, Tombstone
+
+_R = TypeVar("_R")
 
 __all__ = [
     "FORMAT_VERSION",
@@ -223,15 +226,19 @@ def tomb_key(name: str) -> bytes:
     return TOMB + partition_name_bytes(name)
 
 
+def _decode_record(b: bytes, from_list: Callable[[Any], _R], what: str) -> _R:
+    try:
+        return from_list(cbor2.loads(b))
+    except Exception as exc:
+        raise StorageError(f"{what} is corrupt ({exc})") from exc
+
+
 def encode_tombstone(tomb: Tombstone) -> bytes:
     return cbor2.dumps(tomb.to_list())
 
 
 def decode_tombstone(b: bytes) -> Tombstone:
-    try:
-        return Tombstone.from_list(cbor2.loads(b))
-    except Exception as exc:
-        raise StorageError(f"a stored replica tombstone is corrupt ({exc})") from exc
+    return _decode_record(b, Tombstone.from_list, "a stored replica tombstone")
 
 
 def encode_hard_state(hs: HardState) -> bytes:
@@ -239,10 +246,7 @@ def encode_hard_state(hs: HardState) -> bytes:
 
 
 def decode_hard_state(b: bytes) -> HardState:
-    try:
-        return HardState.from_list(cbor2.loads(b))
-    except Exception as exc:
-        raise StorageError(f"the stored Raft hard state is corrupt ({exc})") from exc
+    return _decode_record(b, HardState.from_list, "the stored Raft hard state")
 
 
 def encode_snapshot_meta(meta: SnapshotMeta) -> bytes:
