@@ -333,10 +333,13 @@ class Replica:
         if messages and rd.appends_first and len(batch):
             # A leader replicates while it writes: its followers' syncs overlap its own. Safe because nothing
             # is stepped into the core until this Ready is advanced (see ``RawNode``).
-            first = [m for m in messages if type(m) in _APPENDS]
+            first: list[Message] = []
+            rest: list[Message] = []
+            for m in messages:
+                (first if type(m) in _APPENDS else rest).append(m)
             if first:
                 self.host.send_raft(name, first)
-                messages = [m for m in messages if type(m) not in _APPENDS]
+                messages = rest
         if len(batch):
             # Entries, a snapshot or a new term/vote must be durable before the messages that depend on them
             # leave; a commit index or applied state alone need not be (both are recovered from the synced log).

@@ -15,7 +15,7 @@ from borough.raft.conf_history import ConfHistory
 from borough.raft.confchange import ConfChange, apply_conf_change, encode_conf_change
 from borough.raft.config import RaftConfig
 from borough.raft.errors import ConfChangeInProgress, LeadershipTransferInProgress
-from borough.raft.log import RaftLog
+from borough.raft.log import RaftLog, total_size
 from borough.raft.messages import (
     AppendRequest,
     AppendResponse,
@@ -264,7 +264,7 @@ class LeaderMixin:
         if commit > pr.sent_commit:
             pr.sent_commit = commit
         if entries:
-            nbytes = sum(len(e.data) + 24 for e in entries) if cfg.max_inflight_bytes else 0
+            nbytes = total_size(entries) if cfg.max_inflight_bytes else 0
             pr.sent_entries(entries[-1].index, len(entries), nbytes)
             return True
         pr.sent_entries(nxt - 1, 0, 0)
