@@ -19,9 +19,9 @@ from borough.errors import RemoteProtocolError as RemoteProtocolError
 from borough.errors import StorageError as StorageError
 from borough.errors import Timeout as Timeout
 from borough.errors import Unavailable as Unavailable
-from borough.node import Node as Node
-from borough.node import open_node as open_node
-from borough.node import serve as serve
+from borough.node.node import Node as Node
+from borough.node.node import open_node as open_node
+from borough.node.node import serve as serve
 from borough.partition import Partition as Partition
 from borough.partition import PartitionInfo as PartitionInfo
 from borough.partition import ReplicaInfo as ReplicaInfo

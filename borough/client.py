@@ -1,8 +1,9 @@
 """``borough.open_client``: the node API (``request``, ``partition``) from a process that is not a member.
 
 This module owns a client's wiring: a transport that never listens, a directory seeded with the addresses it
-was given, and the same router and routed backend a node uses, so a client reaches each partition's leader
-directly (after the first call, from its leader cache) with the same retries and deadlines.
+was given, and the same routed session a node uses (``borough.node.session``), so a client reaches each
+partition's leader directly (after the first call, from its leader cache) with the same retries and deadlines.
+It loads neither the Raft core nor LevelDB.
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from borough.calls import Op, RoutedBackend, encode_call, join_streams
 from borough.config import parse_address
-from borough.directory import Directory
 from borough.errors import ConfigError
+from borough.node.directory import Directory
+from borough.node.protocol import Limits
+from borough.node.session import Session
 from borough.partition import Partition, check_partition_name
 from borough.ring.members import MemberTable
-from borough.routing import Router, Target
-from borough.system import SYSTEM
 from borough.wire.network import Network, TcpNetwork
 from borough.wire.transport import Identity, Transport, open_transport
 
@@ -31,40 +31,22 @@ class Client:
     """Talks to a cluster it is not a member of. Made by ``open_client``."""
 
     def __init__(
-        self,
-        transport: Transport,
-        seeds: list[str],
-        *,
-        request_timeout: float,
-        rng: random.Random,
-        max_key_bytes: int,
-        max_value_bytes: int,
+        self, transport: Transport, seeds: list[str], *, request_timeout: float, rng: random.Random, limits: Limits
     ) -> None:
         self.transport = transport
-        self.directory = Directory(system_call=self._system_call, seeds=seeds)
-        self.router = Router(
-            locate=self.directory.locate, execute=self._execute, request_timeout=request_timeout, rng=rng
+        self.directory = Directory(system_call=lambda op: self.session.system(op), seeds=seeds)
+        self.session = Session(
+            directory=self.directory, call=transport.call, limits=limits, request_timeout=request_timeout, rng=rng
         )
-        self.backend = RoutedBackend(self.router)
-        self._limits = {"max_key_bytes": max_key_bytes, "max_value_bytes": max_value_bytes}
 
     def partition(self, name: str) -> Partition:
-        return Partition(self.backend, check_partition_name(name), **self._limits)
+        return Partition(self.session, check_partition_name(name), self.session.limits)
 
     async def request(self, partition: str, body: Any) -> Any:
-        return await self.backend.request(check_partition_name(partition), body)
+        return await self.session.request(check_partition_name(partition), body)
 
     async def members(self) -> MemberTable:
-        return await self.directory.refresh_members()
-
-    async def _system_call(self, name: str, args: list[Any]) -> Any:
-        return await self.router.run(SYSTEM, Op(name, args), create=False)
-
-    async def _execute(self, target: Target, partition: str, op: Op) -> Any:
-        reply = await self.transport.call(target.address, encode_call(partition, op), streams=op.streams)
-        if reply.streams:
-            return join_streams(reply.body, reply.streams)
-        return reply.body
+        return await self.session.members()
 
 
 @asynccontextmanager
@@ -85,16 +67,10 @@ async def open_client(
     for address in seeds:
         parse_address(address, setting="open_client address")
     rng = random.Random(seed if seed is not None else int.from_bytes(os.urandom(8), "big"))
+    limits = Limits(max_key_bytes=max_key_bytes, max_value_bytes=max_value_bytes)
     async with open_transport(
         network or TcpNetwork(),
         identity=Identity(node_id=None),
         rng=random.Random(rng.getrandbits(64)),
     ) as transport:
-        yield Client(
-            transport,
-            seeds,
-            request_timeout=request_timeout,
-            rng=rng,
-            max_key_bytes=max_key_bytes,
-            max_value_bytes=max_value_bytes,
-        )
+        yield Client(transport, seeds, request_timeout=request_timeout, rng=rng, limits=limits)

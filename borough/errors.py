@@ -12,6 +12,7 @@ __all__ = [
     "ConfigError",
     "LocalProtocolError",
     "NotFound",
+    "NotDelivered",
     "NotLeader",
     "Overloaded",
     "ProtocolError",
@@ -24,7 +25,14 @@ __all__ = [
 
 
 class BoroughError(Exception):
-    """The root of every error Borough raises on purpose."""
+    """The root of every error Borough raises on purpose.
+
+    ``provably_not_run`` is True for the errors that prove the operation took no effect anywhere (it was
+    refused before anything was proposed, or never left this process). Routing retries exactly those after a
+    write or a request; for any other error the outcome of a write is unknown. It is data, so the decision
+    never hangs on the order of ``except`` clauses."""
+
+    provably_not_run: bool = False
 
 
 class NotFound(BoroughError, KeyError):
@@ -50,7 +58,17 @@ class Unavailable(BoroughError):
 
 
 class Overloaded(BoroughError):
-    """A bounded queue or the uncommitted-bytes cap is full: back off and retry."""
+    """A bounded queue or the uncommitted-bytes cap is full: back off and retry. Raised before anything is
+    proposed, so the operation did not run."""
+
+    provably_not_run = True
+
+
+class NotDelivered(Unavailable):
+    """The call never left this process (no usable connection to the peer): retrying it elsewhere is safe,
+    unlike an ``Unavailable`` raised once the call was sent, which may or may not have taken effect."""
+
+    provably_not_run = True
 
 
 class RemoteError(BoroughError):
@@ -83,7 +101,12 @@ class ConfigError(BoroughError):
 
 
 class NotLeader(BoroughError):
-    """Internal: this replica is not the partition's leader. ``leader`` is a hint (node id) or None."""
+    """Internal: this replica is not the partition's leader. ``leader`` is a hint (node id) or None.
+
+    Raised before anything is proposed, or once a proposal is provably lost (an entry of a later term was
+    committed at or before its index), so the operation did not run."""
+
+    provably_not_run = True
 
     def __init__(self, partition: str, leader: str | None = None, leader_address: str | None = None) -> None:
         hint = f"; the leader is probably {leader}" if leader else "; no leader is known yet"

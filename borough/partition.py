@@ -9,12 +9,24 @@ router, a client's router, or a handler's local leader replica).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal, Protocol
-
-import attrs
+from typing import Any, Protocol
 
 from borough.errors import NotFound
-from borough.store.encoding import decode_value, encode_key, encode_value
+from borough.kv import decode_value, encode_value
+from borough.node.protocol import (
+    CONSISTENCIES,
+    Consistency,
+    Delete,
+    Limits,
+    PartitionInfo,
+    Put,
+    ReplicaInfo,
+    ScanPage,
+    ScanRange,
+    WriteOp,
+    check_key,
+    check_value,
+)
 
 __all__ = [
     "Consistency",
@@ -27,7 +39,6 @@ __all__ = [
     "check_partition_name",
 ]
 
-Consistency = Literal["linearizable", "stale"]
 _MISSING: Any = object()
 #: Items fetched per round trip by an iterator (fewer when values are large: the server caps page bytes).
 PAGE_ITEMS = 512
@@ -45,92 +56,14 @@ def check_partition_name(name: object) -> str:
     return name
 
 
-@attrs.frozen(kw_only=True, slots=True)
-class ReplicaInfo:
-    """One replica of a partition as its leader sees it."""
-
-    node_id: str
-    address: str | None
-    role: str  # "leader", "voter", "learner"
-    match_index: int
-    connected: bool
-
-
-@attrs.frozen(kw_only=True, slots=True)
-class PartitionInfo:
-    """Where a partition stands: its replicas, leader, term, and commit and applied indexes (on the leader)."""
-
-    name: str
-    leader: str | None
-    term: int
-    commit_index: int
-    applied_index: int
-    peers: tuple[ReplicaInfo, ...]
-
-    def to_list(self) -> list[Any]:
-        return [
-            self.name,
-            self.leader,
-            self.term,
-            self.commit_index,
-            self.applied_index,
-            [[p.node_id, p.address, p.role, p.match_index, p.connected] for p in self.peers],
-        ]
-
-    @classmethod
-    def from_list(cls, obj: Any) -> PartitionInfo:
-        name, leader, term, commit, applied, peers = obj
-        return cls(
-            name=name,
-            leader=leader,
-            term=term,
-            commit_index=commit,
-            applied_index=applied,
-            peers=tuple(
-                ReplicaInfo(node_id=p[0], address=p[1], role=p[2], match_index=p[3], connected=p[4]) for p in peers
-            ),
-        )
-
-
-@attrs.frozen(kw_only=True, slots=True)
-class ScanRange:
-    """An iterator's bounds and options, as they travel to the replica that serves the pages."""
-
-    gt: str | bytes | None = None
-    gte: str | bytes | None = None
-    lt: str | bytes | None = None
-    lte: str | bytes | None = None
-    reverse: bool = False
-    values: bool = True
-
-    def to_list(self) -> list[Any]:
-        return [self.gt, self.gte, self.lt, self.lte, self.reverse, self.values]
-
-    @classmethod
-    def from_list(cls, obj: Any) -> ScanRange:
-        gt, gte, lt, lte, reverse, values = obj
-        for bound in (gt, gte, lt, lte):
-            if bound is not None:
-                encode_key(bound)
-        return cls(gt=gt, gte=gte, lt=lt, lte=lte, reverse=bool(reverse), values=bool(values))
-
-    def after(self, key: str | bytes) -> ScanRange:
-        """The same range, resuming strictly after ``key`` (in iteration order)."""
-        if self.reverse:
-            return attrs.evolve(self, lt=key, lte=None)
-        return attrs.evolve(self, gt=key, gte=None)
-
-
 class PartitionBackend(Protocol):
     """Where a ``Partition``'s operations go. Values cross this line CBOR-encoded (``encode_value``)."""
 
     async def kv_get(self, partition: str, key: str | bytes, consistency: Consistency) -> bytes | None: ...
 
-    async def kv_write(self, partition: str, ops: list[list[Any]]) -> None: ...
+    async def kv_write(self, partition: str, ops: tuple[WriteOp, ...]) -> None: ...
 
-    async def kv_scan(
-        self, partition: str, scan: ScanRange, limit: int, consistency: Consistency
-    ) -> tuple[list[tuple[str | bytes, bytes | None]], bool]:
+    async def kv_scan(self, partition: str, scan: ScanRange, limit: int, consistency: Consistency) -> ScanPage:
         """Up to ``limit`` items of the range and whether more may follow."""
         ...
 
@@ -142,31 +75,21 @@ class Partition:
     type they were written; values are anything CBOR encodes. Reads are linearizable unless
     ``consistency="stale"`` (the local replica, possibly behind)."""
 
-    __slots__ = ("_backend", "_max_key", "_max_value", "name")
+    __slots__ = ("_backend", "_limits", "name")
 
-    def __init__(self, backend: PartitionBackend, name: str, *, max_key_bytes: int, max_value_bytes: int) -> None:
+    def __init__(self, backend: PartitionBackend, name: str, limits: Limits) -> None:
         self._backend = backend
         self.name = name
-        self._max_key = max_key_bytes
-        self._max_value = max_value_bytes
+        self._limits = limits
 
     def __repr__(self) -> str:
         return f"<Partition {self.name!r}>"
 
     def _key(self, key: object) -> str | bytes:
-        kb = encode_key(key)  # type: ignore[arg-type]
-        if len(kb) > self._max_key:
-            raise ValueError(f"key of {len(kb)} bytes exceeds max_key_bytes={self._max_key}")
-        return key  # type: ignore[return-value]
+        return check_key(key, self._limits)
 
-    def _value(self, value: object) -> bytes:
-        vb = encode_value(value)
-        if len(vb) > self._max_value:
-            raise ValueError(
-                f"value of {len(vb)} encoded bytes exceeds max_value_bytes={self._max_value}; "
-                "send large payloads as a stream attached to a request"
-            )
-        return vb
+    def _put(self, key: object, value: object) -> Put:
+        return Put(self._key(key), check_value(encode_value(value), self._limits))
 
     async def get(self, key: str | bytes, default: Any = _MISSING, *, consistency: Consistency = "linearizable") -> Any:
         """The value of ``key``; ``default`` if given and the key is missing, else ``NotFound``."""
@@ -181,26 +104,26 @@ class Partition:
 
     async def put(self, key: str | bytes, value: Any) -> None:
         """Write ``value`` under ``key``; returns once it is committed and applied."""
-        await self._backend.kv_write(self.name, [["put", self._key(key), self._value(value)]])
+        await self._backend.kv_write(self.name, (self._put(key, value),))
 
     async def delete(self, key: str | bytes) -> None:
         """Remove ``key`` (deleting a missing key is not an error)."""
-        await self._backend.kv_write(self.name, [["del", self._key(key)]])
+        await self._backend.kv_write(self.name, (Delete(self._key(key)),))
 
     async def batch(self, ops: Iterable[Sequence[Any]]) -> None:
         """Apply ``("put", key, value)`` and ``("del", key)`` operations atomically, in order."""
-        encoded: list[list[Any]] = []
+        checked: list[WriteOp] = []
         for op in ops:
             if not isinstance(op, (tuple, list)) or not op:
                 raise TypeError(f"a batch operation must be ('put', key, value) or ('del', key), not {op!r:.80}")
             if op[0] == "put" and len(op) == 3:
-                encoded.append(["put", self._key(op[1]), self._value(op[2])])
+                checked.append(self._put(op[1], op[2]))
             elif op[0] in ("del", "delete") and len(op) == 2:
-                encoded.append(["del", self._key(op[1])])
+                checked.append(Delete(self._key(op[1])))
             else:
                 raise ValueError(f"a batch operation must be ('put', key, value) or ('del', key), not {op!r:.80}")
-        if encoded:
-            await self._backend.kv_write(self.name, encoded)
+        if checked:
+            await self._backend.kv_write(self.name, tuple(checked))
 
     def iterator(
         self,
@@ -234,7 +157,7 @@ class Partition:
 
 
 def _check_consistency(consistency: object) -> None:
-    if consistency not in ("linearizable", "stale"):
+    if consistency not in CONSISTENCIES:
         raise ValueError(f"consistency must be 'linearizable' or 'stale', not {consistency!r}")
 
 
@@ -274,8 +197,9 @@ class PartitionIterator:
             if not self._more:
                 raise StopAsyncIteration
             want = PAGE_ITEMS if self._remaining is None else min(PAGE_ITEMS, self._remaining)
-            page, more = await self._backend.kv_scan(self._name, self._scan, want, self._consistency)
-            self._page, self._pos, self._more = page, 0, more and bool(page)
+            result = await self._backend.kv_scan(self._name, self._scan, want, self._consistency)
+            page = result.items
+            self._page, self._pos, self._more = page, 0, result.more and bool(page)
             if not page:
                 raise StopAsyncIteration
             self._scan = self._scan.after(page[-1][0])

@@ -1,20 +1,28 @@
 """The ``Request`` a handler receives: the partition it runs next to, the body, and a way to reach others.
 
 This module owns only the user-facing shape. The handler runs on the leader of ``request.partition``, so that
-partition's operations are local; ``other_partition(name)`` goes through the node's router like any call.
+partition's operations are local; ``other_partition(name)`` goes through the node's routed session like any
+call.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from borough.partition import Partition, check_partition_name
 
-if TYPE_CHECKING:
-    from borough.node import Node
-
 __all__ = ["Handler", "Request"]
+
+
+class RunningNode(Protocol):
+    """What a handler may use of the node it runs on (``borough.Node`` is one)."""
+
+    def whoami(self) -> str: ...
+
+    def partition(self, name: str) -> Partition: ...
+
+    async def request(self, partition: str, body: Any) -> Any: ...
 
 
 class Request:
@@ -29,7 +37,7 @@ class Request:
 
     __slots__ = ("body", "node", "partition")
 
-    def __init__(self, node: Node, partition: Partition, body: Any) -> None:
+    def __init__(self, node: RunningNode, partition: Partition, body: Any) -> None:
         self.node = node
         self.partition = partition
         self.body = body

@@ -49,15 +49,8 @@ def test_exports_are_exactly_the_public_names() -> None:
         "node",
         "partition",
         "request",
-        "calls",
-        "directory",
-        "replica",
-        "routing",
-        "server",
-        "snapshots",
-        "statemachine",
-        "system",
-        "reconcile",
+        "ids",
+        "kv",
     }
     public = {name for name in vars(borough) if not name.startswith("_")}
     assert public - subpackages == EXPECTED_EXPORTS

@@ -8,9 +8,11 @@ plain CBOR-encodable lists, so both the sans-IO core and the storage layer may i
 from __future__ import annotations
 
 import enum
-from typing import Any, NewType
+from typing import Any
 
 import attrs
+
+from borough.ids import Index, NodeId, Term
 
 __all__ = [
     "ConfState",
@@ -24,9 +26,6 @@ __all__ = [
     "Tombstone",
 ]
 
-NodeId = NewType("NodeId", str)
-Term = NewType("Term", int)
-Index = NewType("Index", int)
 
 
 class EntryKind(enum.IntEnum):

@@ -13,7 +13,7 @@ import math
 
 import attrs
 
-from borough.raft.records import NodeId
+from borough.ids import NodeId
 from borough.ring.messages import Update
 
 __all__ = ["BroadcastQueue"]

@@ -35,7 +35,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 
 from borough.errors import ConfigError
-from borough.raft.records import NodeId
+from borough.ids import NodeId
 from borough.ring.members import Member, MemberTable
 
 __all__ = ["DEFAULT_CACHE_SIZE", "DEFAULT_REPLICAS", "DEFAULT_VNODES", "HashRing", "point_of", "stable_hash"]

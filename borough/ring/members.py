@@ -30,7 +30,7 @@ from typing import Any
 import attrs
 
 from borough.errors import RemoteProtocolError
-from borough.raft.records import NodeId
+from borough.ids import NodeId
 
 __all__ = ["MAX_ADDRESS_LEN", "MAX_NODE_ID_LEN", "Member", "MemberState", "MemberTable"]
 

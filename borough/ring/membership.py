@@ -37,7 +37,7 @@ from typing import Any
 import attrs
 
 from borough.errors import ConfigError
-from borough.raft.records import NodeId
+from borough.ids import NodeId
 from borough.ring.awareness import Awareness
 from borough.ring.broadcasts import BroadcastQueue
 from borough.ring.members import MemberTable

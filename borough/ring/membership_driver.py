@@ -24,7 +24,7 @@ from contextlib import asynccontextmanager
 import trio
 
 from borough.errors import ConfigError
-from borough.raft.records import NodeId
+from borough.ids import NodeId
 from borough.ring.members import MemberTable
 from borough.ring.membership import MemberEvent, MemberView, Outgoing, Swim, SwimEvent
 from borough.ring.messages import MESSAGE_TYPES, Liveness, decode_message, encode_message

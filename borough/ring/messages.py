@@ -22,7 +22,7 @@ from typing import Any
 import attrs
 
 from borough.errors import RemoteProtocolError
-from borough.raft.records import NodeId
+from borough.ids import NodeId
 from borough.ring.members import MAX_ADDRESS_LEN, MAX_NODE_ID_LEN
 
 __all__ = [

@@ -36,7 +36,8 @@ from collections.abc import Iterable, Mapping, Set
 
 import attrs
 
-from borough.raft.records import ConfState, NodeId
+from borough.ids import NodeId
+from borough.raft.records import ConfState
 from borough.ring.hashring import HashRing
 
 __all__ = [

@@ -14,7 +14,7 @@ import math
 
 import attrs
 
-from borough.raft.records import NodeId
+from borough.ids import NodeId
 
 __all__ = ["Suspicion", "suspicion_timeouts"]
 

@@ -16,9 +16,14 @@ How the node uses it::
         log = store.log_storage(p)                               # what the Raft core reads
         value = store.get(p, key); items = store.iterate(p, gte="a", limit=10)
 
+``LevelDBStore`` is loaded on first use (``borough.store.LevelDBStore`` or ``borough.store.leveldb``), so that
+importing Borough, or a client, never needs plyvel.
+
 Reads are synchronous and never block on a write in flight; big scans (``iterate`` over many keys,
 ``snapshot_chunks``) should be consumed in a worker thread in production.
 """
+
+from typing import Any
 
 from borough.store.base import InvalidLogOperation as InvalidLogOperation
 from borough.store.base import NodeMeta as NodeMeta
@@ -31,7 +36,6 @@ from borough.store.encoding import encode_key as encode_key
 from borough.store.encoding import encode_value as encode_value
 from borough.store.group_commit import GroupCommit as GroupCommit
 from borough.store.group_commit import open_group_commit as open_group_commit
-from borough.store.leveldb import LevelDBStore as LevelDBStore
 from borough.store.memory import MemoryStore as MemoryStore
 from borough.store.snapshot import SnapshotInstall as SnapshotInstall
 from borough.store.snapshot import SnapshotReader as SnapshotReader
@@ -53,3 +57,12 @@ __all__ = [
     "encode_value",
     "open_group_commit",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # LevelDBStore is the only name that loads plyvel: import it when it is asked for, not with the package.
+    if name == "LevelDBStore":
+        from borough.store.leveldb import LevelDBStore
+
+        return LevelDBStore
+    raise AttributeError(f"module 'borough.store' has no attribute {name!r}")

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 import attrs
 
 from borough.errors import ConfigError, NotFound, StorageError
+from borough.kv import encode_bound
 from borough.raft.records import ConfState, Entry, HardState, SnapshotMeta, Tombstone
 from borough.raft.storage import LogCompacted, LogUnavailable
 from borough.store import encoding as enc
@@ -356,13 +357,13 @@ class Store(abc.ABC):
         start = dp
         stop = enc.prefix_end(dp)
         if gte is not None:
-            start = dp + enc.encode_bound(gte)
+            start = dp + encode_bound(gte)
         elif gt is not None:
-            start = dp + enc.encode_bound(gt) + b"\x00"  # the least key greater than gt
+            start = dp + encode_bound(gt) + b"\x00"  # the least key greater than gt
         if lt is not None:
-            stop = dp + enc.encode_bound(lt)
+            stop = dp + encode_bound(lt)
         elif lte is not None:
-            stop = dp + enc.encode_bound(lte) + b"\x00"
+            stop = dp + encode_bound(lte) + b"\x00"
         if st.pid == 0 or limit == 0 or start >= stop:
             return iter(())
         return _items(view.reader.scan(start, stop, reverse=bool(reverse), limit=limit), keys, values, encoded)

@@ -31,6 +31,7 @@ from typing import Any, Final, TypeVar
 import cbor2
 
 from borough.errors import StorageError
+from borough.kv import decode_value, encode_key, encode_value
 from borough.raft.records import Entry, HardState, SnapshotMeta, Tombstone
 
 _R = TypeVar("_R")
@@ -89,42 +90,9 @@ def read_u64(b: bytes) -> int:
 # ---------------------------------------------------------------------------------------------- user keys
 
 
-def encode_key(key: str | bytes) -> bytes:
-    """The bytes a user key is stored and ordered by: a ``str`` as UTF-8, ``bytes`` as they are.
-
-    Raises ``TypeError`` for any other type and ``ValueError`` for an empty key or a ``str`` that is not valid
-    Unicode text (lone surrogates cannot be encoded as UTF-8).
-    """
-    if isinstance(key, str):
-        kb = _utf8(key)
-    elif isinstance(key, bytes):
-        kb = bytes(key)  # no copy for plain bytes; a bytes subclass becomes plain bytes
-    else:
-        raise TypeError(f"a key must be str or bytes, not {type(key).__name__}: {key!r:.60}")
-    if not kb:
-        raise ValueError("a key must not be empty: use at least one character or byte")
-    return kb
-
-
 def stored_value(key: str | bytes, encoded: bytes) -> bytes:
     """What is stored for ``key`` -> ``encoded`` (see the module docstring)."""
     return encoded if isinstance(key, str) else BYTES_KEY + encoded
-
-
-def encode_bound(bound: str | bytes) -> bytes:
-    """Like ``encode_key`` for an iteration bound, where the empty key is allowed (it sorts before any key)."""
-    if isinstance(bound, str):
-        return _utf8(bound)
-    if isinstance(bound, bytes):
-        return bytes(bound)
-    raise TypeError(f"an iteration bound must be str or bytes, not {type(bound).__name__}: {bound!r:.60}")
-
-
-def _utf8(s: str) -> bytes:
-    try:
-        return s.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(f"key {s!r:.60} is not valid Unicode text ({exc.reason}); use bytes for raw data") from None
 
 
 def encoded_of(stored: bytes) -> bytes:
@@ -133,30 +101,6 @@ def encoded_of(stored: bytes) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------- user values
-
-
-def encode_value(value: object) -> bytes:
-    """Encode a value once, as CBOR, for a ``("put", key, encoded)`` op (and for the Raft log commands).
-
-    Raises ``TypeError`` naming the type CBOR cannot encode, or ``ValueError`` (a cyclic structure, ...).
-    """
-    try:
-        return cbor2.dumps(value)
-    except cbor2.CBOREncodeValueError as exc:
-        raise ValueError(f"value cannot be encoded as CBOR: {exc}; store plain data") from None
-    except cbor2.CBOREncodeError as exc:
-        raise TypeError(
-            f"value of type {type(value).__name__} (or something inside it) cannot be encoded as CBOR: {exc}; "
-            "store str, bytes, numbers, bools, None, lists and dicts of them, or another type cbor2 encodes"
-        ) from None
-
-
-def decode_value(data: bytes) -> Any:
-    """The inverse of ``encode_value``. Raises ``StorageError`` if ``data`` is not CBOR."""
-    try:
-        return cbor2.loads(data)
-    except Exception as exc:  # cbor2 raises several unrelated types on bad input
-        raise StorageError(f"a stored value is not valid CBOR ({exc}): the data is corrupt") from exc
 
 
 # ---------------------------------------------------------------------------------------------- partitions

@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 import trio
 
-from borough.system import SYSTEM
+from borough.node.system_state import SYSTEM
 from borough.testing.history import NOT_FOUND, History, Kind, Operation, Status
 
 __all__ = [

@@ -28,13 +28,12 @@ import trio.testing
 
 from borough.client import Client, open_client
 from borough.errors import BoroughError
-from borough.node import Node, open_node
-from borough.raft.role import Role
+from borough.node.node import Node, open_node
+from borough.node.statemachine import encode_command
+from borough.node.system_state import SYSTEM, state_command
 from borough.request import Handler
 from borough.ring.members import MemberState
-from borough.statemachine import encode_command
 from borough.store import MemoryStore
-from borough.system import SYSTEM, state_command
 from borough.testing.scheduler import TaskGate, seed_scheduler
 from borough.testing.trace import Trace
 from borough.wire.simnet import SimNetwork
@@ -311,15 +310,13 @@ class SimCluster:
     async def wait_system_replicated(self) -> None:
         """Wait until ``_system`` has min(nodes up, replicas) voters, so no single node is vital to it (bound it
         with ``trio.fail_after``; entering the cluster bounds it by 60 simulated seconds)."""
-        from borough.system import SYSTEM
-
         want = min(sum(1 for n in self.nodes if n.up), self.config.get("replicas", 3))
         while True:
             for sim_node in self.nodes:
                 node = sim_node.node
                 replica = node.replicas.get(SYSTEM) if node is not None else None
                 if replica is not None and replica.is_leader:
-                    conf = replica.raw.status().conf_state
+                    conf = replica.status().conf_state
                     if len(conf.voters) >= want and not conf.joint:
                         return
             await trio.sleep(0.1)
@@ -334,18 +331,18 @@ class SimCluster:
         """The replica that leads ``partition`` among running nodes, as a majority of its group sees it: the
         leader of the highest term that a quorum of its voters (running, same term) recognise; else None."""
         replicas = [(n, n.node.replicas.get(partition)) for n in self.running() if n.node is not None]
-        candidates = [r for _, r in replicas if r is not None and r.raw.role is Role.LEADER]
+        candidates = [r for _, r in replicas if r is not None and r.is_leader]
         by_id = {n.node_id: r for n, r in replicas if r is not None}
-        for replica in sorted(candidates, key=lambda r: -r.raw.term):
-            conf = replica.raw.status().conf_state
-            term, me = replica.raw.term, replica.host.node_id
+        for replica in sorted(candidates, key=lambda r: -r.term):
+            conf = replica.status().conf_state
+            term, me = replica.term, replica.host.node_id
             for voters in (conf.voters, conf.voters_outgoing):
                 if not voters:
                     continue
                 agree = sum(
                     1
                     for v in voters
-                    if (r := by_id.get(v)) is not None and r.raw.term == term and (v == me or r.raw.leader == me)
+                    if (r := by_id.get(v)) is not None and r.term == term and (v == me or r.leader == me)
                 )
                 if agree <= len(voters) // 2:
                     break
@@ -368,7 +365,7 @@ class SimCluster:
         Members are those of the configuration of the partition's leader (every running replica when it has
         none); a replica left on a node the group removed is not a member."""
         leader = self.leader_replica(partition)
-        members = set(leader.raw.status().conf_state.members()) if leader is not None else None
+        members = set(leader.status().conf_state.members()) if leader is not None else None
         out = {}
         for sim_node in self.running():
             node = sim_node.node
@@ -389,7 +386,7 @@ class SimCluster:
                 if leader is None:
                     done = False
                     break
-                status = leader.raw.status()
+                status = leader.status()
                 for member in status.conf_state.members():
                     sim_node = self._by_id(member)
                     if sim_node is None or sim_node.node is None or sim_node.paused:
@@ -410,8 +407,9 @@ class SimCluster:
             if node is None:
                 continue
             for name in sorted(node.replicas):
-                replica = node.replicas[name]
-                st = replica.raw.status()
+                replica = node.replicas.get(name)
+                assert replica is not None
+                st = replica.status()
                 conf = st.conf_state
                 voters = ",".join(self._short(v) for v in conf.voters)
                 if conf.voters_outgoing:

@@ -34,7 +34,7 @@ from typing import Any
 
 import trio
 
-from borough.errors import BoroughError, LocalProtocolError, Overloaded, RemoteProtocolError, Unavailable
+from borough.errors import BoroughError, LocalProtocolError, NotDelivered, Overloaded, RemoteProtocolError, Unavailable
 from borough.wire import codec as c
 from borough.wire.errors_codec import ErrorRegistry, default_registry
 from borough.wire.handshake import handshake, make_hello
@@ -53,7 +53,6 @@ from borough.wire.streams import MuxStream
 # Re-exported for callers that think of these as part of a connection.
 __all__ = [
     "IncomingCall",
-    "NotDelivered",
     "MuxConnection",
     "MuxStream",
     "PeerInfo",
@@ -71,11 +70,6 @@ log = logging.getLogger(__name__)
 #: dispatched, answered and written as one convoy while the peer waits idle, and two processes take turns
 #: instead of working at once (measured: 64 callers over loopback, 11k -> 22k round trips/s).
 YIELD_EVERY = 16
-
-
-class NotDelivered(Unavailable):
-    """The call never left this process (no usable connection to the peer): retrying it elsewhere is safe,
-    unlike an ``Unavailable`` raised once the call was sent, which may or may not have taken effect."""
 
 
 class _PendingCall:

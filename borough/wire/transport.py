@@ -24,13 +24,12 @@ from typing import Any
 import attrs
 import trio
 
-from borough.errors import ConfigError, LocalProtocolError, ProtocolError, Unavailable
+from borough.errors import ConfigError, LocalProtocolError, NotDelivered, ProtocolError, Unavailable
 from borough.wire import codec as c
 from borough.wire.errors_codec import ErrorRegistry, default_registry
 from borough.wire.mux import (
     IncomingCall,
     MuxConnection,
-    NotDelivered,
     PeerInfo,
     Reply,
     StreamSource,
@@ -41,7 +40,7 @@ from borough.wire.mux import (
 from borough.wire.network import Network, describe_stream
 from borough.wire.settings import WireSettings
 
-__all__ = ["Identity", "NotDelivered", "OnCall", "OnMessage", "Transport", "open_transport"]
+__all__ = ["Identity", "OnCall", "OnMessage", "Transport", "open_transport"]
 
 log = logging.getLogger(__name__)
 

@@ -235,11 +235,11 @@ async def test_heartbeats_of_every_group_two_nodes_share_travel_in_one_frame_per
             await sim[0].partition(f"g{i}").put("k", i)
         await trio.sleep(2)  # let elections and catch-up settle
         leaders = [sim[i] for i in range(3)]
-        frames0 = sum(n.raft_frames_sent for n in leaders)
-        messages0 = sum(n.raft_messages_sent for n in leaders)
+        frames0 = sum(n.outbox.frames_sent for n in leaders)
+        messages0 = sum(n.outbox.messages_sent for n in leaders)
         await trio.sleep(10)  # 100 ticks, idle
-        frames = sum(n.raft_frames_sent for n in leaders) - frames0
-        messages = sum(n.raft_messages_sent for n in leaders) - messages0
+        frames = sum(n.outbox.frames_sent for n in leaders) - frames0
+        messages = sum(n.outbox.messages_sent for n in leaders) - messages0
         # 31 groups (with _system) heartbeat every tick to 2 followers each, and followers answer: thousands of
         # messages, but per ordered node pair and tick one frame of heartbeats and one of answers (each node
         # leads some groups and follows others), not one per group.
@@ -250,7 +250,7 @@ async def test_heartbeats_of_every_group_two_nodes_share_travel_in_one_frame_per
 async def test_system_follows_the_ring_and_removed_replicas_delete_their_data(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    from borough.system import SYSTEM
+    from borough.node.system_state import SYSTEM
 
     async with SimCluster(3, seed=21) as sim:
         first = {sim[i].node_id for i in range(3)}
@@ -264,7 +264,7 @@ async def test_system_follows_the_ring_and_removed_replicas_delete_their_data(
                 )
                 if leader is None:
                     continue
-                conf = leader.replicas[SYSTEM].raw.status().conf_state
+                conf = leader.replicas[SYSTEM].status().conf_state
                 wanted = set(leader.ring_for(leader.current_members()).replica_set(SYSTEM))
                 hosts = {sim[i].node_id for i in range(5) if SYSTEM in sim[i].replicas}
                 if set(conf.voters) == wanted and not conf.learners and not conf.joint and hosts == wanted:

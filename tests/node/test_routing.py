@@ -10,9 +10,12 @@ import trio
 import trio.testing
 
 from borough.errors import NotLeader, Timeout, Unavailable
-from borough.routing import Router, Target
+from borough.node.protocol import Delete, Info, Write
+from borough.node.routing import Router, Target
 
 A, B, C = Target("a", "a:1"), Target("b", "b:1"), Target("c", "c:1")
+READ = Info()  # repeatable
+WRITE = Write((Delete("k"),))  # not repeatable
 
 
 def make_router(
@@ -36,11 +39,11 @@ def make_router(
 async def test_follows_a_leader_hint_and_caches_the_leader(autojump_clock: trio.testing.MockClock) -> None:
     calls: list[str] = []
     router = make_router({"a:1": NotLeader("p", "c", "c:1"), "b:1": NotLeader("p"), "c:1": "ok"}, calls)
-    assert await router.run("p", "op", create=True) == "ok"
+    assert await router.run("p", READ) == "ok"
     assert calls == ["a", "c"]
     assert router.leader_of("p") == C
     calls.clear()
-    assert await router.run("p", "op", create=True) == "ok"
+    assert await router.run("p", READ) == "ok"
     assert calls == ["c"]  # straight to the cached leader, no lookup
 
 
@@ -56,7 +59,7 @@ async def test_skips_unreachable_replicas_and_retries_with_backoff(autojump_cloc
     async with trio.open_nursery() as nursery:
         nursery.start_soon(elect_later)
         start = trio.current_time()
-        assert await router.run("p", "op", create=True) == "elected"
+        assert await router.run("p", READ) == "elected"
     assert 0.3 <= trio.current_time() - start < 0.8
     assert router.retries >= 3 and calls[:3] == ["a", "b", "c"]
 
@@ -69,19 +72,19 @@ async def test_times_out_with_the_last_error(autojump_clock: trio.testing.MockCl
     )
     start = trio.current_time()
     with pytest.raises(Timeout, match="c is down"):
-        await router.run("p", "op", create=True)
+        await router.run("p", READ)
     assert trio.current_time() - start == pytest.approx(2.0)
 
 
 async def test_the_callers_deadline_wins(autojump_clock: trio.testing.MockClock) -> None:
     router = make_router({"a:1": NotLeader("p"), "b:1": NotLeader("p"), "c:1": NotLeader("p")}, [], timeout=10.0)
     with pytest.raises(trio.TooSlowError), trio.fail_after(1):
-        await router.run("p", "op", create=True)
+        await router.run("p", READ)
 
 
 async def test_without_retry_a_lost_connection_is_raised(autojump_clock: trio.testing.MockClock) -> None:
     calls: list[str] = []
     router = make_router({"a:1": NotLeader("p", "b", "b:1"), "b:1": Unavailable("link died"), "c:1": "ok"}, calls)
     with pytest.raises(Unavailable, match="link died"):
-        await router.run("p", "op", create=True, retry=False)
+        await router.run("p", WRITE)
     assert calls == ["a", "b"]  # the NotLeader was safe to follow; the failure after it was not

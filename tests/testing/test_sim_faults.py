@@ -7,8 +7,8 @@ import trio
 import trio.testing
 
 import borough
+from borough.node.system_state import SYSTEM
 from borough.ring.members import MemberState
-from borough.system import SYSTEM
 from borough.testing import SimCluster
 from borough.testing.checks import member_problems
 
@@ -37,7 +37,7 @@ async def test_a_paused_leader_is_replaced_and_rejoins_as_a_follower_without_los
         p = client.partition("accounts")
         await p.put("a", 1)
         old = await _leader_index(sim, "accounts")
-        old_term = sim.leader_replica("accounts").raw.term
+        old_term = sim.leader_replica("accounts").term
         sim.pause(old)
         paused_at = trio.current_time()
         assert sim.nodes[old].paused and sim.nodes[old].up and sim.nodes[old] not in sim.running()
@@ -62,7 +62,7 @@ async def test_a_paused_leader_is_replaced_and_rejoins_as_a_follower_without_los
         await trio.sleep(3)
         assert _ticks(sim, old, resumed_at, trio.current_time()) >= 20
         replica = sim[old].replicas["accounts"]
-        assert not replica.is_leader and replica.raw.term > old_term
+        assert not replica.is_leader and replica.term > old_term
         with trio.fail_after(10):
             await sim.wait_converged(["accounts"])
         assert sim[old].store.get("accounts", "a") == 2
@@ -115,7 +115,7 @@ async def test_a_removed_node_is_dead_in_the_member_table_and_the_cluster_keeps_
         # _system replaces it as a voter.
         with trio.fail_after(30):
             while True:
-                if removed_id not in sim.leader_replica(SYSTEM).raw.status().conf_state.voters:
+                if removed_id not in sim.leader_replica(SYSTEM).status().conf_state.voters:
                     break
                 await trio.sleep(0.5)
 

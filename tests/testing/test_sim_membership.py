@@ -14,7 +14,7 @@ import pytest
 import trio
 import trio.testing
 
-from borough.system import SYSTEM
+from borough.node.system_state import SYSTEM
 from borough.testing import SimCluster
 from borough.testing.checks import check_members, member_problems
 
@@ -35,7 +35,7 @@ async def test_a_leader_elected_as_a_long_partition_heals_does_not_declare_the_h
         await trio.sleep(40)
         assert member_problems(sim) == []
         leader = sim.leader_replica(SYSTEM)
-        assert leader is not None and len(leader.raw.status().conf_state.voters) == 3
+        assert leader is not None and len(leader.status().conf_state.voters) == 3
 
 
 async def test_a_node_declared_dead_during_a_long_partition_is_active_again_after_it_heals(

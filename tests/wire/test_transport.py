@@ -14,7 +14,8 @@ import trio
 import trio.testing
 
 from borough import errors
-from borough.wire.mux import IncomingCall, NotDelivered, PeerInfo, Reply
+from borough.errors import NotDelivered
+from borough.wire.mux import IncomingCall, PeerInfo, Reply
 from borough.wire.network import TcpNetwork
 from borough.wire.settings import WireSettings
 from borough.wire.simnet import SimNetwork

@@ -18,15 +18,15 @@ from typing import Any
 
 import attrs
 
-from borough.errors import RemoteProtocolError
-from borough.raft.records import NodeId
+from borough.ids import NodeId
+from borough.kv import encode_value
+from borough.node.protocol import DirectoryRecord
 from borough.ring.members import Member, MemberState, MemberTable
-from borough.store.encoding import decode_value, encode_value
 
 __all__ = [
     "MEMBERS_KEY",
     "SYSTEM",
-    "DirectoryRecord",
+    "Refused",
     "SystemState",
     "join_command",
     "register_command",
@@ -38,30 +38,11 @@ MEMBERS_KEY = "members"
 _DIR_PREFIX = "d/"
 
 
-@attrs.frozen(kw_only=True, slots=True)
-class DirectoryRecord:
-    """Where a partition's Raft group was created: its initial voters (ring order, owner first)."""
+@attrs.frozen(slots=True)
+class Refused:
+    """A command that changed nothing, and why (only a bug or a corrupt log produces one)."""
 
-    name: str
-    voters: tuple[NodeId, ...]
-    #: The member-table version the voters were chosen from.
-    table_version: int
-
-    def to_list(self) -> list[Any]:
-        return [self.name, list(self.voters), self.table_version]
-
-    @classmethod
-    def from_list(cls, obj: Any) -> DirectoryRecord:
-        if (
-            not isinstance(obj, list)
-            or len(obj) != 3
-            or not isinstance(obj[0], str)
-            or not isinstance(obj[1], list)
-            or not all(isinstance(v, str) and v for v in obj[1])
-            or type(obj[2]) is not int
-        ):
-            raise RemoteProtocolError(f"a directory record must be [name, [voters], version], got {obj!r:.200}")
-        return cls(name=obj[0], voters=tuple(NodeId(v) for v in obj[1]), table_version=obj[2])
+    reason: str
 
 
 def join_command(node_id: str, address: str) -> list[Any]:
@@ -98,10 +79,11 @@ class SystemState:
     def apply(self, command: Any) -> tuple[list[list[Any]], Any]:
         """Apply one committed command: return the key/value ops to persist and the command's result.
 
-        A malformed command (which only a bug or a corrupt log could produce) changes nothing and returns an
-        error description, so one bad entry can never wedge the group."""
+        The result is the member table (join, state) or the partition's directory record (register). A malformed
+        command (which only a bug or a corrupt log could produce) changes nothing and returns ``Refused``, so one
+        bad entry can never wedge the group."""
         if not isinstance(command, list) or not command or not isinstance(command[0], str):
-            return [], ["error", f"malformed _system command {command!r:.100}"]
+            return [], Refused(f"malformed _system command {command!r:.100}")
         kind = command[0]
         try:
             if kind == "join" and len(command) == 3:
@@ -111,8 +93,8 @@ class SystemState:
             if kind == "register" and len(command) == 4:
                 return self._register(str(command[1]), [NodeId(str(v)) for v in command[2]], int(command[3]))
         except (ValueError, KeyError, TypeError) as exc:
-            return [], ["error", f"_system command {kind!r} refused: {exc}"]
-        return [], ["error", f"unknown _system command {command!r:.100}"]
+            return [], Refused(f"_system command {kind!r} refused: {exc}")
+        return [], Refused(f"unknown _system command {command!r:.100}")
 
     def _write_members(self, table: MemberTable) -> list[list[Any]]:
         self.members = table
@@ -121,29 +103,23 @@ class SystemState:
     def _join(self, node_id: NodeId, address: str) -> tuple[list[list[Any]], Any]:
         current = self.members.get(node_id)
         if current is not None and current.address == address and current.state is MemberState.ACTIVE:
-            return [], ["ok", self.members.to_list()]
+            return [], self.members
         table = self.members.with_member(Member(node_id=node_id, address=address, state=MemberState.ACTIVE))
-        return self._write_members(table), ["ok", table.to_list()]
+        return self._write_members(table), table
 
     def _set_state(self, node_id: NodeId, state: MemberState) -> tuple[list[list[Any]], Any]:
         current = self.members[node_id]
         if current.state is state:
-            return [], ["ok", self.members.to_list()]
+            return [], self.members
         table = self.members.with_state(node_id, state)
-        return self._write_members(table), ["ok", table.to_list()]
+        return self._write_members(table), table
 
     def _register(self, name: str, voters: list[NodeId], version: int) -> tuple[list[list[Any]], Any]:
         existing = self.directory.get(name)
         if existing is not None:
-            return [], ["ok", existing.to_list()]
+            return [], existing
         if not voters:
-            return [], ["error", f"partition {name!r} needs at least one voter"]
+            return [], Refused(f"partition {name!r} needs at least one voter")
         record = DirectoryRecord(name=name, voters=tuple(voters), table_version=version)
         self.directory[name] = record
-        return [["put", _DIR_PREFIX + name, encode_value(record.to_list())]], ["ok", record.to_list()]
-
-
-def decode_items(items: Iterable[tuple[Any, bytes]]) -> Iterable[tuple[Any, Any]]:
-    """Pairs of (key, encoded value) as the store returns them, decoded."""
-    for key, value in items:
-        yield key, decode_value(value)
+        return [["put", _DIR_PREFIX + name, encode_value(record.to_list())]], record

@@ -1,7 +1,8 @@
 """What a replica applies: committed log entries turned into key/value writes and per-entry results.
 
 This module owns the command format in the Raft log and the two state machines behind it: ordinary
-partitions (a command is a list of ``["put", key, encoded_value]`` / ``["del", key]`` ops, applied atomically)
+partitions (a command is a list of ``["put", key, encoded_value]`` / ``["del", key]`` ops, applied atomically;
+every op was checked by ``borough.node.protocol`` before it entered the log)
 and ``_system`` (member table and directory, see ``borough.system``). It knows nothing of Raft roles, trio or
 the network; the replica driver hands it committed entries and writes what it returns.
 """
@@ -9,50 +10,29 @@ the network; the replica driver hands it committed entries and writes what it re
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 import cbor2
 
+from borough.node.protocol import WriteOp
+from borough.node.system_state import SystemState
 from borough.raft.records import Entry, EntryKind
-from borough.store import Store
-from borough.system import SystemState
+from borough.store.base import Store
 
-__all__ = ["KvStateMachine", "StateMachine", "SystemStateMachine", "check_ops", "encode_command"]
+__all__ = ["KvStateMachine", "StateMachine", "SystemStateMachine", "encode_command", "write_command"]
 
 logger = logging.getLogger(__name__)
 
 
 def encode_command(command: Any) -> bytes:
+    """A ``_system`` command (see ``borough.node.system_state``) as a log entry."""
     return cbor2.dumps(command)
 
 
-def check_ops(ops: Any, *, max_key_bytes: int, max_value_bytes: int) -> list[list[Any]]:
-    """Validate a write command's ops as they arrive from a caller, before they may enter the log.
-
-    Returns the ops as lists; raises ValueError/TypeError saying what is wrong. Everything that enters the log
-    has passed this check, so applying can never fail on a malformed op."""
-    if not isinstance(ops, list) or not ops:
-        raise ValueError("a write needs a non-empty list of ops")
-    checked: list[list[Any]] = []
-    for op in ops:
-        if not isinstance(op, list) or not op:
-            raise ValueError(f"an op must be ['put', key, value] or ['del', key], not {op!r:.80}")
-        key = op[1] if len(op) > 1 else None
-        if type(key) not in (str, bytes) or not key:
-            raise TypeError(f"a key must be a non-empty str or bytes, not {key!r:.60}")
-        kb = key.encode("utf-8", "surrogatepass") if isinstance(key, str) else key
-        if len(kb) > max_key_bytes:
-            raise ValueError(f"key of {len(kb)} bytes exceeds max_key_bytes={max_key_bytes}")
-        if op[0] == "put" and len(op) == 3:
-            if type(op[2]) is not bytes or not op[2]:
-                raise TypeError("a put's value must be CBOR-encoded bytes")
-            if len(op[2]) > max_value_bytes:
-                raise ValueError(f"value of {len(op[2])} bytes exceeds max_value_bytes={max_value_bytes}")
-        elif not (op[0] == "del" and len(op) == 2):
-            raise ValueError(f"an op must be ['put', key, value] or ['del', key], not {op!r:.80}")
-        checked.append(op)
-    return checked
+def write_command(ops: Iterable[WriteOp]) -> bytes:
+    """The log entry of an ordinary partition's write: its checked ops, applied atomically in order."""
+    return cbor2.dumps([op.to_list() for op in ops])
 
 
 class StateMachine(Protocol):

@@ -11,19 +11,23 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
 
 import attrs
 import trio
 
-from borough.calls import SNAPSHOT, Op, encode_call
 from borough.errors import BoroughError, RemoteProtocolError
+from borough.node.protocol import SendSnapshot, encode_call
+from borough.node.replica import Replica
+from borough.node.routing import seconds_left
 from borough.raft.messages import InstallSnapshot, decode_message, encode_message
-from borough.replica import Replica
+from borough.store.snapshot import SnapshotReader
 
-if TYPE_CHECKING:
-    from borough.node import Node
+#: Sends a call with streams to an address (the transport's ``call``).
+CallFn = Callable[..., Awaitable[Any]]
+#: This node's replica of a partition, created empty if it does not exist yet.
+FindReplica = Callable[[str], Awaitable[Replica]]
 
 __all__ = ["Snapshots"]
 
@@ -36,8 +40,22 @@ _LEN = struct.Struct(">I")
 
 
 class Snapshots:
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        call: CallFn,
+        address_of: Callable[[str], str | None],
+        find_replica: FindReplica,
+        nursery: trio.Nursery,
+        timeout: float,
+    ) -> None:
+        self._node_id = node_id
+        self._call = call
+        self._address_of = address_of
+        self._find_replica = find_replica
+        self._nursery = nursery
+        self._timeout = timeout
         self._sending: set[tuple[str, str]] = set()
         self._limit = trio.Semaphore(SEND_CONCURRENCY)
         self.sent = 0
@@ -50,25 +68,23 @@ class Snapshots:
         if key in self._sending:
             return  # one transfer per follower and partition; the core waits for its report
         self._sending.add(key)
-        self.node.nursery.start_soon(self._send, replica, message, key)
+        self._nursery.start_soon(self._send, replica, message, key)
 
     async def _send(self, replica: Replica, message: InstallSnapshot, key: tuple[str, str]) -> None:
         ok = False
         try:
             async with self._limit:
-                address = self.node.directory.address_of(message.to)
+                address = self._address_of(message.to)
                 if address is None:
                     raise BoroughError(f"no address is known for node {message.to}")
-                store = self.node.store
-                reader = store.snapshot_chunks(replica.name, max_chunk_bytes=CHUNK_BYTES)
+                reader = replica.host.store.snapshot_chunks(replica.name, max_chunk_bytes=CHUNK_BYTES)
                 # The reader captured the data at its applied index; describe exactly that state.
-                meta = replica.raw.snapshot_meta_at(reader.applied_index)
+                meta = replica.snapshot_meta_at(reader.applied_index)
                 out = attrs.evolve(message, meta=meta)
-                with trio.move_on_after(self.node.config.request_timeout * 6):
-                    await self.node.transport.call(
-                        address,
-                        encode_call(replica.name, Op(SNAPSHOT, [encode_message(out)])),
-                        streams={"data": _framed(reader)},
+                with trio.move_on_after(self._timeout * 6):
+                    call = SendSnapshot(encode_message(out))
+                    await self._call(
+                        address, encode_call(replica.name, call, seconds_left()), streams={"data": _framed(reader)}
                     )
                     ok = True
                     self.sent += 1
@@ -76,20 +92,21 @@ class Snapshots:
             logger.warning("snapshot of %r to %s failed: %s", replica.name, message.to, exc)
         finally:
             self._sending.discard(key)
-            replica.raw.report_snapshot(message.to, ok)
-            replica._wake()
+            replica.report_snapshot(message.to, ok)
 
     # --- receiving --------------------------------------------------------------------------------------
 
-    async def receive(self, partition: str, args: list[Any], streams: Mapping[str, trio.abc.ReceiveStream]) -> None:
-        if len(args) != 1 or "data" not in streams:
+    async def receive(
+        self, partition: str, op: SendSnapshot, streams: Mapping[str, trio.abc.ReceiveStream] | None
+    ) -> None:
+        if not streams or "data" not in streams:
             raise RemoteProtocolError("a snapshot call takes [install_snapshot_message] and a 'data' stream")
-        message = decode_message(args[0])
-        if type(message) is not InstallSnapshot or message.to != self.node.node_id:
+        message = decode_message(op.message)
+        if type(message) is not InstallSnapshot or message.to != self._node_id:
             raise RemoteProtocolError(
                 f"a snapshot call must carry an InstallSnapshot for this node, not {message!r:.100}"
             )
-        replica = await self.node.local_replica(partition, empty_ok=True)
+        replica = await self._find_replica(partition)
         install = replica.begin_install()
         try:
             async for chunk in _unframed(streams["data"]):
@@ -101,7 +118,7 @@ class Snapshots:
         self.received += 1
 
 
-async def _framed(reader: Any) -> AsyncIterator[bytes]:
+async def _framed(reader: SnapshotReader) -> AsyncIterator[bytes]:
     try:
         for chunk in reader:
             yield _LEN.pack(len(chunk)) + chunk

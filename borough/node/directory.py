@@ -14,15 +14,17 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from borough.errors import NotFound
+from borough.ids import NodeId
+from borough.node.protocol import DirectoryRecord, Locate, Members, Op
+from borough.node.routing import Target
+from borough.node.system_state import SYSTEM, SystemState
 from borough.ring.members import MemberTable
-from borough.routing import Target
-from borough.system import SYSTEM, DirectoryRecord, SystemState
 
 __all__ = ["Directory"]
 
 logger = logging.getLogger(__name__)
 
-SystemCall = Callable[[str, list[Any]], Awaitable[Any]]
+SystemCall = Callable[[Op], Awaitable[Any]]
 
 
 class Directory:
@@ -33,22 +35,36 @@ class Directory:
         seeds: Iterable[str] = (),
         local_system: Callable[[], SystemState | None] = lambda: None,
         self_target: Target | None = None,
+        on_miss: Callable[[], None] = lambda: None,
     ) -> None:
         self._call = system_call
         self._local_system = local_system
         self._self = self_target
         self.seeds: list[str] = list(dict.fromkeys(seeds))
         self.records: dict[str, DirectoryRecord] = {}
-        self.members = MemberTable()
+        self._fetched = MemberTable()
         self.learned: dict[str, str] = {}  # node id -> address, from handshakes and hints
         #: Called when an address is not known: the node refreshes its member table.
-        self.on_miss: Callable[[], None] = lambda: None
+        self._on_miss = on_miss
+
+    def add_seed(self, address: str) -> None:
+        if address not in self.seeds:
+            self.seeds.append(address)
 
     # --- addresses --------------------------------------------------------------------------------------
 
+    @property
+    def members(self) -> MemberTable:
+        """The newest member table this process knows: its own ``_system`` replica's, or the last fetched.
+        (The one rule for "which table is current"; every service asks here.)"""
+        local = self._local_system()
+        if local is not None and local.members.version > self._fetched.version:
+            return local.members
+        return self._fetched
+
     def set_members(self, table: MemberTable) -> None:
-        if table.version >= self.members.version:
-            self.members = table
+        if table.version >= self._fetched.version:
+            self._fetched = table
 
     def learn_address(self, node_id: str | None, address: str | None) -> None:
         if node_id and address:
@@ -57,16 +73,13 @@ class Directory:
     def address_of(self, node_id: str) -> str | None:
         if self._self is not None and node_id == self._self.node_id:
             return self._self.address
-        local = self._local_system()
-        if local is not None and local.members.version > self.members.version:
-            self.members = local.members
-        address = self.members.address_of(node_id) or self.learned.get(node_id)  # type: ignore[arg-type]
+        address = self.members.address_of(NodeId(node_id)) or self.learned.get(node_id)
         if address is None:
-            self.on_miss()
+            self._on_miss()
         return address
 
     async def refresh_members(self) -> MemberTable:
-        table = MemberTable.from_list(await self._call("sys.members", []))
+        table: MemberTable = await self._call(Members())
         self.set_members(table)
         return self.members
 
@@ -88,12 +101,11 @@ class Directory:
         record = self.cached_record(name)
         if record is not None:
             return record
-        result = await self._call("sys.dir", [name, create])
-        if result is None:
+        found: DirectoryRecord | None = await self._call(Locate(name, create))
+        if found is None:
             raise NotFound(name, partition=SYSTEM)
-        record = DirectoryRecord.from_list(result)
-        self.records[name] = record
-        return record
+        self.records[name] = found
+        return found
 
     # --- targets ----------------------------------------------------------------------------------------
 
@@ -124,10 +136,7 @@ class Directory:
         local = self._local_system()
         if local is not None and self._self is not None:
             targets.append(self._self)
-        members = self.members
-        if local is not None and local.members.version > members.version:
-            members = local.members
-        targets += [Target(m.node_id, m.address) for m in members if m.state.in_ring]
+        targets += [Target(m.node_id, m.address) for m in self.members if m.state.in_ring]
         targets += [Target(None, address) for address in self.seeds]
         targets += [Target(n, a) for n, a in sorted(self.learned.items())]
         seen: set[str] = set()

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Set
 
+from borough.ids import NodeId
+from borough.node.replica import Replica
 from borough.raft.confchange import ChangeType, ConfChange, ConfChangeSingle, Transition
-from borough.raft.records import NodeId
-from borough.replica import Replica
 from borough.ring.hashring import HashRing
 from borough.ring.placement import AddLearner, Nothing, PromoteVoter, RemoveNode, ReplicaProgress, Step, TransferLeader
 from borough.ring.placement import next_step as plan
@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 async def reconcile_once(replica: Replica, ring: HashRing, live: Set[str]) -> Step:
     """Plan and carry out the next placement step for ``replica``'s group (this node must lead it)."""
-    status = replica.raw.status()
+    status = replica.status()
     progress = {
         node: ReplicaProgress(match=p.match, recent_active=p.recent_active) for node, p in status.progress.items()
     }
@@ -60,6 +60,5 @@ async def reconcile_once(replica: Replica, ring: HashRing, live: Set[str]) -> St
             )
         )
     elif isinstance(step, TransferLeader):
-        replica.raw.transfer_leadership(step.node)
-        replica._wake()
+        await replica.transfer_leadership(step.node)
     return step

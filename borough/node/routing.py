@@ -11,6 +11,7 @@ on the node it picks (an ``execute`` function does).
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -19,10 +20,10 @@ from typing import Any
 import attrs
 import trio
 
-from borough.errors import NotLeader, Overloaded, Timeout, Unavailable
-from borough.wire.mux import NotDelivered
+from borough.errors import BoroughError, NotLeader, Timeout, Unavailable
+from borough.node.protocol import Op
 
-__all__ = ["Router", "Target"]
+__all__ = ["Router", "Target", "proves_not_run", "seconds_left"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,20 @@ class Target:
 
 
 Locate = Callable[[str, bool], Awaitable[list[Target]]]
-Execute = Callable[[Target, str, Any], Awaitable[Any]]
+Execute = Callable[[Target, str, Op], Awaitable[Any]]
+
+
+def seconds_left() -> float | None:
+    """The time left in the caller's innermost deadline, sent with a call to bound the work on the far side."""
+    deadline = trio.current_effective_deadline()
+    if math.isinf(deadline):
+        return None
+    return max(0.0, deadline - trio.current_time())
+
+
+def proves_not_run(exc: BaseException) -> bool:
+    """Whether ``exc`` proves the operation took no effect anywhere (see ``BoroughError.provably_not_run``)."""
+    return isinstance(exc, BoroughError) and exc.provably_not_run
 
 
 class Router:
@@ -72,19 +86,18 @@ class Router:
         if len(self._leaders) > LEADER_CACHE_SIZE:
             self._leaders.popitem(last=False)
 
-    async def run(self, partition: str, op: Any, *, create: bool, retry: bool = True) -> Any:
+    async def run(self, partition: str, op: Op) -> Any:
         """Run ``op`` on ``partition``'s leader and return its result.
 
-        ``create`` lets the partition be registered if it does not exist yet (writes and requests do; reads
-        do not). Answers that prove the operation did not take effect (``NotLeader``, ``Overloaded``, a call
-        that never left this process) are retried until the deadline; a failure after the call was sent is
-        retried only for repeatable operations (reads), and ``retry=False`` makes every operation behave as a
-        write here. A write or request cut off that way raises ``Unavailable`` (or ``Timeout``) saying its
-        outcome is unknown. Raises ``Timeout`` when the default request timeout passes; the caller's own
-        cancel scope applies as well."""
+        ``op.creates`` lets the partition be registered if it does not exist yet (writes and requests do; reads
+        do not). Answers that prove the operation did not take effect (``provably_not_run``: ``NotLeader``,
+        ``Overloaded``, a call that never left this process) are retried until the deadline; any other failure
+        is retried only when ``op.repeatable``. A write or request cut off that way raises ``Unavailable`` (or
+        ``Timeout``) saying its outcome is unknown. Raises ``Timeout`` when the default request timeout passes;
+        the caller's own cancel scope applies as well."""
         seen: list[BaseException] = []  # the last error of each round, to explain a timeout
         with trio.move_on_after(self._timeout) as scope:
-            return await self._run(partition, op, create=create, retry=retry, seen=seen)
+            return await self._run(partition, op, seen=seen)
         assert scope.cancelled_caught
         last = f" (last error: {seen[-1]})" if seen else ""
         raise Timeout(
@@ -92,7 +105,7 @@ class Router:
             "the nodes may be unreachable or the partition may have lost its quorum"
         )
 
-    async def _run(self, partition: str, op: Any, *, create: bool, retry: bool, seen: list[BaseException]) -> Any:
+    async def _run(self, partition: str, op: Op, *, seen: list[BaseException]) -> Any:
         delay = BACKOFF_FIRST
         while True:
             last_error: BaseException | None = None
@@ -108,7 +121,7 @@ class Router:
                         break
                     # Only now ask where the partition lives: the cached leader usually answers first.
                     try:
-                        located = await self._locate(partition, create)
+                        located = await self._locate(partition, op.creates)
                     except Unavailable as exc:
                         located = []
                         last_error = exc
@@ -120,22 +133,17 @@ class Router:
                 tried.add(target.address)
                 try:
                     result = await self._execute(target, partition, op)
-                except (NotLeader, Overloaded, NotDelivered) as exc:
-                    # Answers that prove the operation did not take effect (NotLeader and Overloaded are raised
-                    # before anything is proposed, or once the proposal is provably lost; NotDelivered never
-                    # left this process): trying again, elsewhere or later, is always safe.
-                    last_error = exc
+                except (BoroughError, OSError) as exc:  # Timeout is an OSError (TimeoutError) too
+                    if not proves_not_run(exc) and not isinstance(exc, (Unavailable, OSError)):
+                        raise  # an answer (NotFound, RemoteError, a protocol error), not a failure to reach one
                     self._forget(partition, target)
-                    if isinstance(exc, NotLeader) and exc.leader_address and exc.leader_address not in tried:
-                        queue.insert(0, Target(exc.leader, exc.leader_address))
-                    continue
-                except (Unavailable, OSError) as exc:  # Timeout is an OSError (TimeoutError) too
-                    # The call may have reached the leader: a write or request may or may not have been applied,
-                    # so only a repeatable operation is tried again.
-                    self._forget(partition, target)
-                    if not retry or not getattr(op, "repeatable", True):
+                    if not proves_not_run(exc) and not op.repeatable:
+                        # The call may have reached the leader: the write or request may or may not have been
+                        # applied, so it is not sent again behind the caller's back.
                         raise _ambiguous(partition, exc) from exc
                     last_error = exc
+                    if isinstance(exc, NotLeader) and exc.leader_address and exc.leader_address not in tried:
+                        queue.insert(0, Target(exc.leader, exc.leader_address))
                     continue
                 self.learn_leader(partition, target)
                 return result

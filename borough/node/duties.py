@@ -1,0 +1,128 @@
+"""Background duties: what ``_system``'s leader does for the cluster, and sweeping replicas left behind.
+
+This module owns two loops. On the node that leads ``_system``: mark members dead once the failure detector
+has believed them unreachable for ``dead_after`` (counting only time seen while leading, so a leader that was
+itself cut off never condemns the healthy majority), and grow ``_system`` towards min(members, replicas)
+voters by one placement step at a time. On every node: find replicas this node no longer belongs to (a removed
+replica is never told so by Raft once its leader stops replicating to it) and stop them, so their data is
+deleted. It knows nothing of the wire or of how ops run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from borough.errors import BoroughError
+from borough.ids import NodeId
+from borough.node.members import MemberWatch
+from borough.node.protocol import PartitionInfo
+from borough.node.reconcile import reconcile_once
+from borough.node.registry import Replicas
+from borough.node.replica import Replica
+from borough.node.statemachine import encode_command
+from borough.node.system_state import SYSTEM, state_command
+from borough.ring.hashring import HashRing
+from borough.ring.members import MemberState, MemberTable
+from borough.ring.messages import Liveness
+
+__all__ = ["Duties"]
+
+logger = logging.getLogger(__name__)
+
+SYSTEM_DUTY_INTERVAL = 0.5
+STRAY_SWEEP_INTERVAL = 5.0
+
+
+class Duties:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        replicas: Replicas,
+        members: MemberWatch,
+        ring_for: Callable[[MemberTable], HashRing],
+        partition_info: Callable[[str], Awaitable[PartitionInfo]],
+        dead_after: float,
+        out_of_touch: float,
+        timeout: float,
+    ) -> None:
+        self._node_id = node_id
+        self._replicas = replicas
+        self._members = members
+        self._ring_for = ring_for
+        self._partition_info = partition_info
+        self._dead_after = dead_after
+        self._out_of_touch = out_of_touch
+        self._timeout = timeout
+        self._leading_since: tuple[int, float] | None = None  # (term, time) this node began leading _system
+
+    # --- _system's leader -----------------------------------------------------------------------------------
+
+    async def system_forever(self) -> None:
+        while True:
+            await trio.sleep(SYSTEM_DUTY_INTERVAL)
+            await self.system_once()
+
+    async def system_once(self) -> None:
+        replica = self._replicas.get(SYSTEM)
+        if replica is None or not replica.is_leader:
+            return
+        self._members.sync_detector()
+        table = self._members.table
+        try:
+            with trio.move_on_after(self._timeout):
+                await self._mark_dead(replica, table)
+                await reconcile_once(replica, self._ring_for(table), self._members.live())
+        except BoroughError as exc:
+            logger.info("_system duty step failed: %s", exc)
+
+    async def _mark_dead(self, replica: Replica, table: MemberTable) -> None:
+        """Mark members the failure detector has believed dead for ``dead_after`` seconds as DEAD.
+
+        Only unreachability seen while this replica led ``_system`` in its current term counts: a node that
+        was itself cut off (or paused) believes everyone else dead, and if it wins an election right after
+        the partition heals its stale view must not declare the healthy majority dead."""
+        now = trio.current_time()
+        term = replica.term
+        if self._leading_since is None or self._leading_since[0] != term:
+            self._leading_since = (term, now)
+        leading_since = self._leading_since[1]
+        view = self._members.view()
+        for member in table.members:
+            if member.state is not MemberState.ACTIVE or member.node_id == self._node_id:
+                continue
+            seen = view.get(member.node_id)
+            if seen is None or seen.liveness is not Liveness.DEAD:
+                continue
+            since = max(seen.since if seen.since is not None else now, leading_since)
+            if now - since >= self._dead_after:
+                logger.warning("marking member %s dead: unreachable for %.1f s", member.node_id, now - since)
+                await replica.propose(encode_command(state_command(member.node_id, MemberState.DEAD)))
+
+    # --- every node ---------------------------------------------------------------------------------------
+
+    async def sweep_forever(self) -> None:
+        while True:
+            await trio.sleep(STRAY_SWEEP_INTERVAL)
+            await self.sweep_once()
+
+    async def sweep_once(self) -> None:
+        """Stop replicas this node no longer belongs to. A replica that knows no leader, or whose latest
+        configuration leaves this node out, asks the group's leader, and stops when the leader's configuration
+        does not list this node."""
+        me = NodeId(self._node_id)
+        for name, replica in self._replicas.items():
+            if replica.is_leader or replica.removed:
+                continue
+            if replica.hears_from_leader(self._out_of_touch) and me in replica.status().conf_state.members():
+                continue  # a member that hears from its leader
+            try:
+                with trio.move_on_after(self._timeout):
+                    info = await self._partition_info(name)
+                    if self._node_id not in {peer.node_id for peer in info.peers}:
+                        replica.remove()
+            except BoroughError as exc:
+                logger.debug("could not confirm whether %r still has a replica here: %s", name, exc)

@@ -1,0 +1,376 @@
+"""The node: one Borough process in a cluster, and the public entry points ``open_node`` and ``serve``.
+
+This module owns wiring and the public API only. ``open_node`` opens the store, the group commit, the
+transport and the nursery every background task lives in, then builds a complete ``Node``: its services each
+receive the narrow pieces they use (see the layout table in the README), and the node hands inbound frames and
+calls to them. What each service does lives in its own module: the replica registry and ticker
+(``registry``), the Raft outbox (``outbox``), op execution (``server``), routing (``session``, ``routing``,
+``directory``), snapshots, the member table (``members``), ``_system`` duties and the stray sweep
+(``duties``), and this node's place in its cluster (``cluster``).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from borough.config import NodeConfig
+from borough.errors import Overloaded
+from borough.node.cluster import Cluster, new_id
+from borough.node.directory import Directory
+from borough.node.duties import Duties
+from borough.node.local import LocalBackend
+from borough.node.members import MemberWatch
+from borough.node.outbox import RaftOutbox
+from borough.node.registry import Replicas, find_record_or_none
+from borough.node.replica import Replica
+from borough.node.routing import Target
+from borough.node.server import Server
+from borough.node.session import Session
+from borough.node.snapshots import Snapshots
+from borough.node.system_state import SYSTEM
+from borough.partition import Partition, check_partition_name
+from borough.raft.messages import InstallSnapshot, Message
+from borough.request import Handler, Request
+from borough.ring.hashring import HashRing
+from borough.ring.members import MemberTable
+from borough.ring.membership import Swim, SwimEvent
+from borough.ring.membership_driver import MembershipDriver, open_membership
+from borough.store import GroupCommit, MemoryStore, Store, open_group_commit
+from borough.wire.network import Network, TcpNetwork
+from borough.wire.records import IncomingCall, PeerInfo
+from borough.wire.transport import Identity, Transport, open_transport
+
+__all__ = ["Node", "open_node", "serve"]
+
+#: The simulator's hook for recording a run: ``trace(event, details)`` on each tick round and leader change.
+Trace = Callable[[str, tuple[Any, ...]], None]
+
+
+class Node:
+    """A running Borough node. Made by ``open_node``; see DESIGN.md for the API."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        node_id: str,
+        cluster_id: str | None,
+        address: str,
+        store: Store,
+        committer: GroupCommit,
+        transport: Transport,
+        detector: MembershipDriver,
+        nursery: trio.Nursery,
+        rng: random.Random,
+        handler: Handler | None,
+        trace: Trace | None = None,
+    ) -> None:
+        self.config = config
+        self.node_id = node_id
+        self.address = address
+        self.store = store
+        self.committer = committer
+        self.fsync = config.fsync
+        self.trace = trace
+        self._nursery = nursery
+        self._detector = detector
+        self._rings: tuple[int, HashRing] | None = None
+        out_of_touch = 2 * config.election_ticks * config.tick_interval
+        me = Target(node_id, address)
+        self.directory = Directory(
+            system_call=lambda op: self.session.system(op),
+            seeds=config.join,
+            local_system=lambda: self.replicas.system_state(),
+            self_target=me,
+            on_miss=lambda: self.member_watch.want_refresh(),
+        )
+        self.replicas = Replicas(
+            host=self,
+            config=config,
+            rng=rng,
+            nursery=nursery,
+            find_record=lambda name: find_record_or_none(lambda n: self.directory.record(n, create=False), name),
+            on_deleted=lambda name: self.session.router.learn_leader(name, None),
+            on_tick=None if trace is None else lambda n: trace("tick", (n,)),
+        )
+        self.outbox = RaftOutbox(
+            node_id=node_id, send=transport.send, address_of=self.directory.address_of, deliver=self.replicas.deliver
+        )
+        self.snapshots = Snapshots(
+            node_id=node_id,
+            call=transport.call,
+            address_of=self.directory.address_of,
+            find_replica=lambda name: self.replicas.local(name, empty_ok=True),
+            nursery=nursery,
+            timeout=config.request_timeout,
+        )
+        self.server = Server(
+            node_id=node_id,
+            config=config,
+            store=store,
+            replicas=self.replicas,
+            addresses=self.directory,
+            snapshots=self.snapshots,
+            replica_set=lambda name, table: self.ring_for(table).replica_set(name),
+            cluster_id=lambda: self.cluster.cluster_id,
+            invoke_handler=None,
+        )
+        self.session = Session(
+            directory=self.directory,
+            call=transport.call,
+            limits=self.server.limits,
+            request_timeout=config.request_timeout,
+            rng=rng,
+            me=me,
+            execute_here=self.server.execute,
+            hosted=lambda name: store if name in self.replicas else None,
+        )
+        self.cluster = Cluster(
+            node_id=node_id,
+            address=address,
+            cluster_id=cluster_id,
+            config=config,
+            store=store,
+            replicas=self.replicas,
+            session=self.session,
+            directory=self.directory,
+            set_transport_cluster=transport.set_cluster_id,
+            nursery=nursery,
+            rng=rng,
+        )
+        self.member_watch = MemberWatch(
+            node_id=node_id,
+            directory=self.directory,
+            detector=detector,
+            system_replica=lambda: self.replicas.get(SYSTEM),
+            joined=lambda: self.cluster.cluster_id is not None,
+            out_of_touch=out_of_touch,
+            on_declared_dead=lambda: self.cluster.reannounce(declared_dead=True),
+        )
+        self.duties = Duties(
+            node_id=node_id,
+            replicas=self.replicas,
+            members=self.member_watch,
+            ring_for=self.ring_for,
+            partition_info=self.session.partition_info,
+            dead_after=config.dead_after,
+            out_of_touch=out_of_touch,
+            timeout=config.request_timeout,
+        )
+        self.handler = handler
+
+    def __repr__(self) -> str:
+        return f"<Node {self.node_id} at {self.address}>"
+
+    # --- public API -------------------------------------------------------------------------------------
+
+    @property
+    def handler(self) -> Handler | None:
+        """The application's request handler (may be set after the node started)."""
+        return self._handler
+
+    @handler.setter
+    def handler(self, handler: Handler | None) -> None:
+        self._handler = handler
+        self.server.invoke_handler = None if handler is None else self._invoke_handler
+
+    @property
+    def cluster_id(self) -> str | None:
+        return self.cluster.cluster_id
+
+    def whoami(self) -> str:
+        """This node's id (stable across restarts; ``node.address`` is where it listens)."""
+        return self.node_id
+
+    def partition(self, name: str) -> Partition:
+        """A handle on partition ``name``; its operations reach the partition's leader wherever it is."""
+        return Partition(self.session, check_partition_name(name), self.session.limits)
+
+    async def request(self, partition: str, body: Any) -> Any:
+        """Run the application's handler on the leader of ``partition`` with ``body``; return its reply.
+
+        Retries on leader changes within the deadline (the caller's cancel scope and ``request_timeout``)
+        whenever the answer proves the request did not run; a handler's exception arrives as ``RemoteError``."""
+        return await self.session.request(check_partition_name(partition), body)
+
+    async def join(self, address: str) -> None:
+        """Join the cluster that the node at ``address`` belongs to (a node started with ``bootstrap=False``
+        and an empty data dir). A node already in a cluster raises ConfigError."""
+        await self.cluster.join(address)
+
+    async def members(self) -> MemberTable:
+        """The member table, as ``_system``'s leader knows it."""
+        return await self.session.members()
+
+    def current_members(self) -> MemberTable:
+        """The newest member table this node knows, without asking anyone."""
+        return self.directory.members
+
+    def ring_for(self, table: MemberTable) -> HashRing:
+        if self._rings is None or self._rings[0] != table.version:
+            self._rings = (table.version, HashRing(table, replicas=self.config.replicas))
+        return self._rings[1]
+
+    async def _invoke_handler(self, partition: str, backend: LocalBackend, body: Any) -> Any:
+        handler = self._handler
+        assert handler is not None
+        return await handler(Request(self, Partition(backend, partition, self.session.limits), body))
+
+    # --- ReplicaHost ------------------------------------------------------------------------------------
+
+    def send_raft(self, partition: str, messages: Sequence[Message]) -> None:
+        self.outbox.send(partition, messages)
+
+    def send_snapshot(self, replica: Replica, message: InstallSnapshot) -> None:
+        self.snapshots.start_send(replica, message)
+
+    def leader_changed(self, partition: str, leader: str | None, term: int) -> None:
+        if self.trace is not None:
+            self.trace("leader", (partition, leader, term))
+        address = self.directory.address_of(leader) if leader is not None else None
+        self.session.router.learn_leader(partition, Target(leader, address) if address is not None else None)
+
+    # --- the wire ---------------------------------------------------------------------------------------
+
+    def on_message(self, peer: PeerInfo, message: Any) -> None:
+        if peer.node_id:
+            self.directory.learn_address(peer.node_id, peer.address)
+        if isinstance(message, list) and len(message) == 2 and message[0] == "swim":
+            if peer.address and not peer.is_client:
+                self._detector.deliver(peer.address, message[1])
+            return
+        self.outbox.receive(peer, message)
+
+    async def on_call(self, peer: PeerInfo, call: IncomingCall) -> Any:
+        return await self.server.handle_call(call)
+
+    async def run(self) -> None:
+        """The node's background loops (in its nursery), then this node's place in the cluster."""
+        nursery = self._nursery
+        nursery.start_soon(self.replicas.tick_forever)
+        nursery.start_soon(self.outbox.flush_forever)
+        nursery.start_soon(self.member_watch.refresh_forever)
+        nursery.start_soon(self.duties.system_forever)
+        nursery.start_soon(self.duties.sweep_forever)
+        await self.cluster.start()
+
+
+class _Late:
+    """The transport's callbacks, before the node they reach exists: a frame is dropped (Raft and SWIM
+    retransmit) and a call is refused as Overloaded (nothing ran; the caller backs off and retries)."""
+
+    node: Node | None = None
+
+    def on_message(self, peer: PeerInfo, message: Any) -> None:
+        if self.node is not None:
+            self.node.on_message(peer, message)
+
+    async def on_call(self, peer: PeerInfo, call: IncomingCall) -> Any:
+        if self.node is None:
+            raise Overloaded("this node is still starting; retry shortly")
+        return await self.node.on_call(peer, call)
+
+    def on_swim_event(self, event: SwimEvent) -> None:
+        if self.node is not None:
+            self.node.member_watch.on_swim_event(event)
+
+
+@asynccontextmanager
+async def open_node(
+    *,
+    handler: Handler | None = None,
+    network: Network | None = None,
+    store: Store | None = None,
+    offload: bool = True,
+    trace: Trace | None = None,
+    **settings: Any,
+) -> AsyncIterator[Node]:
+    """Run a Borough node for the duration of the ``async with`` block.
+
+    Settings (``listen``, ``join``, ``data_dir``, ``replicas``, ...) come from keyword arguments, then
+    ``BOROUGH_*`` environment variables, then defaults (see ``NodeConfig``). ``network`` and ``store`` replace
+    TCP and LevelDB (the simulator passes its own); ``offload=False`` keeps disk writes on the trio thread (for
+    deterministic simulation); ``trace`` is the simulator's hook for recording a run (see ``Trace``)."""
+    config = NodeConfig.from_env(settings)
+    seed = config.seed if config.seed is not None else int.from_bytes(os.urandom(8), "big")
+    rng = random.Random(seed)
+    owned_store = store is None
+    if store is None:
+        store = _open_store(config)
+    try:
+        meta = store.node_meta()
+        node_id = meta.node_id if meta is not None else new_id(rng)
+        cluster_id = meta.cluster_id if meta is not None else None
+        late = _Late()
+        async with (
+            open_group_commit(store, offload=offload) as committer,
+            open_transport(
+                network or TcpNetwork(),
+                identity=Identity(cluster_id=cluster_id, node_id=node_id, address=config.advertise),
+                listen=config.listen,
+                on_message=late.on_message,
+                on_call=late.on_call,
+                rng=random.Random(rng.getrandbits(64)),
+            ) as transport,
+            trio.open_nursery() as nursery,
+        ):
+            address = config.advertise or transport.listen_address or config.listen
+            swim = Swim(node_id, address, rng=random.Random(rng.getrandbits(64)))  # type: ignore[arg-type]
+            detector = await nursery.start(_run_detector, transport, swim, late.on_swim_event)
+            node = Node(
+                config,
+                node_id=node_id,
+                cluster_id=cluster_id,
+                address=address,
+                store=store,
+                committer=committer,
+                transport=transport,
+                detector=detector,
+                nursery=nursery,
+                rng=rng,
+                handler=handler,
+                trace=trace,
+            )
+            late.node = node
+            await node.run()
+            yield node
+            nursery.cancel_scope.cancel()
+    finally:
+        if owned_store:
+            store.close()
+
+
+def _open_store(config: NodeConfig) -> Store:
+    if config.data_dir is None:
+        return MemoryStore()
+    from borough.store.leveldb import LevelDBStore  # the one import of plyvel, only when a data dir is used
+
+    return LevelDBStore.open(config.data_dir)
+
+
+async def _run_detector(
+    transport: Transport,
+    swim: Swim,
+    on_event: Callable[[SwimEvent], None],
+    task_status: trio.TaskStatus[MembershipDriver],
+) -> None:
+    def send(address: str, message: object) -> bool:
+        return transport.send(address, ["swim", message])
+
+    async with open_membership(swim, send, events_capacity=0, on_event=on_event) as driver:
+        task_status.started(driver)
+        await trio.sleep_forever()
+
+
+async def serve(*, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED, **settings: Any) -> None:
+    """Run one node until cancelled: ``trio.run(borough.serve)`` or ``await nursery.start(borough.serve, ...)``
+    (which returns the running ``Node``)."""
+    async with open_node(**settings) as node:
+        task_status.started(node)
+        await trio.sleep_forever()

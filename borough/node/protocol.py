@@ -1,0 +1,555 @@
+"""The call protocol above the wire: one typed record per operation, write op and reply.
+
+This module owns what an operation is (``Get``, ``Write``, ``Scan``, ``Info``, ``FindLeader``, ``Call``,
+``Join``, ``Locate``, ``Members``, ``SendSnapshot``), how it travels (``[name, partition, args, seconds_left]``
+with streams beside it), and the one validator that judges keys, values and write ops, used by the caller
+before anything leaves and by the server before anything reaches the log. Every op says whether it is
+``repeatable`` (sending it twice cannot change the outcome) and whether it may register its partition
+(``creates``); routing decides on those fields, never on exception order. Every op also decodes its own reply,
+so what comes back is checked as strictly as what goes out.
+
+It knows nothing of trio, Raft or routing: records in, records out. Errors on the wire side are
+``RemoteProtocolError``; a caller's own bad argument is ``TypeError``/``ValueError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal, TypeVar
+
+import attrs
+
+from borough.errors import RemoteProtocolError
+from borough.ids import NodeId
+from borough.kv import encode_bound, encode_key
+from borough.ring.members import MemberTable
+
+__all__ = [
+    "OPS",
+    "Call",
+    "Consistency",
+    "Delete",
+    "FindLeader",
+    "Get",
+    "Info",
+    "Join",
+    "JoinResult",
+    "Limits",
+    "Locate",
+    "Members",
+    "Op",
+    "PartitionInfo",
+    "Put",
+    "ReplicaInfo",
+    "Scan",
+    "ScanPage",
+    "ScanRange",
+    "SendSnapshot",
+    "Write",
+    "WriteOp",
+    "check_key",
+    "check_value",
+    "decode_call",
+    "encode_call",
+]
+
+Consistency = Literal["linearizable", "stale"]
+CONSISTENCIES: tuple[Consistency, ...] = ("linearizable", "stale")
+#: Most items one scan page may ask for.
+MAX_PAGE_ITEMS = 10_000
+_T = TypeVar("_T")
+
+
+def _bad(what: str) -> RemoteProtocolError:
+    return RemoteProtocolError(f"malformed call: {what}")
+
+
+def _wire(check: Any, *args: Any) -> Any:
+    """Run a caller-side check on wire data: its TypeError/ValueError becomes a RemoteProtocolError."""
+    try:
+        return check(*args)
+    except (TypeError, ValueError) as exc:
+        raise _bad(str(exc)) from None
+
+
+# --- keys, values, write ops ----------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Limits:
+    """The largest key and value (encoded bytes) a node accepts; a client checks the same before sending."""
+
+    max_key_bytes: int = 64 * 1024
+    max_value_bytes: int = 1024 * 1024
+
+
+def check_key(key: object, limits: Limits) -> str | bytes:
+    """A user key: non-empty ``str`` (valid UTF-8) or ``bytes``, at most ``max_key_bytes`` encoded."""
+    if type(key) not in (str, bytes):
+        raise TypeError(f"a key must be str or bytes, not {type(key).__name__}: {key!r:.60}")
+    kb = encode_key(key)  # type: ignore[arg-type]  # the type was checked above
+    if len(kb) > limits.max_key_bytes:
+        raise ValueError(f"key of {len(kb)} bytes exceeds max_key_bytes={limits.max_key_bytes}")
+    return key  # type: ignore[return-value]
+
+
+def check_value(encoded: object, limits: Limits) -> bytes:
+    """A value as it travels and is logged: non-empty CBOR bytes, at most ``max_value_bytes``."""
+    if type(encoded) is not bytes or not encoded:
+        raise TypeError("a put's value must be CBOR-encoded bytes")
+    if len(encoded) > limits.max_value_bytes:
+        raise ValueError(
+            f"value of {len(encoded)} encoded bytes exceeds max_value_bytes={limits.max_value_bytes}; "
+            "send large payloads as a stream attached to a request"
+        )
+    return encoded
+
+
+@attrs.frozen(slots=True)
+class Put:
+    key: str | bytes
+    value: bytes  # CBOR-encoded
+
+    def to_list(self) -> list[Any]:
+        return ["put", self.key, self.value]
+
+
+@attrs.frozen(slots=True)
+class Delete:
+    key: str | bytes
+
+    def to_list(self) -> list[Any]:
+        return ["del", self.key]
+
+
+WriteOp = Put | Delete
+
+
+def write_op_from_list(obj: object, limits: Limits) -> WriteOp:
+    """One write op as it arrives from the wire (``["put", key, value]`` or ``["del", key]``), checked."""
+    if isinstance(obj, list) and len(obj) == 3 and obj[0] == "put":
+        return Put(check_key(obj[1], limits), check_value(obj[2], limits))
+    if isinstance(obj, list) and len(obj) == 2 and obj[0] == "del":
+        return Delete(check_key(obj[1], limits))
+    raise ValueError(f"an op must be ['put', key, value] or ['del', key], not {obj!r:.80}")
+
+
+# --- what replies carry -----------------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class ScanRange:
+    """An iterator's bounds and options, as they travel to the replica that serves the pages."""
+
+    gt: str | bytes | None = None
+    gte: str | bytes | None = None
+    lt: str | bytes | None = None
+    lte: str | bytes | None = None
+    reverse: bool = False
+    values: bool = True
+
+    def to_list(self) -> list[Any]:
+        return [self.gt, self.gte, self.lt, self.lte, self.reverse, self.values]
+
+    @classmethod
+    def from_list(cls, obj: object) -> ScanRange:
+        if not isinstance(obj, list) or len(obj) != 6:
+            raise ValueError("a scan range is [gt, gte, lt, lte, reverse, values]")
+        gt, gte, lt, lte, reverse, values = obj
+        for bound in (gt, gte, lt, lte):
+            if bound is not None:
+                encode_bound(bound)
+        if type(reverse) is not bool or type(values) is not bool:
+            raise TypeError("a scan range's reverse and values are bools")
+        return cls(gt=gt, gte=gte, lt=lt, lte=lte, reverse=reverse, values=values)
+
+    def after(self, key: str | bytes) -> ScanRange:
+        """The same range, resuming strictly after ``key`` (in iteration order)."""
+        if self.reverse:
+            return attrs.evolve(self, lt=key, lte=None)
+        return attrs.evolve(self, gt=key, gte=None)
+
+
+@attrs.frozen(slots=True)
+class ScanPage:
+    """Up to a page of ``(key, encoded value or None)`` items, and whether more may follow."""
+
+    items: list[tuple[str | bytes, bytes | None]]
+    more: bool
+
+    def to_list(self) -> list[Any]:
+        return [[[k, v] for k, v in self.items], self.more]
+
+    @classmethod
+    def from_list(cls, obj: object) -> ScanPage:
+        if not isinstance(obj, list) or len(obj) != 2 or not isinstance(obj[0], list) or type(obj[1]) is not bool:
+            raise ValueError("a scan page is [[[key, value], ...], more]")
+        items: list[tuple[str | bytes, bytes | None]] = []
+        for item in obj[0]:
+            if not isinstance(item, list) or len(item) != 2 or type(item[0]) not in (str, bytes):
+                raise ValueError(f"a scan item is [key, value], not {item!r:.80}")
+            if item[1] is not None and type(item[1]) is not bytes:
+                raise ValueError("a scan item's value is encoded bytes or null")
+            items.append((item[0], item[1]))
+        return cls(items, obj[1])
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class ReplicaInfo:
+    """One replica of a partition as its leader sees it."""
+
+    node_id: str
+    address: str | None
+    role: str  # "leader", "voter", "learner"
+    match_index: int
+    connected: bool
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class PartitionInfo:
+    """Where a partition stands: its replicas, leader, term, and commit and applied indexes (on the leader)."""
+
+    name: str
+    leader: str | None
+    term: int
+    commit_index: int
+    applied_index: int
+    peers: tuple[ReplicaInfo, ...]
+
+    def to_list(self) -> list[Any]:
+        return [
+            self.name,
+            self.leader,
+            self.term,
+            self.commit_index,
+            self.applied_index,
+            [[p.node_id, p.address, p.role, p.match_index, p.connected] for p in self.peers],
+        ]
+
+    @classmethod
+    def from_list(cls, obj: object) -> PartitionInfo:
+        if not isinstance(obj, list) or len(obj) != 6 or not isinstance(obj[5], list):
+            raise ValueError("partition info is [name, leader, term, commit, applied, [peers]]")
+        name, leader, term, commit, applied, peers = obj
+        if not isinstance(name, str) or not (leader is None or isinstance(leader, str)):
+            raise ValueError("partition info: name and leader are strings")
+        if not all(type(n) is int for n in (term, commit, applied)):
+            raise ValueError("partition info: term, commit and applied are integers")
+        replicas = []
+        for p in peers:
+            if not isinstance(p, list) or len(p) != 5 or not isinstance(p[0], str) or type(p[3]) is not int:
+                raise ValueError(f"a replica's info is [node_id, address, role, match, connected], not {p!r:.80}")
+            replicas.append(
+                ReplicaInfo(node_id=p[0], address=p[1], role=str(p[2]), match_index=p[3], connected=bool(p[4]))
+            )
+        return cls(
+            name=name, leader=leader, term=term, commit_index=commit, applied_index=applied, peers=tuple(replicas)
+        )
+
+
+@attrs.frozen(slots=True)
+class JoinResult:
+    """What the cluster answers a node that joins (or announces itself): the member table and its id."""
+
+    members: MemberTable
+    cluster_id: str | None
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class DirectoryRecord:
+    """Where a partition's Raft group was created: its initial voters (ring order, owner first)."""
+
+    name: str
+    voters: tuple[NodeId, ...]
+    #: The member-table version the voters were chosen from.
+    table_version: int
+
+    def to_list(self) -> list[Any]:
+        return [self.name, list(self.voters), self.table_version]
+
+    @classmethod
+    def from_list(cls, obj: Any) -> DirectoryRecord:
+        if (
+            not isinstance(obj, list)
+            or len(obj) != 3
+            or not isinstance(obj[0], str)
+            or not isinstance(obj[1], list)
+            or not all(isinstance(v, str) and v for v in obj[1])
+            or type(obj[2]) is not int
+        ):
+            raise RemoteProtocolError(f"a directory record must be [name, [voters], version], got {obj!r:.200}")
+        return cls(name=obj[0], voters=tuple(NodeId(v) for v in obj[1]), table_version=obj[2])
+
+
+# --- operations -------------------------------------------------------------------------------------------------
+
+
+class Op:
+    """One operation. Subclasses must say, as class keywords, their wire ``name``, whether they are
+    ``repeatable`` (safe to send again after a failure that may have reached the leader) and whether they may
+    register their partition (``creates``). There is no default for ``repeatable``: forgetting it is a
+    TypeError at import, never a silent "safe to retry"."""
+
+    __slots__ = ()
+    name: ClassVar[str]
+    repeatable: ClassVar[bool]
+    creates: ClassVar[bool]
+    #: Operations only ``_system`` serves.
+    system: ClassVar[bool]
+
+    def __init_subclass__(
+        cls, *, name: str | None = None, repeatable: bool | None = None, creates: bool = False, system: bool = False
+    ) -> None:
+        super().__init_subclass__()
+        if name is None or repeatable is None:
+            if "name" in cls.__dict__ and "repeatable" in cls.__dict__:
+                return  # attrs rebuilding a slotted class that already said both
+            raise TypeError(f"operation {cls.__name__} must say name= and repeatable= (is it safe to send twice?)")
+        cls.name, cls.repeatable, cls.creates, cls.system = name, repeatable, creates, system
+
+    def to_args(self) -> list[Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_args(cls, args: list[Any], limits: Limits) -> Op:
+        """Decode and validate arguments from the wire; raises RemoteProtocolError."""
+        raise NotImplementedError
+
+    def encode_result(self, result: Any) -> Any:
+        """The reply body for ``result`` (the server's side)."""
+        return result
+
+    def decode_result(self, body: Any) -> Any:
+        """The result a reply body stands for (the caller's side); raises RemoteProtocolError if malformed."""
+        return body
+
+
+def _nargs(cls: type[Op], args: list[Any], n: int, shape: str) -> None:
+    if len(args) != n:
+        raise _bad(f"{cls.name} takes {shape}")
+
+
+def _consistency(value: object) -> Consistency:
+    if value == "linearizable":
+        return "linearizable"
+    if value == "stale":
+        return "stale"
+    raise _bad(f"consistency must be 'linearizable' or 'stale', not {value!r:.40}")
+
+
+def _decoded(body: Any, decode: Any) -> Any:
+    try:
+        return decode(body)
+    except (TypeError, ValueError, RemoteProtocolError) as exc:
+        raise RemoteProtocolError(f"malformed reply: {exc}") from None
+
+
+@attrs.frozen(slots=True)
+class Get(Op, name="get", repeatable=True):
+    key: str | bytes
+    consistency: Consistency = "linearizable"
+
+    def to_args(self) -> list[Any]:
+        return [self.key, self.consistency]
+
+    @classmethod
+    def from_args(cls, args: list[Any], limits: Limits) -> Get:
+        _nargs(cls, args, 2, "[key, 'linearizable' | 'stale']")
+        return cls(_wire(check_key, args[0], limits), _consistency(args[1]))
+
+    def decode_result(self, body: Any) -> bytes | None:
+        if body is not None and type(body) is not bytes:
+            raise RemoteProtocolError(f"a get answered {type(body).__name__}, expected encoded bytes")
+        return body
+
+
+@attrs.frozen(slots=True)
+class Write(Op, name="write", repeatable=False, creates=True):
+    """Puts and deletes applied atomically, in order, as one Raft entry."""
+
+    ops: tuple[WriteOp, ...]
+
+    def to_args(self) -> list[Any]:
+        return [[op.to_list() for op in self.ops]]
+
+    @classmethod
+    def from_args(cls, args: list[Any], limits: Limits) -> Write:
+        _nargs(cls, args, 1, "[ops]")
+        if not isinstance(args[0], list) or not args[0]:
+            raise _bad("a write needs a non-empty list of ops")
+        return cls(tuple(_wire(write_op_from_list, op, limits) for op in args[0]))
+
+    def decode_result(self, body: Any) -> None:
+        return None
+
+
+@attrs.frozen(slots=True)
+class Scan(Op, name="scan", repeatable=True):
+    range: ScanRange
+    limit: int
+    consistency: Consistency = "linearizable"
+
+    def to_args(self) -> list[Any]:
+        return [self.range.to_list(), self.limit, self.consistency]
+
+    @classmethod
+    def from_args(cls, args: list[Any], limits: Limits) -> Scan:
+        _nargs(cls, args, 3, "[range, limit, consistency]")
+        if type(args[1]) is not int or args[1] < 1:
+            raise _bad("a scan's limit is a positive integer")
+        scan = _wire(ScanRange.from_list, args[0])
+        return cls(scan, min(args[1], MAX_PAGE_ITEMS), _consistency(args[2]))
+
+    def encode_result(self, result: ScanPage) -> Any:
+        return result.to_list()
+
+    def decode_result(self, body: Any) -> ScanPage:
+        return _decoded(body, ScanPage.from_list)  # type: ignore[no-any-return]
+
+
+class _NoArgs:
+    __slots__ = ()
+
+    def to_args(self) -> list[Any]:
+        return []
+
+    @classmethod
+    def from_args(cls: type[_T], args: list[Any], limits: Limits) -> _T:
+        if args:
+            raise _bad(f"{cls.name} takes no arguments")  # type: ignore[attr-defined]
+        return cls()
+
+
+@attrs.frozen(slots=True)
+class Info(_NoArgs, Op, name="info", repeatable=True, creates=True):
+    def encode_result(self, result: PartitionInfo) -> Any:
+        return result.to_list()
+
+    def decode_result(self, body: Any) -> PartitionInfo:
+        return _decoded(body, PartitionInfo.from_list)  # type: ignore[no-any-return]
+
+
+@attrs.frozen(slots=True)
+class FindLeader(_NoArgs, Op, name="leader", repeatable=True, creates=True):
+    """Succeeds on the partition's leader: routing finds it before a request whose streams cannot be replayed."""
+
+    def decode_result(self, body: Any) -> None:
+        return None
+
+
+@attrs.frozen(slots=True)
+class Call(Op, name="request", repeatable=False, creates=True):
+    """Run the application's handler on the partition's leader with ``body`` (and byte streams beside it)."""
+
+    body: Any
+    streams: Mapping[str, Any] | None = attrs.field(default=None, eq=False)
+
+    def to_args(self) -> list[Any]:
+        return [self.body]
+
+    @classmethod
+    def from_args(cls, args: list[Any], limits: Limits) -> Call:
+        _nargs(cls, args, 1, "[body]")
+        return cls(args[0])
+
+
+@attrs.frozen(slots=True)
+class Join(Op, name="sys.join", repeatable=True, system=True):
+    """Add (or update) a member in the member table; applying it twice changes nothing more."""
+
+    node_id: str
+    address: str
+
+    def to_args(self) -> list[Any]:
+        return [self.node_id, self.address]
+
+    @classmethod
+    def from_args(cls, args: list[Any], limits: Limits) -> Join:
+        _nargs(cls, args, 2, "[node_id, address]")
+        if not all(isinstance(a, str) and a for a in args):
+            raise _bad("sys.join takes [node_id, address] as non-empty strings")
+        return cls(args[0], args[1])
+
+    def encode_result(self, result: JoinResult) -> Any:
+        return [result.members.to_list(), result.cluster_id]
+
+    def decode_result(self, body: Any) -> JoinResult:
+        if not isinstance(body, list) or len(body) != 2 or not (body[1] is None or isinstance(body[1], str)):
+            raise RemoteProtocolError("malformed reply: sys.join answers [members, cluster_id]")
+        return JoinResult(MemberTable.from_list(body[0]), body[1])
+
+
+@attrs.frozen(slots=True)
+class Locate(Op, name="sys.dir", repeatable=True, system=True):
+    """A partition's directory record; with ``create`` it is registered (exactly once) if missing."""
+
+    partition: str
+    create: bool
+
+    def to_args(self) -> list[Any]:
+        return [self.partition, self.create]
+
+    @classmethod
+    def from_args(cls, args: list[Any], limits: Limits) -> Locate:
+        _nargs(cls, args, 2, "[partition, create]")
+        if not isinstance(args[0], str) or not args[0] or type(args[1]) is not bool:
+            raise _bad("sys.dir takes [partition, create]")
+        return cls(args[0], args[1])
+
+    def encode_result(self, result: DirectoryRecord | None) -> Any:
+        return None if result is None else result.to_list()
+
+    def decode_result(self, body: Any) -> DirectoryRecord | None:
+        return None if body is None else DirectoryRecord.from_list(body)
+
+
+@attrs.frozen(slots=True)
+class Members(_NoArgs, Op, name="sys.members", repeatable=True, system=True):
+    def encode_result(self, result: MemberTable) -> Any:
+        return result.to_list()
+
+    def decode_result(self, body: Any) -> MemberTable:
+        return MemberTable.from_list(body)
+
+
+@attrs.frozen(slots=True)
+class SendSnapshot(Op, name="snap", repeatable=False):
+    """A leader streams a replica's applied state (the ``data`` stream) with its encoded InstallSnapshot."""
+
+    message: Any
+
+    def to_args(self) -> list[Any]:
+        return [self.message]
+
+    @classmethod
+    def from_args(cls, args: list[Any], limits: Limits) -> SendSnapshot:
+        _nargs(cls, args, 1, "[install_snapshot_message]")
+        return cls(args[0])
+
+
+OPS: dict[str, type[Op]] = {
+    cls.name: cls for cls in (Get, Write, Scan, Info, FindLeader, Call, Join, Locate, Members, SendSnapshot)
+}
+
+
+# --- the envelope -----------------------------------------------------------------------------------------------
+
+
+def encode_call(partition: str, op: Op, seconds_left: float | None) -> list[Any]:
+    """The call body: ``[name, partition, args, seconds_left]`` (streams travel beside it)."""
+    return [op.name, partition, op.to_args(), seconds_left]
+
+
+def decode_call(body: object, limits: Limits) -> tuple[str, Op, float | None]:
+    """A call body from the wire, validated: (partition, op, the caller's seconds left or None)."""
+    if not isinstance(body, list) or len(body) != 4:
+        raise _bad("expected [op, partition, args, seconds_left]")
+    name, partition, args, left = body
+    if not isinstance(name, str) or not isinstance(partition, str) or not partition or not isinstance(args, list):
+        raise _bad("op and partition must be strings and args a list")
+    if left is not None and (type(left) not in (int, float) or not left >= 0):
+        raise _bad("seconds_left must be a non-negative number or null")
+    cls = OPS.get(name)
+    if cls is None:
+        raise _bad(f"unknown operation {name!r:.40}")
+    return partition, cls.from_args(args, limits), None if left is None else float(left)

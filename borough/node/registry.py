@@ -1,0 +1,230 @@
+"""The replicas a node hosts: creating, running, ticking, finding and deleting them.
+
+This module owns the node's table of replicas and each replica's lifetime: a replica is started from the data
+dir (on restart), from its partition's directory record (when this node is an initial voter), or empty (when a
+leader talks to this node about a group it does not host yet, holding the first messages until it exists). Each
+runs in a task of the node's nursery; one ticker drives every replica's Raft clock. A replica removed from its
+group deletes its data (leaving a tombstone) before it leaves the table, so no message can start a new replica
+on top of data about to disappear. It knows nothing of the wire, routing or what operations mean.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+
+import trio
+
+from borough.config import NodeConfig
+from borough.errors import BoroughError, NotFound, NotLeader
+from borough.node.protocol import DirectoryRecord
+from borough.node.replica import Replica, ReplicaHost
+from borough.node.statemachine import KvStateMachine, StateMachine, SystemStateMachine
+from borough.node.system_state import SYSTEM, SystemState
+from borough.raft.config import RaftConfig
+from borough.raft.messages import Message
+from borough.raft.records import ConfState, SnapshotMeta
+
+__all__ = ["Replicas"]
+
+logger = logging.getLogger(__name__)
+
+#: Raft messages held for a partition whose replica is being created (beyond: dropped, Raft retransmits).
+PENDING_MESSAGES = 256
+PENDING_PARTITIONS = 1024
+
+#: Looks a partition's directory record up (None when the partition was never registered).
+FindRecord = Callable[[str], Awaitable[DirectoryRecord | None]]
+
+
+class Replicas:
+    """This node's replicas, by partition name."""
+
+    def __init__(
+        self,
+        *,
+        host: ReplicaHost,
+        config: NodeConfig,
+        rng: random.Random,
+        nursery: trio.Nursery,
+        find_record: FindRecord,
+        on_deleted: Callable[[str], None] = lambda name: None,
+        on_tick: Callable[[int], None] | None = None,
+    ) -> None:
+        self._host = host
+        self._config = config
+        self._rng = rng
+        self._nursery = nursery
+        self._find_record = find_record
+        self._on_deleted = on_deleted
+        self._on_tick = on_tick
+        self._replicas: dict[str, Replica] = {}
+        self._pending: dict[str, list[Message]] = {}
+        self._creating: set[str] = set()
+
+    # --- the table ------------------------------------------------------------------------------------
+
+    def get(self, name: str) -> Replica | None:
+        return self._replicas.get(name)
+
+    def __getitem__(self, name: str) -> Replica:
+        return self._replicas[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._replicas
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._replicas)
+
+    def __len__(self) -> int:
+        return len(self._replicas)
+
+    def items(self) -> list[tuple[str, Replica]]:
+        return list(self._replicas.items())
+
+    def system_state(self) -> SystemState | None:
+        """The member table and directory of this node's ``_system`` replica, if it hosts one."""
+        replica = self._replicas.get(SYSTEM)
+        if replica is None:
+            return None
+        machine = replica.machine
+        assert isinstance(machine, SystemStateMachine)
+        return machine.state
+
+    # --- creating replicas ------------------------------------------------------------------------------
+
+    def _raft_config(self, name: str) -> RaftConfig:
+        c = self._config
+        return RaftConfig(
+            id=self._host.node_id,  # type: ignore[arg-type]  # NodeId is a str
+            group=name,
+            election_tick=c.election_ticks,
+            heartbeat_tick=c.heartbeat_ticks,
+            read_only=c.read_mode,  # type: ignore[arg-type]  # checked by NodeConfig
+            max_msg_bytes=c.max_msg_bytes,
+            max_uncommitted_bytes=c.max_uncommitted_bytes,
+        )
+
+    def start(self, name: str) -> Replica:
+        """Start this node's replica of ``name`` from whatever the store holds for it (possibly nothing)."""
+        store = self._host.store
+        machine: StateMachine = SystemStateMachine(store, name) if name == SYSTEM else KvStateMachine(name)
+        rng = random.Random(self._rng.getrandbits(64))
+        replica = Replica(
+            self._host, name, self._raft_config(name), machine, rng, snapshot_every=self._config.snapshot_entries
+        )
+        self._replicas[name] = replica
+        self._nursery.start_soon(self._run, replica, name=f"replica {name!r}")
+        for message in self._pending.pop(name, ()):
+            replica.deliver(message)
+        return replica
+
+    def resume(self) -> None:
+        """Start every replica the data dir holds (after a restart)."""
+        for name in sorted(self._host.store.replicas()):
+            if name not in self._replicas:
+                self.start(name)
+
+    async def _run(self, replica: Replica) -> None:
+        try:
+            await replica.run()
+            if replica.removed:
+                # Removed from the group: delete the replica's data. It stays in the table (stopped, refusing
+                # everything) until the delete is written, so no message can start a new replica on top of
+                # data that is about to disappear.
+                batch = self._host.store.write_batch()
+                batch.destroy(replica.name, replica.tombstone())
+                await self._host.committer.commit(batch)
+                self._on_deleted(replica.name)
+        finally:
+            if self._replicas.get(replica.name) is replica:
+                del self._replicas[replica.name]
+
+    async def bootstrap(self, name: str, voters: Sequence[str]) -> Replica:
+        """Create a new group's replica with its initial configuration (a snapshot meta at index 0)."""
+        batch = self._host.store.write_batch()
+        batch.set_snapshot_meta(name, SnapshotMeta(index=0, term=0, conf_state=ConfState(voters=voters)))
+        await self._host.committer.commit(batch)
+        existing = self._replicas.get(name)
+        if existing is not None:
+            return existing
+        return self.start(name)
+
+    async def local(self, name: str, *, empty_ok: bool = False) -> Replica:
+        """This node's replica of ``name``, created if this node is one of its initial voters (or, with
+        ``empty_ok``, created empty to receive a snapshot). Raises NotLeader when this node holds none."""
+        replica = self._replicas.get(name)
+        if replica is not None:
+            return replica
+        if name in self._host.store.replicas():
+            return self.start(name)
+        if name != SYSTEM:
+            record = await self._find_record(name)
+            if record is not None and self._host.node_id in record.voters:
+                replica = await self.bootstrap(name, record.voters)
+                if record.voters[0] == self._host.node_id:
+                    replica.campaign()  # the ring owner starts the first election at once
+                return replica
+        if empty_ok:
+            return self._replicas.get(name) or self.start(name)
+        raise NotLeader(name, None)
+
+    async def leader(self, name: str, address_of: Callable[[str], str | None]) -> Replica:
+        """This node's replica of ``name`` if it leads the group; else NotLeader with the leader's address."""
+        replica = await self.local(name)
+        if not replica.is_leader:
+            leader = replica.leader
+            raise NotLeader(name, leader, address_of(leader) if leader else None)
+        return replica
+
+    # --- inbound Raft messages ----------------------------------------------------------------------------
+
+    def deliver(self, partition: str, message: Message) -> None:
+        """Hand a peer's Raft message to its replica, creating the replica when a leader talks to us first."""
+        replica = self._replicas.get(partition)
+        if replica is not None:
+            replica.deliver(message)
+            return
+        pending = self._pending.get(partition)
+        if pending is None:
+            if len(self._pending) >= PENDING_PARTITIONS:
+                return
+            pending = self._pending[partition] = []
+        if len(pending) < PENDING_MESSAGES:
+            pending.append(message)
+        if partition not in self._creating:
+            self._creating.add(partition)
+            self._nursery.start_soon(self._create_for_message, partition)
+
+    async def _create_for_message(self, partition: str) -> None:
+        """A leader is talking to us about a group we do not host: create the replica (from its directory
+        record when we are an initial voter, else empty, waiting for the leader's log or snapshot)."""
+        try:
+            with trio.move_on_after(self._config.request_timeout):
+                await self.local(partition, empty_ok=True)
+        except BoroughError as exc:
+            logger.info("could not create a replica of %r for an inbound message: %s", partition, exc)
+        finally:
+            self._creating.discard(partition)
+            if partition not in self._replicas:
+                self._pending.pop(partition, None)
+
+    # --- the Raft clock -----------------------------------------------------------------------------------
+
+    async def tick_forever(self) -> None:
+        interval = self._config.tick_interval
+        while True:
+            await trio.sleep(interval)
+            if self._on_tick is not None:
+                self._on_tick(len(self._replicas))
+            for replica in list(self._replicas.values()):
+                replica.tick()
+
+
+async def find_record_or_none(lookup: Callable[[str], Awaitable[DirectoryRecord]], name: str) -> DirectoryRecord | None:
+    """``lookup(name)``, with a partition that was never registered as None."""
+    try:
+        return await lookup(name)
+    except NotFound:
+        return None

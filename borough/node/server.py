@@ -1,0 +1,218 @@
+"""What a node does when an operation reaches it: the server side of the call protocol.
+
+This module owns the execution of each op on this node's replicas: checking that this node leads the
+partition (or answering ``NotLeader`` with the leader's address), linearizable and stale reads, writes through
+Raft, paged scans, partition info, running the application's handler, and the ``_system`` operations (join,
+directory, member table). Calls from the wire are decoded by ``borough.node.protocol`` (which validates
+everything before it can reach the log); local calls arrive already typed. It does not route: an op for a
+partition led elsewhere is refused with a hint, and the caller's router decides whether to try again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+import trio
+
+from borough.config import NodeConfig
+from borough.errors import BoroughError, NotLeader, RemoteError, RemoteProtocolError, Timeout, Unavailable
+from borough.node.local import LocalBackend, partition_info, read_value, scan_page
+from borough.node.protocol import (
+    Call,
+    FindLeader,
+    Get,
+    Info,
+    Join,
+    JoinResult,
+    Limits,
+    Locate,
+    Members,
+    Op,
+    Scan,
+    SendSnapshot,
+    Write,
+    decode_call,
+)
+from borough.node.replica import Replica
+from borough.node.statemachine import SystemStateMachine, encode_command, write_command
+from borough.node.streams import join_streams, local_streams, split_streams
+from borough.node.system_state import SYSTEM, Refused, join_command, register_command
+from borough.ring.members import MemberTable
+from borough.store.base import Store
+from borough.wire.records import IncomingCall, Reply
+
+__all__ = ["Server"]
+
+logger = logging.getLogger(__name__)
+
+#: Runs the application's handler for ``partition`` with its local partition backend and the body.
+InvokeHandler = Callable[[str, LocalBackend, Any], Awaitable[Any]]
+
+
+class ServedReplicas(Protocol):
+    """What the server needs of the replica registry."""
+
+    async def local(self, name: str, *, empty_ok: bool = False) -> Replica: ...
+
+    async def leader(self, name: str, address_of: Callable[[str], str | None]) -> Replica: ...
+
+
+class AddressBook(Protocol):
+    """What the server needs of the directory."""
+
+    def learn_address(self, node_id: str | None, address: str | None) -> None: ...
+
+    def address_of(self, node_id: str) -> str | None: ...
+
+
+class SnapshotReceiver(Protocol):
+    async def receive(
+        self, partition: str, op: SendSnapshot, streams: Mapping[str, trio.abc.ReceiveStream] | None
+    ) -> None: ...
+
+
+class Server:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        config: NodeConfig,
+        store: Store,
+        replicas: ServedReplicas,
+        addresses: AddressBook,
+        snapshots: SnapshotReceiver,
+        replica_set: Callable[[str, MemberTable], Sequence[str]],
+        cluster_id: Callable[[], str | None],
+        invoke_handler: InvokeHandler | None,
+    ) -> None:
+        self._node_id = node_id
+        self._timeout = config.request_timeout
+        self.limits = Limits(max_key_bytes=config.max_key_bytes, max_value_bytes=config.max_value_bytes)
+        self._store = store
+        self._replicas = replicas
+        self._addresses = addresses
+        self._snapshots = snapshots
+        self._replica_set = replica_set
+        self._cluster_id = cluster_id
+        self.invoke_handler = invoke_handler
+
+    # --- entry points -----------------------------------------------------------------------------------
+
+    async def handle_call(self, call: IncomingCall) -> Any:
+        """A call from the wire: decode and validate it, bound it by the caller's time left, execute it, and
+        encode the result."""
+        partition, op, left = decode_call(call.body, self.limits)
+        if call.peer.node_id:
+            self._addresses.learn_address(call.peer.node_id, call.peer.address)
+        streams = call.streams or None
+        if not isinstance(op, Call):
+            # Borough's own operations end when their work does, or when the caller gives up: its deadline
+            # cancels the call, which cancels this task. No second timer on the hot path.
+            return op.encode_result(await self.execute(partition, op, streams, remote=True))
+        # A handler is the application's code: bound it by the caller's time left, whatever happens to the link.
+        timeout = self._timeout if left is None else min(left, self._timeout)
+        with trio.move_on_after(timeout) as scope:
+            reply = await self.execute(partition, op, streams, remote=True)
+            body, reply_streams = split_streams(reply)
+            return Reply(body, streams=reply_streams or {})
+        assert scope.cancelled_caught
+        raise Timeout(f"a request on partition {partition!r} did not finish within {timeout:g} s on {self._node_id}")
+
+    async def execute(
+        self, partition: str, op: Op, streams: Mapping[str, Any] | None = None, *, remote: bool = False
+    ) -> Any:
+        """Carry out ``op`` on this node and return its typed result (``remote``: it came over the wire)."""
+        if op.system and partition != SYSTEM:
+            raise RemoteProtocolError(f"malformed call: {op.name} is an operation of {SYSTEM!r}, not {partition!r}")
+        if isinstance(op, Get):
+            await self._read_barrier(partition, op.consistency)
+            return read_value(self._store, partition, op.key)
+        if isinstance(op, Write):
+            replica = await self._leader(partition)
+            return await replica.propose(write_command(op.ops))
+        if isinstance(op, Scan):
+            await self._read_barrier(partition, op.consistency)
+            return scan_page(self._store, partition, op.range, op.limit)
+        if isinstance(op, Call):
+            return await self._request(partition, op, streams, remote=remote)
+        if isinstance(op, FindLeader):
+            await self._leader(partition)
+            return None
+        if isinstance(op, Info):
+            return partition_info(await self._leader(partition), self._addresses.address_of)
+        if isinstance(op, SendSnapshot):
+            if not remote:
+                raise RemoteProtocolError("malformed call: snapshots only arrive over the wire")
+            return await self._snapshots.receive(partition, op, streams)
+        if isinstance(op, (Join, Locate, Members)):
+            return await self._system(op)
+        raise RemoteProtocolError(f"malformed call: unknown operation {op.name!r}")
+
+    async def _leader(self, partition: str) -> Replica:
+        return await self._replicas.leader(partition, self._addresses.address_of)
+
+    async def _read_barrier(self, partition: str, consistency: str) -> None:
+        if consistency == "stale":
+            await self._replicas.local(partition)
+        else:
+            await (await self._leader(partition)).read_barrier()
+
+    # --- requests -----------------------------------------------------------------------------------------
+
+    async def _request(self, partition: str, op: Call, streams: Mapping[str, Any] | None, *, remote: bool) -> Any:
+        if self.invoke_handler is None:
+            raise RemoteError(
+                "NoHandler",
+                f"node {self._node_id} has no request handler: pass handler= to open_node, or set node.handler",
+            )
+        replica = await self._leader(partition)
+        body = join_streams(op.body, streams if remote else local_streams(streams))
+        backend = LocalBackend(self._store, replica, self._addresses.address_of)
+        try:
+            reply = await self.invoke_handler(partition, backend, body)
+        except BoroughError as exc:
+            if exc.provably_not_run:
+                # Raised inside the handler (its partition's leader moved, a queue was full): what it did so far
+                # may stand, so the request must not be run again elsewhere as if it never ran.
+                raise Unavailable(
+                    f"the request handler for partition {partition!r} was cut off ({exc}); its effects may be "
+                    "partial: check the partition before retrying"
+                ) from exc
+            raise
+        except Exception as exc:
+            logger.info("handler for partition %r raised %s: %s", partition, type(exc).__name__, exc)
+            raise RemoteError(type(exc).__name__, str(exc)) from exc
+        if remote:
+            return reply
+        body, reply_streams = split_streams(reply)
+        return join_streams(body, local_streams(reply_streams))
+
+    # --- _system ----------------------------------------------------------------------------------------
+
+    async def _system(self, op: Join | Locate | Members) -> Any:
+        replica = await self._leader(SYSTEM)
+        machine = replica.machine
+        assert isinstance(machine, SystemStateMachine)
+        if isinstance(op, Members):
+            await replica.read_barrier()
+            return machine.state.members
+        if isinstance(op, Join):
+            table = _checked(await replica.propose(encode_command(join_command(op.node_id, op.address))))
+            return JoinResult(table, self._cluster_id())
+        await replica.read_barrier()
+        record = machine.state.directory.get(op.partition)
+        if record is not None or not op.create:
+            return record
+        table = machine.state.members
+        voters = self._replica_set(op.partition, table)
+        if not voters:
+            raise NotLeader(SYSTEM, None)  # no active member yet (still joining): retry
+        return _checked(await replica.propose(encode_command(register_command(op.partition, voters, table.version))))
+
+
+def _checked(result: Any) -> Any:
+    if isinstance(result, Refused):
+        raise RemoteError("SystemError", result.reason)
+    return result

@@ -1,0 +1,138 @@
+"""The routed session behind a member's and a client's public API: every partition operation, routed.
+
+This module owns what ``Node`` and ``Client`` share: ``get``/``write``/``scan``/``info`` of a partition and
+``request``, the member table and ``_system`` calls, each built as a typed op (``borough.node.protocol``) and
+routed to the partition's leader (``borough.node.routing``) over the wire, or carried out in place when the
+leader is this very node. A member also reads a partition it hosts in place for a stale read, as DESIGN.md
+promises. It implements the ``PartitionBackend`` that public ``Partition`` handles use, and knows nothing of
+Raft or of how a node executes an op (a function it is given does).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import trio
+
+from borough.errors import NotFound
+from borough.node.directory import Directory
+from borough.node.local import read_value, scan_page
+from borough.node.protocol import (
+    Call,
+    Consistency,
+    FindLeader,
+    Get,
+    Info,
+    Limits,
+    Op,
+    PartitionInfo,
+    Scan,
+    ScanPage,
+    ScanRange,
+    Write,
+    WriteOp,
+    encode_call,
+)
+from borough.node.routing import Router, Target, seconds_left
+from borough.node.streams import join_streams, split_streams
+from borough.node.system_state import SYSTEM
+from borough.ring.members import MemberTable
+from borough.store.base import Store
+
+__all__ = ["Session"]
+
+#: The transport's ``call(address, body, streams=...)``.
+CallFn = Callable[..., Awaitable[Any]]
+#: Carries out an op on this node (a member's server): ``(partition, op, streams) -> result``.
+ExecuteHere = Callable[[str, Op, Mapping[str, Any] | None], Awaitable[Any]]
+
+
+class Session:
+    """Routed operations for one process. A member passes ``me`` (its own target), ``execute_here`` and
+    ``hosted``; a client passes neither."""
+
+    def __init__(
+        self,
+        *,
+        directory: Directory,
+        call: CallFn,
+        limits: Limits,
+        request_timeout: float,
+        rng: random.Random,
+        me: Target | None = None,
+        execute_here: ExecuteHere | None = None,
+        hosted: Callable[[str], Store | None] = lambda partition: None,
+    ) -> None:
+        self.directory = directory
+        self.limits = limits
+        self._call = call
+        self._me = me
+        self._execute_here = execute_here
+        self._hosted = hosted
+        self.router = Router(locate=directory.locate, execute=self._execute, request_timeout=request_timeout, rng=rng)
+
+    async def _execute(self, target: Target, partition: str, op: Op) -> Any:
+        streams = op.streams if isinstance(op, Call) else None
+        me, here = self._me, self._execute_here
+        if here is not None and me is not None and (target.node_id == me.node_id or target.address == me.address):
+            return await here(partition, op, streams)
+        reply = await self._call(target.address, encode_call(partition, op, seconds_left()), streams=streams)
+        result = op.decode_result(reply.body)
+        if reply.streams:
+            return join_streams(result, reply.streams)
+        return result
+
+    async def run(self, partition: str, op: Op) -> Any:
+        """Route ``op`` to ``partition``'s leader; see ``Router.run``."""
+        return await self.router.run(partition, op)
+
+    async def system(self, op: Op) -> Any:
+        """An operation of ``_system`` (member table, directory, join)."""
+        return await self.router.run(SYSTEM, op)
+
+    async def members(self) -> MemberTable:
+        """The member table, as ``_system``'s leader knows it."""
+        return await self.directory.refresh_members()
+
+    # --- PartitionBackend -------------------------------------------------------------------------------
+
+    async def kv_get(self, partition: str, key: str | bytes, consistency: Consistency) -> bytes | None:
+        store = self._hosted(partition) if consistency == "stale" else None
+        if store is not None:
+            await trio.lowlevel.checkpoint()
+            return read_value(store, partition, key)
+        try:
+            result: bytes | None = await self.run(partition, Get(key, consistency))
+        except NotFound:
+            return None  # the partition was never created: nothing was ever written to it
+        return result
+
+    async def kv_write(self, partition: str, ops: tuple[WriteOp, ...]) -> None:
+        await self.run(partition, Write(ops))
+
+    async def kv_scan(self, partition: str, scan: ScanRange, limit: int, consistency: Consistency) -> ScanPage:
+        store = self._hosted(partition) if consistency == "stale" else None
+        if store is not None:
+            await trio.lowlevel.checkpoint()
+            return scan_page(store, partition, scan, limit)
+        try:
+            page: ScanPage = await self.run(partition, Scan(scan, limit, consistency))
+        except NotFound:
+            return ScanPage([], False)
+        return page
+
+    async def partition_info(self, partition: str) -> PartitionInfo:
+        info: PartitionInfo = await self.run(partition, Info())
+        return info
+
+    async def request(self, partition: str, body: Any) -> Any:
+        """Run the application's handler on ``partition``'s leader; see ``Node.request``."""
+        body, streams = split_streams(body)
+        if streams is None:
+            return await self.run(partition, Call(body))
+        # Streams cannot be replayed: find the leader first, then send once (a request is retried only after
+        # answers that prove it did not run, and NotLeader is raised before a handler reads anything).
+        await self.run(partition, FindLeader())
+        return await self.run(partition, Call(body, streams))
