@@ -1,9 +1,8 @@
-"""Reading a replica's applied data on this node, and the partition a handler runs next to.
+"""The partition a handler runs next to, and what a replica reports about its group.
 
-This module owns the one way the node layer reads its store for a caller: a value by key (``read_value``) and a
-page of a range (``scan_page``), each returning encoded values exactly as they travel. The server, a stale read
-of a hosted partition and a handler's ``request.partition`` all use them. ``LocalBackend`` is that handler's
-partition: operations on this node's leader replica, never routed. It knows nothing of routing or the wire.
+This module owns ``LocalBackend``, a handler's ``request.partition``: operations on this node's leader replica,
+never routed (reads through ``borough.node.reads``, writes proposed to the replica), and ``partition_info``,
+a replica's view of its group as ``Partition.info()`` reports it. It knows nothing of routing or the wire.
 """
 
 from __future__ import annotations
@@ -12,50 +11,15 @@ from collections.abc import Callable
 
 import trio
 
-from borough.errors import NotFound
 from borough.node.protocol import PartitionInfo, ReplicaInfo, ScanPage, ScanRange, WriteOp
+from borough.node.reads import read_value, scan_page
 from borough.node.replica import Replica
 from borough.node.statemachine import write_command
 from borough.store.base import Store
 
-__all__ = ["PAGE_BYTES", "LocalBackend", "partition_info", "read_value", "scan_page"]
+__all__ = ["LocalBackend", "partition_info"]
 
 AddressOf = Callable[[str], str | None]
-
-#: Most bytes of values one scan page carries (at least one item is always sent).
-PAGE_BYTES = 1 << 20
-
-
-def read_value(store: Store, partition: str, key: str | bytes) -> bytes | None:
-    """The encoded value of ``key`` in this node's replica of ``partition``, or None when it is missing."""
-    try:
-        return store.get_encoded(partition, key)
-    except NotFound:
-        return None
-
-
-def scan_page(store: Store, partition: str, scan: ScanRange, limit: int) -> ScanPage:
-    """Up to ``limit`` items of the range and whether more follow, capped at PAGE_BYTES of values."""
-    items: list[tuple[str | bytes, bytes | None]] = []
-    size = 0
-    more = False
-    for key, raw in store.iterate(
-        partition,
-        encoded=True,
-        gt=scan.gt,
-        gte=scan.gte,
-        lt=scan.lt,
-        lte=scan.lte,
-        reverse=scan.reverse,
-        limit=limit + 1,
-    ):
-        if len(items) >= limit or (items and size >= PAGE_BYTES):
-            more = True
-            break
-        items.append((key, raw if scan.values else None))
-        size += len(raw) if scan.values else 0
-    return ScanPage(items, more)
-
 
 def partition_info(replica: Replica, address_of: AddressOf) -> PartitionInfo:
     """Where ``replica``'s group stands, as this replica sees it (complete on the leader, which tracks peers)."""

@@ -18,7 +18,7 @@ import trio
 
 from borough.config import NodeConfig
 from borough.errors import BoroughError, NotLeader, RemoteError, RemoteProtocolError, Timeout, Unavailable
-from borough.node.local import LocalBackend, partition_info, read_value, scan_page
+from borough.node.local import LocalBackend, partition_info
 from borough.node.protocol import (
     Call,
     FindLeader,
@@ -35,6 +35,7 @@ from borough.node.protocol import (
     Write,
     decode_call,
 )
+from borough.node.reads import read_value, scan_page
 from borough.node.replica import Replica
 from borough.node.statemachine import SystemStateMachine, encode_command, write_command
 from borough.node.streams import join_streams, local_streams, split_streams

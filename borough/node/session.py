@@ -18,7 +18,6 @@ import trio
 
 from borough.errors import NotFound
 from borough.node.directory import Directory
-from borough.node.local import read_value, scan_page
 from borough.node.protocol import (
     Call,
     Consistency,
@@ -35,6 +34,7 @@ from borough.node.protocol import (
     WriteOp,
     encode_call,
 )
+from borough.node.reads import read_value, scan_page
 from borough.node.routing import Router, Target, seconds_left
 from borough.node.streams import join_streams, split_streams
 from borough.node.system_state import SYSTEM
