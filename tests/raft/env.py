@@ -3,8 +3,9 @@ crash, a network of in-flight messages that tests deliver, drop, duplicate and r
 whose state is the list of entries it applied.
 
 Used by the golden scenario runner (which prints what happens) and by the Hypothesis cluster test (which checks
-invariants through the ``on_apply`` / ``on_read`` hooks). It plays the driver exactly as the RawNode contract
-says: persist (sync when asked), send, apply, advance.
+invariants through the ``on_apply`` / ``on_read`` hooks). It plays the driver as the replica does, by carrying
+out ``plan_ready``'s plan: send what may leave first, persist (sync when asked), send the rest, apply, advance.
+With ``appends_first=False`` it never sends before persisting (the conservative order of the RawNode contract).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from borough.raft.messages import (
     VoteResponse,
 )
 from borough.raft.rawnode import RawNode, Ready
+from borough.raft.ready_plan import ReadyPlan, plan_ready
 from borough.raft.records import ConfState, Entry, EntryKind, NodeId, SnapshotMeta
 
 AppState = tuple[Entry, ...]  # every applied entry, in order from index 1
@@ -172,9 +174,14 @@ def fmt_ready(rd: Ready) -> list[str]:
 class Env:
     """The cluster. ``out`` collects printed lines when given (scenario runner), else nothing is formatted."""
 
-    def __init__(self, out: list[str] | None = None, seed: int = 0) -> None:
+    def __init__(self, out: list[str] | None = None, seed: int = 0, *, appends_first: bool = True) -> None:
         self.out = out
         self.seed = seed
+        self.appends_first = appends_first  # honour Ready.appends_first (the replica's order), or never
+        # Nodes armed to crash in the middle of their next Ready that sends before persisting: right after
+        # ``send_before`` left, before anything is written (a crash only the production order has).
+        self.crash_mid_ready: set[NodeId] = set()
+        self.mid_ready_crashes = 0
         self.nodes: dict[NodeId, EnvNode] = {}
         self.net: list[Envelope] = []
         self.cut: set[frozenset[NodeId]] = set()
@@ -300,7 +307,8 @@ class Env:
     # --- the driver ---------------------------------------------------------------------------------------
 
     def process_ready(self, node_id: str) -> bool:
-        """Play the driver once for the node: persist, send, apply, advance. Returns whether it had a Ready."""
+        """Play the driver once for the node, as ``plan_ready`` says: send before, persist (and sync), send after
+        and stream snapshots, apply, serve reads, advance. Returns whether it had a Ready."""
         node = self.nodes[NodeId(node_id)]
         raw = node.raw
         if raw is None or not raw.has_ready():
@@ -309,38 +317,54 @@ class Env:
         if self.out is not None:
             self.say(f"> {node.id} handling Ready")
             self.out.extend("  " + line for line in fmt_ready(rd))
-        # 1. persist (and sync when asked: everything written so far becomes durable)
-        if rd.snapshot is not None:
-            data = node.staged.pop((rd.snapshot.index, rd.snapshot.term))
-            node.staged.clear()
-            node.app = list(data)
-            node.snapshots += 1
-        node.storage.persist(rd)
-        if rd.must_sync:
-            node.durable = node.storage.clone()
-        # 2. send
-        for m in rd.messages:
-            if isinstance(m, InstallSnapshot):
-                # "Stream your applied state to m.to": the data at our applied index, with its meta.
-                meta = raw.snapshot_meta_at(node.applied)
-                self.net.append(Envelope(msg=attrs.evolve(m, meta=meta), data=tuple(node.app)))
-            else:
-                self.net.append(Envelope(msg=m))
-        # 3. apply
-        for e in rd.committed_entries:
+        plan = plan_ready(rd, appends_first=self.appends_first)
+        # 1. what may leave before the write (a leader's appends and heartbeats)
+        self.net.extend(Envelope(msg=m) for m in plan.send_before)
+        if plan.send_before and node.id in self.crash_mid_ready:
+            self.crash_mid_ready.discard(node.id)
+            self.mid_ready_crashes += 1
+            self.say(f"> {node.id} crashed before persisting")
+            self.crash(node.id)
+            return True
+        # 2. persist (and sync when asked: everything written so far becomes durable)
+        self._persist(node, plan)
+        # 3. the rest of the messages, and the snapshot streams
+        self.net.extend(Envelope(msg=m) for m in plan.send_after)
+        for m in plan.stream_snapshots:
+            # "Stream your applied state to m.to": the data at our applied index, with its meta.
+            meta = raw.snapshot_meta_at(node.applied)
+            self.net.append(Envelope(msg=attrs.evolve(m, meta=meta), data=tuple(node.app)))
+        # 4. apply, serve reads, advance
+        for e in plan.apply:
             if e.index != node.applied + 1:
                 raise AssertionError(f"node {node.id} applies {e.index} after {node.applied}")
             node.app.append(e)
             if self.on_apply is not None:
                 self.on_apply(node, e)
-        for rs in rd.read_states:
+        for rs in plan.read_states:
             if self.on_read is not None:
                 self.on_read(node, rs.context, rs.index)
-        for ctx in rd.failed_reads:
+        for ctx in plan.failed_reads:
             if self.on_failed_read is not None:
                 self.on_failed_read(node, ctx)
         raw.advance(rd)
         return True
+
+    def _persist(self, node: EnvNode, plan: ReadyPlan) -> None:
+        storage = node.storage
+        if plan.install is not None:
+            data = node.staged.pop((plan.install.index, plan.install.term))
+            node.staged.clear()
+            node.app = list(data)
+            node.snapshots += 1
+            storage.apply_snapshot(plan.install)
+        storage.append(plan.entries)
+        if plan.hard_state is not None:
+            storage.hard_state = plan.hard_state
+        if plan.compaction is not None:
+            storage.compact(plan.compaction)
+        if plan.must_sync:
+            node.durable = storage.clone()
 
     def stabilize(self, ids: Iterable[str] | None = None, limit: int = 10_000) -> None:
         """Process Readies and deliver messages among ``ids`` until nothing moves."""

@@ -1,11 +1,12 @@
 """A randomized, deterministic cluster of 3 to 7 Raft cores driven by Hypothesis.
 
 Faults: message drop, duplication, reordering and delay; partitions; crash and restart from persisted state
-with unsynced writes lost; membership changes (learners, promotions, removals, joint changes); leadership
-transfers; log compaction and snapshots. After every step the checker verifies Election Safety, Log Matching,
-Leader Completeness, State Machine Safety, that committed entries never change, and that a ReadIndex or lease
-read never misses a write acknowledged before it began. Liveness: once faults heal, a leader is elected and a
-proposal commits within a bounded number of ticks.
+with unsynced writes lost, including a leader crashing after its appends left but before its own write landed
+(the replica's order, thesis §10.2.1: followers may hold entries the leader lost); membership changes
+(learners, promotions, removals, joint changes); leadership transfers; log compaction and snapshots. After every
+step the checker verifies Election Safety, Log Matching, Leader Completeness, State Machine Safety, that
+committed entries never change, and that a ReadIndex or lease read never misses a write acknowledged before it
+began. Liveness: once faults heal, a leader is elected and a proposal commits within a bounded number of ticks.
 
 A failure prints the steps that replay it (Hypothesis' stateful output) and a ``@reproduce_failure`` blob.
 """
@@ -59,9 +60,14 @@ class Cluster(RuleBasedStateMachine):
         pre_vote=st.booleans(),
         batch=st.sampled_from([1, 3, 100]),
         seed=st.integers(0, 2**32 - 1),
+        appends_first=st.sampled_from([True, True, False]),
     )
-    def setup(self, voters: int, spares: int, lease: bool, pre_vote: bool, batch: int, seed: int) -> None:
+    def setup(
+        self, voters: int, spares: int, lease: bool, pre_vote: bool, batch: int, seed: int, appends_first: bool
+    ) -> None:
         self.env.seed = seed
+        # Mostly the replica's order (appends and heartbeats before the leader's write), sometimes persist-first.
+        self.env.appends_first = appends_first
         ids = ALL_IDS[: voters + spares]
         conf = ConfState(voters=ids[:voters])
         for i, nid in enumerate(ids):
@@ -190,10 +196,15 @@ class Cluster(RuleBasedStateMachine):
             self.checker.check()
 
     def strike(self, rng: random.Random) -> None:
-        """One random fault: crash or restart a node, or re-partition or heal the network."""
+        """One random fault: crash or restart a node (the leader, sometimes, in the middle of its next Ready),
+        or re-partition or heal the network."""
         env = self.env
         what = rng.random()
-        if what < 0.35:
+        if what < 0.1:
+            lead = self.leader()
+            if lead is not None and len(self.up_ids()) > 1:
+                env.crash_mid_ready.add(lead)
+        elif what < 0.35:
             up = self.up_ids()
             if len(up) > 1:
                 env.crash(rng.choice(up))
@@ -256,6 +267,17 @@ class Cluster(RuleBasedStateMachine):
             if down:
                 self.env.restart(down[pick % len(down)])
                 self.process()
+
+    @rule(n=st.integers(1, 3))
+    def crash_while_replicating(self, n: int) -> None:
+        """The leader takes ``n`` writes, sends its appends and crashes before its own write lands (only in the
+        replica's order): the followers may hold, and commit, entries the leader lost."""
+        lead = self.leader()
+        if lead is None or len(self.up_ids()) < 2:
+            return
+        self.env.crash_mid_ready.add(lead)
+        self.propose(lead, n)
+        self.env.crash_mid_ready.discard(lead)  # not armed beyond this step (e.g. persist-first, or refused)
 
     # --- requests -----------------------------------------------------------------------------------------
 
@@ -368,11 +390,13 @@ class Cluster(RuleBasedStateMachine):
         event(f"writes acknowledged: {_bucket(c.writes_acked)}")
         event(f"reads served: {_bucket(c.reads_served)}")
         event(f"snapshots installed: {_bucket(sum(n.snapshots for n in self.env.nodes.values()))}")
+        event(f"crashes between a leader's appends and its write: {_bucket(self.env.mid_ready_crashes)}")
 
     def check_liveness(self) -> None:
         """Heal everything; a leader must emerge and commit a new proposal within a bounded time."""
         env = self.env
         env.heal()
+        env.crash_mid_ready.clear()
         for nid in sorted(env.nodes):
             if not env.nodes[nid].up:
                 env.restart(nid)
