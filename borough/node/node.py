@@ -21,6 +21,7 @@ import trio
 
 from borough.config import NodeConfig
 from borough.errors import Overloaded
+from borough.ids import NodeId
 from borough.node.cluster import Cluster, new_id
 from borough.node.directory import Directory
 from borough.node.duties import Duties
@@ -321,7 +322,7 @@ async def open_node(
             trio.open_nursery() as nursery,
         ):
             address = config.advertise or transport.listen_address or config.listen
-            swim = Swim(node_id, address, rng=random.Random(rng.getrandbits(64)))  # type: ignore[arg-type]
+            swim = Swim(NodeId(node_id), address, rng=random.Random(rng.getrandbits(64)))
             detector = await nursery.start(_run_detector, transport, swim, late.on_swim_event)
             node = Node(
                 config,

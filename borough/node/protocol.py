@@ -14,8 +14,8 @@ It knows nothing of trio, Raft or routing: records in, records out. Errors on th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar, Literal, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Literal, Self, TypeVar
 
 import attrs
 
@@ -85,12 +85,12 @@ class Limits:
 
 def check_key(key: object, limits: Limits) -> str | bytes:
     """A user key: non-empty ``str`` (valid UTF-8) or ``bytes``, at most ``max_key_bytes`` encoded."""
-    if type(key) not in (str, bytes):
+    if not isinstance(key, (str, bytes)) or type(key) not in (str, bytes):
         raise TypeError(f"a key must be str or bytes, not {type(key).__name__}: {key!r:.60}")
-    kb = encode_key(key)  # type: ignore[arg-type]  # the type was checked above
+    kb = encode_key(key)
     if len(kb) > limits.max_key_bytes:
         raise ValueError(f"key of {len(kb)} bytes exceeds max_key_bytes={limits.max_key_bytes}")
-    return key  # type: ignore[return-value]
+    return key
 
 
 def check_value(encoded: object, limits: Limits) -> bytes:
@@ -337,7 +337,7 @@ def _consistency(value: object) -> Consistency:
     raise _bad(f"consistency must be 'linearizable' or 'stale', not {value!r:.40}")
 
 
-def _decoded(body: Any, decode: Any) -> Any:
+def _decoded(body: Any, decode: Callable[[Any], _T]) -> _T:
     try:
         return decode(body)
     except (TypeError, ValueError, RemoteProtocolError) as exc:
@@ -404,19 +404,20 @@ class Scan(Op, name="scan", repeatable=True):
         return result.to_list()
 
     def decode_result(self, body: Any) -> ScanPage:
-        return _decoded(body, ScanPage.from_list)  # type: ignore[no-any-return]
+        return _decoded(body, ScanPage.from_list)
 
 
 class _NoArgs:
     __slots__ = ()
+    name: ClassVar[str]
 
     def to_args(self) -> list[Any]:
         return []
 
     @classmethod
-    def from_args(cls: type[_T], args: list[Any], limits: Limits) -> _T:
+    def from_args(cls, args: list[Any], limits: Limits) -> Self:
         if args:
-            raise _bad(f"{cls.name} takes no arguments")  # type: ignore[attr-defined]
+            raise _bad(f"{cls.name} takes no arguments")
         return cls()
 
 
@@ -426,7 +427,7 @@ class Info(_NoArgs, Op, name="info", repeatable=True, creates=True):
         return result.to_list()
 
     def decode_result(self, body: Any) -> PartitionInfo:
-        return _decoded(body, PartitionInfo.from_list)  # type: ignore[no-any-return]
+        return _decoded(body, PartitionInfo.from_list)
 
 
 @attrs.frozen(slots=True)

@@ -18,6 +18,7 @@ import trio
 
 from borough.config import NodeConfig
 from borough.errors import BoroughError, NotFound, NotLeader
+from borough.ids import NodeId
 from borough.node.protocol import DirectoryRecord
 from borough.node.replica import Replica, ReplicaHost
 from borough.node.statemachine import KvStateMachine, StateMachine, SystemStateMachine
@@ -97,11 +98,11 @@ class Replicas:
     def _raft_config(self, name: str) -> RaftConfig:
         c = self._config
         return RaftConfig(
-            id=self._host.node_id,  # type: ignore[arg-type]  # NodeId is a str
+            id=NodeId(self._host.node_id),
             group=name,
             election_tick=c.election_ticks,
             heartbeat_tick=c.heartbeat_ticks,
-            read_only=c.read_mode,  # type: ignore[arg-type]  # checked by NodeConfig
+            read_only="lease" if c.read_mode == "lease" else "safe",
             max_msg_bytes=c.max_msg_bytes,
             max_uncommitted_bytes=c.max_uncommitted_bytes,
         )
