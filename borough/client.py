@@ -17,7 +17,7 @@ from typing import Any
 from borough.config import parse_address
 from borough.errors import ConfigError
 from borough.node.directory import Directory
-from borough.node.protocol import Limits
+from borough.node.records import Limits
 from borough.node.session import Session
 from borough.partition import Partition, check_partition_name
 from borough.ring.members import MemberTable

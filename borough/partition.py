@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from borough.errors import NotFound
 from borough.kv import decode_value, encode_value
-from borough.node.protocol import (
+from borough.node.records import (
     CONSISTENCIES,
     Consistency,
     Delete,

@@ -18,7 +18,8 @@ import trio
 from borough.config import NodeConfig
 from borough.errors import BoroughError, ConfigError, Unavailable
 from borough.node.directory import Directory
-from borough.node.protocol import Join, JoinResult
+from borough.node.protocol import Join
+from borough.node.records import JoinResult
 from borough.node.registry import Replicas
 from borough.node.session import Session
 from borough.node.system_state import SYSTEM

@@ -15,7 +15,8 @@ from typing import Any
 
 from borough.errors import NotFound
 from borough.ids import NodeId
-from borough.node.protocol import DirectoryRecord, Locate, Members, Op
+from borough.node.protocol import Locate, Members, Op
+from borough.node.records import DirectoryRecord
 from borough.node.routing import Target
 from borough.node.system_state import SYSTEM, SystemState
 from borough.ring.members import MemberTable

@@ -18,8 +18,8 @@ import trio
 from borough.errors import BoroughError
 from borough.ids import NodeId
 from borough.node.members import MemberWatch
-from borough.node.protocol import PartitionInfo
 from borough.node.reconcile import reconcile_once
+from borough.node.records import PartitionInfo
 from borough.node.registry import Replicas
 from borough.node.replica import Replica
 from borough.node.statemachine import encode_command

@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import trio
 
-from borough.node.protocol import PartitionInfo, ReplicaInfo, ScanPage, ScanRange, WriteOp
 from borough.node.reads import read_value, scan_page
+from borough.node.records import PartitionInfo, ReplicaInfo, ScanPage, ScanRange, WriteOp
 from borough.node.replica import Replica
 from borough.node.statemachine import write_command
 from borough.store.base import Store
@@ -20,6 +20,7 @@ from borough.store.base import Store
 __all__ = ["LocalBackend", "partition_info"]
 
 AddressOf = Callable[[str], str | None]
+
 
 def partition_info(replica: Replica, address_of: AddressOf) -> PartitionInfo:
     """Where ``replica``'s group stands, as this replica sees it (complete on the leader, which tracks peers)."""

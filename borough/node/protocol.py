@@ -1,9 +1,9 @@
-"""The call protocol above the wire: one typed record per operation, write op and reply.
+"""The call protocol above the wire: one typed record per operation.
 
 This module owns what an operation is (``Get``, ``Write``, ``Scan``, ``Info``, ``FindLeader``, ``Call``,
-``Join``, ``Locate``, ``Members``, ``SendSnapshot``), how it travels (``[name, partition, args, seconds_left]``
-with streams beside it), and the one validator that judges keys, values and write ops, used by the caller
-before anything leaves and by the server before anything reaches the log. Every op says whether it is
+``Join``, ``Locate``, ``Members``, ``SendSnapshot``) and how it travels (``[name, partition, args,
+seconds_left]`` with streams beside it). The keys, values, write ops and reply records it carries, and the one
+validator that judges them, live in ``borough.node.records``. Every op says whether it is
 ``repeatable`` (sending it twice cannot change the outcome) and whether it may register its partition
 (``creates``); routing decides on those fields, never on exception order. Every op also decodes its own reply,
 so what comes back is checked as strictly as what goes out.
@@ -15,46 +15,43 @@ It knows nothing of trio, Raft or routing: records in, records out. Errors on th
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Literal, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 import attrs
 
 from borough.errors import RemoteProtocolError
-from borough.ids import NodeId
-from borough.kv import encode_bound, encode_key
+from borough.node.records import (
+    Consistency,
+    DirectoryRecord,
+    JoinResult,
+    Limits,
+    PartitionInfo,
+    ScanPage,
+    ScanRange,
+    WriteOp,
+    check_key,
+    write_op_from_list,
+)
 from borough.ring.members import MemberTable
 
 __all__ = [
+    "MAX_PAGE_ITEMS",
     "OPS",
     "Call",
-    "Consistency",
-    "Delete",
     "FindLeader",
     "Get",
     "Info",
     "Join",
-    "JoinResult",
-    "Limits",
     "Locate",
     "Members",
     "Op",
-    "PartitionInfo",
-    "Put",
-    "ReplicaInfo",
     "Scan",
-    "ScanPage",
-    "ScanRange",
     "SendSnapshot",
     "Write",
-    "WriteOp",
-    "check_key",
-    "check_value",
     "decode_call",
     "encode_call",
 ]
 
-Consistency = Literal["linearizable", "stale"]
-CONSISTENCIES: tuple[Consistency, ...] = ("linearizable", "stale")
 #: Most items one scan page may ask for.
 MAX_PAGE_ITEMS = 10_000
 _T = TypeVar("_T")
@@ -70,215 +67,6 @@ def _wire(check: Any, *args: Any) -> Any:
         return check(*args)
     except (TypeError, ValueError) as exc:
         raise _bad(str(exc)) from None
-
-
-# --- keys, values, write ops ----------------------------------------------------------------------------------
-
-
-@attrs.frozen(kw_only=True, slots=True)
-class Limits:
-    """The largest key and value (encoded bytes) a node accepts; a client checks the same before sending."""
-
-    max_key_bytes: int = 64 * 1024
-    max_value_bytes: int = 1024 * 1024
-
-
-def check_key(key: object, limits: Limits) -> str | bytes:
-    """A user key: non-empty ``str`` (valid UTF-8) or ``bytes``, at most ``max_key_bytes`` encoded."""
-    if not isinstance(key, (str, bytes)) or type(key) not in (str, bytes):
-        raise TypeError(f"a key must be str or bytes, not {type(key).__name__}: {key!r:.60}")
-    kb = encode_key(key)
-    if len(kb) > limits.max_key_bytes:
-        raise ValueError(f"key of {len(kb)} bytes exceeds max_key_bytes={limits.max_key_bytes}")
-    return key
-
-
-def check_value(encoded: object, limits: Limits) -> bytes:
-    """A value as it travels and is logged: non-empty CBOR bytes, at most ``max_value_bytes``."""
-    if type(encoded) is not bytes or not encoded:
-        raise TypeError("a put's value must be CBOR-encoded bytes")
-    if len(encoded) > limits.max_value_bytes:
-        raise ValueError(
-            f"value of {len(encoded)} encoded bytes exceeds max_value_bytes={limits.max_value_bytes}; "
-            "send large payloads as a stream attached to a request"
-        )
-    return encoded
-
-
-@attrs.frozen(slots=True)
-class Put:
-    key: str | bytes
-    value: bytes  # CBOR-encoded
-
-    def to_list(self) -> list[Any]:
-        return ["put", self.key, self.value]
-
-
-@attrs.frozen(slots=True)
-class Delete:
-    key: str | bytes
-
-    def to_list(self) -> list[Any]:
-        return ["del", self.key]
-
-
-WriteOp = Put | Delete
-
-
-def write_op_from_list(obj: object, limits: Limits) -> WriteOp:
-    """One write op as it arrives from the wire (``["put", key, value]`` or ``["del", key]``), checked."""
-    if isinstance(obj, list) and len(obj) == 3 and obj[0] == "put":
-        return Put(check_key(obj[1], limits), check_value(obj[2], limits))
-    if isinstance(obj, list) and len(obj) == 2 and obj[0] == "del":
-        return Delete(check_key(obj[1], limits))
-    raise ValueError(f"an op must be ['put', key, value] or ['del', key], not {obj!r:.80}")
-
-
-# --- what replies carry -----------------------------------------------------------------------------------------
-
-
-@attrs.frozen(kw_only=True, slots=True)
-class ScanRange:
-    """An iterator's bounds and options, as they travel to the replica that serves the pages."""
-
-    gt: str | bytes | None = None
-    gte: str | bytes | None = None
-    lt: str | bytes | None = None
-    lte: str | bytes | None = None
-    reverse: bool = False
-    values: bool = True
-
-    def to_list(self) -> list[Any]:
-        return [self.gt, self.gte, self.lt, self.lte, self.reverse, self.values]
-
-    @classmethod
-    def from_list(cls, obj: object) -> ScanRange:
-        if not isinstance(obj, list) or len(obj) != 6:
-            raise ValueError("a scan range is [gt, gte, lt, lte, reverse, values]")
-        gt, gte, lt, lte, reverse, values = obj
-        for bound in (gt, gte, lt, lte):
-            if bound is not None:
-                encode_bound(bound)
-        if type(reverse) is not bool or type(values) is not bool:
-            raise TypeError("a scan range's reverse and values are bools")
-        return cls(gt=gt, gte=gte, lt=lt, lte=lte, reverse=reverse, values=values)
-
-    def after(self, key: str | bytes) -> ScanRange:
-        """The same range, resuming strictly after ``key`` (in iteration order)."""
-        if self.reverse:
-            return attrs.evolve(self, lt=key, lte=None)
-        return attrs.evolve(self, gt=key, gte=None)
-
-
-@attrs.frozen(slots=True)
-class ScanPage:
-    """Up to a page of ``(key, encoded value or None)`` items, and whether more may follow."""
-
-    items: list[tuple[str | bytes, bytes | None]]
-    more: bool
-
-    def to_list(self) -> list[Any]:
-        return [[[k, v] for k, v in self.items], self.more]
-
-    @classmethod
-    def from_list(cls, obj: object) -> ScanPage:
-        if not isinstance(obj, list) or len(obj) != 2 or not isinstance(obj[0], list) or type(obj[1]) is not bool:
-            raise ValueError("a scan page is [[[key, value], ...], more]")
-        items: list[tuple[str | bytes, bytes | None]] = []
-        for item in obj[0]:
-            if not isinstance(item, list) or len(item) != 2 or type(item[0]) not in (str, bytes):
-                raise ValueError(f"a scan item is [key, value], not {item!r:.80}")
-            if item[1] is not None and type(item[1]) is not bytes:
-                raise ValueError("a scan item's value is encoded bytes or null")
-            items.append((item[0], item[1]))
-        return cls(items, obj[1])
-
-
-@attrs.frozen(kw_only=True, slots=True)
-class ReplicaInfo:
-    """One replica of a partition as its leader sees it."""
-
-    node_id: str
-    address: str | None
-    role: str  # "leader", "voter", "learner"
-    match_index: int
-    connected: bool
-
-
-@attrs.frozen(kw_only=True, slots=True)
-class PartitionInfo:
-    """Where a partition stands: its replicas, leader, term, and commit and applied indexes (on the leader)."""
-
-    name: str
-    leader: str | None
-    term: int
-    commit_index: int
-    applied_index: int
-    peers: tuple[ReplicaInfo, ...]
-
-    def to_list(self) -> list[Any]:
-        return [
-            self.name,
-            self.leader,
-            self.term,
-            self.commit_index,
-            self.applied_index,
-            [[p.node_id, p.address, p.role, p.match_index, p.connected] for p in self.peers],
-        ]
-
-    @classmethod
-    def from_list(cls, obj: object) -> PartitionInfo:
-        if not isinstance(obj, list) or len(obj) != 6 or not isinstance(obj[5], list):
-            raise ValueError("partition info is [name, leader, term, commit, applied, [peers]]")
-        name, leader, term, commit, applied, peers = obj
-        if not isinstance(name, str) or not (leader is None or isinstance(leader, str)):
-            raise ValueError("partition info: name and leader are strings")
-        if not all(type(n) is int for n in (term, commit, applied)):
-            raise ValueError("partition info: term, commit and applied are integers")
-        replicas = []
-        for p in peers:
-            if not isinstance(p, list) or len(p) != 5 or not isinstance(p[0], str) or type(p[3]) is not int:
-                raise ValueError(f"a replica's info is [node_id, address, role, match, connected], not {p!r:.80}")
-            replicas.append(
-                ReplicaInfo(node_id=p[0], address=p[1], role=str(p[2]), match_index=p[3], connected=bool(p[4]))
-            )
-        return cls(
-            name=name, leader=leader, term=term, commit_index=commit, applied_index=applied, peers=tuple(replicas)
-        )
-
-
-@attrs.frozen(slots=True)
-class JoinResult:
-    """What the cluster answers a node that joins (or announces itself): the member table and its id."""
-
-    members: MemberTable
-    cluster_id: str | None
-
-
-@attrs.frozen(kw_only=True, slots=True)
-class DirectoryRecord:
-    """Where a partition's Raft group was created: its initial voters (ring order, owner first)."""
-
-    name: str
-    voters: tuple[NodeId, ...]
-    #: The member-table version the voters were chosen from.
-    table_version: int
-
-    def to_list(self) -> list[Any]:
-        return [self.name, list(self.voters), self.table_version]
-
-    @classmethod
-    def from_list(cls, obj: Any) -> DirectoryRecord:
-        if (
-            not isinstance(obj, list)
-            or len(obj) != 3
-            or not isinstance(obj[0], str)
-            or not isinstance(obj[1], list)
-            or not all(isinstance(v, str) and v for v in obj[1])
-            or type(obj[2]) is not int
-        ):
-            raise RemoteProtocolError(f"a directory record must be [name, [voters], version], got {obj!r:.200}")
-        return cls(name=obj[0], voters=tuple(NodeId(v) for v in obj[1]), table_version=obj[2])
 
 
 # --- operations -------------------------------------------------------------------------------------------------

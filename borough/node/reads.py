@@ -9,7 +9,7 @@ import it without loading the Raft core.
 from __future__ import annotations
 
 from borough.errors import NotFound
-from borough.node.protocol import ScanPage, ScanRange
+from borough.node.records import ScanPage, ScanRange
 from borough.store.base import Store
 
 __all__ = ["PAGE_BYTES", "read_value", "scan_page"]

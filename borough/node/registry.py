@@ -19,7 +19,7 @@ import trio
 from borough.config import NodeConfig
 from borough.errors import BoroughError, NotFound, NotLeader
 from borough.ids import NodeId
-from borough.node.protocol import DirectoryRecord
+from borough.node.records import DirectoryRecord
 from borough.node.replica import Replica, ReplicaHost
 from borough.node.statemachine import KvStateMachine, StateMachine, SystemStateMachine
 from borough.node.system_state import SYSTEM, SystemState

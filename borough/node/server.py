@@ -25,8 +25,6 @@ from borough.node.protocol import (
     Get,
     Info,
     Join,
-    JoinResult,
-    Limits,
     Locate,
     Members,
     Op,
@@ -36,6 +34,7 @@ from borough.node.protocol import (
     decode_call,
 )
 from borough.node.reads import read_value, scan_page
+from borough.node.records import JoinResult, Limits
 from borough.node.replica import Replica
 from borough.node.statemachine import SystemStateMachine, encode_command, write_command
 from borough.node.streams import join_streams, local_streams, split_streams

@@ -18,23 +18,9 @@ import trio
 
 from borough.errors import NotFound
 from borough.node.directory import Directory
-from borough.node.protocol import (
-    Call,
-    Consistency,
-    FindLeader,
-    Get,
-    Info,
-    Limits,
-    Op,
-    PartitionInfo,
-    Scan,
-    ScanPage,
-    ScanRange,
-    Write,
-    WriteOp,
-    encode_call,
-)
+from borough.node.protocol import Call, FindLeader, Get, Info, Op, Scan, Write, encode_call
 from borough.node.reads import read_value, scan_page
+from borough.node.records import Consistency, Limits, PartitionInfo, ScanPage, ScanRange, WriteOp
 from borough.node.routing import Router, Target, seconds_left
 from borough.node.streams import join_streams, split_streams
 from borough.node.system_state import SYSTEM

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import cbor2
 
-from borough.node.protocol import WriteOp
+from borough.node.records import WriteOp
 from borough.node.system_state import SystemState
 from borough.raft.records import Entry, EntryKind
 from borough.store.base import Store

@@ -20,7 +20,7 @@ import attrs
 
 from borough.ids import NodeId
 from borough.kv import encode_value
-from borough.node.protocol import DirectoryRecord
+from borough.node.records import DirectoryRecord
 from borough.ring.members import Member, MemberState, MemberTable
 
 __all__ = [

@@ -10,7 +10,8 @@ import trio
 import trio.testing
 
 from borough.errors import NotLeader, Timeout, Unavailable
-from borough.node.protocol import Delete, Info, Write
+from borough.node.protocol import Info, Write
+from borough.node.records import Delete
 from borough.node.routing import Router, Target
 
 A, B, C = Target("a", "a:1"), Target("b", "b:1"), Target("c", "c:1")
