@@ -18,18 +18,20 @@ from __future__ import annotations
 
 import logging
 import random
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
-import attrs
 import trio
 
-from borough.errors import BoroughError, NotLeader, Overloaded, StorageError, Unavailable
+from borough.errors import BoroughError, NotLeader, Overloaded, Unavailable
+from borough.node.inbox import Command, Inbox
+from borough.node.persist import ReplicaStats, compaction_target, ready_batch
+from borough.node.staging import SnapshotStaging
 from borough.node.statemachine import StateMachine
+from borough.node.waiters import Proposals, Reads, Waiter
 from borough.raft.confchange import ConfChange
 from borough.raft.config import RaftConfig
-from borough.raft.messages import AppendRequest, Heartbeat, InstallSnapshot, Message
+from borough.raft.messages import InstallSnapshot, Message
 from borough.raft.rawnode import RawNode, Status
 from borough.raft.ready_plan import ReadyPlan, plan_ready
 from borough.raft.records import Entry, EntryKind, SnapshotMeta, Tombstone
@@ -42,12 +44,8 @@ __all__ = ["Replica", "ReplicaHost"]
 
 logger = logging.getLogger(__name__)
 
-#: Inbound Raft messages queued per replica; beyond this they are dropped (Raft retransmits).
-INBOX_LIMIT = 4096
 #: Proposals, reads and commands queued for the driver; beyond this callers get Overloaded (nothing ran).
 QUEUE_LIMIT = 4096
-#: What only a leader sends: receiving one means the replica is in touch with its group.
-_FROM_LEADER = (AppendRequest, Heartbeat, InstallSnapshot)
 
 
 class ReplicaHost(Protocol):
@@ -68,47 +66,6 @@ class ReplicaHost(Protocol):
         ...
 
     def leader_changed(self, partition: str, leader: str | None, term: int) -> None: ...
-
-
-class _Waiter:
-    """A caller waiting for its proposal to be applied, its read to become servable or its command to run."""
-
-    __slots__ = ("abandoned", "error", "event", "result", "term")
-
-    def __init__(self) -> None:
-        self.term = 0
-        self.event = trio.Event()
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self.abandoned = False  # the caller stopped waiting before the driver took it up
-
-    def succeed(self, result: Any = None) -> None:
-        if not self.event.is_set():
-            self.result = result
-            self.event.set()
-
-    def fail(self, error: BaseException) -> None:
-        if not self.event.is_set():
-            self.error = error
-            self.event.set()
-
-    async def wait(self) -> Any:
-        try:
-            await self.event.wait()
-        finally:
-            if not self.event.is_set():
-                self.abandoned = True
-        if self.error is not None:
-            raise self.error
-        return self.result
-
-
-@attrs.define
-class _ReadBatch:
-    """Reads that share one ReadIndex round."""
-
-    waiters: list[_Waiter]
-    index: int | None = None
 
 
 class Replica:
@@ -133,30 +90,14 @@ class Replica:
             raft_config, store.log_storage(name), rng, applied=self.applied, tombstone=store.tombstone(name)
         )
         self._snapshot_every = snapshot_every
-        self._inbox: deque[Message] = deque()
-        self._ticks = 0
+        self._inbox = Inbox(name)
         self._dirty = False
         self._lot = trio.lowlevel.ParkingLot()
-        self._queued: list[tuple[bytes | ConfChange, _Waiter]] = []  # proposals for the driver
-        self._commands: list[tuple[Callable[[RawNode], Any], _Waiter | None]] = []
-        self._proposals: dict[int, _Waiter] = {}  # proposed, by log index
-        self._read_queue: list[_Waiter] = []
-        self._reads_in_flight: dict[bytes, _ReadBatch] = {}
-        self._reads_ready: list[_ReadBatch] = []
-        self._read_seq = 0
-        self._install: SnapshotInstall | None = None
-        self._install_meta: SnapshotMeta | None = None
-        self._offered: InstallSnapshot | None = None  # the staged snapshot's message, once offered to the core
-        self._offer_stepped = False  # the core has seen the offer: the next Ready says whether it took it
+        self._proposals = Proposals()
+        self._reads = Reads()
+        self._staging = SnapshotStaging(store, name)
         self._stopped: BaseException | None = None
-        self.last_leader_contact = trio.current_time()
-        self.dropped_messages = 0
-        #: Counters for status pages and benchmarks: Readies handled, entries persisted and applied, and the
-        #: seconds spent waiting for the group commit.
-        self.readies = 0
-        self.entries_persisted = 0
-        self.entries_applied = 0
-        self.commit_wait = 0.0
+        self.stats = ReplicaStats()
         self.conf_change_in_flight = False
         #: Set once a committed configuration no longer holds this node: the replica then stops for good.
         self.removed = False
@@ -192,7 +133,12 @@ class Replica:
 
     def hears_from_leader(self, within: float) -> bool:
         """Whether this replica leads, or got a message from a leader within the last ``within`` seconds."""
-        return self.is_leader or trio.current_time() - self.last_leader_contact <= within
+        return self.is_leader or trio.current_time() - self._inbox.last_leader_contact <= within
+
+    @property
+    def dropped_messages(self) -> int:
+        """Inbound messages dropped because the inbox was full."""
+        return self._inbox.dropped
 
     def check_leader(self) -> None:
         """NotLeader unless this replica leads and runs (nothing was proposed: the caller may try elsewhere)."""
@@ -206,25 +152,20 @@ class Replica:
         self._lot.unpark_all()
 
     def tick(self) -> None:
-        self._ticks += 1
+        self._inbox.tick()
         self._wake()
 
     def deliver(self, message: Message) -> None:
         """An inbound Raft message; dropped when the inbox is full (the sender retransmits)."""
-        if len(self._inbox) >= INBOX_LIMIT:
-            self.dropped_messages += 1
-            return
-        self._inbox.append(message)
-        if type(message) in _FROM_LEADER:
-            self.last_leader_contact = trio.current_time()
-        self._wake()
+        if self._inbox.deliver(message):
+            self._wake()
 
     def _queue_room(self) -> None:
-        if len(self._queued) + len(self._read_queue) + len(self._commands) >= QUEUE_LIMIT:
+        if len(self._proposals) + len(self._reads) + self._inbox.commands() >= QUEUE_LIMIT:
             raise Overloaded(f"partition {self.name!r} has {QUEUE_LIMIT} operations queued on {self.host.node_id}")
 
-    def _command(self, fn: Callable[[RawNode], Any], waiter: _Waiter | None = None) -> None:
-        self._commands.append((fn, waiter))
+    def _command(self, fn: Command, waiter: Waiter | None = None) -> None:
+        self._inbox.command(fn, waiter)
         self._wake()
 
     def campaign(self) -> None:
@@ -238,7 +179,7 @@ class Replica:
     async def transfer_leadership(self, to: str) -> None:
         """Hand leadership to voter ``to`` (raises like ``RawNode.transfer_leadership``)."""
         self.check_leader()
-        waiter = _Waiter()
+        waiter = Waiter()
         self._command(lambda raw: raw.transfer_leadership(to), waiter)
         await waiter.wait()
 
@@ -262,8 +203,7 @@ class Replica:
     async def _propose(self, data: bytes | ConfChange) -> Any:
         self.check_leader()
         self._queue_room()
-        waiter = _Waiter()
-        self._queued.append((data, waiter))
+        waiter = self._proposals.queue(data)
         self._wake()
         return await waiter.wait()
 
@@ -272,8 +212,7 @@ class Replica:
         (ReadIndex, §6.4 of Ongaro's thesis; served by the leader)."""
         self.check_leader()
         self._queue_room()
-        waiter = _Waiter()
-        self._read_queue.append(waiter)
+        waiter = self._reads.queue()
         self._wake()
         await waiter.wait()
 
@@ -286,22 +225,13 @@ class Replica:
 
     def begin_install(self) -> SnapshotInstall:
         """Stage a snapshot streamed from the leader (replacing any earlier unfinished one)."""
-        if self._install is not None:
-            self._install.abort()
-        self._install = self.host.store.begin_snapshot_install(self.name)
-        self._install_meta = None
-        self._offered = None
-        return self._install
+        return self._staging.begin()
 
     def offer_snapshot(self, install: SnapshotInstall, message: InstallSnapshot) -> None:
         """All chunks are staged: let the core decide whether to install them."""
-        if self._install is not install:
-            install.abort()
-            return
-        self._install_meta = message.meta
-        self._offered = message
-        self._inbox.append(message)  # never dropped: the staged data waits on it
-        self._wake()
+        if self._staging.offer(install, message):
+            self._inbox.offer(message)
+            self._wake()
 
     # --- the driver loop --------------------------------------------------------------------------------
 
@@ -317,7 +247,7 @@ class Replica:
                     rd = raw.ready()
                     await self._carry_out(plan_ready(rd))
                     raw.advance(rd)
-                    self._serve_ready_reads()
+                    self._reads.serve(self.applied)
                 if self.removed:
                     logger.info("partition %r: this node left the group; removing its replica", self.name)
                     self._stop(NotLeader(self.name, raw.leader))
@@ -336,101 +266,35 @@ class Replica:
         else:
             error = Unavailable(f"the replica of partition {self.name!r} on {self.host.node_id} stopped")
         self._stopped = error
-        waiters = [w for _, w in self._queued] + [w for _, w in self._commands if w is not None]
-        waiters += list(self._proposals.values())
-        for waiter in waiters:
-            waiter.fail(error)
-        self._queued.clear()
-        self._commands.clear()
-        self._proposals.clear()
-        self._fail_reads(error)
-        if self._install is not None:
-            self._install.abort()
-            self._install = None
+        self._inbox.fail_all(error)
+        self._proposals.fail_all(error)
+        self._reads.fail_all(error)
+        self._staging.abort()
 
     def _feed(self) -> None:
         """Hand the core everything queued since the last round: ticks, commands, messages, proposals, reads."""
         raw = self._raw
-        ticks, self._ticks = self._ticks, 0
-        for _ in range(ticks):
-            raw.tick()
-        if self._commands:
-            commands, self._commands = self._commands, []
-            for fn, waiter in commands:
-                try:
-                    result = fn(raw)
-                except BoroughError as exc:
-                    if waiter is None:
-                        logger.info("partition %r: a command failed: %s", self.name, exc)
-                    else:
-                        waiter.fail(exc)
-                else:
-                    if waiter is not None:
-                        waiter.succeed(result)
-        inbox = self._inbox
-        while inbox:
-            msg = inbox.popleft()
-            if msg is self._offered:
-                self._offered = None
-                self._offer_stepped = True
+        self._inbox.feed(raw, self._staging.stepping)
+        # A caller that gave up before its command was proposed is skipped: it never will be.
+        for data, waiter in self._proposals.take():
             try:
-                raw.step(msg)
+                index = raw.propose(data) if isinstance(data, bytes) else raw.propose_conf_change(data)
             except BoroughError as exc:
-                logger.warning("partition %r: dropped a message from %s: %s", self.name, msg.frm, exc)
-        if self._queued:
-            queued, self._queued = self._queued, []
-            for data, waiter in queued:
-                if waiter.abandoned:
-                    continue  # the caller gave up before it was proposed: it never will be
-                try:
-                    index = raw.propose(data) if isinstance(data, bytes) else raw.propose_conf_change(data)
-                except BoroughError as exc:
-                    waiter.fail(exc)
-                    continue
-                waiter.term = raw.term
-                self._proposals[index] = waiter
-        if self._read_queue:
-            waiters, self._read_queue = self._read_queue, []
-            self._read_seq += 1
-            context = self._read_seq.to_bytes(8, "big")
-            try:
-                raw.read_index(context)
-            except BoroughError as exc:
-                for waiter in waiters:
-                    waiter.fail(exc)
+                waiter.fail(exc)
             else:
-                self._reads_in_flight[context] = _ReadBatch(waiters)
+                self._proposals.proposed(index, raw.term, waiter)
+        self._reads.start_round(raw.read_index)
 
     async def _carry_out(self, plan: ReadyPlan) -> None:
         """One Ready, in the order of its plan (see ``borough.raft.ready_plan``)."""
         host = self.host
         name = self.name
-        batch = host.store.write_batch()
-        if plan.install is not None:
-            install, self._install = self._install, None
-            if install is None or self._install_meta != plan.install:
-                raise StorageError(f"partition {name!r}: the core accepted a snapshot whose data was not staged")
-            install.finish(batch, plan.install)
-        elif self._offer_stepped and self._install is not None:
-            # The core did not take the staged snapshot (stale or from an old term): drop the data.
-            self._install.abort()
-            self._install = None
-        self._offer_stepped = False
-        if plan.entries:
-            batch.append(name, list(plan.entries))
-        if plan.hard_state is not None:
-            batch.set_hard_state(name, plan.hard_state)
-        if plan.compaction is not None:
-            batch.set_snapshot_meta(name, plan.compaction)
-            batch.compact(name, plan.compaction.index)
         committed = plan.apply
-        results: dict[int, Any] = {}
-        if committed:
-            ops, results = self.machine.apply(committed)
-            batch.apply(name, ops, committed[-1].index)
-        self.readies += 1
-        self.entries_persisted += len(plan.entries)
-        self.entries_applied += len(committed)
+        batch, results = ready_batch(host.store, name, plan, self._staging, self.machine)
+        stats = self.stats
+        stats.readies += 1
+        stats.entries_persisted += len(plan.entries)
+        stats.entries_applied += len(committed)
         if plan.send_before:
             # A leader replicates while it writes: its followers' syncs overlap its own. Safe because nothing
             # is stepped into the core until this Ready is advanced (see ``RawNode``).
@@ -440,7 +304,7 @@ class Replica:
             # leave; a commit index or applied state alone need not be (both are recovered from the synced log).
             started = trio.current_time()
             await host.committer.commit(batch, sync=plan.must_sync and host.fsync)
-            self.commit_wait += trio.current_time() - started
+            stats.commit_wait += trio.current_time() - started
         if plan.install is not None:
             self.applied = plan.install.index
             self.machine.reload()
@@ -450,39 +314,13 @@ class Replica:
             host.send_snapshot(self, message)
         if committed:
             self.applied = committed[-1].index
-        self._settle(plan, results)
+        self._proposals.settle(plan, results, lost=lambda: NotLeader(name, self._raw.leader))
         if committed:
             self._check_removed(committed)
         if plan.soft_state is not None:
             self._leader_changed(plan.soft_state.leader, plan.soft_state.role)
-        for read in plan.read_states:
-            ready = self._reads_in_flight.pop(read.context, None)
-            if ready is not None:
-                ready.index = read.index
-                self._reads_ready.append(ready)
-        for context in plan.failed_reads:
-            failed = self._reads_in_flight.pop(context, None)
-            if failed is not None:
-                error = NotLeader(name, self._raw.leader)
-                for waiter in failed.waiters:
-                    waiter.fail(error)
+        self._reads.confirmed(plan.read_states, plan.failed_reads, NotLeader(name, self._raw.leader))
         self._maybe_compact()
-
-    def _settle(self, plan: ReadyPlan, results: dict[int, Any]) -> None:
-        """Resolve the proposals this Ready decides: applied ones succeed, provably lost ones fail with
-        NotLeader (see ``ReadyPlan.settle`` for the rule), so the caller may safely retry."""
-        proposals = self._proposals
-        if not proposals or plan.settle is None:
-            return
-        for entry in plan.apply:
-            waiter = proposals.get(entry.index)
-            if waiter is not None and waiter.term == entry.term:
-                del proposals[entry.index]
-                waiter.succeed(results.get(entry.index))
-        index, term = plan.settle
-        lost = [i for i, w in proposals.items() if i <= index or w.term < term]
-        for i in lost:
-            proposals.pop(i).fail(NotLeader(self.name, self._raw.leader))
 
     def _check_removed(self, committed: Sequence[Entry]) -> None:
         """A committed configuration without this node: the replica stops and its data is deleted (a removed
@@ -498,40 +336,10 @@ class Replica:
     def _leader_changed(self, leader: str | None, role: Role) -> None:
         if role is not Role.LEADER:
             # Reads queued on a former leader cannot be confirmed here any more.
-            self._fail_reads(NotLeader(self.name, leader))
+            self._reads.fail_all(NotLeader(self.name, leader))
         self.host.leader_changed(self.name, leader, self._raw.term)
 
-    def _fail_reads(self, error: BaseException) -> None:
-        waiters = list(self._read_queue)
-        for batch in (*self._reads_in_flight.values(), *self._reads_ready):
-            waiters += batch.waiters
-        for waiter in waiters:
-            waiter.fail(error)
-        self._read_queue = []
-        self._reads_in_flight.clear()
-        self._reads_ready = []
-
-    def _serve_ready_reads(self) -> None:
-        if not self._reads_ready:
-            return
-        still: list[_ReadBatch] = []
-        for batch in self._reads_ready:
-            assert batch.index is not None
-            if batch.index <= self.applied:
-                for waiter in batch.waiters:
-                    waiter.succeed()
-            else:
-                still.append(batch)
-        self._reads_ready = still
-
     def _maybe_compact(self) -> None:
-        every = self._snapshot_every
-        if every <= 0:
-            return
-        first = self.host.store.first_index(self.name)
-        if self.applied - first + 1 >= every:
-            # Keep half a window of log behind the applied index, so a follower that lags a little catches up
-            # from the log instead of needing a whole snapshot.
-            target = self.applied - every // 2
-            if target >= first:
-                self._raw.compact(target)
+        target = compaction_target(self.applied, self.host.store.first_index(self.name), self._snapshot_every)
+        if target is not None:
+            self._raw.compact(target)

@@ -1,0 +1,99 @@
+"""What other tasks hand a replica's driver: Raft ticks, peers' messages and commands for its core.
+
+This module owns the queue between the node (the ticker, the outbox's inbound side, snapshot transfers,
+placement) and one replica's driver task, which alone feeds it to the Raft core at the start of a round.
+Messages are bounded (beyond ``INBOX_LIMIT`` they are dropped and counted: Raft retransmits), except a staged
+snapshot's offer, which its data waits on. It also notes when a leader last spoke to this replica. It knows
+nothing of proposals or reads (``borough.node.waiters``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from borough.errors import BoroughError
+from borough.node.waiters import Waiter
+from borough.raft.messages import AppendRequest, Heartbeat, InstallSnapshot, Message
+from borough.raft.rawnode import RawNode
+
+__all__ = ["INBOX_LIMIT", "Inbox"]
+
+logger = logging.getLogger(__name__)
+
+#: Inbound Raft messages queued per replica; beyond this they are dropped (Raft retransmits).
+INBOX_LIMIT = 4096
+#: What only a leader sends: receiving one means the replica is in touch with its group.
+_FROM_LEADER = (AppendRequest, Heartbeat, InstallSnapshot)
+
+Command = Callable[[RawNode], Any]
+
+
+class Inbox:
+    def __init__(self, partition: str) -> None:
+        self._partition = partition
+        self._ticks = 0
+        self._messages: deque[Message] = deque()
+        self._commands: list[tuple[Command, Waiter | None]] = []
+        self.last_leader_contact = trio.current_time()
+        self.dropped = 0
+
+    def commands(self) -> int:
+        return len(self._commands)
+
+    def tick(self) -> None:
+        self._ticks += 1
+
+    def deliver(self, message: Message) -> bool:
+        """Queue a peer's message; False (and counted) when the inbox is full."""
+        if len(self._messages) >= INBOX_LIMIT:
+            self.dropped += 1
+            return False
+        self._messages.append(message)
+        if type(message) in _FROM_LEADER:
+            self.last_leader_contact = trio.current_time()
+        return True
+
+    def offer(self, message: InstallSnapshot) -> None:
+        """A staged snapshot's message: never dropped, since its staged data waits on it."""
+        self._messages.append(message)
+
+    def command(self, fn: Command, waiter: Waiter | None) -> None:
+        self._commands.append((fn, waiter))
+
+    def feed(self, raw: RawNode, stepping: Callable[[Message], None]) -> None:
+        """Hand ``raw`` the ticks, commands and messages queued since the last round, in that order. A command's
+        outcome goes to its waiter; a message the core refuses is logged and dropped."""
+        ticks, self._ticks = self._ticks, 0
+        for _ in range(ticks):
+            raw.tick()
+        commands, self._commands = self._commands, []
+        for fn, waiter in commands:
+            try:
+                result = fn(raw)
+            except BoroughError as exc:
+                if waiter is None:
+                    logger.info("partition %r: a command failed: %s", self._partition, exc)
+                else:
+                    waiter.fail(exc)
+            else:
+                if waiter is not None:
+                    waiter.succeed(result)
+        messages = self._messages
+        while messages:
+            msg = messages.popleft()
+            stepping(msg)
+            try:
+                raw.step(msg)
+            except BoroughError as exc:
+                logger.warning("partition %r: dropped a message from %s: %s", self._partition, msg.frm, exc)
+
+    def fail_all(self, error: BaseException) -> None:
+        for _, waiter in self._commands:
+            if waiter is not None:
+                waiter.fail(error)
+        self._commands.clear()

@@ -1,0 +1,62 @@
+"""What one Ready writes: its log, Raft state and applied state machine ops, as one batch; and when to compact.
+
+This module owns turning a Ready's plan into the single write batch the group commit makes durable (a staged
+snapshot's data, new entries, the hard state, a compaction, and the key/value ops of the entries it applies, with
+the applied index, so a restart resumes exactly), the replica's counters, and the rule for when a replica
+compacts its log. It does not write, sync or send anything itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from borough.node.staging import SnapshotStaging
+from borough.node.statemachine import StateMachine
+from borough.raft.ready_plan import ReadyPlan
+from borough.store.base import Store
+from borough.store.batch import WriteBatch
+
+__all__ = ["ReplicaStats", "compaction_target", "ready_batch"]
+
+
+@attrs.define
+class ReplicaStats:
+    """Counters for status pages and benchmarks: Readies handled, entries persisted and applied, and the
+    seconds spent waiting for the group commit."""
+
+    readies: int = 0
+    entries_persisted: int = 0
+    entries_applied: int = 0
+    commit_wait: float = 0.0
+
+
+def ready_batch(
+    store: Store, partition: str, plan: ReadyPlan, staging: SnapshotStaging, machine: StateMachine
+) -> tuple[WriteBatch, dict[int, Any]]:
+    """The batch that persists and applies ``plan``, and the state machine's result of each applied entry."""
+    batch = store.write_batch()
+    staging.settle(batch, plan.install)
+    if plan.entries:
+        batch.append(partition, list(plan.entries))
+    if plan.hard_state is not None:
+        batch.set_hard_state(partition, plan.hard_state)
+    if plan.compaction is not None:
+        batch.set_snapshot_meta(partition, plan.compaction)
+        batch.compact(partition, plan.compaction.index)
+    results: dict[int, Any] = {}
+    if plan.apply:
+        ops, results = machine.apply(plan.apply)
+        batch.apply(partition, ops, plan.apply[-1].index)
+    return batch, results
+
+
+def compaction_target(applied: int, first: int, every: int) -> int | None:
+    """The index to compact the log to once ``every`` entries are applied past its first one (None: not yet).
+    Half a window of log stays behind the applied index, so a follower that lags a little catches up from the
+    log instead of needing a whole snapshot."""
+    if every <= 0 or applied - first + 1 < every:
+        return None
+    target = applied - every // 2
+    return target if target >= first else None

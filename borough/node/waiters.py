@@ -1,0 +1,182 @@
+"""The callers a replica keeps waiting: proposals until applied (or provably lost), reads until servable.
+
+This module owns the bookkeeping between a caller's task and a replica's driver task: ``Proposals`` queues
+commands until the driver proposes them, remembers each by log index and term, and settles them from a Ready's
+plan; ``Reads`` batches linearizable reads into one ReadIndex round per driver cycle and serves a batch once the
+applied index reaches its read index. Every queue here is bounded by the replica (``room``). It never touches a
+Raft core: the driver passes in what the core said.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import attrs
+import trio
+
+from borough.errors import BoroughError
+from borough.raft.readonly import ReadState
+from borough.raft.ready_plan import ReadyPlan
+
+__all__ = ["Proposals", "Reads", "Waiter"]
+
+
+class Waiter:
+    """A caller waiting for its proposal to be applied, its read to become servable or its command to run."""
+
+    __slots__ = ("abandoned", "error", "event", "result", "term")
+
+    def __init__(self) -> None:
+        self.term = 0
+        self.event = trio.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.abandoned = False  # the caller stopped waiting before it was settled
+
+    def succeed(self, result: Any = None) -> None:
+        if not self.event.is_set():
+            self.result = result
+            self.event.set()
+
+    def fail(self, error: BaseException) -> None:
+        if not self.event.is_set():
+            self.error = error
+            self.event.set()
+
+    async def wait(self) -> Any:
+        try:
+            await self.event.wait()
+        finally:
+            if not self.event.is_set():
+                self.abandoned = True
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def fail_all(waiters: Iterable[Waiter], error: BaseException) -> None:
+    for waiter in waiters:
+        waiter.fail(error)
+
+
+class Proposals:
+    """Commands queued for the core, then proposals by log index until their entry is applied or lost."""
+
+    def __init__(self) -> None:
+        self.queued: list[tuple[Any, Waiter]] = []
+        self.by_index: dict[int, Waiter] = {}
+
+    def __len__(self) -> int:
+        return len(self.queued)
+
+    def queue(self, data: Any) -> Waiter:
+        waiter = Waiter()
+        self.queued.append((data, waiter))
+        return waiter
+
+    def take(self) -> list[tuple[Any, Waiter]]:
+        """The queued commands whose callers still wait, for the driver to propose."""
+        queued, self.queued = self.queued, []
+        return [(data, w) for data, w in queued if not w.abandoned]
+
+    def proposed(self, index: int, term: int, waiter: Waiter) -> None:
+        waiter.term = term
+        self.by_index[index] = waiter
+
+    def settle(self, plan: ReadyPlan, results: dict[int, Any], lost: Callable[[], BaseException]) -> None:
+        """Resolve the proposals ``plan`` decides: applied ones succeed with their result; provably lost ones
+        (see ``ReadyPlan.settle``) fail with ``lost()``, so their callers may safely retry."""
+        proposals = self.by_index
+        if not proposals or plan.settle is None:
+            return
+        for entry in plan.apply:
+            waiter = proposals.get(entry.index)
+            if waiter is not None and waiter.term == entry.term:
+                del proposals[entry.index]
+                waiter.succeed(results.get(entry.index))
+        index, term = plan.settle
+        for i in [i for i, w in proposals.items() if i <= index or w.term < term]:
+            proposals.pop(i).fail(lost())
+
+    def fail_all(self, error: BaseException) -> None:
+        fail_all([w for _, w in self.queued], error)
+        fail_all(self.by_index.values(), error)
+        self.queued.clear()
+        self.by_index.clear()
+
+
+@attrs.define
+class _Batch:
+    """Reads that share one ReadIndex round."""
+
+    waiters: list[Waiter]
+    index: int | None = None
+
+
+class Reads:
+    """Linearizable reads: queued, then one ReadIndex round per driver cycle, then served once applied."""
+
+    def __init__(self) -> None:
+        self.queued: list[Waiter] = []
+        self._in_flight: dict[bytes, _Batch] = {}
+        self._ready: list[_Batch] = []
+        self._seq = 0
+
+    def __len__(self) -> int:
+        return len(self.queued)
+
+    def queue(self) -> Waiter:
+        waiter = Waiter()
+        self.queued.append(waiter)
+        return waiter
+
+    def start_round(self, read_index: Callable[[bytes], None]) -> None:
+        """Ask the core for one ReadIndex round covering every queued read (``read_index(context)``); if it
+        refuses at once, those reads fail with its error."""
+        if not self.queued:
+            return
+        waiters, self.queued = self.queued, []
+        self._seq += 1
+        context = self._seq.to_bytes(8, "big")
+        try:
+            read_index(context)
+        except BoroughError as exc:
+            fail_all(waiters, exc)
+        else:
+            self._in_flight[context] = _Batch(waiters)
+
+    def confirmed(self, read_states: Iterable[ReadState], failed: Iterable[bytes], error: BaseException) -> None:
+        """The core's answers: confirmed rounds wait for the apply to reach their index; failed ones fail."""
+        for read in read_states:
+            batch = self._in_flight.pop(read.context, None)
+            if batch is not None:
+                batch.index = read.index
+                self._ready.append(batch)
+        for context in failed:
+            batch = self._in_flight.pop(context, None)
+            if batch is not None:
+                fail_all(batch.waiters, error)
+
+    def serve(self, applied: int) -> None:
+        """Release the confirmed reads whose read index the applied index has reached."""
+        if not self._ready:
+            return
+        still: list[_Batch] = []
+        for batch in self._ready:
+            assert batch.index is not None
+            if batch.index <= applied:
+                for waiter in batch.waiters:
+                    waiter.succeed()
+            else:
+                still.append(batch)
+        self._ready = still
+
+    def fail_all(self, error: BaseException) -> None:
+        waiters = list(self.queued)
+        for batch in (*self._in_flight.values(), *self._ready):
+            waiters += batch.waiters
+        fail_all(waiters, error)
+        self.queued = []
+        self._in_flight.clear()
+        self._ready = []
