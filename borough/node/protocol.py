@@ -90,8 +90,8 @@ class Op:
     ) -> None:
         super().__init_subclass__()
         if name is None or repeatable is None:
-            if "name" in cls.__dict__ and "repeatable" in cls.__dict__:
-                return  # attrs rebuilding a slotted class that already said both
+            if all(k in cls.__dict__ for k in ("name", "repeatable", "creates", "system")):
+                return  # attrs rebuilding a slotted class whose keywords were already given
             raise TypeError(f"operation {cls.__name__} must say name= and repeatable= (is it safe to send twice?)")
         cls.name, cls.repeatable, cls.creates, cls.system = name, repeatable, creates, system
 

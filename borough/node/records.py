@@ -162,6 +162,10 @@ class ScanPage:
         return cls(items, obj[1])
 
 
+#: A replica's role in its group, as ``PartitionInfo`` reports it.
+ROLES = ("leader", "voter", "learner")
+
+
 @attrs.frozen(kw_only=True, slots=True)
 class ReplicaInfo:
     """One replica of a partition as its leader sees it."""
@@ -205,11 +209,20 @@ class PartitionInfo:
             raise ValueError("partition info: term, commit and applied are integers")
         replicas = []
         for p in peers:
-            if not isinstance(p, list) or len(p) != 5 or not isinstance(p[0], str) or type(p[3]) is not int:
-                raise ValueError(f"a replica's info is [node_id, address, role, match, connected], not {p!r:.80}")
-            replicas.append(
-                ReplicaInfo(node_id=p[0], address=p[1], role=str(p[2]), match_index=p[3], connected=bool(p[4]))
-            )
+            if (
+                not isinstance(p, list)
+                or len(p) != 5
+                or not isinstance(p[0], str)
+                or not (p[1] is None or isinstance(p[1], str))
+                or p[2] not in ROLES
+                or type(p[3]) is not int
+                or type(p[4]) is not bool
+            ):
+                raise ValueError(
+                    f"a replica's info is [node_id, address or null, role ({'/'.join(ROLES)}), match, connected], "
+                    f"not {p!r:.80}"
+                )
+            replicas.append(ReplicaInfo(node_id=p[0], address=p[1], role=p[2], match_index=p[3], connected=p[4]))
         return cls(
             name=name, leader=leader, term=term, commit_index=commit, applied_index=applied, peers=tuple(replicas)
         )

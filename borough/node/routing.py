@@ -10,6 +10,7 @@ on the node it picks (an ``execute`` function does).
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
 import random
@@ -41,6 +42,10 @@ class Target:
     address: str
 
 
+_ROUND_ERRORS: contextvars.ContextVar[list[BaseException] | None] = contextvars.ContextVar(
+    "borough_round_errors", default=None
+)
+
 Locate = Callable[[str, bool], Awaitable[list[Target]]]
 Execute = Callable[[Target, str, Op], Awaitable[Any]]
 
@@ -48,8 +53,8 @@ Execute = Callable[[Target, str, Op], Awaitable[Any]]
 def seconds_left() -> float | None:
     """The time left in the caller's innermost deadline, sent with a call to bound the work on the far side."""
     deadline = trio.current_effective_deadline()
-    if math.isinf(deadline):
-        return None
+    if deadline == math.inf:
+        return None  # (-inf means cancelled: no time left)
     return max(0.0, deadline - trio.current_time())
 
 
@@ -95,9 +100,18 @@ class Router:
         is retried only when ``op.repeatable``. A write or request cut off that way raises ``Unavailable`` (or
         ``Timeout``) saying its outcome is unknown. Raises ``Timeout`` when the default request timeout passes;
         the caller's own cancel scope applies as well."""
-        seen: list[BaseException] = []  # the last error of each round, to explain a timeout
-        with trio.move_on_after(self._timeout) as scope:
-            return await self._run(partition, op, seen=seen)
+        # The last error of each round, to explain a timeout; shared with the routed calls this one makes (the
+        # directory's lookups), so a timeout while locating the partition still says what went wrong.
+        seen = _ROUND_ERRORS.get()
+        token = _ROUND_ERRORS.set([]) if seen is None else None
+        seen = _ROUND_ERRORS.get()
+        assert seen is not None
+        try:
+            with trio.move_on_after(self._timeout) as scope:
+                return await self._run(partition, op, seen=seen)
+        finally:
+            if token is not None:
+                _ROUND_ERRORS.reset(token)
         assert scope.cancelled_caught
         last = f" (last error: {seen[-1]})" if seen else ""
         raise Timeout(

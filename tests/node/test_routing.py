@@ -1,4 +1,5 @@
-"""The router alone: leader cache, NotLeader hints, retries with backoff, deadlines."""
+"""The router alone: leader cache (bounded, forgetting), NotLeader hints, which failures are retried (decided
+on ``provably_not_run`` and ``repeatable``), retries with backoff, deadlines and ``seconds_left``."""
 
 from __future__ import annotations
 
@@ -9,10 +10,19 @@ import pytest
 import trio
 import trio.testing
 
-from borough.errors import NotLeader, Timeout, Unavailable
+from borough.errors import (
+    BoroughError,
+    NotFound,
+    NotLeader,
+    RemoteError,
+    RemoteProtocolError,
+    Timeout,
+    Unavailable,
+)
+from borough.node import routing
 from borough.node.protocol import Info, Write
 from borough.node.records import Delete
-from borough.node.routing import Router, Target
+from borough.node.routing import Router, Target, proves_not_run, seconds_left
 
 A, B, C = Target("a", "a:1"), Target("b", "b:1"), Target("c", "c:1")
 READ = Info()  # repeatable
@@ -20,10 +30,25 @@ WRITE = Write((Delete("k"),))  # not repeatable
 
 
 def make_router(
-    answers: dict[str, Any], calls: list[str], *, timeout: float = 5.0, located: list[Target] | None = None
+    answers: dict[str, Any],
+    calls: list[str],
+    *,
+    timeout: float = 5.0,
+    located: list[Target] | None = None,
+    located_calls: list[int] | None = None,
+    fail_locate: list[BaseException] | BaseException | None = None,
 ) -> Router:
+    """A router over ``answers`` (address -> result or exception). ``located_calls`` counts the lookups;
+    ``fail_locate`` is an exception every lookup raises, or a list of them the first lookups raise, one each."""
+
     async def locate(partition: str, create: bool) -> list[Target]:
         await trio.lowlevel.checkpoint()
+        if located_calls is not None:
+            located_calls.append(1)
+        if isinstance(fail_locate, BaseException):
+            raise fail_locate
+        if fail_locate:
+            raise fail_locate.pop(0)
         return list(located if located is not None else [A, B, C])
 
     async def execute(target: Target, partition: str, op: Any) -> Any:
@@ -89,3 +114,149 @@ async def test_without_retry_a_lost_connection_is_raised(autojump_clock: trio.te
     with pytest.raises(Unavailable, match="link died"):
         await router.run("p", WRITE)
     assert calls == ["a", "b"]  # the NotLeader was safe to follow; the failure after it was not
+
+
+# --- decisions on data --------------------------------------------------------------------------------------------
+
+
+class Refused(BoroughError):
+    """An error no routing code names: only its ``provably_not_run`` says the op did not run."""
+
+    provably_not_run = True
+
+
+async def test_an_error_that_proves_the_op_did_not_run_is_retried_for_a_write() -> None:
+    calls: list[str] = []
+    router = make_router({"a:1": Refused("shed before proposing"), "b:1": "written", "c:1": "never"}, calls)
+    assert proves_not_run(Refused()) and not proves_not_run(Unavailable()) and not proves_not_run(OSError())
+    assert await router.run("p", WRITE) == "written"
+    assert calls == ["a", "b"]
+
+
+async def test_an_os_error_after_sending_leaves_a_write_ambiguous() -> None:
+    calls: list[str] = []
+    router = make_router({"a:1": ConnectionResetError("reset"), "b:1": "written", "c:1": "never"}, calls)
+    with pytest.raises(Unavailable, match="may or may not have taken effect: read before retrying"):
+        await router.run("p", WRITE)
+    assert calls == ["a"]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [NotFound("k", "p"), RemoteError("ValueError", "bad input"), RemoteProtocolError("garbled reply")],
+    ids=lambda exc: type(exc).__name__,
+)
+@pytest.mark.parametrize("op", [READ, WRITE], ids=["repeatable", "not-repeatable"])
+async def test_an_answer_propagates_at_once_without_retry(answer: BoroughError, op: Any) -> None:
+    calls: list[str] = []
+    located: list[int] = []
+    router = make_router({"a:1": answer, "b:1": "ok", "c:1": "ok"}, calls, located_calls=located)
+    with pytest.raises(type(answer)) as info:
+        await router.run("p", op)
+    assert info.value is answer
+    assert calls == ["a"] and len(located) == 1 and router.retries == 0
+
+
+# --- the leader cache ---------------------------------------------------------------------------------------------
+
+
+async def test_the_leader_cache_forgets_the_least_recently_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(routing, "LEADER_CACHE_SIZE", 2)
+    calls: list[str] = []
+    router = make_router({"a:1": "ok", "b:1": "ok", "c:1": "ok"}, calls)
+    await router.run("p1", READ)
+    await router.run("p2", READ)
+    await router.run("p1", READ)  # p1 used again: p2 is now the least recently used
+    await router.run("p3", READ)
+    assert [router.leader_of(p) for p in ("p1", "p2", "p3")] == [A, None, A]
+    router.learn_leader("p4", B)
+    assert [router.leader_of(p) for p in ("p1", "p3", "p4")] == [None, A, B]
+
+
+async def test_learning_no_leader_forgets_the_cached_one() -> None:
+    calls: list[str] = []
+    located: list[int] = []
+    router = make_router({"a:1": NotLeader("p", "c", "c:1"), "b:1": "ok", "c:1": "ok"}, calls, located_calls=located)
+    await router.run("p", READ)
+    assert router.leader_of("p") == C and len(located) == 1
+    router.learn_leader("p", None)
+    router.learn_leader("never-seen", None)  # forgetting an unknown partition is fine
+    assert router.leader_of("p") is None
+    calls.clear()
+    await router.run("p", READ)
+    assert len(located) == 2 and calls == ["a", "c"]  # located again, not sent straight to c
+
+
+def test_forget_only_forgets_the_failing_target() -> None:
+    router = make_router({}, [])
+    router.learn_leader("p", C)
+    router.learn_leader("q", A)
+    router._forget("p", A)  # A failed for p, but p's cached leader is C
+    assert (router.leader_of("p"), router.leader_of("q")) == (C, A)
+    router._forget("p", Target("c", "elsewhere:9"))  # same id, other address: not the cached target
+    assert router.leader_of("p") == C
+    router._forget("p", C)
+    assert (router.leader_of("p"), router.leader_of("q")) == (None, A)
+
+
+async def test_a_failing_cached_leader_is_forgotten_for_its_partition_only(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    calls: list[str] = []
+    router = make_router({"a:1": Unavailable("a went away"), "b:1": "ok", "c:1": "ok"}, calls)
+    router.learn_leader("p", A)
+    router.learn_leader("q", A)
+    assert await router.run("p", READ) == "ok"
+    assert calls == ["a", "b"]
+    assert (router.leader_of("p"), router.leader_of("q")) == (B, A)
+
+
+# --- locate failures and deadlines --------------------------------------------------------------------------------
+
+
+async def test_an_unavailable_directory_is_retried_until_the_deadline(autojump_clock: trio.testing.MockClock) -> None:
+    calls: list[str] = []
+    located: list[int] = []
+    failures: list[BaseException] = [Unavailable("directory unreachable")] * 3
+    router = make_router({"a:1": "ok", "b:1": "ok", "c:1": "ok"}, calls, located_calls=located, fail_locate=failures)
+    assert await router.run("p", READ) == "ok"
+    assert len(located) == 4 and calls == ["a"] and router.retries == 3
+
+    tries: list[int] = []
+    forever = make_router({}, [], timeout=2.0, located_calls=tries, fail_locate=Unavailable("directory unreachable"))
+    start = trio.current_time()
+    with pytest.raises(Timeout, match="last error: directory unreachable"):
+        await forever.run("p", WRITE)
+    assert trio.current_time() - start == pytest.approx(2.0) and len(tries) > 5
+
+
+async def test_seconds_left_follows_the_innermost_deadline(autojump_clock: trio.testing.MockClock) -> None:
+    assert seconds_left() is None
+    with trio.fail_after(3):
+        assert seconds_left() == pytest.approx(3.0)
+        await trio.sleep(1)
+        assert seconds_left() == pytest.approx(2.0)
+        with trio.move_on_after(0.5):
+            assert seconds_left() == pytest.approx(0.5)
+            await trio.sleep(0.2)
+            assert seconds_left() == pytest.approx(0.3)
+        with trio.move_on_after(10):
+            assert seconds_left() == pytest.approx(1.8)  # the outer deadline is sooner
+            await trio.lowlevel.checkpoint()
+    with trio.CancelScope(shield=True):
+        assert seconds_left() is None
+        await trio.lowlevel.checkpoint()
+
+
+async def test_seconds_left_is_zero_once_the_deadline_has_passed() -> None:
+    with trio.CancelScope(deadline=trio.current_time() - 1) as passed:
+        left = seconds_left()
+        await trio.lowlevel.checkpoint()
+    assert passed.cancelled_caught
+    assert left == 0.0  # no time left, not "no deadline" (None)
+    with trio.CancelScope() as cancelled:
+        cancelled.cancel()
+        left = seconds_left()
+        await trio.lowlevel.checkpoint()
+    assert cancelled.cancelled_caught
+    assert left == 0.0
