@@ -25,6 +25,7 @@ from borough.node.records import (
     ScanRange,
     WriteOp,
     check_key,
+    check_partition_name,
     check_value,
 )
 
@@ -42,20 +43,6 @@ __all__ = [
 _MISSING: Any = object()
 #: Items fetched per round trip by an iterator (fewer when values are large: the server caps page bytes).
 PAGE_ITEMS = 512
-MAX_PARTITION_NAME = 1024
-RESERVED_PARTITION = "_system"
-
-
-def check_partition_name(name: object) -> str:
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"a partition name must be a non-empty str, not {name!r:.60}")
-    if len(name) > MAX_PARTITION_NAME:
-        raise ValueError(f"a partition name may have at most {MAX_PARTITION_NAME} characters, not {len(name)}")
-    if name == RESERVED_PARTITION:
-        raise ValueError(f"the partition name {name!r} is reserved for Borough's member table and directory")
-    return name
-
-
 class PartitionBackend(Protocol):
     """Where a ``Partition``'s operations go. Values cross this line CBOR-encoded (``encode_value``)."""
 

@@ -21,6 +21,7 @@ import attrs
 
 from borough.errors import RemoteProtocolError
 from borough.node.records import (
+    MAX_PARTITION_NAME,
     Consistency,
     DirectoryRecord,
     JoinResult,
@@ -30,9 +31,10 @@ from borough.node.records import (
     ScanRange,
     WriteOp,
     check_key,
+    check_partition_name,
     write_op_from_list,
 )
-from borough.ring.members import MemberTable
+from borough.ring.members import Member, MemberTable
 
 __all__ = [
     "MAX_PAGE_ITEMS",
@@ -255,9 +257,11 @@ class Join(Op, name="sys.join", repeatable=True, system=True):
     @classmethod
     def from_args(cls, args: list[Any], limits: Limits) -> Join:
         _nargs(cls, args, 2, "[node_id, address]")
-        if not all(isinstance(a, str) and a for a in args):
-            raise _bad("sys.join takes [node_id, address] as non-empty strings")
-        return cls(args[0], args[1])
+        try:  # the member table's own rules, before anything is proposed
+            member = Member(node_id=args[0], address=args[1])
+        except (TypeError, ValueError) as exc:
+            raise _bad(f"sys.join takes [node_id, address] as non-empty strings ({exc})") from None
+        return cls(member.node_id, member.address)
 
     def encode_result(self, result: JoinResult) -> Any:
         return [result.members.to_list(), result.cluster_id]
@@ -281,9 +285,12 @@ class Locate(Op, name="sys.dir", repeatable=True, system=True):
     @classmethod
     def from_args(cls, args: list[Any], limits: Limits) -> Locate:
         _nargs(cls, args, 2, "[partition, create]")
-        if not isinstance(args[0], str) or not args[0] or type(args[1]) is not bool:
-            raise _bad("sys.dir takes [partition, create]")
-        return cls(args[0], args[1])
+        try:
+            if type(args[1]) is not bool:
+                raise TypeError("create is a bool")
+            return cls(check_partition_name(args[0]), args[1])
+        except (TypeError, ValueError) as exc:
+            raise _bad(f"sys.dir takes [partition, create] ({exc})") from None
 
     def encode_result(self, result: DirectoryRecord | None) -> Any:
         return None if result is None else result.to_list()
@@ -336,6 +343,8 @@ def decode_call(body: object, limits: Limits) -> tuple[str, Op, float | None]:
     name, partition, args, left = body
     if not isinstance(name, str) or not isinstance(partition, str) or not partition or not isinstance(args, list):
         raise _bad("op and partition must be strings and args a list")
+    if len(partition) > MAX_PARTITION_NAME:
+        raise _bad(f"a partition name may have at most {MAX_PARTITION_NAME} characters")
     if left is not None and (type(left) not in (int, float) or not left >= 0):
         raise _bad("seconds_left must be a non-negative number or null")
     cls = OPS.get(name)

@@ -41,9 +41,10 @@ def scan_page(store: Store, partition: str, scan: ScanRange, limit: int) -> Scan
         reverse=scan.reverse,
         limit=limit + 1,
     ):
-        if len(items) >= limit or (items and size >= PAGE_BYTES):
+        value_bytes = len(raw) if scan.values else 0
+        if len(items) >= limit or (items and size + value_bytes > PAGE_BYTES):
             more = True
             break
         items.append((key, raw if scan.values else None))
-        size += len(raw) if scan.values else 0
+        size += value_bytes
     return ScanPage(items, more)

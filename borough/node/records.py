@@ -32,6 +32,7 @@ __all__ = [
     "ScanRange",
     "WriteOp",
     "check_key",
+    "check_partition_name",
     "check_value",
     "write_op_from_list",
 ]
@@ -116,6 +117,12 @@ class ScanRange:
     reverse: bool = False
     values: bool = True
 
+    def __attrs_post_init__(self) -> None:
+        if self.gt is not None and self.gte is not None:
+            raise ValueError("give at most one lower bound (gt or gte)")
+        if self.lt is not None and self.lte is not None:
+            raise ValueError("give at most one upper bound (lt or lte)")
+
     def to_list(self) -> list[Any]:
         return [self.gt, self.gte, self.lt, self.lte, self.reverse, self.values]
 
@@ -160,6 +167,22 @@ class ScanPage:
                 raise ValueError("a scan item's value is encoded bytes or null")
             items.append((item[0], item[1]))
         return cls(items, obj[1])
+
+
+MAX_PARTITION_NAME = 1024
+RESERVED_PARTITION = "_system"
+
+
+def check_partition_name(name: object) -> str:
+    """A partition name a user may give: a non-empty str of at most MAX_PARTITION_NAME characters, not the
+    reserved ``_system``."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"a partition name must be a non-empty str, not {name!r:.60}")
+    if len(name) > MAX_PARTITION_NAME:
+        raise ValueError(f"a partition name may have at most {MAX_PARTITION_NAME} characters, not {len(name)}")
+    if name == RESERVED_PARTITION:
+        raise ValueError(f"the partition name {name!r} is reserved for Borough's member table and directory")
+    return name
 
 
 #: A replica's role in its group, as ``PartitionInfo`` reports it.

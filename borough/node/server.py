@@ -11,7 +11,7 @@ partition led elsewhere is refused with a hint, and the caller's router decides 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import trio
@@ -47,8 +47,14 @@ __all__ = ["Server"]
 
 logger = logging.getLogger(__name__)
 
+#: Longest wait for a handler's unread local streams to close (shielded: it runs during cancellation too).
+CLOSE_TIMEOUT = 1.0
 #: Runs the application's handler for ``partition`` with its local partition backend and the body.
 InvokeHandler = Callable[[str, LocalBackend, Any], Awaitable[Any]]
+
+
+#: Operations of ordinary partitions that ``_system`` serves too (its info, its leader, its snapshots).
+_ALSO_ON_SYSTEM = (Info, FindLeader, SendSnapshot)
 
 
 class ServedReplicas(Protocol):
@@ -126,6 +132,8 @@ class Server:
         """Carry out ``op`` on this node and return its typed result (``remote``: it came over the wire)."""
         if op.system and partition != SYSTEM:
             raise RemoteProtocolError(f"malformed call: {op.name} is an operation of {SYSTEM!r}, not {partition!r}")
+        if partition == SYSTEM and not (op.system or isinstance(op, _ALSO_ON_SYSTEM)):
+            raise RemoteProtocolError(f"malformed call: {SYSTEM!r} is read and written only through its own operations")
         if isinstance(op, Get):
             await self._read_barrier(partition, op.consistency)
             return read_value(self._store, partition, op.key)
@@ -168,7 +176,8 @@ class Server:
                 f"node {self._node_id} has no request handler: pass handler= to open_node, or set node.handler",
             )
         replica = await self._leader(partition)
-        body = join_streams(op.body, streams if remote else local_streams(streams))
+        here = None if remote else local_streams(streams)
+        body = join_streams(op.body, streams if remote else here)
         backend = LocalBackend(self._store, replica, self._addresses.address_of)
         try:
             reply = await self.invoke_handler(partition, backend, body)
@@ -184,6 +193,10 @@ class Server:
         except Exception as exc:
             logger.info("handler for partition %r raised %s: %s", partition, type(exc).__name__, exc)
             raise RemoteError(type(exc).__name__, str(exc)) from exc
+        finally:
+            if here:
+                # As the wire does for a remote caller: streams the handler left unread are closed with it.
+                await _close_all(here.values())
         if remote:
             return reply
         body, reply_streams = split_streams(reply)
@@ -210,6 +223,12 @@ class Server:
         if not voters:
             raise NotLeader(SYSTEM, None)  # no active member yet (still joining): retry
         return _checked(await replica.propose(encode_command(register_command(op.partition, voters, table.version))))
+
+
+async def _close_all(streams: Iterable[trio.abc.ReceiveStream]) -> None:
+    with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+        for stream in streams:
+            await stream.aclose()
 
 
 def _checked(result: Any) -> Any:

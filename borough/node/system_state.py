@@ -18,6 +18,7 @@ from typing import Any
 
 import attrs
 
+from borough.errors import RemoteProtocolError
 from borough.ids import NodeId
 from borough.kv import encode_value
 from borough.node.records import DirectoryRecord
@@ -91,8 +92,9 @@ class SystemState:
             if kind == "state" and len(command) == 3:
                 return self._set_state(NodeId(str(command[1])), MemberState(int(command[2])))
             if kind == "register" and len(command) == 4:
-                return self._register(str(command[1]), [NodeId(str(v)) for v in command[2]], int(command[3]))
-        except (ValueError, KeyError, TypeError) as exc:
+                record = DirectoryRecord.from_list(command[1:])  # the rule ``load`` will read it back with
+                return self._register(record.name, list(record.voters), record.table_version)
+        except (ValueError, KeyError, TypeError, RemoteProtocolError) as exc:
             return [], Refused(f"_system command {kind!r} refused: {exc}")
         return [], Refused(f"unknown _system command {command!r:.100}")
 
