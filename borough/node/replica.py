@@ -225,13 +225,18 @@ class Replica:
 
     def begin_install(self) -> SnapshotInstall:
         """Stage a snapshot streamed from the leader (replacing any earlier unfinished one)."""
+        if self._stopped is not None:
+            raise self._stopped
         return self._staging.begin()
 
-    def offer_snapshot(self, install: SnapshotInstall, message: InstallSnapshot) -> None:
-        """All chunks are staged: let the core decide whether to install them."""
-        if self._staging.offer(install, message):
-            self._inbox.offer(message)
-            self._wake()
+    def offer_snapshot(self, install: SnapshotInstall, message: InstallSnapshot) -> bool:
+        """All chunks are staged: let the core decide whether to install them. False when the data was dropped
+        instead (a newer stream replaced it, or it is incomplete)."""
+        if not self._staging.offer(install, message):
+            return False
+        self._inbox.offer(message)
+        self._wake()
+        return True
 
     # --- the driver loop --------------------------------------------------------------------------------
 
@@ -314,13 +319,19 @@ class Replica:
             host.send_snapshot(self, message)
         if committed:
             self.applied = committed[-1].index
-        self._proposals.settle(plan, results, lost=lambda: NotLeader(name, self._raw.leader))
+        self._proposals.settle(plan, results, lost=lambda: NotLeader(name, self._raw.leader), unknown=self._unknown)
         if committed:
             self._check_removed(committed)
         if plan.soft_state is not None:
             self._leader_changed(plan.soft_state.leader, plan.soft_state.role)
         self._reads.confirmed(plan.read_states, plan.failed_reads, NotLeader(name, self._raw.leader))
         self._maybe_compact()
+
+    def _unknown(self) -> BoroughError:
+        return Unavailable(
+            f"partition {self.name!r} on {self.host.node_id} caught up by a snapshot while a write was in flight; "
+            "it may or may not have been applied: read before retrying"
+        )
 
     def _check_removed(self, committed: Sequence[Entry]) -> None:
         """A committed configuration without this node: the replica stops and its data is deleted (a removed

@@ -9,9 +9,10 @@ replication resumes by probing. It knows nothing of routing or handlers.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import attrs
@@ -109,13 +110,16 @@ class Snapshots:
         replica = await self._find_replica(partition)
         install = replica.begin_install()
         try:
-            async for chunk in _unframed(streams["data"]):
-                install.add_chunk(chunk)
+            async with contextlib.aclosing(_unframed(streams["data"])) as chunks:
+                async for chunk in chunks:
+                    install.add_chunk(chunk)
+            if not install.done:
+                raise RemoteProtocolError("the snapshot stream ended before its last chunk")
         except BaseException:
             install.abort()
             raise
-        replica.offer_snapshot(install, message)
-        self.received += 1
+        if replica.offer_snapshot(install, message):
+            self.received += 1
 
 
 async def _framed(reader: SnapshotReader) -> AsyncIterator[bytes]:
@@ -127,7 +131,7 @@ async def _framed(reader: SnapshotReader) -> AsyncIterator[bytes]:
         reader.close()
 
 
-async def _unframed(stream: trio.abc.ReceiveStream) -> AsyncIterator[bytes]:
+async def _unframed(stream: trio.abc.ReceiveStream) -> AsyncGenerator[bytes, None]:
     buffer = bytearray()
     while True:
         data = await stream.receive_some(1 << 16)

@@ -37,8 +37,8 @@ class SnapshotStaging:
     def offer(self, install: SnapshotInstall, message: InstallSnapshot) -> bool:
         """Every chunk of ``install`` is staged: returns whether ``message`` should go to the core (False when a
         newer stream replaced this one, whose data is then dropped)."""
-        if self._install is not install:
-            install.abort()
+        if self._install is not install or not install.done:
+            install.abort()  # replaced by a newer stream, or incomplete: the core must never see it
             return False
         self._meta = message.meta
         self._offered = message
@@ -70,3 +70,4 @@ class SnapshotStaging:
         self._install = None
         self._meta = None
         self._offered = None
+        self._stepped = False

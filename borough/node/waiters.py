@@ -84,20 +84,41 @@ class Proposals:
         waiter.term = term
         self.by_index[index] = waiter
 
-    def settle(self, plan: ReadyPlan, results: dict[int, Any], lost: Callable[[], BaseException]) -> None:
-        """Resolve the proposals ``plan`` decides: applied ones succeed with their result; provably lost ones
-        (see ``ReadyPlan.settle``) fail with ``lost()``, so their callers may safely retry."""
+    def settle(
+        self,
+        plan: ReadyPlan,
+        results: dict[int, Any],
+        lost: Callable[[], BaseException],
+        unknown: Callable[[], BaseException],
+    ) -> None:
+        """Resolve the proposals ``plan`` decides. Log terms never decrease along the log, which decides most:
+
+        - an applied entry with the proposal's index and term: it succeeds with its result;
+        - at an index the plan applies, another entry: provably lost (``lost()``, safe to retry);
+        - beyond the last applied entry, an older term than it: provably lost;
+        - at or below an installed snapshot's index: lost when its term is newer than the snapshot's (or it sat
+          at the snapshot's index with another term); otherwise the snapshot may or may not hold it and no
+          entry will ever say which (``unknown()``, not safe to retry blindly)."""
         proposals = self.by_index
-        if not proposals or plan.settle is None:
+        if not proposals:
             return
-        for entry in plan.apply:
-            waiter = proposals.get(entry.index)
-            if waiter is not None and waiter.term == entry.term:
-                del proposals[entry.index]
-                waiter.succeed(results.get(entry.index))
-        index, term = plan.settle
-        for i in [i for i, w in proposals.items() if i <= index or w.term < term]:
-            proposals.pop(i).fail(lost())
+        if plan.install is not None:
+            index, term = plan.install.index, plan.install.term
+            for i in [i for i in proposals if i <= index]:
+                t = proposals[i].term
+                gone = t > term or (i == index and t != term)
+                proposals.pop(i).fail(lost() if gone else unknown())
+            for i in [i for i, w in proposals.items() if w.term < term]:
+                proposals.pop(i).fail(lost())
+        if plan.apply:
+            for entry in plan.apply:
+                waiter = proposals.get(entry.index)
+                if waiter is not None and waiter.term == entry.term:
+                    del proposals[entry.index]
+                    waiter.succeed(results.get(entry.index))
+            last = plan.apply[-1]
+            for i in [i for i, w in proposals.items() if i <= last.index or w.term < last.term]:
+                proposals.pop(i).fail(lost())
 
     def fail_all(self, error: BaseException) -> None:
         fail_all([w for _, w in self.queued], error)

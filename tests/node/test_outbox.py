@@ -1,0 +1,187 @@
+"""``RaftOutbox``: Raft messages coalesced into one frame per peer on the way out, checked on the way in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from borough.node.outbox import RaftOutbox
+from borough.raft.messages import (
+    AppendRequest,
+    AppendResponse,
+    Heartbeat,
+    Message,
+    VoteRequest,
+    encode_message,
+)
+from borough.raft.records import Entry
+from borough.wire.records import PeerInfo
+
+PEER = PeerInfo(node_id="b", address="b:1", cluster_id="c1", is_client=False)
+ADDRESSES = {"b": "b:1", "c": "c:1"}
+
+
+def hb(to: str, term: int = 1, frm: str = "a") -> Heartbeat:
+    return Heartbeat(frm=frm, to=to, term=term, commit=0, seq=term)
+
+
+class Wire:
+    """What the outbox sent (address, frame), and what it delivered (partition, message)."""
+
+    def __init__(self, accept: bool = True) -> None:
+        self.frames: list[tuple[str, Any]] = []
+        self.delivered: list[tuple[str, Message]] = []
+        self.accept = accept
+
+    def send(self, address: str, frame: Any) -> bool:
+        self.frames.append((address, frame))
+        return self.accept
+
+    def deliver(self, partition: str, message: Message) -> None:
+        self.delivered.append((partition, message))
+
+
+def make_outbox(wire: Wire, node_id: str = "a", addresses: dict[str, str] | None = None) -> RaftOutbox:
+    known = ADDRESSES if addresses is None else addresses
+    return RaftOutbox(node_id=node_id, send=wire.send, address_of=known.get, deliver=wire.deliver)
+
+
+# --- outbound ------------------------------------------------------------------------------------------------------
+
+
+def test_the_messages_of_every_partition_for_one_peer_leave_as_one_frame() -> None:
+    wire = Wire()
+    outbox = make_outbox(wire)
+    append = AppendRequest(frm="a", to="b", term=1, prev_index=0, prev_term=0, commit=0,
+                           entries=[Entry(term=1, index=1, data=b"x")])  # fmt: skip
+    vote = VoteRequest(frm="a", to="b", term=2, last_index=1, last_term=1)
+    outbox.send("p1", [hb("b"), hb("c")])
+    outbox.send("p2", [append])
+    outbox.send("p3", [vote])
+    assert wire.frames == []  # nothing leaves before the flush
+    outbox.flush()
+    assert sorted(wire.frames, key=lambda f: f[0]) == [
+        (
+            "b:1",
+            ["raft", [["p1", encode_message(hb("b"))], ["p2", encode_message(append)], ["p3", encode_message(vote)]]],
+        ),
+        ("c:1", ["raft", [["p1", encode_message(hb("c"))]]]),
+    ]
+    assert (outbox.frames_sent, outbox.messages_sent) == (2, 4)
+    outbox.flush()
+    assert len(wire.frames) == 2  # the queue was emptied
+
+
+def test_a_peer_without_a_known_address_is_skipped_and_not_counted() -> None:
+    wire = Wire()
+    outbox = make_outbox(wire, addresses={"b": "b:1"})
+    outbox.send("p", [hb("b"), hb("z")])
+    outbox.flush()
+    assert [address for address, _ in wire.frames] == ["b:1"]
+    assert (outbox.frames_sent, outbox.messages_sent) == (1, 1)
+    outbox.flush()
+    assert len(wire.frames) == 1  # dropped, not kept for later: Raft retransmits
+
+
+def test_a_frame_the_transport_refused_is_not_counted() -> None:
+    wire = Wire(accept=False)
+    outbox = make_outbox(wire)
+    outbox.send("p", [hb("b"), hb("b", term=2)])
+    outbox.flush()
+    assert len(wire.frames) == 1
+    assert (outbox.frames_sent, outbox.messages_sent) == (0, 0)
+
+
+async def test_the_flusher_coalesces_what_every_task_sent_in_one_round(autojump_clock: trio.testing.MockClock) -> None:
+    wire = Wire()
+    outbox = make_outbox(wire)
+
+    async def replica(partition: str) -> None:
+        outbox.send(partition, [hb("b")])
+        await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(outbox.flush_forever)
+        await trio.testing.wait_all_tasks_blocked()
+        assert wire.frames == []  # idle: nothing to send
+        for partition in ("p1", "p2", "p3"):
+            nursery.start_soon(replica, partition)
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(wire.frames) == 1
+        [(address, [_, items])] = wire.frames
+        assert address == "b:1" and sorted(p for p, _ in items) == ["p1", "p2", "p3"]
+        outbox.send("p4", [hb("c")])  # a later round: a frame of its own
+        await trio.testing.wait_all_tasks_blocked()
+        assert [address for address, _ in wire.frames] == ["b:1", "c:1"]
+        assert (outbox.frames_sent, outbox.messages_sent) == (2, 4)
+        nursery.cancel_scope.cancel()
+
+
+# --- inbound -------------------------------------------------------------------------------------------------------
+
+
+def test_frames_from_a_peer_are_delivered_to_their_partitions_in_order() -> None:
+    sender_wire, wire = Wire(), Wire()
+    sender = make_outbox(sender_wire, node_id="a")
+    receiver = make_outbox(wire, node_id="b")
+    messages = [hb("b"), AppendResponse(frm="a", to="b", term=1, index=3), hb("b", term=2)]
+    sender.send("p1", messages[:2])
+    sender.send("p2", messages[2:])
+    sender.flush()
+    [(_, frame)] = sender_wire.frames
+    receiver.receive(PEER, frame)
+    assert wire.delivered == [("p1", messages[0]), ("p1", messages[1]), ("p2", messages[2])]
+    assert receiver.dropped_inbound == 0
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [None, "raft", ["raft"], ["raft", [], "extra"], ["swim", []], ["raft", ("p", [])], {"raft": []}],
+    ids=["none", "string", "short", "long", "other-kind", "items-not-a-list", "dict"],
+)
+def test_a_malformed_frame_is_dropped_and_counted(frame: Any) -> None:
+    wire = Wire()
+    outbox = make_outbox(wire, node_id="b")
+    outbox.receive(PEER, frame)
+    assert wire.delivered == []
+    assert outbox.dropped_inbound == 1
+
+
+def test_malformed_items_are_dropped_and_the_good_ones_delivered() -> None:
+    wire = Wire()
+    outbox = make_outbox(wire, node_id="b")
+    good1, good2, good3 = hb("b", term=1), hb("b", term=2), hb("b", term=3)
+    undecodable = encode_message(good1)[:-1]  # a heartbeat with a field missing
+    wrong_type = encode_message(good1)
+    wrong_type[3] = "1"  # a term that is not an integer
+    frame = [
+        "raft",
+        [
+            ["p", encode_message(good1)],
+            "not a list",
+            ["p"],
+            ["p", encode_message(good1), "extra"],
+            [7, encode_message(good1)],
+            ["", encode_message(good1)],
+            ["p", undecodable],
+            ["q", encode_message(good2)],
+            ["p", wrong_type],
+            ["p", [99, "a", "b", 1]],
+            ["r", encode_message(good3)],
+        ],
+    ]
+    outbox.receive(PEER, frame)
+    assert wire.delivered == [("p", good1), ("q", good2), ("r", good3)]
+    assert outbox.dropped_inbound == 8
+
+
+def test_a_message_for_another_node_id_is_not_delivered() -> None:
+    wire = Wire()
+    outbox = make_outbox(wire, node_id="b")
+    earlier = hb("b-old")  # meant for an earlier incarnation of this address
+    outbox.receive(PEER, ["raft", [["p", encode_message(earlier)], ["p", encode_message(hb("b"))]]])
+    assert wire.delivered == [("p", hb("b"))]
+    assert outbox.dropped_inbound == 0  # well formed: not counted as malformed

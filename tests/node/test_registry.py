@@ -1,0 +1,262 @@
+"""``Replicas``: the node's table of replicas, over a recording host (see ``replica_harness``): starting them from
+the store, from a directory record or empty for a leader's first message (holding its messages meanwhile),
+finding the leader, deleting a removed replica's data, and the ticker."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import cbor2
+import pytest
+import trio
+import trio.testing
+
+import borough.node.registry as registry_module
+from borough.config import NodeConfig
+from borough.errors import NotLeader
+from borough.kv import encode_value
+from borough.node.records import DirectoryRecord
+from borough.node.registry import Replicas
+from borough.raft.messages import Heartbeat, HeartbeatResponse, VoteRequest
+from borough.raft.records import ConfState, Tombstone
+
+from .replica_harness import FakeHost, Sent, bootstrap, open_host, prefill, settle, wait_until
+
+CONFIG = NodeConfig(data_dir=None, tick_interval=0.1, request_timeout=5.0)
+
+
+@dataclass(eq=False)
+class Directory:
+    """The partition directory as ``find_record`` sees it; ``gate`` (when set) holds every lookup."""
+
+    records: dict[str, DirectoryRecord] = field(default_factory=dict)
+    lookups: list[str] = field(default_factory=list)
+    gate: trio.Event | None = None
+
+    def add(self, name: str, *voters: str) -> None:
+        self.records[name] = DirectoryRecord(name=name, voters=voters, table_version=1)  # type: ignore[arg-type]
+
+    async def find(self, name: str) -> DirectoryRecord | None:
+        self.lookups.append(name)
+        await trio.lowlevel.checkpoint()
+        if self.gate is not None:
+            await self.gate.wait()
+        return self.records.get(name)
+
+
+@dataclass(eq=False)
+class Node:
+    host: FakeHost
+    replicas: Replicas
+    directory: Directory
+    nursery: trio.Nursery
+
+
+@asynccontextmanager
+async def open_node(
+    *,
+    prepare: Callable[[FakeHost], Any] | None = None,
+    on_deleted: Callable[[str], None] = lambda name: None,
+    on_tick: Callable[[int], None] | None = None,
+) -> AsyncIterator[Node]:
+    async with open_host("a") as host, trio.open_nursery() as nursery:
+        if prepare is not None:
+            await prepare(host)
+        directory = Directory()
+        replicas = Replicas(
+            host=host, config=CONFIG, rng=random.Random(7), nursery=nursery, find_record=directory.find,
+            on_deleted=on_deleted, on_tick=on_tick,
+        )  # fmt: skip
+        yield Node(host, replicas, directory, nursery)
+        nursery.cancel_scope.cancel()
+
+
+def sent_in(host: FakeHost, partition: str, kind: type) -> list[Any]:
+    return [m for e in host.events if isinstance(e, Sent) and e.partition == partition for m in e.messages
+            if isinstance(m, kind)]  # fmt: skip
+
+
+def put(key: str, value: Any) -> bytes:
+    return cbor2.dumps([["put", key, encode_value(value)]])
+
+
+# --- starting replicas ---------------------------------------------------------------------------------------------
+
+
+async def test_resume_starts_every_replica_the_store_holds(autojump_clock: trio.testing.MockClock) -> None:
+    async def prepare(host: FakeHost) -> None:
+        await prefill(host, 5, partition="p")
+        await bootstrap(host, ["a"], "q")
+
+    async with open_node(prepare=prepare) as node:
+        replicas = node.replicas
+        replicas.resume()
+        assert sorted(replicas) == ["p", "q"] and len(replicas) == 2
+        p, q = replicas["p"], replicas["q"]
+        assert p.applied == 5 and p.status().commit == 5
+        replicas.resume()  # already running: nothing restarted
+        assert replicas["p"] is p and replicas["q"] is q
+        q.campaign()
+        await wait_until(lambda: q.is_leader)  # its driver runs
+        await q.propose(put("k", 1))
+        assert node.host.store.get("q", "k") == 1
+        assert node.directory.lookups == []
+
+
+async def test_local_bootstraps_from_the_directory_record_and_the_first_voter_campaigns(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_node() as node:
+        node.directory.add("p", "a", "b", "c")  # this node owns p: it starts the first election
+        node.directory.add("q", "b", "a", "c")  # a voter of q, but not its first
+        p = await node.replicas.local("p")
+        q = await node.replicas.local("q")
+        await settle()
+        store = node.host.store
+        assert store.snapshot_meta("p").conf_state == ConfState(voters=["a", "b", "c"])
+        assert store.snapshot_meta("q").conf_state == ConfState(voters=["a", "b", "c"])
+        assert {m.to for m in sent_in(node.host, "p", VoteRequest)} == {"b", "c"}
+        assert sent_in(node.host, "q", VoteRequest) == []
+        assert node.replicas.get("p") is p and node.replicas.get("q") is q
+        assert await node.replicas.local("p") is p  # found, not created again
+        assert node.directory.lookups == ["p", "q"]
+
+
+async def test_concurrent_lookups_create_one_replica(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_node() as node:
+        node.directory.add("p", "a")
+        found: list[Any] = []
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(lambda: _append(found, node.replicas.local("p")))
+        assert len(found) == 3 and found[0] is found[1] is found[2]
+        assert len(node.replicas) == 1
+        await wait_until(lambda: found[0].is_leader)
+
+
+async def _append(out: list[Any], awaitable: Any) -> None:
+    out.append(await awaitable)
+
+
+async def test_local_refuses_a_partition_this_node_holds_no_replica_of(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_node() as node:
+        node.directory.add("p", "b", "c")  # registered, without this node
+        with pytest.raises(NotLeader):
+            await node.replicas.local("p")
+        with pytest.raises(NotLeader):
+            await node.replicas.local("never-registered")
+        assert len(node.replicas) == 0 and node.host.store.replicas() == []
+        empty = await node.replicas.local("p", empty_ok=True)  # to receive the leader's log or snapshot
+        assert node.replicas["p"] is empty
+        assert empty.status().conf_state == ConfState() and empty.status().last_index == 0
+
+
+async def test_leader_names_the_leader_and_its_address(autojump_clock: trio.testing.MockClock) -> None:
+    addresses = {"b": "b:7000"}
+    async with open_node() as node:
+        node.directory.add("p", "b", "a", "c")
+        node.directory.add("q", "a")
+        replica = await node.replicas.local("p")
+        replica.deliver(Heartbeat(frm="b", to="a", term=3, commit=0))
+        await wait_until(lambda: replica.leader == "b")
+        with pytest.raises(NotLeader) as info:
+            await node.replicas.leader("p", addresses.get)
+        assert (info.value.leader, info.value.leader_address) == ("b", "b:7000")
+        q = await node.replicas.local("q")
+        await wait_until(lambda: q.is_leader)
+        assert await node.replicas.leader("q", addresses.get) is q
+
+
+# --- a leader's first message --------------------------------------------------------------------------------------
+
+
+async def test_messages_for_an_unknown_partition_are_held_until_its_replica_exists(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registry_module, "PENDING_MESSAGES", 2)
+    async with open_node() as node:
+        node.directory.gate = trio.Event()
+        for seq in (1, 2, 3):
+            node.replicas.deliver("p", Heartbeat(frm="b", to="a", term=4, commit=0, seq=seq))
+        await settle()
+        assert "p" not in node.replicas and node.directory.lookups == ["p"]  # one creation for all three
+        node.directory.gate.set()
+        await wait_until(lambda: "p" in node.replicas)
+        replica = node.replicas["p"]
+        await wait_until(lambda: replica.leader == "b")
+        assert replica.term == 4
+        await settle()
+        assert [m.seq for m in sent_in(node.host, "p", HeartbeatResponse)] == [1, 2]  # the third was beyond the bound
+        node.replicas.deliver("p", Heartbeat(frm="b", to="a", term=4, commit=0, seq=9))  # straight to the replica
+        await settle()
+        assert [m.seq for m in sent_in(node.host, "p", HeartbeatResponse)] == [1, 2, 9]
+
+
+async def test_held_partitions_are_bounded(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registry_module, "PENDING_PARTITIONS", 1)
+    async with open_node() as node:
+        node.directory.gate = trio.Event()
+        node.replicas.deliver("p", Heartbeat(frm="b", to="a", term=1, commit=0, seq=1))
+        node.replicas.deliver("q", Heartbeat(frm="b", to="a", term=1, commit=0, seq=1))  # no room: dropped
+        await settle()
+        assert node.directory.lookups == ["p"]
+        node.directory.gate.set()
+        await wait_until(lambda: "p" in node.replicas)
+        await trio.sleep(1)
+        assert "q" not in node.replicas
+        node.replicas.deliver("q", Heartbeat(frm="b", to="a", term=1, commit=0, seq=2))  # room again (Raft resends)
+        await wait_until(lambda: "q" in node.replicas)
+
+
+# --- deletion and the ticker ---------------------------------------------------------------------------------------
+
+
+async def test_a_removed_replica_is_deleted_leaving_a_tombstone_before_it_leaves_the_table(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    seen: list[tuple[str, bool, Tombstone | None, list[str]]] = []
+    holder: list[Node] = []
+
+    def on_deleted(name: str) -> None:
+        node = holder[0]
+        seen.append((name, name in node.replicas, node.host.store.tombstone(name), node.host.store.replicas()))
+
+    async with open_node(on_deleted=on_deleted) as node:
+        holder.append(node)
+        node.directory.add("p", "a")
+        replica = await node.replicas.local("p")
+        await wait_until(lambda: replica.is_leader)
+        await replica.propose(put("k", 1))
+        term, last = replica.term, replica.status().last_index
+        replica.remove()
+        await wait_until(lambda: bool(seen))
+        [(name, still_listed, tombstone, stored)] = seen
+        assert name == "p" and still_listed  # deleted first, then out of the table
+        assert tombstone is not None and (tombstone.term, tombstone.vote, tombstone.last_index) == (term, "a", last)
+        assert stored == []
+        await wait_until(lambda: "p" not in node.replicas)
+        again = node.replicas.start("p")  # created afresh, it resumes the old term and vote
+        assert again is not replica and again.term == term and again.status().last_index == 0
+
+
+async def test_the_ticker_ticks_every_replica_each_interval(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reports: list[tuple[float, int]] = []
+    async with open_node(on_tick=lambda n: reports.append((trio.current_time(), n))) as node:
+        start = trio.current_time()
+        ticks: dict[str, int] = {"p": 0, "q": 0}
+        for name in ticks:
+            replica = node.replicas.start(name)
+            monkeypatch.setattr(replica, "tick", lambda name=name: ticks.__setitem__(name, ticks[name] + 1))
+        with trio.move_on_after(0.35):
+            await node.replicas.tick_forever()
+        assert [n for _, n in reports] == [2, 2, 2]
+        assert [round(t - start, 6) for t, _ in reports] == [0.1, 0.2, 0.3]
+        assert ticks == {"p": 3, "q": 3}
