@@ -14,6 +14,8 @@ from typing import Protocol
 
 import trio
 
+from borough.errors import ConfigError
+
 __all__ = ["Handler", "Network", "TcpNetwork", "describe_stream", "format_address", "parse_address"]
 
 log = logging.getLogger(__name__)
@@ -101,7 +103,13 @@ class TcpNetwork:
         self, address: str, handler: Handler, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
     ) -> None:
         host, port = parse_address(address)
-        listeners = await trio.open_tcp_listeners(port, host=host or None)
+        try:
+            listeners = await trio.open_tcp_listeners(port, host=host or None)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {address}: {exc.strerror or exc}; another process may be using that port "
+                "(stop it, or give this node another --listen HOST:PORT)"
+            ) from exc
         bound = listeners[0].socket.getsockname()
         bound_address = format_address(host or str(bound[0]), int(bound[1]))
         async with trio.open_nursery() as nursery:
