@@ -150,9 +150,10 @@ def test_plyvel_is_imported_by_the_leveldb_store_alone() -> None:
     importers = set()
     for module, path in MODULES.items():
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "plyvel" for a in node.names):
-                importers.add(module)
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "plyvel":
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            if any(name.split(".")[0] == "plyvel" for name in names):
                 importers.add(module)
     assert importers == {"borough.store.leveldb"}
 

@@ -3,7 +3,7 @@
 This module owns the driver contract of ``borough.raft.rawnode`` as data: which of a Ready's messages may leave
 before its writes are persisted (a leader's appends and heartbeats, §10.2.1 of Ongaro's thesis, when
 ``rd.appends_first`` is set and the driver honours it), which must wait for them, which ask for a snapshot
-stream, what to apply, and which waiting proposals the Ready settles. It is pure: it must not know how a driver
+stream, and what to apply. It is pure: it must not know how a driver
 writes (plyvel, memory), sends (sockets, a simulated network), syncs, applies or waits (trio, clocks). The
 replica and the test harness carry out the same plan, so the order the tests check is the order that runs.
 
@@ -13,7 +13,8 @@ A driver carries the fields out top to bottom::
     install plan.install; persist plan.entries, plan.hard_state, plan.compaction   # one batch
     sync when plan.must_sync
     send plan.send_after; stream plan.stream_snapshots (the applied state, see ``RawNode.snapshot_meta_at``)
-    apply plan.apply; settle proposals by plan.settle; serve plan.read_states, retry plan.failed_reads
+    apply plan.apply (then settle waiting proposals by what was applied or installed);
+    serve plan.read_states, retry plan.failed_reads
     node.advance(rd)
 """
 
@@ -34,15 +35,9 @@ _EARLY = (AppendRequest, Heartbeat)
 
 @attrs.frozen(kw_only=True, slots=True)
 class ReadyPlan:
-    """One Ready as steps, in the order a driver carries them out (see the module docstring).
-
-    ``settle`` is the (index, term) of the newest entry this Ready makes applied: its last committed entry, or,
-    when it has none and installs a snapshot, the snapshot's index and term. A proposal waiting at index ``i``
-    with term ``t`` is then provably lost (it can never commit, so it may be failed and retried) when
-    ``i <= index`` and (i, t) is not one of ``apply`` (another entry, or a snapshot, holds index ``i``), or when
-    ``i > index`` and ``t < term``: log terms never decrease along the log, so every entry after one of ``term``
-    has a term of at least ``term``.
-    """
+    """One Ready as steps, in the order a driver carries them out (see the module docstring). Which waiting
+    proposals it decides is the driver's rule (``borough.node.waiters.Proposals.settle``): it needs both
+    ``apply`` and ``install``, and for a snapshot the answer may be "unknown"."""
 
     install: SnapshotMeta | None
     entries: tuple[Entry, ...]
@@ -53,7 +48,6 @@ class ReadyPlan:
     send_after: tuple[Message, ...]
     stream_snapshots: tuple[InstallSnapshot, ...]
     apply: tuple[Entry, ...]
-    settle: tuple[int, int] | None
     read_states: tuple[ReadState, ...]
     failed_reads: tuple[bytes, ...]
     soft_state: SoftState | None
@@ -80,12 +74,6 @@ def plan_ready(rd: Ready, *, appends_first: bool = True) -> ReadyPlan:
             before.append(m)
         else:
             after.append(m)
-    settle: tuple[int, int] | None = None
-    if rd.committed_entries:
-        last = rd.committed_entries[-1]
-        settle = (last.index, last.term)
-    elif rd.snapshot is not None:
-        settle = (rd.snapshot.index, rd.snapshot.term)
     return ReadyPlan(
         install=rd.snapshot,
         entries=tuple(rd.entries),
@@ -96,7 +84,6 @@ def plan_ready(rd: Ready, *, appends_first: bool = True) -> ReadyPlan:
         send_after=tuple(after),
         stream_snapshots=tuple(streams),
         apply=tuple(rd.committed_entries),
-        settle=settle,
         read_states=tuple(rd.read_states),
         failed_reads=tuple(rd.failed_reads),
         soft_state=rd.soft_state,

@@ -46,9 +46,9 @@ def _bool(v: str) -> bool:
 
 
 class Runner:
-    def __init__(self) -> None:
+    def __init__(self, *, appends_first: bool = True) -> None:
         self.out: list[str] = []
-        self.env = Env(out=self.out)
+        self.env = Env(out=self.out, appends_first=appends_first)
         self.held: list[Envelope] = []
         self.commands: dict[str, Callable[[list[str], dict[str, object]], None]] = {
             name.removeprefix("cmd_").replace("_", "-"): getattr(self, name)
@@ -275,10 +275,11 @@ class Runner:
         self.out.append(f"idle={str(self.env.raw(pos[0]).is_idle()).lower()}")
 
 
-def run_file(path: pathlib.Path) -> str:
-    """Run the scenario at ``path``; return its text with every expected output replaced by the actual one."""
+def run_file(path: pathlib.Path, *, appends_first: bool = True) -> str:
+    """Run the scenario at ``path``; return its text with every expected output replaced by the actual one.
+    ``appends_first`` is the driver order (see ``borough.raft.ready_plan``); production sends appends first."""
     lines = path.read_text().splitlines()
-    runner = Runner()
+    runner = Runner(appends_first=appends_first)
     out: list[str] = []
     i = 0
     while i < len(lines):

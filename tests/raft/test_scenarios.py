@@ -11,14 +11,11 @@ must print the same thing.
 from __future__ import annotations
 
 import difflib
-import functools
 import os
 import pathlib
 
 import pytest
 
-from . import scenario
-from .env import Env
 from .scenario import run_file
 
 TESTDATA = pathlib.Path(__file__).parent / "testdata"
@@ -44,10 +41,8 @@ REORDERED = {
 }
 
 
-def run(path: pathlib.Path, appends_first: bool, monkeypatch: pytest.MonkeyPatch) -> str:
-    # The runner builds its own Env: give it the driver order under test.
-    monkeypatch.setattr(scenario, "Env", functools.partial(Env, appends_first=appends_first))
-    return run_file(path)
+def run(path: pathlib.Path, appends_first: bool) -> str:
+    return run_file(path, appends_first=appends_first)
 
 
 def sort_deliveries(text: str) -> str:
@@ -70,15 +65,15 @@ def sort_deliveries(text: str) -> str:
 
 @pytest.mark.parametrize("appends_first", [True, False], ids=["appends-first", "persist-first"])
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
-def test_scenario(path: pathlib.Path, appends_first: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_scenario(path: pathlib.Path, appends_first: bool) -> None:
     expected = path.read_text()
-    actual = run(path, appends_first, monkeypatch)
+    actual = run(path, appends_first)
     if REWRITE:
         if appends_first:
             if actual != expected:
                 path.write_text(actual)
             return
-        expected = run(path, True, monkeypatch)  # what is being recorded
+        expected = run(path, True)  # what is being recorded
     if not appends_first and path.stem in REORDERED:
         assert actual != expected, f"{path.name} now prints its recording in both orders: drop it from REORDERED"
         expected, actual = sort_deliveries(expected), sort_deliveries(actual)
