@@ -19,6 +19,7 @@ from borough.node.protocol import Locate, Members, Op
 from borough.node.records import DirectoryRecord
 from borough.node.routing import Target
 from borough.node.system_state import SYSTEM, SystemState
+from borough.ring.hashring import DEFAULT_REPLICAS, HashRing
 from borough.ring.members import MemberTable
 
 __all__ = ["Directory"]
@@ -37,7 +38,10 @@ class Directory:
         local_system: Callable[[], SystemState | None] = lambda: None,
         self_target: Target | None = None,
         on_miss: Callable[[], None] = lambda: None,
+        replicas: int = DEFAULT_REPLICAS,
     ) -> None:
+        self._replicas = replicas
+        self._ring: tuple[int, HashRing] | None = None
         self._call = system_call
         self._local_system = local_system
         self._self = self_target
@@ -115,14 +119,32 @@ class Directory:
         if partition == SYSTEM:
             return self._system_targets()
         record = await self.record(partition, create)
-        targets = self._targets(record.voters)
-        if len(targets) < len(record.voters):
+        targets, complete = self._partition_targets(partition, record)
+        if not complete:
             try:
                 await self.refresh_members()
             except Exception as exc:  # the routed call already retried; go with what we know
                 logger.debug("member table refresh failed: %s", exc)
-            targets = self._targets(record.voters)
+            targets, _ = self._partition_targets(partition, record)
         return targets
+
+    def _partition_targets(self, partition: str, record: DirectoryRecord) -> tuple[list[Target], bool]:
+        """Where the partition's group was created, then, once the member table has changed since, where the
+        ring places it now (replicas follow the ring as members come and go); and whether every address is
+        known. A node that no longer hosts the partition refuses at once (NotLeader: nothing ran) and the
+        router remembers the leader it finds, so the order costs a round trip at most."""
+        wanted = list(record.voters)
+        if self.members.version > record.table_version:
+            wanted = list(dict.fromkeys((*wanted, *self.ring().replica_set(partition))))
+        targets = self._targets(wanted)
+        return targets, len(targets) == len(wanted)
+
+    def ring(self, table: MemberTable | None = None) -> HashRing:
+        """The hash ring of ``table`` (default: the newest member table), rebuilt only when the version changes."""
+        table = self.members if table is None else table
+        if self._ring is None or self._ring[0] != table.version:
+            self._ring = (table.version, HashRing(table, replicas=self._replicas))
+        return self._ring[1]
 
     def _targets(self, node_ids: Iterable[str]) -> list[Target]:
         targets = []

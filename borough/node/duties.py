@@ -1,11 +1,14 @@
-"""Background duties: what ``_system``'s leader does for the cluster, and sweeping replicas left behind.
+"""Background duties: what ``_system``'s leader does for the cluster, keeping every group on the ring, and
+sweeping replicas left behind.
 
-This module owns two loops. On the node that leads ``_system``: mark members dead once the failure detector
+This module owns three loops. On the node that leads ``_system``: mark members dead once the failure detector
 has believed them unreachable for ``dead_after`` (counting only time seen while leading, so a leader that was
-itself cut off never condemns the healthy majority), and grow ``_system`` towards min(members, replicas)
-voters by one placement step at a time. On every node: find replicas this node no longer belongs to (a removed
-replica is never told so by Raft once its leader stops replicating to it) and stop them, so their data is
-deleted. It knows nothing of the wire or of how ops run.
+itself cut off never condemns the healthy majority), and move ``_system`` towards min(members, replicas) voters.
+On every node, for every group it leads: one placement step at a time towards the ring's replica set (add a
+learner, promote it, remove a node that left the set, move leadership to the ring owner), with a node-wide
+bound on the groups changing at once, so a rebalance never starves the foreground. And on every node: find
+replicas this node no longer belongs to (a removed replica is never told so by Raft once its leader stops
+replicating to it) and stop them, so their data is deleted. It knows nothing of the wire or of how ops run.
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ logger = logging.getLogger(__name__)
 
 SYSTEM_DUTY_INTERVAL = 0.5
 STRAY_SWEEP_INTERVAL = 5.0
+#: How often each led group is compared with the ring.
+PLACEMENT_INTERVAL = 1.0
+#: Groups this node moves at once (each one placement step at a time).
+PLACEMENT_CONCURRENCY = 8
 
 
 class Duties:
@@ -48,6 +55,7 @@ class Duties:
         dead_after: float,
         out_of_touch: float,
         timeout: float,
+        nursery: trio.Nursery,
     ) -> None:
         self._node_id = node_id
         self._replicas = replicas
@@ -58,6 +66,9 @@ class Duties:
         self._out_of_touch = out_of_touch
         self._timeout = timeout
         self._leading_since: tuple[int, float] | None = None  # (term, time) this node began leading _system
+        self._nursery = nursery
+        self._moving: set[str] = set()  # groups with a placement step under way
+        self._placement_limit = trio.Semaphore(PLACEMENT_CONCURRENCY)
 
     # --- _system's leader -----------------------------------------------------------------------------------
 
@@ -101,6 +112,36 @@ class Duties:
             if now - since >= self._dead_after:
                 logger.warning("marking member %s dead: unreachable for %.1f s", member.node_id, now - since)
                 await replica.propose(encode_command(state_command(member.node_id, MemberState.DEAD)))
+
+    # --- every group this node leads --------------------------------------------------------------------
+
+    async def placement_forever(self) -> None:
+        while True:
+            await trio.sleep(PLACEMENT_INTERVAL)
+            self.placement_once()
+
+    def placement_once(self) -> None:
+        """Start one placement step for every group this node leads that is not on its ring replica set yet
+        (``_system`` has its own duty). A group with a step under way is left alone."""
+        table = self._members.table
+        ring = self._ring_for(table)
+        live = self._members.live()
+        for name, replica in self._replicas.items():
+            if name == SYSTEM or name in self._moving or not replica.is_leader or replica.conf_change_in_flight:
+                continue
+            self._moving.add(name)
+            self._nursery.start_soon(self._place, replica, ring, live)
+
+    async def _place(self, replica: Replica, ring: HashRing, live: set[str]) -> None:
+        try:
+            async with self._placement_limit:
+                if replica.is_leader:
+                    with trio.move_on_after(self._timeout):
+                        await reconcile_once(replica, ring, live)
+        except BoroughError as exc:
+            logger.info("partition %r: placement step failed: %s", replica.name, exc)
+        finally:
+            self._moving.discard(replica.name)
 
     # --- every node ---------------------------------------------------------------------------------------
 

@@ -38,7 +38,6 @@ from borough.node.system_state import SYSTEM
 from borough.partition import Partition, check_partition_name
 from borough.raft.messages import InstallSnapshot, Message
 from borough.request import Handler, Request
-from borough.ring.hashring import HashRing
 from borough.ring.members import MemberTable
 from borough.ring.membership import Swim, SwimEvent
 from borough.ring.membership_driver import MembershipDriver, open_membership
@@ -81,7 +80,6 @@ class Node:
         self.trace = trace
         self._nursery = nursery
         self._detector = detector
-        self._rings: tuple[int, HashRing] | None = None
         out_of_touch = 2 * config.election_ticks * config.tick_interval
         me = Target(node_id, address)
         self.directory = Directory(
@@ -90,6 +88,7 @@ class Node:
             local_system=lambda: self.replicas.system_state(),
             self_target=me,
             on_miss=lambda: self.member_watch.want_refresh(),
+            replicas=config.replicas,
         )
         self.replicas = Replicas(
             host=self,
@@ -118,7 +117,7 @@ class Node:
             replicas=self.replicas,
             addresses=self.directory,
             snapshots=self.snapshots,
-            replica_set=lambda name, table: self.ring_for(table).replica_set(name),
+            replica_set=lambda name, table: self.directory.ring(table).replica_set(name),
             cluster_id=lambda: self.cluster.cluster_id,
             invoke_handler=None,
         )
@@ -158,11 +157,12 @@ class Node:
             node_id=node_id,
             replicas=self.replicas,
             members=self.member_watch,
-            ring_for=self.ring_for,
+            ring_for=self.directory.ring,
             partition_info=self.session.partition_info,
             dead_after=config.dead_after,
             out_of_touch=out_of_touch,
             timeout=config.request_timeout,
+            nursery=nursery,
         )
         self.handler = handler
 
@@ -213,11 +213,6 @@ class Node:
         """The newest member table this node knows, without asking anyone."""
         return self.directory.members
 
-    def ring_for(self, table: MemberTable) -> HashRing:
-        if self._rings is None or self._rings[0] != table.version:
-            self._rings = (table.version, HashRing(table, replicas=self.config.replicas))
-        return self._rings[1]
-
     async def _invoke_handler(self, partition: str, backend: LocalBackend, body: Any) -> Any:
         handler = self._handler
         assert handler is not None
@@ -258,6 +253,7 @@ class Node:
         nursery.start_soon(self.outbox.flush_forever)
         nursery.start_soon(self.member_watch.refresh_forever)
         nursery.start_soon(self.duties.system_forever)
+        nursery.start_soon(self.duties.placement_forever)
         nursery.start_soon(self.duties.sweep_forever)
         await self.cluster.start()
 

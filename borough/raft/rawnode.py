@@ -20,7 +20,12 @@ A leader may replicate while it writes (§10.2.1 of Ongaro's thesis): when ``rd.
 driver may send the leader's ``AppendRequest`` and ``Heartbeat`` messages of ``rd.messages`` *before* it
 persists, so that its own sync and its followers' overlap, on one condition: it steps no message into the node
 between ``ready()`` and ``advance(rd)``. The core counts the leader's own entries as matched at once; that is
-safe only because the answers that could commit them are stepped after they are durable here.
+safe only because the answers that could commit them are stepped after they are durable here. So
+``appends_first`` is never set on a Ready whose commit index reaches one of its own ``entries``: the leader
+committed them without any answer, its own vote alone being a quorum (a one-voter group, or a joint
+configuration whose halves are both just the leader, or was one when it committed them), and the commit index
+its appends carry would tell followers and learners to apply entries the group loses if it dies before its
+write. Those messages leave after the write, as any other.
 
 Membership: a configuration takes effect inside the core when its entry is appended, so there is no
 "apply conf change" call. Committed ``EntryKind.CONF_CHANGE`` entries reach the driver like any other;
@@ -85,8 +90,10 @@ class Ready:
     - ``soft_state``: leader and role, when they changed since the last Ready.
     - ``must_sync``: whether the writes must be durable before the messages go out (entries, a snapshot, or a
       new term or vote). A commit-only change may be written without sync: a lost commit index is recovered.
-    - ``appends_first``: this Ready carries no new term or vote, so the leader's appends and heartbeats in
-      ``messages`` may be sent before persisting (see the module docstring for the condition).
+    - ``appends_first``: this Ready is a leader's, carries no new term or vote, and its commit index does not
+      reach its own ``entries`` (so every commit index its messages carry is already durable on a quorum):
+      the leader's appends and heartbeats in ``messages`` may be sent before persisting (see the module
+      docstring for the condition on the driver).
     """
 
     hard_state: HardState | None = None
@@ -387,6 +394,14 @@ class RawNode:
         soft_state = None
         if r.lead != soft.leader or r.role is not soft.role:
             soft_state = self._prev_soft = SoftState(leader=r.lead, role=r.role)
+        # The leader's appends may leave before its write (§10.2.1) only if they carry nothing that is not
+        # durable yet but the entries themselves: no new term or vote (a vote must be durable before anyone
+        # hears of the term), and no commit index covering this Ready's entries. The leader's own match counts
+        # its unsynced entries, so that commit needed no other vote: one voter, or a joint configuration whose
+        # halves are both just the leader (when the entries were committed: a later conf change in the same
+        # Ready must not hide it). With any other voter needed, the answers that commit are stepped only after
+        # this write (the driver contract), so the commit index never reaches unsynced entries.
+        early = r.role is Role.LEADER and not new_vote and not (entries and log.committed >= entries[0].index)
         rd = Ready(
             hard_state=hard_state,
             entries=entries,
@@ -398,7 +413,7 @@ class RawNode:
             failed_reads=failed_reads,
             soft_state=soft_state,
             must_sync=must_sync,
-            appends_first=not new_vote and r.role is Role.LEADER,
+            appends_first=early,
         )
         self._outstanding = rd
         return rd

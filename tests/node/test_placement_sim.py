@@ -1,0 +1,99 @@
+"""Partitions follow the ring (issue 13): as nodes join and die, every group moves to the ring's replica set,
+one placement step at a time, while clients keep reading and writing; the ring owner ends up leading."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+import borough
+from borough.testing import SimCluster
+from borough.testing.checks import check_placement, check_replicas
+
+PARTITIONS = [f"p{i}" for i in range(12)]
+
+
+async def _writer(client: borough.Client, acked: dict[tuple[str, str], int], stop: trio.Event) -> None:
+    """Write increasing values until told to stop; remember the last acknowledged value of each key."""
+    n = 0
+    while not stop.is_set():
+        n += 1
+        name = PARTITIONS[n % len(PARTITIONS)]
+        key = f"k{n % 5}"
+        try:
+            with trio.fail_after(5):
+                await client.partition(name).put(key, n)
+            acked[(name, key)] = n
+        except (borough.Unavailable, borough.Timeout, trio.TooSlowError):
+            pass  # outcome unknown: a later acknowledged write of the key decides
+        await trio.sleep(0.05)
+
+
+async def _read_back(client: borough.Client, acked: dict[tuple[str, str], int]) -> list[str]:
+    lost = []
+    for (name, key), value in sorted(acked.items()):
+        got = await client.partition(name).get(key)
+        if got < value:
+            lost.append(f"{name}/{key}: acknowledged {value}, read {got}")
+    return lost
+
+
+async def test_partitions_written_on_one_node_grow_to_three_replicas_as_nodes_join(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with SimCluster(1, seed=3) as sim, sim.client() as client:
+        for name in PARTITIONS:
+            await client.partition(name).put("k0", 0)
+        acked: dict[tuple[str, str], int] = {}
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_writer, client, acked, stop)
+            for _ in range(2):
+                await sim.add_node()
+                await trio.sleep(5)
+            assert await check_placement(sim, bound=90) == []
+            stop.set()
+        assert await check_replicas(sim) == []
+        assert await _read_back(client, acked) == []
+        for name in PARTITIONS:
+            info = await client.partition(name).info()
+            assert sorted(p.role for p in info.peers) == ["leader", "voter", "voter"]
+
+
+async def test_a_joining_node_receives_its_share_and_the_others_let_go(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with SimCluster(3, seed=4) as sim, sim.client() as client:
+        for name in PARTITIONS:
+            await client.partition(name).put("k0", 0)
+        assert await check_placement(sim, bound=60) == []
+        new = await sim.add_node()
+        assert await check_placement(sim, bound=120) == []
+        node = sim[new.index]
+        hosted = [name for name in PARTITIONS if name in node.replicas]
+        ring = node.directory.ring()
+        assert hosted == [name for name in PARTITIONS if node.node_id in ring.replica_set(name)]
+        assert hosted, "with 4 nodes and 12 partitions the new node holds some"
+        for name in PARTITIONS:
+            assert await client.partition(name).get("k0") == 0
+
+
+async def test_a_dead_nodes_partitions_are_re_replicated_on_the_others(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with SimCluster(4, seed=5, dead_after=10.0) as sim, sim.client() as client:
+        for name in PARTITIONS:
+            await client.partition(name).put("k0", 0)
+        assert await check_placement(sim, bound=60) == []
+        acked: dict[tuple[str, str], int] = {}
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_writer, client, acked, stop)
+            await sim.crash(3)  # for good: never restarted
+            assert await check_placement(sim, bound=120) == []
+            stop.set()
+        dead = sim.nodes[3].node_id
+        for name in PARTITIONS:
+            info = await client.partition(name).info()
+            assert dead not in {p.node_id for p in info.peers} and len(info.peers) == 3
+        assert await _read_back(client, acked) == []
