@@ -48,6 +48,15 @@ class Client:
     async def members(self) -> MemberTable:
         return await self.session.members()
 
+    async def partitions(self) -> list[str]:
+        """Every partition the cluster has, in name order."""
+        return await self.session.partitions()
+
+    async def decommission(self, node_id: str) -> None:
+        """Drain member ``node_id`` (its partitions move to the other members) and remove it; see
+        ``Node.decommission``."""
+        await self.session.decommission(node_id)
+
 
 @asynccontextmanager
 async def open_client(

@@ -64,6 +64,8 @@ class Cluster:
         self._nursery = nursery
         self._rng = rng
         self._reannouncing = False
+        #: Set once this node was decommissioned (or left): it never announces itself again.
+        self.left = False
 
     def _adopt(self, cluster_id: str) -> None:
         self._store.init_node_meta(self.node_id, cluster_id)
@@ -126,10 +128,16 @@ class Cluster:
         except BoroughError as exc:
             logger.info("node %s could not announce itself yet: %s", self.node_id, exc)
 
+    def decommissioned(self) -> None:
+        """The member table says this node is LEAVING: it is being drained and will not announce itself again."""
+        if not self.left:
+            logger.warning("node %s is being decommissioned: its partitions move to the other members", self.node_id)
+            self.left = True
+
     def reannounce(self, *, declared_dead: bool = False) -> None:
         """Make sure the member table has this node, ACTIVE, at its current address (after a restart, or after
         being declared dead while cut off), retrying in the background until it does. At most one at a time."""
-        if self._reannouncing:
+        if self._reannouncing or self.left:
             return
         if declared_dead:
             logger.warning("node %s finds itself marked DEAD in the member table; announcing itself", self.node_id)

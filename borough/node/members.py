@@ -3,7 +3,8 @@
 This module owns keeping the node's view of the cluster current: a node that does not hear from a ``_system``
 leader asks for the member table (periodically, and at once when gossip says a newer version exists), hands
 every new table to the SWIM failure detector, reports who the detector believes alive, and notices when the
-table says this node itself is DEAD (declared so while it was cut off), so it announces itself again. Which
+table says this node itself is DEAD (declared so while it was cut off), so it announces itself again, or
+LEAVING (it is being decommissioned: it will not announce itself again). Which
 table is newest is the directory's rule (``Directory.members``); this module never decides it again.
 """
 
@@ -52,7 +53,9 @@ class MemberWatch:
         joined: Callable[[], bool],
         out_of_touch: float,
         on_declared_dead: Callable[[], None],
+        on_leaving: Callable[[], None] = lambda: None,
     ) -> None:
+        self._on_leaving = on_leaving
         self._node_id = node_id
         self._directory = directory
         self._detector = detector
@@ -101,7 +104,9 @@ class MemberWatch:
                 logger.debug("member table refresh failed: %s", exc)
         self.sync_detector()
         me = self.table.get(NodeId(self._node_id))
-        if me is not None and me.state is MemberState.DEAD:
+        if me is not None and me.state is MemberState.LEAVING:
+            self._on_leaving()
+        elif me is not None and me.state is MemberState.DEAD:
             self._on_declared_dead()
 
     async def refresh_forever(self) -> None:

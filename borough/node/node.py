@@ -32,7 +32,7 @@ from borough.node.registry import Replicas, find_record_or_none
 from borough.node.replica import Replica
 from borough.node.routing import Target
 from borough.node.server import Server
-from borough.node.session import Session
+from borough.node.session import DRAIN_POLL, Session
 from borough.node.snapshots import Snapshots
 from borough.node.system_state import SYSTEM
 from borough.partition import Partition, check_partition_name
@@ -152,6 +152,7 @@ class Node:
             joined=lambda: self.cluster.cluster_id is not None,
             out_of_touch=out_of_touch,
             on_declared_dead=lambda: self.cluster.reannounce(declared_dead=True),
+            on_leaving=self.cluster.decommissioned,
         )
         self.duties = Duties(
             node_id=node_id,
@@ -208,6 +209,27 @@ class Node:
     async def members(self) -> MemberTable:
         """The member table, as ``_system``'s leader knows it."""
         return await self.session.members()
+
+    async def partitions(self) -> list[str]:
+        """Every partition the cluster has, in name order."""
+        return await self.session.partitions()
+
+    async def decommission(self, node_id: str) -> None:
+        """Drain member ``node_id`` and remove it from the cluster: it is marked LEAVING, so the ring places
+        nothing on it and every group it belongs to moves to the other members (leaderships first), then, once
+        no partition lists it, DEAD. Works for a member that is down too. Takes as long as moving its data;
+        bound it with your own cancel scope. A running node that was decommissioned stays out: it does not
+        announce itself again."""
+        await self.session.decommission(node_id)
+
+    async def leave(self) -> None:
+        """Decommission this node (see ``decommission``); once it returns, this node holds no replica and is no
+        longer a member: leave the ``async with open_node(...)`` block."""
+        self.cluster.left = True
+        await self.session.decommission(self.node_id)
+        while len(self.replicas):  # polled: each removed replica deletes its data in its own task
+            await self.duties.sweep_once()
+            await trio.sleep(DRAIN_POLL)
 
     def current_members(self) -> MemberTable:
         """The newest member table this node knows, without asking anyone."""

@@ -1,12 +1,12 @@
 """The call protocol above the wire: one typed record per operation.
 
 This module owns what an operation is (``Get``, ``Write``, ``Scan``, ``Info``, ``FindLeader``, ``Call``,
-``Join``, ``Locate``, ``Members``, ``SendSnapshot``) and how it travels (``[name, partition, args,
-seconds_left]`` with streams beside it). The keys, values, write ops and reply records it carries, and the one
-validator that judges them, live in ``borough.node.records``. Every op says whether it is
-``repeatable`` (sending it twice cannot change the outcome) and whether it may register its partition
-(``creates``); routing decides on those fields, never on exception order. Every op also decodes its own reply,
-so what comes back is checked as strictly as what goes out.
+``Join``, ``Locate``, ``Members``, ``SetState``, ``ListPartitions``, ``SendSnapshot``) and how it travels
+(``[name, partition, args, seconds_left]`` with streams beside it). The keys, values, write ops and reply
+records it carries, and the one validator that judges them, live in ``borough.node.records``. Every op says
+whether it is ``repeatable`` (sending it twice cannot change the outcome) and whether it may register its
+partition (``creates``); routing decides on those fields, never on exception order. Every op also decodes its
+own reply, so what comes back is checked as strictly as what goes out.
 
 It knows nothing of trio, Raft or routing: records in, records out. Errors on the wire side are
 ``RemoteProtocolError``; a caller's own bad argument is ``TypeError``/``ValueError``.
@@ -34,7 +34,7 @@ from borough.node.records import (
     check_partition_name,
     write_op_from_list,
 )
-from borough.ring.members import Member, MemberTable
+from borough.ring.members import Member, MemberState, MemberTable
 
 __all__ = [
     "MAX_PAGE_ITEMS",
@@ -45,10 +45,12 @@ __all__ = [
     "Info",
     "Join",
     "Locate",
+    "ListPartitions",
     "Members",
     "Op",
     "Scan",
     "SendSnapshot",
+    "SetState",
     "Write",
     "decode_call",
     "encode_call",
@@ -309,6 +311,53 @@ class Members(_NoArgs, Op, name="sys.members", repeatable=True, system=True):
 
 
 @attrs.frozen(slots=True)
+class SetState(Op, name="sys.state", repeatable=True, system=True):
+    """Mark a member LEAVING (placement drains it) or DEAD (gone); setting the same state twice changes nothing."""
+
+    node_id: str
+    state: MemberState
+
+    def to_args(self) -> list[Any]:
+        return [self.node_id, int(self.state)]
+
+    @classmethod
+    def from_args(cls, args: list[Any], limits: Limits) -> SetState:
+        _nargs(cls, args, 2, "[node_id, state]")
+        if not isinstance(args[0], str) or not args[0] or args[1] not in (MemberState.LEAVING, MemberState.DEAD):
+            raise _bad("sys.state takes [node_id, LEAVING or DEAD]")
+        return cls(args[0], MemberState(args[1]))
+
+    def encode_result(self, result: MemberTable) -> Any:
+        return result.to_list()
+
+    def decode_result(self, body: Any) -> MemberTable:
+        return MemberTable.from_list(body)
+
+
+@attrs.frozen(slots=True)
+class ListPartitions(Op, name="sys.partitions", repeatable=True, system=True):
+    """A page of the partition directory's names, in order, after ``after``."""
+
+    after: str | None = None
+    limit: int = 1000
+
+    def to_args(self) -> list[Any]:
+        return [self.after, self.limit]
+
+    @classmethod
+    def from_args(cls, args: list[Any], limits: Limits) -> ListPartitions:
+        _nargs(cls, args, 2, "[after, limit]")
+        if not (args[0] is None or isinstance(args[0], str)) or type(args[1]) is not int or args[1] < 1:
+            raise _bad("sys.partitions takes [after or null, a positive limit]")
+        return cls(args[0], min(args[1], MAX_PAGE_ITEMS))
+
+    def decode_result(self, body: Any) -> list[str]:
+        if not isinstance(body, list) or not all(isinstance(n, str) for n in body):
+            raise RemoteProtocolError("malformed reply: sys.partitions answers a list of names")
+        return body
+
+
+@attrs.frozen(slots=True)
 class SendSnapshot(Op, name="snap", repeatable=False):
     """A leader streams a replica's applied state (the ``data`` stream) with its encoded InstallSnapshot."""
 
@@ -324,7 +373,8 @@ class SendSnapshot(Op, name="snap", repeatable=False):
 
 
 OPS: dict[str, type[Op]] = {
-    cls.name: cls for cls in (Get, Write, Scan, Info, FindLeader, Call, Join, Locate, Members, SendSnapshot)
+    cls.name: cls
+    for cls in (Get, Write, Scan, Info, FindLeader, Call, Join, Locate, Members, SetState, ListPartitions, SendSnapshot)
 }
 
 

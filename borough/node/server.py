@@ -18,6 +18,7 @@ import trio
 
 from borough.config import NodeConfig
 from borough.errors import BoroughError, NotLeader, RemoteError, RemoteProtocolError, Timeout, Unavailable
+from borough.ids import NodeId
 from borough.node.local import LocalBackend, partition_info
 from borough.node.protocol import (
     Call,
@@ -25,11 +26,13 @@ from borough.node.protocol import (
     Get,
     Info,
     Join,
+    ListPartitions,
     Locate,
     Members,
     Op,
     Scan,
     SendSnapshot,
+    SetState,
     Write,
     decode_call,
 )
@@ -38,7 +41,7 @@ from borough.node.records import JoinResult, Limits
 from borough.node.replica import Replica
 from borough.node.statemachine import SystemStateMachine, encode_command, write_command
 from borough.node.streams import join_streams, local_streams, split_streams
-from borough.node.system_state import SYSTEM, Refused, join_command, register_command
+from borough.node.system_state import SYSTEM, Refused, join_command, register_command, state_command
 from borough.ring.members import MemberTable
 from borough.store.base import Store
 from borough.wire.records import IncomingCall, Reply
@@ -154,7 +157,7 @@ class Server:
             if not remote:
                 raise RemoteProtocolError("malformed call: snapshots only arrive over the wire")
             return await self._snapshots.receive(partition, op, streams)
-        if isinstance(op, (Join, Locate, Members)):
+        if isinstance(op, (Join, Locate, Members, SetState, ListPartitions)):
             return await self._system(op)
         raise RemoteProtocolError(f"malformed call: unknown operation {op.name!r}")
 
@@ -204,13 +207,21 @@ class Server:
 
     # --- _system ----------------------------------------------------------------------------------------
 
-    async def _system(self, op: Join | Locate | Members) -> Any:
+    async def _system(self, op: Join | Locate | Members | SetState | ListPartitions) -> Any:
         replica = await self._leader(SYSTEM)
         machine = replica.machine
         assert isinstance(machine, SystemStateMachine)
         if isinstance(op, Members):
             await replica.read_barrier()
             return machine.state.members
+        if isinstance(op, SetState):
+            if machine.state.members.get(NodeId(op.node_id)) is None:
+                raise RemoteError("NotAMember", f"node {op.node_id} is not a member of this cluster")
+            return _checked(await replica.propose(encode_command(state_command(op.node_id, op.state))))
+        if isinstance(op, ListPartitions):
+            await replica.read_barrier()
+            names = sorted(n for n in machine.state.directory if op.after is None or n > op.after)
+            return names[: op.limit]
         if isinstance(op, Join):
             table = _checked(await replica.propose(encode_command(join_command(op.node_id, op.address))))
             return JoinResult(table, self._cluster_id())

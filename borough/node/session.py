@@ -10,6 +10,7 @@ Raft or of how a node executes an op (a function it is given does).
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -18,19 +19,23 @@ import trio
 
 from borough.errors import NotFound
 from borough.node.directory import Directory
-from borough.node.protocol import Call, FindLeader, Get, Info, Op, Scan, Write, encode_call
+from borough.node.protocol import Call, FindLeader, Get, Info, ListPartitions, Op, Scan, SetState, Write, encode_call
 from borough.node.reads import read_value, scan_page
 from borough.node.records import Consistency, Limits, PartitionInfo, ScanPage, ScanRange, WriteOp
 from borough.node.routing import Router, Target, seconds_left
 from borough.node.streams import join_streams, split_streams
 from borough.node.system_state import SYSTEM
-from borough.ring.members import MemberTable
+from borough.ring.members import MemberState, MemberTable
 from borough.store.base import Store
 
 __all__ = ["Session"]
 
 #: The transport's ``call(address, body, streams=...)``.
 CallFn = Callable[..., Awaitable[Any]]
+logger = logging.getLogger(__name__)
+
+#: Seconds between checks of whether a decommissioned member still holds replicas.
+DRAIN_POLL = 1.0
 #: Carries out an op on this node (a member's server): ``(partition, op, streams) -> result``.
 ExecuteHere = Callable[[str, Op, Mapping[str, Any] | None], Awaitable[Any]]
 
@@ -81,6 +86,33 @@ class Session:
     async def members(self) -> MemberTable:
         """The member table, as ``_system``'s leader knows it."""
         return await self.directory.refresh_members()
+
+    async def partitions(self) -> list[str]:
+        """Every partition in the directory, in name order."""
+        names: list[str] = []
+        while True:
+            page: list[str] = await self.system(ListPartitions(names[-1] if names else None))
+            names += page
+            if not page:
+                return names
+
+    async def decommission(self, node_id: str, *, poll: float = DRAIN_POLL) -> None:
+        """Drain member ``node_id`` and remove it: it is marked LEAVING (the ring places nothing on it, and every
+        group it belongs to moves to the ring's other members, leadership first), then, once no partition lists
+        it, DEAD. Works for a member that is down too. Draining takes as long as moving its data does, so only
+        the caller's cancel scope bounds it (each call inside is bounded as usual)."""
+        await self.system(SetState(node_id, MemberState.LEAVING))
+        while True:
+            holding = [name for name in [SYSTEM, *await self.partitions()] if await self._lists(name, node_id)]
+            if not holding:
+                break
+            logger.info("node %s still holds %d partitions (%s, ...)", node_id, len(holding), holding[0])
+            await trio.sleep(poll)
+        await self.system(SetState(node_id, MemberState.DEAD))
+
+    async def _lists(self, partition: str, node_id: str) -> bool:
+        info: PartitionInfo = await self.run(partition, Info())
+        return node_id in {peer.node_id for peer in info.peers}
 
     # --- PartitionBackend -------------------------------------------------------------------------------
 

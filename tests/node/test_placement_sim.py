@@ -7,6 +7,7 @@ import trio
 import trio.testing
 
 import borough
+from borough.ring.members import MemberState
 from borough.testing import SimCluster
 from borough.testing.checks import check_placement, check_replicas
 
@@ -97,3 +98,53 @@ async def test_a_dead_nodes_partitions_are_re_replicated_on_the_others(
             info = await client.partition(name).info()
             assert dead not in {p.node_id for p in info.peers} and len(info.peers) == 3
         assert await _read_back(client, acked) == []
+
+
+async def test_a_node_that_leaves_hands_over_its_partitions_and_stays_out(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with SimCluster(4, seed=6) as sim, sim.client() as client:
+        for name in PARTITIONS:
+            await client.partition(name).put("k0", 0)
+        assert await check_placement(sim, bound=60) == []
+        leaving = sim[2]
+        held_before = [name for name in PARTITIONS if name in leaving.replicas]
+        assert held_before
+        acked: dict[tuple[str, str], int] = {}
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_writer, client, acked, stop)
+            with trio.fail_after(180):
+                await leaving.leave()
+            stop.set()
+        assert [name for name in PARTITIONS if name in leaving.replicas] == []
+        table = await client.members()
+        assert table.get(leaving.node_id).state is MemberState.DEAD  # type: ignore[union-attr]
+        await trio.sleep(10)  # it does not announce itself back
+        table = await client.members()
+        assert table.get(leaving.node_id).state is MemberState.DEAD  # type: ignore[union-attr]
+        await sim.stop(2)
+        sim.nodes[2].removed = True
+        assert await check_placement(sim, bound=60) == []
+        assert await _read_back(client, acked) == []
+
+
+async def test_a_dead_member_is_decommissioned_from_outside_without_waiting_for_dead_after(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with SimCluster(4, seed=7, dead_after=3600.0) as sim, sim.client() as client:
+        for name in PARTITIONS:
+            await client.partition(name).put("k0", 0)
+        assert await check_placement(sim, bound=60) == []
+        gone = sim.nodes[1].node_id
+        assert gone is not None
+        await sim.crash(1)
+        sim.nodes[1].removed = True
+        with trio.fail_after(180):
+            await client.decommission(gone)
+        assert await check_placement(sim, bound=60) == []
+        assert sorted(await client.partitions()) == sorted(PARTITIONS)
+        for name in PARTITIONS:
+            info = await client.partition(name).info()
+            assert gone not in {p.node_id for p in info.peers}
+            assert await client.partition(name).get("k0") == 0

@@ -21,11 +21,13 @@ from borough.node.protocol import (
     Get,
     Info,
     Join,
+    ListPartitions,
     Locate,
     Members,
     Op,
     Scan,
     SendSnapshot,
+    SetState,
     Write,
     decode_call,
     encode_call,
@@ -62,6 +64,10 @@ SAMPLES: list[Op] = [
     Locate("orders", True),
     Locate("orders", False),
     Members(),
+    SetState("n2", MemberState.LEAVING),
+    SetState("n2", MemberState.DEAD),
+    ListPartitions(),
+    ListPartitions("orders", 10),
     SendSnapshot([3, 7, b"meta"]),
 ]
 
@@ -90,6 +96,21 @@ def test_every_op_survives_the_envelope(op: Op, left: float | None) -> None:
     assert type(decoded) is type(op)
 
 
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("sys.state", ["n2", int(MemberState.ACTIVE)]),  # only LEAVING or DEAD: joining is sys.join's
+        ("sys.state", ["n2", 9]),
+        ("sys.state", ["", int(MemberState.DEAD)]),
+        ("sys.partitions", [7, 10]),
+        ("sys.partitions", [None, 0]),
+        ("sys.partitions", [None]),
+    ],
+)
+def test_decommission_and_listing_ops_refuse_bad_arguments(name: str, args: list[Any]) -> None:
+    assert name in refused(body(name, args, partition="_system"))
+
+
 def test_an_integer_seconds_left_arrives_as_a_float() -> None:
     _, _, left = decode_call(body("info", [], left=3), LIMITS)
     assert left == 3.0 and type(left) is float
@@ -116,6 +137,8 @@ def test_a_calls_streams_do_not_travel_in_the_body() -> None:
         (Join, True, False, True),
         (Locate, True, False, True),
         (Members, True, False, True),
+        (SetState, True, False, True),
+        (ListPartitions, True, False, True),
     ],
 )
 def test_op_flags(cls: type[Op], repeatable: bool, creates: bool, system: bool) -> None:
@@ -125,9 +148,12 @@ def test_op_flags(cls: type[Op], repeatable: bool, creates: bool, system: bool) 
 
 def test_the_op_table_is_complete_and_names_are_unique() -> None:
     assert set(OPS) == {
-        "get", "write", "scan", "info", "leader", "request", "sys.join", "sys.dir", "sys.members", "snap"
+        "get", "write", "scan", "info", "leader", "request", "sys.join", "sys.dir", "sys.members", "sys.state",
+        "sys.partitions", "snap",
     }  # fmt: skip
-    assert {name for name, cls in OPS.items() if cls.system} == {"sys.join", "sys.dir", "sys.members"}
+    assert {name for name, cls in OPS.items() if cls.system} == {
+        "sys.join", "sys.dir", "sys.members", "sys.state", "sys.partitions"
+    }  # fmt: skip
 
 
 def test_an_op_must_say_whether_it_is_repeatable() -> None:
