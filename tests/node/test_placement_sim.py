@@ -148,3 +148,22 @@ async def test_a_dead_member_is_decommissioned_from_outside_without_waiting_for_
             info = await client.partition(name).info()
             assert gone not in {p.node_id for p in info.peers}
             assert await client.partition(name).get("k0") == 0
+
+
+async def test_a_member_declared_dead_comes_back_and_gets_its_share_again(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with SimCluster(4, seed=8, dead_after=10.0) as sim, sim.client() as client:
+        for name in PARTITIONS:
+            await client.partition(name).put("k0", 0)
+        assert await check_placement(sim, bound=60) == []
+        back = sim.nodes[0].node_id
+        await sim.crash(0)
+        assert await check_placement(sim, bound=120) == []  # re-replicated on the other three
+        assert (await client.members()).get(back).state is MemberState.DEAD  # type: ignore[arg-type,union-attr]
+        await sim.restart(0)  # on its own disk: it announces itself, ACTIVE again, and the ring counts it
+        assert await check_placement(sim, bound=180) == []
+        assert (await client.members()).get(back).state is MemberState.ACTIVE  # type: ignore[arg-type,union-attr]
+        assert any(name in sim[0].replicas for name in PARTITIONS)
+        for name in PARTITIONS:
+            assert await client.partition(name).get("k0") == 0
