@@ -29,15 +29,16 @@ def free_port() -> int:
 class Proc:
     """One ``borough serve`` process; its stderr goes to a file we can read."""
 
-    def __init__(self, data: Path, port: int, join: str = "") -> None:
+    def __init__(self, data: Path, port: int, join: str = "", env: dict[str, str] | None = None) -> None:
         self.data, self.port, self.join = data, port, join
+        self.env = env or {}
         self.address = f"127.0.0.1:{port}"
         self.log = data.with_suffix(".log")
         self.proc: subprocess.Popen[bytes] | None = None
         self.logfile: Any = None
 
     def start(self) -> None:
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env = dict(os.environ, PYTHONPATH=str(ROOT), **self.env)
         args = [sys.executable, "-m", "borough", "serve", "--listen", self.address, "--data", str(self.data)]
         if self.join:
             args += ["--join", self.join]
@@ -83,17 +84,22 @@ def procs(tmp_path: Path) -> Iterator[list[Proc]]:
                 p.proc.kill()
 
 
-async def start_cluster(tmp_path: Path, procs: list[Proc], n: int = 3) -> list[Proc]:
-    first = Proc(tmp_path / "n0", free_port())
+async def start_cluster(tmp_path: Path, procs: list[Proc], n: int = 3, env: dict[str, str] | None = None) -> list[Proc]:
+    first = Proc(tmp_path / "n0", free_port(), env=env)
     procs.append(first)
     first.start()
     await first.wait_serving()
     for i in range(1, n):
-        p = Proc(tmp_path / f"n{i}", free_port(), join=first.address)
-        procs.append(p)
-        p.start()
-        await p.wait_serving()
+        await add_proc(tmp_path, procs, i, first.address, env)
     return procs
+
+
+async def add_proc(tmp_path: Path, procs: list[Proc], i: int, join: str, env: dict[str, str] | None = None) -> Proc:
+    p = Proc(tmp_path / f"n{i}", free_port(), join=join, env=env)
+    procs.append(p)
+    p.start()
+    await p.wait_serving()
+    return p
 
 
 async def test_three_processes_survive_a_sigkill_and_restart_without_losing_acknowledged_writes(
@@ -142,3 +148,60 @@ async def test_a_data_dir_of_another_cluster_is_refused_with_a_clear_message(tmp
     assert returncode != 0
     out = stranger.output()
     assert "belongs to cluster" in out and "another data dir" in out, out
+
+
+async def test_partitions_end_on_three_live_nodes_as_nodes_join_leave_and_die(
+    tmp_path: Path, procs: list[Proc]
+) -> None:
+    # Three nodes, clients writing; a 4th and a 5th join, one node is decommissioned and stopped, one is
+    # SIGKILLed for good: every partition ends with three voters on live members, nothing acknowledged lost.
+    env = {"BOROUGH_DEAD_AFTER": "4"}
+    cluster = await start_cluster(tmp_path, procs, env=env)
+    names = [f"part{i}" for i in range(8)]
+    acked: dict[tuple[str, str], int] = {}
+    stop = trio.Event()
+
+    async def writer(client: borough.Client) -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            part, key = names[n % len(names)], f"k{n % 4}"
+            try:
+                with trio.fail_after(10):
+                    await client.partition(part).put(key, n)
+                acked[(part, key)] = n
+            except (borough.Unavailable, borough.Timeout, trio.TooSlowError):
+                pass  # outcome unknown: a later acknowledged write of the key decides
+            await trio.sleep(0.01)
+
+    async with borough.open_client([p.address for p in cluster]) as client:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer, client)
+            await trio.sleep(1)
+            for i in (3, 4):
+                await add_proc(tmp_path, procs, i, cluster[0].address, env)
+                await trio.sleep(2)
+            table = await client.members()
+            ids = {m.address: m.node_id for m in table}
+            leaving, dead = procs[1], procs[2]
+            with trio.fail_after(120):
+                await client.decommission(ids[leaving.address])
+            leaving.stop()
+            dead.kill()
+            live = {ids[p.address] for p in procs if p not in (leaving, dead)}
+            with trio.fail_after(180):
+                while True:
+                    infos = [await client.partition(name).info() for name in names]
+                    if all(
+                        len(i.peers) == 3
+                        and {p.node_id for p in i.peers} <= live
+                        and sorted(p.role for p in i.peers) == ["leader", "voter", "voter"]
+                        for i in infos
+                    ):
+                        break
+                    await trio.sleep(1)
+            stop.set()
+        with trio.fail_after(60):
+            for (part, key), value in acked.items():
+                got = await client.partition(part).get(key)
+                assert got >= value, f"{part}/{key}: acknowledged {value}, read {got}"
