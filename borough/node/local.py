@@ -7,7 +7,7 @@ a replica's view of its group as ``Partition.info()`` reports it. It knows nothi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import trio
 
@@ -22,8 +22,14 @@ __all__ = ["LocalBackend", "partition_info"]
 AddressOf = Callable[[str], str | None]
 
 
-def partition_info(replica: Replica, address_of: AddressOf) -> PartitionInfo:
-    """Where ``replica``'s group stands, as this replica sees it (complete on the leader, which tracks peers)."""
+def partition_info(
+    replica: Replica,
+    address_of: AddressOf,
+    targets: Sequence[str] = (),
+    snapshots_to: Sequence[str] = (),
+) -> PartitionInfo:
+    """Where ``replica``'s group stands, as this replica sees it (complete on the leader, which tracks peers);
+    ``targets`` is the ring's replica set for it, ``snapshots_to`` the followers a snapshot is streaming to."""
     status = replica.status()
     conf = status.conf_state
     me = replica.host.node_id
@@ -43,6 +49,7 @@ def partition_info(replica: Replica, address_of: AddressOf) -> PartitionInfo:
                 role=role,
                 match_index=progress.match if progress is not None else 0,
                 connected=node_id == me or (progress is not None and progress.recent_active),
+                progress=progress.state.value if progress is not None and node_id != status.leader else "",
             )
         )
     return PartitionInfo(
@@ -52,6 +59,9 @@ def partition_info(replica: Replica, address_of: AddressOf) -> PartitionInfo:
         commit_index=status.commit,
         applied_index=replica.applied,
         peers=tuple(peers),
+        joint=bool(conf.voters_outgoing),
+        targets=tuple(targets),
+        snapshots_to=tuple(snapshots_to),
     )
 
 

@@ -118,6 +118,7 @@ class Node:
             addresses=self.directory,
             snapshots=self.snapshots,
             replica_set=lambda name, table: self.directory.ring(table).replica_set(name),
+            ring_targets=lambda name: self.directory.ring().replica_set(name),
             cluster_id=lambda: self.cluster.cluster_id,
             invoke_handler=None,
         )

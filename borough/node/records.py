@@ -187,6 +187,8 @@ def check_partition_name(name: object) -> str:
 
 #: A replica's role in its group, as ``PartitionInfo`` reports it.
 ROLES = ("leader", "voter", "learner")
+#: How a leader replicates to a follower (``borough.raft.progress.ProgressState`` values; "" for itself).
+PROGRESS = ("", "probe", "replicate", "snapshot")
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -198,11 +200,37 @@ class ReplicaInfo:
     role: str  # "leader", "voter", "learner"
     match_index: int
     connected: bool
+    #: How the leader replicates to it: "probe", "replicate" or "snapshot" ("" for the leader itself).
+    progress: str = ""
+
+    def to_list(self) -> list[Any]:
+        return [self.node_id, self.address, self.role, self.match_index, self.connected, self.progress]
+
+    @classmethod
+    def from_list(cls, p: object) -> ReplicaInfo:
+        if (
+            not isinstance(p, list)
+            or len(p) != 6
+            or not isinstance(p[0], str)
+            or not (p[1] is None or isinstance(p[1], str))
+            or p[2] not in ROLES
+            or type(p[3]) is not int
+            or type(p[4]) is not bool
+            or p[5] not in PROGRESS
+        ):
+            raise ValueError(
+                f"a replica's info is [node_id, address or null, role ({'/'.join(ROLES)}), match, connected, "
+                f"progress], not {p!r:.80}"
+            )
+        return cls(node_id=p[0], address=p[1], role=p[2], match_index=p[3], connected=p[4], progress=p[5])
 
 
 @attrs.frozen(kw_only=True, slots=True)
 class PartitionInfo:
-    """Where a partition stands: its replicas, leader, term, and commit and applied indexes (on the leader)."""
+    """Where a partition stands, as its leader sees it: its replicas (voters and learners, each with its
+    replication progress), whether its configuration is joint (a change under way), the ring's target replica
+    set it is moving towards, snapshots being streamed to followers, and the leader, term, commit and applied
+    indexes."""
 
     name: str
     leader: str | None
@@ -210,6 +238,19 @@ class PartitionInfo:
     commit_index: int
     applied_index: int
     peers: tuple[ReplicaInfo, ...]
+    joint: bool = False
+    #: The ring's replica set for this partition (owner first): where placement is moving it.
+    targets: tuple[str, ...] = ()
+    #: Followers the leader is streaming a snapshot to right now.
+    snapshots_to: tuple[str, ...] = ()
+
+    @property
+    def voters(self) -> tuple[str, ...]:
+        return tuple(p.node_id for p in self.peers if p.role != "learner")
+
+    @property
+    def learners(self) -> tuple[str, ...]:
+        return tuple(p.node_id for p in self.peers if p.role == "learner")
 
     def to_list(self) -> list[Any]:
         return [
@@ -218,36 +259,38 @@ class PartitionInfo:
             self.term,
             self.commit_index,
             self.applied_index,
-            [[p.node_id, p.address, p.role, p.match_index, p.connected] for p in self.peers],
+            [p.to_list() for p in self.peers],
+            self.joint,
+            list(self.targets),
+            list(self.snapshots_to),
         ]
 
     @classmethod
     def from_list(cls, obj: object) -> PartitionInfo:
-        if not isinstance(obj, list) or len(obj) != 6 or not isinstance(obj[5], list):
-            raise ValueError("partition info is [name, leader, term, commit, applied, [peers]]")
-        name, leader, term, commit, applied, peers = obj
+        if not isinstance(obj, list) or len(obj) != 9 or not isinstance(obj[5], list):
+            raise ValueError(
+                "partition info is [name, leader, term, commit, applied, [peers], joint, [targets], [snapshots]]"
+            )
+        name, leader, term, commit, applied, peers, joint, targets, snapshots = obj
         if not isinstance(name, str) or not (leader is None or isinstance(leader, str)):
             raise ValueError("partition info: name and leader are strings")
         if not all(type(n) is int for n in (term, commit, applied)):
             raise ValueError("partition info: term, commit and applied are integers")
-        replicas = []
-        for p in peers:
-            if (
-                not isinstance(p, list)
-                or len(p) != 5
-                or not isinstance(p[0], str)
-                or not (p[1] is None or isinstance(p[1], str))
-                or p[2] not in ROLES
-                or type(p[3]) is not int
-                or type(p[4]) is not bool
-            ):
-                raise ValueError(
-                    f"a replica's info is [node_id, address or null, role ({'/'.join(ROLES)}), match, connected], "
-                    f"not {p!r:.80}"
-                )
-            replicas.append(ReplicaInfo(node_id=p[0], address=p[1], role=p[2], match_index=p[3], connected=p[4]))
+        if type(joint) is not bool:
+            raise ValueError("partition info: joint is a bool")
+        for ids in (targets, snapshots):
+            if not isinstance(ids, list) or not all(isinstance(n, str) for n in ids):
+                raise ValueError("partition info: targets and snapshots are lists of node ids")
         return cls(
-            name=name, leader=leader, term=term, commit_index=commit, applied_index=applied, peers=tuple(replicas)
+            name=name,
+            leader=leader,
+            term=term,
+            commit_index=commit,
+            applied_index=applied,
+            peers=tuple(ReplicaInfo.from_list(p) for p in peers),
+            joint=joint,
+            targets=tuple(targets),
+            snapshots_to=tuple(snapshots),
         )
 
 

@@ -81,6 +81,10 @@ class SnapshotReceiver(Protocol):
         self, partition: str, op: SendSnapshot, streams: Mapping[str, trio.abc.ReceiveStream] | None
     ) -> None: ...
 
+    def sending_to(self, partition: str) -> list[str]:
+        """The followers a snapshot of ``partition`` is streaming to now."""
+        ...
+
 
 class Server:
     def __init__(
@@ -95,7 +99,9 @@ class Server:
         replica_set: Callable[[str, MemberTable], Sequence[str]],
         cluster_id: Callable[[], str | None],
         invoke_handler: InvokeHandler | None,
+        ring_targets: Callable[[str], Sequence[str]] = lambda partition: (),
     ) -> None:
+        self._ring_targets = ring_targets
         self._node_id = node_id
         self._timeout = config.request_timeout
         self.limits = Limits(max_key_bytes=config.max_key_bytes, max_value_bytes=config.max_value_bytes)
@@ -152,7 +158,9 @@ class Server:
             await self._leader(partition)
             return None
         if isinstance(op, Info):
-            return partition_info(await self._leader(partition), self._addresses.address_of)
+            replica = await self._leader(partition)
+            targets = self._ring_targets(partition)
+            return partition_info(replica, self._addresses.address_of, targets, self._snapshots.sending_to(partition))
         if isinstance(op, SendSnapshot):
             if not remote:
                 raise RemoteProtocolError("malformed call: snapshots only arrive over the wire")

@@ -64,6 +64,10 @@ class Snapshots:
 
     # --- sending ----------------------------------------------------------------------------------------
 
+    def sending_to(self, partition: str) -> list[str]:
+        """The followers a snapshot of ``partition`` is streaming to now."""
+        return sorted(to for name, to in self._sending if name == partition)
+
     def start_send(self, replica: Replica, message: InstallSnapshot) -> None:
         key = (replica.name, message.to)
         if key in self._sending:

@@ -5,9 +5,16 @@ the fault vocabulary (``Fault``) and how a schedule is applied (``run_faults``: 
 schedule Hypothesis makes or shrinks is valid), how the workload's clients run, ``play`` (the whole run: the
 fault schedule and the clients together; as soon as the schedule ends, every fault is undone and every partition
 must have a leader within a bound; once the clients are done, every key is read once more, and the replicas, the
-member table, linearizability and lost writes are checked), ``run_scenario`` (one trio run on virtual time),
-``random_scenario`` (a scenario that is a function of one seed, for soak runs) and the failure report with the
-command that replays it.
+member table, linearizability and lost writes are checked, and, when the schedule changes the topology (``add``,
+``decommission``, ``kill``), that every partition ends up where the ring puts it), ``run_scenario`` (one trio run
+on virtual time), ``random_scenario`` (a scenario that is a function of one seed, for soak runs) and the failure
+report with the command that replays it.
+
+Topology steps keep the cluster able to recover: ``decommission`` and ``kill`` are no-ops (recorded in the trace as
+skipped) unless at least ``min_nodes`` (3, or the ``replicas`` setting if larger) members that are neither removed
+nor being drained remain, and every configuration of every running replica keeps a majority of voters that are
+neither removed, being drained, nor the target. So no node that is the last holder of anything (or one of the last
+of a quorum) ever leaves, whatever else the schedule does.
 Must not know Hypothesis (``strategies`` builds scenarios from it).
 """
 
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import json
+import weakref
 import os
 import random
 import shlex
@@ -28,8 +36,17 @@ import attrs
 import trio
 import trio.testing
 
+from borough.errors import BoroughError
 from borough.request import Handler
-from borough.testing.checks import ClusterCheck, check_leaders, check_members, check_replicas, lost_writes
+from borough.testing.checks import (
+    ClusterCheck,
+    check_leaders,
+    check_members,
+    check_placement,
+    check_replicas,
+    lost_writes,
+    partitions_of,
+)
 from borough.testing.history import NOT_FOUND, History, Status
 from borough.testing.linearizability import CheckResult, check
 from borough.testing.sim import SimCluster
@@ -37,6 +54,7 @@ from borough.testing.workload import ClientOps, cas_handler
 
 __all__ = [
     "FAULTS",
+    "TOPOLOGY",
     "Fault",
     "Scenario",
     "ScenarioFailed",
@@ -66,7 +84,21 @@ FAULTS: Final = {
     "heal": "",  # every cut and isolation removed
     "add": "",  # a new node joins
     "remove": "node",  # the node leaves for good (stopped and marked DEAD)
+    "decommission": "node, by",  # drained through node `by`'s decommission (by < 0: a client's), then stopped
+    "kill": "node",  # crash for good: never restarted (give the scenario a short dead_after)
 }
+
+#: The steps that change which machines are members (``remove`` predates placement and is not one of them): a
+#: scenario with any of them also checks, after healing, that every partition is where the ring puts it.
+TOPOLOGY: Final = ("add", "decommission", "kill")
+
+#: How long, in virtual seconds after the other checks, partitions may take to reach the ring's replica sets.
+PLACEMENT_BOUND: Final = 120.0
+#: ``random_scenario(topology=True)``: how many nodes at most it adds, and the ``dead_after`` it sets.
+MAX_ADDS: Final = 2
+TOPOLOGY_DEAD_AFTER: Final = 10.0
+#: How long a ``decommission`` may take (draining waits for the schedule to end and the network to heal).
+DRAIN_BOUND: Final = 300.0
 
 
 @attrs.frozen(kw_only=True)
@@ -217,6 +249,24 @@ async def apply_fault(sim: SimCluster, fault: Fault, nursery: trio.Nursery) -> N
         removed = sum(1 for s in sim.nodes if s.removed)
         if not target.removed and target.node_id is not None and removed == 0 and n - 1 >= 3:
             nursery.start_soon(sim.remove_node, target.index)
+    elif name == "decommission":
+        target = node(args[0])
+        by = int(args[1]) if len(args) > 1 else -1
+        if _may_remove(sim, target.index, "decommission"):
+            _topology(sim).leaving.add(target.index)
+            via = sim.nodes[by % n].index if by >= 0 else None
+            nursery.start_soon(_decommission, sim, target.index, via)
+    elif name == "kill":
+        target = node(args[0])
+        if _may_remove(sim, target.index, "kill"):
+            target.removed = True  # first: nothing may restart it
+            state = _topology(sim)
+            state.done.append(f"kill {target.index}")
+            sim.record("kill", target.index)
+            if target.booting:
+                nursery.start_soon(_crash_when_booted, sim, target.index)
+            elif target.up:
+                await sim.crash(target.index)
 
 
 async def _restart_if_down(sim: SimCluster, index: int) -> None:
@@ -224,6 +274,125 @@ async def _restart_if_down(sim: SimCluster, index: int) -> None:
     target = sim.nodes[index]
     if not target.up and not target.removed and not target.booting:
         await sim.restart(index)
+
+
+# --- topology steps ------------------------------------------------------------------------------------------
+
+
+@attrs.define
+class _Topology:
+    """What a run's topology steps are doing: nodes being drained, what was done or skipped, what went wrong."""
+
+    leaving: set[int] = attrs.Factory(set)
+    done: list[str] = attrs.Factory(list)
+    problems: list[str] = attrs.Factory(list)
+
+
+_topologies: weakref.WeakKeyDictionary[SimCluster, _Topology] = weakref.WeakKeyDictionary()
+
+
+def _topology(sim: SimCluster) -> _Topology:
+    state = _topologies.get(sim)
+    if state is None:
+        state = _topologies[sim] = _Topology()
+    return state
+
+
+def min_nodes(sim: SimCluster) -> int:
+    """How many members must remain (neither removed nor being drained) for a ``decommission`` or ``kill``."""
+    return max(3, int(sim.config.get("replicas", 3)))
+
+
+def removal_refused(sim: SimCluster, index: int) -> str | None:
+    """Why node ``index`` may not leave now (None: it may): see the module docstring."""
+    state = _topology(sim)
+    target = sim.nodes[index]
+    if target.removed or index in state.leaving:
+        return "already leaving"
+    if target.node_id is None:
+        return "never joined"
+    remaining = [
+        n for n in sim.nodes if not n.removed and n.index not in state.leaving and n.node_id and n.index != index
+    ]
+    if len(remaining) < min_nodes(sim):
+        return f"only {len(remaining)} members would remain"
+    gone = {n.node_id for n in sim.nodes if n.removed or n.index in state.leaving or n.index == index}
+    hosted: set[str] = set()
+    for sim_node in sim.running():
+        assert sim_node.node is not None
+        for name, replica in sim_node.node.replicas.items():
+            hosted.add(name)
+            conf = replica.status().conf_state
+            for voters in (conf.voters, conf.voters_outgoing):
+                if voters and sum(1 for v in voters if v not in gone) <= len(voters) // 2:
+                    return f"{name} on node {sim_node.index} would keep no majority of {len(voters)} voters"
+    unseen = [name for name in partitions_of(sim) if name not in hosted]
+    if unseen:
+        return f"no running replica of {unseen[0]} to judge it by"
+    return None
+
+
+def _may_remove(sim: SimCluster, index: int, step: str) -> bool:
+    reason = removal_refused(sim, index)
+    if reason is not None:
+        sim.record("skip", step, index, reason)
+        _topology(sim).done.append(f"{step} {index} skipped")
+    return reason is None
+
+
+async def _booted(sim: SimCluster, index: int) -> None:
+    while True:  # polled: a boot has no event to wait on
+        if not sim.nodes[index].booting:
+            return
+        await trio.sleep(0.05)
+
+
+async def _crash_when_booted(sim: SimCluster, index: int) -> None:
+    await _booted(sim, index)
+    if sim.nodes[index].up:
+        await sim.crash(index)
+
+
+async def _decommission(sim: SimCluster, index: int, via: int | None) -> None:
+    """Drain node ``index`` through node ``via``'s ``decommission`` (while that node runs; else, or after it
+    failed, a client's), then stop it for good. Retried until ``DRAIN_BOUND``: decommissioning is idempotent."""
+    state = _topology(sim)
+    target = sim.nodes[index]
+    node_id = target.node_id
+    assert node_id is not None
+    sim.record("decommission", index, via)
+    started = trio.current_time()
+    attempt = 0
+    with trio.move_on_after(DRAIN_BOUND) as bound:
+        while True:
+            attempt += 1
+            by = sim.nodes[via] if via is not None else None
+            try:
+                if by is not None and by.node is not None and not by.paused and not by.removed and via != index:
+                    with trio.fail_after(60):
+                        await by.node.decommission(node_id)
+                else:
+                    via = None  # from now on, through a client
+                    async with sim.client(request_timeout=10.0, host=f"admin-{index}-{attempt}") as client:
+                        await client.decommission(node_id)
+                break
+            except (BoroughError, OSError, trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError) as e:
+                exc = e
+                sim.record("decommission-retry", index, type(exc).__name__)
+                via = None
+                await trio.sleep(1.0)
+    if bound.cancelled_caught:
+        state.problems.append(
+            f"the decommission of node {index} did not finish within {DRAIN_BOUND:g} s\n{sim.describe()}"
+        )
+        return
+    how = f"by node {via}" if via is not None else "by a client"
+    state.done.append(f"decommission {index} {how} in {trio.current_time() - started:.1f} s")
+    target.removed = True  # first: nothing may restart it while it stops
+    state.leaving.discard(index)
+    await _booted(sim, index)
+    if target.up:
+        await sim.stop(index)
 
 
 def client_host(index: int) -> str:
@@ -257,6 +426,8 @@ class ScenarioResult:
     virtual_seconds: float
     wall_seconds: float
     trace_tail: tuple[str, ...]
+    #: What each ``decommission`` and ``kill`` did (or that it was skipped), in order.
+    topology: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -356,6 +527,13 @@ async def play(scenario: Scenario, *, handler: Handler | None = None) -> Scenari
                         problems.append(f"the final read of {op.key!r} failed after healing: {op.error}")
             problems.extend(await check_replicas(sim))
             problems.extend(await check_members(sim))
+            if any(fault.name in TOPOLOGY for fault in scenario.faults):
+                misplaced = await check_placement(sim, bound=PLACEMENT_BOUND)
+                if misplaced:
+                    misplaced[-1] += "\n" + sim.describe()
+                problems.extend(misplaced)
+        topology = _topology(sim)
+        problems.extend(topology.problems)
         virtual = trio.current_time() - t0
         result = check(history)
         if not result.ok:
@@ -372,6 +550,7 @@ async def play(scenario: Scenario, *, handler: Handler | None = None) -> Scenari
             virtual_seconds=virtual,
             wall_seconds=time.perf_counter() - started,
             trace_tail=tuple(sim.trace.lines),
+            topology=tuple(topology.done),
         )
 
 
@@ -391,13 +570,18 @@ def random_scenario(
     partitions: int = 2,
     keys: int = 2,
     client_faults: bool = False,
+    topology: bool = False,
 ) -> Scenario:
     """A scenario that is a function of ``seed`` alone (for soak runs replayed by seed). ``client_faults`` adds
-    cuts between nodes and clients (which find the open retry bug of tests/testing/test_sim_retries.py)."""
+    cuts between nodes and clients (which find the open retry bug of tests/testing/test_sim_retries.py);
+    ``topology`` adds ``add``, ``decommission`` and ``kill`` steps (at most ``MAX_ADDS`` additions) and a short
+    ``dead_after`` (``TOPOLOGY_DEAD_AFTER``), so a killed node's partitions are re-replicated. Without them the
+    random draws are what they always were, so every seed keeps replaying the same run."""
     rng = random.Random(seed)
+    added = 0
 
-    def node() -> int:
-        return rng.randrange(nodes)
+    def node() -> int:  # (nodes added so far are drawn too; with no additions, this is what it always was)
+        return rng.randrange(nodes + added)
 
     steps = tuple(
         tuple(
@@ -414,14 +598,21 @@ def random_scenario(
     schedule = []
     for _ in range(faults):
         names = ["crash", "restart", "pause", "resume", "partition", "cut", "isolate", "heal", "latency", "rst"]
-        name = rng.choice(names + ["cut-client"] * client_faults)
+        name = rng.choice(names + ["cut-client"] * client_faults + [*TOPOLOGY, *TOPOLOGY] * topology)
+        if name == "add" and added >= MAX_ADDS:
+            name = rng.choice(["decommission", "kill"])
         args: tuple[Any, ...]
-        if name in ("crash", "restart", "pause", "resume", "isolate", "rst"):
+        if name == "add":
+            added += 1
+            args = ()
+        elif name == "decommission":  # through a client, or through one of the nodes
+            args = (node(), rng.choice([-1, node()]))
+        elif name in ("kill", "crash", "restart", "pause", "resume", "isolate", "rst"):
             args = (node(),)
         elif name == "partition":
-            order = list(range(nodes))
+            order = list(range(nodes + added))
             rng.shuffle(order)
-            split = rng.randrange(1, nodes)
+            split = rng.randrange(1, nodes + added)
             args = ((tuple(order[:split]), tuple(order[split:])),)
         elif name == "cut":
             args = (node(), node(), rng.random() < 0.5)
@@ -432,4 +623,5 @@ def random_scenario(
         else:
             args = ()
         schedule.append(Fault(delay=round(rng.expovariate(0.5), 3), name=name, args=args))
-    return Scenario(seed=seed, nodes=nodes, clients=steps, faults=tuple(schedule))
+    config = (("dead_after", TOPOLOGY_DEAD_AFTER),) if topology else ()
+    return Scenario(seed=seed, nodes=nodes, clients=steps, faults=tuple(schedule), config=config)

@@ -187,6 +187,9 @@ class FakeSnapshots:
         await trio.lowlevel.checkpoint()
         self.received.append((partition, op, streams))
 
+    def sending_to(self, partition: str) -> list[str]:
+        return []
+
 
 def ring_voters(partition: str, table: MemberTable) -> list[str]:
     """A stand-in placement: the first three ACTIVE members by node id."""

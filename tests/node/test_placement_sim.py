@@ -59,6 +59,10 @@ async def test_partitions_written_on_one_node_grow_to_three_replicas_as_nodes_jo
         for name in PARTITIONS:
             info = await client.partition(name).info()
             assert sorted(p.role for p in info.peers) == ["leader", "voter", "voter"]
+            # info() says where the ring wants it, and that it is there: no change under way, no learner.
+            assert set(info.voters) == set(info.targets) and not info.learners and not info.joint
+            assert info.leader == info.targets[0] and info.snapshots_to == ()
+            assert {p.progress for p in info.peers if p.role == "voter"} == {"replicate"}
 
 
 async def test_a_joining_node_receives_its_share_and_the_others_let_go(

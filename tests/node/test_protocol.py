@@ -409,10 +409,13 @@ INFO = PartitionInfo(
     commit_index=17,
     applied_index=16,
     peers=(
-        ReplicaInfo(node_id="a", address="a:1", role="voter", match_index=16, connected=True),
+        ReplicaInfo(node_id="a", address="a:1", role="voter", match_index=16, connected=True, progress="replicate"),
         ReplicaInfo(node_id="b", address="b:1", role="leader", match_index=17, connected=True),
-        ReplicaInfo(node_id="c", address=None, role="learner", match_index=0, connected=False),
+        ReplicaInfo(node_id="c", address=None, role="learner", match_index=0, connected=False, progress="snapshot"),
     ),
+    joint=True,
+    targets=("b", "a", "c"),
+    snapshots_to=("c",),
 )
 
 
@@ -432,7 +435,7 @@ def _info_with(index: int, value: object) -> list[Any]:
 
 
 def _peer_with(index: int, value: object) -> list[Any]:
-    peer = ["a", "a:1", "voter", 3, True]
+    peer = ["a", "a:1", "voter", 3, True, "replicate"]
     peer[index] = value
     return _info_with(5, [peer])
 
@@ -452,6 +455,10 @@ def _peer_with(index: int, value: object) -> list[Any]:
         _peer_with(0, None),
         _peer_with(3, "3"),
         _info_with(5, [["a", "a:1", "voter", 3]]),
+        _info_with(5, [["a", "a:1", "voter", 3, True, "racing"]]),  # not a replication state
+        _info_with(6, "no"),  # joint is a bool
+        _info_with(7, ["a", 1]),  # targets are node ids
+        GOOD_INFO[:8],
     ],
 )
 def test_partition_info_refuses_a_malformed_reply(reply: object) -> None:
