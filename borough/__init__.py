@@ -22,6 +22,7 @@ from borough.errors import Unavailable as Unavailable
 from borough.node.node import Node as Node
 from borough.node.node import open_node as open_node
 from borough.node.node import serve as serve
+from borough.node.records import MemberStatus as MemberStatus
 from borough.partition import Partition as Partition
 from borough.partition import PartitionInfo as PartitionInfo
 from borough.partition import ReplicaInfo as ReplicaInfo
@@ -35,6 +36,7 @@ _logging.getLogger("borough").addHandler(_logging.NullHandler())
 __all__ = [
     "BoroughError",
     "Client",
+    "MemberStatus",
     "Node",
     "NodeConfig",
     "Partition",

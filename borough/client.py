@@ -17,7 +17,7 @@ from typing import Any
 from borough.config import parse_address
 from borough.errors import ConfigError
 from borough.node.directory import Directory
-from borough.node.records import Limits
+from borough.node.records import Limits, MemberStatus
 from borough.node.session import Session
 from borough.partition import Partition, check_partition_name
 from borough.ring.members import MemberTable
@@ -47,6 +47,11 @@ class Client:
 
     async def members(self) -> MemberTable:
         return await self.session.members()
+
+    async def member_status(self) -> list[MemberStatus]:
+        """Every member with its state and the replicas and leaderships it holds (None for a member that did
+        not answer in time)."""
+        return await self.session.member_status()
 
     async def partitions(self) -> list[str]:
         """Every partition the cluster has, in name order."""

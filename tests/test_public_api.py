@@ -10,6 +10,7 @@ from borough import errors
 EXPECTED_EXPORTS = {
     "BoroughError",
     "Client",
+    "MemberStatus",
     "Node",
     "NodeConfig",
     "Partition",

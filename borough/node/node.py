@@ -28,6 +28,7 @@ from borough.node.duties import Duties
 from borough.node.local import LocalBackend
 from borough.node.members import MemberWatch
 from borough.node.outbox import RaftOutbox
+from borough.node.records import MemberStatus
 from borough.node.registry import Replicas, find_record_or_none
 from borough.node.replica import Replica
 from borough.node.routing import Target
@@ -119,6 +120,7 @@ class Node:
             snapshots=self.snapshots,
             replica_set=lambda name, table: self.directory.ring(table).replica_set(name),
             ring_targets=lambda name: self.directory.ring().replica_set(name),
+            hosting=self.replicas.hosting,
             cluster_id=lambda: self.cluster.cluster_id,
             invoke_handler=None,
         )
@@ -214,6 +216,11 @@ class Node:
     async def partitions(self) -> list[str]:
         """Every partition the cluster has, in name order."""
         return await self.session.partitions()
+
+    async def member_status(self) -> list[MemberStatus]:
+        """Every member with its state and the replicas and leaderships it holds (None for a member that did
+        not answer in time)."""
+        return await self.session.member_status()
 
     async def decommission(self, node_id: str) -> None:
         """Drain member ``node_id`` and remove it from the cluster: it is marked LEAVING, so the ring places

@@ -1,7 +1,7 @@
 """The call protocol above the wire: one typed record per operation.
 
 This module owns what an operation is (``Get``, ``Write``, ``Scan``, ``Info``, ``FindLeader``, ``Call``,
-``Join``, ``Locate``, ``Members``, ``SetState``, ``ListPartitions``, ``SendSnapshot``) and how it travels
+``Join``, ``Locate``, ``Members``, ``SetState``, ``ListPartitions``, ``Hosted``, ``SendSnapshot``) and how it travels
 (``[name, partition, args, seconds_left]`` with streams beside it). The keys, values, write ops and reply
 records it carries, and the one validator that judges them, live in ``borough.node.records``. Every op says
 whether it is ``repeatable`` (sending it twice cannot change the outcome) and whether it may register its
@@ -24,6 +24,7 @@ from borough.node.records import (
     MAX_PARTITION_NAME,
     Consistency,
     DirectoryRecord,
+    Hosting,
     JoinResult,
     Limits,
     PartitionInfo,
@@ -42,6 +43,7 @@ __all__ = [
     "Call",
     "FindLeader",
     "Get",
+    "Hosted",
     "Info",
     "Join",
     "Locate",
@@ -358,6 +360,17 @@ class ListPartitions(Op, name="sys.partitions", repeatable=True, system=True):
 
 
 @attrs.frozen(slots=True)
+class Hosted(_NoArgs, Op, name="node.hosted", repeatable=True):
+    """Which replicas the node it reaches holds and leads (sent to one node, with ``_system`` as the partition)."""
+
+    def encode_result(self, result: Hosting) -> Any:
+        return result.to_list()
+
+    def decode_result(self, body: Any) -> Hosting:
+        return _decoded(body, Hosting.from_list)
+
+
+@attrs.frozen(slots=True)
 class SendSnapshot(Op, name="snap", repeatable=False):
     """A leader streams a replica's applied state (the ``data`` stream) with its encoded InstallSnapshot."""
 
@@ -374,7 +387,9 @@ class SendSnapshot(Op, name="snap", repeatable=False):
 
 OPS: dict[str, type[Op]] = {
     cls.name: cls
-    for cls in (Get, Write, Scan, Info, FindLeader, Call, Join, Locate, Members, SetState, ListPartitions, SendSnapshot)
+    for cls in (
+        Get, Write, Scan, Info, FindLeader, Call, Join, Locate, Members, SetState, ListPartitions, Hosted, SendSnapshot
+    )  # fmt: skip
 }
 
 

@@ -24,7 +24,9 @@ __all__ = [
     "Delete",
     "DirectoryRecord",
     "JoinResult",
+    "Hosting",
     "Limits",
+    "MemberStatus",
     "PartitionInfo",
     "Put",
     "ReplicaInfo",
@@ -292,6 +294,37 @@ class PartitionInfo:
             targets=tuple(targets),
             snapshots_to=tuple(snapshots),
         )
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class Hosting:
+    """The replicas one node holds, and which of them it leads."""
+
+    replicas: tuple[str, ...]
+    leaderships: tuple[str, ...]
+
+    def to_list(self) -> list[Any]:
+        return [list(self.replicas), list(self.leaderships)]
+
+    @classmethod
+    def from_list(cls, obj: object) -> Hosting:
+        if not isinstance(obj, list) or len(obj) != 2 or not all(isinstance(x, list) for x in obj):
+            raise ValueError("hosting is [[replicas], [leaderships]]")
+        replicas, leads = obj
+        if not all(isinstance(n, str) for n in (*replicas, *leads)):
+            raise ValueError("hosting lists partition names")
+        return cls(replicas=tuple(replicas), leaderships=tuple(leads))
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class MemberStatus:
+    """One member of the cluster: its row of the member table, and what it holds (None when it did not answer)."""
+
+    node_id: str
+    address: str
+    state: str  # "JOINING", "ACTIVE", "LEAVING", "DEAD"
+    replicas: tuple[str, ...] | None
+    leaderships: tuple[str, ...] | None
 
 
 @attrs.frozen(slots=True)

@@ -19,7 +19,7 @@ import trio
 from borough.config import NodeConfig
 from borough.errors import BoroughError, NotFound, NotLeader
 from borough.ids import NodeId
-from borough.node.records import DirectoryRecord
+from borough.node.records import DirectoryRecord, Hosting
 from borough.node.replica import Replica, ReplicaHost
 from borough.node.statemachine import KvStateMachine, StateMachine, SystemStateMachine
 from borough.node.system_state import SYSTEM, SystemState
@@ -83,6 +83,11 @@ class Replicas:
 
     def items(self) -> list[tuple[str, Replica]]:
         return list(self._replicas.items())
+
+    def hosting(self) -> Hosting:
+        """The replicas this node holds, and which of them it leads."""
+        names = sorted(self._replicas)
+        return Hosting(replicas=tuple(names), leaderships=tuple(n for n in names if self._replicas[n].is_leader))
 
     def system_state(self) -> SystemState | None:
         """The member table and directory of this node's ``_system`` replica, if it hosts one."""

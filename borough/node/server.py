@@ -24,6 +24,7 @@ from borough.node.protocol import (
     Call,
     FindLeader,
     Get,
+    Hosted,
     Info,
     Join,
     ListPartitions,
@@ -37,7 +38,7 @@ from borough.node.protocol import (
     decode_call,
 )
 from borough.node.reads import read_value, scan_page
-from borough.node.records import JoinResult, Limits
+from borough.node.records import Hosting, JoinResult, Limits
 from borough.node.replica import Replica
 from borough.node.statemachine import SystemStateMachine, encode_command, write_command
 from borough.node.streams import join_streams, local_streams, split_streams
@@ -57,7 +58,7 @@ InvokeHandler = Callable[[str, LocalBackend, Any], Awaitable[Any]]
 
 
 #: Operations of ordinary partitions that ``_system`` serves too (its info, its leader, its snapshots).
-_ALSO_ON_SYSTEM = (Info, FindLeader, SendSnapshot)
+_ALSO_ON_SYSTEM = (Info, FindLeader, SendSnapshot, Hosted)
 
 
 class ServedReplicas(Protocol):
@@ -100,7 +101,9 @@ class Server:
         cluster_id: Callable[[], str | None],
         invoke_handler: InvokeHandler | None,
         ring_targets: Callable[[str], Sequence[str]] = lambda partition: (),
+        hosting: Callable[[], Hosting] = lambda: Hosting(replicas=(), leaderships=()),
     ) -> None:
+        self._hosting = hosting
         self._ring_targets = ring_targets
         self._node_id = node_id
         self._timeout = config.request_timeout
@@ -154,6 +157,9 @@ class Server:
             return scan_page(self._store, partition, op.range, op.limit)
         if isinstance(op, Call):
             return await self._request(partition, op, streams, remote=remote)
+        if isinstance(op, Hosted):
+            await trio.lowlevel.checkpoint()
+            return self._hosting()
         if isinstance(op, FindLeader):
             await self._leader(partition)
             return None

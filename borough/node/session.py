@@ -17,11 +17,32 @@ from typing import Any
 
 import trio
 
-from borough.errors import NotFound
+from borough.errors import BoroughError, NotFound
 from borough.node.directory import Directory
-from borough.node.protocol import Call, FindLeader, Get, Info, ListPartitions, Op, Scan, SetState, Write, encode_call
+from borough.node.protocol import (
+    Call,
+    FindLeader,
+    Get,
+    Hosted,
+    Info,
+    ListPartitions,
+    Op,
+    Scan,
+    SetState,
+    Write,
+    encode_call,
+)
 from borough.node.reads import read_value, scan_page
-from borough.node.records import Consistency, Limits, PartitionInfo, ScanPage, ScanRange, WriteOp
+from borough.node.records import (
+    Consistency,
+    Hosting,
+    Limits,
+    MemberStatus,
+    PartitionInfo,
+    ScanPage,
+    ScanRange,
+    WriteOp,
+)
 from borough.node.routing import Router, Target, seconds_left
 from borough.node.streams import join_streams, split_streams
 from borough.node.system_state import SYSTEM
@@ -34,6 +55,8 @@ __all__ = ["Session"]
 CallFn = Callable[..., Awaitable[Any]]
 logger = logging.getLogger(__name__)
 
+#: How long ``member_status`` waits for each member's answer.
+STATUS_TIMEOUT = 2.0
 #: Seconds between checks of whether a decommissioned member still holds replicas.
 DRAIN_POLL = 1.0
 #: Carries out an op on this node (a member's server): ``(partition, op, streams) -> result``.
@@ -86,6 +109,34 @@ class Session:
     async def members(self) -> MemberTable:
         """The member table, as ``_system``'s leader knows it."""
         return await self.directory.refresh_members()
+
+    async def member_status(self) -> list[MemberStatus]:
+        """Every member of the member table, with the replicas and leaderships it reports holding (asked of
+        each node directly, all at once; None for one that does not answer within ``STATUS_TIMEOUT``)."""
+        table = await self.members()
+        found: dict[str, Hosting] = {}
+
+        async def ask(node_id: str, address: str) -> None:
+            with trio.move_on_after(STATUS_TIMEOUT):
+                try:
+                    found[node_id] = await self._execute(Target(node_id, address), SYSTEM, Hosted())
+                except (BoroughError, OSError) as exc:
+                    logger.debug("member %s did not say what it holds: %s", node_id, exc)
+
+        async with trio.open_nursery() as nursery:
+            for member in table:
+                if member.state is not MemberState.DEAD:
+                    nursery.start_soon(ask, member.node_id, member.address)
+        return [
+            MemberStatus(
+                node_id=m.node_id,
+                address=m.address,
+                state=m.state.name,
+                replicas=found[m.node_id].replicas if m.node_id in found else None,
+                leaderships=found[m.node_id].leaderships if m.node_id in found else None,
+            )
+            for m in table
+        ]
 
     async def partitions(self) -> list[str]:
         """Every partition in the directory, in name order."""

@@ -171,3 +171,22 @@ async def test_a_member_declared_dead_comes_back_and_gets_its_share_again(
         assert any(name in sim[0].replicas for name in PARTITIONS)
         for name in PARTITIONS:
             assert await client.partition(name).get("k0") == 0
+
+
+async def test_member_status_shows_what_each_member_holds_and_leads(autojump_clock: trio.testing.MockClock) -> None:
+    async with SimCluster(4, seed=9) as sim, sim.client() as client:
+        for name in PARTITIONS:
+            await client.partition(name).put("k0", 0)
+        assert await check_placement(sim, bound=60) == []
+        await sim.stop(3)
+        statuses = {s.node_id: s for s in await client.member_status()}
+        assert set(statuses) == {n.node_id for n in sim.nodes}
+        down = statuses[sim.nodes[3].node_id]
+        assert down.replicas is None and down.leaderships is None  # it did not answer
+        for i in range(3):
+            status = statuses[sim.nodes[i].node_id]
+            assert status.state == "ACTIVE"
+            assert status.replicas == tuple(sorted(sim[i].replicas))
+            assert status.leaderships == tuple(n for n in sorted(sim[i].replicas) if sim[i].replicas[n].is_leader)
+        leaders = [name for s in statuses.values() for name in (s.leaderships or ()) if name in PARTITIONS]
+        assert len(leaders) == len(set(leaders))  # at most one leader each

@@ -19,6 +19,7 @@ from borough.node.protocol import (
     Call,
     FindLeader,
     Get,
+    Hosted,
     Info,
     Join,
     ListPartitions,
@@ -35,6 +36,7 @@ from borough.node.protocol import (
 from borough.node.records import (
     Delete,
     DirectoryRecord,
+    Hosting,
     JoinResult,
     Limits,
     PartitionInfo,
@@ -68,6 +70,7 @@ SAMPLES: list[Op] = [
     SetState("n2", MemberState.DEAD),
     ListPartitions(),
     ListPartitions("orders", 10),
+    Hosted(),
     SendSnapshot([3, 7, b"meta"]),
 ]
 
@@ -139,6 +142,7 @@ def test_a_calls_streams_do_not_travel_in_the_body() -> None:
         (Members, True, False, True),
         (SetState, True, False, True),
         (ListPartitions, True, False, True),
+        (Hosted, True, False, False),
     ],
 )
 def test_op_flags(cls: type[Op], repeatable: bool, creates: bool, system: bool) -> None:
@@ -149,7 +153,7 @@ def test_op_flags(cls: type[Op], repeatable: bool, creates: bool, system: bool) 
 def test_the_op_table_is_complete_and_names_are_unique() -> None:
     assert set(OPS) == {
         "get", "write", "scan", "info", "leader", "request", "sys.join", "sys.dir", "sys.members", "sys.state",
-        "sys.partitions", "snap",
+        "sys.partitions", "node.hosted", "snap",
     }  # fmt: skip
     assert {name for name, cls in OPS.items() if cls.system} == {
         "sys.join", "sys.dir", "sys.members", "sys.state", "sys.partitions"
@@ -580,3 +584,11 @@ def test_write_ops_survive_the_envelope(ops: list[Put | Delete], slack: int, lef
     # One byte less than the longest key is refused as a whole, not truncated.
     with pytest.raises(RemoteProtocolError, match="exceeds max_key_bytes"):
         decode_call(wire, Limits(max_key_bytes=longest_key - 1, max_value_bytes=longest_value))
+
+
+def test_hosting_replies_round_trip_and_refuse_garbage() -> None:
+    good = Hosting(replicas=("a", "b"), leaderships=("b",))
+    assert Hosted().decode_result(Hosted().encode_result(good)) == good
+    for bad in (None, [["a"]], [["a"], [1]], [("a",), []], [[], [], []]):
+        with pytest.raises(RemoteProtocolError, match="malformed reply: hosting"):
+            Hosted().decode_result(bad)
