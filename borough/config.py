@@ -86,12 +86,24 @@ class NodeConfig:
     max_msg_bytes: int = attrs.field(default=1024 * 1024, validator=_positive("max_msg_bytes"))
     #: Compact a group's log once this many entries are applied past its last snapshot.
     snapshot_entries: int = attrs.field(default=10_000, validator=_positive("snapshot_entries"))
+    #: Snapshots this node streams at once (catching up followers, moving partitions to new members).
+    max_snapshot_sends: int = attrs.field(default=4, validator=_positive("max_snapshot_sends"))
+    #: Bytes per second of snapshot data this node sends, all streams together (0: unbounded). A rebalance
+    #: then never takes the whole link or disk from foreground traffic.
+    snapshot_bytes_per_second: int = attrs.field(default=64 * 1024 * 1024)
+    #: Partitions this node moves towards the ring at once (each one placement step at a time).
+    max_moving_partitions: int = attrs.field(default=8, validator=_positive("max_moving_partitions"))
     #: Linearizable reads: "safe" (ReadIndex, a heartbeat round per batch of reads) or "lease".
     read_mode: str = attrs.field(default="safe")
     #: fsync every Raft write (group-committed). Turning it off loses acknowledged writes on power loss.
     fsync: bool = True
     #: Seed for the node's random.Random; None draws one from the OS (simulation always passes one).
     seed: int | None = None
+
+    @snapshot_bytes_per_second.validator
+    def _check_snapshot_rate(self, _attr: Any, value: int) -> None:
+        if value < 0:
+            raise ConfigError(f"snapshot_bytes_per_second must be 0 (unbounded) or positive, got {value!r}")
 
     @read_mode.validator
     def _check_read_mode(self, _attr: Any, value: str) -> None:

@@ -56,6 +56,7 @@ class Duties:
         out_of_touch: float,
         timeout: float,
         nursery: trio.Nursery,
+        max_moving: int = PLACEMENT_CONCURRENCY,
     ) -> None:
         self._node_id = node_id
         self._replicas = replicas
@@ -68,7 +69,7 @@ class Duties:
         self._leading_since: tuple[int, float] | None = None  # (term, time) this node began leading _system
         self._nursery = nursery
         self._moving: set[str] = set()  # groups with a placement step under way
-        self._placement_limit = trio.Semaphore(PLACEMENT_CONCURRENCY)
+        self._placement_limit = trio.Semaphore(max_moving)
 
     # --- _system's leader -----------------------------------------------------------------------------------
 

@@ -110,6 +110,8 @@ class Node:
             find_replica=lambda name: self.replicas.local(name, empty_ok=True),
             nursery=nursery,
             timeout=config.request_timeout,
+            max_sends=config.max_snapshot_sends,
+            bytes_per_second=config.snapshot_bytes_per_second,
         )
         self.server = Server(
             node_id=node_id,
@@ -167,6 +169,7 @@ class Node:
             out_of_touch=out_of_touch,
             timeout=config.request_timeout,
             nursery=nursery,
+            max_moving=config.max_moving_partitions,
         )
         self.handler = handler
 

@@ -3,7 +3,8 @@
 This module owns both ends of a snapshot transfer: the sender reads a point-in-time snapshot of the
 partition's data in chunks and streams it, length-prefixed, beside one call; the receiver stages the chunks in
 the store and then offers the snapshot to its Raft core, which decides whether to install it. Transfers are
-bounded (a few at once per node, one per follower and partition) and every failure is reported to the core so
+bounded (``max_snapshot_sends`` at once per node, one per follower and partition, and a node-wide
+``snapshot_bytes_per_second``) and every failure is reported to the core so
 replication resumes by probing. It knows nothing of routing or handlers.
 """
 
@@ -50,6 +51,8 @@ class Snapshots:
         find_replica: FindReplica,
         nursery: trio.Nursery,
         timeout: float,
+        max_sends: int = SEND_CONCURRENCY,
+        bytes_per_second: float = 0.0,
     ) -> None:
         self._node_id = node_id
         self._call = call
@@ -58,7 +61,8 @@ class Snapshots:
         self._nursery = nursery
         self._timeout = timeout
         self._sending: set[tuple[str, str]] = set()
-        self._limit = trio.Semaphore(SEND_CONCURRENCY)
+        self._limit = trio.Semaphore(max_sends)
+        self._rate = ByteRate(bytes_per_second)
         self.sent = 0
         self.received = 0
 
@@ -89,7 +93,9 @@ class Snapshots:
                 with trio.move_on_after(self._timeout * 6):
                     call = SendSnapshot(encode_message(out))
                     await self._call(
-                        address, encode_call(replica.name, call, seconds_left()), streams={"data": _framed(reader)}
+                        address,
+                        encode_call(replica.name, call, seconds_left()),
+                        streams={"data": _framed(reader, self._rate)},
                     )
                     ok = True
                     self.sent += 1
@@ -126,11 +132,33 @@ class Snapshots:
             self.received += 1
 
 
-async def _framed(reader: SnapshotReader) -> AsyncIterator[bytes]:
+class ByteRate:
+    """A node-wide budget of bytes per second shared by every snapshot being sent (0: unbounded), so moving
+    partitions never takes all of the network or disk from foreground traffic."""
+
+    def __init__(self, bytes_per_second: float) -> None:
+        self._rate = bytes_per_second
+        self._free_at = 0.0  # when the budget has room again
+
+    async def take(self, size: int) -> None:
+        """Wait until ``size`` bytes fit in the budget (every caller gets its turn in order)."""
+        if self._rate <= 0:
+            await trio.lowlevel.checkpoint()
+            return
+        now = trio.current_time()
+        start = max(now, self._free_at)
+        self._free_at = start + size / self._rate
+        if start > now:
+            await trio.sleep(start - now)
+        else:
+            await trio.lowlevel.checkpoint()
+
+
+async def _framed(reader: SnapshotReader, rate: ByteRate) -> AsyncIterator[bytes]:
     try:
         for chunk in reader:
+            await rate.take(len(chunk))
             yield _LEN.pack(len(chunk)) + chunk
-            await trio.lowlevel.checkpoint()
     finally:
         reader.close()
 

@@ -3,9 +3,11 @@
     python -m borough.testing replay SCENARIO.json   # a scenario a failing test saved (or its JSON text)
     python -m borough.testing replay --seed 123      # random_scenario(123), as the soak test runs it
     python -m borough.testing fuzz --seeds 0:1000    # random scenarios, stopping at the first failure
+    python -m borough.testing fuzz --seeds 0:1000 --nodes 4 --topology --keep-going   # all of them
 
-``--nodes``, ``--clients``, ``--ops``, ``--faults``, ``--partitions``, ``--keys`` and ``--client-faults`` set
-``random_scenario``'s sizes for ``--seed`` and ``fuzz``.
+``--nodes``, ``--clients``, ``--ops``, ``--faults``, ``--partitions``, ``--keys``, ``--client-faults`` and
+``--topology`` (also add, decommission and kill nodes, and check placement) set ``random_scenario``'s sizes for
+``--seed`` and ``fuzz``; ``--keep-going`` runs every seed and lists the failures at the end.
 
 Each run prints its result and trace digest; a failure prints the full report and exits 1. Runs are
 deterministic: a replay gives the same trace digest as the run that failed.
@@ -36,6 +38,8 @@ def _run(scenario: Scenario, verbose: bool) -> bool:
         f"seed {scenario.seed}: {'ok' if result.ok else 'FAILED'}; {len(result.history)} operations, "
         f"{result.virtual_seconds:.1f} virtual s in {result.wall_seconds:.2f} s; trace digest {result.digest}"
     )
+    if result.topology:
+        print(f"  topology: {'; '.join(result.topology)}")
     if verbose:
         print(result.history.describe())
     if not result.ok:
@@ -52,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument("--history", action="store_true", help="print the whole history")
     fuzz = commands.add_parser("fuzz", help="run random scenarios until one fails")
     fuzz.add_argument("--seeds", default="0:100", help="START:STOP (default 0:100)")
+    fuzz.add_argument("--keep-going", action="store_true", help="run every seed; list the failures at the end")
     for command in (replay, fuzz):
         # random_scenario's sizes (with --seed)
         command.add_argument("--nodes", type=int, default=3)
@@ -61,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--partitions", type=int, default=2)
         command.add_argument("--keys", type=int, default=2, help="keys per partition")
         command.add_argument("--client-faults", action="store_true", help="also cut nodes from clients")
+        command.add_argument(
+            "--topology", action="store_true", help="also add, decommission and kill nodes (and check placement)"
+        )
     args = parser.parse_args(argv)
     sizes = {
         "nodes": args.nodes,
@@ -70,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         "partitions": args.partitions,
         "keys": args.keys,
         "client_faults": args.client_faults,
+        "topology": args.topology,
     }
     flags = " ".join(
         f"--{name.replace('_', '-')}" + ("" if value is True else f" {value}")
@@ -82,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         scenario = random_scenario(args.seed, **sizes) if args.seed is not None else _load(args.scenario)
         return 0 if _run(scenario, args.history) else 1
     start, _, stop = args.seeds.partition(":")
+    failed: list[int] = []
     for seed in range(int(start), int(stop)):
         try:
             ok = _run(random_scenario(seed, **sizes), False)
@@ -90,10 +100,15 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             print(f"seed {seed}: CRASHED")
             ok = False
+        sys.stdout.flush()
         if not ok:
             print(f"replay: {sys.executable} -m borough.testing replay --seed {seed} {flags}")
-            return 1
-    return 0
+            if not args.keep_going:
+                return 1
+            failed.append(seed)
+    if args.keep_going:
+        print(f"{int(stop) - int(start)} seeds, {len(failed)} failed: {' '.join(map(str, failed)) or '-'}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ report with the command that replays it.
 Topology steps keep the cluster able to recover: ``decommission`` and ``kill`` are no-ops (recorded in the trace as
 skipped) unless at least ``min_nodes`` (3, or the ``replicas`` setting if larger) members that are neither removed
 nor being drained remain, and every configuration of every running replica keeps a majority of voters that are
-neither removed, being drained, nor the target. So no node that is the last holder of anything (or one of the last
+neither removed nor the target (a node being drained still counts: it runs until no group lists it). So no node that is the last holder of anything (or one of the last
 of a quorum) ever leaves, whatever else the schedule does.
 Must not know Hypothesis (``strategies`` builds scenarios from it).
 """
@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import functools
 import json
-import weakref
 import os
 import random
 import shlex
 import sys
 import tempfile
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, TypeVar
 
@@ -242,6 +242,7 @@ async def apply_fault(sim: SimCluster, fault: Fault, nursery: trio.Nursery) -> N
     elif name == "heal":
         sim.heal()
     elif name == "add":
+        _topology(sim).done.append("add")
         nursery.start_soon(sim.add_node)
     elif name == "remove":
         target = node(args[0])
@@ -316,7 +317,8 @@ def removal_refused(sim: SimCluster, index: int) -> str | None:
     ]
     if len(remaining) < min_nodes(sim):
         return f"only {len(remaining)} members would remain"
-    gone = {n.node_id for n in sim.nodes if n.removed or n.index in state.leaving or n.index == index}
+    # (A node being drained still counts: it runs, and serves, until no group lists it.)
+    gone = {n.node_id for n in sim.nodes if n.removed or n.index == index}
     hosted: set[str] = set()
     for sim_node in sim.running():
         assert sim_node.node is not None
@@ -336,7 +338,7 @@ def _may_remove(sim: SimCluster, index: int, step: str) -> bool:
     reason = removal_refused(sim, index)
     if reason is not None:
         sim.record("skip", step, index, reason)
-        _topology(sim).done.append(f"{step} {index} skipped")
+        _topology(sim).done.append(f"{step} {index} skipped: {reason}")
     return reason is None
 
 
@@ -351,6 +353,9 @@ async def _crash_when_booted(sim: SimCluster, index: int) -> None:
     await _booted(sim, index)
     if sim.nodes[index].up:
         await sim.crash(index)
+
+
+_DRAIN_ERRORS = (BoroughError, OSError, trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError)
 
 
 async def _decommission(sim: SimCluster, index: int, via: int | None) -> None:
@@ -376,8 +381,7 @@ async def _decommission(sim: SimCluster, index: int, via: int | None) -> None:
                     async with sim.client(request_timeout=10.0, host=f"admin-{index}-{attempt}") as client:
                         await client.decommission(node_id)
                 break
-            except (BoroughError, OSError, trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError) as e:
-                exc = e
+            except _DRAIN_ERRORS as exc:  # the outcome is unknown, or the node it ran on stopped: ask again
                 sim.record("decommission-retry", index, type(exc).__name__)
                 via = None
                 await trio.sleep(1.0)

@@ -481,3 +481,31 @@ async def test_a_new_learner_behind_the_compacted_log_receives_a_snapshot(
         await leader.propose(b"after")
         await wait_until(lambda: follower.applied == leader.applied)
         assert g.hosts["b"].store.get(P, "after") == leader.applied
+
+
+async def test_the_node_wide_byte_rate_spaces_chunks_out(autojump_clock: trio.testing.MockClock) -> None:
+
+
+    rate = snapshots_module.ByteRate(1_000_000)
+    start = trio.current_time()
+    done: list[float] = []
+
+    async def send(n: int) -> None:
+        for _ in range(n):
+            await rate.take(500_000)
+            done.append(trio.current_time() - start)
+
+    async with trio.open_nursery() as nursery:  # two streams share one budget
+        nursery.start_soon(send, 2)
+        nursery.start_soon(send, 2)
+    assert sorted(done) == pytest.approx([0.0, 0.5, 1.0, 1.5])
+
+
+async def test_an_unbounded_byte_rate_never_waits(autojump_clock: trio.testing.MockClock) -> None:
+
+
+    rate = snapshots_module.ByteRate(0)
+    start = trio.current_time()
+    for _ in range(100):
+        await rate.take(10**9)
+    assert trio.current_time() == start
