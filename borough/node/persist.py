@@ -31,6 +31,11 @@ class ReplicaStats:
     entries_applied: int = 0
     commit_wait: float = 0.0
 
+    def count(self, plan: ReadyPlan) -> None:
+        self.readies += 1
+        self.entries_persisted += len(plan.entries)
+        self.entries_applied += len(plan.apply)
+
 
 def ready_batch(
     store: Store, partition: str, plan: ReadyPlan, staging: SnapshotStaging, machine: StateMachine

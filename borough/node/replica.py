@@ -280,14 +280,10 @@ class Replica:
         """Hand the core everything queued since the last round: ticks, commands, messages, proposals, reads."""
         raw = self._raw
         self._inbox.feed(raw, self._staging.stepping)
-        # A caller that gave up before its command was proposed is skipped: it never will be.
-        for data, waiter in self._proposals.take():
-            try:
-                index = raw.propose(data) if isinstance(data, bytes) else raw.propose_conf_change(data)
-            except BoroughError as exc:
-                waiter.fail(exc)
-            else:
-                self._proposals.proposed(index, raw.term, waiter)
+        self._proposals.propose_queued(
+            lambda data: raw.propose(data) if isinstance(data, bytes) else raw.propose_conf_change(data),
+            lambda: raw.term,
+        )
         self._reads.start_round(raw.read_index)
 
     async def _carry_out(self, plan: ReadyPlan) -> None:
@@ -297,9 +293,7 @@ class Replica:
         committed = plan.apply
         batch, results = ready_batch(host.store, name, plan, self._staging, self.machine)
         stats = self.stats
-        stats.readies += 1
-        stats.entries_persisted += len(plan.entries)
-        stats.entries_applied += len(committed)
+        stats.count(plan)
         if plan.send_before:
             # A leader replicates while it writes: its followers' syncs overlap its own. Safe because nothing
             # is stepped into the core until this Ready is advanced (see ``RawNode``).
@@ -319,30 +313,18 @@ class Replica:
             host.send_snapshot(self, message)
         if committed:
             self.applied = committed[-1].index
-        self._proposals.settle(plan, results, lost=lambda: NotLeader(name, self._raw.leader), unknown=self._unknown)
-        if committed:
-            self._check_removed(committed)
+        self._proposals.settle(
+            plan,
+            results,
+            lost=lambda: NotLeader(name, self._raw.leader),
+            unknown=lambda: _outcome_unknown(name, host.node_id),
+        )
+        if committed and _left_group(self._raw, host.node_id, self.applied, committed):
+            self.removed = True
         if plan.soft_state is not None:
             self._leader_changed(plan.soft_state.leader, plan.soft_state.role)
         self._reads.confirmed(plan.read_states, plan.failed_reads, NotLeader(name, self._raw.leader))
         self._maybe_compact()
-
-    def _unknown(self) -> BoroughError:
-        return Unavailable(
-            f"partition {self.name!r} on {self.host.node_id} caught up by a snapshot while a write was in flight; "
-            "it may or may not have been applied: read before retrying"
-        )
-
-    def _check_removed(self, committed: Sequence[Entry]) -> None:
-        """A committed configuration without this node: the replica stops and its data is deleted (a removed
-        replica is never told so by Raft itself, §4.2.2 of Ongaro's thesis). Only the newest configuration
-        counts, and only once it is committed: a replica catching up replays configurations from before it was
-        added, which do not list it."""
-        if not any(entry.kind == EntryKind.CONF_CHANGE for entry in committed):
-            return
-        current = self._raw.status().conf_state
-        if self.host.node_id not in current.members() and self._raw.conf_state_at(self.applied) == current:
-            self.removed = True
 
     def _leader_changed(self, leader: str | None, role: Role) -> None:
         if role is not Role.LEADER:
@@ -354,3 +336,21 @@ class Replica:
         target = compaction_target(self.applied, self.host.store.first_index(self.name), self._snapshot_every)
         if target is not None:
             self._raw.compact(target)
+
+
+def _outcome_unknown(partition: str, node_id: str) -> BoroughError:
+    return Unavailable(
+        f"partition {partition!r} on {node_id} caught up by a snapshot while a write was in flight; "
+        "it may or may not have been applied: read before retrying"
+    )
+
+
+def _left_group(raw: RawNode, node_id: str, applied: int, committed: Sequence[Entry]) -> bool:
+    """Whether a committed configuration no longer holds this node: the replica then stops and its data is
+    deleted (a removed replica is never told so by Raft itself, §4.2.2 of Ongaro's thesis). Only the newest
+    configuration counts, and only once it is committed: a replica catching up replays configurations from
+    before it was added, which do not list it."""
+    if not any(entry.kind == EntryKind.CONF_CHANGE for entry in committed):
+        return False
+    current = raw.status().conf_state
+    return node_id not in current.members() and raw.conf_state_at(applied) == current

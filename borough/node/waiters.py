@@ -84,6 +84,18 @@ class Proposals:
         waiter.term = term
         self.by_index[index] = waiter
 
+    def propose_queued(self, propose: Callable[[Any], int], term: Callable[[], int]) -> None:
+        """Hand the queued commands to ``propose`` (the driver's core; it returns the log index), remembering
+        each by index and ``term()``; a refusal fails that caller. A caller that gave up before its command was
+        proposed is skipped: it never will be."""
+        for data, waiter in self.take():
+            try:
+                index = propose(data)
+            except BoroughError as exc:
+                waiter.fail(exc)
+            else:
+                self.proposed(index, term(), waiter)
+
     def settle(
         self,
         plan: ReadyPlan,

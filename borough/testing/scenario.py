@@ -13,9 +13,8 @@ report with the command that replays it.
 Topology steps keep the cluster able to recover: ``decommission`` and ``kill`` are no-ops (recorded in the trace as
 skipped) unless at least ``min_nodes`` (3, or the ``replicas`` setting if larger) members that are neither removed
 nor being drained remain, and every configuration of every running replica keeps a majority of voters that are
-neither removed nor the target (a node being drained still counts: it runs until no group lists it). So no node that is the last holder of anything (or one of the last
-of a quorum) ever leaves, whatever else the schedule does.
-Must not know Hypothesis (``strategies`` builds scenarios from it).
+neither removed nor the target (a node being drained still counts: it runs until no group lists it). So no node
+that is the last holder of anything, or one of the last of a quorum, ever leaves, whatever else the schedule does.
 """
 
 from __future__ import annotations
