@@ -1,9 +1,10 @@
 """Raft messages between nodes: coalesced per peer on the way out, decoded and checked on the way in.
 
 This module owns the node-to-node Raft frame, ``["raft", [[partition, message], ...]]``. Every message that
-the node's replicas produce in one scheduling round for the same peer leaves as one frame, so the heartbeats
-of all groups two nodes share are coalesced into a single frame per tick. Sends never block and may drop
-(Raft retransmits): a peer whose address is not known yet is skipped. Inbound frames are hostile until proven
+the node's replicas produce in one scheduling round for the same peer leaves as one frame (or a few, each
+under ``FRAME_BUDGET``), so the heartbeats of all groups two nodes share are coalesced into a single frame per
+tick. Sends never block and may drop (Raft retransmits): a peer whose address is not known yet is skipped,
+and a frame the wire refuses is dropped and counted, never raised. Inbound frames are hostile until proven
 otherwise: a malformed frame or item is logged and dropped, never raised, and each well-formed message goes to
 the replica it names (``deliver``). It knows nothing of replicas' internals or of calls.
 """
@@ -16,8 +17,8 @@ from typing import Any
 
 import trio
 
-from borough.errors import RemoteProtocolError
-from borough.raft.messages import Message, decode_message, encode_message
+from borough.errors import LocalProtocolError, RemoteProtocolError
+from borough.raft.messages import AppendRequest, Message, decode_message, encode_message
 from borough.wire.records import PeerInfo
 
 __all__ = ["RaftOutbox"]
@@ -25,6 +26,26 @@ __all__ = ["RaftOutbox"]
 logger = logging.getLogger(__name__)
 
 RAFT = "raft"
+#: Most bytes of Raft messages (estimated) one frame carries: well under the wire's 8 MiB frame limit, so the
+#: appends of many groups catching up one peer leave as several frames, never as one frame the wire refuses.
+FRAME_BUDGET = 2 * 1024 * 1024
+#: Estimated bytes of a message besides its entries' data, and of each entry besides its data.
+_MESSAGE_OVERHEAD = 64
+_ENTRY_OVERHEAD = 24
+
+
+class _Frame:
+    __slots__ = ("items", "size")
+
+    def __init__(self) -> None:
+        self.items: list[list[Any]] = []
+        self.size = 0
+
+
+def _size(msg: Message) -> int:
+    if type(msg) is AppendRequest:
+        return _MESSAGE_OVERHEAD + sum(_ENTRY_OVERHEAD + len(e.data) for e in msg.entries)
+    return _MESSAGE_OVERHEAD
 
 
 class RaftOutbox:
@@ -35,17 +56,20 @@ class RaftOutbox:
         send: Callable[[str, Any], bool],
         address_of: Callable[[str], str | None],
         deliver: Callable[[str, Message], None],
+        frame_budget: int = FRAME_BUDGET,
     ) -> None:
         self._node_id = node_id
         self._send = send
         self._address_of = address_of
         self._deliver = deliver
-        self._queued: dict[str, list[list[Any]]] = {}
+        self._queued: dict[str, list[_Frame]] = {}
         self._lot = trio.lowlevel.ParkingLot()
         #: Frames of Raft messages sent, and the messages they carried (every group's, coalesced per peer).
         self.frames_sent = 0
         self.messages_sent = 0
         self.dropped_inbound = 0
+        self.dropped_outbound = 0
+        self._frame_budget = frame_budget
 
     # --- outbound -------------------------------------------------------------------------------------------
 
@@ -54,23 +78,36 @@ class RaftOutbox:
         queued = self._queued
         was_empty = not queued
         for msg in messages:
-            items = queued.get(msg.to)
-            if items is None:
-                items = queued[msg.to] = []
-            items.append([partition, encode_message(msg)])
+            frames = queued.get(msg.to)
+            if frames is None:
+                frames = queued[msg.to] = [_Frame()]
+            frame = frames[-1]
+            size = _size(msg)
+            if frame.items and frame.size + size > self._frame_budget:
+                frame = _Frame()
+                frames.append(frame)
+            frame.items.append([partition, encode_message(msg)])
+            frame.size += size
         if was_empty and queued:
             self._lot.unpark_all()
 
     def flush(self) -> None:
-        """Send one frame per peer with everything queued for it."""
+        """Send what is queued for each peer: one frame per peer, or a few when it would exceed the budget."""
         queued, self._queued = self._queued, {}
-        for to, items in queued.items():
+        for to, frames in queued.items():
             address = self._address_of(to)
             if address is None:
                 continue  # unknown yet: Raft retransmits once the member table arrives
-            if self._send(address, [RAFT, items]):
-                self.frames_sent += 1
-                self.messages_sent += len(items)
+            for frame in frames:
+                try:
+                    sent = self._send(address, [RAFT, frame.items])
+                except LocalProtocolError as exc:  # over the frame limit after all: drop it, Raft retransmits
+                    self.dropped_outbound += len(frame.items)
+                    logger.warning("dropped %d Raft messages for %s: %s", len(frame.items), to, exc)
+                    continue
+                if sent:
+                    self.frames_sent += 1
+                    self.messages_sent += len(frame.items)
 
     async def flush_forever(self) -> None:
         while True:

@@ -253,6 +253,7 @@ class Replica:
                     await self._carry_out(plan_ready(rd))
                     raw.advance(rd)
                     self._reads.serve(self.applied)
+                    self._maybe_compact()  # after advance: the core may compact only what it knows is applied
                 if self.removed:
                     logger.info("partition %r: this node left the group; removing its replica", self.name)
                     self._stop(NotLeader(self.name, raw.leader))
@@ -324,7 +325,6 @@ class Replica:
         if plan.soft_state is not None:
             self._leader_changed(plan.soft_state.leader, plan.soft_state.role)
         self._reads.confirmed(plan.read_states, plan.failed_reads, NotLeader(name, self._raw.leader))
-        self._maybe_compact()
 
     def _leader_changed(self, leader: str | None, role: Role) -> None:
         if role is not Role.LEADER:

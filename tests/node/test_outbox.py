@@ -185,3 +185,36 @@ def test_a_message_for_another_node_id_is_not_delivered() -> None:
     outbox.receive(PEER, ["raft", [["p", encode_message(earlier)], ["p", encode_message(hb("b"))]]])
     assert wire.delivered == [("p", hb("b"))]
     assert outbox.dropped_inbound == 0  # well formed: not counted as malformed
+
+
+def test_appends_of_many_groups_leave_in_frames_under_the_budget_and_a_refused_frame_is_dropped() -> None:
+    from borough.errors import LocalProtocolError
+    from borough.ids import NodeId
+    from borough.node.outbox import RaftOutbox
+    from borough.raft.messages import AppendRequest
+    from borough.raft.records import Entry
+
+    sent: list[tuple[str, Any]] = []
+
+    def send(address: str, frame: Any) -> bool:
+        if len(frame[1]) > 3:
+            raise LocalProtocolError("over the frame limit")
+        sent.append((address, frame))
+        return True
+
+    outbox = RaftOutbox(
+        node_id="a", send=send, address_of=lambda n: f"{n}:1", deliver=lambda p, m: None, frame_budget=2500
+    )
+    big = [Entry(term=1, index=i, data=b"x" * 1000) for i in (1, 2)]  # about 2 KB of appends per group
+    for g in range(4):
+        msg = AppendRequest(frm=NodeId("a"), to=NodeId("b"), term=1, prev_index=0, prev_term=0, commit=0, entries=big)
+        outbox.send(f"g{g}", [msg])
+    outbox.flush()
+    assert [len(frame[1]) for _, frame in sent] == [1, 1, 1, 1]  # one group's appends per frame
+    # Small messages still share one frame; one the wire refuses is dropped and counted, not raised.
+    small = AppendRequest(frm=NodeId("a"), to=NodeId("b"), term=1, prev_index=0, prev_term=0, commit=0)
+    for g in range(5):
+        outbox.send(f"g{g}", [small])
+    sent.clear()
+    outbox.flush()
+    assert sent == [] and outbox.dropped_outbound == 5

@@ -2,7 +2,13 @@
 
 The checker observes the ``Env`` after every step (and through its apply/read hooks) and keeps the global
 history it needs: which node led which term, which entries were committed and in which term that was first
-seen, which entries each index applied, which writes were acknowledged, and when each read began.
+seen, which entry each index applied (on any node, learners included) and the lowest term of a node that applied
+it, which writes were acknowledged, and when each read began.
+
+An applied entry is as final as a committed one, whoever applied it: a learner's state machine (or a follower's)
+must never hold an entry the group can still lose. So every applied entry must agree with every committed log,
+and every leader of a later term than the one its applier was in must hold it (Leader Completeness, for what was
+applied rather than what some node believes committed).
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ class Checker:
     entries: dict[tuple[int, int], tuple[int, bytes, int | None]] = attrs.Factory(dict)
     committed: dict[int, tuple[int, bytes]] = attrs.Factory(dict)  # index -> (term, data)
     committed_seen_in_term: dict[int, int] = attrs.Factory(dict)  # index -> term of the first node that knew it
-    applied: dict[int, tuple[int, bytes]] = attrs.Factory(dict)
+    applied: dict[int, tuple[int, bytes]] = attrs.Factory(dict)  # index -> (term, data), on any node
+    applied_in_term: dict[int, int] = attrs.Factory(dict)  # index -> the lowest term of a node that applied it
     proposals: dict[tuple[NodeId, int, int], bytes] = attrs.Factory(dict)  # (proposer, index, term) -> data
     acked_max: int = 0  # the highest index of an acknowledged write
     reads: dict[bytes, tuple[NodeId, int]] = attrs.Factory(dict)  # context -> (node, acked_max at read start)
@@ -51,6 +58,12 @@ class Checker:
         c = self.committed.get(e.index)
         if c is not None and c != (e.term, e.data):
             raise InvariantViolation(f"node {node.id} applied {fmt_entry(e)}, not the committed entry {c}")
+        # The applier learned that the entry is committed from a leader of its term or an earlier one (or is
+        # that leader): every leader of a later term must hold it.
+        assert node.raw is not None
+        term = node.raw.term
+        if term < self.applied_in_term.get(e.index, term + 1):
+            self.applied_in_term[e.index] = term
         data = self.proposals.pop((node.id, e.index, e.term), None)
         if data is not None and data == e.data:
             # The proposer applied its own write: the client now has its answer (the write completed).
@@ -114,6 +127,12 @@ class Checker:
                     raise InvariantViolation(
                         f"committed entry {i} changed: node {node.id} has {fmt_entry(e)}, it was term {c[0]} {c[1]!r}"
                     )
+                a = self.applied.get(i)
+                if a is not None and a != (e.term, e.data):
+                    raise InvariantViolation(
+                        f"State Machine Safety: node {node.id} committed {fmt_entry(e)}, but index {i} was applied "
+                        f"as term {a[0]} data {a[1]!r}"
+                    )
         # Leader Completeness: a leader of term T holds every entry known committed in an earlier term.
         for node in self.env.leaders():
             assert node.raw is not None
@@ -125,4 +144,13 @@ class Checker:
                     raise InvariantViolation(
                         f"Leader Completeness: leader {node.id} of term {r.term} lacks committed entry {i} (term "
                         f"{term}), committed by term {self.committed_seen_in_term[i]}"
+                    )
+            # ... and every entry any node applied (a learner, say) as of a term before this one.
+            for i, (term, _) in self.applied.items():
+                if self.applied_in_term[i] >= r.term or i < r.log.first_index() - 1:
+                    continue
+                if r.log.term_or_none(i) != term:
+                    raise InvariantViolation(
+                        f"Leader Completeness: leader {node.id} of term {r.term} lacks entry {i} (term {term}), "
+                        f"applied by a node in term {self.applied_in_term[i]}"
                     )

@@ -14,7 +14,7 @@ it with the file, and ``BOROUGH_REWRITE=1`` writes it back for review. Commands:
               [election=] [heartbeat=] [max-inflight=] [max-inflight-bytes=] [max-msg-entries=] [max-msg-bytes=]
               [max-uncommitted=] [max-committed=]
     campaign X | tick X [N] | tick-election X | tick-heartbeat X | tick-all [N]
-    process-ready X.. | deliver-msgs [X..] [drop=(..)] | stabilize [X..]
+    process-ready X.. | crash-mid-ready X | deliver-msgs [X..] [drop=(..)] | stabilize [X..]
     duplicate-msgs X.. | delay-msgs X.. | release-msgs
     partition A B / C | heal | crash X | restart X
     propose X DATA | propose-conf-change X v4 l5 r2 [transition=auto|implicit|explicit] | leave-joint X
@@ -136,6 +136,17 @@ class Runner:
     def cmd_process_ready(self, pos: list[str], kw: dict[str, object]) -> None:
         for nid in pos:
             self.env.process_ready(nid)
+
+    def cmd_crash_mid_ready(self, pos: list[str], kw: dict[str, object]) -> None:
+        """Process X's next Ready, crashing X right after the messages that may leave before its write left
+        (``Env.crash_mid_ready``). If none may (persist-first, or the Ready forbids it), the Ready is processed
+        whole and X keeps running: the two orders print the same thing only when nothing leaves early."""
+        nid = NodeId(pos[0])
+        self.env.crash_mid_ready.add(nid)
+        try:
+            self.env.process_ready(nid)
+        finally:
+            self.env.crash_mid_ready.discard(nid)
 
     def cmd_deliver_msgs(self, pos: list[str], kw: dict[str, object]) -> None:
         drop = kw.get("drop", [])

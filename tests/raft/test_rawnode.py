@@ -10,7 +10,7 @@ import attrs
 import pytest
 
 from borough.errors import LocalProtocolError, NotLeader, RemoteProtocolError, StorageError
-from borough.raft.confchange import ConfChange
+from borough.raft.confchange import ConfChange, Transition
 from borough.raft.config import RaftConfig
 from borough.raft.core import Role
 from borough.raft.errors import ConfChangeInProgress, LeadershipTransferInProgress
@@ -101,6 +101,63 @@ def test_a_leaders_appends_may_go_first_unless_the_ready_carries_a_new_term_or_v
     follower.step(AppendRequest(frm=N1, to=N2, term=1, prev_index=0, prev_term=0, commit=0, entries=ents(1)))
     rd = drain(follower)
     assert not rd.appends_first  # a follower's answers always wait for its sync
+
+
+def _commits_in(rd: Ready) -> list[int]:
+    return [m.commit for m in rd.messages if isinstance(m, AppendRequest)]
+
+
+def test_a_one_voter_leaders_appends_wait_for_its_write_when_they_carry_its_unsynced_commit() -> None:
+    # Its own match commits what it appends at once: its appends tell the learner to apply an entry that is
+    # durable nowhere yet. Sent before the write, a crash would let the learner apply what the group loses.
+    n = make_node("1", ("1",), learners=("2",))
+    n.campaign()
+    drain(n)
+    n.step(AppendResponse(frm=N2, to=N1, term=1, index=1))
+    drain(n)
+    n.propose(b"x")
+    rd = drain(n)
+    assert [e.index for e in rd.entries] == [2] and rd.hard_state is not None and rd.hard_state.commit == 2
+    assert _commits_in(rd) == [2] and not rd.appends_first
+    # A heartbeat carries min(match, commit): only what the learner holds, which is durable here. May go first.
+    n.tick()
+    rd = drain(n)
+    assert not rd.entries and [type(m) for m in rd.messages] == [Heartbeat]
+
+
+def test_a_conf_change_between_has_ready_and_ready_does_not_hide_an_unsynced_commit() -> None:
+    # has_ready() flushes: the one-voter leader commits x and queues its append (commit=2) to the learner. A
+    # voter added before ready() makes the leader no longer a quorum by itself, but that append still carries
+    # the commit of an unsynced entry: what counts is the commit index against this Ready's entries.
+    n = make_node("1", ("1",), learners=("2",))
+    n.campaign()
+    drain(n)
+    n.step(AppendResponse(frm=N2, to=N1, term=1, index=1))
+    drain(n)
+    n.propose(b"x")
+    assert n.has_ready()
+    n.propose_conf_change(ConfChange.add_voter("3"))
+    rd = n.ready()
+    assert n.status().conf_state.voters == (N1, N3)
+    assert [e.index for e in rd.entries] == [2, 3] and 2 in _commits_in(rd)
+    assert not rd.appends_first
+
+
+def test_a_joint_configuration_with_one_half_just_the_leader_still_sends_its_appends_first() -> None:
+    # Incoming (1) is the leader alone, outgoing (1,2) is not: a commit needs 2's answer, stepped after the
+    # write, so the commit index in these appends never reaches an unsynced entry.
+    net = Net(make_node(i, ("1", "2")) for i in ("1", "2"))
+    net.elect("1")
+    leader = net.nodes[N1]
+    leader.propose_conf_change(ConfChange(changes=ConfChange.remove("2").changes, transition=Transition.JOINT_EXPLICIT))
+    net.stabilize()
+    assert leader.status().conf_state.voters == (N1,) and leader.status().conf_state.voters_outgoing == (N1, N2)
+    leader.propose(b"x")
+    rd = leader.ready()
+    assert rd.entries and rd.hard_state is None and rd.appends_first
+    assert all(c < rd.entries[0].index for c in _commits_in(rd))
+    leader.storage.persist(rd)  # type: ignore[attr-defined]
+    leader.advance(rd)
 
 
 def test_a_message_for_someone_else_is_refused() -> None:
