@@ -165,7 +165,11 @@ class Replicas:
             return replica
         if name in self._host.store.replicas():
             return self.start(name)
-        if name != SYSTEM:
+        # A group is created from its directory record only on a node that never held a replica of it. Once the
+        # group has moved away from this node (a tombstone is left), the record's voters are history: creating
+        # the group again from them would make a second group for the partition (the record lists this node;
+        # it may even be its only voter). Here it is only ever created empty, for a leader that adds it back.
+        if name != SYSTEM and self._host.store.tombstone(name) is None:
             record = await self._find_record(name)
             if record is not None and self._host.node_id in record.voters:
                 replica = await self.bootstrap(name, record.voters)

@@ -96,6 +96,7 @@ class LeaderMixin:
                     self.become_follower(self.term, None)
                     return
                 for node, pr in self.prs.items():
+                    pr.was_active = pr.recent_active
                     pr.recent_active = node == self.id
         if self.lead_transferee is not None:
             self.transfer_elapsed += 1

@@ -70,7 +70,9 @@ class Progress:
     """One follower (or the leader itself) as seen from the leader.
 
     ``match``: highest index known to be in the follower's log (§5.3 matchIndex). ``next``: the next index to
-    send (§5.3 nextIndex). ``recent_active``: heard from it since the last check-quorum round.
+    send (§5.3 nextIndex). ``recent_active``: heard from it since the last check-quorum round;
+    ``was_active``: heard from it in the round before (so a status read just after a round ends, when every
+    ``recent_active`` was just reset, still sees who answers).
     ``acked_seq``: the highest heartbeat read round it acknowledged in this term (ReadIndex and lease).
     ``sent_commit``: the highest commit index sent to it (in an append or a heartbeat).
     ``heartbeat_match``: ``match`` at the previous heartbeat response (no progress between two of them while
@@ -85,6 +87,7 @@ class Progress:
     probe_sent: bool = False
     pending_snapshot: int = 0
     recent_active: bool = False
+    was_active: bool = False
     acked_seq: int = 0
     sent_commit: int = 0
     heartbeat_match: int = -1  # match when the previous heartbeat response arrived (to notice lost appends)

@@ -308,7 +308,7 @@ class RawNode:
                     match=pr.match,
                     next=pr.next,
                     state=pr.state,
-                    recent_active=pr.recent_active,
+                    recent_active=pr.recent_active or pr.was_active,
                     learner=pr.learner,
                     inflight=len(pr.inflights),
                 )
