@@ -104,9 +104,12 @@ class SystemState:
 
     def _join(self, node_id: NodeId, address: str) -> tuple[list[list[Any]], Any]:
         current = self.members.get(node_id)
-        if current is not None and current.address == address and current.state is MemberState.ACTIVE:
+        # A member being decommissioned stays LEAVING when it restarts and announces itself: the drain goes on.
+        leaving = current is not None and current.state is MemberState.LEAVING
+        state = MemberState.LEAVING if leaving else MemberState.ACTIVE
+        if current is not None and current.address == address and current.state is state:
             return [], self.members
-        table = self.members.with_member(Member(node_id=node_id, address=address, state=MemberState.ACTIVE))
+        table = self.members.with_member(Member(node_id=node_id, address=address, state=state))
         return self._write_members(table), table
 
     def _set_state(self, node_id: NodeId, state: MemberState) -> tuple[list[list[Any]], Any]:

@@ -16,7 +16,9 @@ Rules, in the order they are tried (DESIGN.md, "Cluster, ring and partitions"):
 3. Add the first live ring target that is not yet a member, as a learner (learners do not count in quorums,
    so this is always safe); the new replica then catches up by snapshot and log.
 4. Promote the first ring target that is a live learner caught up to within ``catch_up_slack`` entries of
-   the leader's last index, through joint consensus.
+   the leader's last index, through joint consensus; while a voter is down, only if the group keeps a live
+   quorum without counting the new voter (so a dead voter is removed first, and a new node that fails right
+   after its promotion cannot wedge the group).
 5. Remove a learner that is not a ring target (always safe).
 6. Remove a voter that is not a ring target and is not live: it contributes nothing to a quorum, and
    removing it never shrinks the live margin.
@@ -183,7 +185,12 @@ def next_step(
         if node not in voters and node not in learners and node in live:
             return AddLearner(node=node)
     for node in target:  # rule 4
-        if node in learners and caught_up(node) and has_live_quorum(voters | {node}, live):
+        # While a voter is down, the new voter does not count towards the live quorum it must keep: if it
+        # failed right after its promotion (a new node that dies young), the group would be wedged for good.
+        # The dead voter is removed first (rule 6) instead.
+        grown = voters | {node}
+        survives = voters <= live or has_live_quorum(grown, live - {node})
+        if node in learners and caught_up(node) and has_live_quorum(grown, live) and survives:
             return PromoteVoter(node=node)
     for node in sorted(learners - wanted):  # rule 5
         return RemoveNode(node=node, voter=False)

@@ -116,7 +116,18 @@ def test_dead_extra_voter_is_removed_first() -> None:
     # Adding the learner first is free; then the dead voter goes before the promotion (never a worse margin).
     assert step_for(RING5, conf, TARGET[0], live) == AddLearner(node=TARGET[2])
     conf = ConfState(voters=(*TARGET[:2], dead), learners=TARGET[2:])
+    assert step_for(RING5, conf, TARGET[0], live) == RemoveNode(node=NodeId(dead), voter=True)
+    conf = ConfState(voters=TARGET[:2], learners=TARGET[2:])
     assert step_for(RING5, conf, TARGET[0], live) == PromoteVoter(node=TARGET[2])
+
+
+def test_a_learner_is_promoted_only_if_the_group_survives_its_failure() -> None:
+    # Voters T0, T1 and T2 with T2 dead (not yet replaced): promoting the learner would make 4 voters whose
+    # quorum of 3 needs the new node itself, so a new node that dies young would wedge the group for good.
+    conf = ConfState(voters=TARGET, learners=(OTHERS[0],))
+    live = ALL - {TARGET[2]}
+    assert has_live_quorum(set(TARGET), set(live))
+    assert not isinstance(step_for(RING5, conf, TARGET[0], live), PromoteVoter)
 
 
 def test_extra_learner_is_removed() -> None:
