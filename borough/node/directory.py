@@ -64,7 +64,9 @@ class Directory:
         (The one rule for "which table is current"; every service asks here.)"""
         local = self._local_system()
         if local is not None and local.members.version > self._fetched.version:
-            return local.members
+            # Kept: if this node's _system replica goes away (moved elsewhere), the newest table it knew must
+            # not give way to an older fetched one (a stale ring would shrink the groups this node leads).
+            self._fetched = local.members
         return self._fetched
 
     def set_members(self, table: MemberTable) -> None:

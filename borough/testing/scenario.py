@@ -48,7 +48,7 @@ from borough.testing.checks import (
 )
 from borough.testing.history import NOT_FOUND, History, Status
 from borough.testing.linearizability import CheckResult, check
-from borough.testing.sim import SimCluster
+from borough.testing.sim import SimCluster, SimNode
 from borough.testing.workload import ClientOps, cas_handler
 
 __all__ = [
@@ -96,6 +96,8 @@ PLACEMENT_BOUND: Final = 120.0
 #: ``random_scenario(topology=True)``: how many nodes at most it adds, and the ``dead_after`` it sets.
 MAX_ADDS: Final = 2
 TOPOLOGY_DEAD_AFTER: Final = 10.0
+#: How long a node that ``add`` started keeps trying to join before it is abandoned.
+JOIN_BOUND: Final = 120.0
 #: How long a ``decommission`` may take (draining waits for the schedule to end and the network to heal).
 DRAIN_BOUND: Final = 300.0
 
@@ -242,7 +244,7 @@ async def apply_fault(sim: SimCluster, fault: Fault, nursery: trio.Nursery) -> N
         sim.heal()
     elif name == "add":
         _topology(sim).done.append("add")
-        nursery.start_soon(sim.add_node)
+        nursery.start_soon(_add, sim)
     elif name == "remove":
         target = node(args[0])
         # Keep a majority of the original replicas of every partition: at most one node removed, never below 3.
@@ -341,6 +343,57 @@ def _may_remove(sim: SimCluster, index: int, step: str) -> bool:
     return reason is None
 
 
+async def _add(sim: SimCluster) -> None:
+    """A new machine joins. If its join fails (it gives up after its request timeout when ``_system`` cannot
+    answer, e.g. during a partition), it is booted again every second, as an operator would, until it joins or
+    something else (healing, a ``restart`` step) booted it; after ``JOIN_BOUND`` the machine is abandoned."""
+    index = len(sim.nodes)  # the index add_node gives it (it appends before its first checkpoint)
+    if await _try_boot(sim.add_node):
+        return
+    with trio.move_on_after(JOIN_BOUND):
+        while True:
+            sim.record("add-retry", index)
+            await trio.sleep(1.0)
+            target = sim.nodes[index]
+            if target.up or target.booting or target.removed:
+                return
+            if await _try_boot(functools.partial(sim.restart, index)):
+                return
+    sim.nodes[index].removed = True
+    _topology(sim).done.append(f"add {index} abandoned: it could not join within {JOIN_BOUND:g} s")
+
+
+async def _try_boot(boot: Callable[[], Awaitable[object]]) -> bool:
+    failed = False
+    try:
+        await boot()
+    except* BoroughError:
+        failed = True
+    return not failed
+
+
+def wedged_groups(sim: SimCluster) -> list[str]:
+    """Groups that can never commit again: a running replica's configuration (voters, or the outgoing voters of
+    a joint one) where at most half the voters are nodes that still exist (not removed). Each says
+    ``WEDGED``. (The removal guard never kills or drains a voter into this; a group gets here when placement
+    changed its configuration afterwards, e.g. promoting a learner that had just been killed.)"""
+    removed = {n.node_id for n in sim.nodes if n.removed}
+    found: dict[str, str] = {}
+    for sim_node in sim.running():
+        assert sim_node.node is not None
+        for name, replica in sim_node.node.replicas.items():
+            conf = replica.status().conf_state
+            for voters in (conf.voters, conf.voters_outgoing):
+                gone = [sim._short(v) for v in voters if v in removed]
+                if voters and len(voters) - len(gone) <= len(voters) // 2 and name not in found:
+                    found[name] = (
+                        f"{name}: {WEDGED}: {len(gone)} of its {len(voters)} voters "
+                        f"[{', '.join(sim._short(v) for v in voters)}] are gone for good ({', '.join(gone)})"
+                        + (" in a joint configuration" if conf.joint else "")
+                    )
+    return [found[name] for name in sorted(found)]
+
+
 async def _booted(sim: SimCluster, index: int) -> None:
     while True:  # polled: a boot has no event to wait on
         if not sim.nodes[index].booting:
@@ -354,7 +407,36 @@ async def _crash_when_booted(sim: SimCluster, index: int) -> None:
         await sim.crash(index)
 
 
+#: Said of a decommission that did not finish when its node restarted meanwhile (as in
+#: tests/testing/scenarios/decommission-restart-578.json, before a restarted LEAVING node stayed LEAVING).
+RESTARTED_WHILE_DRAINED: Final = "the node restarted while it was being drained"
+
+#: Said of a group left with no majority of voters that still exist (``wedged_groups``), as in
+#: tests/testing/scenarios/promoted-dead-learner-165.json and stale-member-table-352.json.
+WEDGED: Final = "wedged, no majority of its voters can ever answer again"
+
 _DRAIN_ERRORS = (BoroughError, OSError, trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+async def _try_decommission(sim: SimCluster, node_id: str, by: SimNode | None, host: str) -> str | None:
+    """One ``decommission`` call, through node ``by`` or (None) a new client on ``host``; None if it returned,
+    else the name of the error (the outcome is unknown, or the node it ran on stopped: the caller asks again)."""
+    error: str | None = None
+    try:
+        if by is not None and by.node is not None:
+            with trio.fail_after(60):
+                await by.node.decommission(node_id)
+        else:
+            async with sim.client(request_timeout=10.0, host=host) as client:
+                await client.decommission(node_id)
+    except* _DRAIN_ERRORS as group:
+        error = type(group.exceptions[0]).__name__
+    except* RuntimeError as group:
+        # The node it ran on stopped under it (its nursery takes no new replica task): like a lost connection.
+        if by is None or not all("closed to new arrivals" in str(e) for e in group.exceptions):
+            raise
+        error = "the node stopped under the call"
+    return error
 
 
 async def _decommission(sim: SimCluster, index: int, via: int | None) -> None:
@@ -365,28 +447,24 @@ async def _decommission(sim: SimCluster, index: int, via: int | None) -> None:
     node_id = target.node_id
     assert node_id is not None
     sim.record("decommission", index, via)
-    started = trio.current_time()
+    started, boots = trio.current_time(), target.boots
     attempt = 0
     with trio.move_on_after(DRAIN_BOUND) as bound:
         while True:
             attempt += 1
             by = sim.nodes[via] if via is not None else None
-            try:
-                if by is not None and by.node is not None and not by.paused and not by.removed and via != index:
-                    with trio.fail_after(60):
-                        await by.node.decommission(node_id)
-                else:
-                    via = None  # from now on, through a client
-                    async with sim.client(request_timeout=10.0, host=f"admin-{index}-{attempt}") as client:
-                        await client.decommission(node_id)
+            if by is None or by.node is None or by.paused or by.removed or via == index:
+                via = None  # from now on, through a client
+            error = await _try_decommission(sim, node_id, by if via is not None else None, f"admin-{index}-{attempt}")
+            if error is None:
                 break
-            except _DRAIN_ERRORS as exc:  # the outcome is unknown, or the node it ran on stopped: ask again
-                sim.record("decommission-retry", index, type(exc).__name__)
-                via = None
-                await trio.sleep(1.0)
+            sim.record("decommission-retry", index, error)
+            via = None
+            await trio.sleep(1.0)
     if bound.cancelled_caught:
+        restarted = f" ({RESTARTED_WHILE_DRAINED})" if target.boots > boots else ""
         state.problems.append(
-            f"the decommission of node {index} did not finish within {DRAIN_BOUND:g} s\n{sim.describe()}"
+            f"the decommission of node {index} did not finish within {DRAIN_BOUND:g} s{restarted}\n{sim.describe()}"
         )
         return
     how = f"by node {via}" if via is not None else "by a client"
@@ -515,6 +593,7 @@ async def play(scenario: Scenario, *, handler: Handler | None = None) -> Scenari
             for index, steps in enumerate(scenario.clients):
                 nursery.start_soon(_run_client, sim, history, index, steps, scenario.op_timeout)
         leader_wait = leaders[0].leader_wait
+        topology_steps = any(fault.name in TOPOLOGY for fault in scenario.faults)
         problems.extend(leaders[0].problems)
         # Read every key once more, after healing: this is what "no acknowledged write lost" is checked against.
         keys: list[tuple[str, str]] = sorted({op.key for op in history}, key=repr)  # type: ignore[misc]
@@ -530,13 +609,15 @@ async def play(scenario: Scenario, *, handler: Handler | None = None) -> Scenari
                         problems.append(f"the final read of {op.key!r} failed after healing: {op.error}")
             problems.extend(await check_replicas(sim))
             problems.extend(await check_members(sim))
-            if any(fault.name in TOPOLOGY for fault in scenario.faults):
+            if topology_steps:
                 misplaced = await check_placement(sim, bound=PLACEMENT_BOUND)
                 if misplaced:
                     misplaced[-1] += "\n" + sim.describe()
                 problems.extend(misplaced)
         topology = _topology(sim)
         problems.extend(topology.problems)
+        if topology_steps and problems:
+            problems.extend(wedged_groups(sim))  # why a group is stuck, if it can never commit again
         virtual = trio.current_time() - t0
         result = check(history)
         if not result.ok:
