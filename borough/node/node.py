@@ -29,7 +29,7 @@ from borough.node.local import LocalBackend
 from borough.node.members import MemberWatch
 from borough.node.outbox import RaftOutbox
 from borough.node.records import MemberStatus
-from borough.node.registry import Replicas, find_record_or_none
+from borough.node.registry import Replicas
 from borough.node.replica import Replica
 from borough.node.routing import Target
 from borough.node.server import Server
@@ -96,7 +96,7 @@ class Node:
             config=config,
             rng=rng,
             nursery=nursery,
-            find_record=lambda name: find_record_or_none(lambda n: self.directory.record(n, create=False), name),
+            find_record=lambda name: self.directory.record(name, create=False),
             on_deleted=lambda name: self.session.router.learn_leader(name, None),
             on_tick=None if trace is None else lambda n: trace("tick", (n,)),
         )

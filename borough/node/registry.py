@@ -35,8 +35,8 @@ logger = logging.getLogger(__name__)
 PENDING_MESSAGES = 256
 PENDING_PARTITIONS = 1024
 
-#: Looks a partition's directory record up (None when the partition was never registered).
-FindRecord = Callable[[str], Awaitable[DirectoryRecord | None]]
+#: Looks a partition's directory record up (NotFound when the partition was never registered).
+FindRecord = Callable[[str], Awaitable[DirectoryRecord]]
 
 
 class Replicas:
@@ -170,7 +170,10 @@ class Replicas:
         # the group again from them would make a second group for the partition (the record lists this node;
         # it may even be its only voter). Here it is only ever created empty, for a leader that adds it back.
         if name != SYSTEM and self._host.store.tombstone(name) is None:
-            record = await self._find_record(name)
+            try:
+                record: DirectoryRecord | None = await self._find_record(name)
+            except NotFound:
+                record = None
             if record is not None and self._host.node_id in record.voters:
                 replica = await self.bootstrap(name, record.voters)
                 if record.voters[0] == self._host.node_id:
@@ -230,11 +233,3 @@ class Replicas:
                 self._on_tick(len(self._replicas))
             for replica in list(self._replicas.values()):
                 replica.tick()
-
-
-async def find_record_or_none(lookup: Callable[[str], Awaitable[DirectoryRecord]], name: str) -> DirectoryRecord | None:
-    """``lookup(name)``, with a partition that was never registered as None."""
-    try:
-        return await lookup(name)
-    except NotFound:
-        return None

@@ -17,7 +17,7 @@ import trio.testing
 
 import borough.node.registry as registry_module
 from borough.config import NodeConfig
-from borough.errors import NotLeader
+from borough.errors import NotFound, NotLeader
 from borough.kv import encode_value
 from borough.node.records import DirectoryRecord
 from borough.node.registry import Replicas
@@ -40,12 +40,14 @@ class Directory:
     def add(self, name: str, *voters: str) -> None:
         self.records[name] = DirectoryRecord(name=name, voters=voters, table_version=1)  # type: ignore[arg-type]
 
-    async def find(self, name: str) -> DirectoryRecord | None:
+    async def find(self, name: str) -> DirectoryRecord:
         self.lookups.append(name)
         await trio.lowlevel.checkpoint()
         if self.gate is not None:
             await self.gate.wait()
-        return self.records.get(name)
+        if name not in self.records:
+            raise NotFound(name, partition="_system")
+        return self.records[name]
 
 
 @dataclass(eq=False)
