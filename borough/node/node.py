@@ -242,10 +242,6 @@ class Node:
             await self.duties.sweep_once()
             await trio.sleep(DRAIN_POLL)
 
-    def current_members(self) -> MemberTable:
-        """The newest member table this node knows, without asking anyone."""
-        return self.directory.members
-
     async def _invoke_handler(self, partition: str, backend: LocalBackend, body: Any) -> Any:
         handler = self._handler
         assert handler is not None
