@@ -1,7 +1,8 @@
 """What other tasks hand a replica's driver: Raft ticks, peers' messages and commands for its core.
 
 This module owns the queue between the node (the ticker, the outbox's inbound side, snapshot transfers,
-placement) and one replica's driver task, which alone feeds it to the Raft core at the start of a round.
+placement) and one replica's driver task, which alone feeds it to the Raft core at the start of a round, and
+the signal that wakes the driver when anything arrives.
 Messages are bounded (beyond ``INBOX_LIMIT`` they are dropped and counted: Raft retransmits), except a staged
 snapshot's offer, which its data waits on. It also notes when a leader last spoke to this replica. It knows
 nothing of proposals or reads (``borough.node.waiters``).
@@ -41,29 +42,59 @@ class Inbox:
         self._commands: list[tuple[Command, Waiter | None]] = []
         self.last_leader_contact = trio.current_time()
         self.dropped = 0
+        self._pending = False  # something arrived since the driver last waited
+        self._lot = trio.lowlevel.ParkingLot()
+
+    # --- waking the driver ----------------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Something arrived for the driver (here, or in its proposal and read queues)."""
+        self._pending = True
+        self._lot.unpark_all()
+
+    async def wait(self) -> None:
+        """The driver waits for input (returns at once if some arrived since the last wait)."""
+        if not self._pending:
+            await self._lot.park()
+        self._pending = False
+
+    @property
+    def pending(self) -> bool:
+        return self._pending
+
+    # --- what arrives -----------------------------------------------------------------------------------------
 
     def commands(self) -> int:
         return len(self._commands)
 
     def tick(self) -> None:
         self._ticks += 1
+        self.wake()
 
-    def deliver(self, message: Message) -> bool:
-        """Queue a peer's message; False (and counted) when the inbox is full."""
+    def deliver(self, message: Message) -> None:
+        """Queue a peer's message; dropped (and counted) when the inbox is full: the sender retransmits."""
         if len(self._messages) >= INBOX_LIMIT:
             self.dropped += 1
-            return False
+            return
         self._messages.append(message)
         if type(message) in _FROM_LEADER:
             self.last_leader_contact = trio.current_time()
-        return True
+        self.wake()
 
     def offer(self, message: InstallSnapshot) -> None:
         """A staged snapshot's message: never dropped, since its staged data waits on it."""
         self._messages.append(message)
+        self.wake()
 
-    def command(self, fn: Command, waiter: Waiter | None) -> None:
+    def command(self, fn: Command, waiter: Waiter | None = None) -> None:
         self._commands.append((fn, waiter))
+        self.wake()
+
+    async def call(self, fn: Command) -> Any:
+        """Run ``fn`` on the core at the driver's next round and return its result (or raise its error)."""
+        waiter = Waiter()
+        self.command(fn, waiter)
+        return await waiter.wait()
 
     def feed(self, raw: RawNode, stepping: Callable[[Message], None]) -> None:
         """Hand ``raw`` the ticks, commands and messages queued since the last round, in that order. A command's

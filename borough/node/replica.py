@@ -24,11 +24,11 @@ from typing import Any, Protocol
 import trio
 
 from borough.errors import BoroughError, NotLeader, Overloaded, Unavailable
-from borough.node.inbox import Command, Inbox
+from borough.node.inbox import Inbox
 from borough.node.persist import ReplicaStats, compaction_target, ready_batch
 from borough.node.staging import SnapshotStaging
 from borough.node.statemachine import StateMachine
-from borough.node.waiters import Proposals, Reads, Waiter
+from borough.node.waiters import Proposals, Reads
 from borough.raft.confchange import ConfChange
 from borough.raft.config import RaftConfig
 from borough.raft.messages import InstallSnapshot, Message
@@ -91,8 +91,6 @@ class Replica:
         )
         self._snapshot_every = snapshot_every
         self._inbox = Inbox(name)
-        self._dirty = False
-        self._lot = trio.lowlevel.ParkingLot()
         self._proposals = Proposals()
         self._reads = Reads()
         self._staging = SnapshotStaging(store, name)
@@ -147,41 +145,29 @@ class Replica:
 
     # --- inputs from other tasks ------------------------------------------------------------------------
 
-    def _wake(self) -> None:
-        self._dirty = True
-        self._lot.unpark_all()
-
     def tick(self) -> None:
         self._inbox.tick()
-        self._wake()
 
     def deliver(self, message: Message) -> None:
         """An inbound Raft message; dropped when the inbox is full (the sender retransmits)."""
-        if self._inbox.deliver(message):
-            self._wake()
+        self._inbox.deliver(message)
 
     def _queue_room(self) -> None:
         if len(self._proposals) + len(self._reads) + self._inbox.commands() >= QUEUE_LIMIT:
             raise Overloaded(f"partition {self.name!r} has {QUEUE_LIMIT} operations queued on {self.host.node_id}")
 
-    def _command(self, fn: Command, waiter: Waiter | None = None) -> None:
-        self._inbox.command(fn, waiter)
-        self._wake()
-
     def campaign(self) -> None:
         """Start an election now (a freshly created group's first replica, to skip one election timeout)."""
-        self._command(RawNode.campaign)
+        self._inbox.command(RawNode.campaign)
 
     def report_snapshot(self, to: str, ok: bool) -> None:
         """The snapshot stream to ``to`` ended (``ok``) or failed: replication resumes by probing."""
-        self._command(lambda raw: raw.report_snapshot(to, ok))
+        self._inbox.command(lambda raw: raw.report_snapshot(to, ok))
 
     async def transfer_leadership(self, to: str) -> None:
         """Hand leadership to voter ``to`` (raises like ``RawNode.transfer_leadership``)."""
         self.check_leader()
-        waiter = Waiter()
-        self._command(lambda raw: raw.transfer_leadership(to), waiter)
-        await waiter.wait()
+        await self._inbox.call(lambda raw: raw.transfer_leadership(to))
 
     async def propose(self, data: bytes) -> Any:
         """Append a command on the leader and wait until it is applied; returns the state machine's result.
@@ -204,7 +190,7 @@ class Replica:
         self.check_leader()
         self._queue_room()
         waiter = self._proposals.queue(data)
-        self._wake()
+        self._inbox.wake()
         return await waiter.wait()
 
     async def read_barrier(self) -> None:
@@ -213,15 +199,13 @@ class Replica:
         self.check_leader()
         self._queue_room()
         waiter = self._reads.queue()
-        self._wake()
+        self._inbox.wake()
         await waiter.wait()
 
     def remove(self) -> None:
         """This node is no longer in the group (its leader says so): stop, and let the node delete the data."""
         self.removed = True
-        self._wake()
-
-    # --- snapshots received -----------------------------------------------------------------------------
+        self._inbox.wake()
 
     def begin_install(self) -> SnapshotInstall:
         """Stage a snapshot streamed from the leader (replacing any earlier unfinished one)."""
@@ -235,7 +219,6 @@ class Replica:
         if not self._staging.offer(install, message):
             return False
         self._inbox.offer(message)
-        self._wake()
         return True
 
     # --- the driver loop --------------------------------------------------------------------------------
@@ -244,9 +227,7 @@ class Replica:
         raw = self._raw
         try:
             while True:
-                if not self._dirty:
-                    await self._lot.park()
-                self._dirty = False
+                await self._inbox.wait()
                 self._feed()
                 while raw.has_ready():
                     rd = raw.ready()
@@ -258,7 +239,7 @@ class Replica:
                     logger.info("partition %r: this node left the group; removing its replica", self.name)
                     self._stop(NotLeader(self.name, raw.leader))
                     return
-                if self._dirty:
+                if self._inbox.pending:
                     # More input arrived while we worked: let other tasks run before the next round.
                     await trio.lowlevel.checkpoint()
         except BaseException as exc:
