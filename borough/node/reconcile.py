@@ -46,12 +46,10 @@ async def reconcile_once(replica: Replica, ring: HashRing, live: Set[str]) -> St
     if isinstance(step, AddLearner):
         await replica.propose_conf_change(ConfChange.add_learner(step.node))
     elif isinstance(step, PromoteVoter):
-        await replica.propose_conf_change(
-            ConfChange(
-                changes=(ConfChangeSingle(type=ChangeType.ADD_VOTER, node=step.node),),
-                transition=Transition.JOINT_IMPLICIT,
-            )
-        )
+        changes = [ConfChangeSingle(type=ChangeType.ADD_VOTER, node=step.node)]
+        if step.replaces is not None:  # an atomic swap: the dead voter leaves in the same joint change
+            changes.append(ConfChangeSingle(type=ChangeType.REMOVE_NODE, node=step.replaces))
+        await replica.propose_conf_change(ConfChange(changes=tuple(changes), transition=Transition.JOINT_IMPLICIT))
     elif isinstance(step, RemoveNode):
         await replica.propose_conf_change(
             ConfChange(

@@ -16,9 +16,10 @@ Rules, in the order they are tried (DESIGN.md, "Cluster, ring and partitions"):
 3. Add the first live ring target that is not yet a member, as a learner (learners do not count in quorums,
    so this is always safe); the new replica then catches up by snapshot and log.
 4. Promote the first ring target that is a live learner caught up to within ``catch_up_slack`` entries of
-   the leader's last index, through joint consensus; while a voter is down, only if the group keeps a live
-   quorum without counting the new voter (so a dead voter is removed first, and a new node that fails right
-   after its promotion cannot wedge the group).
+   the leader's last index, through joint consensus. If a dead voter has left the ring, swap the learner in
+   for it in the same joint change (atomic: the voter set never shrinks). Otherwise, while a voter is down,
+   promote only if the group keeps a live quorum without counting the new voter, so a new node that fails
+   right after its promotion cannot wedge the group.
 5. Remove a learner that is not a ring target (always safe).
 6. Remove a voter that is not a ring target and is not live: it contributes nothing to a quorum, and
    removing it never shrinks the live margin.
@@ -84,12 +85,15 @@ class AddLearner:
 
 @attrs.frozen(kw_only=True, slots=True)
 class PromoteVoter:
-    """Make learner ``node`` a voter through joint consensus: enter C(old, new) with ``auto_leave``."""
+    """Make learner ``node`` a voter through joint consensus: enter C(old, new) with ``auto_leave``. With
+    ``replaces``, the same joint change also drops that (dead) voter: an atomic swap, so the group never passes
+    through a smaller voter set than it has."""
 
     node: NodeId
+    replaces: NodeId | None = None
 
     def target_conf(self, conf: ConfState) -> ConfState:
-        return _conf({*conf.voters, self.node}, set(conf.learners) - {self.node})
+        return _conf({*conf.voters, self.node} - {self.replaces}, set(conf.learners) - {self.node})
 
     def joint_conf(self, conf: ConfState) -> ConfState:
         """The joint configuration the change passes through (both voter sets must agree on commits)."""
@@ -184,13 +188,21 @@ def next_step(
     for node in target:  # rule 3
         if node not in voters and node not in learners and node in live:
             return AddLearner(node=node)
+    dead_extras = sorted(n for n in voters - wanted if n not in live)
     for node in target:  # rule 4
-        # While a voter is down, the new voter does not count towards the live quorum it must keep: if it
-        # failed right after its promotion (a new node that dies young), the group would be wedged for good.
-        # The dead voter is removed first (rule 6) instead.
+        if node not in learners or not caught_up(node):
+            continue
         grown = voters | {node}
-        survives = voters <= live or has_live_quorum(grown, live - {node})
-        if node in learners and caught_up(node) and has_live_quorum(grown, live) and survives:
+        if dead_extras:
+            # Swap the learner in for a dead voter that left the ring, in one joint change: both halves keep
+            # a live quorum, and the group is never smaller than before (removing first would leave fewer
+            # voters for a while; promoting first would let a new node that dies young wedge the group).
+            swapped = grown - {dead_extras[0]}
+            if has_live_quorum(swapped, live) and has_live_quorum(swapped, live - {node}):
+                return PromoteVoter(node=node, replaces=dead_extras[0])
+        # While a voter is down, the new voter does not count towards the live quorum it must keep: if it
+        # failed right after its promotion, the group would be wedged for good.
+        if has_live_quorum(grown, live) and (voters <= live or has_live_quorum(grown, live - {node})):
             return PromoteVoter(node=node)
     for node in sorted(learners - wanted):  # rule 5
         return RemoveNode(node=node, voter=False)

@@ -109,16 +109,20 @@ def test_extra_voter_is_removed_only_after_its_replacement_is_a_voter() -> None:
     assert step_for(RING5, conf, TARGET[0], ALL) == RemoveNode(node=NodeId(extra), voter=True)
 
 
-def test_dead_extra_voter_is_removed_first() -> None:
+def test_a_learner_is_swapped_in_for_a_dead_voter_in_one_joint_change() -> None:
     dead = OTHERS[0]
     conf = ConfState(voters=(*TARGET[:2], dead))
     live = ALL - {dead}
-    # Adding the learner first is free; then the dead voter goes before the promotion (never a worse margin).
+    # Adding the learner first is free; then it replaces the dead voter in one joint change, so the group never
+    # has fewer voters than before (removing first would leave two; promoting first would let a new node that
+    # dies young wedge four).
     assert step_for(RING5, conf, TARGET[0], live) == AddLearner(node=TARGET[2])
     conf = ConfState(voters=(*TARGET[:2], dead), learners=TARGET[2:])
-    assert step_for(RING5, conf, TARGET[0], live) == RemoveNode(node=NodeId(dead), voter=True)
-    conf = ConfState(voters=TARGET[:2], learners=TARGET[2:])
-    assert step_for(RING5, conf, TARGET[0], live) == PromoteVoter(node=TARGET[2])
+    step = step_for(RING5, conf, TARGET[0], live)
+    assert step == PromoteVoter(node=TARGET[2], replaces=NodeId(dead))
+    joint = step.joint_conf(conf)
+    assert set(joint.voters) == set(TARGET) and set(joint.voters_outgoing) == {*TARGET[:2], dead}
+    assert not joint.learners
 
 
 def test_a_learner_is_promoted_only_if_the_group_survives_its_failure() -> None:

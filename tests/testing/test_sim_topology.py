@@ -137,6 +137,10 @@ FIXED = [
     # itself, and placement removed the other voters one by one (p1 went from 3 voters to 1 and back once the
     # table was refreshed). Here n2 is killed just before: p1 entered [n2, n0 & n1, n2, n0], stuck for good.
     "stale-member-table-352.json",
+    # n0 crashed (back later), n4 joined as a learner, and placement (then) removed the dead n0 first: p1 passed
+    # through the two voters [n2, n3], and n2 was killed for good in that window, wedging [n2,n3 & n2,n3,n0].
+    # Placement now swaps the learner in for a dead voter that left the ring in one joint change.
+    "dead-voter-swap-3459.json",
 ]
 
 
