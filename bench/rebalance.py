@@ -69,7 +69,6 @@ import pathlib
 import random
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -83,7 +82,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from cluster import free_port, percentile  # noqa: E402
+from cluster import free_port, percentile, stop_processes  # noqa: E402
 
 import borough  # noqa: E402
 from borough.ring.hashring import HashRing  # noqa: E402
@@ -198,15 +197,7 @@ class Servers:
         self.procs[i].wait()
 
     def stop(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(self.procs)
 
     def log_sizes(self) -> list[int]:
         return [self.log(i).stat().st_size for i in range(len(self.procs))]

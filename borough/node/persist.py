@@ -44,7 +44,7 @@ def ready_batch(
     batch = store.write_batch()
     staging.settle(batch, plan.install)
     if plan.entries:
-        batch.append(partition, list(plan.entries))
+        batch.append(partition, plan.entries)
     if plan.hard_state is not None:
         batch.set_hard_state(partition, plan.hard_state)
     if plan.compaction is not None:

@@ -30,6 +30,13 @@ async def _writer(client: borough.Client, acked: dict[tuple[str, str], int], sto
         await trio.sleep(0.05)
 
 
+async def _write_all_and_settle(sim: SimCluster, client: borough.Client) -> None:
+    """Write ``k0 = 0`` into every partition and wait until each sits on its ring replica set."""
+    for name in PARTITIONS:
+        await client.partition(name).put("k0", 0)
+    assert await check_placement(sim, bound=60) == []
+
+
 async def _read_back(client: borough.Client, acked: dict[tuple[str, str], int]) -> list[str]:
     lost = []
     for (name, key), value in sorted(acked.items()):
@@ -69,9 +76,7 @@ async def test_a_joining_node_receives_its_share_and_the_others_let_go(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with SimCluster(3, seed=4) as sim, sim.client() as client:
-        for name in PARTITIONS:
-            await client.partition(name).put("k0", 0)
-        assert await check_placement(sim, bound=60) == []
+        await _write_all_and_settle(sim, client)
         new = await sim.add_node()
         assert await check_placement(sim, bound=120) == []
         node = sim[new.index]
@@ -87,9 +92,7 @@ async def test_a_dead_nodes_partitions_are_re_replicated_on_the_others(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with SimCluster(4, seed=5, dead_after=10.0) as sim, sim.client() as client:
-        for name in PARTITIONS:
-            await client.partition(name).put("k0", 0)
-        assert await check_placement(sim, bound=60) == []
+        await _write_all_and_settle(sim, client)
         acked: dict[tuple[str, str], int] = {}
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
@@ -108,9 +111,7 @@ async def test_a_node_that_leaves_hands_over_its_partitions_and_stays_out(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with SimCluster(4, seed=6) as sim, sim.client() as client:
-        for name in PARTITIONS:
-            await client.partition(name).put("k0", 0)
-        assert await check_placement(sim, bound=60) == []
+        await _write_all_and_settle(sim, client)
         leaving = sim[2]
         held_before = [name for name in PARTITIONS if name in leaving.replicas]
         assert held_before
@@ -137,9 +138,7 @@ async def test_a_dead_member_is_decommissioned_from_outside_without_waiting_for_
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with SimCluster(4, seed=7, dead_after=3600.0) as sim, sim.client() as client:
-        for name in PARTITIONS:
-            await client.partition(name).put("k0", 0)
-        assert await check_placement(sim, bound=60) == []
+        await _write_all_and_settle(sim, client)
         gone = sim.nodes[1].node_id
         assert gone is not None
         await sim.crash(1)
@@ -158,9 +157,7 @@ async def test_a_member_declared_dead_comes_back_and_gets_its_share_again(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with SimCluster(4, seed=8, dead_after=10.0) as sim, sim.client() as client:
-        for name in PARTITIONS:
-            await client.partition(name).put("k0", 0)
-        assert await check_placement(sim, bound=60) == []
+        await _write_all_and_settle(sim, client)
         back = sim.nodes[0].node_id
         await sim.crash(0)
         assert await check_placement(sim, bound=120) == []  # re-replicated on the other three
@@ -175,9 +172,7 @@ async def test_a_member_declared_dead_comes_back_and_gets_its_share_again(
 
 async def test_member_status_shows_what_each_member_holds_and_leads(autojump_clock: trio.testing.MockClock) -> None:
     async with SimCluster(4, seed=9) as sim, sim.client() as client:
-        for name in PARTITIONS:
-            await client.partition(name).put("k0", 0)
-        assert await check_placement(sim, bound=60) == []
+        await _write_all_and_settle(sim, client)
         await sim.stop(3)
         statuses = {s.node_id: s for s in await client.member_status()}
         assert set(statuses) == {n.node_id for n in sim.nodes}
