@@ -25,6 +25,7 @@ from borough.ids import NodeId
 from borough.node.cluster import Cluster, new_id
 from borough.node.directory import Directory
 from borough.node.duties import Duties
+from borough.node.incarnations import Stamp
 from borough.node.local import LocalBackend
 from borough.node.members import MemberWatch
 from borough.node.outbox import RaftOutbox
@@ -107,7 +108,7 @@ class Node:
             node_id=node_id,
             call=transport.call,
             address_of=self.directory.address_of,
-            find_replica=lambda name: self.replicas.local(name, empty_ok=True),
+            find_replica=self.replicas.for_snapshot,
             nursery=nursery,
             timeout=config.request_timeout,
             max_sends=config.max_snapshot_sends,
@@ -249,8 +250,8 @@ class Node:
 
     # --- ReplicaHost ------------------------------------------------------------------------------------
 
-    def send_raft(self, partition: str, messages: Sequence[Message]) -> None:
-        self.outbox.send(partition, messages)
+    def send_raft(self, partition: str, messages: Sequence[Message], stamp: Stamp) -> None:
+        self.outbox.send(partition, messages, stamp)
 
     def send_snapshot(self, replica: Replica, message: InstallSnapshot) -> None:
         self.snapshots.start_send(replica, message)

@@ -1,6 +1,7 @@
 """Raft messages between nodes: coalesced per peer on the way out, decoded and checked on the way in.
 
-This module owns the node-to-node Raft frame, ``["raft", [[partition, message], ...]]``. Every message that
+This module owns the node-to-node Raft frame, ``["raft", [[partition, message, to_inc, frm_inc], ...]]``
+(the incarnations of recipient and sender, see ``borough.node.incarnations``). Every message that
 the node's replicas produce in one scheduling round for the same peer leaves as one frame (or a few, each
 under ``FRAME_BUDGET``), so the heartbeats of all groups two nodes share are coalesced into a single frame per
 tick. Sends never block and may drop (Raft retransmits): a peer whose address is not known yet is skipped,
@@ -18,6 +19,7 @@ from typing import Any
 import trio
 
 from borough.errors import LocalProtocolError, RemoteProtocolError
+from borough.node.incarnations import Stamp
 from borough.raft.messages import AppendRequest, Message, decode_message, encode_message
 from borough.wire.records import PeerInfo
 
@@ -42,6 +44,10 @@ class _Frame:
         self.size = 0
 
 
+def _incarnation(value: object) -> bool:
+    return type(value) is int and 0 <= value < 1 << 63
+
+
 def _size(msg: Message) -> int:
     if type(msg) is AppendRequest:
         return _MESSAGE_OVERHEAD + sum(_ENTRY_OVERHEAD + len(e.data) for e in msg.entries)
@@ -55,7 +61,7 @@ class RaftOutbox:
         node_id: str,
         send: Callable[[str, Any], bool],
         address_of: Callable[[str], str | None],
-        deliver: Callable[[str, Message], None],
+        deliver: Callable[[str, Message, int, int], None],
         frame_budget: int = FRAME_BUDGET,
     ) -> None:
         self._node_id = node_id
@@ -73,8 +79,9 @@ class RaftOutbox:
 
     # --- outbound -------------------------------------------------------------------------------------------
 
-    def send(self, partition: str, messages: Sequence[Message]) -> None:
-        """Queue ``messages`` of ``partition``'s group for their recipients; they leave on the next flush."""
+    def send(self, partition: str, messages: Sequence[Message], stamp: Stamp) -> None:
+        """Queue ``messages`` of ``partition``'s group for their recipients, each with the incarnations
+        ``stamp(recipient)`` gives; they leave on the next flush."""
         queued = self._queued
         was_empty = not queued
         for msg in messages:
@@ -86,7 +93,8 @@ class RaftOutbox:
             if frame.items and frame.size + size > self._frame_budget:
                 frame = _Frame()
                 frames.append(frame)
-            frame.items.append([partition, encode_message(msg)])
+            to_inc, frm_inc = stamp(msg.to)
+            frame.items.append([partition, encode_message(msg), to_inc, frm_inc])
             frame.size += size
         if was_empty and queued:
             self._lot.unpark_all()
@@ -127,8 +135,15 @@ class RaftOutbox:
             return
         for item in frame[1]:
             try:
-                if not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], str) or not item[0]:
-                    raise RemoteProtocolError("a Raft item must be [partition, message]")
+                if (
+                    not isinstance(item, list)
+                    or len(item) != 4
+                    or not isinstance(item[0], str)
+                    or not item[0]
+                    or not _incarnation(item[2])
+                    or not _incarnation(item[3])
+                ):
+                    raise RemoteProtocolError("a Raft item must be [partition, message, to_inc, frm_inc]")
                 partition = item[0]
                 msg = decode_message(item[1])
             except RemoteProtocolError as exc:
@@ -137,4 +152,4 @@ class RaftOutbox:
                 continue
             if msg.to != self._node_id:
                 continue  # meant for an earlier incarnation of this address
-            self._deliver(partition, msg)
+            self._deliver(partition, msg, item[2], item[3])

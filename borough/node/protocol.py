@@ -372,17 +372,23 @@ class Hosted(_NoArgs, Op, name="node.hosted", repeatable=True):
 
 @attrs.frozen(slots=True)
 class SendSnapshot(Op, name="snap", repeatable=False):
-    """A leader streams a replica's applied state (the ``data`` stream) with its encoded InstallSnapshot."""
+    """A leader streams a replica's applied state (the ``data`` stream) with its encoded InstallSnapshot and
+    the incarnations of recipient and sender (see ``borough.node.incarnations``)."""
 
     message: Any
+    to_inc: int = 0
+    frm_inc: int = 0
 
     def to_args(self) -> list[Any]:
-        return [self.message]
+        return [self.message, self.to_inc, self.frm_inc]
 
     @classmethod
     def from_args(cls, args: list[Any], limits: Limits) -> SendSnapshot:
-        _nargs(cls, args, 1, "[install_snapshot_message]")
-        return cls(args[0])
+        _nargs(cls, args, 3, "[install_snapshot_message, to_incarnation, from_incarnation]")
+        for value in args[1:]:
+            if type(value) is not int or not 0 <= value < 1 << 63:
+                raise RemoteProtocolError("a snapshot call's incarnations must be integers in [0, 2**63)")
+        return cls(args[0], args[1], args[2])
 
 
 OPS: dict[str, type[Op]] = {

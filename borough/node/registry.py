@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 import trio
 
 from borough.config import NodeConfig
-from borough.errors import BoroughError, NotFound, NotLeader
+from borough.errors import BoroughError, NotFound, NotLeader, Unavailable
 from borough.ids import NodeId
 from borough.node.records import DirectoryRecord, Hosting
 from borough.node.replica import Replica, ReplicaHost
@@ -61,7 +61,9 @@ class Replicas:
         self._on_deleted = on_deleted
         self._on_tick = on_tick
         self._replicas: dict[str, Replica] = {}
-        self._pending: dict[str, list[Message]] = {}
+        self._pending: dict[str, list[tuple[Message, int, int]]] = {}
+        #: Messages dropped because they were meant for a replica this node deleted (an earlier incarnation).
+        self.dropped_stale = 0
         self._creating: set[str] = set()
 
     # --- the table ------------------------------------------------------------------------------------
@@ -122,8 +124,8 @@ class Replicas:
         )
         self._replicas[name] = replica
         self._nursery.start_soon(self._run, replica, name=f"replica {name!r}")
-        for message in self._pending.pop(name, ()):
-            replica.deliver(message)
+        for message, to_inc, frm_inc in self._pending.pop(name, ()):
+            replica.deliver(message, to_inc, frm_inc)
         return replica
 
     def resume(self) -> None:
@@ -193,22 +195,42 @@ class Replicas:
 
     # --- inbound Raft messages ----------------------------------------------------------------------------
 
-    def deliver(self, partition: str, message: Message) -> None:
-        """Hand a peer's Raft message to its replica, creating the replica when a leader talks to us first."""
+    def deliver(self, partition: str, message: Message, to_inc: int = 0, frm_inc: int = 0) -> None:
+        """Hand a peer's Raft message (stamped with incarnations, see ``borough.node.incarnations``) to its
+        replica, creating the replica when a leader talks to us first."""
         replica = self._replicas.get(partition)
         if replica is not None:
-            replica.deliver(message)
+            replica.deliver(message, to_inc, frm_inc)
             return
         pending = self._pending.get(partition)
         if pending is None:
-            if len(self._pending) >= PENDING_PARTITIONS:
+            if len(self._pending) >= PENDING_PARTITIONS or self._deleted_incarnation(partition, to_inc):
                 return
             pending = self._pending[partition] = []
         if len(pending) < PENDING_MESSAGES:
-            pending.append(message)
+            pending.append((message, to_inc, frm_inc))
         if partition not in self._creating:
             self._creating.add(partition)
             self._nursery.start_soon(self._create_for_message, partition)
+
+    def _deleted_incarnation(self, partition: str, to_inc: int) -> bool:
+        """Whether a message meant for incarnation ``to_inc`` of ``partition``'s replica is meant for one this
+        node deleted (it must not create a new replica: the sender is a stale leader, or the message was
+        delayed past the removal)."""
+        tombstone = self._host.store.tombstone(partition)
+        if tombstone is None or to_inc > tombstone.incarnation:
+            return False
+        self.dropped_stale += 1
+        return True
+
+    async def for_snapshot(self, name: str, to_inc: int) -> Replica:
+        """This node's replica of ``name`` to install a snapshot meant for incarnation ``to_inc`` in, created
+        empty if there is none (the replica itself then checks the incarnations, see ``Replica.deliver``)."""
+        if name not in self._replicas and self._deleted_incarnation(name, to_inc):
+            raise Unavailable(
+                f"partition {name!r}: the snapshot is meant for a replica {self._host.node_id} has deleted"
+            )
+        return await self.local(name, empty_ok=True)
 
     async def _create_for_message(self, partition: str) -> None:
         """A leader is talking to us about a group we do not host: create the replica (from its directory

@@ -21,10 +21,12 @@ import random
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+import attrs
 import trio
 
 from borough.errors import BoroughError, NotLeader, Overloaded, Unavailable
 from borough.node.inbox import Inbox
+from borough.node.incarnations import Incarnations, Stamp
 from borough.node.persist import ReplicaStats, compaction_target, ready_batch
 from borough.node.staging import SnapshotStaging
 from borough.node.statemachine import StateMachine
@@ -57,8 +59,9 @@ class ReplicaHost(Protocol):
     #: False only when the operator turned fsync off (acknowledged writes may then be lost on power loss).
     fsync: bool
 
-    def send_raft(self, partition: str, messages: Sequence[Message]) -> None:
-        """Queue messages for their recipients (never blocks; may drop: Raft retransmits)."""
+    def send_raft(self, partition: str, messages: Sequence[Message], stamp: Stamp) -> None:
+        """Queue messages for their recipients, each with ``stamp(recipient)``, the (recipient's, sender's)
+        incarnations (never blocks; may drop: Raft retransmits)."""
         ...
 
     def send_snapshot(self, replica: Replica, message: InstallSnapshot) -> None:
@@ -86,9 +89,9 @@ class Replica:
         self.machine = machine
         store = host.store
         self.applied = store.applied_index(name)
-        self._raw = RawNode(
-            raft_config, store.log_storage(name), rng, applied=self.applied, tombstone=store.tombstone(name)
-        )
+        tombstone = store.tombstone(name)
+        self._raw = RawNode(raft_config, store.log_storage(name), rng, applied=self.applied, tombstone=tombstone)
+        self.incarnations = Incarnations(host.node_id, self._raw.conf_state, tombstone)
         self._snapshot_every = snapshot_every
         self._inbox = Inbox(name)
         self._proposals = Proposals()
@@ -126,8 +129,8 @@ class Replica:
         return self._raw.snapshot_meta_at(index)
 
     def tombstone(self) -> Tombstone:
-        """What a deleted replica leaves behind (term, vote, log end), so a re-created one never votes back."""
-        return self._raw.tombstone()
+        """What a deleted replica leaves behind (see ``Tombstone``)."""
+        return attrs.evolve(self._raw.tombstone(), incarnation=self.incarnations.own())
 
     def hears_from_leader(self, within: float) -> bool:
         """Whether this replica leads, or got a message from a leader within the last ``within`` seconds."""
@@ -148,9 +151,11 @@ class Replica:
     def tick(self) -> None:
         self._inbox.tick()
 
-    def deliver(self, message: Message) -> None:
-        """An inbound Raft message; dropped when the inbox is full (the sender retransmits)."""
-        self._inbox.deliver(message)
+    def deliver(self, message: Message, to_inc: int = 0, frm_inc: int = 0) -> None:
+        """An inbound Raft message, dropped when not between current incarnations (see ``incarnations``)
+        or when the inbox is full (the sender retransmits)."""
+        if self.incarnations.admit(message.frm, to_inc, frm_inc):
+            self._inbox.deliver(message)
 
     def _queue_room(self) -> None:
         if len(self._proposals) + len(self._reads) + self._inbox.commands() >= QUEUE_LIMIT:
@@ -279,7 +284,7 @@ class Replica:
         if plan.send_before:
             # A leader replicates while it writes: its followers' syncs overlap its own. Safe because nothing
             # is stepped into the core until this Ready is advanced (see ``RawNode``).
-            host.send_raft(name, plan.send_before)
+            host.send_raft(name, plan.send_before, self.incarnations.stamp)
         if len(batch):
             # Entries, a snapshot or a new term/vote must be durable before the messages that depend on them
             # leave; a commit index or applied state alone need not be (both are recovered from the synced log).
@@ -290,7 +295,7 @@ class Replica:
             self.applied = plan.install.index
             self.machine.reload()
         if plan.send_after:
-            host.send_raft(name, plan.send_after)
+            host.send_raft(name, plan.send_after, self.incarnations.stamp)
         for message in plan.stream_snapshots:
             host.send_snapshot(self, message)
         if committed:

@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 import trio
 
-from borough.errors import BoroughError, RemoteProtocolError
+from borough.errors import BoroughError, RemoteProtocolError, Unavailable
 from borough.node.protocol import SendSnapshot, encode_call
 from borough.node.replica import Replica
 from borough.node.routing import seconds_left
@@ -28,8 +28,8 @@ from borough.store.snapshot import SnapshotReader
 
 #: Sends a call with streams to an address (the transport's ``call``).
 CallFn = Callable[..., Awaitable[Any]]
-#: This node's replica of a partition, created empty if it does not exist yet.
-FindReplica = Callable[[str], Awaitable[Replica]]
+#: This node's replica of a partition for a snapshot meant for an incarnation, created empty if need be.
+FindReplica = Callable[[str, int], Awaitable[Replica]]
 
 __all__ = ["Snapshots"]
 
@@ -91,7 +91,8 @@ class Snapshots:
                 meta = replica.snapshot_meta_at(reader.applied_index)
                 out = attrs.evolve(message, meta=meta)
                 with trio.move_on_after(self._timeout * 6):
-                    call = SendSnapshot(encode_message(out))
+                    to_inc, frm_inc = replica.incarnations.stamp(message.to)
+                    call = SendSnapshot(encode_message(out), to_inc, frm_inc)
                     await self._call(
                         address,
                         encode_call(replica.name, call, seconds_left()),
@@ -117,7 +118,12 @@ class Snapshots:
             raise RemoteProtocolError(
                 f"a snapshot call must carry an InstallSnapshot for this node, not {message!r:.100}"
             )
-        replica = await self._find_replica(partition)
+        replica = await self._find_replica(partition, op.to_inc)
+        if not replica.incarnations.admit(message.frm, op.to_inc, op.frm_inc):
+            raise Unavailable(
+                f"partition {partition!r}: this snapshot is meant for, or comes from, an earlier incarnation "
+                f"of a replica (to {op.to_inc}, from {op.frm_inc}): dropped"
+            )
         install = replica.begin_install()
         try:
             async with contextlib.aclosing(_unframed(streams["data"])) as chunks:

@@ -98,7 +98,27 @@ class ConfChange:
 
 
 def apply_conf_change(cs: ConfState, change: ConfChange) -> ConfState:
-    """The configuration that results from applying ``change`` to ``cs``; raises ``InvalidConfChange``."""
+    """The configuration that results from applying ``change`` to ``cs``; raises ``InvalidConfChange``.
+
+    A node that becomes a member gets the next incarnation number (see ``ConfState``); members keep theirs."""
+    return _with_incarnations(cs, _members_after(cs, change))
+
+
+def _with_incarnations(old: ConfState, new: ConfState) -> ConfState:
+    """``new`` with the incarnations of ``old``'s members carried over and a fresh one for each node added."""
+    was = set(old.members())
+    incarnations: dict[str, int] = {}
+    next_incarnation = old.next_incarnation
+    for node in new.members():
+        if node in was:
+            incarnations[node] = old.incarnation(node)
+        else:
+            incarnations[node] = next_incarnation
+            next_incarnation += 1
+    return attrs.evolve(new, incarnations=incarnations, next_incarnation=next_incarnation)
+
+
+def _members_after(cs: ConfState, change: ConfChange) -> ConfState:
     if change.is_leave_joint:
         if not cs.joint:
             raise InvalidConfChange("cannot leave a joint configuration: the configuration is not joint")
@@ -144,6 +164,24 @@ def apply_conf_change(cs: ConfState, change: ConfChange) -> ConfState:
     )
 
 
+def check_incarnations(incarnations: Any, next_incarnation: Any, error: type[Exception]) -> None:
+    """Raise ``error`` unless these are a configuration's well-formed incarnation fields."""
+    if type(next_incarnation) is not int or not 1 <= next_incarnation < 1 << 63:
+        raise error("a configuration's next incarnation must be a positive 63-bit integer")
+    if not isinstance(incarnations, list) or len(incarnations) > 1024:
+        raise error("a configuration's incarnations must be a list of [node, incarnation] pairs")
+    for pair in incarnations:
+        if (
+            not isinstance(pair, list)
+            or len(pair) != 2
+            or type(pair[0]) is not str
+            or not pair[0]
+            or type(pair[1]) is not int
+            or not 1 <= pair[1] < next_incarnation
+        ):
+            raise error(f"malformed incarnation {pair!r:.80} (a node id and a number below the next incarnation)")
+
+
 def encode_conf_change(change: ConfChange, result: ConfState) -> bytes:
     """The data of a conf-change log entry: the change and the configuration it results in."""
     return cbor2.dumps([[[int(s.type), s.node] for s in change.changes], int(change.transition), result.to_list()])
@@ -168,13 +206,15 @@ def decode_conf_change(data: bytes) -> tuple[ConfChange, ConfState]:
         if type(kind) is not int or kind not in (0, 1, 2) or type(node) is not str or not node:
             raise ValueError(f"malformed single conf change {item!r:.80}")
         singles.append(ConfChangeSingle(type=ChangeType(kind), node=NodeId(node)))
-    if not isinstance(conf, list) or len(conf) != 5:
-        raise ValueError("conf change data must carry a configuration of 5 fields")
+    if not isinstance(conf, list) or len(conf) not in (5, 7):
+        raise ValueError("conf change data must carry a configuration of 5 or 7 fields")
     for part in conf[:4]:
         if not isinstance(part, list) or not all(type(v) is str and v for v in part):
             raise ValueError("a configuration's member lists must hold non-empty node id strings")
     if type(conf[4]) is not bool:
         raise ValueError("a configuration's auto_leave must be a boolean")
+    if len(conf) == 7:
+        check_incarnations(conf[5], conf[6], ValueError)
     result = ConfState.from_list(conf)
     if not result.voters:
         raise ValueError("a configuration must have at least one voter")

@@ -21,7 +21,7 @@ from typing import Any, Final, TypeAlias
 import attrs
 
 from borough.errors import RemoteProtocolError
-from borough.raft.confchange import decode_conf_change
+from borough.raft.confchange import check_incarnations, decode_conf_change
 from borough.raft.records import ConfState, Entry, EntryKind, NodeId, SnapshotMeta
 
 __all__ = [
@@ -277,13 +277,20 @@ def _ids(obj: Any, name: str) -> list[NodeId]:
 
 
 def _conf_state(obj: Any, name: str) -> ConfState:
-    voters, learners, outgoing, learners_next, auto_leave = _list(obj, name, 5)
+    fields = _list(obj, name)
+    if len(fields) not in (5, 7):
+        raise _bad(f"{name} must have 5 or 7 fields, got {len(fields)}")
+    voters, learners, outgoing, learners_next, auto_leave, *rest = fields
+    if rest:
+        check_incarnations(rest[0], rest[1], RemoteProtocolError)
     cs = ConfState(
         voters=_ids(voters, f"{name}.voters"),
         learners=_ids(learners, f"{name}.learners"),
         voters_outgoing=_ids(outgoing, f"{name}.voters_outgoing"),
         learners_next=_ids(learners_next, f"{name}.learners_next"),
         auto_leave=_bool(auto_leave, f"{name}.auto_leave"),
+        incarnations=rest[0] if rest else (),
+        next_incarnation=rest[1] if rest else 1,
     )
     if set(cs.voters) & set(cs.learners):
         raise _bad(f"{name}: a node is both voter and learner")

@@ -247,6 +247,10 @@ class RawNode:
 
     # --- queries ------------------------------------------------------------------------------------------
 
+    def conf_state(self) -> ConfState:
+        """The newest configuration in the log (in effect from its append, committed or not)."""
+        return self._raft.confs.current
+
     def conf_state_at(self, index: int) -> ConfState:
         """The configuration in effect at ``index`` (from the snapshot's up to the last index). Meant for
         committed (applied) indexes: an uncommitted suffix may still be replaced."""

@@ -69,31 +69,40 @@ class HardState:
 @attrs.frozen(kw_only=True, slots=True)
 class Tombstone:
     """What a replica must not forget when its data is deleted (a committed change removed it): its term and
-    vote, and the end of its log. A replica created again under the same name resumes that term and vote, and
-    vouches for no candidate whose log is behind that end: it may have acknowledged entries up to there, and a
-    lagging member whose stale configuration still counts it as a voter would otherwise win with its vote."""
+    vote, the end of its log, and its incarnation. A replica created again under the same name resumes that
+    term and vote, and vouches for no candidate whose log is behind that end: it may have acknowledged entries
+    up to there, and a lagging member whose stale configuration still counts it as a voter would otherwise win
+    with its vote. Messages addressed to ``incarnation`` or an earlier one are meant for a deleted replica:
+    they are dropped, never allowed to create a new one (see ``ConfState.incarnations``)."""
 
     term: int = 0
     vote: NodeId | None = None
     last_index: int = 0
     last_term: int = 0
+    incarnation: int = 0
 
     def to_list(self) -> list[Any]:
-        return [self.term, self.vote, self.last_index, self.last_term]
+        return [self.term, self.vote, self.last_index, self.last_term, self.incarnation]
 
     @classmethod
     def from_list(cls, obj: Any) -> Tombstone:
-        term, vote, last_index, last_term = obj
+        term, vote, last_index, last_term, *rest = obj
         return cls(
             term=int(term),
             vote=None if vote is None else NodeId(str(vote)),
             last_index=int(last_index),
             last_term=int(last_term),
+            incarnation=int(rest[0]) if rest else 0,
         )
 
 
 def _ids(values: Any) -> tuple[NodeId, ...]:
     return tuple(sorted(NodeId(str(v)) for v in values))
+
+
+def _incarnations(values: Any) -> tuple[tuple[NodeId, int], ...]:
+    items = values.items() if isinstance(values, dict) else values
+    return tuple(sorted((NodeId(str(node)), int(inc)) for node, inc in items if int(inc) != 0))
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -103,6 +112,12 @@ class ConfState:
     ``learners_next`` are voters of the outgoing configuration that become learners when the joint
     configuration is left; ``auto_leave`` says the leader leaves the joint configuration by itself once it is
     committed. All member tuples are sorted so equal configurations compare and encode equal.
+
+    Incarnations: a node added to the group (one that was not a member) gets the group's
+    ``next_incarnation``, which then grows, so a node removed and later added back is a new incarnation of its
+    replica, with a number no earlier one had. Members of the group's first configuration are incarnation 0
+    (only non-zero ones are listed). Messages carry the incarnations of sender and recipient, so a message of
+    a deleted or superseded replica, or meant for one, is told apart from the current replica's and dropped.
     """
 
     voters: tuple[NodeId, ...] = attrs.field(default=(), converter=_ids)
@@ -110,10 +125,19 @@ class ConfState:
     voters_outgoing: tuple[NodeId, ...] = attrs.field(default=(), converter=_ids)
     learners_next: tuple[NodeId, ...] = attrs.field(default=(), converter=_ids)
     auto_leave: bool = False
+    incarnations: tuple[tuple[NodeId, int], ...] = attrs.field(default=(), converter=_incarnations)
+    next_incarnation: int = 1
 
     @property
     def joint(self) -> bool:
         return bool(self.voters_outgoing)
+
+    def incarnation(self, node: str) -> int:
+        """``node``'s incarnation in this configuration (0 for a first-configuration member or a non-member)."""
+        for member, inc in self.incarnations:
+            if member == node:
+                return inc
+        return 0
 
     def members(self) -> tuple[NodeId, ...]:
         """Every node that receives the log under this configuration (voters, outgoing voters, learners)."""
@@ -126,17 +150,24 @@ class ConfState:
             list(self.voters_outgoing),
             list(self.learners_next),
             self.auto_leave,
-        ]
+        ] + self._incarnation_fields()
+
+    def _incarnation_fields(self) -> list[Any]:
+        if not self.incarnations and self.next_incarnation == 1:
+            return []  # a configuration no change has added a node to: the five-field form
+        return [[[node, inc] for node, inc in self.incarnations], self.next_incarnation]
 
     @classmethod
     def from_list(cls, obj: Any) -> ConfState:
-        voters, learners, outgoing, learners_next, auto_leave = obj
+        voters, learners, outgoing, learners_next, auto_leave, *rest = obj
         return cls(
             voters=voters,
             learners=learners,
             voters_outgoing=outgoing,
             learners_next=learners_next,
             auto_leave=bool(auto_leave),
+            incarnations=rest[0] if rest else (),
+            next_incarnation=int(rest[1]) if rest else 1,
         )
 
 

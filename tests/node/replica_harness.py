@@ -19,6 +19,7 @@ import trio
 import trio.testing
 
 from borough.kv import encode_value
+from borough.node.incarnations import Stamp
 from borough.node.replica import Replica
 from borough.node.statemachine import StateMachine
 from borough.raft.config import RaftConfig
@@ -121,11 +122,11 @@ class FakeHost:
     net: Net | None = None
     on_snapshot: Callable[[Replica, InstallSnapshot], None] | None = None
 
-    def send_raft(self, partition: str, messages: Sequence[Message]) -> None:
+    def send_raft(self, partition: str, messages: Sequence[Message], stamp: Stamp | None = None) -> None:
         sent = Sent(partition, tuple(messages))
         self.events.append(sent)
         if self.net is not None:
-            self.net.route(sent.messages)
+            self.net.route(sent.messages, stamp)
 
     def send_snapshot(self, replica: Replica, message: InstallSnapshot) -> None:
         self.snapshot_requests.append(message)
@@ -314,14 +315,14 @@ class Net:
     def blocked(self, frm: str, to: str) -> bool:
         return frm in self.cut or to in self.cut
 
-    def route(self, messages: Iterable[Message]) -> None:
+    def route(self, messages: Iterable[Message], stamp: Stamp | None = None) -> None:
         for m in messages:
             if self.blocked(m.frm, m.to) or (self.drop is not None and self.drop(m)):
                 self.dropped.append(m)
                 continue
             target = self.replicas.get(m.to)
             if target is not None:
-                target.deliver(m)
+                target.deliver(m, *(stamp(m.to) if stamp is not None else (0, 0)))
 
     def stream_snapshot(self, leader: Replica, message: InstallSnapshot) -> None:
         """What ``Snapshots`` does, in one go: stage the leader's applied data in the follower and offer it."""

@@ -34,14 +34,20 @@ class Wire:
     def __init__(self, accept: bool = True) -> None:
         self.frames: list[tuple[str, Any]] = []
         self.delivered: list[tuple[str, Message]] = []
+        self.incarnations: list[tuple[int, int]] = []
         self.accept = accept
 
     def send(self, address: str, frame: Any) -> bool:
         self.frames.append((address, frame))
         return self.accept
 
-    def deliver(self, partition: str, message: Message) -> None:
+    def deliver(self, partition: str, message: Message, to_inc: int, frm_inc: int) -> None:
         self.delivered.append((partition, message))
+        self.incarnations.append((to_inc, frm_inc))
+
+
+def unstamped(to: str) -> tuple[int, int]:
+    return 0, 0
 
 
 def make_outbox(wire: Wire, node_id: str = "a", addresses: dict[str, str] | None = None) -> RaftOutbox:
@@ -58,17 +64,24 @@ def test_the_messages_of_every_partition_for_one_peer_leave_as_one_frame() -> No
     append = AppendRequest(frm="a", to="b", term=1, prev_index=0, prev_term=0, commit=0,
                            entries=[Entry(term=1, index=1, data=b"x")])  # fmt: skip
     vote = VoteRequest(frm="a", to="b", term=2, last_index=1, last_term=1)
-    outbox.send("p1", [hb("b"), hb("c")])
-    outbox.send("p2", [append])
-    outbox.send("p3", [vote])
+    outbox.send("p1", [hb("b"), hb("c")], lambda to: {"b": (2, 1), "c": (0, 1)}[to])
+    outbox.send("p2", [append], unstamped)
+    outbox.send("p3", [vote], unstamped)
     assert wire.frames == []  # nothing leaves before the flush
     outbox.flush()
     assert sorted(wire.frames, key=lambda f: f[0]) == [
         (
             "b:1",
-            ["raft", [["p1", encode_message(hb("b"))], ["p2", encode_message(append)], ["p3", encode_message(vote)]]],
+            [
+                "raft",
+                [
+                    ["p1", encode_message(hb("b")), 2, 1],  # each with the incarnations of recipient and sender
+                    ["p2", encode_message(append), 0, 0],
+                    ["p3", encode_message(vote), 0, 0],
+                ],
+            ],
         ),
-        ("c:1", ["raft", [["p1", encode_message(hb("c"))]]]),
+        ("c:1", ["raft", [["p1", encode_message(hb("c")), 0, 1]]]),
     ]
     assert (outbox.frames_sent, outbox.messages_sent) == (2, 4)
     outbox.flush()
@@ -78,7 +91,7 @@ def test_the_messages_of_every_partition_for_one_peer_leave_as_one_frame() -> No
 def test_a_peer_without_a_known_address_is_skipped_and_not_counted() -> None:
     wire = Wire()
     outbox = make_outbox(wire, addresses={"b": "b:1"})
-    outbox.send("p", [hb("b"), hb("z")])
+    outbox.send("p", [hb("b"), hb("z")], unstamped)
     outbox.flush()
     assert [address for address, _ in wire.frames] == ["b:1"]
     assert (outbox.frames_sent, outbox.messages_sent) == (1, 1)
@@ -89,7 +102,7 @@ def test_a_peer_without_a_known_address_is_skipped_and_not_counted() -> None:
 def test_a_frame_the_transport_refused_is_not_counted() -> None:
     wire = Wire(accept=False)
     outbox = make_outbox(wire)
-    outbox.send("p", [hb("b"), hb("b", term=2)])
+    outbox.send("p", [hb("b"), hb("b", term=2)], unstamped)
     outbox.flush()
     assert len(wire.frames) == 1
     assert (outbox.frames_sent, outbox.messages_sent) == (0, 0)
@@ -100,7 +113,7 @@ async def test_the_flusher_coalesces_what_every_task_sent_in_one_round(autojump_
     outbox = make_outbox(wire)
 
     async def replica(partition: str) -> None:
-        outbox.send(partition, [hb("b")])
+        outbox.send(partition, [hb("b")], unstamped)
         await trio.lowlevel.checkpoint()
 
     async with trio.open_nursery() as nursery:
@@ -112,8 +125,8 @@ async def test_the_flusher_coalesces_what_every_task_sent_in_one_round(autojump_
         await trio.testing.wait_all_tasks_blocked()
         assert len(wire.frames) == 1
         [(address, [_, items])] = wire.frames
-        assert address == "b:1" and sorted(p for p, _ in items) == ["p1", "p2", "p3"]
-        outbox.send("p4", [hb("c")])  # a later round: a frame of its own
+        assert address == "b:1" and sorted(item[0] for item in items) == ["p1", "p2", "p3"]
+        outbox.send("p4", [hb("c")], unstamped)  # a later round: a frame of its own
         await trio.testing.wait_all_tasks_blocked()
         assert [address for address, _ in wire.frames] == ["b:1", "c:1"]
         assert (outbox.frames_sent, outbox.messages_sent) == (2, 4)
@@ -128,8 +141,8 @@ def test_frames_from_a_peer_are_delivered_to_their_partitions_in_order() -> None
     sender = make_outbox(sender_wire, node_id="a")
     receiver = make_outbox(wire, node_id="b")
     messages = [hb("b"), AppendResponse(frm="a", to="b", term=1, index=3), hb("b", term=2)]
-    sender.send("p1", messages[:2])
-    sender.send("p2", messages[2:])
+    sender.send("p1", messages[:2], unstamped)
+    sender.send("p2", messages[2:], unstamped)
     sender.flush()
     [(_, frame)] = sender_wire.frames
     receiver.receive(PEER, frame)
@@ -160,29 +173,34 @@ def test_malformed_items_are_dropped_and_the_good_ones_delivered() -> None:
     frame = [
         "raft",
         [
-            ["p", encode_message(good1)],
+            ["p", encode_message(good1), 0, 0],
             "not a list",
             ["p"],
-            ["p", encode_message(good1), "extra"],
-            [7, encode_message(good1)],
-            ["", encode_message(good1)],
-            ["p", undecodable],
-            ["q", encode_message(good2)],
-            ["p", wrong_type],
-            ["p", [99, "a", "b", 1]],
-            ["r", encode_message(good3)],
+            ["p", encode_message(good1)],
+            ["p", encode_message(good1), 0, 0, "extra"],
+            ["p", encode_message(good1), -1, 0],
+            ["p", encode_message(good1), 0, 1 << 63],
+            ["p", encode_message(good1), True, 0],
+            [7, encode_message(good1), 0, 0],
+            ["", encode_message(good1), 0, 0],
+            ["p", undecodable, 0, 0],
+            ["q", encode_message(good2), 3, 2],
+            ["p", wrong_type, 0, 0],
+            ["p", [99, "a", "b", 1], 0, 0],
+            ["r", encode_message(good3), 0, 0],
         ],
     ]
     outbox.receive(PEER, frame)
     assert wire.delivered == [("p", good1), ("q", good2), ("r", good3)]
-    assert outbox.dropped_inbound == 8
+    assert wire.incarnations == [(0, 0), (3, 2), (0, 0)]
+    assert outbox.dropped_inbound == 12
 
 
 def test_a_message_for_another_node_id_is_not_delivered() -> None:
     wire = Wire()
     outbox = make_outbox(wire, node_id="b")
     earlier = hb("b-old")  # meant for an earlier incarnation of this address
-    outbox.receive(PEER, ["raft", [["p", encode_message(earlier)], ["p", encode_message(hb("b"))]]])
+    outbox.receive(PEER, ["raft", [["p", encode_message(earlier), 0, 0], ["p", encode_message(hb("b")), 0, 0]]])
     assert wire.delivered == [("p", hb("b"))]
     assert outbox.dropped_inbound == 0  # well formed: not counted as malformed
 
@@ -208,13 +226,13 @@ def test_appends_of_many_groups_leave_in_frames_under_the_budget_and_a_refused_f
     big = [Entry(term=1, index=i, data=b"x" * 1000) for i in (1, 2)]  # about 2 KB of appends per group
     for g in range(4):
         msg = AppendRequest(frm=NodeId("a"), to=NodeId("b"), term=1, prev_index=0, prev_term=0, commit=0, entries=big)
-        outbox.send(f"g{g}", [msg])
+        outbox.send(f"g{g}", [msg], unstamped)
     outbox.flush()
     assert [len(frame[1]) for _, frame in sent] == [1, 1, 1, 1]  # one group's appends per frame
     # Small messages still share one frame; one the wire refuses is dropped and counted, not raised.
     small = AppendRequest(frm=NodeId("a"), to=NodeId("b"), term=1, prev_index=0, prev_term=0, commit=0)
     for g in range(5):
-        outbox.send(f"g{g}", [small])
+        outbox.send(f"g{g}", [small], unstamped)
     sent.clear()
     outbox.flush()
     assert sent == [] and outbox.dropped_outbound == 5

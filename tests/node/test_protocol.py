@@ -229,8 +229,8 @@ def test_decode_call_refuses_a_bad_envelope(call_body: object, what: str) -> Non
         ("sys.join", ["n1"], "sys.join takes \\[node_id, address\\]"),
         ("sys.join", ["n1", "a:1", "x"], "sys.join takes \\[node_id, address\\]"),
         ("sys.dir", ["p"], "sys.dir takes \\[partition, create\\]"),
-        ("snap", [], "snap takes \\[install_snapshot_message\\]"),
-        ("snap", [1, 2], "snap takes \\[install_snapshot_message\\]"),
+        ("snap", [], "snap takes \\[install_snapshot_message, to_incarnation, from_incarnation\\]"),
+        ("snap", [1, 2], "snap takes \\[install_snapshot_message, to_incarnation, from_incarnation\\]"),
     ],
 )
 def test_decode_call_refuses_a_wrong_argument_count(name: str, args: list[Any], what: str) -> None:

@@ -17,7 +17,7 @@ import trio.testing
 
 import borough.node.registry as registry_module
 from borough.config import NodeConfig
-from borough.errors import NotFound, NotLeader
+from borough.errors import NotFound, NotLeader, Unavailable
 from borough.kv import encode_value
 from borough.node.records import DirectoryRecord
 from borough.node.registry import Replicas
@@ -214,6 +214,28 @@ async def test_held_partitions_are_bounded(
         assert "q" not in node.replicas
         node.replicas.deliver("q", Heartbeat(frm="b", to="a", term=1, commit=0, seq=2))  # room again (Raft resends)
         await wait_until(lambda: "q" in node.replicas)
+
+
+async def test_a_message_meant_for_a_deleted_replica_does_not_create_one(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def deleted(host: FakeHost) -> None:
+        batch = host.store.write_batch()
+        batch.destroy("p", Tombstone(term=4, incarnation=3))
+        await host.committer.commit(batch)
+
+    async with open_node(prepare=deleted) as node:
+        node.replicas.deliver("p", Heartbeat(frm="b", to="a", term=4, commit=0), 3, 0)  # for the deleted one
+        await settle()
+        assert "p" not in node.replicas and node.replicas.dropped_stale == 1 and node.directory.lookups == []
+        with pytest.raises(Unavailable, match="deleted"):
+            await node.replicas.for_snapshot("p", 2)
+        node.replicas.deliver("p", Heartbeat(frm="b", to="a", term=5, commit=0), 4, 0)  # a later incarnation
+        await wait_until(lambda: "p" in node.replicas)
+        replica = node.replicas["p"]
+        assert replica.incarnations.own() == 4
+        await wait_until(lambda: replica.leader == "b")
+        assert await node.replicas.for_snapshot("p", 4) is replica
 
 
 # --- deletion and the ticker ---------------------------------------------------------------------------------------

@@ -76,7 +76,7 @@ def frames(data: bytes) -> list[bytes]:
     return out
 
 
-async def never_called(name: str) -> Replica:
+async def never_called(name: str, to_inc: int) -> Replica:
     raise AssertionError(f"no replica should be looked up (asked for {name!r})")
 
 
@@ -111,7 +111,7 @@ def make_snapshots(
     *,
     node_id: str = "a",
     address_of: Callable[[str], str | None] = lambda node: f"{node}:1",
-    find_replica: Callable[[str], Awaitable[Replica]] = never_called,
+    find_replica: Callable[[str, int], Awaitable[Replica]] = never_called,
     timeout: float = 1.0,
 ) -> Snapshots:
     return Snapshots(
@@ -146,7 +146,7 @@ async def test_a_transfer_frames_several_chunks_that_arrive_in_any_pieces(
         chunks = frames(data)
         assert len(chunks) >= 3
         # The message describes exactly the state the chunks captured: the applied index N, not the request's.
-        await receiver.snapshots.receive(partition, SendSnapshot(args[0]), {"data": PieceStream(data, piece=7)})
+        await receiver.snapshots.receive(partition, SendSnapshot(*args), {"data": PieceStream(data, piece=7)})
         await wait_until(lambda: receiver.replica.applied == N)
         assert dict(receiver.host.store.iterate(P)) == {f"k{i}": i for i in range(1, N + 1)}
         assert receiver.host.store.snapshot_meta(P) == META
@@ -254,7 +254,7 @@ async def open_receiver() -> AsyncIterator[Receiver]:
         replica = make_replica(host)
         await nursery.start(run_replica, replica)
 
-        async def find(name: str) -> Replica:
+        async def find(name: str, to_inc: int) -> Replica:
             assert name == P
             await trio.lowlevel.checkpoint()
             return replica
@@ -457,10 +457,10 @@ async def test_a_new_learner_behind_the_compacted_log_receives_a_snapshot(
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(pump)
-                await receivers[address].receive(partition, SendSnapshot(args[0]), {"data": recv})
+                await receivers[address].receive(partition, SendSnapshot(*args), {"data": recv})
             frames_sent.append(count)
 
-        async def find(name: str) -> Replica:
+        async def find(name: str, to_inc: int) -> Replica:
             await trio.lowlevel.checkpoint()
             return follower
 

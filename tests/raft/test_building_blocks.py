@@ -93,10 +93,31 @@ def cc(*changes: str, transition: Transition = Transition.AUTO) -> ConfChange:
 
 def test_a_single_voter_change_is_applied_directly() -> None:
     cs = ConfState(voters=["1", "2", "3"])
-    assert apply_conf_change(cs, cc("v4")) == ConfState(voters=["1", "2", "3", "4"])
+    assert apply_conf_change(cs, cc("v4")) == ConfState(
+        voters=["1", "2", "3", "4"], incarnations={"4": 1}, next_incarnation=2
+    )
     assert apply_conf_change(cs, cc("r3")) == ConfState(voters=["1", "2"])
     assert apply_conf_change(cs, cc("l3")) == ConfState(voters=["1", "2"], learners=["3"])
-    assert apply_conf_change(cs, cc("l4", "l5")) == ConfState(voters=["1", "2", "3"], learners=["4", "5"])
+    assert apply_conf_change(cs, cc("l4", "l5")) == ConfState(
+        voters=["1", "2", "3"], learners=["4", "5"], incarnations={"4": 1, "5": 2}, next_incarnation=3
+    )
+
+
+def test_a_node_added_back_after_its_removal_is_a_new_incarnation() -> None:
+    cs = ConfState(voters=["1", "2", "3"])
+    added = apply_conf_change(cs, cc("l4"))
+    assert added.incarnation("4") == 1 and added.incarnation("1") == 0
+    promoted = apply_conf_change(added, cc("v4"))
+    assert promoted.incarnation("4") == 1  # a member keeps its incarnation through role changes
+    removed = apply_conf_change(promoted, cc("r4"))
+    assert removed.incarnation("4") == 0 and removed.incarnations == () and removed.next_incarnation == 2
+    again = apply_conf_change(removed, cc("l4"))
+    assert again.incarnation("4") == 2
+    swapped = apply_conf_change(apply_conf_change(again, cc("v4", "r3")), ConfChange.leave_joint())
+    assert swapped.voters == ("1", "2", "4") and swapped.incarnation("4") == 2 and swapped.incarnation("3") == 0
+    # The incarnation fields survive encoding; a configuration without them keeps the five-field form.
+    assert ConfState.from_list(swapped.to_list()) == swapped
+    assert len(cs.to_list()) == 5 and len(swapped.to_list()) == 7
 
 
 def test_several_voter_changes_go_through_a_joint_configuration() -> None:

@@ -227,9 +227,10 @@ def test_compaction_is_handed_to_the_driver_with_the_configuration_at_that_index
     with pytest.raises(LocalProtocolError, match="only 3 is applied"):
         n.compact(4)
     assert n.conf_state_at(1) == ConfState(voters=["1"])
-    assert n.conf_state_at(3) == ConfState(voters=["1"], learners=["2"])
+    with_2 = ConfState(voters=["1"], learners=["2"], incarnations={"2": 1}, next_incarnation=2)
+    assert n.conf_state_at(3) == with_2
     meta = n.compact(2)
-    assert meta == SnapshotMeta(index=2, term=1, conf_state=ConfState(voters=["1"], learners=["2"]))
+    assert meta == SnapshotMeta(index=2, term=1, conf_state=with_2)
     assert n.compact(2) is None  # already pending
     rd = drain(n)
     assert rd.compaction == meta

@@ -1,0 +1,73 @@
+"""Which incarnation of a replica a Raft message comes from and is meant for.
+
+A node removed from a group deletes its replica; added back later, it holds a new replica of the same group, a
+new *incarnation* (its number comes from the group's configuration, see ``ConfState.incarnations``). Raft
+names peers by node id only, so without incarnations a message of the old replica (a leader's append sent
+before the removal, an old answer delayed on the wire) would be taken for the new one's: an old append would
+start a zombie replica on stale state, an old "I hold entries up to 900" would make the leader believe the
+fresh, empty replica holds them and stall its catch-up forever.
+
+So every Raft message travels with two numbers: the incarnation the sender believes the recipient is
+(``to_inc``) and the sender's own (``frm_inc``). A replica drops a message meant for an earlier incarnation of
+itself, and one from an earlier incarnation of a peer than its configuration lists. A node drops a message for
+a group it holds no replica of when the message is meant for the incarnation its tombstone recorded, or an
+earlier one (``Registry``). This module owns those two numbers for one replica; it knows nothing of the wire.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from borough.raft.records import ConfState, Tombstone
+
+__all__ = ["Incarnations", "Stamp"]
+
+#: The (recipient's, sender's) incarnations for a message to a node.
+Stamp = Callable[[str], tuple[int, int]]
+
+#: Peers not in the configuration whose newer incarnation a replica remembers (to answer them).
+_STRANGERS = 16
+
+
+class Incarnations:
+    """One replica's incarnation and what it knows of its peers'."""
+
+    def __init__(self, node_id: str, conf: Callable[[], ConfState], tombstone: Tombstone | None) -> None:
+        self._node_id = node_id
+        self._conf = conf
+        # A replica created where an earlier one was deleted is a later incarnation than that one was.
+        self._floor = tombstone.incarnation + 1 if tombstone is not None else 0
+        self._seen = 0  # the highest incarnation a sender addressed this replica as
+        self._peers: dict[str, int] = {}  # peers known to be at a later incarnation than our configuration says
+        #: Messages dropped as meant for, or coming from, an earlier incarnation.
+        self.dropped = 0
+
+    def own(self) -> int:
+        """This replica's incarnation: what its configuration says, or a sender told it, whichever is later."""
+        return max(self._floor, self._seen, self._conf().incarnation(self._node_id))
+
+    def admit(self, frm: str, to_inc: int, frm_inc: int) -> bool:
+        """Whether a message from ``frm`` stamped (``to_inc``, ``frm_inc``) is for this replica and from the
+        current incarnation of its sender. A sender addressing a later incarnation than ours tells us we were
+        added back (our removal never reached us): we are that incarnation from now on, and keep our log (Raft
+        brings it in line; our term and vote are our node's)."""
+        own = self.own()
+        if to_inc < own:
+            self.dropped += 1
+            return False
+        conf = self._conf()
+        listed = conf.incarnation(frm)
+        if frm_inc < listed:
+            self.dropped += 1
+            return False
+        if to_inc > own:
+            self._seen = to_inc
+        if frm_inc > listed and frm_inc > self._peers.get(frm, 0):
+            if len(self._peers) >= _STRANGERS and frm not in self._peers:
+                self._peers.clear()
+            self._peers[frm] = frm_inc
+        return True
+
+    def stamp(self, to: str) -> tuple[int, int]:
+        """(``to_inc``, ``frm_inc``) for a message to ``to``."""
+        return max(self._conf().incarnation(to), self._peers.get(to, 0)), self.own()
