@@ -100,8 +100,7 @@ class Replica:
         self._stopped: BaseException | None = None
         self.stats = ReplicaStats()
         self.conf_change_in_flight = False
-        #: Set once a committed configuration no longer holds this node: the replica then stops for good.
-        self.removed = False
+        self.removed = False  # set once this node is out of the group: the replica then stops for good
 
     def __repr__(self) -> str:
         return f"<Replica {self.name!r} on {self.host.node_id} {self._raw.role.name.lower()} term {self.term}>"
