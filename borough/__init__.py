@@ -10,6 +10,7 @@ from borough.client import open_client as open_client
 from borough.config import NodeConfig as NodeConfig
 from borough.errors import BoroughError as BoroughError
 from borough.errors import ConfigError as ConfigError
+from borough.errors import Forbidden as Forbidden
 from borough.errors import LocalProtocolError as LocalProtocolError
 from borough.errors import NotFound as NotFound
 from borough.errors import Overloaded as Overloaded
@@ -47,6 +48,7 @@ __all__ = [
     "open_node",
     "serve",
     "ConfigError",
+    "Forbidden",
     "LocalProtocolError",
     "NotFound",
     "Overloaded",

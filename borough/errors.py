@@ -18,6 +18,7 @@ __all__ = [
     "ProtocolError",
     "RemoteError",
     "RemoteProtocolError",
+    "Forbidden",
     "StorageError",
     "Timeout",
     "Unavailable",
@@ -98,6 +99,11 @@ class StorageError(BoroughError):
 
 class ConfigError(BoroughError):
     """A setting or the data directory is not usable as given; the message says which and what to do."""
+
+
+class Forbidden(BoroughError):
+    """The caller's role does not allow this operation: a client sent what only a member node may send, or a
+    process that is not a member of the cluster spoke for one. Nothing ran; retrying does not help."""
 
 
 class NotLeader(BoroughError):

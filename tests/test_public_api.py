@@ -21,6 +21,7 @@ EXPECTED_EXPORTS = {
     "open_node",
     "serve",
     "ConfigError",
+    "Forbidden",
     "LocalProtocolError",
     "NotFound",
     "Overloaded",

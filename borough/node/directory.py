@@ -29,6 +29,10 @@ logger = logging.getLogger(__name__)
 SystemCall = Callable[[Op], Awaitable[Any]]
 
 
+#: Addresses learned from handshakes and hints that are kept (the member table's are always known).
+MAX_LEARNED = 1024
+
+
 class Directory:
     def __init__(
         self,
@@ -74,7 +78,12 @@ class Directory:
             self._fetched = table
 
     def learn_address(self, node_id: str | None, address: str | None) -> None:
-        if node_id and address:
+        """Remember where ``node_id`` said it listens (a fallback for ids the member table lacks). Bounded:
+        beyond ``MAX_LEARNED`` ids the oldest is forgotten."""
+        if node_id and address and self.learned.get(node_id) != address:
+            self.learned.pop(node_id, None)
+            if len(self.learned) >= MAX_LEARNED:
+                del self.learned[next(iter(self.learned))]
             self.learned[node_id] = address
 
     def address_of(self, node_id: str) -> str | None:

@@ -32,6 +32,7 @@ from borough.node.outbox import RaftOutbox
 from borough.node.records import MemberStatus
 from borough.node.registry import Replicas
 from borough.node.replica import Replica
+from borough.node.roles import Roles
 from borough.node.routing import Target
 from borough.node.server import Server
 from borough.node.session import DRAIN_POLL, Session
@@ -89,7 +90,7 @@ class Node:
             seeds=config.join,
             local_system=lambda: self.replicas.system_state(),
             self_target=me,
-            on_miss=lambda: self.member_watch.want_refresh(),
+            on_miss=self.member_watch_refresh,
             replicas=config.replicas,
         )
         self.replicas = Replicas(
@@ -114,8 +115,10 @@ class Node:
             max_sends=config.max_snapshot_sends,
             bytes_per_second=config.snapshot_bytes_per_second,
         )
+        self.roles = Roles(members=lambda: self.directory.members, unknown_member=self.member_watch_refresh)
         self.server = Server(
             node_id=node_id,
+            roles=self.roles,
             config=config,
             store=store,
             replicas=self.replicas,
@@ -248,6 +251,9 @@ class Node:
         assert handler is not None
         return await handler(Request(self, Partition(backend, partition, self.session.limits), body))
 
+    def member_watch_refresh(self) -> None:
+        self.member_watch.want_refresh()
+
     # --- ReplicaHost ------------------------------------------------------------------------------------
 
     def send_raft(self, partition: str, messages: Sequence[Message], stamp: Stamp) -> None:
@@ -265,10 +271,11 @@ class Node:
     # --- the wire ---------------------------------------------------------------------------------------
 
     def on_message(self, peer: PeerInfo, message: Any) -> None:
-        if peer.node_id:
-            self.directory.learn_address(peer.node_id, peer.address)
+        if not self.roles.may_send_frames(peer):
+            return
+        self.directory.learn_address(peer.node_id, peer.address)
         if isinstance(message, list) and len(message) == 2 and message[0] == "swim":
-            if peer.address and not peer.is_client:
+            if peer.address:
                 self._detector.deliver(peer.address, message[1])
             return
         self.outbox.receive(peer, message)

@@ -161,7 +161,8 @@ class Replicas:
 
     async def local(self, name: str, *, empty_ok: bool = False) -> Replica:
         """This node's replica of ``name``, created if this node is one of its initial voters (or, with
-        ``empty_ok``, created empty to receive a snapshot). Raises NotLeader when this node holds none."""
+        ``empty_ok``, created empty to receive a leader's log or snapshot; raises NotFound when the directory
+        has no such partition, so made-up names create nothing). Raises NotLeader when this node holds none."""
         replica = self._replicas.get(name)
         if replica is not None:
             return replica
@@ -171,12 +172,15 @@ class Replicas:
         # group has moved away from this node (a tombstone is left), the record's voters are history: creating
         # the group again from them would make a second group for the partition (the record lists this node;
         # it may even be its only voter). Here it is only ever created empty, for a leader that adds it back.
-        if name != SYSTEM and self._host.store.tombstone(name) is None:
+        deleted_here = self._host.store.tombstone(name) is not None
+        if name != SYSTEM and (empty_ok or not deleted_here):
             try:
                 record: DirectoryRecord | None = await self._find_record(name)
             except NotFound:
+                if empty_ok:
+                    raise
                 record = None
-            if record is not None and self._host.node_id in record.voters:
+            if record is not None and not deleted_here and self._host.node_id in record.voters:
                 replica = await self.bootstrap(name, record.voters)
                 if record.voters[0] == self._host.node_id:
                     replica.campaign()  # the ring owner starts the first election at once
@@ -227,17 +231,18 @@ class Replicas:
         """This node's replica of ``name`` to install a snapshot meant for incarnation ``to_inc`` in, created
         empty if there is none (the replica itself then checks the incarnations, see ``Replica.deliver``)."""
         if name not in self._replicas and self._deleted_incarnation(name, to_inc):
-            raise Unavailable(
-                f"partition {name!r}: the snapshot is meant for a replica {self._host.node_id} has deleted"
-            )
+            raise Unavailable(f"partition {name!r}: the snapshot is for a replica {self._host.node_id} has deleted")
         return await self.local(name, empty_ok=True)
 
     async def _create_for_message(self, partition: str) -> None:
         """A leader is talking to us about a group we do not host: create the replica (from its directory
-        record when we are an initial voter, else empty, waiting for the leader's log or snapshot)."""
+        record when we are an initial voter, else empty, waiting for the leader's log or snapshot). Only for a
+        partition the directory knows: messages naming made-up partitions create nothing."""
         try:
             with trio.move_on_after(self._config.request_timeout):
                 await self.local(partition, empty_ok=True)
+        except NotFound:
+            logger.info("dropped Raft messages for %r: no such partition is registered", partition)
         except BoroughError as exc:
             logger.info("could not create a replica of %r for an inbound message: %s", partition, exc)
         finally:

@@ -40,6 +40,7 @@ from borough.node.protocol import (
 from borough.node.reads import read_value, scan_page
 from borough.node.records import Hosting, JoinResult, Limits
 from borough.node.replica import Replica
+from borough.node.roles import Roles
 from borough.node.statemachine import SystemStateMachine, encode_command, write_command
 from borough.node.streams import join_streams, local_streams, split_streams
 from borough.node.system_state import SYSTEM, Refused, join_command, register_command, state_command
@@ -93,6 +94,7 @@ class Server:
         *,
         node_id: str,
         config: NodeConfig,
+        roles: Roles,
         store: Store,
         replicas: ServedReplicas,
         addresses: AddressBook,
@@ -103,6 +105,7 @@ class Server:
         ring_targets: Callable[[str], Sequence[str]] = lambda partition: (),
         hosting: Callable[[], Hosting] = lambda: Hosting(replicas=(), leaderships=()),
     ) -> None:
+        self._roles = roles
         self._hosting = hosting
         self._ring_targets = ring_targets
         self._node_id = node_id
@@ -122,6 +125,7 @@ class Server:
         """A call from the wire: decode and validate it, bound it by the caller's time left, execute it, and
         encode the result."""
         partition, op, left = decode_call(call.body, self.limits)
+        self._roles.check_call(call.peer, op)
         if call.peer.node_id:
             self._addresses.learn_address(call.peer.node_id, call.peer.address)
         streams = call.streams or None

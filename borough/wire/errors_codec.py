@@ -145,6 +145,7 @@ def _make_default() -> ErrorRegistry:
         errors.RemoteProtocolError,
         errors.StorageError,
         errors.ConfigError,
+        errors.Forbidden,
     ):
         reg.register(cls)
     reg.register(errors.NotFound, fields=_not_found_fields, build=_build_not_found)

@@ -17,6 +17,7 @@ from borough.errors import NotLeader
 from borough.ids import NodeId
 from borough.kv import encode_value
 from borough.node.protocol import Op, SendSnapshot, encode_call
+from borough.node.roles import Roles
 from borough.node.server import InvokeHandler, Server
 from borough.node.statemachine import KvStateMachine, StateMachine, SystemStateMachine, encode_command
 from borough.node.system_state import SYSTEM, join_command
@@ -24,7 +25,7 @@ from borough.raft.progress import ProgressState
 from borough.raft.rawnode import PeerStatus, Status
 from borough.raft.records import ConfState, Entry
 from borough.raft.role import Role
-from borough.ring.members import MemberTable
+from borough.ring.members import Member, MemberTable
 from borough.store.memory import MemoryStore
 from borough.wire.records import IncomingCall, PeerInfo
 
@@ -238,8 +239,10 @@ def make_rig(
         placed.append((partition, table.version))
         return replica_set(partition, table)
 
+    members = MemberTable(members=[Member(node_id=n, address=f"{n}:1") for n in (ME, "n2", "n9")])
     server = Server(
         node_id=ME,
+        roles=Roles(members=lambda: members, unknown_member=lambda: None),
         config=NodeConfig(
             data_dir=None,
             request_timeout=request_timeout,

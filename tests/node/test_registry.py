@@ -152,6 +152,8 @@ async def test_local_refuses_a_partition_this_node_holds_no_replica_of(autojump_
         with pytest.raises(NotLeader):
             await node.replicas.local("never-registered")
         assert len(node.replicas) == 0 and node.host.store.replicas() == []
+        with pytest.raises(NotFound):
+            await node.replicas.local("never-registered", empty_ok=True)  # not even empty: nobody registered it
         empty = await node.replicas.local("p", empty_ok=True)  # to receive the leader's log or snapshot
         assert node.replicas["p"] is empty
         assert empty.status().conf_state == ConfState() and empty.status().last_index == 0
@@ -181,6 +183,7 @@ async def test_messages_for_an_unknown_partition_are_held_until_its_replica_exis
 ) -> None:
     monkeypatch.setattr(registry_module, "PENDING_MESSAGES", 2)
     async with open_node() as node:
+        node.directory.add("p", "b", "c", "d")
         node.directory.gate = trio.Event()
         for seq in (1, 2, 3):
             node.replicas.deliver("p", Heartbeat(frm="b", to="a", term=4, commit=0, seq=seq))
@@ -203,6 +206,8 @@ async def test_held_partitions_are_bounded(
 ) -> None:
     monkeypatch.setattr(registry_module, "PENDING_PARTITIONS", 1)
     async with open_node() as node:
+        node.directory.add("p", "b", "c", "d")
+        node.directory.add("q", "b", "c", "d")
         node.directory.gate = trio.Event()
         node.replicas.deliver("p", Heartbeat(frm="b", to="a", term=1, commit=0, seq=1))
         node.replicas.deliver("q", Heartbeat(frm="b", to="a", term=1, commit=0, seq=1))  # no room: dropped
@@ -225,6 +230,7 @@ async def test_a_message_meant_for_a_deleted_replica_does_not_create_one(
         await host.committer.commit(batch)
 
     async with open_node(prepare=deleted) as node:
+        node.directory.add("p", "b", "c", "d")
         node.replicas.deliver("p", Heartbeat(frm="b", to="a", term=4, commit=0), 3, 0)  # for the deleted one
         await settle()
         assert "p" not in node.replicas and node.replicas.dropped_stale == 1 and node.directory.lookups == []
@@ -236,6 +242,20 @@ async def test_a_message_meant_for_a_deleted_replica_does_not_create_one(
         assert replica.incarnations.own() == 4
         await wait_until(lambda: replica.leader == "b")
         assert await node.replicas.for_snapshot("p", 4) is replica
+
+
+async def test_messages_naming_a_partition_nobody_registered_create_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_node() as node:
+        for i in range(20):
+            node.replicas.deliver(f"junk-{i}", Heartbeat(frm="b", to="a", term=7, commit=0))
+        await trio.sleep(1)
+        assert len(node.replicas) == 0 and node.host.store.replicas() == []
+        assert sorted(node.directory.lookups) == sorted(f"junk-{i}" for i in range(20))
+        with pytest.raises(NotFound):
+            await node.replicas.for_snapshot("junk-0", 0)
+        assert len(node.replicas) == 0
 
 
 # --- deletion and the ticker ---------------------------------------------------------------------------------------
