@@ -32,6 +32,7 @@ from borough.cbor_budget import SCAN_ABOVE, BudgetExceeded, check_budget
 
 __all__ = ["USER_DATA_TAGS", "CborLimits", "CborRejected", "SafeDecoder", "safe_loads"]
 
+
 class CborRejected(ValueError):
     """A CBOR document was refused: over a budget, a tag not on the allow-list, or malformed."""
 

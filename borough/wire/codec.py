@@ -222,6 +222,7 @@ class FrameCodec:
         self._peer_parity = 0 if role is Role.DIALER else 1
         self._peer_highest = self._peer_parity - 2  # -1 or -2: nothing opened yet
         self.frames_received = 0
+        self.frame_bytes_received = 0  # frame bodies decoded so far: a measure of the decoding work done
         # One decoder for the connection's life: building one per frame costs more than decoding a small frame.
         # Any decoding error breaks the codec for good, so no half-decoded state can leak into the next frame.
         # It accepts only the CBOR a frame needs (``cbor_safe``): bounded work, an allow-list of tags.
@@ -315,6 +316,7 @@ class FrameCodec:
 
     def _decode(self, buf: bytearray, lo: int, hi: int) -> Event:
         self.frames_received += 1
+        self.frame_bytes_received += hi - lo
         if hi - lo >= 256:
             fast = self._decode_data_fast(buf, lo, hi)
             if fast is not None:
