@@ -264,7 +264,8 @@ async def test_worst_decode_time_of_a_hostile_8_mib_frame_is_milliseconds(capsys
         print("\nworst decode time of hostile 8 MiB frames:")
         for name, t in sorted(times.items(), key=lambda kv: -kv[1]):
             print(f"  {name:28s} {t * 1000:7.2f} ms")
-    assert max(times.values()) < 0.1, times
+    # Generous for loaded CI machines (measured 8-93 ms with a load of 7 on 2 CPUs); before: seconds.
+    assert max(times.values()) < 0.25, times
 
 
 @pytest.mark.parametrize(
