@@ -2,8 +2,10 @@
 
 A key is ``str`` (stored and ordered as UTF-8) or ``bytes``; a value is anything CBOR encodes, encoded once by
 the caller and carried as bytes through the log to the store. Both sides of the wire and the store use these
-functions, so a key or value is judged the same way everywhere. A leaf module: it needs only cbor2 and
-``borough.errors``, so a client can encode values without loading the store or LevelDB.
+functions, so a key or value is judged the same way everywhere. A stored value was encoded by some client, so
+it is decoded as input from outside: bounded work and an allow-list of tags (``cbor_safe``). A leaf module: it
+needs only cbor2, ``borough.cbor_safe`` and ``borough.errors``, so a client can encode values without loading
+the store or LevelDB.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 import cbor2
 
+from borough.cbor_safe import CborRejected, safe_loads
 from borough.errors import StorageError
 
 __all__ = ["decode_value", "encode_bound", "encode_key", "encode_value"]
@@ -67,8 +70,12 @@ def encode_value(value: object) -> bytes:
 
 
 def decode_value(data: bytes) -> Any:
-    """The inverse of ``encode_value``. Raises ``StorageError`` if ``data`` is not CBOR."""
+    """The inverse of ``encode_value``. Raises ``StorageError`` if ``data`` is not CBOR Borough accepts (see
+    ``cbor_safe``: bounded size and work, an allow-list of tags)."""
     try:
-        return cbor2.loads(data)
-    except Exception as exc:  # cbor2 raises several unrelated types on bad input
-        raise StorageError(f"a stored value is not valid CBOR ({exc}): the data is corrupt") from exc
+        return safe_loads(data)
+    except CborRejected as exc:
+        raise StorageError(
+            f"a stored value cannot be decoded ({exc}): it is corrupt, or a client stored CBOR that Borough does "
+            f"not accept; overwrite or delete it"
+        ) from None

@@ -3,7 +3,8 @@
 Each module of ``borough`` has a layer; a module may import, directly or through others, only modules of its own
 layer or lower ones, and the two storage-level layers (wire, store) never import each other:
 
-    vocabulary  errors, ids, kv (the key/value codec), config, and the log's records (raft.records, raft.storage)
+    vocabulary  errors, ids, kv (the key/value codec), cbor_safe and cbor_budget (bounded decoding), config, and
+                the log's records (raft.records, raft.storage)
     wire, store the wire protocol and transports; storage (LevelDB and its in-memory twin)
     raft        the sans-IO Raft core
     ring        hash ring, failure detection, placement
@@ -33,6 +34,8 @@ VOCABULARY = {
     "borough.errors",
     "borough.ids",
     "borough.kv",
+    "borough.cbor_budget",
+    "borough.cbor_safe",
     "borough.config",
     "borough.raft",  # its __init__ imports nothing
     "borough.raft.records",

@@ -53,6 +53,8 @@ def test_exports_are_exactly_the_public_names() -> None:
         "request",
         "ids",
         "kv",
+        "cbor_safe",
+        "cbor_budget",
     }
     public = {name for name in vars(borough) if not name.startswith("_")}
     assert public - subpackages == EXPECTED_EXPORTS

@@ -35,11 +35,11 @@ one for a stream id never opened). Kinds and payloads:
 
 from __future__ import annotations
 
-import io
 from typing import Any, Final
 
 import cbor2
 
+from borough.cbor_safe import CborLimits, CborRejected, SafeDecoder
 from borough.errors import LocalProtocolError, RemoteProtocolError
 from borough.wire.events import (
     MIN_PROTOCOL_VERSION,
@@ -99,22 +99,18 @@ MAGIC: Final = "borough"
 MAX_STREAM_ID: Final = 2**62
 _PREFIX: Final = 4
 _MAX_WINDOW: Final = 2**31
+_MAX_NONCE: Final = 2**64
+#: The longest cluster id, node id or address a handshake may carry (they end up in log lines and errors).
+MAX_HELLO_TEXT: Final = 1024
+#: A GOAWAY's reason is cut to this many characters (at most 800 bytes of UTF-8), so it fits any peer's frame
+#: limit (at least 1024 bytes).
+MAX_GOAWAY_REASON: Final = 200
 
 
 _END, _RESET, _STOP, _WINDOW, _CALL, _REPLY = 3, 4, 5, 6, 7, 8
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
-
-
-def _reject_tag(*_args: object) -> object:
-    # CBOR value sharing (tags 28/29) builds cyclic structures that would send the layers above into endless
-    # recursion; regular expressions (35) and MIME messages (36) make the decoder compile or parse
-    # attacker-chosen text. Nothing we send uses them, so a peer that does is broken or hostile.
-    raise cbor2.CBORDecodeError("CBOR tags 28, 29 (shared values), 35 (regex) and 36 (MIME) are not allowed")
-
-
-_SEMANTIC: Any = {28: _reject_tag, 29: _reject_tag, 35: _reject_tag, 36: _reject_tag}
 
 
 def encode_payload(obj: Any, what: str) -> bytes:
@@ -206,10 +202,14 @@ class FrameCodec:
     The first event each way must be a ``Hello``. ``peer_hello`` is set once the peer's has arrived.
     """
 
-    def __init__(self, role: Role, *, max_frame_size: int, max_attached_streams: int = 16) -> None:
+    def __init__(
+        self, role: Role, *, max_frame_size: int, max_attached_streams: int = 16, max_frame_items: int = 65536
+    ) -> None:
         self.role = role
         self.max_frame_size = max_frame_size
         self.max_attached_streams = max_attached_streams
+        #: The most CBOR data items one frame may hold (``cbor_budget``); settable until the next frame.
+        self.max_frame_items = max_frame_items
         self.peer_hello: Hello | None = None
         self._hello_sent = False
         self._buf = bytearray()
@@ -222,9 +222,11 @@ class FrameCodec:
         self._peer_parity = 0 if role is Role.DIALER else 1
         self._peer_highest = self._peer_parity - 2  # -1 or -2: nothing opened yet
         self.frames_received = 0
+        self.frame_bytes_received = 0  # frame bodies decoded so far: a measure of the decoding work done
         # One decoder for the connection's life: building one per frame costs more than decoding a small frame.
         # Any decoding error breaks the codec for good, so no half-decoded state can leak into the next frame.
-        self._decoder = cbor2.CBORDecoder(io.BytesIO(b""), semantic_decoders=_SEMANTIC, max_depth=64)
+        # It accepts only the CBOR a frame needs (``cbor_safe``): bounded work, an allow-list of tags.
+        self._decoder = SafeDecoder(CborLimits(max_items=max_frame_items))
 
     # ------------------------------------------------------------------ stream ids
 
@@ -314,23 +316,16 @@ class FrameCodec:
 
     def _decode(self, buf: bytearray, lo: int, hi: int) -> Event:
         self.frames_received += 1
+        self.frame_bytes_received += hi - lo
         if hi - lo >= 256:
             fast = self._decode_data_fast(buf, lo, hi)
             if fast is not None:
                 return fast
         raw = _copy(buf, lo, hi)
-        fp = io.BytesIO(raw)
         try:
-            self._decoder.fp = fp
-            frame = self._decoder.decode()
-        except Exception as exc:  # the decoder raises many types on hostile input; all mean "malformed"
-            raise RemoteProtocolError(
-                f"a {len(raw)}-byte frame is not valid CBOR ({type(exc).__name__}: {exc}); closing the connection"
-            ) from exc
-        if fp.tell() != len(raw):
-            raise RemoteProtocolError(
-                f"a {len(raw)}-byte frame has {len(raw) - fp.tell()} bytes of trailing garbage after its CBOR value"
-            )
+            frame = self._decoder.decode(raw, max_items=self.max_frame_items)
+        except CborRejected as exc:
+            raise RemoteProtocolError(f"a {len(raw)}-byte frame was refused: {exc}; closing the connection") from None
         if type(frame) is not list or len(frame) != 3:
             raise RemoteProtocolError(
                 f"a frame must be a CBOR array [stream id, kind, payload], got {_describe(frame)}"
@@ -378,24 +373,30 @@ class FrameCodec:
             raise RemoteProtocolError(f"the handshake payload must be a map, got {_describe(p)}")
         if p.get("magic") != MAGIC:
             raise RemoteProtocolError(
-                f"the peer does not speak the Borough wire protocol (handshake magic {p.get('magic')!r})"
+                f"the peer does not speak the Borough wire protocol (handshake magic {_describe(p.get('magic'))})"
             )
         version: Any = p.get("version")
         min_version: Any = p.get("min_version")
         if not (_is_int(version) and _is_int(min_version) and 1 <= min_version <= version):
             raise RemoteProtocolError(
-                f"the handshake's version range is invalid: min_version={min_version!r}, version={version!r}"
+                f"the handshake's version range is invalid: min_version={_describe(min_version)}, "
+                f"version={_describe(version)}"
             )
         for key in ("cluster", "node", "address"):
-            if not _opt_str(p.get(key)):
-                raise RemoteProtocolError(f"the handshake's {key!r} must be text or null, got {_describe(p[key])}")
+            if not _opt_str(p.get(key)) or len(p.get(key) or "") > MAX_HELLO_TEXT:
+                raise RemoteProtocolError(
+                    f"the handshake's {key!r} must be text of at most {MAX_HELLO_TEXT} characters or null, got "
+                    f"{_describe(p[key])}"
+                )
         window: Any = p.get("window")
         max_frame: Any = p.get("max_frame")
         if not (_is_int(window) and 1 <= window < _MAX_WINDOW):
-            raise RemoteProtocolError(f"the handshake's window must be an integer in [1, 2**31), got {window!r}")
+            raise RemoteProtocolError(
+                f"the handshake's window must be an integer in [1, 2**31), got {_describe(window)}"
+            )
         if not (_is_int(max_frame) and 1024 <= max_frame < 2**31):
             raise RemoteProtocolError(
-                f"the handshake's max_frame must be an integer in [1024, 2**31), got {max_frame!r}"
+                f"the handshake's max_frame must be an integer in [1024, 2**31), got {_describe(max_frame)}"
             )
         hello = Hello(
             version=version,
@@ -443,7 +444,8 @@ class FrameCodec:
         for name, attached in streams.items():
             if type(name) is not str or not _is_int(attached) or not 0 < attached < MAX_STREAM_ID:
                 raise RemoteProtocolError(
-                    f"a {kind.name}'s streams map must hold text names and stream ids, got {name!r}: {attached!r}"
+                    f"a {kind.name}'s streams map must hold text names and stream ids, got {_describe(name)}: "
+                    f"{_describe(attached)}"
                 )
             self._check_new_peer_stream(attached, f"a stream attached to {kind.name} {sid}")
         return body, streams
@@ -497,8 +499,11 @@ class FrameCodec:
             self._check_new_peer_stream(sid, "an OPEN")
             return Open(stream_id=sid, header=p)
         if k is Kind.PING or k is Kind.PONG:
-            if sid != 0 or not _is_int(p):
-                raise RemoteProtocolError(f"a {k.name} must carry an integer on stream 0, got {_describe(p)}")
+            # The nonce is echoed: bounding it bounds the PONG we owe, so it always fits the peer's frame limit.
+            if sid != 0 or not _is_int(p) or not 0 <= p < _MAX_NONCE:
+                raise RemoteProtocolError(
+                    f"a {k.name} must carry an integer in [0, 2**64) on stream 0, got {_describe(p)}"
+                )
             return Ping(nonce=p) if k is Kind.PING else Pong(nonce=p)
         # GOAWAY (HELLO was handled by the caller)
         if sid != 0 or type(p) is not str:
@@ -551,7 +556,10 @@ class FrameCodec:
         if isinstance(event, Pong):
             return self._frame(0, Kind.PONG, event.nonce, "PONG")
         if isinstance(event, GoAway):
-            return self._frame(0, Kind.GOAWAY, event.reason, "GOAWAY")
+            reason = event.reason
+            if len(reason) > MAX_GOAWAY_REASON:
+                reason = reason[: MAX_GOAWAY_REASON - 3] + "..."
+            return self._frame(0, Kind.GOAWAY, reason, "GOAWAY")
         raise LocalProtocolError(f"{type(event).__name__} is not an event that can be sent")
 
     # Direct encoders for the multiplexed connection's hot paths (no event object, no dispatch). They assume the
@@ -612,7 +620,11 @@ def _copy(buf: bytearray, lo: int, hi: int) -> bytes:
 
 
 def _describe(x: object) -> str:
-    text = repr(x)
+    # Never raises: what a hostile peer sent must not break the message that reports it.
+    try:
+        text = repr(x)
+    except Exception:
+        text = "(cannot be shown)"
     if len(text) > 80:
         text = text[:77] + "..."
     return f"{type(x).__name__} {text}"

@@ -87,15 +87,25 @@ class ErrorRegistry:
         }
 
     def decode(self, payload: dict[str, Any]) -> BaseException:
-        """The exception an error map stands for; unknown or malformed ones become ``RemoteError``."""
-        name = str(payload.get("type", "Exception"))
-        message = str(payload.get("message", ""))
+        """The exception an error map stands for; unknown or malformed ones become ``RemoteError``. Never
+        raises, whatever the peer put in the map: an error that cannot be rebuilt, or whose text cannot be
+        shown, still arrives as a ``RemoteError`` saying so."""
+        try:
+            name = payload.get("type", "Exception")
+            message = payload.get("message", "")
+            name, message = str(name), str(message)
+        except Exception as exc:  # e.g. an integer too large to print
+            return errors.RemoteError(
+                "ProtocolError", f"the peer sent an error that cannot be shown ({type(exc).__name__})"
+            )
         raw_fields = payload.get("fields")
         fields: dict[str, Any] = raw_fields if isinstance(raw_fields, dict) else {}
         entry = self._by_name.get(name)
         if entry is not None:
             try:
-                return entry.build(message, fields)
+                error = entry.build(message, fields)
+                str(error)  # the caller will print it: fields that cannot be shown must not surface later
+                return error
             except Exception:
                 pass  # the peer sent fields we cannot use; still report what it said
         return errors.RemoteError(name, message)

@@ -12,6 +12,10 @@ Semantics the layers above rely on:
 - ``send_message_frame`` never blocks: a full priority lane drops the frame and returns False.
 - ``on_message`` runs synchronously in the reader task; if it raises, the error is logged with its traceback
   and this connection is closed (the peer redials); the node keeps running.
+- Nothing the peer sends raises out of the reader or the writer: a bad frame, or a frame whose handling fails,
+  closes this connection with a logged ``RemoteProtocolError``. The control lane is bounded
+  (``max_control_frames``): PINGs past it go unanswered (counted in ``pongs_dropped``, logged once), and a peer
+  that makes us queue refusals faster than it reads them is disconnected.
 - A logical stream is a ``trio.abc.HalfCloseableStream``; each direction has a credit window, so a reader that
   stops reading stalls only its own stream. ``aclose`` ends our direction gracefully (END) and tells the peer
   we read no more (STOP), so its ``send_all`` raises ``BrokenResourceError``.
@@ -34,6 +38,7 @@ from typing import Any
 
 import trio
 
+from borough.cbor_safe import safe_str
 from borough.errors import BoroughError, LocalProtocolError, NotDelivered, Overloaded, RemoteProtocolError, Unavailable
 from borough.wire import codec as c
 from borough.wire.errors_codec import ErrorRegistry, default_registry
@@ -70,6 +75,9 @@ log = logging.getLogger(__name__)
 #: dispatched, answered and written as one convoy while the peer waits idle, and two processes take turns
 #: instead of working at once (measured: 64 callers over loopback, 11k -> 22k round trips/s).
 YIELD_EVERY = 16
+#: ... and after this many received bytes, so a run of large frames (each up to ``max_frame_items`` of decode
+#: work) cannot hold the event loop for more than a few of them.
+YIELD_EVERY_BYTES = 256 * 1024
 
 
 class _PendingCall:
@@ -108,6 +116,7 @@ class MuxConnection:
         self.description = description or str(self.peer)
         self._stream = stream
         self._codec = codec
+        codec.max_frame_items = settings.max_frame_items
         self._on_message = on_message
         self._on_call = on_call
         self._on_stream = on_stream
@@ -141,6 +150,7 @@ class MuxConnection:
         self.writes = 0
         self.bytes_written = 0
         self.messages_dropped = 0
+        self.pongs_dropped = 0
 
     # ------------------------------------------------------------------ state
 
@@ -178,6 +188,31 @@ class MuxConnection:
             if active:
                 self._out_active = True
             self._kick()
+
+    def _answer_peer(self, *frames: bytes) -> None:
+        """Queue control frames the peer's own frames made us owe (refusals, STOPs). A peer that keeps asking
+        while it reads nothing would grow the lane without bound: past ``max_control_frames`` it is cut off."""
+        if len(self._ctrl) + len(frames) > self.settings.max_control_frames:
+            raise RemoteProtocolError(
+                f"the peer made us queue more than {self.settings.max_control_frames} control frames (refusals of "
+                f"its calls or streams) without reading them; it sends faster than it reads"
+            )
+        for frame in frames:
+            self._queue_ctrl(frame)
+
+    def _answer_ping(self, nonce: int) -> None:
+        if len(self._ctrl) >= self.settings.max_control_frames:
+            self.pongs_dropped += 1
+            if self.pongs_dropped == 1:
+                log.warning(
+                    "%s sends PINGs faster than it reads the PONGs: %d control frames queued; PINGs past that "
+                    "go unanswered (logged once per connection)",
+                    self.description,
+                    len(self._ctrl),
+                    extra={"peer": self.description},
+                )
+            return
+        self._queue_ctrl(self._codec.send(c.Pong(nonce=nonce)), active=False)
 
     def _queue_data_frame(self, frame: bytes) -> None:
         if self._closed_reason is None:
@@ -229,8 +264,8 @@ class MuxConnection:
             blob = b"".join(parts) if len(parts) > 1 else parts[0]
             try:
                 await stream.send_all(blob)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                self._fail(Unavailable(f"sending to {self.description} failed ({type(exc).__name__}: {exc})"))
+            except Exception as exc:  # broken, closed, OSError, or whatever a TLS layer raises: this link is done
+                self._fail(Unavailable(f"sending to {self.description} failed ({type(exc).__name__}: {safe_str(exc)})"))
                 return
             self.writes += 1
             self.bytes_written += len(blob)
@@ -238,43 +273,58 @@ class MuxConnection:
     # ------------------------------------------------------------------ reader
 
     async def _reader(self) -> None:
+        try:
+            await self._read_frames()
+        except RemoteProtocolError as exc:
+            await self._close_on_protocol_error(exc)
+        except Exception as exc:
+            # Handling what the peer sent failed in a way nobody foresaw: a bug here, or input we do not yet
+            # validate. Either way it is this connection's problem, never the node's: log it loudly, close.
+            log.exception("handling a frame from %s failed", self.description, extra={"peer": self.description})
+            await self._close_on_protocol_error(
+                RemoteProtocolError(f"handling a frame from the peer failed ({type(exc).__name__}: {safe_str(exc)})")
+            )
+
+    async def _read_frames(self) -> None:
         codec, stream, read_size = self._codec, self._stream, self.settings.read_size
         dispatched = 0
-        try:
-            while True:
-                event = codec.next_event()
-                if isinstance(event, c.NeedData):
-                    try:
-                        chunk = await stream.receive_some(read_size)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                        self._fail(
-                            Unavailable(f"receiving from {self.description} failed ({type(exc).__name__}: {exc})")
-                        )
-                        return
-                    self._last_received = trio.current_time()
-                    codec.receive_data(chunk)
-                    continue
-                if isinstance(event, c.ConnectionClosed):
-                    reason = f"the peer said: {self._goaway}" if self._goaway else "the peer closed it"
-                    self._fail(Unavailable(f"the connection to {self.description} was closed ({reason})"))
+        yield_at = codec.frame_bytes_received + YIELD_EVERY_BYTES
+        while True:
+            event = codec.next_event()
+            if isinstance(event, c.NeedData):
+                try:
+                    chunk = await stream.receive_some(read_size)
+                except Exception as exc:  # broken, closed, OSError, or whatever a TLS layer raises
+                    self._fail(
+                        Unavailable(f"receiving from {self.description} failed ({type(exc).__name__}: {safe_str(exc)})")
+                    )
                     return
-                self._dispatch(event)
-                if self._closed_reason is not None:
-                    return
-                dispatched += 1
-                if dispatched % YIELD_EVERY == 0:
-                    await trio.lowlevel.cancel_shielded_checkpoint()
-        except RemoteProtocolError as exc:
-            log.warning(
-                "closing the connection to %s: protocol error: %s",
-                self.description,
-                exc,
-                extra={"peer": self.description},
-            )
-            with trio.move_on_after(self.settings.close_timeout):
-                self._queue_ctrl(codec.send(c.GoAway(reason=f"protocol error: {exc}")))
-                await self._wait_flushed()
-            self._fail(exc)
+                self._last_received = trio.current_time()
+                codec.receive_data(chunk)
+                continue
+            if isinstance(event, c.ConnectionClosed):
+                reason = f"the peer said: {self._goaway}" if self._goaway else "the peer closed it"
+                self._fail(Unavailable(f"the connection to {self.description} was closed ({reason})"))
+                return
+            self._dispatch(event)
+            if self._closed_reason is not None:
+                return
+            dispatched += 1
+            if dispatched % YIELD_EVERY == 0 or codec.frame_bytes_received >= yield_at:
+                yield_at = codec.frame_bytes_received + YIELD_EVERY_BYTES
+                await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def _close_on_protocol_error(self, exc: RemoteProtocolError) -> None:
+        log.warning(
+            "closing the connection to %s: protocol error: %s",
+            self.description,
+            safe_str(exc, 500),
+            extra={"peer": self.description},
+        )
+        with trio.move_on_after(self.settings.close_timeout):
+            self._queue_ctrl(self._codec.send(c.GoAway(reason=f"protocol error: {safe_str(exc)}")))
+            await self._wait_flushed()
+        self._fail(exc)
 
     def _dispatch(self, ev: c.Event) -> None:
         if isinstance(ev, c.Data):
@@ -322,7 +372,7 @@ class MuxConnection:
             self._last_activity_mark()
             self._on_open(ev)
         elif isinstance(ev, c.Ping):
-            self._queue_ctrl(self._codec.send(c.Pong(nonce=ev.nonce)), active=False)
+            self._answer_ping(ev.nonce)
         elif isinstance(ev, c.Pong):
             pass  # receiving it refreshed _last_received, which is all a pong is for
         elif isinstance(ev, c.GoAway):
@@ -349,8 +399,7 @@ class MuxConnection:
         if self._on_stream is None or self._open_inbound >= self.settings.max_open_streams or self._nursery is None:
             why = "accepts no streams" if self._on_stream is None else "has too many open streams"
             err = self._registry.encode(Overloaded(f"the peer {why}; retry later"))
-            self._queue_ctrl(self._codec.encode_reset(ev.stream_id, err))
-            self._queue_ctrl(self._codec.encode_stop(ev.stream_id))
+            self._answer_peer(self._codec.encode_reset(ev.stream_id, err), self._codec.encode_stop(ev.stream_id))
             return
         st = self._new_stream(ev.stream_id, send=True, receive=True, header=ev.header)
         st._counts_open = True
@@ -447,8 +496,7 @@ class MuxConnection:
         pending = self._calls.get(ev.stream_id)
         if pending is None or pending.event.is_set():
             # The call was cancelled meanwhile: refuse the reply's streams so the peer stops sending them.
-            for sid in ev.streams.values():
-                self._queue_ctrl(self._codec.encode_stop(sid))
+            self._answer_peer(*(self._codec.encode_stop(sid) for sid in ev.streams.values()))
             return
         streams = {name: self._new_stream(sid, send=False, receive=True) for name, sid in ev.streams.items()}
         pending.reply = Reply(ev.body, streams)
@@ -467,9 +515,8 @@ class MuxConnection:
                 else f"has {self._inbound_busy} calls from this connection running, its limit"
             )
             err = self._registry.encode(Overloaded(f"the peer {why}; back off and retry"))
-            self._queue_ctrl(self._codec.encode_reset(ev.stream_id, err))
-            for sid in ev.streams.values():
-                self._queue_ctrl(self._codec.encode_stop(sid))
+            stops = (self._codec.encode_stop(sid) for sid in ev.streams.values())
+            self._answer_peer(self._codec.encode_reset(ev.stream_id, err), *stops)
             return
         streams = {name: self._new_stream(sid, send=False, receive=True) for name, sid in ev.streams.items()}
         scope = trio.CancelScope()

@@ -43,6 +43,11 @@ class WireSettings:
       ``max_outbound_calls``: our own calls in flight on one connection; more wait (backpressure).
       ``max_open_streams``: peer-opened plain streams (``open_stream``) alive at once on one connection.
       ``max_attached_streams``: user streams attached to one call or reply.
+      ``max_control_frames``: control frames (PONGs, refusals, credit, resets) queued on one connection; past it a
+      PING is not answered (the drop is counted and logged once), and a peer whose calls or streams we must
+      refuse faster than it reads the refusals is disconnected.
+      ``max_frame_items``: CBOR data items one received frame may hold (every element, key, tag and scalar counts
+      one); bounds the objects a frame decodes into and the work it takes (``borough.cbor_budget``).
     Liveness and links:
       ``keepalive_interval``: after this long without receiving anything we ping the peer.
       ``liveness_timeout``: after this long without receiving anything the connection is declared dead.
@@ -63,6 +68,8 @@ class WireSettings:
     max_outbound_calls: int = attrs.field(default=512, validator=_positive)
     max_open_streams: int = attrs.field(default=256, validator=_positive)
     max_attached_streams: int = attrs.field(default=16, validator=_positive)
+    max_control_frames: int = attrs.field(default=1024, validator=_positive)
+    max_frame_items: int = attrs.field(default=65536, validator=_positive)
     keepalive_interval: float = attrs.field(default=1.0, validator=_positive)
     liveness_timeout: float = attrs.field(default=5.0, validator=_positive)
     idle_timeout: float = attrs.field(default=60.0, validator=_positive)
