@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import attrs
 
+from borough.cbor_safe import CborRejected, safe_loads
 from borough.errors import RemoteProtocolError
 from borough.ids import NodeId
 from borough.kv import encode_bound, encode_key
@@ -65,7 +66,9 @@ def check_key(key: object, limits: Limits) -> str | bytes:
 
 
 def check_value(encoded: object, limits: Limits) -> bytes:
-    """A value as it travels and is logged: non-empty CBOR bytes, at most ``max_value_bytes``."""
+    """A value as it travels and is logged: non-empty CBOR bytes, at most ``max_value_bytes``, that decode
+    within the bounds every stored value is read back under (``borough.cbor_safe``), so what is written can
+    always be read."""
     if type(encoded) is not bytes or not encoded:
         raise TypeError("a put's value must be CBOR-encoded bytes")
     if len(encoded) > limits.max_value_bytes:
@@ -73,6 +76,13 @@ def check_value(encoded: object, limits: Limits) -> bytes:
             f"value of {len(encoded)} encoded bytes exceeds max_value_bytes={limits.max_value_bytes}; "
             "send large payloads as a stream attached to a request"
         )
+    try:
+        safe_loads(encoded)
+    except CborRejected as exc:
+        raise ValueError(
+            f"this value cannot be stored ({exc}); store plain data: numbers, strings, bytes, lists, dicts, "
+            "sets, dates, decimals, fractions, UUIDs"
+        ) from None
     return encoded
 
 
