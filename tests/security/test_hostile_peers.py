@@ -1,0 +1,113 @@
+"""Hostile peers against a simulated cluster: a client speaking member messages, a process that is not a member
+speaking for one, forged Raft terms and appends, made-up partitions, the snapshot paths and values no reader could
+decode. Each attack fails, and the cluster keeps serving a legitimate client within its deadline."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from ipaddress import IPv4Address
+
+import pytest
+import trio
+import trio.testing
+
+from borough.errors import Forbidden
+from borough.node.protocol import Join, SendSnapshot, encode_call
+from borough.raft.messages import AppendRequest, Heartbeat, InstallSnapshot, VoteRequest, encode_message
+from borough.raft.records import Entry, SnapshotMeta
+from borough.testing import SimCluster
+from borough.wire.transport import Identity, Transport, open_transport
+
+P = "accounts"
+
+
+@asynccontextmanager
+async def mallory(sim: SimCluster, node_id: str | None) -> AsyncIterator[Transport]:
+    """A process on its own host that dials the cluster's nodes as ``node_id`` (None: as a client)."""
+    identity = Identity(node_id=node_id, cluster_id=sim[0].cluster.cluster_id)
+    async with open_transport(sim.net.host("mallory"), identity=identity) as transport:
+        yield transport
+
+
+async def still_serving(sim: SimCluster, expected: int) -> None:
+    """A legitimate client reads the partition and writes to it within its deadline."""
+    async with sim.client(request_timeout=5.0) as client:
+        with trio.fail_after(5):
+            assert await client.partition(P).get("balance") == expected
+            await client.partition(P).put("after", 1)
+            assert await client.partition(P).get("after") == 1
+
+
+def forged_raft(sim: SimCluster, leader_id: str, term: int) -> list[object]:
+    """A frame of Raft messages that, were they believed, would overwrite the partition and wedge its term."""
+    members = [n.node.node_id for n in sim.nodes if n.node is not None]
+    frm = next(m for m in members if m != leader_id)
+    entry = Entry(term=term + 5, index=1, data=b"\x81\x83cputgbalanceA\x00")
+    items: list[object] = [
+        [P, encode_message(AppendRequest(frm=frm, to=leader_id, term=term + 5, prev_index=0, prev_term=0,
+                                         commit=1, entries=[entry])), 0, 0],  # fmt: skip
+        [P, encode_message(Heartbeat(frm=frm, to=leader_id, term=(1 << 63) - 1, commit=0)), 0, 0],
+        [P, encode_message(VoteRequest(frm=frm, to=leader_id, term=term + 9, last_index=10**9, last_term=10**9)),
+         0, 0],  # fmt: skip
+    ]
+    items += [[f"junk-{i}", encode_message(Heartbeat(frm=frm, to=leader_id, term=3)), 0, 0] for i in range(20)]
+    return ["raft", items]
+
+
+@pytest.mark.parametrize("who", [None, "not-a-member"], ids=["client", "non-member"])
+async def test_raft_and_swim_frames_from_a_client_or_a_stranger_are_refused(
+    autojump_clock: trio.testing.MockClock, who: str | None
+) -> None:
+    async with SimCluster(3, seed=11) as sim:
+        await sim[0].partition(P).put("balance", 100)
+        await sim.wait_for_leaders([P])
+        leader = sim.leader_replica(P)
+        term = leader.term
+        leader_node = sim.nodes[sim.index_of(leader.host.node_id)]
+        async with mallory(sim, who) as evil:
+            for _ in range(3):
+                evil.send(leader_node.address, forged_raft(sim, leader.host.node_id, term))
+                evil.send(leader_node.address, ["swim", [0, 1, "n0", 99, 99, []]])
+                await trio.sleep(0.5)
+        assert sim.leader_replica(P).term == term  # neither the forged append nor the huge term was believed
+        for sn in sim.running():
+            assert sn.node is not None
+            assert not [name for name in sn.node.replicas if name.startswith("junk-")]
+        assert sim[sim.index_of(leader.host.node_id)].roles.refused >= 3
+        await still_serving(sim, 100)
+
+
+async def test_a_client_cannot_join_or_send_a_snapshot(autojump_clock: trio.testing.MockClock) -> None:
+    async with SimCluster(3, seed=12) as sim:
+        await sim[0].partition(P).put("balance", 7)
+        await sim.wait_for_leaders([P])
+        leader = sim.leader_replica(P)
+        address = sim.nodes[sim.index_of(leader.host.node_id)].address
+        snapshot = InstallSnapshot(frm="n1", to=leader.host.node_id, term=leader.term + 1, meta=SnapshotMeta(index=99))
+        async with mallory(sim, None) as evil:
+            with pytest.raises(Forbidden):
+                await evil.call(address, encode_call("_system", Join("n9", "mallory:1"), 5.0))
+            with pytest.raises(Forbidden):
+                call = SendSnapshot(encode_message(snapshot), 0, 0)
+                await evil.call(address, encode_call(P, call, 5.0), streams={"data": _empty()})
+        async with mallory(sim, "not-a-member") as evil:
+            with pytest.raises(Forbidden):
+                call = SendSnapshot(encode_message(snapshot), 0, 0)
+                await evil.call(address, encode_call(P, call, 5.0), streams={"data": _empty()})
+        await still_serving(sim, 7)
+
+
+async def _empty() -> AsyncIterator[bytes]:
+    return
+    yield b""  # an async generator that yields nothing
+
+
+async def test_a_value_no_reader_could_decode_is_refused_at_write_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with SimCluster(1, seed=13) as sim:
+        await sim[0].partition(P).put("balance", 5)
+        with pytest.raises(ValueError, match="cannot be stored"):
+            await sim[0].partition(P).put("ip", IPv4Address("10.0.0.1"))  # a tag off the allow-list
+        await still_serving(sim, 5)
