@@ -20,7 +20,7 @@ import trio
 
 from borough.errors import LocalProtocolError, RemoteProtocolError
 from borough.node.incarnations import Stamp
-from borough.raft.messages import AppendRequest, Message, decode_message, encode_message
+from borough.raft.messages import AppendRequest, InstallSnapshot, Message, decode_message, encode_message
 from borough.wire.records import PeerInfo
 
 __all__ = ["RaftOutbox"]
@@ -152,4 +152,10 @@ class RaftOutbox:
                 continue
             if msg.to != self._node_id:
                 continue  # meant for an earlier incarnation of this address
+            if type(msg) is InstallSnapshot:
+                # A snapshot arrives only on the snapshot path, with its data (see ``snapshots``); as a bare
+                # message it would ask the core to install data that was never staged.
+                self.dropped_inbound += 1
+                logger.warning("dropped an InstallSnapshot sent as a plain Raft message by %s", peer)
+                continue
             self._deliver(partition, msg, item[2], item[3])

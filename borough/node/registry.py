@@ -3,9 +3,11 @@
 This module owns the node's table of replicas and each replica's lifetime: a replica is started from the data
 dir (on restart), from its partition's directory record (when this node is an initial voter), or empty (when a
 leader talks to this node about a group it does not host yet, holding the first messages until it exists). Each
-runs in a task of the node's nursery; one ticker drives every replica's Raft clock. A replica removed from its
-group deletes its data (leaving a tombstone) before it leaves the table, so no message can start a new replica
-on top of data about to disappear. It knows nothing of the wire, routing or what operations mean.
+runs in a task of the node's nursery; one ticker drives every replica's Raft clock. A replica that fails is
+restarted from disk after a backoff without touching the others; only a storage failure stops the node. A
+replica removed from its group deletes its data (leaving a tombstone) before it leaves the table, so no message
+can start a new replica on top of data about to disappear. It knows nothing of the wire, routing or what
+operations mean.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 import trio
 
 from borough.config import NodeConfig
-from borough.errors import BoroughError, NotFound, NotLeader, Unavailable
+from borough.errors import BoroughError, NotFound, NotLeader, StorageError, Unavailable
 from borough.ids import NodeId
 from borough.node.records import DirectoryRecord, Hosting
 from borough.node.replica import Replica, ReplicaHost
@@ -34,6 +36,9 @@ logger = logging.getLogger(__name__)
 #: Raft messages held for a partition whose replica is being created (beyond: dropped, Raft retransmits).
 PENDING_MESSAGES = 256
 PENDING_PARTITIONS = 1024
+#: A failed replica restarts after RESTART_FIRST seconds, doubling with each failure of it up to RESTART_MAX.
+RESTART_FIRST = 1.0
+RESTART_MAX = 60.0
 
 #: Looks a partition's directory record up (NotFound when the partition was never registered).
 FindRecord = Callable[[str], Awaitable[DirectoryRecord]]
@@ -65,6 +70,9 @@ class Replicas:
         #: Messages dropped because they were meant for a replica this node deleted (an earlier incarnation).
         self.dropped_stale = 0
         self._creating: set[str] = set()
+        self._restarts: dict[str, int] = {}  # partition -> failures of its replica so far (for the backoff)
+        #: Replicas that failed (and were restarted from disk).
+        self.failures = 0
 
     # --- the table ------------------------------------------------------------------------------------
 
@@ -136,7 +144,24 @@ class Replicas:
 
     async def _run(self, replica: Replica) -> None:
         try:
-            await replica.run()
+            try:
+                await replica.run()
+            except StorageError:
+                raise  # the data dir cannot be trusted: the whole node stops (fail-stop)
+            except Exception as exc:
+                # One partition's failure (a bug, or a peer's message no check foresaw) is that partition's:
+                # its replica stops, its callers get Unavailable, and it restarts from its durable state.
+                self.failures += 1
+                delay = min(RESTART_MAX, RESTART_FIRST * 2 ** min(self._restarts.get(replica.name, 0), 16))
+                self._restarts[replica.name] = self._restarts.get(replica.name, 0) + 1
+                logger.error(
+                    "partition %r: its replica failed; restarting it from disk in %.1f s",
+                    replica.name,
+                    delay,
+                    exc_info=exc,
+                )
+                self._nursery.start_soon(self._restart, replica, delay)
+                return
             if replica.removed:
                 # Removed from the group: delete the replica's data. It stays in the table (stopped, refusing
                 # everything) until the delete is written, so no message can start a new replica on top of
@@ -148,6 +173,12 @@ class Replicas:
         finally:
             if self._replicas.get(replica.name) is replica:
                 del self._replicas[replica.name]
+
+    async def _restart(self, failed: Replica, delay: float) -> None:
+        await trio.sleep(delay)
+        name = failed.name
+        if name not in self._replicas and name in self._host.store.replicas():
+            self.start(name)
 
     async def bootstrap(self, name: str, voters: Sequence[str]) -> Replica:
         """Create a new group's replica with its initial configuration (a snapshot meta at index 0)."""

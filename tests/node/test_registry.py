@@ -258,6 +258,35 @@ async def test_messages_naming_a_partition_nobody_registered_create_nothing(
         assert len(node.replicas) == 0
 
 
+async def test_a_replica_that_fails_is_restarted_from_disk_and_the_others_keep_running(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_node() as node:
+        node.directory.add("p", "a")
+        node.directory.add("q", "a")
+        p, q = await node.replicas.local("p"), await node.replicas.local("q")
+        await wait_until(lambda: p.is_leader and q.is_leader)
+        await p.propose(b"\x80")  # an empty write batch, applied
+        applied = p.applied
+
+        def broken(entries: Any) -> Any:
+            raise RuntimeError("a bug in one partition")
+
+        p.machine.apply = broken  # type: ignore[method-assign]
+        with pytest.raises(Unavailable):
+            await p.propose(b"\x80")  # committed, but applying it fails: the replica stops
+        assert node.replicas.failures == 1 and "p" not in node.replicas
+        await q.propose(b"\x80")  # the other partition never noticed
+        await wait_until(lambda: "p" in node.replicas, within=5)  # restarted from disk after the backoff
+        again = node.replicas["p"]
+        assert again is not p
+        node.nursery.start_soon(node.replicas.tick_forever)
+        await wait_until(lambda: again.is_leader)  # its durable state intact: it elects itself again
+        assert again.applied >= applied
+        await again.propose(b"\x80")  # and serves writes
+        assert node.replicas.failures == 1
+
+
 # --- deletion and the ticker ---------------------------------------------------------------------------------------
 
 
