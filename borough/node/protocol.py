@@ -370,6 +370,10 @@ class Hosted(_NoArgs, Op, name="node.hosted", repeatable=True):
         return _decoded(body, Hosting.from_list)
 
 
+#: A snapshot stream may take this many request timeouts (its sender and its receiver both bound it so).
+SNAPSHOT_TIMEOUTS = 6
+
+
 @attrs.frozen(slots=True)
 class SendSnapshot(Op, name="snap", repeatable=False):
     """A leader streams a replica's applied state (the ``data`` stream) with its encoded InstallSnapshot and

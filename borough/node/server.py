@@ -21,6 +21,7 @@ from borough.errors import BoroughError, NotLeader, RemoteError, RemoteProtocolE
 from borough.ids import NodeId
 from borough.node.local import LocalBackend, partition_info
 from borough.node.protocol import (
+    SNAPSHOT_TIMEOUTS,
     Call,
     FindLeader,
     Get,
@@ -129,18 +130,20 @@ class Server:
         if call.peer.node_id:
             self._addresses.learn_address(call.peer.node_id, call.peer.address)
         streams = call.streams or None
-        if not isinstance(op, Call):
-            # Borough's own operations end when their work does, or when the caller gives up: its deadline
-            # cancels the call, which cancels this task. No second timer on the hot path.
-            return op.encode_result(await self.execute(partition, op, streams, remote=True))
-        # A handler is the application's code: bound it by the caller's time left, whatever happens to the link.
-        timeout = self._timeout if left is None else min(left, self._timeout)
+        # Every call is bounded here, whatever the caller says or does (a caller that sends no deadline and
+        # never hangs up must not hold a task and its memory for ever): by the caller's time left, at most
+        # request_timeout (a snapshot stream, at most SNAPSHOT_TIMEOUTS of them).
+        bound = self._timeout * (SNAPSHOT_TIMEOUTS if isinstance(op, SendSnapshot) else 1)
+        timeout = bound if left is None else min(left, bound)
         with trio.move_on_after(timeout) as scope:
+            if not isinstance(op, Call):
+                return op.encode_result(await self.execute(partition, op, streams, remote=True))
             reply = await self.execute(partition, op, streams, remote=True)
             body, reply_streams = split_streams(reply)
             return Reply(body, streams=reply_streams or {})
         assert scope.cancelled_caught
-        raise Timeout(f"a request on partition {partition!r} did not finish within {timeout:g} s on {self._node_id}")
+        what = "a request" if isinstance(op, Call) else f"{op.name}"
+        raise Timeout(f"{what} on partition {partition!r} did not finish within {timeout:g} s on {self._node_id}")
 
     async def execute(
         self, partition: str, op: Op, streams: Mapping[str, Any] | None = None, *, remote: bool = False

@@ -20,7 +20,7 @@ import attrs
 import trio
 
 from borough.errors import BoroughError, RemoteProtocolError, Unavailable
-from borough.node.protocol import SendSnapshot, encode_call
+from borough.node.protocol import SNAPSHOT_TIMEOUTS, SendSnapshot, encode_call
 from borough.node.replica import Replica
 from borough.node.routing import seconds_left
 from borough.raft.messages import InstallSnapshot, decode_message, encode_message
@@ -90,7 +90,7 @@ class Snapshots:
                 # The reader captured the data at its applied index; describe exactly that state.
                 meta = replica.snapshot_meta_at(reader.applied_index)
                 out = attrs.evolve(message, meta=meta)
-                with trio.move_on_after(self._timeout * 6):
+                with trio.move_on_after(self._timeout * SNAPSHOT_TIMEOUTS):
                     to_inc, frm_inc = replica.incarnations.stamp(message.to)
                     call = SendSnapshot(encode_message(out), to_inc, frm_inc)
                     await self._call(

@@ -322,6 +322,25 @@ async def test_a_handler_is_bounded_by_the_callers_time_left_and_the_request_tim
     assert trio.current_time() - start == pytest.approx(expected)
 
 
+@pytest.mark.parametrize(
+    ("seconds_left", "request_timeout", "expected"), [(3.0, 10.0, 3.0), (30.0, 10.0, 10.0), (None, 4.0, 4.0)]
+)
+async def test_every_op_is_bounded_by_the_callers_time_left_and_the_request_timeout(
+    autojump_clock: trio.testing.MockClock, seconds_left: float | None, request_timeout: float, expected: float
+) -> None:
+    rig = make_rig(request_timeout=request_timeout)
+    replica = rig.host(P)
+
+    async def stuck() -> None:  # a leader that never confirms its lease (e.g. its quorum is gone)
+        await trio.sleep_forever()
+
+    replica.read_barrier = stuck  # type: ignore[method-assign]
+    start = trio.current_time()
+    with pytest.raises(Timeout, match=f"get on partition {P!r}"):
+        await rig.server.handle_call(incoming(P, Get("alice"), seconds_left))
+    assert trio.current_time() - start == pytest.approx(expected)
+
+
 # --- _system ----------------------------------------------------------------------------------------------------
 
 
