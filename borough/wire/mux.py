@@ -122,6 +122,7 @@ class MuxConnection:
         self._on_stream = on_stream
         self._registry = registry
         self._prio: deque[bytes] = deque()
+        self._prio_bytes = 0  # bytes of the frames in _prio
         self._ctrl: deque[bytes] = deque()
         # Control frames ever queued, and ever handed to send_all: a call whose frame was still queued when the
         # connection failed certainly never reached the peer (see ``NotDelivered``).
@@ -228,10 +229,25 @@ class MuxConnection:
             raise LocalProtocolError(
                 f"a {len(frame)}-byte message is over {self.description}'s maximum frame size; send it as a stream"
             )
-        if len(self._prio) >= self.settings.priority_queue_limit:
+        if (
+            len(self._prio) >= self.settings.priority_queue_limit
+            or self._prio_bytes + len(frame) > self.settings.priority_queue_bytes
+        ):
+            # A peer that is not taking what we send (stopped, slow, its disk full): drop, never queue without
+            # limit; Raft and SWIM retransmit what still matters once it reads again.
             self.messages_dropped += 1
+            if self.messages_dropped == 1:
+                log.warning(
+                    "%s is not reading: %d messages (%d bytes) queued; more are dropped (logged once per "
+                    "connection)",
+                    self.description,
+                    len(self._prio),
+                    self._prio_bytes,
+                    extra={"peer": self.description},
+                )
             return False
         self._prio.append(frame)
+        self._prio_bytes += len(frame)
         self._out_active = True
         self._kick()
         return True
@@ -253,6 +269,7 @@ class MuxConnection:
                 continue
             parts = list(prio)
             prio.clear()
+            self._prio_bytes = 0
             parts.extend(ctrl)
             self._ctrl_taken += len(ctrl)
             ctrl.clear()
@@ -653,6 +670,7 @@ class MuxConnection:
             st._on_connection_lost(reason)
         self._streams.clear()
         self._prio.clear()
+        self._prio_bytes = 0
         self._ctrl.clear()
         self._data.clear()
         self._kick()

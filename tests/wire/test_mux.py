@@ -248,6 +248,20 @@ async def test_messages_delivered_in_order_and_dropped_when_full() -> None:
         assert got == [{"i": i} for i in range(15)]
 
 
+async def test_messages_for_a_peer_that_does_not_read_are_bounded_in_bytes() -> None:
+    got: list[Any] = []
+    settings = WireSettings(priority_queue_bytes=10_000)
+    async with mux_pair(settings=settings, b_on_message=got.append) as (a, _b):
+        sent = [a.send_message(b"x" * 1000) for _ in range(25)]  # each frame ~1010 bytes: 9 fit in 10,000
+        assert sent == [True] * 9 + [False] * 16
+        assert a.messages_dropped == 16
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(got) == 9
+        assert a.send_message(b"x" * 1000)  # the writer took the queue: room again
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(got) == 10
+
+
 async def test_writer_batches_queued_messages_into_one_write() -> None:
     got: list[Any] = []
     async with mux_pair(b_on_message=got.append) as (a, _b):
