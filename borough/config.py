@@ -56,6 +56,9 @@ def _positive(name: str) -> Any:
     return check
 
 
+_MAX_WRITE_BYTES = 4 * 1024 * 1024  # borough.node.records.MAX_WRITE_BYTES (config must not import the node layer)
+
+
 @attrs.frozen(kw_only=True)
 class NodeConfig:
     """Everything a node can be told. Times are seconds of trio time (virtual time in simulation)."""
@@ -111,6 +114,11 @@ class NodeConfig:
             raise ConfigError(f"read_mode must be 'safe' or 'lease', got {value!r}")
 
     def __attrs_post_init__(self) -> None:
+        if self.max_key_bytes + self.max_value_bytes > _MAX_WRITE_BYTES:
+            raise ConfigError(
+                f"max_key_bytes + max_value_bytes must be at most {_MAX_WRITE_BYTES} (one write is one Raft entry, "
+                "which must fit in a message between nodes); send larger payloads as streams attached to requests"
+            )
         parse_address(self.listen, setting="listen")
         if self.advertise is not None:
             parse_address(self.advertise, setting="advertise")

@@ -33,6 +33,7 @@ from borough.node.records import (
     WriteOp,
     check_key,
     check_partition_name,
+    check_write,
     write_op_from_list,
 )
 from borough.ring.members import Member, MemberState, MemberTable
@@ -171,7 +172,8 @@ class Write(Op, name="write", repeatable=False, creates=True):
         _nargs(cls, args, 1, "[ops]")
         if not isinstance(args[0], list) or not args[0]:
             raise _bad("a write needs a non-empty list of ops")
-        return cls(tuple(_wire(write_op_from_list, op, limits) for op in args[0]))
+        ops = tuple(_wire(write_op_from_list, op, limits) for op in args[0])
+        return cls(_wire(check_write, ops, limits))
 
     def decode_result(self, body: Any) -> None:
         return None

@@ -47,12 +47,30 @@ CONSISTENCIES: tuple[Consistency, ...] = ("linearizable", "stale")
 # --- keys, values, write ops ----------------------------------------------------------------------------------
 
 
+#: The most bytes of keys and values one write (one Raft entry) may carry: with its framing it stays well under
+#: the 8 MiB frame between nodes, so an accepted write can always be replicated.
+MAX_WRITE_BYTES = 4 * 1024 * 1024
+
+
 @attrs.frozen(kw_only=True, slots=True)
 class Limits:
-    """The largest key and value (encoded bytes) a node accepts; a client checks the same before sending."""
+    """The largest key, value and write (encoded bytes) a node accepts; a client checks the same before sending.
+    A write is one Raft entry, and an entry must fit in one message between nodes: ``MAX_WRITE_BYTES``."""
 
     max_key_bytes: int = 64 * 1024
     max_value_bytes: int = 1024 * 1024
+    max_write_bytes: int = MAX_WRITE_BYTES
+
+
+def check_write(ops: tuple[WriteOp, ...], limits: Limits) -> tuple[WriteOp, ...]:
+    """A whole write (one Raft entry): its keys and values together at most ``max_write_bytes``."""
+    total = sum(len(encode_key(op.key)) + (len(op.value) if isinstance(op, Put) else 0) for op in ops)
+    if total > limits.max_write_bytes:
+        raise ValueError(
+            f"a write of {total} bytes of keys and values exceeds max_write_bytes={limits.max_write_bytes}; "
+            "split it into several writes"
+        )
+    return ops
 
 
 def check_key(key: object, limits: Limits) -> str | bytes:

@@ -42,6 +42,7 @@ from borough.node.records import (
     ScanPage,
     ScanRange,
     WriteOp,
+    check_write,
 )
 from borough.node.routing import Router, Target, seconds_left
 from borough.node.streams import join_streams, split_streams
@@ -179,7 +180,7 @@ class Session:
         return result
 
     async def kv_write(self, partition: str, ops: tuple[WriteOp, ...]) -> None:
-        await self.run(partition, Write(ops))
+        await self.run(partition, Write(check_write(ops, self.limits)))
 
     async def kv_scan(self, partition: str, scan: ScanRange, limit: int, consistency: Consistency) -> ScanPage:
         store = self._hosted(partition) if consistency == "stale" else None

@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from ipaddress import IPv4Address
 
+import cbor2
 import pytest
 import trio
 import trio.testing
 
-from borough.errors import Forbidden
+from borough.errors import Forbidden, RemoteProtocolError
 from borough.node.protocol import Join, SendSnapshot, encode_call
 from borough.raft.messages import AppendRequest, Heartbeat, InstallSnapshot, VoteRequest, encode_message
 from borough.raft.records import Entry, SnapshotMeta
@@ -111,3 +112,43 @@ async def test_a_value_no_reader_could_decode_is_refused_at_write_time(
         with pytest.raises(ValueError, match="cannot be stored"):
             await sim[0].partition(P).put("ip", IPv4Address("10.0.0.1"))  # a tag off the allow-list
         await still_serving(sim, 5)
+
+
+async def test_forty_concurrent_one_megabyte_puts_into_one_partition_are_all_applied(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    value = b"v" * (1024 * 1024 - 16)  # each value just under the 1 MiB limit
+    async with SimCluster(3, seed=14) as sim:
+        await sim[0].partition(P).put("balance", 3)
+        async with sim.client(request_timeout=30.0) as client, trio.open_nursery() as nursery:
+            for i in range(40):
+                nursery.start_soon(client.partition(P).put, f"big-{i}", value)
+        async with sim.client() as client:
+            assert await client.partition(P).get("big-39") == value
+        assert all(sn.node is not None for sn in sim.nodes)
+        await still_serving(sim, 3)
+
+
+async def test_a_write_too_big_to_replicate_is_refused_before_it_is_proposed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    value = b"v" * (1024 * 1024 - 16)
+    async with SimCluster(1, seed=15) as sim:
+        await sim[0].partition(P).put("balance", 1)
+        with pytest.raises(ValueError, match="max_write_bytes"):
+            await sim[0].partition(P).batch([("put", f"k{i}", value) for i in range(5)])
+        async with mallory(sim, None) as evil:  # a client that skips the check
+            ops = [["put", f"k{i}", cbor2.dumps(value)] for i in range(5)]
+            with pytest.raises(RemoteProtocolError, match="max_write_bytes"):
+                await evil.call(sim.nodes[0].address, ["write", P, [ops], 5.0])
+        await still_serving(sim, 1)
+
+
+def test_the_configuration_refuses_values_too_big_to_replicate() -> None:
+    from borough.config import _MAX_WRITE_BYTES, NodeConfig
+    from borough.errors import ConfigError
+    from borough.node.records import MAX_WRITE_BYTES
+
+    assert _MAX_WRITE_BYTES == MAX_WRITE_BYTES
+    with pytest.raises(ConfigError, match="max_value_bytes"):
+        NodeConfig(data_dir=None, max_value_bytes=8 * 1024 * 1024)
