@@ -136,9 +136,19 @@ class Server:
         bound = self._timeout * (SNAPSHOT_TIMEOUTS if isinstance(op, SendSnapshot) else 1)
         timeout = bound if left is None else min(left, bound)
         with trio.move_on_after(timeout) as scope:
-            if not isinstance(op, Call):
-                return op.encode_result(await self.execute(partition, op, streams, remote=True))
-            reply = await self.execute(partition, op, streams, remote=True)
+            try:
+                if not isinstance(op, Call):
+                    return op.encode_result(await self.execute(partition, op, streams, remote=True))
+                reply = await self.execute(partition, op, streams, remote=True)
+            except BoroughError:
+                raise
+            except Exception as exc:
+                # A bug of ours: the caller learns that, not our internals (the log has the traceback).
+                logger.error("%s on partition %r failed", op.name, partition, exc_info=exc)
+                raise RemoteError(
+                    "InternalError",
+                    f"node {self._node_id} failed to carry out {op.name} on partition {partition!r}; its log says why",
+                ) from None
             body, reply_streams = split_streams(reply)
             return Reply(body, streams=reply_streams or {})
         assert scope.cancelled_caught

@@ -341,6 +341,22 @@ async def test_every_op_is_bounded_by_the_callers_time_left_and_the_request_time
     assert trio.current_time() - start == pytest.approx(expected)
 
 
+async def test_a_bug_of_ours_reaches_the_caller_as_an_internal_error_without_our_internals(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    rig = make_rig()
+    replica = rig.host(P)
+
+    async def buggy() -> None:
+        raise KeyError("secret internal state 0xdeadbeef")
+
+    replica.read_barrier = buggy  # type: ignore[method-assign]
+    with pytest.raises(RemoteError) as info:
+        await rig.server.handle_call(incoming(P, Get("alice")))
+    assert info.value.type_name == "InternalError" and "deadbeef" not in str(info.value)
+    assert "get on partition" in str(info.value)
+
+
 # --- _system ----------------------------------------------------------------------------------------------------
 
 
