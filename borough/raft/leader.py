@@ -330,11 +330,11 @@ class LeaderMixin:
         if self.role is not Role.LEADER:
             return
         pr = self.prs.get(m.frm)
-        if pr is None:
-            return
+        if pr is None or m.index > self.log.last_index():
+            return  # a member we do not know, or an answer about entries this leader never had: not ours
         pr.recent_active = True
         if m.reject:
-            hint = m.hint_index
+            hint = min(m.hint_index, m.index)
             if m.hint_term > 0:
                 hint = self.log.find_conflict_by_term(m.hint_index, m.hint_term)[0]
             if pr.maybe_decrease_to(m.index, hint) and pr.state is ProgressState.REPLICATE:
