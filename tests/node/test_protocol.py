@@ -343,8 +343,10 @@ def test_check_value_refuses_anything_but_non_empty_bytes(value: object) -> None
 
 def test_check_value_up_to_the_exact_limit() -> None:
     limits = Limits(max_value_bytes=8)
-    at_limit = b"\x01" * 8
+    at_limit = b"\x47" + b"\x01" * 7  # a 7-byte byte string: 8 encoded bytes
     assert check_value(at_limit, limits) is at_limit
+    with pytest.raises(ValueError, match="cannot be stored"):
+        check_value(b"\x01" * 8, limits)  # eight CBOR documents, not one value
     with pytest.raises(ValueError, match="value of 9 encoded bytes exceeds max_value_bytes=8; send large payloads"):
         check_value(b"\x01" * 9, limits)
 
