@@ -91,6 +91,8 @@ class NodeConfig:
     snapshot_entries: int = attrs.field(default=10_000, validator=_positive("snapshot_entries"))
     #: Snapshots this node streams at once (catching up followers, moving partitions to new members).
     max_snapshot_sends: int = attrs.field(default=4, validator=_positive("max_snapshot_sends"))
+    #: Snapshots this node receives at once (each buffers one chunk); past it a sender is told Overloaded.
+    max_snapshot_receives: int = attrs.field(default=4, validator=_positive("max_snapshot_receives"))
     #: Bytes per second of snapshot data this node sends, all streams together (0: unbounded). A rebalance
     #: then never takes the whole link or disk from foreground traffic.
     snapshot_bytes_per_second: int = attrs.field(default=64 * 1024 * 1024)

@@ -113,6 +113,7 @@ class Node:
             nursery=nursery,
             timeout=config.request_timeout,
             max_sends=config.max_snapshot_sends,
+            max_receives=config.max_snapshot_receives,
             bytes_per_second=config.snapshot_bytes_per_second,
         )
         self.roles = Roles(members=lambda: self.directory.members, unknown_member=self.member_watch_refresh)

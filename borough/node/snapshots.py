@@ -4,7 +4,8 @@ This module owns both ends of a snapshot transfer: the sender reads a point-in-t
 partition's data in chunks and streams it, length-prefixed, beside one call; the receiver stages the chunks in
 the store and then offers the snapshot to its Raft core, which decides whether to install it. Transfers are
 bounded (``max_snapshot_sends`` at once per node, one per follower and partition, and a node-wide
-``snapshot_bytes_per_second``) and every failure is reported to the core so
+``snapshot_bytes_per_second``; as many receives at once, each buffering one chunk of at most
+``MAX_CHUNK_BYTES``: a receiver past its bound answers Overloaded) and every failure is reported to the core so
 replication resumes by probing. It knows nothing of routing or handlers.
 """
 
@@ -19,8 +20,9 @@ from typing import Any
 import attrs
 import trio
 
-from borough.errors import BoroughError, RemoteProtocolError, Unavailable
+from borough.errors import BoroughError, Overloaded, RemoteProtocolError, Unavailable
 from borough.node.protocol import SNAPSHOT_TIMEOUTS, SendSnapshot, encode_call
+from borough.node.records import MAX_WRITE_BYTES
 from borough.node.replica import Replica
 from borough.node.routing import seconds_left
 from borough.raft.messages import InstallSnapshot, decode_message, encode_message
@@ -36,7 +38,8 @@ __all__ = ["Snapshots"]
 logger = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1 << 20
-MAX_CHUNK_BYTES = 64 << 20
+#: The largest chunk a receiver takes (a chunk holds at least one item: a write's worth, MAX_WRITE_BYTES at most).
+MAX_CHUNK_BYTES = 2 * MAX_WRITE_BYTES
 SEND_CONCURRENCY = 4
 _LEN = struct.Struct(">I")
 
@@ -52,6 +55,7 @@ class Snapshots:
         nursery: trio.Nursery,
         timeout: float,
         max_sends: int = SEND_CONCURRENCY,
+        max_receives: int = SEND_CONCURRENCY,
         bytes_per_second: float = 0.0,
     ) -> None:
         self._node_id = node_id
@@ -62,6 +66,8 @@ class Snapshots:
         self._timeout = timeout
         self._sending: set[tuple[str, str]] = set()
         self._limit = trio.Semaphore(max_sends)
+        self._max_receives = max_receives
+        self._receiving = trio.Semaphore(max_receives)
         self._rate = ByteRate(bytes_per_second)
         self.sent = 0
         self.received = 0
@@ -118,6 +124,20 @@ class Snapshots:
             raise RemoteProtocolError(
                 f"a snapshot call must carry an InstallSnapshot for this node, not {message!r:.100}"
             )
+        try:
+            self._receiving.acquire_nowait()
+        except trio.WouldBlock:
+            raise Overloaded(
+                f"{self._node_id} is receiving {self._max_receives} snapshots already; the leader retries later"
+            ) from None
+        try:
+            await self._receive(partition, op, message, streams["data"])
+        finally:
+            self._receiving.release()
+
+    async def _receive(
+        self, partition: str, op: SendSnapshot, message: InstallSnapshot, data: trio.abc.ReceiveStream
+    ) -> None:
         replica = await self._find_replica(partition, op.to_inc)
         if not replica.incarnations.admit(message.frm, op.to_inc, op.frm_inc):
             raise Unavailable(
@@ -126,7 +146,7 @@ class Snapshots:
             )
         install = replica.begin_install()
         try:
-            async with contextlib.aclosing(_unframed(streams["data"])) as chunks:
+            async with contextlib.aclosing(_unframed(data)) as chunks:
                 async for chunk in chunks:
                     install.add_chunk(chunk)
             if not install.done:

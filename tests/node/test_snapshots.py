@@ -509,3 +509,31 @@ async def test_an_unbounded_byte_rate_never_waits(autojump_clock: trio.testing.M
     for _ in range(100):
         await rate.take(10**9)
     assert trio.current_time() == start
+
+
+async def test_receives_past_the_bound_are_refused_overloaded(autojump_clock: trio.testing.MockClock) -> None:
+    from borough.errors import Overloaded
+
+    started = trio.Event()
+    release = trio.Event()
+
+    async def slow_find(name: str, to_inc: int) -> Replica:
+        started.set()
+        await release.wait()
+        raise Unavailable("never mind")
+
+    async with trio.open_nursery() as nursery:
+        snapshots = Snapshots(
+            node_id="b", call=unused_call, address_of=lambda n: None, find_replica=slow_find, nursery=nursery,
+            timeout=5.0, max_receives=1,
+        )  # fmt: skip
+
+        async def first() -> None:
+            with pytest.raises(Unavailable):
+                await snapshots.receive(P, snap_op("b"), {"data": PieceStream(b"")})
+
+        nursery.start_soon(first)
+        await started.wait()
+        with pytest.raises(Overloaded, match="receiving 1 snapshots already"):
+            await snapshots.receive(P, snap_op("b"), {"data": PieceStream(b"")})
+        release.set()
