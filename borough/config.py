@@ -91,6 +91,11 @@ class NodeConfig:
     snapshot_entries: int = attrs.field(default=10_000, validator=_positive("snapshot_entries"))
     #: Snapshots this node streams at once (catching up followers, moving partitions to new members).
     max_snapshot_sends: int = attrs.field(default=4, validator=_positive("max_snapshot_sends"))
+    #: Partitions one caller (a client or another node) may create per second through this node, in bursts of as
+    #: many; past it the caller is told Overloaded (and its client backs off and retries).
+    max_partition_creates_per_second: int = attrs.field(
+        default=1000, validator=_positive("max_partition_creates_per_second")
+    )
     #: Snapshots this node receives at once (each buffers one chunk); past it a sender is told Overloaded.
     max_snapshot_receives: int = attrs.field(default=4, validator=_positive("max_snapshot_receives"))
     #: Bytes per second of snapshot data this node sends, all streams together (0: unbounded). A rebalance

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import trio
 
 from borough.config import NodeConfig
-from borough.errors import BoroughError, NotLeader, RemoteError, RemoteProtocolError, Timeout, Unavailable
+from borough.errors import BoroughError, NotLeader, Overloaded, RemoteError, RemoteProtocolError, Timeout, Unavailable
 from borough.ids import NodeId
 from borough.node.local import LocalBackend, partition_info
 from borough.node.protocol import (
@@ -38,6 +38,7 @@ from borough.node.protocol import (
     Write,
     decode_call,
 )
+from borough.node.ratelimit import PerCallerRate
 from borough.node.reads import read_value, scan_page
 from borough.node.records import Hosting, JoinResult, Limits
 from borough.node.replica import Replica
@@ -107,6 +108,8 @@ class Server:
         hosting: Callable[[], Hosting] = lambda: Hosting(replicas=(), leaderships=()),
     ) -> None:
         self._roles = roles
+        self._creations_per_second = rate = config.max_partition_creates_per_second
+        self._creations = PerCallerRate(rate, rate)
         self._hosting = hosting
         self._ring_targets = ring_targets
         self._node_id = node_id
@@ -138,8 +141,8 @@ class Server:
         with trio.move_on_after(timeout) as scope:
             try:
                 if not isinstance(op, Call):
-                    return op.encode_result(await self.execute(partition, op, streams, remote=True))
-                reply = await self.execute(partition, op, streams, remote=True)
+                    return op.encode_result(await self.execute(partition, op, streams, caller=str(call.peer)))
+                reply = await self.execute(partition, op, streams, caller=str(call.peer))
             except BoroughError:
                 raise
             except Exception as exc:
@@ -156,9 +159,11 @@ class Server:
         raise Timeout(f"{what} on partition {partition!r} did not finish within {timeout:g} s on {self._node_id}")
 
     async def execute(
-        self, partition: str, op: Op, streams: Mapping[str, Any] | None = None, *, remote: bool = False
+        self, partition: str, op: Op, streams: Mapping[str, Any] | None = None, *, caller: str | None = None
     ) -> Any:
-        """Carry out ``op`` on this node and return its typed result (``remote``: it came over the wire)."""
+        """Carry out ``op`` on this node and return its typed result (``caller``: who sent it over the wire;
+        None for this node's own operations)."""
+        remote = caller is not None
         if op.system and partition != SYSTEM:
             raise RemoteProtocolError(f"malformed call: {op.name} is an operation of {SYSTEM!r}, not {partition!r}")
         if partition == SYSTEM and not (op.system or isinstance(op, _ALSO_ON_SYSTEM)):
@@ -189,7 +194,7 @@ class Server:
                 raise RemoteProtocolError("malformed call: snapshots only arrive over the wire")
             return await self._snapshots.receive(partition, op, streams)
         if isinstance(op, (Join, Locate, Members, SetState, ListPartitions)):
-            return await self._system(op)
+            return await self._system(op, caller)
         raise RemoteProtocolError(f"malformed call: unknown operation {op.name!r}")
 
     async def _leader(self, partition: str) -> Replica:
@@ -238,7 +243,7 @@ class Server:
 
     # --- _system ----------------------------------------------------------------------------------------
 
-    async def _system(self, op: Join | Locate | Members | SetState | ListPartitions) -> Any:
+    async def _system(self, op: Join | Locate | Members | SetState | ListPartitions, caller: str | None) -> Any:
         replica = await self._leader(SYSTEM)
         machine = replica.machine
         assert isinstance(machine, SystemStateMachine)
@@ -260,6 +265,11 @@ class Server:
         record = machine.state.directory.get(op.partition)
         if record is not None or not op.create:
             return record
+        if caller is not None and not self._creations.take(caller):
+            raise Overloaded(
+                f"{caller} creates partitions faster than max_partition_creates_per_second="
+                f"{self._creations_per_second:g}; slow down"
+            )
         table = machine.state.members
         voters = self._replica_set(op.partition, table)
         if not voters:

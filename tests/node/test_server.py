@@ -514,7 +514,7 @@ async def test_a_snapshot_only_arrives_over_the_wire() -> None:
     rig.host(P)
     op = SendSnapshot(["install", 1])
     with pytest.raises(RemoteProtocolError, match="snapshots only arrive over the wire"):
-        await rig.server.execute(P, op, None, remote=False)
+        await rig.server.execute(P, op, None)
     assert rig.snapshots.received == []
     stream = trio.testing.MemoryReceiveStream()
     assert await rig.server.handle_call(incoming(P, op, streams={"data": stream})) is None
@@ -563,3 +563,34 @@ async def test_a_seconds_left_of_zero_times_out_a_request_at_once(autojump_clock
     with pytest.raises(Timeout):
         await rig.server.handle_call(incoming(P, Call(None), 0))
     assert trio.current_time() == start
+
+
+async def test_a_caller_creating_partitions_too_fast_is_told_overloaded(autojump_clock: trio.testing.MockClock) -> None:
+    from borough.errors import Overloaded
+    from borough.node.ratelimit import PerCallerRate
+
+    rig = await system_rig()
+    rig.server._creations = PerCallerRate(2, 2)  # two a second, in bursts of two
+    for name in ("a1", "a2"):
+        assert await rig.server.handle_call(incoming(SYSTEM, Locate(name, True))) is not None
+    with pytest.raises(Overloaded, match="creates partitions faster"):
+        await rig.server.handle_call(incoming(SYSTEM, Locate("a3", True)))
+    assert await rig.server.handle_call(incoming(SYSTEM, Locate("a1", True))) is not None  # it exists: no creation
+    other = PeerInfo(node_id=None, address="9.9.9.9:1", cluster_id=None, is_client=True)
+    assert await rig.server.handle_call(incoming(SYSTEM, Locate("b1", True), peer=other)) is not None
+    await rig.server.execute(SYSTEM, Locate("n-own", True))  # this node's own work is never limited
+    await trio.sleep(1)
+    assert await rig.server.handle_call(incoming(SYSTEM, Locate("a3", True))) is not None
+
+
+def test_the_per_caller_rate_forgets_the_longest_idle_caller_past_its_bound() -> None:
+    from borough.node.ratelimit import PerCallerRate
+
+    async def main() -> None:
+        rate = PerCallerRate(1, 1, max_keys=2)
+        assert rate.take("a") and not rate.take("a")
+        assert rate.take("b") and rate.take("c")  # "a" is forgotten to make room
+        assert rate.take("a")  # a fresh bucket: erring towards allowing
+        assert rate.refused == 1
+
+    trio.run(main, clock=trio.testing.MockClock())
