@@ -83,6 +83,7 @@ class Node:
         self.trace = trace
         self._nursery = nursery
         self._detector = detector
+        self.transport = transport
         out_of_touch = 2 * config.election_ticks * config.tick_interval
         me = Target(node_id, address)
         self.directory = Directory(

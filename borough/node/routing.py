@@ -21,8 +21,8 @@ from typing import Any
 import attrs
 import trio
 
-from borough.errors import BoroughError, NotLeader, Timeout, Unavailable
-from borough.node.protocol import Op
+from borough.errors import BoroughError, NotDelivered, NotLeader, Timeout, Unavailable
+from borough.node.protocol import FindLeader, Op
 
 __all__ = ["Router", "Target", "proves_not_run", "seconds_left"]
 
@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 LEADER_CACHE_SIZE = 65_536
 BACKOFF_FIRST = 0.005
 BACKOFF_MAX = 0.5
+#: How long one node may take to answer before routing tries the next replica (see ``Router._attempt``).
+ATTEMPT_TIMEOUT = 2.0
 
 
 @attrs.frozen(slots=True)
@@ -146,7 +148,7 @@ class Router:
                     continue
                 tried.add(target.address)
                 try:
-                    result = await self._execute(target, partition, op)
+                    result = await self._attempt(target, partition, op, confirmed=target == cached)
                 except (BoroughError, OSError) as exc:  # Timeout is an OSError (TimeoutError) too
                     if not proves_not_run(exc) and not isinstance(exc, (Unavailable, OSError)):
                         raise  # an answer (NotFound, RemoteError, a protocol error), not a failure to reach one
@@ -169,9 +171,35 @@ class Router:
             await trio.sleep(delay * (0.5 + self._rng.random()))
             delay = min(BACKOFF_MAX, delay * 2)
 
+    async def _attempt(self, target: Target, partition: str, op: Op, *, confirmed: bool) -> Any:
+        """One try of ``op`` at ``target``. A node that does not answer (stopped, cut off, overwhelmed) must
+        not take the caller's whole deadline while other replicas could answer: an op that may be sent again
+        is bounded by ``ATTEMPT_TIMEOUT``; one that may not (a write, a request) goes only to a node known to
+        lead (it answered as leader before), or to one that first answers a ``FindLeader`` probe within that
+        bound, so the op itself is sent to an unresponsive node only when it led a moment ago."""
+        if op.repeatable:
+            with trio.move_on_after(ATTEMPT_TIMEOUT):
+                return await self._execute(target, partition, op)
+            raise NotDelivered(f"{_who(target)} did not answer within {ATTEMPT_TIMEOUT:g} s; trying elsewhere")
+        if not confirmed:
+            try:
+                with trio.move_on_after(ATTEMPT_TIMEOUT) as probe:
+                    await self._execute(target, partition, FindLeader())
+            except (Unavailable, OSError) as exc:  # the link failed: the op itself was never sent
+                raise NotDelivered(f"{_who(target)} could not be asked ({exc}); the operation was not sent") from exc
+            if probe.cancelled_caught:
+                raise NotDelivered(
+                    f"{_who(target)} did not answer within {ATTEMPT_TIMEOUT:g} s; the operation was not sent there"
+                )
+        return await self._execute(target, partition, op)
+
     def _forget(self, partition: str, target: Target) -> None:
         if self._leaders.get(partition) == target:
             del self._leaders[partition]
+
+
+def _who(target: Target) -> str:
+    return f"node {target.node_id} at {target.address}" if target.node_id else f"the node at {target.address}"
 
 
 def _ambiguous(partition: str, exc: BaseException) -> BaseException:

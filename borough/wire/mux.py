@@ -252,6 +252,11 @@ class MuxConnection:
         self._kick()
         return True
 
+    @property
+    def queued_message_bytes(self) -> int:
+        """Bytes of priority messages queued and not yet handed to the socket (at most ``priority_queue_bytes``)."""
+        return self._prio_bytes
+
     def send_message(self, message: Any) -> bool:
         """Encode and queue a priority message (see ``send_message_frame``)."""
         return self.send_message_frame(c.encode_message_frame(message, self._codec.peer_max_frame_size))

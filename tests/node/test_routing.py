@@ -20,13 +20,16 @@ from borough.errors import (
     Unavailable,
 )
 from borough.node import routing
-from borough.node.protocol import Info, Write
+from borough.node.protocol import FindLeader, Info, Write
 from borough.node.records import Delete
 from borough.node.routing import Router, Target, proves_not_run, seconds_left
 
 A, B, C = Target("a", "a:1"), Target("b", "b:1"), Target("c", "c:1")
 READ = Info()  # repeatable
 WRITE = Write((Delete("k"),))  # not repeatable
+
+
+SILENT = object()
 
 
 def make_router(
@@ -53,8 +56,17 @@ def make_router(
 
     async def execute(target: Target, partition: str, op: Any) -> Any:
         await trio.lowlevel.checkpoint()
-        calls.append(target.node_id or target.address)
+        probe = isinstance(op, FindLeader)  # before a write to a node not known to lead (marked "?")
+        calls.append((target.node_id or target.address) + ("?" if probe else ""))
         answer = answers[target.address]
+        if answer is SILENT:
+            await trio.sleep_forever()  # a stopped node: the connection stands, nothing comes back
+        if probe:
+            # A node answers a probe as it would the op when it does not lead or sheds load; any other answer
+            # in ``answers`` is the op's own (the node leads).
+            if isinstance(answer, NotLeader) or proves_not_run(answer):
+                raise answer
+            return None
         if isinstance(answer, BaseException):
             raise answer
         return answer
@@ -113,7 +125,37 @@ async def test_without_retry_a_lost_connection_is_raised(autojump_clock: trio.te
     router = make_router({"a:1": NotLeader("p", "b", "b:1"), "b:1": Unavailable("link died"), "c:1": "ok"}, calls)
     with pytest.raises(Unavailable, match="link died"):
         await router.run("p", WRITE)
-    assert calls == ["a", "b"]  # the NotLeader was safe to follow; the failure after it was not
+    assert calls == ["a?", "b?", "b"]  # the NotLeader was safe to follow; the failure after sending was not
+
+
+async def test_a_node_that_does_not_answer_costs_one_attempt_not_the_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    for op, first in ((READ, "a"), (WRITE, "a?")):
+        calls: list[str] = []
+        router = make_router({"a:1": SILENT, "b:1": "ok", "c:1": "never"}, calls, timeout=30.0)
+        start = trio.current_time()
+        assert await router.run("p", op) == "ok"
+        assert trio.current_time() - start == pytest.approx(routing.ATTEMPT_TIMEOUT, abs=0.01)
+        # A write was only probed at the silent node, never sent there: no ambiguity.
+        assert calls == [first, "b"] if op is READ else calls == [first, "b?", "b"]
+
+
+async def test_a_write_goes_straight_to_the_leader_it_found_and_is_not_bounded_there(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    calls: list[str] = []
+    answers: dict[str, Any] = {"a:1": NotLeader("p", "c", "c:1"), "b:1": "never", "c:1": "written"}
+    router = make_router(answers, calls, timeout=30.0)
+    assert await router.run("p", WRITE) == "written"
+    assert calls == ["a?", "c?", "c"]
+    calls.clear()
+    assert await router.run("p", WRITE) == "written"
+    assert calls == ["c"]  # the cached leader: no probe
+    answers["c:1"] = SILENT  # the leader stops with the write in flight: the caller's deadline decides
+    with pytest.raises(Timeout):
+        await router.run("p", WRITE)
+    assert calls == ["c", "c"]
 
 
 # --- decisions on data --------------------------------------------------------------------------------------------
@@ -130,7 +172,7 @@ async def test_an_error_that_proves_the_op_did_not_run_is_retried_for_a_write() 
     router = make_router({"a:1": Refused("shed before proposing"), "b:1": "written", "c:1": "never"}, calls)
     assert proves_not_run(Refused()) and not proves_not_run(Unavailable()) and not proves_not_run(OSError())
     assert await router.run("p", WRITE) == "written"
-    assert calls == ["a", "b"]
+    assert calls == ["a?", "b?", "b"]
 
 
 async def test_an_os_error_after_sending_leaves_a_write_ambiguous() -> None:
@@ -138,7 +180,7 @@ async def test_an_os_error_after_sending_leaves_a_write_ambiguous() -> None:
     router = make_router({"a:1": ConnectionResetError("reset"), "b:1": "written", "c:1": "never"}, calls)
     with pytest.raises(Unavailable, match="may or may not have taken effect: read before retrying"):
         await router.run("p", WRITE)
-    assert calls == ["a"]
+    assert calls == ["a?", "a"]
 
 
 @pytest.mark.parametrize(
@@ -154,7 +196,7 @@ async def test_an_answer_propagates_at_once_without_retry(answer: BoroughError, 
     with pytest.raises(type(answer)) as info:
         await router.run("p", op)
     assert info.value is answer
-    assert calls == ["a"] and len(located) == 1 and router.retries == 0
+    assert calls == (["a"] if op.repeatable else ["a?", "a"]) and len(located) == 1 and router.retries == 0
 
 
 # --- the leader cache ---------------------------------------------------------------------------------------------

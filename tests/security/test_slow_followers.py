@@ -1,0 +1,69 @@
+"""A follower that stops taking what it is sent (SIGSTOPped, or its link dropping everything) while writes go on:
+the other two keep serving within the clients' deadline, and what they hold for it stays within the wire's
+bounds. Simulated: a paused node is frozen as SIGSTOP would freeze it, with TCP-like link buffers."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from borough.testing import SimCluster
+from borough.wire.settings import WireSettings
+
+PARTITIONS = [f"p{i}" for i in range(4)]
+VALUE = b"x" * 100_000
+BOUND = WireSettings().priority_queue_bytes
+
+
+async def write_load(sim: SimCluster, seconds: float, held: list[int], healthy: list[int]) -> int:
+    """Put 100 KB values round the partitions for ``seconds`` through the healthy nodes, each within 5 s; note
+    the most bytes any healthy node held queued for a peer. Returns the number of puts."""
+    puts = 0
+    async with sim.client(seeds=healthy, request_timeout=5.0) as client:
+        end = trio.current_time() + seconds
+        while trio.current_time() < end:
+            with trio.fail_after(5):
+                await client.partition(PARTITIONS[puts % 4]).put(f"k{puts}", VALUE)
+            puts += 1
+            for i in healthy:
+                held.append(max((c.queued_message_bytes for c in sim[i].transport.connections()), default=0))
+    return puts
+
+
+async def test_a_stopped_follower_costs_the_others_neither_service_nor_unbounded_memory(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with SimCluster(3, seed=31) as sim:
+        for p in PARTITIONS:
+            await sim[0].partition(p).put("start", 0)
+        await sim.wait_for_leaders(PARTITIONS)
+        sim.pause(2)
+        with trio.fail_after(10):
+            await sim.wait_for_leaders([*PARTITIONS, "_system"])  # what it led elects a new leader (fail-over: #16)
+        held: list[int] = []
+        puts = await write_load(sim, 20.0, held, [0, 1])
+        assert puts * len(VALUE) > 5_000_000  # megabytes written while it was stopped
+        assert max(held) <= BOUND
+        sim.resume(2)
+        with trio.fail_after(120):
+            await sim.wait_converged(PARTITIONS)  # it catches up once it runs again
+        async with sim.client() as client:
+            assert await client.partition(PARTITIONS[(puts - 1) % 4]).get(f"k{puts - 1}") == VALUE
+
+
+async def test_a_follower_whose_link_drops_everything_costs_the_others_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with SimCluster(3, seed=32) as sim:
+        for p in PARTITIONS:
+            await sim[0].partition(p).put("start", 0)
+        await sim.wait_for_leaders(PARTITIONS)
+        sim.isolate(2)  # every packet to or from it is lost
+        with trio.fail_after(10):
+            await sim.wait_for_leaders([*PARTITIONS, "_system"])
+        held: list[int] = []
+        puts = await write_load(sim, 15.0, held, [0, 1])
+        assert puts > 0 and max(held) <= BOUND
+        sim.heal()
+        with trio.fail_after(120):
+            await sim.wait_converged(PARTITIONS)
