@@ -288,6 +288,7 @@ class LeaderMixin:
                 self.msgs.append(Heartbeat(frm=me, to=node, term=self.term, commit=sent, seq=seq))
                 if sent > pr.sent_commit:
                     pr.sent_commit = sent
+                pr.heartbeat_sent(seq)
 
     def _maybe_commit(self) -> bool:
         """§5.3/§5.4.2: commit the highest index a quorum holds, if it is from the current term."""
@@ -365,12 +366,11 @@ class LeaderMixin:
         if pr is None:
             return
         pr.recent_active = True
-        pr.probe_sent = False
-        if pr.state is ProgressState.REPLICATE and pr.match < self.log.last and pr.match == pr.heartbeat_match:
-            # No append was acknowledged for a whole heartbeat interval although some are outstanding: they
-            # were probably lost. Probe from the match index (which resends them) rather than wait forever.
+        if pr.heartbeat_answered(m.seq) and pr.state is ProgressState.REPLICATE:
+            # Appends sent before that heartbeat were not acknowledged before its response: they were lost
+            # (dropped on a full queue or a broken link). Probe from the match index, which resends them. A
+            # slow follower is not mistaken for a lossy one: resending what is merely slow only doubles the load.
             pr.become_probe()
-        pr.heartbeat_match = pr.match
         if m.seq > pr.acked_seq:
             pr.acked_seq = m.seq
             self._check_read_quorum()
