@@ -112,6 +112,7 @@ class Node:
             timeout=config.request_timeout,
             max_sends=config.max_snapshot_sends,
             bytes_per_second=config.snapshot_bytes_per_second,
+            offload=committer.offloads,
         )
         self.server = Server(
             node_id=node_id,

@@ -258,6 +258,9 @@ class LeaderMixin:
             pr.become_probe()
             pr.next = min(pr.next, last + 1)
             return False
+        if nxt == 1 and pr.learner and state is ProgressState.PROBE and entries and self._wants_snapshot(entries):
+            self._send_snapshot(node, pr)
+            return False
         self.msgs.append(
             AppendRequest(frm=self.id, to=node, term=self.term, prev_index=nxt - 1, prev_term=prev_term,
                           commit=commit, entries=entries)
@@ -270,6 +273,12 @@ class LeaderMixin:
             return True
         pr.sent_entries(nxt - 1, 0, 0)
         return False
+
+    def _wants_snapshot(self, entries: list[Entry]) -> bool:
+        """Whether a learner about to be probed with the whole log (``entries`` from index 1: its log is empty)
+        should get a snapshot instead: when that is more than ``learner_snapshot_bytes`` (see ``RaftConfig``)."""
+        limit = self.cfg.learner_snapshot_bytes
+        return bool(limit) and (entries[-1].index < self.log.last or total_size(entries) > limit)
 
     def _send_snapshot(self, node: NodeId, pr: Progress) -> None:
         if not pr.recent_active:
