@@ -116,6 +116,7 @@ class Node:
             max_sends=config.max_snapshot_sends,
             max_receives=config.max_snapshot_receives,
             bytes_per_second=config.snapshot_bytes_per_second,
+            offload=committer.offloads,
         )
         self.roles = Roles(members=lambda: self.directory.members, unknown_member=self.member_watch_refresh)
         self.server = Server(

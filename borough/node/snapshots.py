@@ -37,7 +37,7 @@ __all__ = ["Snapshots"]
 
 logger = logging.getLogger(__name__)
 
-CHUNK_BYTES = 1 << 20
+CHUNK_BYTES = 256 << 10
 #: The largest chunk a receiver takes (a chunk holds at least one item: a write's worth, MAX_WRITE_BYTES at most).
 MAX_CHUNK_BYTES = 2 * MAX_WRITE_BYTES
 SEND_CONCURRENCY = 4
@@ -57,6 +57,7 @@ class Snapshots:
         max_sends: int = SEND_CONCURRENCY,
         max_receives: int = SEND_CONCURRENCY,
         bytes_per_second: float = 0.0,
+        offload: bool = False,
     ) -> None:
         self._node_id = node_id
         self._call = call
@@ -69,6 +70,7 @@ class Snapshots:
         self._max_receives = max_receives
         self._receiving = trio.Semaphore(max_receives)
         self._rate = ByteRate(bytes_per_second)
+        self._offload = offload
         self.sent = 0
         self.received = 0
 
@@ -102,7 +104,7 @@ class Snapshots:
                     await self._call(
                         address,
                         encode_call(replica.name, call, seconds_left()),
-                        streams={"data": _framed(reader, self._rate)},
+                        streams={"data": _framed(reader, self._rate, self._offload)},
                     )
                     ok = True
                     self.sent += 1
@@ -180,9 +182,15 @@ class ByteRate:
             await trio.lowlevel.checkpoint()
 
 
-async def _framed(reader: SnapshotReader, rate: ByteRate) -> AsyncIterator[bytes]:
+async def _framed(reader: SnapshotReader, rate: ByteRate, offload: bool) -> AsyncIterator[bytes]:
+    """The reader's chunks, length-prefixed, within the node's snapshot budget. Building a chunk (a LevelDB scan
+    and its encoding) runs in a worker thread when ``offload`` (production), so a stream never holds the event
+    loop, and the foreground's messages go on while a partition is read out."""
     try:
-        for chunk in reader:
+        while True:
+            chunk = await trio.to_thread.run_sync(next, reader, None) if offload else next(reader, None)
+            if chunk is None:
+                return
             await rate.take(len(chunk))
             yield _LEN.pack(len(chunk)) + chunk
     finally:

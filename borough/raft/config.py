@@ -46,6 +46,11 @@ class RaftConfig:
       than this many bytes of uncommitted entries (0 = no cap).
     - ``max_committed_bytes_per_ready``: at most this many bytes of committed entries in one Ready (at least
       one entry is always given).
+    - ``learner_snapshot_bytes``: a learner with an empty log (a replica being added) that lacks more than this
+      many bytes of log gets a snapshot of the applied state instead of the log (0 = always the log). The
+      driver streams a snapshot beside the Raft messages, rate-limited, and it holds the state once rather than
+      every write that led to it; a big catch-up pushed through the log would queue ahead of every other
+      group's messages to that node and be written twice (log, then state).
     - ``max_cache_bytes``: persisted entries not yet applied are also kept in memory, up to this many bytes,
       so applying them (and resending them to a follower) does not read them back from storage (0 = no cache).
     """
@@ -65,6 +70,7 @@ class RaftConfig:
     max_uncommitted_bytes: int = 64 << 20
     max_committed_bytes_per_ready: int = 16 << 20
     max_cache_bytes: int = 1 << 20
+    learner_snapshot_bytes: int = 64 << 10
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
@@ -90,7 +96,7 @@ class RaftConfig:
         for name in ("max_msg_bytes", "max_msg_entries", "max_inflight_msgs", "max_committed_bytes_per_ready"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("max_inflight_bytes", "max_uncommitted_bytes", "max_cache_bytes"):
+        for name in ("max_inflight_bytes", "max_uncommitted_bytes", "max_cache_bytes", "learner_snapshot_bytes"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be 0 (no cap) or positive, got {getattr(self, name)}")
 

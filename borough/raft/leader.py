@@ -258,6 +258,9 @@ class LeaderMixin:
             pr.become_probe()
             pr.next = min(pr.next, last + 1)
             return False
+        if nxt == 1 and pr.learner and state is ProgressState.PROBE and entries and self._wants_snapshot(entries):
+            self._send_snapshot(node, pr)
+            return False
         self.msgs.append(
             AppendRequest(frm=self.id, to=node, term=self.term, prev_index=nxt - 1, prev_term=prev_term,
                           commit=commit, entries=entries)
@@ -270,6 +273,12 @@ class LeaderMixin:
             return True
         pr.sent_entries(nxt - 1, 0, 0)
         return False
+
+    def _wants_snapshot(self, entries: list[Entry]) -> bool:
+        """Whether a learner about to be probed with the whole log (``entries`` from index 1: its log is empty)
+        should get a snapshot instead: when that is more than ``learner_snapshot_bytes`` (see ``RaftConfig``)."""
+        limit = self.cfg.learner_snapshot_bytes
+        return bool(limit) and (entries[-1].index < self.log.last or total_size(entries) > limit)
 
     def _send_snapshot(self, node: NodeId, pr: Progress) -> None:
         if not pr.recent_active:
@@ -288,6 +297,7 @@ class LeaderMixin:
                 self.msgs.append(Heartbeat(frm=me, to=node, term=self.term, commit=sent, seq=seq))
                 if sent > pr.sent_commit:
                     pr.sent_commit = sent
+                pr.heartbeat_sent(seq)
 
     def _maybe_commit(self) -> bool:
         """§5.3/§5.4.2: commit the highest index a quorum holds, if it is from the current term."""
@@ -365,12 +375,11 @@ class LeaderMixin:
         if pr is None:
             return
         pr.recent_active = True
-        pr.probe_sent = False
-        if pr.state is ProgressState.REPLICATE and pr.match < self.log.last and pr.match == pr.heartbeat_match:
-            # No append was acknowledged for a whole heartbeat interval although some are outstanding: they
-            # were probably lost. Probe from the match index (which resends them) rather than wait forever.
+        if pr.heartbeat_answered(m.seq) and pr.state is ProgressState.REPLICATE:
+            # Appends sent before that heartbeat were not acknowledged before its response: they were lost
+            # (dropped on a full queue or a broken link). Probe from the match index, which resends them. A
+            # slow follower is not mistaken for a lossy one: resending what is merely slow only doubles the load.
             pr.become_probe()
-        pr.heartbeat_match = pr.match
         if m.seq > pr.acked_seq:
             pr.acked_seq = m.seq
             self._check_read_quorum()

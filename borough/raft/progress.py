@@ -75,8 +75,10 @@ class Progress:
     ``recent_active`` was just reset, still sees who answers).
     ``acked_seq``: the highest heartbeat read round it acknowledged in this term (ReadIndex and lease).
     ``sent_commit``: the highest commit index sent to it (in an append or a heartbeat).
-    ``heartbeat_match``: ``match`` at the previous heartbeat response (no progress between two of them while
-    appends are outstanding means those appends were lost).
+    ``check_seq`` / ``check_index``: the heartbeat round sent first after appends went out, and the highest index
+    sent before it (0: no check armed). Appends and heartbeats travel one ordered link and the follower answers in
+    order, so once that round's response is in, every append sent before it has been answered or lost: a match
+    still below ``check_index`` (or a probe still unanswered) means lost, and only then is anything resent.
     """
 
     match: int
@@ -90,11 +92,13 @@ class Progress:
     was_active: bool = False
     acked_seq: int = 0
     sent_commit: int = 0
-    heartbeat_match: int = -1  # match when the previous heartbeat response arrived (to notice lost appends)
+    check_seq: int = 0
+    check_index: int = 0
 
     def reset_state(self, state: ProgressState) -> None:
         self.probe_sent = False
         self.pending_snapshot = 0
+        self.check_seq = 0
         self.state = state
         self.inflights.reset()
 
@@ -156,6 +160,31 @@ class Progress:
                 self.inflights.add(last_index, nbytes)
         elif self.state is ProgressState.PROBE:
             self.probe_sent = True
+            self.check_seq = 0  # only a heartbeat sent after this probe can tell whether it was lost
+
+    def heartbeat_sent(self, seq: int) -> None:
+        """Heartbeat round ``seq`` went out: arm the lost-append check if appends are outstanding and no check
+        is armed (an armed check is kept, so a steady stream of appends cannot postpone it forever)."""
+        if self.check_seq:
+            return
+        if (self.state is ProgressState.REPLICATE and len(self.inflights)) or (
+            self.state is ProgressState.PROBE and self.probe_sent
+        ):
+            self.check_seq = seq
+            self.check_index = self.next - 1
+
+    def heartbeat_answered(self, seq: int) -> bool:
+        """The response to heartbeat round ``seq`` arrived. Returns True when appends sent before the armed
+        round were lost: a probe may then go out again, and a replicating follower must be probed. A response
+        to an earlier round says nothing (appends sent after that heartbeat may still be on their way)."""
+        if not self.check_seq or seq < self.check_seq:
+            return False
+        self.check_seq = 0
+        if self.state is ProgressState.PROBE:
+            lost = self.probe_sent
+            self.probe_sent = False
+            return lost
+        return self.state is ProgressState.REPLICATE and self.match < self.check_index
 
     def is_paused(self) -> bool:
         """Whether no append may go to this follower right now (a heartbeat still may)."""

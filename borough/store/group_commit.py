@@ -79,6 +79,12 @@ class GroupCommit:
         self.batches_committed = 0
 
     @property
+    def offloads(self) -> bool:
+        """Whether blocking store work runs in worker threads (production) rather than on the trio thread
+        (simulation, in-memory stores): other big store reads, such as snapshot chunks, follow the same rule."""
+        return self._offload
+
+    @property
     def error(self) -> BaseException | None:
         """The failure that stopped this committer, or None."""
         return self._error

@@ -205,6 +205,31 @@ def test_progress_probe_then_replicate_then_snapshot() -> None:
     assert pr.state is ProgressState.PROBE and pr.next == 21
 
 
+def test_progress_slow_appends_are_not_taken_for_lost() -> None:
+    """Appends are resent only when a heartbeat sent after them is answered first (the link is ordered, so
+    their answers would have come before it): a follower slow to persist a large catch-up is not sent it twice."""
+    pr = Progress(match=4, next=5, inflights=Inflights(8))
+    pr.become_replicate()
+    pr.heartbeat_sent(1)  # nothing outstanding: no check
+    pr.sent_entries(6, 2, 0)
+    assert not pr.heartbeat_answered(1)  # the answer to a heartbeat sent before the appends says nothing
+    pr.heartbeat_sent(2)
+    pr.sent_entries(8, 2, 0)
+    pr.heartbeat_sent(3)  # the check armed at round 2 stays (a stream of appends cannot postpone it)
+    assert pr.maybe_update(6)  # the first append was answered before round 2's response
+    pr.inflights.free_le(6)
+    assert not pr.heartbeat_answered(2)  # everything sent before round 2 is acknowledged: nothing lost
+    pr.heartbeat_sent(4)
+    assert pr.heartbeat_answered(4)  # entries 7-8, sent before round 4, were never acknowledged: lost
+
+    probe = Progress(match=0, next=3, inflights=Inflights(8))
+    probe.heartbeat_sent(1)
+    probe.sent_entries(4, 2, 0)
+    assert probe.is_paused() and not probe.heartbeat_answered(1) and probe.is_paused()  # sent after round 1
+    probe.heartbeat_sent(2)
+    assert probe.heartbeat_answered(2) and not probe.is_paused()  # round 2 answered first: the probe was lost
+
+
 # --- the log --------------------------------------------------------------------------------------------------
 
 
