@@ -69,6 +69,7 @@ def _context(purpose: Literal["server", "client"], ca: str, cert: str, key: str)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if purpose == "server" else ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.verify_mode = ssl.CERT_REQUIRED  # PROTOCOL_TLS_SERVER leaves CERT_NONE: client certificates are mandatory
+    ctx.verify_flags |= ssl.VERIFY_X509_STRICT  # Python 3.13's default: the same verdict on every version
     if purpose == "client":
         ctx.check_hostname = True
     ctx.load_verify_locations(cafile=ca)
