@@ -179,7 +179,12 @@ def tls_failure(exc: BaseException, address: str) -> ConfigError | None:
             f"{address} refused our certificate ({seen.reason}); use a node or client certificate of the "
             "cluster's CA (borough certs)"
         )
-    if "wrong_version" in reason or "record_layer" in reason or "http_request" in reason or "unexpected_eof" in reason:
+    if "unexpected_eof" in reason:  # trio drops the alert of a failed server handshake: the peer just hangs up
+        return ConfigError(
+            f"{address} hung up during the TLS handshake (it may not trust our certificate, or not speak TLS); "
+            "give every node and client certificates of the same CA (borough certs)"
+        )
+    if "wrong_version" in reason or "record_layer" in reason or "http_request" in reason:
         return ConfigError(f"{address} does not speak TLS ({seen.reason}); run it with --certs-dir, or drop ours")
     return None
 
