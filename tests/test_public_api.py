@@ -45,6 +45,7 @@ def test_exports_are_exactly_the_public_names() -> None:
         "ring",
         "testing",
         "cli",
+        "certs",
         "client",
         "config",
         "node",
