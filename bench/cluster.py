@@ -10,9 +10,10 @@ by the load generator over each measured window.
 
 With ``--tls`` (a throw-away CA made in the run's temporary dir) or ``--certs-dir DIR`` (``ca.crt``, ``node.crt``
 for 127.0.0.1, ``client.crt``) the servers and the client use mutual TLS. ``--compare-tls`` runs the same figures
-without and with TLS, alternating ``--repeat`` times on fresh clusters (so both see the same machine), and prints
-the mean of each with TLS's cost; ``--clients 1,64``, ``--ops put,get`` and ``--spread many`` narrow the figures.
-Each cluster also reports the time to establish a link (TCP connect, TLS handshake if any, HELLO exchange).
+without and with TLS on fresh clusters, alternating plain, TLS, TLS, plain, ... ``--repeat`` times (so both see
+the same machine), and prints the mean of each with TLS's cost; ``--clients 1,64``, ``--ops put,get`` and
+``--spread many`` narrow the figures. Each cluster also reports the time to establish a link (TCP connect, TLS
+handshake if any, HELLO exchange).
 
 Everything runs on 127.0.0.1 and stops by itself.
 """
@@ -219,7 +220,7 @@ async def bench_borough(
     certs_dir: str | None = None,
     ops: tuple[str, ...] = tuple(OPS),
     spreads: tuple[str, ...] = ("one", "many"),
-    results: dict[tuple[str, str, int], list[float]] | None = None,
+    results: dict[tuple[str, str, int], list[tuple[float, float]]] | None = None,
 ) -> list[str]:
     root = pathlib.Path(tempfile.mkdtemp(prefix="borough-bench-"))
     if tls and certs_dir is None:
@@ -266,7 +267,10 @@ async def bench_borough(
                         rows.append(row(f"{label}, {where}", clients, r))
                         print(rows[-1], flush=True)
                         if results is not None:
-                            results.setdefault((f"{OPS[op]}, {where}", mode, clients), []).append(r["ops_per_s"])
+                            cpu_ms = 1000 * r["server_cpu_s"] / max(1.0, r["ops_per_s"] * seconds)
+                            results.setdefault((f"{OPS[op]}, {where}", mode, clients), []).append(
+                                (r["ops_per_s"], cpu_ms)
+                            )
     finally:
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
@@ -332,22 +336,30 @@ def compare_tls(
     repeat: int,
     certs_dir: str | None,
 ) -> None:
-    """Alternate plain and TLS clusters ``repeat`` times; print each figure's mean ops/s and TLS's cost."""
-    results: dict[tuple[str, str, int], list[float]] = {}
-    for _ in range(repeat):
-        for tls in (False, True):
+    """Alternate plain and TLS clusters ``repeat`` times; print each figure's mean ops/s and server CPU per op
+    (the three servers' CPU ms per operation: what TLS costs when the servers are CPU-bound), and TLS's cost."""
+    results: dict[tuple[str, str, int], list[tuple[float, float]]] = {}
+    for i in range(repeat):
+        for tls in (False, True) if i % 2 == 0 else (True, False):  # ABBA: a drifting machine load favours neither
             run = partial(
                 bench_borough, tls=tls, certs_dir=certs_dir if tls else None, ops=ops, spreads=spreads, results=results
             )
             trio.run(run, seconds, warmup, clients)
-    print("\n| what                               | clients | plain ops/s |   tls ops/s | TLS cost | runs |")
-    print("|------------------------------------|---------|-------------|-------------|----------|------|")
+    print("\n| what                               | clients | plain ops/s | tls ops/s | cost ", end="")
+    print("| plain CPU ms/op | tls CPU ms/op | cost |")
+    print("|------------------------------------|---------|-------------|-----------|------", end="")
+    print("|-----------------|---------------|------|")
     for (what, mode, n), plain in sorted(results.items()):
         if mode != "plain" or (what, "tls", n) not in results:
             continue
         secured = results[(what, "tls", n)]
-        p, t = sum(plain) / len(plain), sum(secured) / len(secured)
-        print(f"| {what:<34} | {n:>7} | {p:>11,.0f} | {t:>11,.0f} | {100 * (1 - t / p):>7.1f}% | {len(plain):>4} |")
+        p, t = (sum(r[0] for r in rs) / len(rs) for rs in (plain, secured))
+        pc, tc = (sum(r[1] for r in rs) / len(rs) for rs in (plain, secured))
+        print(
+            f"| {what:<34} | {n:>7} | {p:>11,.0f} | {t:>9,.0f} | {100 * (1 - t / p):>3.0f}% "
+            f"| {pc:>15.3f} | {tc:>13.3f} | {100 * (tc / pc - 1):>3.0f}% |"
+        )
+    print(f"(means of {repeat} runs each)")
 
 
 if __name__ == "__main__":
