@@ -6,7 +6,14 @@ with 100-byte values into one partition and spread over 64 partitions, then line
 of keys written beforehand. Prints ops/s, p50 and p99 latency, and the CPU seconds used by the three servers and
 by the load generator over each measured window.
 
-    .venv/bin/python bench/cluster.py [--seconds 3] [--quick] [--no-baseline]
+    .venv/bin/python bench/cluster.py [--seconds 3] [--quick] [--no-baseline] [--tls | --certs-dir DIR]
+
+With ``--tls`` (a throw-away CA made in the run's temporary dir) or ``--certs-dir DIR`` (``ca.crt``, ``node.crt``
+for 127.0.0.1, ``client.crt``) the servers and the client use mutual TLS. ``--compare-tls`` runs the same figures
+without and with TLS on fresh clusters, alternating plain, TLS, TLS, plain, ... ``--repeat`` times (so both see
+the same machine), and prints the mean of each with TLS's cost; ``--clients 1,64``, ``--ops put,get`` and
+``--spread many`` narrow the figures. Each cluster also reports the time to establish a link (TCP connect, TLS
+handshake if any, HELLO exchange).
 
 Everything runs on 127.0.0.1 and stops by itself.
 """
@@ -24,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from typing import Any
 
 import trio
@@ -33,6 +41,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import borough  # noqa: E402
+from borough import certs  # noqa: E402
+from borough.wire import codec as c  # noqa: E402
+from borough.wire.handshake import handshake, make_hello  # noqa: E402
+from borough.wire.network import Network  # noqa: E402
+from borough.wire.security import open_network  # noqa: E402
+from borough.wire.settings import WireSettings  # noqa: E402
 
 CLIENTS = (1, 16, 64)
 KEY_BYTES = 16
@@ -54,9 +68,19 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def make_throwaway_certs(root: pathlib.Path) -> str:
+    """A CA, a node certificate for 127.0.0.1 and a client certificate in ``root/certs``."""
+    certs_dir = str(root / "certs")
+    certs.create_ca(certs_dir)
+    certs.create_node(certs_dir, ["127.0.0.1", "localhost"])
+    certs.create_client(certs_dir, "bench")
+    return certs_dir
+
+
 class Cluster:
-    def __init__(self, root: pathlib.Path) -> None:
+    def __init__(self, root: pathlib.Path, certs_dir: str | None = None) -> None:
         self.root = root
+        self.certs_dir = certs_dir
         self.procs: list[subprocess.Popen[bytes]] = []
         self.addresses: list[str] = []
 
@@ -66,6 +90,7 @@ class Cluster:
             address = f"127.0.0.1:{free_port()}"
             args = [sys.executable, "-m", "borough", "serve", "--listen", address, "--data", str(self.root / f"n{i}")]
             args += ["--log-level", "warning"] + (["--no-fsync"] if os.environ.get("BENCH_NO_FSYNC") else [])
+            args += ["--certs-dir", self.certs_dir] if self.certs_dir else []
             if i:
                 args += ["--join", self.addresses[0]]
             log = open(self.root / f"n{i}.log", "wb")  # noqa: SIM115 - lives as long as the process
@@ -168,13 +193,51 @@ HEADER = (
 )
 
 
-async def bench_borough(seconds: float, warmup: float, clients_list: tuple[int, ...]) -> list[str]:
+async def link_setup_ms(network: Network, address: str, times: int = 20) -> tuple[float, float]:
+    """Median and worst time, in ms, to establish a link: connect (and TLS handshake) plus the HELLO exchange."""
+    settings = WireSettings()
+    hello = make_hello(settings, cluster_id=None, node_id=None, address=None)
+    took = []
+    for _ in range(times):
+        t0 = time.perf_counter()
+        stream = await network.connect(address)
+        await handshake(stream, role=c.Role.DIALER, local=hello, settings=settings)
+        took.append((time.perf_counter() - t0) * 1000)
+        await trio.aclose_forcefully(stream)
+    took.sort()
+    return took[len(took) // 2], took[-1]
+
+
+OPS = {"put": "borough put", "get": "borough get (linearizable)", "stale": "borough get (stale)"}
+
+
+async def bench_borough(
+    seconds: float,
+    warmup: float,
+    clients_list: tuple[int, ...],
+    *,
+    tls: bool = False,
+    certs_dir: str | None = None,
+    ops: tuple[str, ...] = tuple(OPS),
+    spreads: tuple[str, ...] = ("one", "many"),
+    results: dict[tuple[str, str, int], list[tuple[float, float]]] | None = None,
+) -> list[str]:
     root = pathlib.Path(tempfile.mkdtemp(prefix="borough-bench-"))
-    cluster = Cluster(root)
+    if tls and certs_dir is None:
+        certs_dir = make_throwaway_certs(root)
+    cluster = Cluster(root, certs_dir)
+    mode = "tls" if certs_dir else "plain"
     rows: list[str] = []
     try:
         cluster.start()
-        async with borough.open_client(cluster.addresses) as client:
+        network = open_network(role="client", certs_dir=certs_dir)
+        median, worst = await link_setup_ms(network, cluster.addresses[0])
+        print(
+            f"# {mode}: link setup (connect{' + TLS' if certs_dir else ''} + HELLO): "
+            f"median {median:.2f} ms, max {worst:.2f} ms over 20",
+            flush=True,
+        )
+        async with borough.open_client(cluster.addresses, certs_dir=certs_dir) as client:
             one = ["bench-one"]
             many = [f"bench-{i}" for i in range(64)]
             # Create the partitions and preload the keys the reads use.
@@ -186,12 +249,10 @@ async def bench_borough(seconds: float, warmup: float, clients_list: tuple[int, 
                     part = client.partition(name)
                     for start in range(0, len(keys), 256):
                         await part.batch([("put", k, VALUE) for k in keys[start : start + 256]])
-            for op, label in (
-                ("put", "borough put"),
-                ("get", "borough get (linearizable)"),
-                ("stale", "borough get (stale)"),
-            ):
-                for parts, where in ((one, "1 partition"), (many, "64 partitions")):
+            spread = {"one": (one, "1 partition"), "many": (many, "64 partitions")}
+            for op in ops:
+                label = OPS[op] + (" [tls]" if certs_dir else "")
+                for parts, where in (spread[name] for name in spreads):
                     for clients in clients_list:
                         r = await run_load(
                             client,
@@ -205,6 +266,11 @@ async def bench_borough(seconds: float, warmup: float, clients_list: tuple[int, 
                         )
                         rows.append(row(f"{label}, {where}", clients, r))
                         print(rows[-1], flush=True)
+                        if results is not None:
+                            cpu_ms = 1000 * r["server_cpu_s"] / max(1.0, r["ops_per_s"] * seconds)
+                            results.setdefault((f"{OPS[op]}, {where}", mode, clients), []).append(
+                                (r["ops_per_s"], cpu_ms)
+                            )
     finally:
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
@@ -228,18 +294,72 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--quick", action="store_true", help="1 s per figure")
     parser.add_argument("--no-baseline", action="store_true", help="skip PySyncObj")
+    parser.add_argument("--tls", action="store_true", help="mutual TLS with a throw-away CA")
+    parser.add_argument("--certs-dir", default=None, help="mutual TLS with the certificates in this directory")
+    parser.add_argument("--compare-tls", action="store_true", help="the same figures without and with TLS")
+    parser.add_argument("--repeat", type=int, default=1, help="with --compare-tls: alternate this many times")
+    parser.add_argument("--clients", default=",".join(map(str, CLIENTS)), help="client task counts, e.g. 1,64")
+    parser.add_argument("--ops", default=",".join(OPS), help="put,get,stale")
+    parser.add_argument("--spread", default="one,many", help="one (1 partition), many (64 partitions)")
     args = parser.parse_args()
     seconds = 1.0 if args.quick else args.seconds
+    clients = tuple(int(n) for n in args.clients.split(","))
+    ops = tuple(args.ops.split(","))
+    spreads = tuple(args.spread.split(","))
     print(f"cluster benchmark: 3 borough serve processes on 127.0.0.1, fsync on; {seconds:g} s per figure")
     print("keys: random 16 bytes; values: 100 bytes; closed loop, one request in flight per client task")
     print("CPU: seconds used during the window by the 3 servers together, and by this load generator\n")
     print(HEADER, flush=True)
-    rows = trio.run(bench_borough, seconds, args.warmup, CLIENTS)
+    if args.compare_tls:
+        compare_tls(seconds, args.warmup, clients, ops, spreads, args.repeat, args.certs_dir)
+        return
+    tls = args.tls or args.certs_dir is not None
+    rows = trio.run(
+        partial(bench_borough, tls=tls, certs_dir=args.certs_dir, ops=ops, spreads=spreads),
+        seconds,
+        args.warmup,
+        clients,
+    )
     if not args.no_baseline:
         print("\nPySyncObj 0.3.17 baseline: 3 processes on 127.0.0.1, @replicated dict, load issued inside its")
         print("processes as its own benchmark does. It keeps its log in memory and never fsyncs.\n")
         print(HEADER, flush=True)
         rows += bench_pysyncobj(seconds, args.warmup, CLIENTS)
+
+
+def compare_tls(
+    seconds: float,
+    warmup: float,
+    clients: tuple[int, ...],
+    ops: tuple[str, ...],
+    spreads: tuple[str, ...],
+    repeat: int,
+    certs_dir: str | None,
+) -> None:
+    """Alternate plain and TLS clusters ``repeat`` times; print each figure's mean ops/s and server CPU per op
+    (the three servers' CPU ms per operation: what TLS costs when the servers are CPU-bound), and TLS's cost."""
+    results: dict[tuple[str, str, int], list[tuple[float, float]]] = {}
+    for i in range(repeat):
+        for tls in (False, True) if i % 2 == 0 else (True, False):  # ABBA: a drifting machine load favours neither
+            run = partial(
+                bench_borough, tls=tls, certs_dir=certs_dir if tls else None, ops=ops, spreads=spreads, results=results
+            )
+            trio.run(run, seconds, warmup, clients)
+    print("\n| what                               | clients | plain ops/s | tls ops/s | cost ", end="")
+    print("| plain CPU ms/op | tls CPU ms/op | cost |")
+    print("|------------------------------------|---------|-------------|-----------|------", end="")
+    print("|-----------------|---------------|------|")
+    for (what, mode, n), plain in sorted(results.items()):
+        if mode != "plain" or (what, "tls", n) not in results:
+            continue
+        secured = results[(what, "tls", n)]
+        p, t = (sum(r[0] for r in rs) / len(rs) for rs in (plain, secured))
+        pc, tc = (sum(r[1] for r in rs) / len(rs) for rs in (plain, secured))
+        print(
+            f"| {what:<34} | {n:>7} | {p:>11,.0f} | {t:>9,.0f} | {100 * (1 - t / p):>3.0f}% "
+            f"| {pc:>15.3f} | {tc:>13.3f} | {100 * (tc / pc - 1):>3.0f}% |"
+        )
+    print(f"(means of {repeat} runs each)")
 
 
 if __name__ == "__main__":

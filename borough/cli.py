@@ -1,22 +1,28 @@
 """The ``borough`` command line. Commands talk to nodes through the public API only.
 
 ``borough serve`` runs one node until SIGINT/SIGTERM; ``borough dev`` runs a local cluster in one process for
-trying things out. Every flag has a ``BOROUGH_*`` environment variable. This is the one place that configures
-logging output.
+trying things out; ``borough certs create-ca|create-node|create-client`` makes the files of a certs dir for
+mutual TLS (``borough.certs``). Every flag has a ``BOROUGH_*`` environment variable. This is the one place that
+configures logging output.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 import trio
 
 import borough
 from borough.errors import BoroughError
+
+if TYPE_CHECKING:
+    from borough.certs import CertFiles
 
 
 def _configure_logging(level: str) -> None:
@@ -60,9 +66,30 @@ def main() -> None:
     show_default=True,
     help="sync Raft writes to disk before acknowledging (off loses acknowledged writes on power loss)",
 )
+@click.option(
+    "--certs-dir",
+    envvar="BOROUGH_CERTS_DIR",
+    default=None,
+    help="mutual TLS: directory with ca.crt, node.crt, node.key (see `borough certs`)",
+)
+@click.option(
+    "--insecure",
+    envvar="BOROUGH_INSECURE",
+    is_flag=True,
+    default=False,
+    help="run without TLS on a non-loopback address: anyone who reaches the port can act as a member",
+)
 @click.option("--log-level", envvar="BOROUGH_LOG_LEVEL", default="info", show_default=True)
 def serve(
-    listen: str, join: str, data_dir: str, replicas: int, advertise: str | None, fsync: bool, log_level: str
+    listen: str,
+    join: str,
+    data_dir: str,
+    replicas: int,
+    advertise: str | None,
+    fsync: bool,
+    certs_dir: str | None,
+    insecure: bool,
+    log_level: str,
 ) -> None:
     """Run one node until SIGINT or SIGTERM."""
     _configure_logging(log_level)
@@ -72,6 +99,8 @@ def serve(
         "data_dir": data_dir,
         "replicas": replicas,
         "fsync": fsync,
+        "certs_dir": certs_dir or None,
+        "insecure": insecure,
     }
     if advertise:
         settings["advertise"] = advertise
@@ -79,8 +108,10 @@ def serve(
     async def run() -> None:
         async with trio.open_nursery() as nursery:
             node = await nursery.start(_serve_node, settings)
+            tls = f"TLS from {certs_dir}" if certs_dir else "no TLS"
             click.echo(
-                f"borough node {node.node_id} serving at {node.address} (cluster {node.cluster_id}, data {data_dir})",
+                f"borough node {node.node_id} serving at {node.address} "
+                f"(cluster {node.cluster_id}, data {data_dir}, {tls})",
                 err=True,
             )
             nursery.start_soon(_until_signalled, nursery)
@@ -96,10 +127,12 @@ async def _serve_node(settings: dict[str, Any], task_status: trio.TaskStatus[Any
 @click.option("--nodes", default=3, show_default=True, type=int, help="how many nodes")
 @click.option("--port", default=7000, show_default=True, type=int, help="first port (one per node)")
 @click.option("--data", "data_dir", default="./borough-dev", show_default=True, help="parent of the nodes' data dirs")
+@click.option("--tls", is_flag=True, default=False, help="mutual TLS with a throw-away CA made in DATA/certs")
 @click.option("--log-level", envvar="BOROUGH_LOG_LEVEL", default="warning", show_default=True)
-def dev(nodes: int, port: int, data_dir: str, log_level: str) -> None:
+def dev(nodes: int, port: int, data_dir: str, tls: bool, log_level: str) -> None:
     """Run a local cluster of NODES nodes in this process, for trying things out."""
     _configure_logging(log_level)
+    certs_dir = _dev_certs(os.path.join(data_dir, "certs")) if tls else None
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:
@@ -109,13 +142,88 @@ def dev(nodes: int, port: int, data_dir: str, log_level: str) -> None:
                     "listen": f"127.0.0.1:{port + i}",
                     "data_dir": f"{data_dir}/node{i}",
                     "join": "" if i == 0 else first,
+                    "certs_dir": certs_dir,
                 }
                 node = await nursery.start(_serve_node, settings)
                 click.echo(f"node {i}: {node.node_id} at {node.address}", err=True)
-            click.echo(f"cluster of {nodes} running; connect with borough.open_client(['{first}']). Ctrl-C stops.")
+            how = f"['{first}'], certs_dir='{certs_dir}'" if certs_dir else f"['{first}']"
+            click.echo(f"cluster of {nodes} running; connect with borough.open_client({how}). Ctrl-C stops.")
             nursery.start_soon(_until_signalled, nursery)
 
     _run(run)
+
+
+def _dev_certs(certs_dir: str) -> str:
+    """A throw-away CA with node and client certificates for 127.0.0.1 (made once, then reused)."""
+    from borough import certs
+
+    try:
+        if not os.path.exists(os.path.join(certs_dir, "ca.crt")):
+            certs.create_ca(certs_dir)
+        if not os.path.exists(os.path.join(certs_dir, "node.crt")):
+            certs.create_node(certs_dir, ["127.0.0.1", "localhost", "::1"])
+        if not os.path.exists(os.path.join(certs_dir, "client.crt")):
+            certs.create_client(certs_dir, "dev")
+    except BoroughError as exc:
+        raise click.ClickException(str(exc)) from None
+    return certs_dir
+
+
+@main.group(name="certs")
+def certs_group() -> None:
+    """Make certificates for mutual TLS (a CA, node and client certificates)."""
+
+
+_CERTS_DIR = click.option(
+    "--certs-dir", envvar="BOROUGH_CERTS_DIR", required=True, help="directory of ca.crt and the certificates made"
+)
+_CA_KEY = click.option("--ca-key", default=None, help="the CA's private key [default: CERTS_DIR/ca.key]")
+_OVERWRITE = click.option("--overwrite", is_flag=True, default=False, help="replace files that already exist")
+
+
+@certs_group.command("create-ca")
+@_CERTS_DIR
+@_CA_KEY
+@_OVERWRITE
+def create_ca(certs_dir: str, ca_key: str | None, overwrite: bool) -> None:
+    """Write ca.crt (give it to every node and client) and ca.key (keep it off the nodes if you can)."""
+    from borough import certs
+
+    files = _certs_call(lambda: certs.create_ca(certs_dir, ca_key=ca_key, overwrite=overwrite))
+    click.echo(f"wrote {files.cert} and {files.key}")
+
+
+@certs_group.command("create-node")
+@_CERTS_DIR
+@_CA_KEY
+@_OVERWRITE
+@click.argument("hosts", nargs=-1, required=True)
+def create_node(certs_dir: str, ca_key: str | None, overwrite: bool, hosts: tuple[str, ...]) -> None:
+    """Write node.crt and node.key, valid for every HOST (IP or DNS name) nodes and clients dial this node at."""
+    from borough import certs
+
+    files = _certs_call(lambda: certs.create_node(certs_dir, hosts, ca_key=ca_key, overwrite=overwrite))
+    click.echo(f"wrote {files.cert} and {files.key} for {', '.join(hosts)}")
+
+
+@certs_group.command("create-client")
+@_CERTS_DIR
+@_CA_KEY
+@_OVERWRITE
+@click.argument("name")
+def create_client(certs_dir: str, ca_key: str | None, overwrite: bool, name: str) -> None:
+    """Write client.crt and client.key for the client NAME."""
+    from borough import certs
+
+    files = _certs_call(lambda: certs.create_client(certs_dir, name, ca_key=ca_key, overwrite=overwrite))
+    click.echo(f"wrote {files.cert} and {files.key} for client {name}")
+
+
+def _certs_call(make: Callable[[], CertFiles]) -> CertFiles:
+    try:
+        return make()
+    except BoroughError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

@@ -21,7 +21,8 @@ from borough.node.records import Limits, MemberStatus
 from borough.node.session import Session
 from borough.partition import Partition, check_partition_name
 from borough.ring.members import MemberTable
-from borough.wire.network import Network, TcpNetwork
+from borough.wire.network import Network
+from borough.wire.security import open_network
 from borough.wire.transport import Identity, Transport, open_transport
 
 __all__ = ["Client", "open_client"]
@@ -68,12 +69,19 @@ async def open_client(
     addresses: Iterable[str] | str,
     *,
     network: Network | None = None,
+    certs_dir: str | None = None,
     request_timeout: float = 10.0,
     seed: int | None = None,
     max_key_bytes: int = 64 * 1024,
     max_value_bytes: int = 1024 * 1024,
 ) -> AsyncIterator[Client]:
-    """Connect to the cluster that the nodes at ``addresses`` (``"host:port"`` strings) belong to."""
+    """Connect to the cluster that the nodes at ``addresses`` (``"host:port"`` strings) belong to.
+
+    ``certs_dir`` (default: the ``BOROUGH_CERTS_DIR`` environment variable) turns on mutual TLS with ``ca.crt``,
+    ``client.crt`` and ``client.key`` from it (see ``borough certs create-client``); the cluster's nodes must run
+    with certificates of the same CA."""
+    if certs_dir is None:
+        certs_dir = os.environ.get("BOROUGH_CERTS_DIR") or None
     seeds = [a.strip() for a in addresses.split(",")] if isinstance(addresses, str) else [str(a) for a in addresses]
     seeds = [a for a in seeds if a]
     if not seeds:
@@ -83,7 +91,7 @@ async def open_client(
     rng = random.Random(seed if seed is not None else int.from_bytes(os.urandom(8), "big"))
     limits = Limits(max_key_bytes=max_key_bytes, max_value_bytes=max_value_bytes)
     async with open_transport(
-        network or TcpNetwork(),
+        open_network(role="client", certs_dir=certs_dir, inner=network),
         identity=Identity(node_id=None),
         rng=random.Random(rng.getrandbits(64)),
     ) as transport:

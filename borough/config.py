@@ -107,6 +107,11 @@ class NodeConfig:
     read_mode: str = attrs.field(default="safe")
     #: fsync every Raft write (group-committed). Turning it off loses acknowledged writes on power loss.
     fsync: bool = True
+    #: Mutual TLS: a directory with ``ca.crt``, ``node.crt`` and ``node.key`` (see ``borough certs``). None: no TLS,
+    #: which a node listening on a non-loopback address refuses unless ``insecure``.
+    certs_dir: str | None = None
+    #: Run without TLS on a non-loopback address: anyone who reaches the port can act as a member.
+    insecure: bool = False
     #: Seed for the node's random.Random; None draws one from the OS (simulation always passes one).
     seed: int | None = None
 
@@ -171,7 +176,7 @@ def _from_text(name: str, raw: str, default: Any) -> Any:
             return float(raw)
         except ValueError:
             raise ConfigError(f"{env_name}={raw!r}: expected a number of seconds") from None
-    if name == "data_dir" and raw.strip() == "":
+    if name in ("data_dir", "certs_dir") and raw.strip() == "":
         return None
     if name == "seed":
         try:

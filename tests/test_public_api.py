@@ -46,6 +46,7 @@ def test_exports_are_exactly_the_public_names() -> None:
         "ring",
         "testing",
         "cli",
+        "certs",
         "client",
         "config",
         "node",

@@ -45,8 +45,9 @@ from borough.ring.members import MemberTable
 from borough.ring.membership import Swim, SwimEvent
 from borough.ring.membership_driver import MembershipDriver, open_membership
 from borough.store import GroupCommit, MemoryStore, Store, open_group_commit
-from borough.wire.network import Network, TcpNetwork
+from borough.wire.network import Network
 from borough.wire.records import IncomingCall, PeerInfo
+from borough.wire.security import open_network
 from borough.wire.transport import Identity, Transport, open_transport
 
 __all__ = ["Node", "open_node", "serve"]
@@ -331,8 +332,10 @@ async def open_node(
     """Run a Borough node for the duration of the ``async with`` block.
 
     Settings (``listen``, ``join``, ``data_dir``, ``replicas``, ...) come from keyword arguments, then
-    ``BOROUGH_*`` environment variables, then defaults (see ``NodeConfig``). ``network`` and ``store`` replace
-    TCP and LevelDB (the simulator passes its own); ``offload=False`` keeps disk writes on the trio thread (for
+    ``BOROUGH_*`` environment variables, then defaults (see ``NodeConfig``). ``certs_dir`` turns on mutual TLS
+    (``ca.crt``, ``node.crt``, ``node.key``; see ``borough certs``); without it a node on a non-loopback address
+    refuses to start unless ``insecure=True``. ``network`` and ``store`` replace TCP and LevelDB (the simulator
+    passes its own; ``certs_dir`` wraps it in TLS too); ``offload=False`` keeps disk writes on the trio thread (for
     deterministic simulation); ``trace`` is the simulator's hook for recording a run (see ``Trace``)."""
     config = NodeConfig.from_env(settings)
     seed = config.seed if config.seed is not None else int.from_bytes(os.urandom(8), "big")
@@ -348,7 +351,13 @@ async def open_node(
         async with (
             open_group_commit(store, offload=offload) as committer,
             open_transport(
-                network or TcpNetwork(),
+                open_network(
+                    role="node",
+                    certs_dir=config.certs_dir,
+                    insecure=config.insecure,
+                    listen=config.listen,
+                    inner=network,
+                ),
                 identity=Identity(cluster_id=cluster_id, node_id=node_id, address=config.advertise),
                 listen=config.listen,
                 on_message=late.on_message,

@@ -1,11 +1,15 @@
 """The handshake: exchange HELLO records over a fresh stream and decide whether to go on.
 
 Owns the order (the dialer speaks first, the acceptor answers with its own HELLO even when refusing, so the
-dialer learns why) and the translation of a refusal into ``ConfigError`` (another cluster) or
-``RemoteProtocolError`` (incompatible versions). The rules themselves live in ``codec.handshake_refusal``.
+dialer learns why) and the translation of a refusal into ``ConfigError`` (another cluster, or a peer whose TLS
+certificate does not allow what its HELLO declares) or ``RemoteProtocolError`` (incompatible versions). The rules
+themselves live in ``codec.handshake_refusal`` and, for certificates, in the ``authorize`` check the transport
+passes (``tls.role_refusal``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import trio
 
@@ -27,12 +31,19 @@ def make_hello(settings: WireSettings, *, cluster_id: str | None, node_id: str |
     )
 
 
-async def handshake(stream: trio.abc.Stream, *, role: c.Role, local: c.Hello, settings: WireSettings) -> c.FrameCodec:
+async def handshake(
+    stream: trio.abc.Stream,
+    *,
+    role: c.Role,
+    local: c.Hello,
+    settings: WireSettings,
+    authorize: Callable[[c.Hello], str | None] | None = None,
+) -> c.FrameCodec:
     """Exchange HELLOs (the dialer speaks first) and return the codec, ready for ``open_mux``.
 
-    Raises ``ConfigError`` when the peer belongs to another cluster, ``RemoteProtocolError`` when it speaks an
-    incompatible version or garbage, ``trio.BrokenResourceError`` if the stream breaks. The caller bounds the
-    time and closes the stream on failure.
+    Raises ``ConfigError`` when the peer belongs to another cluster or ``authorize(peer_hello)`` gives a reason
+    to refuse it, ``RemoteProtocolError`` when it speaks an incompatible version or garbage,
+    ``trio.BrokenResourceError`` if the stream breaks. The caller bounds the time and closes the stream on failure.
     """
     codec = c.FrameCodec(
         role, max_frame_size=settings.max_frame_size, max_attached_streams=settings.max_attached_streams
@@ -46,7 +57,8 @@ async def handshake(stream: trio.abc.Stream, *, role: c.Role, local: c.Hello, se
             continue
         assert isinstance(event, c.Hello)  # the codec only lets a Hello through first
         break
-    refusal = c.handshake_refusal(local, event)
+    denied = authorize(event) if authorize is not None else None
+    refusal = denied or c.handshake_refusal(local, event)
     if role is c.Role.ACCEPTOR:
         await stream.send_all(codec.send(local))
     if refusal is not None:
@@ -54,7 +66,7 @@ async def handshake(stream: trio.abc.Stream, *, role: c.Role, local: c.Hello, se
             await stream.send_all(codec.send(c.GoAway(reason=f"refused: {refusal}")))
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
-        if "cluster" in refusal:
+        if denied is not None or "cluster" in refusal:
             raise ConfigError(refusal)
         raise RemoteProtocolError(refusal)
     return codec

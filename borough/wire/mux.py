@@ -106,11 +106,13 @@ class MuxConnection:
         on_stream: StreamHandler | None = None,
         registry: ErrorRegistry = default_registry,
         description: str | None = None,
+        peer: PeerInfo | None = None,
     ) -> None:
         if codec.peer_hello is None:
             raise LocalProtocolError("a MuxConnection needs a codec whose handshake is complete")
         self.settings = settings
-        self.peer = PeerInfo.from_hello(codec.peer_hello)
+        # ``peer``: the transport's record (role from the TLS certificate); else the handshake's declaration.
+        self.peer = peer if peer is not None else PeerInfo.from_hello(codec.peer_hello)
         self.peer_hello = codec.peer_hello
         self.peer_window = codec.peer_hello.window
         self.description = description or str(self.peer)
@@ -721,6 +723,7 @@ async def open_mux(
     on_stream: StreamHandler | None = None,
     registry: ErrorRegistry = default_registry,
     description: str | None = None,
+    peer: PeerInfo | None = None,
 ) -> AsyncIterator[MuxConnection]:
     """Run a multiplexed connection over ``stream`` (handshake already done, see ``handshake``) until the
     block exits (graceful close, bounded) or the connection fails (``conn.closed`` turns True; the block is
@@ -734,6 +737,7 @@ async def open_mux(
         on_stream=on_stream,
         registry=registry,
         description=description,
+        peer=peer,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(conn._run)

@@ -6,7 +6,7 @@ Owns only these shapes and the handler signatures; no behaviour, no I/O.
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 import attrs
 import trio
@@ -16,7 +16,17 @@ from borough.wire import codec as c
 if TYPE_CHECKING:
     from borough.wire.streams import MuxStream
 
-__all__ = ["CallHandler", "IncomingCall", "MessageHandler", "PeerInfo", "Reply", "StreamHandler", "StreamSource"]
+__all__ = [
+    "CallHandler",
+    "IncomingCall",
+    "MessageHandler",
+    "PeerCertificate",
+    "PeerInfo",
+    "PeerRole",
+    "Reply",
+    "StreamHandler",
+    "StreamSource",
+]
 
 StreamSource = AsyncIterable[bytes] | AsyncIterable[bytearray] | trio.abc.ReceiveStream
 """What may be attached to a call or reply: an async iterable of bytes, or a trio ReceiveStream."""
@@ -24,19 +34,58 @@ StreamSource = AsyncIterable[bytes] | AsyncIterable[bytearray] | trio.abc.Receiv
 S = TypeVar("S")
 
 
+PeerRole = Literal["node", "client"]
+"""What a connection may do: a member ``node`` (Raft, SWIM, join, snapshots and everything a client may do) or a
+``client`` (requests and key/value operations only)."""
+
+
+def _declared_role(hello: c.Hello) -> PeerRole:
+    return "client" if hello.node_id is None else "node"
+
+
+@attrs.frozen(kw_only=True)
+class PeerCertificate:
+    """What a verified TLS certificate says about the peer: its role and its subject's common name."""
+
+    role: PeerRole
+    name: str
+
+
 @attrs.frozen(kw_only=True)
 class PeerInfo:
-    """Who is at the other end, from its handshake. ``is_client`` for a process that is not a member."""
+    """Who is at the other end. ``node_id``, ``address`` and ``cluster_id`` come from its handshake; ``role`` from
+    its certificate under TLS (the handshake must declare the same role, see ``tls.role_refusal``), else from the
+    handshake (a HELLO without a node id is a client). ``certificate_name`` is the certificate's common name (None
+    without TLS). ``is_client`` is ``role == "client"``."""
 
     node_id: str | None
     address: str | None
     cluster_id: str | None
     is_client: bool
+    role: PeerRole = attrs.field()
+    certificate_name: str | None = None
+
+    @role.default
+    def _role_from_declaration(self) -> PeerRole:
+        return "client" if self.is_client else "node"
+
+    @role.validator
+    def _check_role(self, _attr: Any, value: PeerRole) -> None:
+        if (value == "client") != self.is_client:
+            raise ValueError(f"PeerInfo role {value!r} contradicts is_client={self.is_client}")
 
     @classmethod
-    def from_hello(cls, hello: c.Hello) -> PeerInfo:
+    def from_hello(cls, hello: c.Hello, certificate: PeerCertificate | None = None) -> PeerInfo:
+        """The peer of a completed handshake; ``certificate`` is its verified TLS certificate, if any (its role
+        must agree with the HELLO's declaration: the handshake refuses a peer whose does not)."""
+        role = certificate.role if certificate is not None else _declared_role(hello)
         return cls(
-            node_id=hello.node_id, address=hello.address, cluster_id=hello.cluster_id, is_client=hello.node_id is None
+            node_id=hello.node_id,
+            address=hello.address,
+            cluster_id=hello.cluster_id,
+            is_client=role == "client",
+            role=role,
+            certificate_name=certificate.name if certificate is not None else None,
         )
 
     def __str__(self) -> str:

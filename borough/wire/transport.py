@@ -2,13 +2,15 @@
 
 Owns the listener, one link per peer address (lazy dialling, reconnect with exponential backoff and jitter, a
 bounded queue of priority messages while dialling, the choice of one connection per node pair), the handshake
-policy (cluster refusal) and the dispatch of inbound messages and calls to the node's callbacks. It does not know
-what messages or call bodies mean, nor Raft, partitions or the ring. Everything runs in the nursery of
+policy (cluster and role refusal) and the dispatch of inbound messages and calls to the node's callbacks. It does
+not know what messages or call bodies mean, nor Raft, partitions or the ring. Everything runs in the nursery of
 ``open_transport``; leaving it closes every connection within ``settings.close_timeout``.
 
 One connection per node pair: when both nodes dial each other at once, both connections live briefly; each side
 uses the one dialled by the node with the smaller node id, and the other goes idle and is closed after
-``idle_timeout``. A side whose cluster id is None connects to anyone; the peer's id is in ``PeerInfo.cluster_id``
+``idle_timeout``. Each connection's ``PeerInfo.role`` comes from the peer's TLS certificate when the network
+is a ``tls.TlsNetwork`` (the handshake refuses a HELLO that claims another role), else from the HELLO. A side whose
+cluster id is None connects to anyone; the peer's id is in ``PeerInfo.cluster_id``
 and the node adopts it with ``set_cluster_id`` (the transport never adopts one by itself).
 """
 
@@ -19,6 +21,7 @@ import random
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import attrs
@@ -39,6 +42,7 @@ from borough.wire.mux import (
 )
 from borough.wire.network import Network, describe_stream
 from borough.wire.settings import WireSettings
+from borough.wire.tls import peer_certificate, role_refusal, tls_failure
 
 __all__ = ["Identity", "OnCall", "OnMessage", "Transport", "open_transport"]
 
@@ -265,12 +269,21 @@ class Transport:
             with trio.fail_after(self.settings.connect_timeout):
                 stream = await self.network.connect(link.address)
                 try:
-                    codec = await handshake(stream, role=c.Role.DIALER, local=self._hello(), settings=self.settings)
+                    certificate = peer_certificate(stream)
+                    codec = await handshake(
+                        stream,
+                        role=c.Role.DIALER,
+                        local=self._hello(),
+                        settings=self.settings,
+                        authorize=partial(role_refusal, certificate),
+                    )
                 except BaseException:
                     with trio.CancelScope(shield=True), trio.move_on_after(self.settings.close_timeout):
                         await trio.aclose_forcefully(stream)
                     raise
         except (*_DIAL_ERRORS, ConfigError, ValueError) as exc:  # ValueError: a malformed address
+            # Under TLS 1.3 the peer's verdict on our certificate arrives as the HELLO exchange breaks.
+            exc = tls_failure(exc, link.address) or exc
             link.failures += 1
             link.attempt += 1
             link.last_error = exc
@@ -290,7 +303,8 @@ class Transport:
             link.notify()
             return
         started = trio.current_time()
-        peer = PeerInfo.from_hello(codec.peer_hello) if codec.peer_hello is not None else None
+        assert codec.peer_hello is not None
+        peer = PeerInfo.from_hello(codec.peer_hello, certificate)
         async with open_mux(
             stream,
             codec,
@@ -299,6 +313,7 @@ class Transport:
             on_call=self._call_handler(),
             registry=self._registry,
             description=f"{peer} (dialled {link.address})",
+            peer=peer,
         ) as conn:
             link.dialled = conn
             link.last_error = None
@@ -340,7 +355,14 @@ class Transport:
         remote = describe_stream(stream)
         try:
             with trio.fail_after(self.settings.connect_timeout):
-                codec = await handshake(stream, role=c.Role.ACCEPTOR, local=self._hello(), settings=self.settings)
+                certificate = peer_certificate(stream)
+                codec = await handshake(
+                    stream,
+                    role=c.Role.ACCEPTOR,
+                    local=self._hello(),
+                    settings=self.settings,
+                    authorize=partial(role_refusal, certificate),
+                )
         except trio.TooSlowError:
             log.warning(
                 "closing the connection from %s: no handshake within %.1f s",
@@ -356,7 +378,7 @@ class Transport:
             log.info("the connection from %s failed during the handshake: %s", remote, exc, extra={"peer": remote})
             return
         assert codec.peer_hello is not None
-        peer = PeerInfo.from_hello(codec.peer_hello)
+        peer = PeerInfo.from_hello(codec.peer_hello, certificate)
         link = self._link(peer.address) if peer.address is not None and not peer.is_client else None
         async with open_mux(
             stream,
@@ -366,6 +388,7 @@ class Transport:
             on_call=self._call_handler(),
             registry=self._registry,
             description=f"{peer} (from {remote})",
+            peer=peer,
         ) as conn:
             try:
                 if link is not None:
