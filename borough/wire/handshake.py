@@ -46,7 +46,10 @@ async def handshake(
     ``trio.BrokenResourceError`` if the stream breaks. The caller bounds the time and closes the stream on failure.
     """
     codec = c.FrameCodec(
-        role, max_frame_size=settings.max_frame_size, max_attached_streams=settings.max_attached_streams
+        role,
+        max_frame_size=settings.max_frame_size,
+        max_attached_streams=settings.max_attached_streams,
+        max_frame_items=settings.max_frame_items,
     )
     if role is c.Role.DIALER:
         await stream.send_all(codec.send(local))
