@@ -85,6 +85,7 @@ class Node:
         self._nursery = nursery
         self._detector = detector
         self.transport = transport
+        transport.trusts_address = self._trusts_address
         out_of_touch = 2 * config.election_ticks * config.tick_interval
         me = Target(node_id, address)
         self.directory = Directory(
@@ -254,6 +255,11 @@ class Node:
         handler = self._handler
         assert handler is not None
         return await handler(Request(self, Partition(backend, partition, self.session.limits), body))
+
+    def _trusts_address(self, node_id: str | None, address: str) -> bool:
+        """Whether a connection from ``node_id`` may stand for ``address``: only a member the member table
+        lists at that address (see ``Transport.trusts_address``)."""
+        return node_id is not None and self.directory.members.address_of(NodeId(node_id)) == address
 
     def member_watch_refresh(self) -> None:
         self.member_watch.want_refresh()

@@ -112,6 +112,10 @@ class Transport:
         self._rng = rng
         self._registry = registry
         self._links: dict[str, _Link] = {}
+        #: Whether an accepted connection from ``node_id`` may carry our traffic to the address its HELLO claims
+        #: (the node answers from its member table, so no process can take over another member's address;
+        #: a connection that may not still carries its own calls and messages, and their replies).
+        self.trusts_address: Callable[[str | None, str], bool] = lambda node_id, address: True
         self._clients: list[MuxConnection] = []  # accepted connections from non-members
         self._nursery: trio.Nursery | None = None
         self._closing = False
@@ -379,7 +383,17 @@ class Transport:
             return
         assert codec.peer_hello is not None
         peer = PeerInfo.from_hello(codec.peer_hello, certificate)
-        link = self._link(peer.address) if peer.address is not None and not peer.is_client else None
+        claims = peer.address is not None and not peer.is_client
+        if claims and peer.address is not None and not self.trusts_address(peer.node_id, peer.address):
+            log.info(
+                "%s says it listens at %s, which is not the member table's address for it: its connection will "
+                "not carry traffic meant for that address",
+                peer,
+                peer.address,
+                extra={"peer": remote},
+            )
+            claims = False
+        link = self._link(peer.address) if claims and peer.address is not None else None
         async with open_mux(
             stream,
             codec,

@@ -152,3 +152,25 @@ def test_the_configuration_refuses_values_too_big_to_replicate() -> None:
     assert _MAX_WRITE_BYTES == MAX_WRITE_BYTES
     with pytest.raises(ConfigError, match="max_value_bytes"):
         NodeConfig(data_dir=None, max_value_bytes=8 * 1024 * 1024)
+
+
+async def test_a_hello_that_claims_another_members_address_gets_none_of_its_traffic(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with SimCluster(3, seed=16) as sim:
+        await sim[0].partition(P).put("balance", 9)
+        await sim.wait_for_leaders([P, "_system"])
+        stolen = sim.nodes[1].address
+        received: list[object] = []
+        identity = Identity(node_id="0", address=stolen, cluster_id=sim[0].cluster.cluster_id)  # sorts first
+        async with open_transport(
+            sim.net.host("mallory"), identity=identity, on_message=lambda peer, msg: received.append(msg)
+        ) as evil:
+            for sn in (sim.nodes[0], sim.nodes[2]):
+                assert evil.send(sn.address, ["swim", []])  # connect, and stay connected
+            async with sim.client() as client:
+                for i in range(20):
+                    await client.partition(P).put(f"k{i}", i)
+                    await trio.sleep(0.2)
+        assert received == []  # none of node 1's Raft or SWIM traffic came to the impostor
+        await still_serving(sim, 9)
