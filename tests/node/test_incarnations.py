@@ -105,8 +105,16 @@ async def test_a_delayed_answer_of_a_deleted_replica_does_not_stall_the_new_one(
         assert dict(host.store.iterate(P)) == dict(g.hosts["a"].store.iterate(P))
         assert new_d.incarnations.own() == 2
 
-        # What the check prevents: the same answer stamped as the current incarnation is believed.
+        # What the check prevents: d stops; entries it never receives pile up at the leader. An answer claiming
+        # them is dropped when stamped by the old incarnation, and believed when stamped by the current one.
+        g.scopes["d"].cancel()
+        for i in range(5):
+            await leader.propose(f"unseen{i}".encode())
         match = leader.status().progress["d"].match
-        leader.deliver(AppendResponse(frm="d", to="a", term=leader.term, index=match + 100), 0, 2)
+        claim = AppendResponse(frm="d", to="a", term=leader.term, index=leader.status().last_index)
+        leader.deliver(claim, 0, 1)
         await trio.testing.wait_all_tasks_blocked()
-        assert leader.status().progress["d"].match == match + 100
+        assert leader.status().progress["d"].match == match
+        leader.deliver(claim, 0, 2)
+        await trio.testing.wait_all_tasks_blocked()
+        assert leader.status().progress["d"].match == claim.index > match
