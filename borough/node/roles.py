@@ -8,7 +8,8 @@ table yet and asks to join. What each role may send:
 - Raft and SWIM frames, and snapshot streams: members only. A node that hears from a node id it does not know
   asks ``_system`` for a fresh member table (a node that joined a moment ago), and drops the frame meanwhile:
   Raft and SWIM retransmit.
-- ``sys.join``: member nodes and joining nodes, never a client.
+- ``sys.join``: a node joining (or rejoining) as itself, never a client, never on another node's behalf (it
+  would rewrite that member's address).
 - Everything else (reads, writes, requests, partition info, members, decommission): anyone who connected (under
   TLS, that means anyone holding a certificate of the cluster's CA).
 
@@ -68,6 +69,9 @@ class Roles:
         if isinstance(op, Join) and (peer.is_client or not peer.node_id):
             self._refuse(peer, "sys.join")
             raise Forbidden("a client cannot join the cluster: only a node (with a node id) can")
+        if isinstance(op, Join) and op.node_id != peer.node_id:
+            self._refuse(peer, "sys.join for another node")
+            raise Forbidden(f"{peer} cannot join the cluster as node {op.node_id}: a node joins only as itself")
 
     def _refuse(self, peer: PeerInfo, what: str) -> None:
         self.refused += 1

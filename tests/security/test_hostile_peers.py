@@ -96,6 +96,10 @@ async def test_a_client_cannot_join_or_send_a_snapshot(autojump_clock: trio.test
             with pytest.raises(Forbidden):
                 call = SendSnapshot(encode_message(snapshot), 0, 0)
                 await evil.call(address, encode_call(P, call, 5.0), streams={"data": _empty()})
+            victim = sim[1].node_id  # a join naming another member would move its address to mallory
+            with pytest.raises(Forbidden, match="joins only as itself"):
+                await evil.call(address, encode_call("_system", Join(victim, "mallory:1"), 5.0))
+        assert sim[0].directory.members.address_of(sim[1].node_id) == sim.nodes[1].address
         await still_serving(sim, 7)
 
 
