@@ -39,6 +39,8 @@ class Incarnations:
         self._floor = tombstone.incarnation + 1 if tombstone is not None else 0
         self._seen = 0  # the highest incarnation a sender addressed this replica as
         self._peers: dict[str, int] = {}  # peers known to be at a later incarnation than our configuration says
+        self._previous = tombstone.incarnation if tombstone is not None else 0
+        self._member: int | None = None  # the latest incarnation an applied configuration listed us at
         #: Messages dropped as meant for, or coming from, an earlier incarnation.
         self.dropped = 0
 
@@ -67,6 +69,33 @@ class Incarnations:
                 self._peers.clear()
             self._peers[frm] = frm_inc
         return True
+
+    def observe(self, applied: ConfState) -> None:
+        """``applied`` is the configuration in effect at the replica's applied index: note whether (and at which
+        incarnation) it lists this replica."""
+        if self._node_id in applied.members():
+            inc = applied.incarnation(self._node_id)
+            self._member = inc if self._member is None else max(self._member, inc)
+
+    def left_group(self, applied: ConfState, newest: ConfState) -> bool:
+        """Whether this replica was removed from its group: the newest configuration, committed (equal to the
+        one in effect at the applied index), does not list it, and an applied configuration did list it at its
+        current incarnation. A replica still catching up replays configurations from before it was added (its
+        own addition is further on in the log), and an old incarnation added back replays its removal: neither
+        has left (a removed replica is never told so by Raft itself, §4.2.2 of Ongaro's thesis)."""
+        self.observe(applied)
+        return (
+            self._member is not None
+            and self._member >= self.own()
+            and self._node_id not in newest.members()
+            and applied == newest
+        )
+
+    def deleted(self) -> int:
+        """The incarnation a tombstone records when this replica's data is deleted: the latest one it knew itself
+        a member at. One that never was (it was only catching up) records what the earlier tombstone did, so
+        the leader that was adding it can still create it again."""
+        return self._member if self._member is not None else self._previous
 
     def stamp(self, to: str) -> tuple[int, int]:
         """(``to_inc``, ``frm_inc``) for a message to ``to``."""

@@ -36,7 +36,7 @@ from borough.raft.config import RaftConfig
 from borough.raft.messages import InstallSnapshot, Message
 from borough.raft.rawnode import RawNode, Status
 from borough.raft.ready_plan import ReadyPlan, plan_ready
-from borough.raft.records import Entry, EntryKind, SnapshotMeta, Tombstone
+from borough.raft.records import EntryKind, SnapshotMeta, Tombstone
 from borough.raft.role import Role
 from borough.store.base import Store
 from borough.store.group_commit import GroupCommit
@@ -92,6 +92,7 @@ class Replica:
         tombstone = store.tombstone(name)
         self._raw = RawNode(raft_config, store.log_storage(name), rng, applied=self.applied, tombstone=tombstone)
         self.incarnations = Incarnations(host.node_id, self._raw.conf_state, tombstone)
+        self.incarnations.observe(self._raw.conf_state_at(self.applied))
         self._snapshot_every = snapshot_every
         self._inbox = Inbox(name)
         self._proposals = Proposals()
@@ -129,7 +130,7 @@ class Replica:
 
     def tombstone(self) -> Tombstone:
         """What a deleted replica leaves behind (see ``Tombstone``)."""
-        return attrs.evolve(self._raw.tombstone(), incarnation=self.incarnations.own())
+        return attrs.evolve(self._raw.tombstone(), incarnation=self.incarnations.deleted())
 
     def hears_from_leader(self, within: float) -> bool:
         """Whether this replica leads, or got a message from a leader within the last ``within`` seconds."""
@@ -175,11 +176,9 @@ class Replica:
 
     async def propose(self, data: bytes) -> Any:
         """Append a command on the leader and wait until it is applied; returns the state machine's result.
-
         Raises NotLeader (routing retries elsewhere) when this replica does not lead, or when the entry was
-        provably lost to a leader change (another entry was committed in its place), so a retry can never
-        apply a command twice; Overloaded when too much is queued. Cancellation leaves the outcome unknown, as
-        with any timeout."""
+        provably lost to a leader change (another entry was committed in its place), so a retry can never apply
+        a command twice; Overloaded when too much is queued. Cancellation leaves the outcome unknown."""
         return await self._propose(data)
 
     async def propose_conf_change(self, change: ConfChange) -> None:
@@ -305,8 +304,9 @@ class Replica:
             lost=lambda: NotLeader(name, self._raw.leader),
             unknown=lambda: _outcome_unknown(name, host.node_id),
         )
-        if committed and _left_group(self._raw, host.node_id, self.applied, committed):
-            self.removed = True
+        if plan.install is not None or any(entry.kind == EntryKind.CONF_CHANGE for entry in committed):
+            raw = self._raw
+            self.removed |= self.incarnations.left_group(raw.conf_state_at(self.applied), raw.conf_state())
         if plan.soft_state is not None:
             self._leader_changed(plan.soft_state.leader, plan.soft_state.role)
         self._reads.confirmed(plan.read_states, plan.failed_reads, NotLeader(name, self._raw.leader))
@@ -329,13 +329,3 @@ def _outcome_unknown(partition: str, node_id: str) -> BoroughError:
         "it may or may not have been applied: read before retrying"
     )
 
-
-def _left_group(raw: RawNode, node_id: str, applied: int, committed: Sequence[Entry]) -> bool:
-    """Whether a committed configuration no longer holds this node: the replica then stops and its data is
-    deleted (a removed replica is never told so by Raft itself, §4.2.2 of Ongaro's thesis). Only the newest
-    configuration counts, and only once it is committed: a replica catching up replays configurations from
-    before it was added, which do not list it."""
-    if not any(entry.kind == EntryKind.CONF_CHANGE for entry in committed):
-        return False
-    current = raw.status().conf_state
-    return node_id not in current.members() and raw.conf_state_at(applied) == current

@@ -118,3 +118,27 @@ async def test_a_delayed_answer_of_a_deleted_replica_does_not_stall_the_new_one(
         leader.deliver(claim, 0, 2)
         await trio.testing.wait_all_tasks_blocked()
         assert leader.status().progress["d"].match == claim.index > match
+
+
+async def test_a_learner_catching_up_through_the_log_does_not_take_old_removals_for_its_own(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The log holds another node's addition and removal before d's own addition. d replays it two entries at a
+    # time: after the batch that applies c's removal, the newest configuration d has seen lists neither c nor d.
+    # That is not d's removal (d's own addition is further on), and d must not delete itself (it did: found by
+    # the topology fuzzer, seeds 10995 and 11567).
+    async with open_group(["a", "c", "d"], voters=["a"], max_msg_entries=2, learner_snapshot_bytes=0) as g:
+        leader = await g.wait_leader()
+        g.ticking.discard("d")
+        await leader.propose_conf_change(ConfChange.add_learner("c"))
+        for i in range(6):
+            await leader.propose(f"k{i}".encode())
+        await leader.propose_conf_change(ConfChange.remove("c"))
+        for i in range(6):
+            await leader.propose(f"j{i}".encode())
+        d = g.replicas["d"]
+        g.ticking.add("d")
+        await leader.propose_conf_change(ConfChange.add_learner("d"))
+        await wait_until(lambda: d.applied == leader.applied or d.removed, within=30)
+        assert not d.removed
+        assert dict(g.hosts["d"].store.iterate(P)) == dict(g.hosts["a"].store.iterate(P))
