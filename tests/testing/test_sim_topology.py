@@ -141,6 +141,12 @@ FIXED = [
     # through the two voters [n2, n3], and n2 was killed for good in that window, wedging [n2,n3 & n2,n3,n0].
     # Placement now swaps the learner in for a dead voter that left the ring in one joint change.
     "dead-voter-swap-3459.json",
+    # A new learner catching up through the log applied a batch ending after an older node's removal and before
+    # its own addition, took that configuration (listing neither) for its own removal and deleted itself; the
+    # leader, still counting it a learner, promoted it and then waited on a replica that no longer existed
+    # (its messages meant for the deleted incarnation were dropped). Found by the topology campaign.
+    "learner-self-removal-10995.json",
+    "learner-self-removal-11567.json",
 ]
 
 
