@@ -96,6 +96,10 @@ class NodeConfig:
     max_partition_creates_per_second: int = attrs.field(
         default=1000, validator=_positive("max_partition_creates_per_second")
     )
+    #: Connections peers and clients may hold open to this node at once, and of those still in their handshake
+    #: (TLS, then HELLO); past either a new connection is closed at once (counted and logged).
+    max_connections: int = attrs.field(default=1024, validator=_positive("max_connections"))
+    max_handshaking: int = attrs.field(default=128, validator=_positive("max_handshaking"))
     #: Snapshots this node receives at once (each buffers one chunk); past it a sender is told Overloaded.
     max_snapshot_receives: int = attrs.field(default=4, validator=_positive("max_snapshot_receives"))
     #: Bytes per second of snapshot data this node sends, all streams together (0: unbounded). A rebalance

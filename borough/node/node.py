@@ -48,6 +48,7 @@ from borough.store import GroupCommit, MemoryStore, Store, open_group_commit
 from borough.wire.network import Network
 from borough.wire.records import IncomingCall, PeerInfo
 from borough.wire.security import open_network
+from borough.wire.settings import WireSettings
 from borough.wire.transport import Identity, Transport, open_transport
 
 __all__ = ["Node", "open_node", "serve"]
@@ -363,12 +364,16 @@ async def open_node(
                     insecure=config.insecure,
                     listen=config.listen,
                     inner=network,
+                    max_handshaking=config.max_handshaking,
                 ),
                 identity=Identity(cluster_id=cluster_id, node_id=node_id, address=config.advertise),
                 listen=config.listen,
                 on_message=late.on_message,
                 on_call=late.on_call,
                 rng=random.Random(rng.getrandbits(64)),
+                settings=WireSettings(
+                    max_inbound_connections=config.max_connections, max_handshaking=config.max_handshaking
+                ),
             ) as transport,
             trio.open_nursery() as nursery,
         ):

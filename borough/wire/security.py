@@ -36,6 +36,7 @@ def open_network(
     listen: str | None = None,
     inner: Network | None = None,
     handshake_timeout: float = 5.0,
+    max_handshaking: int = 128,
 ) -> Network:
     """The network for a node (``role="node"``, listening on ``listen``) or a client: TLS over ``inner`` (TCP by
     default) with the files of ``certs_dir``, or ``inner`` itself without one. Raises ``ConfigError`` for a node
@@ -45,7 +46,9 @@ def open_network(
         raise ConfigError("give either --certs-dir (mutual TLS) or --insecure (no TLS), not both")
     if certs_dir is not None:
         contexts = load_contexts(certs_dir, role)
-        return TlsNetwork(inner or TcpNetwork(), contexts, handshake_timeout=handshake_timeout)
+        return TlsNetwork(
+            inner or TcpNetwork(), contexts, handshake_timeout=handshake_timeout, max_handshaking=max_handshaking
+        )
     if inner is not None:
         return inner
     if role == "node" and listen is not None and not insecure:

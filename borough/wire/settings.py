@@ -48,6 +48,10 @@ class WireSettings:
       ``max_control_frames``: control frames (PONGs, refusals, credit, resets) queued on one connection; past it a
       PING is not answered (the drop is counted and logged once), and a peer whose calls or streams we must
       refuse faster than it reads the refusals is disconnected.
+      ``max_inbound_connections``: connections peers and clients may hold open to this listener at once; past it
+      a new one is closed at once (counted, logged at most every 10 s).
+      ``max_handshaking``: accepted connections still in their handshake (TLS, then HELLO) at once; past it a new
+      one is closed at once, so a flood of connections that never speak costs a bounded amount.
       ``max_frame_items``: CBOR data items one received frame may hold (every element, key, tag and scalar counts
       one); bounds the objects a frame decodes into and the work it takes (``borough.cbor_budget``).
     Liveness and links:
@@ -73,6 +77,8 @@ class WireSettings:
     max_attached_streams: int = attrs.field(default=16, validator=_positive)
     max_control_frames: int = attrs.field(default=1024, validator=_positive)
     max_frame_items: int = attrs.field(default=65536, validator=_positive)
+    max_inbound_connections: int = attrs.field(default=1024, validator=_positive)
+    max_handshaking: int = attrs.field(default=128, validator=_positive)
     keepalive_interval: float = attrs.field(default=1.0, validator=_positive)
     liveness_timeout: float = attrs.field(default=5.0, validator=_positive)
     idle_timeout: float = attrs.field(default=60.0, validator=_positive)

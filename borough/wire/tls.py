@@ -192,10 +192,15 @@ def tls_failure(exc: BaseException, address: str) -> ConfigError | None:
 class TlsNetwork:
     """``inner`` (TCP, or the simulator) with mutual TLS on every connection. See the module docstring."""
 
-    def __init__(self, inner: Network, contexts: TlsContexts, *, handshake_timeout: float = 5.0) -> None:
+    def __init__(
+        self, inner: Network, contexts: TlsContexts, *, handshake_timeout: float = 5.0, max_handshaking: int = 128
+    ) -> None:
         self.inner = inner
         self.contexts = contexts
         self.handshake_timeout = handshake_timeout
+        self._handshakes = trio.Semaphore(max_handshaking)
+        #: Connections closed at once because ``max_handshaking`` TLS handshakes were already under way.
+        self.refused = 0
 
     async def connect(self, address: str) -> trio.abc.Stream:
         host, _port = parse_address(address)
@@ -222,6 +227,13 @@ class TlsNetwork:
 
         async def secured(raw: trio.abc.Stream) -> None:
             remote = describe_stream(raw)
+            try:
+                self._handshakes.acquire_nowait()
+            except trio.WouldBlock:
+                self.refused += 1  # a flood of connections that never finish TLS: bounded, not queued
+                if self.refused == 1 or self.refused % 1000 == 0:
+                    log.warning("refused %d connections: too many TLS handshakes under way", self.refused)
+                return
             stream = trio.SSLStream(raw, server, server_side=True)
             with trio.move_on_after(self.handshake_timeout) as scope:
                 try:
@@ -230,6 +242,8 @@ class TlsNetwork:
                     level = logging.WARNING if tls_failure(exc, remote) is not None else logging.INFO
                     log.log(level, "refused a TLS connection from %s: %s", remote, _cause(exc), extra={"peer": remote})
                     return
+                finally:
+                    self._handshakes.release()
             if scope.cancelled_caught:
                 log.warning(
                     "closing the connection from %s: no TLS handshake within %.1f s",

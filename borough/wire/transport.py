@@ -112,6 +112,11 @@ class Transport:
         self._rng = rng
         self._registry = registry
         self._links: dict[str, _Link] = {}
+        self._inbound = 0  # accepted connections open now
+        self._handshaking = 0  # of which still in their handshake
+        self._refusal_logged_at = float("-inf")
+        #: Accepted connections closed at once because a bound was reached.
+        self.refused_connections = 0
         #: Whether an accepted connection from ``node_id`` may carry our traffic to the address its HELLO claims
         #: (the node answers from its member table, so no process can take over another member's address;
         #: a connection that may not still carries its own calls and messages, and their replies).
@@ -357,6 +362,27 @@ class Transport:
 
     async def _handle_inbound(self, stream: trio.abc.Stream) -> None:
         remote = describe_stream(stream)
+        s = self.settings
+        if self._inbound >= s.max_inbound_connections or self._handshaking >= s.max_handshaking:
+            self.refused_connections += 1
+            now = trio.current_time()
+            if now - self._refusal_logged_at >= 10.0:
+                self._refusal_logged_at = now
+                log.warning(
+                    "refused a connection from %s: %d open (max_inbound_connections=%d), %d in their handshake "
+                    "(max_handshaking=%d); %d refused so far",
+                    remote, self._inbound, s.max_inbound_connections, self._handshaking, s.max_handshaking,
+                    self.refused_connections, extra={"peer": remote},
+                )  # fmt: skip
+            return
+        self._inbound += 1
+        try:
+            await self._serve_inbound(stream, remote)
+        finally:
+            self._inbound -= 1
+
+    async def _serve_inbound(self, stream: trio.abc.Stream, remote: str) -> None:
+        self._handshaking += 1
         try:
             with trio.fail_after(self.settings.connect_timeout):
                 certificate = peer_certificate(stream)
@@ -381,6 +407,8 @@ class Transport:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             log.info("the connection from %s failed during the handshake: %s", remote, exc, extra={"peer": remote})
             return
+        finally:
+            self._handshaking -= 1
         assert codec.peer_hello is not None
         peer = PeerInfo.from_hello(codec.peer_hello, certificate)
         claims = peer.address is not None and not peer.is_client

@@ -285,3 +285,28 @@ async def test_a_node_under_hostile_frames_keeps_serving_a_good_client_within_it
     messages = [r.getMessage() for r in caplog.records]
     assert sum("big integer (tag 2)" in m for m in messages) == 8
     assert any("data items" in m for m in messages)
+
+
+# --- connections to a listener ------------------------------------------------------------------------------------
+
+
+async def test_a_flood_of_connections_that_never_speak_is_bounded_and_a_good_client_still_gets_in() -> None:
+    from borough.client import open_client
+    from borough.node.node import open_node
+    from borough.wire.network import TcpNetwork
+
+    async with open_node(listen="127.0.0.1:0", data_dir=None, max_handshaking=8, max_connections=64) as node:
+        address = node.address
+        silent = [await TcpNetwork().connect(address) for _ in range(40)]  # open TCP, never say HELLO
+        try:
+            await trio.testing.wait_all_tasks_blocked(0.05)
+            assert node.transport.refused_connections >= 40 - 8  # closed at once, not queued
+            async with open_client([address], request_timeout=10.0) as client:
+                # The silent ones hold their handshake slots until connect_timeout (5 s) ends them; then a good
+                # client gets in (and they cannot hold more than max_handshaking slots meanwhile).
+                with trio.fail_after(10):
+                    await client.partition("p").put("k", 1)
+                    assert await client.partition("p").get("k") == 1
+        finally:
+            for stream in silent:
+                await stream.aclose()
