@@ -27,7 +27,7 @@ import trio
 import trio.testing
 
 from borough.client import Client, open_client
-from borough.errors import BoroughError
+from borough.errors import BoroughError, StorageError
 from borough.node.node import Node, open_node
 from borough.node.statemachine import encode_command
 from borough.node.system_state import SYSTEM, state_command
@@ -43,6 +43,13 @@ __all__ = ["SimCluster", "SimNode"]
 PORT = 7000
 
 
+def _only(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``exc`` is a ``kind``, or an exception group of nothing else."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only(inner, kind) for inner in exc.exceptions)
+    return isinstance(exc, kind)
+
+
 class SimNode:
     """One simulated machine: its host name, address, disk, and the node running on it (None when down)."""
 
@@ -52,6 +59,8 @@ class SimNode:
         self.host = f"n{index}"
         self.address = f"{self.host}:{PORT}"
         self.store = MemoryStore()
+        self.disk_error: BaseException | None = None  # set by ``SimCluster.fail_disk``
+        self.fail_stopped = False  # its node stopped on a disk error: the next boot reopens the disk
         self.node: Node | None = None
         self.node_id: str | None = None  # known once the node first ran; stable across restarts
         self.boots = 0
@@ -193,6 +202,9 @@ class SimCluster:
             self.trace.record(event, index, *details)
 
         self.record("boot", index, sim_node.boots)
+        if sim_node.fail_stopped:
+            sim_node.fail_stopped = False
+            sim_node.store.crash()  # its process exited: what it had not synced is gone, and the store reopens
         try:
             with trio.CancelScope() as scope:
                 sim_node._scope = scope
@@ -212,6 +224,13 @@ class SimCluster:
                     sim_node.node_id = node.node_id
                     task_status.started(node)
                     await trio.sleep_forever()
+        except BaseException as exc:
+            # A node whose disk failed stops (fail-stop), as its process would exit; the cluster goes on. Any
+            # other storage error is a bug and fails the run.
+            if sim_node.disk_error is None or not _only(exc, StorageError):
+                raise
+            self.record("fail-stop", index, str(sim_node.disk_error))
+            sim_node.fail_stopped = True
         finally:
             sim_node.node = None
             sim_node._scope = None
@@ -246,6 +265,20 @@ class SimCluster:
         if sim_node.removed:
             raise RuntimeError(f"simulated node {index} was removed from the cluster; add a new node instead")
         return await self._boot(sim_node)
+
+    def fail_disk(self, index: int, error: BaseException | None = None) -> None:
+        """Make node ``index``'s disk refuse every write from now on (a full disk by default): its next write
+        fails and the node stops, as a real one does (fail-stop), while the others go on. ``heal_disk`` undoes
+        it for later boots."""
+        sim_node = self.nodes[index]
+        sim_node.disk_error = error if error is not None else OSError(28, "No space left on device")
+        self.record("fail-disk", index)
+        sim_node.store.fail_writes(sim_node.disk_error)
+
+    def heal_disk(self, index: int) -> None:
+        sim_node = self.nodes[index]
+        sim_node.disk_error = None
+        sim_node.store.fail_writes(None)
 
     def pause(self, index: int) -> None:
         """Freeze node ``index`` as SIGSTOP would: none of its tasks runs, so its timers do not fire and it

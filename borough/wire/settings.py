@@ -38,8 +38,8 @@ class WireSettings:
       ``read_size``: bytes asked of the transport stream per ``receive_some``.
     Bounds on queues and concurrency:
       ``priority_queue_limit``: frames queued on one connection's (and one link's) priority lane; more are dropped.
-      ``priority_queue_bytes``: bytes of frames queued on one connection's priority lane; more are dropped (a peer
-      that stops reading costs at most this, plus the batch being written to it).
+      ``priority_queue_bytes``: bytes of frames queued on one connection's (and one link's) priority lane; more
+      are dropped (a peer that stops reading costs at most this, plus the batch being written to it).
       ``max_inbound_calls``: calls a peer may have running here on one connection (handler plus reply streams);
       past it new calls fail with ``Overloaded``.
       ``max_outbound_calls``: our own calls in flight on one connection; more wait (backpressure).

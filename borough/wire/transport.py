@@ -70,6 +70,7 @@ class _Link:
     def __init__(self, address: str) -> None:
         self.address = address
         self.pending: deque[bytes] = deque()
+        self.pending_bytes = 0
         self.dialled: MuxConnection | None = None
         self.inbound: list[MuxConnection] = []
         self.task_running = False
@@ -146,9 +147,13 @@ class Transport:
         conn = self._current(link)
         if conn is not None:
             return conn.send_message_frame(frame)
-        if len(link.pending) >= self.settings.priority_queue_limit:
+        if (
+            len(link.pending) >= self.settings.priority_queue_limit
+            or link.pending_bytes + len(frame) > self.settings.priority_queue_bytes
+        ):
             return False
         link.pending.append(frame)
+        link.pending_bytes += len(frame)
         self._ensure_dialling(link)
         return True
 
@@ -220,6 +225,7 @@ class Transport:
         return delay * (1 + s.backoff_jitter * (2 * self._rng.random() - 1))
 
     def _flush_pending(self, link: _Link, conn: MuxConnection) -> None:
+        link.pending_bytes = 0
         while link.pending:
             try:
                 conn.send_message_frame(link.pending.popleft())
@@ -299,6 +305,7 @@ class Transport:
             link.retry_at = trio.current_time() + self._backoff(link.attempt)
             dropped = len(link.pending)
             link.pending.clear()
+            link.pending_bytes = 0
             level = logging.WARNING if isinstance(exc, (ConfigError, ProtocolError, ValueError)) else logging.INFO
             log.log(
                 level,

@@ -67,3 +67,22 @@ async def test_a_follower_whose_link_drops_everything_costs_the_others_nothing(
         sim.heal()
         with trio.fail_after(120):
             await sim.wait_converged(PARTITIONS)
+
+
+async def test_a_follower_whose_disk_fills_up_stops_and_costs_the_others_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with SimCluster(3, seed=33) as sim:
+        for p in PARTITIONS:
+            await sim[0].partition(p).put("start", 0)
+        await sim.wait_for_leaders(PARTITIONS)
+        sim.fail_disk(2)  # its next write fails: it stops, as a real node does, with the reason in its log
+        held: list[int] = []
+        puts = await write_load(sim, 6.0, held, [0, 1])
+        assert sim.nodes[2].node is None  # it stopped; the other two never did
+        assert puts > 0 and max(held) <= BOUND
+        assert sim.nodes[0].node is not None and sim.nodes[1].node is not None
+        sim.heal_disk(2)  # the operator frees space and starts it again: it catches up
+        await sim.restart(2)
+        with trio.fail_after(120):
+            await sim.wait_converged(PARTITIONS)
