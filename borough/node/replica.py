@@ -117,8 +117,7 @@ class Replica:
         return self._raw.term
 
     @property
-    def leader(self) -> str | None:
-        """The leader this replica knows of (a hint on followers), or None."""
+    def leader(self) -> str | None:  # the leader this replica knows of (a hint on followers), or None
         return self._raw.leader
 
     def status(self) -> Status:
@@ -309,7 +308,8 @@ class Replica:
             self.removed |= self.incarnations.left_group(raw.conf_state_at(self.applied), raw.conf_state())
         if plan.soft_state is not None:
             self._leader_changed(plan.soft_state.leader, plan.soft_state.role)
-        self._reads.confirmed(plan.read_states, plan.failed_reads, NotLeader(name, self._raw.leader))
+        if plan.read_states or plan.failed_reads:
+            self._reads.confirmed(plan.read_states, plan.failed_reads, NotLeader(name, self._raw.leader))
 
     def _leader_changed(self, leader: str | None, role: Role) -> None:
         if role is not Role.LEADER:
