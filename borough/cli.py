@@ -2,7 +2,8 @@
 
 ``borough serve`` runs one node until SIGINT/SIGTERM; ``borough dev`` runs a local cluster in one process for
 trying things out; ``borough certs create-ca|create-node|create-client`` makes the files of a certs dir for
-mutual TLS (``borough.certs``). Every flag has a ``BOROUGH_*`` environment variable. This is the one place that
+mutual TLS (``borough.certs``); the client commands (``put``, ``get``, ``scan``, ``members``, ``status``, ...)
+are in ``borough.cli_client``. Every flag has a ``BOROUGH_*`` environment variable. This is the one place that
 configures logging output.
 """
 
@@ -19,6 +20,8 @@ import click
 import trio
 
 import borough
+from borough.cli_client import error_leaves
+from borough.cli_client import register as register_client_commands
 from borough.errors import BoroughError
 
 if TYPE_CHECKING:
@@ -226,19 +229,16 @@ def _certs_call(make: Callable[[], CertFiles]) -> CertFiles:
         raise click.ClickException(str(exc)) from None
 
 
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
-    return [exc]
-
-
 def _run(fn: Any) -> None:
     """Run ``fn`` under trio; Borough's own errors (a refused data dir, a bad setting) end the command with
     their message instead of a traceback."""
     try:
         trio.run(fn)
     except BaseException as exc:
-        leaves = _leaves(exc)
+        leaves = error_leaves(exc)
         if leaves and all(isinstance(e, BoroughError) for e in leaves):
             raise click.ClickException("; ".join(str(e) for e in leaves)) from None
         raise
+
+
+register_client_commands(main)

@@ -48,6 +48,7 @@ FACE = {
     "borough.partition",
     "borough.request",
     "borough.cli",
+    "borough.cli_client",
     "borough.certs",
     "borough.node.node",
 }
