@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -22,18 +21,12 @@ import trio
 import borough
 from borough.cli_client import error_leaves
 from borough.cli_client import register as register_client_commands
+from borough.cli_settings import LOG_FORMATS, LOG_LEVELS, configure_logging, setting_options, settings_from
+from borough.config import DEFAULT_DATA_DIR
 from borough.errors import BoroughError
 
 if TYPE_CHECKING:
     from borough.certs import CertFiles
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 async def _until_signalled(nursery: trio.Nursery) -> None:
@@ -51,62 +44,22 @@ def main() -> None:
 
 
 @main.command()
+@setting_options
 @click.option(
-    "--listen", envvar="BOROUGH_LISTEN", default="127.0.0.1:7000", show_default=True, help="HOST:PORT to listen on"
-)
-@click.option("--join", envvar="BOROUGH_JOIN", default="", help="HOST:PORT,... of nodes of the cluster to join")
+    "--log-level", envvar="BOROUGH_LOG_LEVEL", default="info", show_default=True, show_envvar=True,
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+)  # fmt: skip
 @click.option(
-    "--data", "data_dir", envvar="BOROUGH_DATA", default="./borough-data", show_default=True, help="data directory"
-)
-@click.option(
-    "--replicas", envvar="BOROUGH_REPLICAS", default=3, show_default=True, type=int, help="replicas per partition"
-)
-@click.option("--advertise", envvar="BOROUGH_ADVERTISE", default=None, help="HOST:PORT others reach this node at")
-@click.option(
-    "--fsync/--no-fsync",
-    envvar="BOROUGH_FSYNC",
-    default=True,
-    show_default=True,
-    help="sync Raft writes to disk before acknowledging (off loses acknowledged writes on power loss)",
-)
-@click.option(
-    "--certs-dir",
-    envvar="BOROUGH_CERTS_DIR",
-    default=None,
-    help="mutual TLS: directory with ca.crt, node.crt, node.key (see `borough certs`)",
-)
-@click.option(
-    "--insecure",
-    envvar="BOROUGH_INSECURE",
-    is_flag=True,
-    default=False,
-    help="run without TLS on a non-loopback address: anyone who reaches the port can act as a member",
-)
-@click.option("--log-level", envvar="BOROUGH_LOG_LEVEL", default="info", show_default=True)
-def serve(
-    listen: str,
-    join: str,
-    data_dir: str,
-    replicas: int,
-    advertise: str | None,
-    fsync: bool,
-    certs_dir: str | None,
-    insecure: bool,
-    log_level: str,
-) -> None:
-    """Run one node until SIGINT or SIGTERM."""
-    _configure_logging(log_level)
-    settings: dict[str, Any] = {
-        "listen": listen,
-        "join": join,
-        "data_dir": data_dir,
-        "replicas": replicas,
-        "fsync": fsync,
-        "certs_dir": certs_dir or None,
-        "insecure": insecure,
-    }
-    if advertise:
-        settings["advertise"] = advertise
+    "--log-format", envvar="BOROUGH_LOG_FORMAT", default="text", show_default=True, show_envvar=True,
+    type=click.Choice(LOG_FORMATS), help="text lines, or one JSON object per line (extra fields included in both)",
+)  # fmt: skip
+def serve(log_level: str, log_format: str, **values: Any) -> None:
+    """Run one node until SIGINT or SIGTERM. Every setting is a flag and a BOROUGH_* variable (see
+    docs/configuration.md)."""
+    configure_logging(log_level, log_format)
+    settings = settings_from(values)
+    data_dir = settings.setdefault("data_dir", DEFAULT_DATA_DIR)
+    certs_dir = settings.get("certs_dir")
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:
@@ -127,14 +80,21 @@ async def _serve_node(settings: dict[str, Any], task_status: trio.TaskStatus[Any
 
 
 @main.command()
-@click.option("--nodes", default=3, show_default=True, type=int, help="how many nodes")
-@click.option("--port", default=7000, show_default=True, type=int, help="first port (one per node)")
-@click.option("--data", "data_dir", default="./borough-dev", show_default=True, help="parent of the nodes' data dirs")
-@click.option("--tls", is_flag=True, default=False, help="mutual TLS with a throw-away CA made in DATA/certs")
-@click.option("--log-level", envvar="BOROUGH_LOG_LEVEL", default="warning", show_default=True)
+@click.option("--nodes", envvar="BOROUGH_DEV_NODES", show_envvar=True, default=3, show_default=True, type=int,
+              help="how many nodes")  # fmt: skip
+@click.option("--port", envvar="BOROUGH_DEV_PORT", show_envvar=True, default=7000, show_default=True, type=int,
+              help="first port (one per node)")  # fmt: skip
+@click.option("--data", "data_dir", envvar="BOROUGH_DEV_DATA", show_envvar=True, default="./borough-dev",
+              show_default=True, help="parent of the nodes' data dirs")  # fmt: skip
+@click.option("--tls", envvar="BOROUGH_DEV_TLS", show_envvar=True, is_flag=True, default=False,
+              help="mutual TLS with a throw-away CA made in DATA/certs")  # fmt: skip
+@click.option(
+    "--log-level", envvar="BOROUGH_LOG_LEVEL", default="warning", show_default=True, show_envvar=True,
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+)  # fmt: skip
 def dev(nodes: int, port: int, data_dir: str, tls: bool, log_level: str) -> None:
     """Run a local cluster of NODES nodes in this process, for trying things out."""
-    _configure_logging(log_level)
+    configure_logging(log_level)
     certs_dir = _dev_certs(os.path.join(data_dir, "certs")) if tls else None
 
     async def run() -> None:

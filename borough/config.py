@@ -13,7 +13,7 @@ import attrs
 
 from borough.errors import ConfigError
 
-__all__ = ["NodeConfig", "parse_address"]
+__all__ = ["SETTINGS", "NodeConfig", "parse_address", "reference_markdown"]
 
 DEFAULT_LISTEN = "127.0.0.1:7000"
 DEFAULT_DATA_DIR = "./borough-data"
@@ -61,62 +61,38 @@ _MAX_WRITE_BYTES = 4 * 1024 * 1024  # borough.node.records.MAX_WRITE_BYTES (conf
 
 @attrs.frozen(kw_only=True)
 class NodeConfig:
-    """Everything a node can be told. Times are seconds of trio time (virtual time in simulation)."""
+    """Everything a node can be told; ``SETTINGS`` says what each setting means. Times are seconds of trio time
+    (virtual time in simulation)."""
 
     listen: str = DEFAULT_LISTEN
-    #: The address other nodes and clients use to reach this node; defaults to ``listen`` (with the real port
-    #: when ``listen`` asks for port 0).
     advertise: str | None = None
     join: tuple[str, ...] = attrs.field(default=(), converter=_join_list)
-    data_dir: str | None = DEFAULT_DATA_DIR  # None: keep everything in memory (tests, simulation)
-    #: Create a new cluster when the data dir is empty and ``join`` is empty. With False the node waits for
-    #: ``await node.join(address)``.
+    data_dir: str | None = DEFAULT_DATA_DIR
     bootstrap: bool = True
     replicas: int = attrs.field(default=3, validator=_positive("replicas"))
-    #: Raft timing: one tick every ``tick_interval``; elections after ``election_ticks`` to twice that.
     tick_interval: float = attrs.field(default=0.1, validator=_positive("tick_interval"))
     election_ticks: int = attrs.field(default=10, validator=_positive("election_ticks"))
     heartbeat_ticks: int = attrs.field(default=1, validator=_positive("heartbeat_ticks"))
-    #: Default bound on every public call, on top of the caller's own cancel scope.
     request_timeout: float = attrs.field(default=10.0, validator=_positive("request_timeout"))
-    #: A member unreachable this long is marked dead in the member table.
     dead_after: float = attrs.field(default=30.0, validator=_positive("dead_after"))
-    #: Largest accepted key and value (encoded bytes). Bigger payloads belong in streams.
     max_key_bytes: int = attrs.field(default=64 * 1024, validator=_positive("max_key_bytes"))
     max_value_bytes: int = attrs.field(default=1024 * 1024, validator=_positive("max_value_bytes"))
-    #: Raft flow control per group.
     max_uncommitted_bytes: int = attrs.field(default=32 * 1024 * 1024, validator=_positive("max_uncommitted_bytes"))
     max_msg_bytes: int = attrs.field(default=1024 * 1024, validator=_positive("max_msg_bytes"))
-    #: Compact a group's log once this many entries are applied past its last snapshot.
     snapshot_entries: int = attrs.field(default=10_000, validator=_positive("snapshot_entries"))
-    #: Snapshots this node streams at once (catching up followers, moving partitions to new members).
     max_snapshot_sends: int = attrs.field(default=4, validator=_positive("max_snapshot_sends"))
-    #: Partitions one caller (a client or another node) may create per second through this node, in bursts of as
-    #: many; past it the caller is told Overloaded (and its client backs off and retries).
     max_partition_creates_per_second: int = attrs.field(
         default=1000, validator=_positive("max_partition_creates_per_second")
     )
-    #: Connections peers and clients may hold open to this node at once, and of those still in their handshake
-    #: (TLS, then HELLO); past either a new connection is closed at once (counted and logged).
     max_connections: int = attrs.field(default=1024, validator=_positive("max_connections"))
     max_handshaking: int = attrs.field(default=128, validator=_positive("max_handshaking"))
-    #: Snapshots this node receives at once (each buffers one chunk); past it a sender is told Overloaded.
     max_snapshot_receives: int = attrs.field(default=4, validator=_positive("max_snapshot_receives"))
-    #: Bytes per second of snapshot data this node sends, all streams together (0: unbounded). A rebalance
-    #: then never takes the whole link or disk from foreground traffic.
     snapshot_bytes_per_second: int = attrs.field(default=64 * 1024 * 1024)
-    #: Partitions this node moves towards the ring at once (each one placement step at a time).
     max_moving_partitions: int = attrs.field(default=8, validator=_positive("max_moving_partitions"))
-    #: Linearizable reads: "safe" (ReadIndex, a heartbeat round per batch of reads) or "lease".
     read_mode: str = attrs.field(default="safe")
-    #: fsync every Raft write (group-committed). Turning it off loses acknowledged writes on power loss.
     fsync: bool = True
-    #: Mutual TLS: a directory with ``ca.crt``, ``node.crt`` and ``node.key`` (see ``borough certs``). None: no TLS,
-    #: which a node listening on a non-loopback address refuses unless ``insecure``.
     certs_dir: str | None = None
-    #: Run without TLS on a non-loopback address: anyone who reaches the port can act as a member.
     insecure: bool = False
-    #: Seed for the node's random.Random; None draws one from the OS (simulation always passes one).
     seed: int | None = None
 
     @snapshot_bytes_per_second.validator
@@ -188,3 +164,58 @@ def _from_text(name: str, raw: str, default: Any) -> Any:
         except ValueError:
             raise ConfigError(f"{env_name}={raw!r}: expected an integer") from None
     return raw
+
+
+#: What each setting of ``NodeConfig`` means: the one description ``borough serve --help`` and
+#: docs/configuration.md show (a test keeps all three in step).
+SETTINGS: dict[str, str] = {
+    "listen": "HOST:PORT to listen on (port 0: any free port)",
+    "advertise": "HOST:PORT other nodes and clients reach this node at (default: the listen address)",
+    "join": "HOST:PORT,... of nodes of the cluster to join (empty: start a new cluster, or resume one)",
+    "data_dir": "data directory (LevelDB); in memory when none is given to open_node",
+    "bootstrap": "create a new cluster when the data dir is empty and join is empty (false: wait for node.join)",
+    "replicas": "replicas per partition",
+    "tick_interval": "seconds per Raft tick",
+    "election_ticks": "ticks without a leader before an election (randomised up to twice that)",
+    "heartbeat_ticks": "ticks between a leader's heartbeats",
+    "request_timeout": "seconds every operation may take, on the caller and on the server",
+    "dead_after": "seconds a member may be unreachable before it is marked dead and its replicas move",
+    "max_key_bytes": "largest key (encoded bytes)",
+    "max_value_bytes": "largest value (encoded bytes); bigger payloads belong in streams attached to requests",
+    "max_uncommitted_bytes": "bytes of uncommitted entries a group's leader accepts before refusing proposals",
+    "max_msg_bytes": "bytes of entries in one Raft append",
+    "snapshot_entries": "compact a group's log once this many entries are applied past its last snapshot",
+    "max_snapshot_sends": "snapshots this node streams at once",
+    "max_partition_creates_per_second": "partitions one caller may create per second through this node",
+    "max_connections": "connections peers and clients may hold open to this node at once",
+    "max_handshaking": "connections still in their TLS or HELLO handshake at once",
+    "max_snapshot_receives": "snapshots this node receives at once (past it a sender is told Overloaded)",
+    "snapshot_bytes_per_second": "bytes per second of snapshot data this node sends, all streams (0: no limit)",
+    "max_moving_partitions": "partitions this node moves towards the ring at once",
+    "read_mode": "linearizable reads: safe (a ReadIndex round per batch of reads) or lease",
+    "fsync": "fsync every Raft write (off loses acknowledged writes on power loss)",
+    "certs_dir": "mutual TLS: directory with ca.crt, node.crt, node.key (see borough certs)",
+    "insecure": "run without TLS on a non-loopback address (anyone who reaches the port can act as a member)",
+    "seed": "seed of the node's randomness (default: drawn from the OS)",
+}
+
+
+def reference_markdown() -> str:
+    """docs/configuration.md: every setting, its environment variable, default and meaning."""
+    lines = [
+        "# Configuration",
+        "",
+        "Every setting can be given to `borough serve` as a flag, as a `BOROUGH_*` environment variable, or to",
+        "`borough.open_node(...)` as a keyword argument (keyword arguments win over the environment). Times are",
+        "seconds. This page is generated from `borough/config.py` (`SETTINGS`); a test keeps it in step.",
+        "",
+        "| setting | flag | environment | default | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for field in attrs.fields(NodeConfig):
+        flag = "--data" if field.name == "data_dir" else "--" + field.name.replace("_", "-")
+        default = "none" if field.default is None else repr(field.default).replace("|", "\\|")
+        lines.append(
+            f"| `{field.name}` | `{flag}` | `BOROUGH_{field.name.upper()}` | `{default}` | {SETTINGS[field.name]} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -49,6 +49,7 @@ FACE = {
     "borough.request",
     "borough.cli",
     "borough.cli_client",
+    "borough.cli_settings",
     "borough.certs",
     "borough.node.node",
 }
