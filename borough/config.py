@@ -92,6 +92,7 @@ class NodeConfig:
     read_mode: str = attrs.field(default="safe")
     fsync: bool = True
     certs_dir: str | None = None
+    metrics_listen: str | None = None
     insecure: bool = False
     seed: int | None = None
 
@@ -114,6 +115,8 @@ class NodeConfig:
         parse_address(self.listen, setting="listen")
         if self.advertise is not None:
             parse_address(self.advertise, setting="advertise")
+        if self.metrics_listen is not None:
+            parse_address(self.metrics_listen, setting="metrics_listen")
 
     @classmethod
     def from_env(cls, overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> NodeConfig:
@@ -195,6 +198,7 @@ SETTINGS: dict[str, str] = {
     "read_mode": "linearizable reads: safe (a ReadIndex round per batch of reads) or lease",
     "fsync": "fsync every Raft write (off loses acknowledged writes on power loss)",
     "certs_dir": "mutual TLS: directory with ca.crt, node.crt, node.key (see borough certs)",
+    "metrics_listen": "HOST:PORT of the HTTP listener: /metrics (Prometheus), /status (JSON), / (status page)",
     "insecure": "run without TLS on a non-loopback address (anyone who reaches the port can act as a member)",
     "seed": "seed of the node's randomness (default: drawn from the OS)",
 }

@@ -15,6 +15,7 @@ import os
 import random
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import trio
@@ -25,9 +26,11 @@ from borough.ids import NodeId
 from borough.node.cluster import Cluster, new_id
 from borough.node.directory import Directory
 from borough.node.duties import Duties
+from borough.node.http import serve_http
 from borough.node.incarnations import Stamp
 from borough.node.local import LocalBackend
 from borough.node.members import MemberWatch
+from borough.node.metrics import NodeMetrics
 from borough.node.outbox import RaftOutbox
 from borough.node.records import MemberStatus
 from borough.node.registry import Replicas
@@ -37,6 +40,7 @@ from borough.node.routing import Target
 from borough.node.server import Server
 from borough.node.session import DRAIN_POLL, Session
 from borough.node.snapshots import Snapshots
+from borough.node.status import status_report
 from borough.node.system_state import SYSTEM
 from borough.partition import Partition, check_partition_name
 from borough.raft.messages import InstallSnapshot, Message
@@ -182,6 +186,7 @@ class Node:
             max_moving=config.max_moving_partitions,
         )
         self.handler = handler
+        self._start_metrics()
 
     def __repr__(self) -> str:
         return f"<Node {self.node_id} at {self.address}>"
@@ -262,6 +267,13 @@ class Node:
         lists at that address (see ``Transport.trusts_address``)."""
         return node_id is not None and self.directory.members.address_of(NodeId(node_id)) == address
 
+    def _start_metrics(self) -> None:
+        self.metrics = NodeMetrics(self)
+        self.server.on_op = self.metrics.observe_op
+        self.committer.observe = self.metrics.observe_commit
+        #: Where the HTTP listener (``metrics_listen``) serves, once it does.
+        self.metrics_address: str | None = None
+
     def member_watch_refresh(self) -> None:
         self.member_watch.want_refresh()
 
@@ -303,6 +315,15 @@ class Node:
         nursery.start_soon(self.duties.system_forever)
         nursery.start_soon(self.duties.placement_forever)
         nursery.start_soon(self.duties.sweep_forever)
+        if self.config.metrics_listen is not None:
+            self.metrics_address = await nursery.start(
+                partial(
+                    serve_http,
+                    self.config.metrics_listen,
+                    metrics=self.metrics.text,
+                    status=lambda: status_report(self, self.cluster_id, self.address),
+                )
+            )
         await self.cluster.start()
 
 

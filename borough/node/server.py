@@ -122,6 +122,8 @@ class Server:
         self._replica_set = replica_set
         self._cluster_id = cluster_id
         self.invoke_handler = invoke_handler
+        #: Told the name and duration of every op this node carries out (the node's metrics).
+        self.on_op: Callable[[str, float], None] | None = None
 
     # --- entry points -----------------------------------------------------------------------------------
 
@@ -158,9 +160,22 @@ class Server:
         what = "a request" if isinstance(op, Call) else f"{op.name}"
         raise Timeout(f"{what} on partition {partition!r} did not finish within {timeout:g} s on {self._node_id}")
 
+    @property
+    def creations_refused(self) -> int:
+        """Partition creations refused so far because their caller was over its rate."""
+        return self._creations.refused
+
     async def execute(
         self, partition: str, op: Op, streams: Mapping[str, Any] | None = None, *, caller: str | None = None
     ) -> Any:
+        started = trio.current_time()
+        try:
+            return await self._execute(partition, op, streams, caller)
+        finally:
+            if self.on_op is not None:
+                self.on_op(op.name, trio.current_time() - started)
+
+    async def _execute(self, partition: str, op: Op, streams: Mapping[str, Any] | None, caller: str | None) -> Any:
         """Carry out ``op`` on this node and return its typed result (``caller``: who sent it over the wire;
         None for this node's own operations)."""
         remote = caller is not None

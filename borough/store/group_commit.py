@@ -14,7 +14,7 @@ fails only its own committer. Any other failure of a write fails every committer
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import trio
@@ -77,6 +77,8 @@ class GroupCommit:
         #: Synced writes made (each carries one or more batches), and batches committed in them.
         self.writes = 0
         self.batches_committed = 0
+        #: Told of every write cycle: how many batches it carried, whether it synced, and the seconds it took.
+        self.observe: Callable[[int, bool, float], None] | None = None
 
     @property
     def offloads(self) -> bool:
@@ -162,6 +164,7 @@ class GroupCommit:
                 self._open = _Cycle()
                 self._space.unpark_all()
                 self._in_flight = True
+                started = trio.current_time()
                 try:
                     # _write fills cycle.results itself, so a write that finished is reported even if we are
                     # cancelled while the worker thread runs (the thread is never abandoned).
@@ -169,6 +172,8 @@ class GroupCommit:
                         await trio.to_thread.run_sync(self._write, cycle)
                     else:
                         self._write(cycle)
+                    if self.observe is not None:
+                        self.observe(len(cycle.batches), cycle.sync, trio.current_time() - started)
                 finally:
                     self._in_flight = False
                     if not cycle.results:  # cancelled before the write started (a started one always ends)

@@ -36,7 +36,7 @@ from borough.request import Request
 from borough.ring.members import MemberState
 from borough.wire.records import PeerInfo, Reply
 
-from .fakes_server import ME, Rig, incoming, make_rig, put_data
+from .fakes_server import CALLER, ME, Rig, incoming, make_rig, put_data
 
 P = "users"
 LEADER_HINT: dict[str, Any] = {"is_leader": False, "leader": "n2"}
@@ -357,6 +357,11 @@ async def test_a_bug_of_ours_reaches_the_caller_as_an_internal_error_without_our
     assert "get on partition" in str(info.value)
 
 
+def as_node(node_id: str) -> PeerInfo:
+    """A node's connection (a join comes from the node joining)."""
+    return PeerInfo(node_id=node_id, address=f"{node_id[:20]}:1", cluster_id="cluster-7", is_client=False)
+
+
 # --- _system ----------------------------------------------------------------------------------------------------
 
 
@@ -370,7 +375,8 @@ async def system_rig(members: list[tuple[str, str]] | None = None) -> Rig:
 async def test_join_proposes_a_join_command_and_answers_the_table_and_cluster_id() -> None:
     rig = await system_rig([(ME, "n1:1")])
     system = rig.replica(SYSTEM)
-    result = Join("n4", "n4:1").decode_result(await rig.server.handle_call(incoming(SYSTEM, Join("n4", "n4:1"))))
+    call = incoming(SYSTEM, Join("n4", "n4:1"), peer=as_node("n4"))
+    result = Join("n4", "n4:1").decode_result(await rig.server.handle_call(call))
     assert system.proposed == [join_command("n4", "n4:1")]
     assert result.cluster_id == "cluster-7"
     assert result.members.version == 2
@@ -430,7 +436,7 @@ async def test_a_refused_system_command_is_a_system_error() -> None:
     system = rig.replica(SYSTEM)
     system.script.append(Refused("the table is full"))
     with pytest.raises(RemoteError) as info:
-        await rig.server.handle_call(incoming(SYSTEM, Join("n5", "n5:1")))
+        await rig.server.handle_call(incoming(SYSTEM, Join("n5", "n5:1"), peer=as_node("n5")))
     assert (info.value.type_name, info.value.message) == ("SystemError", "the table is full")
 
 
@@ -439,7 +445,7 @@ async def test_system_operations_on_a_follower_carry_the_leaders_address() -> No
     system = rig.host(SYSTEM, **LEADER_HINT)
     for op in (Join("n4", "n4:1"), Locate(P, True), Members()):
         with pytest.raises(NotLeader) as info:
-            await rig.server.handle_call(incoming(SYSTEM, op))
+            await rig.server.handle_call(incoming(SYSTEM, op, peer=as_node("n4")))
         assert info.value.leader_address == "n2:1"
     assert system.proposed == [] and system.barriers == 0
 
@@ -493,8 +499,12 @@ async def test_bad_input_is_a_protocol_error_and_reaches_no_replica(body: Any) -
 
     rig = make_rig(invoke_handler=handler)
     replicas = [rig.host(P), rig.host(SYSTEM)]
+    joining = None
+    if isinstance(body, list) and len(body) > 2 and body[0] == "sys.join" and body[2] and isinstance(body[2][0], str):
+        joining = body[2][0]
+    peer = as_node(joining) if joining else CALLER  # a node joins only as itself: else that refusal comes first
     with pytest.raises(RemoteProtocolError, match="malformed call"):
-        await rig.server.handle_call(incoming(P, body))
+        await rig.server.handle_call(incoming(P, body, peer=peer))
     assert [(r.proposed, r.barriers) for r in replicas] == [([], 0), ([], 0)]
     assert handled == []
 
@@ -505,7 +515,7 @@ async def test_a_join_the_member_table_would_reject_is_refused_before_the_log() 
     rig = await system_rig()
     system = rig.replica(SYSTEM)
     with pytest.raises(RemoteProtocolError):
-        await rig.server.handle_call(incoming(SYSTEM, Join("n" * 300, "n4:1")))
+        await rig.server.handle_call(incoming(SYSTEM, Join("n" * 300, "n4:1"), peer=as_node("n" * 300)))
     assert system.proposed == []
 
 
