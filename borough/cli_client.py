@@ -234,6 +234,33 @@ def register(main: click.Group) -> None:
         for r in report["troubled"]:
             click.echo(f"  {r['name']}\tleader {r['leader'] or '-'}\tvoters {','.join(r['voters'])}")
 
+    @main.command(name="backup")
+    @_options
+    @click.argument("directory", type=click.Path(file_okay=False))
+    def backup_command(cluster: str, certs_dir: str | None, timeout: float, as_json: bool, directory: str) -> None:
+        """Export every partition into DIRECTORY (consistent per partition; run it again to resume)."""
+        from borough.backup import backup
+
+        def told(name: str, items: int) -> None:
+            if not as_json:
+                click.echo(f"{name}\t{items} items", err=True)
+
+        count = _run(cluster, certs_dir, timeout, lambda c: backup(c, directory, progress=told))
+        click.echo(_show({"exported": count, "directory": directory}) if as_json else f"{count} partitions exported")
+
+    @main.command(name="restore")
+    @_options
+    @click.option("--overwrite", is_flag=True, help="write into partitions that already hold data")
+    @click.argument("directory", type=click.Path(file_okay=False, exists=True))
+    def restore_command(
+        cluster: str, certs_dir: str | None, timeout: float, as_json: bool, overwrite: bool, directory: str
+    ) -> None:
+        """Load the backup in DIRECTORY into the cluster (a new one: partitions holding data are refused)."""
+        from borough.backup import restore
+
+        items = _run(cluster, certs_dir, timeout, lambda c: restore(c, directory, overwrite=overwrite))
+        click.echo(_show({"restored_items": items}) if as_json else f"{items} items restored")
+
     @main.command()
     @_options
     @click.argument("node_id")

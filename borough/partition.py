@@ -8,11 +8,15 @@ router, a client's router, or a handler's local leader replica).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, Protocol
+
+import trio
 
 from borough.errors import NotFound
 from borough.kv import decode_value, encode_value
+from borough.node.export import read_export
 from borough.node.records import (
     CONSISTENCIES,
     Consistency,
@@ -55,6 +59,8 @@ class PartitionBackend(Protocol):
         ...
 
     async def partition_info(self, partition: str) -> PartitionInfo: ...
+
+    async def kv_export(self, partition: str) -> tuple[int, trio.abc.ReceiveStream]: ...
 
 
 class Partition:
@@ -138,9 +144,31 @@ class Partition:
         scan = ScanRange(gt=gt, gte=gte, lt=lt, lte=lte, reverse=reverse, values=values)
         return PartitionIterator(self._backend, self.name, scan, limit, keys, values, consistency)
 
+    @asynccontextmanager
+    async def export(self) -> AsyncIterator[PartitionExport]:
+        """Every key and value of the partition as of one applied index, read from its leader after a read
+        barrier (so it holds every write acknowledged before the call): ``async with p.export() as e:`` then
+        ``e.applied_index`` and ``async for page in e`` (lists of ``(key, value)``, in key order). A stream cut
+        short raises ``RemoteProtocolError``."""
+        applied, stream = await self._backend.kv_export(self.name)
+        async with stream:
+            yield PartitionExport(applied, stream)
+
     async def info(self) -> PartitionInfo:
         """Replicas, leader, term, commit and applied index, as the partition's leader reports them."""
         return await self._backend.partition_info(self.name)
+
+
+class PartitionExport:
+    """One partition's export in progress (see ``Partition.export``)."""
+
+    def __init__(self, applied_index: int, stream: trio.abc.ReceiveStream) -> None:
+        self.applied_index = applied_index
+        self._stream = stream
+
+    async def __aiter__(self) -> AsyncIterator[list[tuple[str | bytes, Any]]]:
+        async for page in read_export(self._stream):
+            yield [(key, decode_value(value)) for key, value in page]
 
 
 def _check_consistency(consistency: object) -> None:

@@ -50,6 +50,7 @@ FACE = {
     "borough.cli",
     "borough.cli_client",
     "borough.cli_settings",
+    "borough.backup",
     "borough.certs",
     "borough.node.node",
 }

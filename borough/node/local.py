@@ -11,10 +11,12 @@ from collections.abc import Callable, Sequence
 
 import trio
 
+from borough.node.export import write_export
 from borough.node.reads import read_value, scan_page
 from borough.node.records import PartitionInfo, ReplicaInfo, ScanPage, ScanRange, WriteOp
 from borough.node.replica import Replica
 from borough.node.statemachine import write_command
+from borough.node.streams import IterableReceiveStream
 from borough.store.base import Store
 
 __all__ = ["LocalBackend", "partition_info"]
@@ -95,3 +97,8 @@ class LocalBackend:
     async def partition_info(self, partition: str) -> PartitionInfo:
         await trio.lowlevel.checkpoint()
         return partition_info(self._replica, self._address_of)
+
+    async def kv_export(self, partition: str) -> tuple[int, trio.abc.ReceiveStream]:
+        await self._barrier("linearizable")
+        applied, items = self._store.export(partition)
+        return applied, IterableReceiveStream(write_export(items, offload=self._store.blocking_writes))

@@ -227,6 +227,17 @@ class Info(_NoArgs, Op, name="info", repeatable=True, creates=True):
 
 
 @attrs.frozen(slots=True)
+class Export(_NoArgs, Op, name="export", repeatable=True):
+    """The partition's items as of one applied index, from its leader: the reply body is that index and the
+    ``data`` stream the items (``borough.node.export``)."""
+
+    def decode_result(self, body: Any) -> int:
+        if type(body) is not int or body < 0:
+            raise RemoteProtocolError("malformed reply: an export answers its applied index")
+        return body
+
+
+@attrs.frozen(slots=True)
 class FindLeader(_NoArgs, Op, name="leader", repeatable=True, creates=True):
     """Succeeds on the partition's leader: routing finds it before a request whose streams cannot be replayed."""
 
@@ -400,7 +411,8 @@ class SendSnapshot(Op, name="snap", repeatable=False):
 OPS: dict[str, type[Op]] = {
     cls.name: cls
     for cls in (
-        Get, Write, Scan, Info, FindLeader, Call, Join, Locate, Members, SetState, ListPartitions, Hosted, SendSnapshot
+        Get, Write, Scan, Info, FindLeader, Call, Join, Locate, Members, SetState, ListPartitions, Hosted, SendSnapshot,
+        Export,
     )  # fmt: skip
 }
 

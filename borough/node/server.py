@@ -19,10 +19,12 @@ import trio
 from borough.config import NodeConfig
 from borough.errors import BoroughError, NotLeader, Overloaded, RemoteError, RemoteProtocolError, Timeout, Unavailable
 from borough.ids import NodeId
+from borough.node.export import write_export
 from borough.node.local import LocalBackend, partition_info
 from borough.node.protocol import (
     SNAPSHOT_TIMEOUTS,
     Call,
+    Export,
     FindLeader,
     Get,
     Hosted,
@@ -142,6 +144,9 @@ class Server:
         timeout = bound if left is None else min(left, bound)
         with trio.move_on_after(timeout) as scope:
             try:
+                if isinstance(op, Export):
+                    applied, data = await self.execute(partition, op, streams, caller=str(call.peer))
+                    return Reply(applied, streams={"data": data})
                 if not isinstance(op, Call):
                     return op.encode_result(await self.execute(partition, op, streams, caller=str(call.peer)))
                 reply = await self.execute(partition, op, streams, caller=str(call.peer))
@@ -200,6 +205,10 @@ class Server:
         if isinstance(op, FindLeader):
             await self._leader(partition)
             return None
+        if isinstance(op, Export):
+            await (await self._leader(partition)).read_barrier()
+            applied, items = self._store.export(partition)
+            return applied, write_export(items, offload=self._store.blocking_writes)
         if isinstance(op, Info):
             replica = await self._leader(partition)
             targets = self._ring_targets(partition)

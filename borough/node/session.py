@@ -21,6 +21,7 @@ from borough.errors import BoroughError, NotFound
 from borough.node.directory import Directory
 from borough.node.protocol import (
     Call,
+    Export,
     FindLeader,
     Get,
     Hosted,
@@ -45,7 +46,7 @@ from borough.node.records import (
     check_write,
 )
 from borough.node.routing import Router, Target, seconds_left
-from borough.node.streams import join_streams, split_streams
+from borough.node.streams import IterableReceiveStream, join_streams, split_streams
 from borough.node.system_state import SYSTEM
 from borough.ring.members import MemberState, MemberTable
 from borough.store.base import Store
@@ -192,6 +193,13 @@ class Session:
         except NotFound:
             return ScanPage([], False)
         return page
+
+    async def kv_export(self, partition: str) -> tuple[int, trio.abc.ReceiveStream]:
+        result = await self.run(partition, Export())
+        if isinstance(result, tuple):  # carried out on this node: the frames as they are made
+            applied, frames = result
+            return applied, IterableReceiveStream(frames)
+        return result["body"], result["streams"]["data"]
 
     async def partition_info(self, partition: str) -> PartitionInfo:
         info: PartitionInfo = await self.run(partition, Info())

@@ -326,6 +326,16 @@ class Store(abc.ABC):
         """The value of ``key`` in ``partition``. Raises ``borough.errors.NotFound``."""
         return enc.decode_value(self.get_encoded(partition, key))
 
+    def export(self, partition: str) -> tuple[int, Iterator[tuple[str | bytes, bytes]]]:
+        """The partition's applied index and every ``(key, encoded value)`` at exactly that index, from one view
+        (a consistent export, whatever is written while it is read). Iterating may be slow for a big partition:
+        run it in a thread in production."""
+        view, st = self._state(partition)
+        if st.pid == 0:
+            return st.applied, iter(())
+        dp = st.dp
+        return st.applied, _items(view.reader.scan(dp, enc.prefix_end(dp), reverse=False, limit=None), True, True, True)
+
     def iterate(
         self,
         partition: str,
