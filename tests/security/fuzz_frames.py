@@ -79,11 +79,14 @@ def make_seeds(
     partitions: Sequence[str],
     junk_partitions: Sequence[str],
     junk_keys: Sequence[str],
+    to: str,
+    address: str | None = None,
     cluster_id: str | None = None,
 ) -> Seeds:
-    """Valid frames a peer calling itself ``me`` (None: a client) could send to the cluster of ``members``
-    ((node id, address) pairs). Writes name only ``junk_keys`` (in ``partitions`` and ``junk_partitions``), so
-    a workload on other keys is not touched by them; nothing marks a member dead or leaving."""
+    """Valid frames a peer calling itself ``me`` (None: a client) could send to member ``to`` of the cluster of
+    ``members`` ((node id, address) pairs). Writes name only ``junk_keys`` (in ``partitions`` and
+    ``junk_partitions``), so a workload on other keys is not touched by them; nothing marks a member dead or
+    leaving. The HELLO claims ``address`` (a node's SWIM frames are taken only from a peer that claims one)."""
     ids = [node_id for node_id, _ in members]
     sender = me or "mallory"
     value = cbor2.dumps({"evil": 1})
@@ -115,7 +118,7 @@ def make_seeds(
         encode_call(partitions[0], SendSnapshot(raft.encode_message(snapshot), 1, 2), 5.0),
     ]
     messages: list[list[Any]] = []
-    for node_id in ids or ["n0"]:
+    for node_id in [to]:
         entry = Entry(term=5, index=11, data=cbor2.dumps([["put", junk_keys[0], value]]))
         raft_msgs: list[raft.Message] = [
             raft.AppendRequest(frm=sender, to=node_id, term=5, prev_index=10, prev_term=4, commit=10, entries=[entry]),
@@ -141,7 +144,7 @@ def make_seeds(
             swim.Sync(**head, reply=False),
         ]
         messages += [["swim", swim.encode_message(m)] for m in swim_msgs]
-    hello = hello_payload(node_id=me, address=None, cluster_id=cluster_id)
+    hello = hello_payload(node_id=me, address=address, cluster_id=cluster_id)
     return Seeds(hello=hello, calls=tuple(calls), messages=tuple(messages))
 
 

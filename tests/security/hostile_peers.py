@@ -159,16 +159,14 @@ async def _random_bytes(rng: random.Random, n: int) -> AsyncIterator[bytes]:
         yield rng.randbytes(rng.choice([1, 1000, 70_000]))
 
 
-async def transport_peer(
-    rng: random.Random, identity: Identity, addresses: list[str], seeds: Seeds, stats: Stats
-) -> None:
+async def transport_peer(rng: random.Random, identity: Identity, seeds: dict[str, Seeds], stats: Stats) -> None:
     """Properly framed, structurally mutated messages and calls (some with a stream attached) to every node."""
     m = Mutator(rng)
     async with open_transport(TcpNetwork(), identity=identity, rng=random.Random(rng.getrandbits(64))) as transport:
         while True:
-            address = rng.choice(addresses)
+            address = rng.choice(list(seeds))
             if rng.random() < 0.6:
-                body = rng.choice(seeds.messages)
+                body = rng.choice(seeds[address].messages)
                 if rng.random() < 0.85:
                     body = m.mutate_value(body)
                 try:
@@ -178,7 +176,7 @@ async def transport_peer(
                     stats.call_outcomes[f"send:{type(exc).__name__}"] += 1
                 await trio.sleep(rng.random() * 0.004)
                 continue
-            body = rng.choice(seeds.calls)
+            body = rng.choice(seeds[address].calls)
             if rng.random() < 0.85:
                 body = m.mutate_value(body)
             streams = {"data": _random_bytes(rng, rng.randrange(3))} if rng.random() < 0.2 else None
@@ -199,30 +197,41 @@ async def run(config: dict[str, Any]) -> Stats:
     insiders: bool = config.get("insiders", False)
     stats = Stats()
 
-    def seeds(me: str | None) -> Seeds:
+    def seeds(me: str | None, to: str, address: str | None = None) -> Seeds:
         return make_seeds(
-            me=me, members=members, partitions=PARTITIONS, junk_partitions=JUNK_PARTITIONS, junk_keys=JUNK_KEYS
+            me=me,
+            members=members,
+            partitions=PARTITIONS,
+            junk_partitions=JUNK_PARTITIONS,
+            junk_keys=JUNK_KEYS,
+            to=to,
+            address=address,
         )
 
     with trio.move_on_after(config["seconds"]):
         async with trio.open_nursery() as nursery:
             for i in range(config.get("raw", 6)):
                 rng = random.Random(f"{seed}-raw-{i}")
+                claimed: str | None = None
                 if insiders:
-                    me: str | None = members[i % len(members)][0]
+                    # Half of them also claim the member's own address, so their SWIM frames are taken too.
+                    me, own = members[i % len(members)]
+                    claimed = own if i % 2 else None
                 else:
                     me = None if i % 3 == 0 else f"mallory-{i}"
-                target = addresses[(i + 1) % len(addresses)]  # never a member's own id to itself
-                nursery.start_soon(RawPeer(rng, target, seeds(me), stats).run_forever)
+                to, target = members[(i + 1) % len(members)]  # never a member's own id to itself
+                nursery.start_soon(RawPeer(rng, target, seeds(me, to, claimed), stats).run_forever)
             for i in range(config.get("transport", 3)):
                 rng = random.Random(f"{seed}-transport-{i}")
+                address: str | None
                 if insiders:
                     me, address = members[i % len(members)][0], None
                 else:
                     # One claims a member's address: it must get none of that member's traffic.
                     me, address = (None if i == 0 else f"eve-{i}"), (addresses[1] if i == 2 else None)
                 identity = Identity(node_id=me, address=address)
-                nursery.start_soon(transport_peer, rng, identity, addresses, seeds(me), stats)
+                targets = {address: seeds(me, to) for to, address in members if to != me}
+                nursery.start_soon(transport_peer, rng, identity, targets, stats)
     return stats
 
 

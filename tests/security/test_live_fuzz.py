@@ -33,7 +33,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -222,8 +222,21 @@ def tracebacks(log: str) -> list[str]:
 async def test_hostile_connections_with_mutated_frames_kill_no_node_and_break_no_history(
     tmp_path: Path, procs: list[Proc]
 ) -> None:
+    """Clients and non-members (what anyone who reaches the port can be): the full set of checks."""
+    await _replayable(_run(tmp_path, procs, insiders=False), tmp_path)
+
+
+async def test_mutated_raft_and_swim_frames_from_members_kill_no_node(tmp_path: Path, procs: list[Proc]) -> None:
+    """Peers claiming the real members' node ids (on plain TCP anyone can; under TLS, any holder of a node
+    certificate): their Raft, SWIM and snapshot frames pass the role check and reach the decoders, the replicas
+    and the failure detector. A member is trusted, so forged messages may be believed and the history is not
+    checked; but whatever a member sends, no node may die or log a traceback."""
+    await _replayable(_run(tmp_path, procs, insiders=True), tmp_path)
+
+
+async def _replayable(run: Awaitable[None], tmp_path: Path) -> None:
     try:
-        await _run(tmp_path, procs)
+        await run
     except BaseException as exc:
         exc.add_note(
             f"live fuzz seed {SEED}: replay with BOROUGH_FUZZ_SEED={SEED} BOROUGH_FUZZ_SECONDS={SECONDS:g}; "
@@ -232,12 +245,14 @@ async def test_hostile_connections_with_mutated_frames_kill_no_node_and_break_no
         raise
 
 
-async def _run(tmp_path: Path, procs: list[Proc]) -> None:
-    print(f"\nlive fuzz: seed {SEED}, {SECONDS:g} s, logs in {tmp_path}")
+async def _run(tmp_path: Path, procs: list[Proc], *, insiders: bool) -> None:
+    who = "insiders" if insiders else "outsiders"
+    print(f"\nlive fuzz ({who}): seed {SEED}, {SECONDS:g} s, logs in {tmp_path}")
     cluster = await start_cluster(tmp_path, procs)
     addresses = [p.address for p in cluster]
     history = History()
     stop = trio.Event()
+    final: dict[tuple[str, str], object] = {}
     async with trio.open_nursery() as outer:
         outer.start_soon(monitor, cluster)
         async with borough.open_client(addresses, request_timeout=5.0, seed=SEED) as client:
@@ -247,7 +262,8 @@ async def _run(tmp_path: Path, procs: list[Proc]) -> None:
                 members = [[m.node_id, m.address] for m in await client.members()]
             assert len(members) == 3, members
             clients = [ClientOps(client, history, f"c{i}", timeout=5.0) for i in range(CLIENTS)]
-            peers = HostilePeers(tmp_path, {"seed": SEED, "seconds": SECONDS, "members": members})
+            config = {"seed": SEED, "seconds": SECONDS, "members": members, "insiders": insiders}
+            peers = HostilePeers(tmp_path, config)
             try:
                 async with trio.open_nursery() as nursery:
                     for i, ops in enumerate(clients):
@@ -260,29 +276,33 @@ async def _run(tmp_path: Path, procs: list[Proc]) -> None:
                 peers.kill()
             dead = [p.address for p in cluster if not p.alive]
             assert not dead, f"nodes died under the fuzzer: {dead}\n{describe(stats)}"
-
-            # Each node answers a legitimate get within its deadline.
-            for p in cluster:
-                async with borough.open_client([p.address], request_timeout=10.0) as one:
-                    with trio.fail_after(15):
-                        await one.partition(PARTITIONS[0]).get("ready")
-
-            final_ops = ClientOps(client, history, "final", timeout=10.0)
-            final = {(p, k): await final_read(final_ops, p, k) for p in PARTITIONS for k in KEYS}
+            if not insiders:
+                # Each node answers a legitimate get within its deadline.
+                for p in cluster:
+                    async with borough.open_client([p.address], request_timeout=10.0) as one:
+                        with trio.fail_after(15):
+                            await one.partition(PARTITIONS[0]).get("ready")
+                final_ops = ClientOps(client, history, "final", timeout=10.0)
+                final = {(p, k): await final_read(final_ops, p, k) for p in PARTITIONS for k in KEYS}
         outer.cancel_scope.cancel()
 
     ok = [op for op in history if op.status is Status.OK]
     unknown = [op for op in history if op.status is Status.UNKNOWN]
     print(
-        f"live fuzz: {describe(stats)}\nworkload: {len(history)} operations, {len(ok)} ok ({len(during)} during "
-        f"the fuzzing), {len(unknown)} unknown; peak RSS "
+        f"live fuzz ({who}): {describe(stats)}\nworkload: {len(history)} operations, {len(ok)} ok ({len(during)} "
+        f"during the fuzzing), {len(unknown)} unknown; peak RSS "
         + ", ".join(f"{p.address} {p.peak_rss / 2**20:.0f} MiB" for p in cluster)
     )
-    assert during, "no workload operation succeeded while the hostile peers ran"
-    result = check(history)
-    assert result.ok, f"{result.outcome.value}: {result.explanation}"
-    assert lost_writes(history, final) == [], final
-    assert all(v is NOT_FOUND or isinstance(v, str) for v in final.values()), final
+    if not insiders:
+        assert during, "no workload operation succeeded while the hostile peers ran"
+        result = check(history)
+        assert result.ok, f"{result.outcome.value}: {result.explanation}"
+        assert lost_writes(history, final) == [], final
+        assert all(v is NOT_FOUND or isinstance(v, str) for v in final.values()), final
+    await _stop_and_check_logs(cluster)
+
+
+async def _stop_and_check_logs(cluster: list[Proc]) -> None:
     for p in cluster:
         assert p.peak_rss < MAX_RSS_BYTES, f"{p.address} reached {p.peak_rss / 2**20:.0f} MiB"
     found = {p.address: tracebacks(p.output()) for p in cluster}
