@@ -104,7 +104,7 @@ def make_seeds(
             encode_call(jp, Write((Put(key, value), Delete(key + "-d"))), 5.0),
             encode_call(p, RequestOp({"op": "evil", "n": 1}), 5.0),
         ]
-    target = ids[0] if ids else "n0"
+    target = next((node_id for node_id in ids if node_id != me), "n0")  # a member other than the sender
     snapshot = raft.InstallSnapshot(
         frm=target, to=target, term=7, meta=SnapshotMeta(index=99, term=6, conf_state=ConfState(voters=tuple(ids)))
     )
