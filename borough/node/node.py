@@ -11,6 +11,7 @@ calls to them. What each service does lives in its own module: the replica regis
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -21,7 +22,7 @@ from typing import Any
 import trio
 
 from borough.config import NodeConfig
-from borough.errors import Overloaded
+from borough.errors import Overloaded, RemoteProtocolError
 from borough.ids import NodeId
 from borough.node.cluster import Cluster, new_id
 from borough.node.directory import Directory
@@ -56,6 +57,8 @@ from borough.wire.settings import WireSettings
 from borough.wire.transport import Identity, Transport, open_transport
 
 __all__ = ["Node", "open_node", "serve"]
+
+logger = logging.getLogger(__name__)
 
 #: The simulator's hook for recording a run: ``trace(event, details)`` on each tick round and leader change.
 Trace = Callable[[str, tuple[Any, ...]], None]
@@ -299,7 +302,10 @@ class Node:
         self.directory.learn_address(peer.node_id, peer.address)
         if isinstance(message, list) and len(message) == 2 and message[0] == "swim":
             if peer.address:
-                self._detector.deliver(peer.address, message[1])
+                try:
+                    self._detector.deliver(peer.address, message[1])
+                except RemoteProtocolError as exc:  # the peer's fault, not ours: drop it as the outbox does Raft's
+                    logger.warning("dropped a malformed SWIM message from %s: %s", peer, exc)
             return
         self.outbox.receive(peer, message)
 

@@ -46,11 +46,23 @@ def forged_raft(sim: SimCluster, leader_id: str, term: int) -> list[object]:
     frm = next(m for m in members if m != leader_id)
     entry = Entry(term=term + 5, index=1, data=b"\x81\x83cputgbalanceA\x00")
     items: list[object] = [
-        [P, encode_message(AppendRequest(frm=frm, to=leader_id, term=term + 5, prev_index=0, prev_term=0,
-                                         commit=1, entries=[entry])), 0, 0],  # fmt: skip
+        [
+            P,
+            encode_message(
+                AppendRequest(
+                    frm=frm, to=leader_id, term=term + 5, prev_index=0, prev_term=0, commit=1, entries=[entry]
+                )
+            ),
+            0,
+            0,
+        ],  # fmt: skip
         [P, encode_message(Heartbeat(frm=frm, to=leader_id, term=(1 << 63) - 1, commit=0)), 0, 0],
-        [P, encode_message(VoteRequest(frm=frm, to=leader_id, term=term + 9, last_index=10**9, last_term=10**9)),
-         0, 0],  # fmt: skip
+        [
+            P,
+            encode_message(VoteRequest(frm=frm, to=leader_id, term=term + 9, last_index=10**9, last_term=10**9)),
+            0,
+            0,
+        ],  # fmt: skip
     ]
     items += [[f"junk-{i}", encode_message(Heartbeat(frm=frm, to=leader_id, term=3)), 0, 0] for i in range(20)]
     return ["raft", items]
@@ -178,3 +190,23 @@ async def test_a_hello_that_claims_another_members_address_gets_none_of_its_traf
                     await trio.sleep(0.2)
         assert received == []  # none of node 1's Raft or SWIM traffic came to the impostor
         await still_serving(sim, 9)
+
+
+async def test_a_malformed_swim_message_from_a_member_is_dropped_not_treated_as_a_node_bug(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Found by the live-port fuzzer (issue 14, test_live_fuzz.py): the SWIM driver raises RemoteProtocolError for
+    # a message it cannot decode, and the node let it escape its message handler. The connection then logged it
+    # as a bug in the node, with a traceback, and dropped the member's link (and the Raft traffic on it).
+    async with SimCluster(3, seed=17) as sim:
+        await sim[0].partition(P).put("balance", 4)
+        member = sim.nodes[1]
+        identity = Identity(node_id=member.node_id, address=member.address, cluster_id=sim[0].cluster.cluster_id)
+        async with open_transport(sim.net.host("mallory"), identity=identity) as evil:
+            for garbage in ([2, 5, member.node_id], [1, -1, member.node_id, 1, 4, [], member.node_id], "swim"):
+                assert evil.send(sim.nodes[0].address, ["swim", garbage])
+            await trio.sleep(1)
+            assert evil.is_connected(sim.nodes[0].address)  # the connection was not dropped
+        assert not [r for r in caplog.records if r.levelname == "ERROR"], [r.getMessage() for r in caplog.records]
+        assert any("malformed SWIM message" in r.getMessage() for r in caplog.records)
+        await still_serving(sim, 4)
