@@ -4,7 +4,7 @@ carried by snapshots, switched by installs, kept across restarts and collected w
 from __future__ import annotations
 
 from borough.raft.records import SnapshotMeta
-from borough.store import MemoryStore, Store, encode_value
+from borough.store import Store, encode_value
 
 from .conftest import Opener
 
@@ -54,6 +54,4 @@ def test_records_are_garbage_with_their_generation(opener: Opener) -> None:
     store.write(b)
     while store.collect_garbage(max_keys=1):
         pass
-    reader = store._engine_reader()
-    fresh = MemoryStore()
-    assert sum(1 for _ in reader.scan(b"\x05", b"\x09")) == sum(1 for _ in fresh._engine_reader().scan(b"\x05", b"\x09"))
+    assert not list(store._engine_reader().scan(b"\x05", b"\x09"))  # no data, trash or records key is left
