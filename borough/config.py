@@ -89,6 +89,10 @@ class NodeConfig:
     max_msg_bytes: int = attrs.field(default=1024 * 1024, validator=_positive("max_msg_bytes"))
     #: Compact a group's log once this many entries are applied past its last snapshot.
     snapshot_entries: int = attrs.field(default=10_000, validator=_positive("snapshot_entries"))
+    #: Seconds of log time after its last write a client session is forgotten by a partition (see
+    #: ``borough.node.session_table``). A leader stamps it into each write, so replicas never disagree; it must
+    #: outlast any caller's deadline, or a retry after it could apply a write twice.
+    session_expiry: float = attrs.field(default=900.0, validator=_positive("session_expiry"))
     #: Snapshots this node streams at once (catching up followers, moving partitions to new members).
     max_snapshot_sends: int = attrs.field(default=4, validator=_positive("max_snapshot_sends"))
     #: Partitions one caller (a client or another node) may create per second through this node, in bursts of as
