@@ -26,12 +26,14 @@ async def test_a_duplicate_is_suppressed_after_snapshot_install_leader_change_an
         first = SessionRef(b"q" * 16, 1, 1)
         await client.session.run("s", Write((Put("x", encode_value(1)),), first))
         leader = sim.leader_replica("s")
-        assert leader.host.node_id != ""
         follower = next(i for i, n in enumerate(sim.nodes) if n.node and n.node.node_id != leader.host.node_id)
+        behind = sim.nodes[follower].node.replicas.get("s").applied  # type: ignore[union-attr]
         await sim.crash(follower)
         for i in range(40):  # enough for the log to be compacted past everything the follower has
             await part.put(f"k{i}", i)
         await part.put("x", 2)
+        lead = sim.leader_replica("s")
+        assert lead.host.store.first_index("s") > behind + 1  # the follower's next entry is gone: a snapshot
         await sim.restart(follower)
         with trio.fail_after(30):
             while True:  # caught up (by snapshot: its log was compacted meanwhile)
