@@ -80,6 +80,7 @@ class NodeConfig:
     max_uncommitted_bytes: int = attrs.field(default=32 * 1024 * 1024, validator=_positive("max_uncommitted_bytes"))
     max_msg_bytes: int = attrs.field(default=1024 * 1024, validator=_positive("max_msg_bytes"))
     snapshot_entries: int = attrs.field(default=10_000, validator=_positive("snapshot_entries"))
+    session_expiry: float = attrs.field(default=900.0, validator=_positive("session_expiry"))
     max_snapshot_sends: int = attrs.field(default=4, validator=_positive("max_snapshot_sends"))
     max_partition_creates_per_second: int = attrs.field(
         default=1000, validator=_positive("max_partition_creates_per_second")
@@ -201,6 +202,8 @@ SETTINGS: dict[str, str] = {
     "metrics_listen": "HOST:PORT of the HTTP listener: /metrics (Prometheus), /status (JSON), / (status page)",
     "insecure": "run without TLS on a non-loopback address (anyone who reaches the port can act as a member)",
     "seed": "seed of the node's randomness (default: drawn from the OS)",
+    "session_expiry": "seconds of log time after its last write a client session is forgotten by a partition "
+    "(it must outlast any caller's deadline)",
 }
 
 

@@ -15,7 +15,7 @@ from borough.node.export import write_export
 from borough.node.reads import read_value, scan_page
 from borough.node.records import PartitionInfo, ReplicaInfo, ScanPage, ScanRange, WriteOp
 from borough.node.replica import Replica
-from borough.node.statemachine import write_command
+from borough.node.statemachine import propose_write
 from borough.node.streams import IterableReceiveStream
 from borough.store.base import Store
 
@@ -88,7 +88,7 @@ class LocalBackend:
         return read_value(self._store, partition, key)
 
     async def kv_write(self, partition: str, ops: tuple[WriteOp, ...]) -> None:
-        await self._replica.propose(write_command(ops))
+        await propose_write(self._replica, ops)
 
     async def kv_scan(self, partition: str, scan: ScanRange, limit: int, consistency: str) -> ScanPage:
         await self._barrier(consistency)

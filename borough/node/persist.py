@@ -53,7 +53,8 @@ def ready_batch(
     results: dict[int, Any] = {}
     if plan.apply:
         ops, results = machine.apply(plan.apply)
-        batch.apply(partition, ops, plan.apply[-1].index)
+        # The session records of these entries go in the same batch: durable together, or not at all.
+        batch.apply(partition, ops, plan.apply[-1].index, machine.record_changes())
     return batch, results
 
 

@@ -5,7 +5,9 @@ This module owns what an operation is (``Get``, ``Write``, ``Scan``, ``Info``, `
 (``[name, partition, args, seconds_left]`` with streams beside it). The keys, values, write ops and reply
 records it carries, and the one validator that judges them, live in ``borough.node.records``. Every op says
 whether it is ``repeatable`` (sending it twice cannot change the outcome) and whether it may register its
-partition (``creates``); routing decides on those fields, never on exception order. Every op also decodes its
+partition (``creates``); ``retry_safe`` is ``repeatable`` or, for a write, whether it carries a session (the
+partition applies a session's write once however often it arrives: ``borough.node.session_table``). Routing
+decides on those fields, never on exception order. Every op also decodes its
 own reply, so what comes back is checked as strictly as what goes out.
 
 It knows nothing of trio, Raft or routing: records in, records out. Errors on the wire side are
@@ -36,6 +38,7 @@ from borough.node.records import (
     check_write,
     write_op_from_list,
 )
+from borough.node.session_table import SessionRef
 from borough.ring.members import Member, MemberState, MemberTable
 
 __all__ = [
@@ -102,6 +105,11 @@ class Op:
             raise TypeError(f"operation {cls.__name__} must say name= and repeatable= (is it safe to send twice?)")
         cls.name, cls.repeatable, cls.creates, cls.system = name, repeatable, creates, system
 
+    @property
+    def retry_safe(self) -> bool:
+        """Whether routing may send this op again after a failure that may have reached the leader."""
+        return self.repeatable
+
     def to_args(self) -> list[Any]:
         raise NotImplementedError
 
@@ -160,20 +168,29 @@ class Get(Op, name="get", repeatable=True):
 
 @attrs.frozen(slots=True)
 class Write(Op, name="write", repeatable=False, creates=True):
-    """Puts and deletes applied atomically, in order, as one Raft entry."""
+    """Puts and deletes applied atomically, in order, as one Raft entry; with a session (``[ops, [session,
+    seq, low]]`` on the wire), at most once however often it is sent, so routing retries it after any failure."""
 
     ops: tuple[WriteOp, ...]
+    session: SessionRef | None = None
+
+    @property
+    def retry_safe(self) -> bool:
+        return self.session is not None
 
     def to_args(self) -> list[Any]:
-        return [[op.to_list() for op in self.ops]]
+        ops = [op.to_list() for op in self.ops]
+        return [ops] if self.session is None else [ops, self.session.to_list()]
 
     @classmethod
     def from_args(cls, args: list[Any], limits: Limits) -> Write:
-        _nargs(cls, args, 1, "[ops]")
+        if len(args) not in (1, 2):
+            raise _bad("write takes [ops] or [ops, [session, seq, low]]")
         if not isinstance(args[0], list) or not args[0]:
             raise _bad("a write needs a non-empty list of ops")
         ops = tuple(_wire(write_op_from_list, op, limits) for op in args[0])
-        return cls(_wire(check_write, ops, limits))
+        session = _wire(SessionRef.from_list, args[1]) if len(args) == 2 else None
+        return cls(_wire(check_write, ops, limits), session)
 
     def decode_result(self, body: Any) -> None:
         return None

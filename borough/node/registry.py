@@ -125,7 +125,11 @@ class Replicas:
     def start(self, name: str) -> Replica:
         """Start this node's replica of ``name`` from whatever the store holds for it (possibly nothing)."""
         store = self._host.store
-        machine: StateMachine = SystemStateMachine(store, name) if name == SYSTEM else KvStateMachine(name)
+        machine: StateMachine = (
+            SystemStateMachine(store, name)
+            if name == SYSTEM
+            else KvStateMachine(name, store, now=trio.current_time, expiry=self._config.session_expiry)
+        )
         rng = random.Random(self._rng.getrandbits(64))
         replica = Replica(
             self._host, name, self._raft_config(name), machine, rng, snapshot_every=self._config.snapshot_entries

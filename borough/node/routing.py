@@ -3,9 +3,12 @@
 This module owns the retry loop every public call goes through, on members and on clients alike: a leader
 cache per partition, the order in which candidate replicas are tried (cached leader, leader hints from
 ``NotLeader``, then the partition's replicas), exponential backoff with jitter between rounds, and the deadline
-(the caller's cancel scope, bounded again by the default request timeout, which raises ``Timeout``). It does
-not know how a partition's replicas are found (a ``locate`` function says) nor how an operation is carried out
-on the node it picks (an ``execute`` function does).
+(the caller's cancel scope, bounded again by the default request timeout, which raises ``Timeout``). What may
+be sent again is the op's to say (``Op.retry_safe``): reads, and writes that carry a session (the partition
+applies those once, ``borough.node.session_table``), are retried after any failure until the deadline, so
+"outcome unknown" is left only for a deadline that ran out; a request (a handler call) is retried only after
+answers that prove it did not run. It does not know how a partition's replicas are found (a ``locate``
+function says) nor how an operation is carried out on the node it picks (an ``execute`` function does).
 """
 
 from __future__ import annotations
@@ -99,9 +102,11 @@ class Router:
         ``op.creates`` lets the partition be registered if it does not exist yet (writes and requests do; reads
         do not). Answers that prove the operation did not take effect (``provably_not_run``: ``NotLeader``,
         ``Overloaded``, a call that never left this process) are retried until the deadline; any other failure
-        is retried only when ``op.repeatable``. A write or request cut off that way raises ``Unavailable`` (or
-        ``Timeout``) saying its outcome is unknown. Raises ``Timeout`` when the default request timeout passes;
-        the caller's own cancel scope applies as well."""
+        (``Unavailable``, a ``Timeout`` of one attempt, a reset connection) is retried only when
+        ``op.retry_safe``. An op that is not, cut off that way (a request, a write without a session), raises
+        ``Unavailable`` (or ``Timeout``) saying its outcome is unknown. Raises ``Timeout`` when the default
+        request timeout passes (for a write or request: saying its outcome is unknown); the caller's own cancel
+        scope applies as well."""
         # The last error of each round, to explain a timeout; shared with the routed calls this one makes (the
         # directory's lookups), so a timeout while locating the partition still says what went wrong.
         seen = _ROUND_ERRORS.get()
@@ -116,9 +121,10 @@ class Router:
                 _ROUND_ERRORS.reset(token)
         assert scope.cancelled_caught
         last = f" (last error: {seen[-1]})" if seen else ""
+        unknown = "" if op.repeatable else "; the operation may or may not have taken effect"
         raise Timeout(
             f"no answer for partition {partition!r} within the request timeout of {self._timeout:g} s{last}; "
-            "the nodes may be unreachable or the partition may have lost its quorum"
+            f"the nodes may be unreachable or the partition may have lost its quorum{unknown}"
         )
 
     async def _run(self, partition: str, op: Op, *, seen: list[BaseException]) -> Any:
@@ -153,7 +159,7 @@ class Router:
                     if not proves_not_run(exc) and not isinstance(exc, (Unavailable, OSError)):
                         raise  # an answer (NotFound, RemoteError, a protocol error), not a failure to reach one
                     self._forget(partition, target)
-                    if not proves_not_run(exc) and not op.repeatable:
+                    if not proves_not_run(exc) and not op.retry_safe:
                         # The call may have reached the leader: the write or request may or may not have been
                         # applied, so it is not sent again behind the caller's back.
                         raise _ambiguous(partition, exc) from exc
@@ -174,12 +180,15 @@ class Router:
     async def _attempt(self, target: Target, partition: str, op: Op, *, confirmed: bool) -> Any:
         """One try of ``op`` at ``target``. A node that does not answer (stopped, cut off, overwhelmed) must
         not take the caller's whole deadline while other replicas could answer: an op that may be sent again
-        is bounded by ``ATTEMPT_TIMEOUT``; one that may not (a write, a request) goes only to a node known to
-        lead (it answered as leader before), or to one that first answers a ``FindLeader`` probe within that
-        bound, so the op itself is sent to an unresponsive node only when it led a moment ago."""
-        if op.repeatable:
+        (``retry_safe``) is bounded by ``ATTEMPT_TIMEOUT``; one that may not (a request, a write without a
+        session) goes only to a node known to lead (it answered as leader before), or to one that first answers
+        a ``FindLeader`` probe within that bound, so the op itself is sent to an unresponsive node only when it
+        led a moment ago."""
+        if op.retry_safe:
             with trio.move_on_after(ATTEMPT_TIMEOUT):
                 return await self._execute(target, partition, op)
+            if not op.repeatable:  # it may have been applied there: not "not delivered", but safe to resend
+                raise Unavailable(f"{_who(target)} did not answer within {ATTEMPT_TIMEOUT:g} s; sending it again")
             raise NotDelivered(f"{_who(target)} did not answer within {ATTEMPT_TIMEOUT:g} s; trying elsewhere")
         if not confirmed:
             try:

@@ -45,7 +45,7 @@ from borough.node.reads import read_value, scan_page
 from borough.node.records import Hosting, JoinResult, Limits
 from borough.node.replica import Replica
 from borough.node.roles import Roles
-from borough.node.statemachine import SystemStateMachine, encode_command, write_command
+from borough.node.statemachine import SystemStateMachine, encode_command, propose_write
 from borough.node.streams import join_streams, local_streams, split_streams
 from borough.node.system_state import SYSTEM, Refused, join_command, register_command, state_command
 from borough.ring.members import MemberTable
@@ -193,7 +193,7 @@ class Server:
             return read_value(self._store, partition, op.key)
         if isinstance(op, Write):
             replica = await self._leader(partition)
-            return await replica.propose(write_command(op.ops))
+            return await propose_write(replica, op.ops, op.session)
         if isinstance(op, Scan):
             await self._read_barrier(partition, op.consistency)
             return scan_page(self._store, partition, op.range, op.limit)

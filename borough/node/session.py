@@ -3,9 +3,11 @@
 This module owns what ``Node`` and ``Client`` share: ``get``/``write``/``scan``/``info`` of a partition and
 ``request``, the member table and ``_system`` calls, each built as a typed op (``borough.node.protocol``) and
 routed to the partition's leader (``borough.node.routing``) over the wire, or carried out in place when the
-leader is this very node. A member also reads a partition it hosts in place for a stale read, as DESIGN.md
-promises. It implements the ``PartitionBackend`` that public ``Partition`` handles use, and knows nothing of
-Raft or of how a node executes an op (a function it is given does).
+leader is this very node. Each write carries this session's id and the write's seq (``borough.node.sequencer``),
+so a partition applies it once however often routing sends it. A member also reads a partition it hosts in
+place for a stale read, as DESIGN.md promises. It implements the ``PartitionBackend`` that public
+``Partition`` handles use, and knows nothing of Raft or of how a node executes an op (a function it is given
+does).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from borough.node.records import (
     check_write,
 )
 from borough.node.routing import Router, Target, seconds_left
+from borough.node.sequencer import Sequencer
 from borough.node.streams import IterableReceiveStream, join_streams, split_streams
 from borough.node.system_state import SYSTEM
 from borough.ring.members import MemberState, MemberTable
@@ -87,6 +90,7 @@ class Session:
         self._me = me
         self._execute_here = execute_here
         self._hosted = hosted
+        self.sequencer = Sequencer(rng)
         self.router = Router(locate=directory.locate, execute=self._execute, request_timeout=request_timeout, rng=rng)
 
     async def _execute(self, target: Target, partition: str, op: Op) -> Any:
@@ -181,7 +185,9 @@ class Session:
         return result
 
     async def kv_write(self, partition: str, ops: tuple[WriteOp, ...]) -> None:
-        await self.run(partition, Write(check_write(ops, self.limits)))
+        ops = check_write(ops, self.limits)
+        with self.sequencer.write(partition) as session:
+            await self.run(partition, Write(ops, session))
 
     async def kv_scan(self, partition: str, scan: ScanRange, limit: int, consistency: Consistency) -> ScanPage:
         store = self._hosted(partition) if consistency == "stale" else None

@@ -1,26 +1,34 @@
 """What a replica applies: committed log entries turned into key/value writes and per-entry results.
 
 This module owns the command format in the Raft log and the two state machines behind it: ordinary
-partitions (a command is a list of ``["put", key, encoded_value]`` / ``["del", key]`` ops, applied atomically;
-every op was checked by ``borough.node.protocol`` before it entered the log)
-and ``_system`` (member table and directory, see ``borough.system``). It knows nothing of Raft roles, trio or
-the network; the replica driver hands it committed entries and writes what it returns.
+partitions and ``_system`` (member table and directory, see ``borough.system``). An ordinary partition's
+command is ``[1, stamp, expiry, session, ops]``: the leader's log-time stamp and session expiry (see
+``borough.node.session_table``: every replica judges expiry by these, never by its own clock), the write's
+``SessionRef`` as a list (or None for a write without one: a handler's), and its ``["put", key,
+encoded_value]`` / ``["del", key]`` ops, applied atomically; every op was checked by ``borough.node.protocol``
+before it entered the log. A write whose session already applied it is a no-op returning the recorded result;
+one the session table refuses is a no-op returning the error its caller gets. (A plain list of ops, the format
+before sessions, is still applied as a write without a session.)
+
+It knows nothing of Raft roles, trio or the network; the replica driver hands it committed entries and writes
+what it returns (ops, results and record changes, in one batch).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import cbor2
 
 from borough.node.records import WriteOp
+from borough.node.session_table import DEFAULT_EXPIRY, Known, LogClock, Refused, SessionRef, SessionTable
 from borough.node.system_state import SystemState
 from borough.raft.records import Entry, EntryKind
 from borough.store.base import Store
 
-__all__ = ["KvStateMachine", "StateMachine", "SystemStateMachine", "encode_command", "write_command"]
+__all__ = ["KvStateMachine", "StateMachine", "SystemStateMachine", "encode_command", "propose_write", "write_command"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,14 +38,39 @@ def encode_command(command: Any) -> bytes:
     return cbor2.dumps(command)
 
 
-def write_command(ops: Iterable[WriteOp]) -> bytes:
-    """The log entry of an ordinary partition's write: its checked ops, applied atomically in order."""
-    return cbor2.dumps([op.to_list() for op in ops])
+#: The version tag that opens a stamped write command.
+_WRITE_V1 = 1
+
+
+def write_command(
+    ops: Iterable[WriteOp], *, stamp: float, session: SessionRef | None = None, expiry: float = DEFAULT_EXPIRY
+) -> bytes:
+    """The log entry of an ordinary partition's write: its checked ops, applied atomically in order, stamped
+    with the leader's log time (``KvStateMachine.write_command`` stamps it for you)."""
+    ref = None if session is None else session.to_list()
+    return cbor2.dumps([_WRITE_V1, stamp, expiry, ref, [op.to_list() for op in ops]])
+
+
+async def propose_write(replica: Any, ops: Iterable[WriteOp], session: SessionRef | None = None) -> Any:
+    """Propose a write on ``replica`` (a leader of an ordinary partition), stamped by its state machine, and
+    return its result; a write the session table refused raises its error (nothing was applied)."""
+    machine = replica.machine
+    if not isinstance(machine, KvStateMachine):
+        raise TypeError(f"partition {replica.name!r} takes no key/value writes")
+    result = await replica.propose(machine.write_command(ops, session))
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
 
 class StateMachine(Protocol):
     def apply(self, entries: Sequence[Entry]) -> tuple[list[Any], dict[int, Any]]:
         """The key/value ops that applying ``entries`` produces, and each command's result by index."""
+        ...
+
+    def record_changes(self) -> list[tuple[bytes, bytes | None]]:
+        """The changes to the partition's internal records made by the entries applied since the last call,
+        for the batch that applies them (``WriteBatch.apply``'s ``records``)."""
         ...
 
     def reload(self) -> None:
@@ -46,28 +79,62 @@ class StateMachine(Protocol):
 
 
 class KvStateMachine:
-    """An ordinary partition: each entry is a batch of puts and deletes, applied in order."""
+    """An ordinary partition: each entry is a batch of puts and deletes, applied in order, at most once per
+    (session, seq). ``now`` is the node's clock (trio's), used only to stamp commands this replica proposes."""
 
-    def __init__(self, partition: str) -> None:
+    def __init__(
+        self, partition: str, store: Store, *, now: Callable[[], float], expiry: float = DEFAULT_EXPIRY
+    ) -> None:
         self.partition = partition
+        self.store = store
+        self.expiry = expiry
+        self._now = now
+        self.sessions = SessionTable.load(store.records(partition))
+        self.clock = LogClock(now, self.sessions.now)
+
+    def write_command(self, ops: Iterable[WriteOp], session: SessionRef | None = None) -> bytes:
+        """A write as this replica proposes it as leader: stamped with its log clock and expiry."""
+        return write_command(ops, stamp=self.clock.read(), session=session, expiry=self.expiry)
 
     def apply(self, entries: Sequence[Entry]) -> tuple[list[Any], dict[int, Any]]:
         ops: list[Any] = []
+        results: dict[int, Any] = {}
+        sessions = self.sessions
         for entry in entries:
             if entry.kind != EntryKind.NORMAL or not entry.data:
                 continue  # a conf change (the core handles it) or a leader's no-op
             try:
                 command = cbor2.loads(entry.data)
+                if command and command[0] == _WRITE_V1:
+                    _, stamp, expiry, ref, new_ops = command
+                    sessions.advance(float(stamp), float(expiry))
+                    session = None if ref is None else SessionRef.from_list(ref)
+                else:
+                    session, new_ops = None, command  # a write from before sessions
+                if not isinstance(new_ops, list):
+                    raise TypeError("a write's ops are a list")
             except Exception:
                 # Only a corrupt log or a bug writes this; skipping keeps every replica identical.
                 logger.error("partition %r: undecodable command at index %d skipped", self.partition, entry.index)
                 continue
-            if isinstance(command, list):
-                ops.extend(command)
-        return ops, {}
+            seen = None if session is None else sessions.check(session)
+            if isinstance(seen, Known):
+                results[entry.index] = seen.result
+            elif isinstance(seen, Refused):
+                results[entry.index] = seen.error
+            else:
+                ops.extend(new_ops)
+                if session is not None:
+                    sessions.record(session, None)
+        self.clock.observe(sessions.now)
+        return ops, results
+
+    def record_changes(self) -> list[tuple[bytes, bytes | None]]:
+        return self.sessions.changes()
 
     def reload(self) -> None:
-        pass
+        self.sessions = SessionTable.load(self.store.records(self.partition))
+        self.clock.observe(self.sessions.now)
 
 
 class SystemStateMachine:
@@ -81,6 +148,9 @@ class SystemStateMachine:
 
     def reload(self) -> None:
         self.state = SystemState.load(self.store.iterate(self.partition))
+
+    def record_changes(self) -> list[tuple[bytes, bytes | None]]:
+        return []
 
     def apply(self, entries: Sequence[Entry]) -> tuple[list[Any], dict[int, Any]]:
         ops: list[Any] = []

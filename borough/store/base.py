@@ -439,13 +439,23 @@ class Store(abc.ABC):
     # ------------------------------------------------------------------------------------ snapshots
 
     def snapshot_chunks(self, partition: str, *, max_chunk_bytes: int = 1 << 20) -> SnapshotReader:
-        """The partition's data and applied index as of this call, as self-describing chunks of about
+        """The partition's data, internal records and applied index as of this call, as self-describing chunks of about
         ``max_chunk_bytes`` (an iterator of ``bytes`` with an ``applied_index`` attribute; close it when done).
         Iterating may be slow for big partitions: run ``next()`` in a thread in production."""
         from borough.store.snapshot import SnapshotReader
 
         view, st = self._state(partition)
-        return SnapshotReader(view.reader, st.dp if st.pid else None, st.applied, max_chunk_bytes)
+        return SnapshotReader(view.reader, st.gen if st.pid else None, st.applied, max_chunk_bytes)
+
+    def records(self, partition: str) -> Iterator[tuple[bytes, bytes]]:
+        """The partition's internal records (written by ``WriteBatch.apply``'s ``records``), in key order, as of
+        this call."""
+        view, st = self._state(partition)
+        if st.pid == 0:
+            return iter(())
+        prefix = enc.records_prefix(st.gen)
+        n = enc.PREFIX_LEN
+        return ((k[n:], v) for k, v in view.reader.scan(prefix, enc.prefix_end(prefix)))
 
     def begin_snapshot_install(self, partition: str) -> SnapshotInstall:
         """Start receiving a snapshot of ``partition``'s data: add the chunks, then ``finish`` into a batch."""
@@ -470,9 +480,9 @@ class Store(abc.ABC):
             if epoch != self._epoch or gen not in self._active_staging:
                 raise StorageError("this snapshot install was interrupted (crash or abort): begin a new one")
             raw = self._engine_batch(False)
-            prefix = enc.data_prefix(gen)
+            in_gen = enc.in_gen
             for k, v in items:
-                raw.put(prefix + k, v)
+                raw.put(in_gen(k, gen), v)
             self._commit(raw)
 
     def _abort_staging(self, gen: int) -> None:
@@ -500,16 +510,20 @@ class Store(abc.ABC):
                 space = marker[1:2]
                 if space == enc.DATA and enc.read_u64(marker[2:10]) in self._active_staging:
                     continue
-                prefix = space + marker[2:10]
-                n = 0
-                for key, _ in reader.scan(prefix, enc.prefix_end(prefix), limit=budget + 1):
-                    if n == budget:
+                # A DATA generation's marker stands for its internal records too (see ``encoding``).
+                spaces = enc.GEN_SPACES if space == enc.DATA else (space,)
+                for prefix in [s + marker[2:10] for s in spaces]:
+                    n = 0
+                    for key, _ in reader.scan(prefix, enc.prefix_end(prefix), limit=budget + 1):
+                        if n == budget:
+                            break
+                        raw.delete(key)
+                        n += 1
+                    budget -= n
+                    if budget == 0:
+                        done = False
                         break
-                    raw.delete(key)
-                    n += 1
-                budget -= n
-                if budget == 0:
-                    done = False
+                if not done:
                     break
                 raw.delete(marker)  # after its keys, in the same batch: a crash can't lose one without the other
             self._commit(raw)

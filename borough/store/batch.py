@@ -153,12 +153,20 @@ class WriteBatch:
         self._ops.append((OP_SNAPSHOT_META, partition, meta, encoded))
         self.nbytes += len(encoded) + 16
 
-    def apply(self, partition: str, ops: Iterable[Sequence[Any]], applied_index: int) -> None:
+    def apply(
+        self,
+        partition: str,
+        ops: Iterable[Sequence[Any]],
+        applied_index: int,
+        records: Iterable[tuple[bytes, bytes | None]] = (),
+    ) -> None:
         """Apply key/value changes and record ``applied_index``, atomically with the rest of the batch.
 
         ``ops`` are ``("put", key, encoded_value)`` (the value encoded with ``encode_value``) and
         ``("del", key)``. Keys are ``str`` or ``bytes``; ``str`` ``"a"`` and ``bytes`` ``b"a"`` are the same
         key and the last write decides which type reads return. The applied index may not go backwards.
+        ``records`` are ``(key, value or None to delete)`` changes to the partition's internal records (see
+        ``Store.records``), which no user read or write can reach: non-empty ``bytes`` keys and ``bytes`` values.
         """
         enc.partition_name_bytes(partition)
         _index(applied_index, "applied_index")
@@ -195,6 +203,14 @@ class WriteBatch:
             add_key(data_key)
             add_value(stored)
             if stored is None:
+                deletes = True
+        rprefix = enc.records_prefix(gen)
+        for rkey, rvalue in records:
+            if type(rkey) is not bytes or not rkey or not (rvalue is None or type(rvalue) is bytes):
+                raise TypeError(f"a record is (non-empty bytes key, bytes value or None), not {(rkey, rvalue)!r:.80}")
+            add_key(rprefix + rkey)
+            add_value(rvalue)
+            if rvalue is None:
                 deletes = True
         size = sum(map(len, keys)) + sum(map(len, filter(None, values)))
         self._ops.append((OP_APPLY, partition, gen, keys, values, deletes, applied_index))

@@ -13,6 +13,7 @@ Key layout (all integers 8-byte big-endian, so bytewise order is numeric order):
     LOG   + pid + index             -> log entry (term, kind, data)
     DATA  + gen + user key          -> stored value          a partition's key/value data, one generation
     TRASH + space + id              -> b""                   a LOG pid or DATA gen whose keys are garbage
+    RECS  + gen + record key        -> record bytes          a partition's internal records (client sessions)
 
 A stored value is the CBOR encoding of the value when the key was written as ``str``, and ``BYTES_KEY`` +
 the CBOR when it was written as ``bytes`` (0xFF is CBOR's "break" code, which never starts a data item), so the
@@ -20,6 +21,11 @@ common case stores the caller's encoded bytes as they are.
 
 Partition names appear only as whole DIR keys; every other key space is addressed by a fixed-width numeric id
 that is never reused, so no partition's keys can fall inside another's, whatever the names are.
+
+A partition's internal records (``borough.node.session_table``: which client writes it applied) live beside
+its data under the same generation id, in a key space no user key can reach: they are written in the same batch
+as the data they describe, streamed with it in a snapshot, switched with it by an install and collected with it
+as garbage (a DATA trash marker stands for both spaces of its generation).
 """
 
 from __future__ import annotations
@@ -52,6 +58,9 @@ LOG: Final = b"\x04"
 DATA: Final = b"\x05"
 TRASH: Final = b"\x06"
 TOMB: Final = b"\x07"  # + partition name: the Tombstone of a deleted replica
+RECS: Final = b"\x08"  # + gen + record key: a partition's internal records, beside DATA + gen
+#: The key spaces of one data generation, in key order (a snapshot streams them in this order).
+GEN_SPACES: Final = (DATA, RECS)
 
 META_FORMAT: Final = META + b"format"
 META_NODE: Final = META + b"node"
@@ -134,6 +143,15 @@ def log_prefix(pid: int) -> bytes:
 
 def data_prefix(gen: int) -> bytes:
     return DATA + pack_u64(gen)
+
+
+def records_prefix(gen: int) -> bytes:
+    return RECS + pack_u64(gen)
+
+
+def in_gen(space_and_key: bytes, gen: int) -> bytes:
+    """The store key of a generation-relative key (one space byte, then the key) in generation ``gen``."""
+    return space_and_key[:1] + pack_u64(gen) + space_and_key[1:]
 
 
 def trash_key(space: bytes, ident: int) -> bytes:

@@ -3,8 +3,10 @@
 This module owns the chunk format and its validation. A chunk is self-describing: a magic tag and a CRC32
 guard a CBOR body ``[applied_index, seq, after, last, [key, stored_value, key, stored_value, ...]]`` where
 ``after`` is the last key of the previous chunk (None in the first), so an installer can check that chunks
-join up in order whichever peer sent them. Keys are the partition-relative key bytes and values are stored
-bytes (see ``encoding``), copied as they are. Any malformed chunk raises ``RemoteProtocolError`` (it came from
+join up in order whichever peer sent them. Keys are generation-relative: one space byte (``DATA`` for user
+data, ``RECS`` for the partition's internal records, such as client sessions) then the key within it, so one
+ordered stream carries both and the receiver ends with the same data *and* records; values are stored bytes
+(see ``encoding``), copied as they are. Any malformed chunk raises ``RemoteProtocolError`` (it came from
 a peer) and writes nothing. This module does not know the key layout beyond that, nor LevelDB, nor trio.
 """
 
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SnapshotInstall", "SnapshotReader"]
 
-MAGIC: Final = b"BSN1"
+MAGIC: Final = b"BSN2"  # 2: keys carry their space byte (data or records)
 _HEAD = len(MAGIC) + 4
 
 
@@ -60,9 +62,11 @@ def decode_chunk(chunk: bytes) -> tuple[int, int, bytes | None, bool, list[tuple
     prev = after
     for i in range(0, len(flat), 2):
         key, value = flat[i], flat[i + 1]
-        if type(key) is not bytes or not key or type(value) is not bytes or not value:
+        if type(key) is not bytes or len(key) < 2 or type(value) is not bytes or not value:
             raise RemoteProtocolError(f"snapshot chunk item {i // 2} is malformed")
-        if value == enc.BYTES_KEY:
+        if key[:1] not in enc.GEN_SPACES:
+            raise RemoteProtocolError(f"snapshot chunk item {i // 2} names no key space of a partition")
+        if value == enc.BYTES_KEY and key[:1] == enc.DATA:
             raise RemoteProtocolError(f"snapshot chunk item {i // 2} has a type marker but no value")
         if prev is not None and key <= prev:
             raise RemoteProtocolError(f"snapshot chunk item {i // 2} is out of key order")
@@ -71,12 +75,25 @@ def decode_chunk(chunk: bytes) -> tuple[int, int, bytes | None, bool, list[tuple
     return applied, seq, after, last, items
 
 
+def _generation(reader: Reader, gen: int) -> Iterator[tuple[bytes, bytes]]:
+    """Every key of generation ``gen``, space by space (``GEN_SPACES`` is in key order, so this is sorted)."""
+    for space in enc.GEN_SPACES:
+        prefix = space + enc.pack_u64(gen)
+        it = reader.scan(prefix, enc.prefix_end(prefix))
+        try:
+            yield from it
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+
+
 class SnapshotReader(Iterator[bytes]):
     """The chunks of one partition's data as of the moment it was made (``Store.snapshot_chunks``).
 
     Always yields at least one chunk (an empty partition gives one empty, last chunk)."""
 
-    def __init__(self, reader: Reader, data_prefix: bytes | None, applied_index: int, max_chunk_bytes: int) -> None:
+    def __init__(self, reader: Reader, gen: int | None, applied_index: int, max_chunk_bytes: int) -> None:
         if type(max_chunk_bytes) is not int or max_chunk_bytes < 1:
             raise ValueError(f"max_chunk_bytes must be a positive int, not {max_chunk_bytes!r}")
         #: The applied index the data reflects; the snapshot's ``SnapshotMeta.index`` must equal it.
@@ -86,10 +103,7 @@ class SnapshotReader(Iterator[bytes]):
         self._after: bytes | None = None
         self._pending: tuple[bytes, bytes] | None = None
         self._done = False
-        if data_prefix is None:
-            self._it: Iterator[tuple[bytes, bytes]] = iter(())
-        else:
-            self._it = reader.scan(data_prefix, enc.prefix_end(data_prefix))
+        self._it: Iterator[tuple[bytes, bytes]] = iter(()) if gen is None else _generation(reader, gen)
 
     def __next__(self) -> bytes:
         if self._done:
@@ -111,7 +125,7 @@ class SnapshotReader(Iterator[bytes]):
             if flat and size + len(k) + len(v) > self._max - n:
                 self._pending = item
                 break
-            key = k[n:]
+            key = k[:1] + k[n:]  # the space byte, then the key: drop the generation id
             flat.append(key)
             flat.append(v)
             size += len(key) + len(v) + 8

@@ -73,8 +73,8 @@ class Translation:
                         f"partition {name!r}: applied index {applied} is below the stored {st.applied}"
                     )
                 if gen != st.gen:  # built before a snapshot install switched generations: re-prefix
-                    dp = st.dp
-                    keys = [dp + k[enc.PREFIX_LEN :] for k in keys]
+                    new = enc.pack_u64(st.gen)
+                    keys = [k[:1] + new + k[enc.PREFIX_LEN :] for k in keys]  # keeping each key's space
                 if deletes:
                     for k, v in zip(keys, values, strict=True):
                         if v is None:

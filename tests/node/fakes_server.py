@@ -69,7 +69,9 @@ class FakeReplica:
         self.host = FakeHost(node_id)
         self.name = name
         self.store = store
-        self.machine: StateMachine = SystemStateMachine(store, name) if name == SYSTEM else KvStateMachine(name)
+        self.machine: StateMachine = (
+            SystemStateMachine(store, name) if name == SYSTEM else KvStateMachine(name, store, now=trio.current_time)
+        )
         self.applied = store.applied_index(name)
         self.is_leader = is_leader
         self.leader = node_id if is_leader else leader
@@ -94,7 +96,7 @@ class FakeReplica:
         index = self.applied + 1
         ops, results = self.machine.apply([Entry(term=self.term, index=index, data=data)])
         batch = self.store.write_batch()
-        batch.apply(self.name, ops, index)
+        batch.apply(self.name, ops, index, self.machine.record_changes())
         self.store.write(batch)
         self.applied = index
         return results.get(index)

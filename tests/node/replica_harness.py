@@ -177,6 +177,9 @@ class KeyMachine:
     def reload(self) -> None:
         self.reloads += 1
 
+    def record_changes(self) -> list[tuple[bytes, bytes | None]]:
+        return []
+
 
 # --- bootstrapping and running --------------------------------------------------------------------------------
 

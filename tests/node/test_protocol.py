@@ -47,6 +47,7 @@ from borough.node.records import (
     check_key,
     check_value,
 )
+from borough.node.session_table import SessionRef
 from borough.ring.members import Member, MemberState, MemberTable
 
 LIMITS = Limits()
@@ -57,6 +58,7 @@ SAMPLES: list[Op] = [
     Get("k"),
     Get(b"\x00k", "stale"),
     Write((Put("a", ONE), Delete(b"b"), Put(b"c", encode_value({"x": [1, 2]})))),
+    Write((Delete("k"),), SessionRef(b"\x01" * 16, 7, 3)),
     Scan(ScanRange(), 1),
     Scan(ScanRange(gt="a", lte=b"z", reverse=True, values=False), 500, "stale"),
     Info(),
@@ -218,7 +220,7 @@ def test_decode_call_refuses_a_bad_envelope(call_body: object, what: str) -> Non
         ("get", ["k"], "get takes \\[key"),
         ("get", ["k", "stale", 1], "get takes \\[key"),
         ("write", [], "write takes \\[ops\\]"),
-        ("write", [[["del", "k"]], []], "write takes \\[ops\\]"),
+        ("write", [[["del", "k"]], [], []], "write takes \\[ops\\]"),
         ("scan", [[None] * 4 + [False, True], 1], "scan takes \\[range, limit, consistency\\]"),
         ("scan", [], "scan takes \\[range, limit, consistency\\]"),
         ("info", [1], "info takes no arguments"),
@@ -280,6 +282,13 @@ FULL_RANGE = [None, None, None, None, False, True]
         ("write", [[["put", "k", "one"]]], "a put's value must be CBOR-encoded bytes"),
         ("write", [[["put", "k", b""]]], "a put's value must be CBOR-encoded bytes"),
         ("write", [[["del", ""]]], "a key must not be empty"),
+        ("write", [[["del", "k"]], []], "a write's session is \\[session_id, seq, low\\]"),
+        ("write", [[["del", "k"]], [b"short", 1, 1]], "a session id is 16 bytes"),
+        ("write", [[["del", "k"]], ["s" * 16, 1, 1]], "a session id is 16 bytes"),
+        ("write", [[["del", "k"]], [b"s" * 16, 0, 0]], "integers in \\[1, 2\\*\\*63\\)"),
+        ("write", [[["del", "k"]], [b"s" * 16, 1 << 63, 1]], "integers in \\[1, 2\\*\\*63\\)"),
+        ("write", [[["del", "k"]], [b"s" * 16, True, 1]], "integers in"),
+        ("write", [[["del", "k"]], [b"s" * 16, 2, 3]], "above its own seq"),
     ],
 )
 def test_decode_call_refuses_bad_arguments(name: str, args: list[Any], what: str) -> None:
@@ -594,3 +603,10 @@ def test_hosting_replies_round_trip_and_refuse_garbage() -> None:
     for bad in (None, [["a"]], [["a"], [1]], [("a",), []], [[], [], []]):
         with pytest.raises(RemoteProtocolError, match="malformed reply: hosting"):
             Hosted().decode_result(bad)
+
+
+def test_only_reads_and_writes_with_a_session_are_retry_safe() -> None:
+    assert Get("k").retry_safe and Scan(ScanRange(), 1).retry_safe
+    assert not Write((Delete("k"),)).retry_safe  # a handler's write, or an old client's: applied as often as sent
+    assert Write((Delete("k"),), SessionRef(b"s" * 16, 1, 1)).retry_safe
+    assert not Call({}).retry_safe  # requests become exactly once with handler transactions (issue 18)

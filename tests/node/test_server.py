@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import attrs
-import cbor2
 import pytest
 import trio
 import trio.testing
@@ -29,7 +28,8 @@ from borough.node.local import LocalBackend
 from borough.node.protocol import Call, FindLeader, Get, Info, Join, Locate, Members, Op, Scan, SendSnapshot, Write
 from borough.node.reads import PAGE_BYTES
 from borough.node.records import Delete, Limits, Put, ScanRange
-from borough.node.statemachine import encode_command, write_command
+from borough.node.session_table import DEFAULT_EXPIRY
+from borough.node.statemachine import encode_command
 from borough.node.system_state import SYSTEM, Refused, join_command, register_command
 from borough.partition import Partition
 from borough.request import Request
@@ -84,8 +84,9 @@ async def test_write_proposes_exactly_the_write_command_of_its_ops() -> None:
     put_data(rig.store, P, {"gone": 1})
     ops = (Put("a", encode_value("x")), Put(b"b", encode_value(2)), Delete("gone"))
     assert await rig.server.handle_call(incoming(P, Write(ops))) is None
-    assert replica.proposed == [cbor2.loads(write_command(ops))]
-    assert replica.proposed == [[["put", "a", encode_value("x")], ["put", b"b", encode_value(2)], ["del", "gone"]]]
+    [(version, stamp, expiry, session, proposed_ops)] = replica.proposed
+    assert (version, session) == (1, None) and stamp >= 0 and expiry == DEFAULT_EXPIRY  # stamped by the leader
+    assert proposed_ops == [["put", "a", encode_value("x")], ["put", b"b", encode_value(2)], ["del", "gone"]]
     assert rig.store.get(P, "a") == "x"
     assert rig.store.get(P, b"b") == 2
     assert await rig.server.handle_call(incoming(P, Get("gone"))) is None
@@ -245,7 +246,7 @@ async def test_a_request_runs_the_handler_next_to_its_partition() -> None:
     reply = await rig.server.handle_call(incoming(P, Call({"n": 3})))
     assert reply == Reply({"visits": 3, "on": ME})
     assert [(p, r.partition.name, r.body) for p, r in seen] == [(P, P, {"n": 3})]
-    assert replica.proposed == [[["put", "visits", encode_value(3)]]]
+    assert [command[4] for command in replica.proposed] == [[["put", "visits", encode_value(3)]]]
     assert replica.barriers == 1  # the handler's linearizable get
 
 

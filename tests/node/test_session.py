@@ -22,6 +22,7 @@ from borough.node.protocol import Call, FindLeader, Get, Locate, Members, Op, Sc
 from borough.node.records import DirectoryRecord, Limits, Put, ScanPage, ScanRange
 from borough.node.routing import Target
 from borough.node.session import Session
+from borough.node.session_table import SessionRef
 from borough.node.system_state import SYSTEM
 from borough.ring.members import Member, MemberTable
 from borough.store.memory import MemoryStore
@@ -135,23 +136,73 @@ async def test_a_not_leader_hint_is_followed_before_the_other_voters() -> None:
     session = make_session(net)
     await session.kv_write("p", (Put("k", V1),))
     assert net.ops("sys.dir") == [(SEED, Locate("p", True))]  # a write may register the partition
-    # Each node not known to lead is probed first; a's NotLeader names c, which leads: b is skipped.
-    assert net.ops("leader") == [("a:1", FindLeader()), ("c:1", FindLeader())]
-    assert net.ops("write") == [("c:1", Write((Put("k", V1),)))]
+    # A write with a session may be sent again, so nobody is probed first; a's NotLeader names c, which leads:
+    # b is skipped.
+    assert net.ops("leader") == []
+    ref = SessionRef(session.sequencer.session, 1, 1)
+    assert net.ops("write") == [("a:1", Write((Put("k", V1),), ref)), ("c:1", Write((Put("k", V1),), ref))]
     assert session.router.leader_of("p") == Target("c", "c:1")
 
 
-async def test_a_write_cut_off_after_it_was_sent_is_not_sent_again() -> None:
+async def test_a_write_cut_off_after_it_was_sent_is_sent_again_with_the_same_session_and_seq() -> None:
     net = Net()
     net.seed_knows("a", "b")
     net.on("a:1", "write", Unavailable("connection reset by peer"))
     net.on("b:1", "write", None)
     session = make_session(net)
-    with pytest.raises(Unavailable, match="may or may not have taken effect") as info:
+    await session.kv_write("p", (Put("k", V1),))
+    await session.kv_write("p", (Put("k", V2),))
+    writes = net.ops("write")
+    # The partition applies a (session, seq) once however often it arrives: the retry on b is safe.
+    assert [address for address, _ in writes] == ["a:1", "b:1", "b:1"]
+    refs = [op.session for _, op in writes if isinstance(op, Write)]
+    assert refs == [SessionRef(session.sequencer.session, 1, 1)] * 2 + [SessionRef(session.sequencer.session, 2, 2)]
+    assert session.sequencer.in_flight("p") == 0
+    assert session.router.leader_of("p") == Target("b", "b:1")
+
+
+async def test_a_write_whose_deadline_runs_out_says_its_outcome_is_unknown(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    net = Net()
+    net.seed_knows("a")
+    net.on("a:1", "write", Unavailable("connection reset by peer"))
+    session = make_session(net, timeout=3.0)
+    with pytest.raises(Timeout, match="may or may not have taken effect") as info:
         await session.kv_write("p", (Put("k", V1),))
     assert "connection reset by peer" in str(info.value)
-    assert [address for address, _ in net.ops("write")] == ["a:1"]  # not retried on a nor on b
-    assert session.router.leader_of("p") is None
+    assert len(net.ops("write")) > 3  # sent again and again until the deadline: always the same seq
+    assert {op.session for _, op in net.ops("write") if isinstance(op, Write)} == {
+        SessionRef(session.sequencer.session, 1, 1)
+    }
+    assert session.sequencer.in_flight("p") == 0  # given up: a later write's low passes it
+
+
+async def test_concurrent_writes_to_a_partition_carry_the_lowest_seq_still_in_flight() -> None:
+    net = Net()
+    net.seed_knows("a")
+    release = trio.Event()
+    seen: list[SessionRef] = []
+
+    async def slow_call(address: str, body: Any, streams: Mapping[str, Any] | None = None) -> Reply[Any]:
+        _, op, _ = decode_call(body, Limits())
+        if isinstance(op, Write) and op.session is not None:
+            seen.append(op.session)
+            if op.session.seq == 1:
+                await release.wait()
+            return Reply(None)
+        return await net.call(address, body, streams)
+
+    session = make_session(net)
+    session._call = slow_call
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.kv_write, "p", (Put("k", V1),))
+        await trio.testing.wait_all_tasks_blocked()
+        await session.kv_write("p", (Put("k", V2),))  # 1 is still in flight: low stays 1
+        await session.kv_write("q", (Put("k", V2),))  # another partition has its own low
+        release.set()
+    await session.kv_write("p", (Put("k", V2),))
+    assert [(r.seq, r.low) for r in seen] == [(1, 1), (2, 1), (3, 3), (4, 4)]
 
 
 @pytest.mark.parametrize("refusal", [Overloaded("the proposal queue is full"), NotDelivered("no connection")])
@@ -164,7 +215,7 @@ async def test_a_write_refused_before_it_ran_is_retried(
     session = make_session(net)
     put = Put("k", V1)
     await session.kv_write("p", (put,))
-    assert net.ops("write") == [("a:1", Write((put,)))] * 3
+    assert net.ops("write") == [("a:1", Write((put,), SessionRef(session.sequencer.session, 1, 1)))] * 3
     assert session.router.retries == 2
 
 

@@ -33,6 +33,10 @@ from borough.ring.members import Member, MemberState, MemberTable
 from borough.store.memory import MemoryStore
 
 
+def kv(partition: str) -> KvStateMachine:
+    return KvStateMachine(partition, MemoryStore(), now=lambda: 0.0)
+
+
 def entry(index: int, data: bytes, kind: int = EntryKind.NORMAL) -> Entry:
     return Entry(term=2, index=index, kind=kind, data=data)
 
@@ -56,7 +60,8 @@ def loaded(ops: Sequence[Sequence[Any]]) -> SystemState:
 def test_kv_apply_turns_write_commands_into_ops_in_log_order() -> None:
     first = (Put("a", encode_value(1)), Delete("b"))
     second = (Put(b"b", encode_value("x")), Put("a", encode_value(2)))
-    ops, results = KvStateMachine("p").apply([entry(5, write_command(first)), entry(6, write_command(second))])
+    entries = [entry(5, write_command(first, stamp=1.0)), entry(6, write_command(second, stamp=2.0))]
+    ops, results = kv("p").apply(entries)
     assert ops == [
         ["put", "a", encode_value(1)],
         ["del", "b"],
@@ -70,16 +75,16 @@ def test_kv_apply_turns_write_commands_into_ops_in_log_order() -> None:
 
 
 def test_kv_apply_skips_leader_noops_and_conf_changes() -> None:
-    write = write_command((Put("k", encode_value(True)),))
+    write = write_command((Put("k", encode_value(True)),), stamp=1.0)
     entries = [entry(1, b""), entry(2, b"\x82\x01\x02", EntryKind.CONF_CHANGE), entry(3, write), entry(4, b"")]
-    ops, _ = KvStateMachine("p").apply(entries)
+    ops, _ = kv("p").apply(entries)
     assert ops == [["put", "k", encode_value(True)]]
 
 
 def test_kv_apply_logs_and_skips_an_undecodable_entry(caplog: pytest.LogCaptureFixture) -> None:
-    write = write_command((Delete("z"),))
+    write = write_command((Delete("z"),), stamp=1.0)
     with caplog.at_level(logging.ERROR, logger="borough.node.statemachine"):
-        ops, _ = KvStateMachine("orders").apply([entry(7, b"\xff\xfe"), entry(8, write)])
+        ops, _ = kv("orders").apply([entry(7, b"\xff\xfe"), entry(8, write)])
     assert ops == [["del", "z"]]
     assert any("orders" in r.getMessage() and "7" in r.getMessage() for r in caplog.records)
 

@@ -205,7 +205,7 @@ def test_corrupt_chunks_are_remote_protocol_errors_and_write_nothing(store: Stor
     with pytest.raises(RemoteProtocolError, match="applied index 0, earlier ones of 3"):
         inst.add_chunk(rebuild([0, *body(chunks[1])[1:]]))
     with pytest.raises(RemoteProtocolError, match="does not continue"):
-        inst.add_chunk(rebuild([3, 1, b"a", *body(chunks[1])[3:]]))
+        inst.add_chunk(rebuild([3, 1, b"\x05a", *body(chunks[1])[3:]]))
     assert inst.next_seq == 1
     for c in chunks[1:]:
         inst.add_chunk(c)

@@ -69,7 +69,9 @@ SAVED = pathlib.Path(__file__).resolve().parent / "scenarios"
     ],
 )
 def test_saved_fuzzer_finds_stay_fixed(name: str) -> None:
-    # retried-delete-3331: a delete whose reply was lost was retried and applied again after a later put.
+    # retried-delete-3331: a delete whose reply was lost was retried and applied again after a later put (then
+    # fixed by not retrying: its outcome was unknown; now it carries its session, is retried and applies once,
+    # see test_sim_retries.py).
     # readded-replica-181: a replica added back to _system replayed old configurations that did not list it,
     # deleted itself, was recreated by the leader's next message, and so on forever.
     # stale-system-learner-248: a node paused and restarted kept a _system replica the group had dropped; it
