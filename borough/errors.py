@@ -73,12 +73,16 @@ class NotDelivered(Unavailable):
 
 
 class RemoteError(BoroughError):
-    """A request handler raised; ``type_name`` and ``message`` describe the handler's exception."""
+    """An error from the far side that has no class of its own here: a request handler's exception
+    (``from_handler``), or one of a node's own refusals (``type_name`` NoHandler, NotAMember, SystemError,
+    InternalError, StaleWrite). ``type_name`` and ``message`` describe it."""
 
-    def __init__(self, type_name: str, message: str) -> None:
-        super().__init__(f"the request handler raised {type_name}: {message}")
+    def __init__(self, type_name: str, message: str, *, from_handler: bool = True) -> None:
+        what = f"the request handler raised {type_name}" if from_handler else type_name
+        super().__init__(f"{what}: {message}")
         self.type_name = type_name
         self.message = message
+        self.from_handler = from_handler
 
 
 class ProtocolError(BoroughError):

@@ -158,6 +158,7 @@ class Server:
                 raise RemoteError(
                     "InternalError",
                     f"node {self._node_id} failed to carry out {op.name} on partition {partition!r}; its log says why",
+                    from_handler=False,
                 ) from None
             body, reply_streams = split_streams(reply)
             return Reply(body, streams=reply_streams or {})
@@ -237,6 +238,7 @@ class Server:
             raise RemoteError(
                 "NoHandler",
                 f"node {self._node_id} has no request handler: pass handler= to open_node, or set node.handler",
+                from_handler=False,
             )
         replica = await self._leader(partition)
         here = None if remote else local_streams(streams)
@@ -276,7 +278,8 @@ class Server:
             return machine.state.members
         if isinstance(op, SetState):
             if machine.state.members.get(NodeId(op.node_id)) is None:
-                raise RemoteError("NotAMember", f"node {op.node_id} is not a member of this cluster")
+                missing = f"node {op.node_id} is not a member of this cluster"
+                raise RemoteError("NotAMember", missing, from_handler=False)
             return _checked(await replica.propose(encode_command(state_command(op.node_id, op.state))))
         if isinstance(op, ListPartitions):
             await replica.read_barrier()
@@ -309,5 +312,5 @@ async def _close_all(streams: Iterable[trio.abc.ReceiveStream]) -> None:
 
 def _checked(result: Any) -> Any:
     if isinstance(result, Refused):
-        raise RemoteError("SystemError", result.reason)
+        raise RemoteError("SystemError", result.reason, from_handler=False)
     return result

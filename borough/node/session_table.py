@@ -183,6 +183,7 @@ class SessionTable:
                 RemoteError(
                     "StaleWrite",
                     f"write {ref.seq} of this session arrived after its client gave up on it; it was not applied",
+                    from_handler=False,
                 )
             )
         if len(session.results) >= self.max_window:

@@ -136,11 +136,12 @@ def _build_not_leader(_message: str, f: dict[str, Any]) -> BaseException:
 
 def _remote_fields(exc: BaseException) -> dict[str, Any]:
     assert isinstance(exc, errors.RemoteError)
-    return {"type_name": exc.type_name, "message": exc.message}
+    return {"type_name": exc.type_name, "message": exc.message, "from_handler": exc.from_handler}
 
 
 def _build_remote(message: str, f: dict[str, Any]) -> BaseException:
-    return errors.RemoteError(str(f.get("type_name", "Exception")), str(f.get("message", message)))
+    name, text = str(f.get("type_name", "Exception")), str(f.get("message", message))
+    return errors.RemoteError(name, text, from_handler=f.get("from_handler") is not False)
 
 
 def _make_default() -> ErrorRegistry:

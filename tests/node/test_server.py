@@ -605,3 +605,15 @@ def test_the_per_caller_rate_forgets_the_longest_idle_caller_past_its_bound() ->
         assert rate.refused == 1
 
     trio.run(main, clock=trio.testing.MockClock())
+
+
+async def test_a_nodes_own_refusal_does_not_read_as_a_handler_exception() -> None:
+    rig = make_rig(invoke_handler=None)
+    rig.host(P)
+    with pytest.raises(RemoteError) as info:
+        await rig.server.handle_call(incoming(P, Call({"x": 1})))
+    assert not info.value.from_handler and str(info.value).startswith("NoHandler: ")
+    from borough.wire.errors_codec import default_registry
+
+    again = default_registry.decode(default_registry.encode(info.value))
+    assert isinstance(again, RemoteError) and not again.from_handler and str(again) == str(info.value)
