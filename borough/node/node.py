@@ -297,9 +297,14 @@ class Node:
     # --- the wire ---------------------------------------------------------------------------------------
 
     def on_message(self, peer: PeerInfo, message: Any) -> None:
-        if not self.roles.may_send_frames(peer):
+        taken = self.roles.frames_from(peer)
+        if taken is None:
             return
-        self.directory.learn_address(peer.node_id, peer.address)
+        self.directory.learn_address(peer.node_id, peer.address)  # (to answer it; bounded)
+        if taken == "system":  # a node our table does not list yet: only _system's own Raft traffic
+            if isinstance(message, list) and message and message[0] == "raft":
+                self.outbox.receive(peer, message, only=SYSTEM)
+            return
         if isinstance(message, list) and len(message) == 2 and message[0] == "swim":
             if peer.address:
                 try:

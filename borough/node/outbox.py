@@ -127,8 +127,9 @@ class RaftOutbox:
 
     # --- inbound --------------------------------------------------------------------------------------------
 
-    def receive(self, peer: PeerInfo, frame: object) -> None:
-        """A Raft frame from ``peer``; anything malformed is logged and dropped."""
+    def receive(self, peer: PeerInfo, frame: object, *, only: str | None = None) -> None:
+        """A Raft frame from ``peer``; anything malformed is logged and dropped. With ``only``, messages of other
+        partitions than that one are dropped too (a peer that may speak for that group alone)."""
         if not isinstance(frame, list) or len(frame) != 2 or frame[0] != RAFT or not isinstance(frame[1], list):
             self.dropped_inbound += 1
             logger.warning("dropped a malformed message from %s: %.100r", peer, frame)
@@ -150,8 +151,8 @@ class RaftOutbox:
                 self.dropped_inbound += 1
                 logger.warning("dropped a malformed Raft message from %s: %s", peer, exc)
                 continue
-            if msg.to != self._node_id:
-                continue  # meant for an earlier incarnation of this address
+            if msg.to != self._node_id or (only is not None and partition != only):
+                continue  # meant for an earlier incarnation of this address, or not this peer's to send
             if type(msg) is InstallSnapshot:
                 # A snapshot arrives only on the snapshot path, with its data (see ``snapshots``); as a bare
                 # message it would ask the core to install data that was never staged.

@@ -7,7 +7,11 @@ table yet and asks to join. What each role may send:
 
 - Raft and SWIM frames, and snapshot streams: members only. A node that hears from a node id it does not know
   asks ``_system`` for a fresh member table (a node that joined a moment ago), and drops the frame meanwhile:
-  Raft and SWIM retransmit.
+  Raft and SWIM retransmit. One exception: ``_system``'s own Raft traffic and snapshots are taken from any node
+  (never a client). ``_system`` is where the member table is decided, and a node whose table is stale (it was
+  down while others joined) may be needed to elect its leader: refusing the new members there would leave it
+  waiting for a table that no leader can serve (found by the topology fuzzer, seed 30655). Under TLS a node is
+  a holder of a node certificate of the cluster's CA; without TLS no role is more than a declaration.
 - ``sys.join``: a node joining (or rejoining) as itself, never a client, never on another node's behalf (it
   would rewrite that member's address).
 - Everything else (reads, writes, requests, partition info, members, decommission): anyone who connected (under
@@ -26,6 +30,7 @@ import trio
 from borough.errors import Forbidden
 from borough.ids import NodeId
 from borough.node.protocol import Join, Op, SendSnapshot
+from borough.node.system_state import SYSTEM
 from borough.ring.members import MemberTable
 from borough.wire.records import PeerInfo
 
@@ -54,16 +59,17 @@ class Roles:
         self._unknown_member()  # perhaps a node that joined a moment ago: fetch a fresh table
         return False
 
-    def may_send_frames(self, peer: PeerInfo) -> bool:
-        """Whether Raft and SWIM frames from ``peer`` are taken (only a member's are)."""
+    def frames_from(self, peer: PeerInfo) -> str | None:
+        """Which frames of ``peer`` are taken: ``"all"`` (a member's), ``"system"`` (only Raft messages of
+        ``_system``: a node this node's table does not list yet), or None (a client's: nothing)."""
         if self.is_member(peer):
-            return True
+            return "all"
         self._refuse(peer, "Raft and SWIM frames")
-        return False
+        return None if peer.is_client or not peer.node_id else "system"
 
-    def check_call(self, peer: PeerInfo, op: Op) -> None:
+    def check_call(self, peer: PeerInfo, partition: str, op: Op) -> None:
         """Raise ``Forbidden`` unless ``peer``'s role allows ``op``."""
-        if isinstance(op, SendSnapshot) and not self.is_member(peer):
+        if isinstance(op, SendSnapshot) and not self.is_member(peer) and (partition != SYSTEM or peer.is_client):
             self._refuse(peer, "a snapshot")
             raise Forbidden(f"{peer} is not a member of this cluster: only members send snapshots")
         if isinstance(op, Join) and (peer.is_client or not peer.node_id):

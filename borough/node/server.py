@@ -133,7 +133,7 @@ class Server:
         """A call from the wire: decode and validate it, bound it by the caller's time left, execute it, and
         encode the result."""
         partition, op, left = decode_call(call.body, self.limits)
-        self._roles.check_call(call.peer, op)
+        self._roles.check_call(call.peer, partition, op)
         if call.peer.node_id:
             self._addresses.learn_address(call.peer.node_id, call.peer.address)
         streams = call.streams or None
