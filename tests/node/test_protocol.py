@@ -17,6 +17,7 @@ from borough.node.protocol import (
     MAX_PAGE_ITEMS,
     OPS,
     Call,
+    Export,
     FindLeader,
     Get,
     Hosted,
@@ -145,6 +146,7 @@ def test_a_calls_streams_do_not_travel_in_the_body() -> None:
         (SetState, True, False, True),
         (ListPartitions, True, False, True),
         (Hosted, True, False, False),
+        (Export, True, False, False),
     ],
 )
 def test_op_flags(cls: type[Op], repeatable: bool, creates: bool, system: bool) -> None:
@@ -155,7 +157,7 @@ def test_op_flags(cls: type[Op], repeatable: bool, creates: bool, system: bool) 
 def test_the_op_table_is_complete_and_names_are_unique() -> None:
     assert set(OPS) == {
         "get", "write", "scan", "info", "leader", "request", "sys.join", "sys.dir", "sys.members", "sys.state",
-        "sys.partitions", "node.hosted", "snap",
+        "sys.partitions", "node.hosted", "snap", "export",
     }  # fmt: skip
     assert {name for name, cls in OPS.items() if cls.system} == {
         "sys.join", "sys.dir", "sys.members", "sys.state", "sys.partitions"
