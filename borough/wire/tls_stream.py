@@ -8,7 +8,8 @@ frames that doubled the scheduler passes per frame, which broke the outbox's per
 third of the throughput (issue 14). Here:
 - a send encrypts, then takes the send lock without yielding when it is free (it always is, except when the
   reader is flushing a post-handshake message) and hands the records to the transport: one checkpoint;
-- a receive decrypts what is buffered, else reads the transport once (one checkpoint) and decrypts; it returns
+- a receive decrypts what is buffered, else reads the transport once (one checkpoint; OpenSSL is not asked, and
+  does not raise its want-read error, when nothing is buffered) and decrypts; it returns
   every whole record already received, up to ``max_bytes``, each ``SSLObject.read`` asking at most one record
   (16 KiB: a bigger request makes CPython allocate, and the allocator map, the whole buffer per call);
 - records leave in the order OpenSSL produced them: whoever holds the send lock drains the outgoing BIO.
@@ -22,6 +23,7 @@ A cancelled ``send_all`` or handshake leaves the stream broken, as with any trio
 
 from __future__ import annotations
 
+import operator
 import ssl
 from typing import Any
 
@@ -172,15 +174,20 @@ class TlsStream(trio.abc.Stream):
         if self._receiving:
             raise trio.BusyResourceError("another task is receiving on this TLS stream")
         self._check()
-        limit = RECORD_PLAINTEXT if max_bytes is None else max_bytes
+        limit = RECORD_PLAINTEXT if max_bytes is None else operator.index(max_bytes)
         if limit < 1:
             raise ValueError("max_bytes must be at least 1")
         self._receiving = True
         try:
             yielded = False
+            incoming, tls = self._incoming, self._ssl
             while True:
+                if not (incoming.pending or incoming.eof or tls.pending()):
+                    # Nothing to decrypt: read the transport first rather than pay for OpenSSL's want-read error.
+                    await self._fill()
+                    yielded = True
                 try:
-                    data = self._ssl.read(min(limit, RECORD_PLAINTEXT))
+                    data = tls.read(min(limit, RECORD_PLAINTEXT))
                     break
                 except ssl.SSLWantReadError:
                     pass
