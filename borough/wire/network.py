@@ -63,7 +63,7 @@ def format_address(host: str, port: int) -> str:
 def describe_stream(stream: trio.abc.Stream) -> str:
     """The remote end of a stream for log lines: ``ip:port`` for TCP (under TLS too), the simulated address, or
     the type."""
-    inner = getattr(stream, "transport_stream", None)  # trio.SSLStream
+    inner = getattr(stream, "transport_stream", None)  # tls_stream.TlsStream, trio.SSLStream
     if isinstance(inner, trio.abc.Stream):
         stream = inner
     sock = getattr(stream, "socket", None)

@@ -1,5 +1,5 @@
 """Mutual TLS: the SSL contexts, the role a certificate carries, and ``TlsNetwork`` (any ``Network`` wrapped in
-``trio.SSLStream``).
+``tls_stream.TlsStream``, a TLS stream for one reader and one writer: see there why not ``trio.SSLStream``).
 
 Rules (copied from CockroachDB and etcd, see docs/ and the README's "Running with certificates"):
 - Both sides present a certificate signed by the cluster CA (``ca.crt``): ``CERT_REQUIRED`` both ways, TLS 1.2
@@ -12,6 +12,8 @@ Rules (copied from CockroachDB and etcd, see docs/ and the README's "Running wit
 - The TLS handshake is a network wait: the accept side bounds it with ``handshake_timeout`` and drops a peer that
   opens TCP and never finishes; the dial side is bounded by the transport's ``connect_timeout``. Handshakes are
   explicit (``do_handshake``), never implicit in the first read.
+- No session tickets (``num_tickets = 0``: links are long-lived and we never resume a session) and no TLS 1.2
+  renegotiation (``OP_NO_RENEGOTIATION``): after the handshake only application data and alerts flow.
 
 It knows nothing about frames, calls, Raft or the node; the transport asks it for the peer's certificate.
 """
@@ -30,6 +32,7 @@ from borough.errors import ConfigError
 from borough.wire import codec as c
 from borough.wire.network import Handler, Network, describe_stream, parse_address
 from borough.wire.records import PeerCertificate, PeerRole
+from borough.wire.tls_stream import TlsStream
 
 __all__ = [
     "CLIENT_UNIT",
@@ -70,6 +73,9 @@ def _context(purpose: Literal["server", "client"], ca: str, cert: str, key: str)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.verify_mode = ssl.CERT_REQUIRED  # PROTOCOL_TLS_SERVER leaves CERT_NONE: client certificates are mandatory
     ctx.verify_flags |= ssl.VERIFY_X509_STRICT  # Python 3.13's default: the same verdict on every version
+    ctx.options |= ssl.OP_NO_RENEGOTIATION
+    if purpose == "server":
+        ctx.num_tickets = 0  # TLS 1.3 tickets are for resumption, which a long-lived link never does
     if purpose == "client":
         ctx.check_hostname = True
     ctx.load_verify_locations(cafile=ca)
@@ -120,7 +126,7 @@ def peer_certificate(stream: trio.abc.Stream) -> PeerCertificate | None:
 
     Raises ``ConfigError`` when the certificate carries no Borough role (one OU, ``borough-node`` or
     ``borough-client``)."""
-    if not isinstance(stream, trio.SSLStream):
+    if not isinstance(stream, (TlsStream, trio.SSLStream)):
         return None
     cert = stream.getpeercert()
     if not cert:  # cannot happen with CERT_REQUIRED; refuse rather than guess
@@ -179,7 +185,7 @@ def tls_failure(exc: BaseException, address: str) -> ConfigError | None:
             f"{address} refused our certificate ({seen.reason}); use a node or client certificate of the "
             "cluster's CA (borough certs)"
         )
-    if "unexpected_eof" in reason:  # trio drops the alert of a failed server handshake: the peer just hangs up
+    if "unexpected_eof" in reason:  # the peer hung up without an alert (or its alert was lost)
         return ConfigError(
             f"{address} hung up during the TLS handshake (it may not trust our certificate, or not speak TLS); "
             "give every node and client certificates of the same CA (borough certs)"
@@ -190,7 +196,8 @@ def tls_failure(exc: BaseException, address: str) -> ConfigError | None:
 
 
 class TlsNetwork:
-    """``inner`` (TCP, or the simulator) with mutual TLS on every connection. See the module docstring."""
+    """``inner`` (TCP, or the simulator) with mutual TLS (a ``TlsStream``) on every connection. See the module
+    docstring."""
 
     def __init__(
         self, inner: Network, contexts: TlsContexts, *, handshake_timeout: float = 5.0, max_handshaking: int = 128
@@ -205,7 +212,7 @@ class TlsNetwork:
     async def connect(self, address: str) -> trio.abc.Stream:
         host, _port = parse_address(address)
         raw = await self.inner.connect(address)
-        stream = trio.SSLStream(raw, self.contexts.client, server_hostname=host)
+        stream = TlsStream(raw, self.contexts.client, server_hostname=host)
         try:
             await stream.do_handshake()
         except BaseException as exc:
@@ -234,7 +241,7 @@ class TlsNetwork:
                 if self.refused == 1 or self.refused % 1000 == 0:
                     log.warning("refused %d connections: too many TLS handshakes under way", self.refused)
                 return
-            stream = trio.SSLStream(raw, server, server_side=True)
+            stream = TlsStream(raw, server, server_side=True)
             with trio.move_on_after(self.handshake_timeout) as scope:
                 try:
                     await stream.do_handshake()
