@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 #: Raft messages held for a partition whose replica is being created (beyond: dropped, Raft retransmits).
 PENDING_MESSAGES = 256
 PENDING_PARTITIONS = 1024
+#: The most a message's term may exceed the replica's own: more elections than any group holds in practice
+#: (a forged term near 2**63 would otherwise wedge the group, since no election could pass it).
+MAX_TERM_GAP = 1 << 32
 #: A failed replica restarts after RESTART_FIRST seconds, doubling with each failure of it up to RESTART_MAX.
 RESTART_FIRST = 1.0
 RESTART_MAX = 60.0
@@ -69,6 +72,8 @@ class Replicas:
         self._pending: dict[str, list[tuple[Message, int, int]]] = {}
         #: Messages dropped because they were meant for a replica this node deleted (an earlier incarnation).
         self.dropped_stale = 0
+        #: Messages dropped because their term was out of reach of any group (``MAX_TERM_GAP``).
+        self.dropped_terms = 0
         self._creating: set[str] = set()
         self._restarts: dict[str, int] = {}  # partition -> failures of its replica so far (for the backoff)
         #: Replicas that failed (and were restarted from disk).
@@ -236,8 +241,12 @@ class Replicas:
 
     def deliver(self, partition: str, message: Message, to_inc: int = 0, frm_inc: int = 0) -> None:
         """Hand a peer's Raft message (stamped with incarnations, see ``borough.node.incarnations``) to its
-        replica, creating the replica when a leader talks to us first."""
+        replica, creating the replica when a leader talks to us first. A term no group could have reached
+        (more than ``MAX_TERM_GAP`` past ours) is dropped: believed, it would leave the group no term to go on."""
         replica = self._replicas.get(partition)
+        if message.term > (replica.term if replica is not None else 0) + MAX_TERM_GAP:
+            self.dropped_terms += 1
+            return
         if replica is not None:
             replica.deliver(message, to_inc, frm_inc)
             return

@@ -287,6 +287,17 @@ async def test_a_replica_that_fails_is_restarted_from_disk_and_the_others_keep_r
         assert node.replicas.failures == 1
 
 
+async def test_a_term_no_group_could_reach_is_dropped(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_node() as node:
+        node.directory.add("p", "a", "b", "c")
+        replica = await node.replicas.local("p")
+        node.replicas.deliver("p", Heartbeat(frm="b", to="a", term=(1 << 63) - 1, commit=0))
+        await settle()
+        assert replica.term < 10 and node.replicas.dropped_terms == 1
+        node.replicas.deliver("p", Heartbeat(frm="b", to="a", term=5, commit=0))  # an ordinary term still counts
+        await wait_until(lambda: replica.term == 5)
+
+
 # --- deletion and the ticker ---------------------------------------------------------------------------------------
 
 
