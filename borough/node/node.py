@@ -16,7 +16,6 @@ import os
 import random
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from functools import partial
 from typing import Any
 
 import trio
@@ -27,7 +26,6 @@ from borough.ids import NodeId
 from borough.node.cluster import Cluster, new_id
 from borough.node.directory import Directory
 from borough.node.duties import Duties
-from borough.node.http import serve_http
 from borough.node.incarnations import Stamp
 from borough.node.local import LocalBackend
 from borough.node.members import MemberWatch
@@ -41,7 +39,7 @@ from borough.node.routing import Target
 from borough.node.server import Server
 from borough.node.session import DRAIN_POLL, Session
 from borough.node.snapshots import Snapshots
-from borough.node.status import status_report
+from borough.node.status import serve_node_http
 from borough.node.system_state import SYSTEM
 from borough.partition import Partition, check_partition_name
 from borough.raft.messages import InstallSnapshot, Message
@@ -93,7 +91,6 @@ class Node:
         self._nursery = nursery
         self._detector = detector
         self.transport = transport
-        transport.trusts_address = self._trusts_address
         out_of_touch = 2 * config.election_ticks * config.tick_interval
         me = Target(node_id, address)
         self.directory = Directory(
@@ -101,7 +98,7 @@ class Node:
             seeds=config.join,
             local_system=lambda: self.replicas.system_state(),
             self_target=me,
-            on_miss=self.member_watch_refresh,
+            on_miss=lambda: self.member_watch.want_refresh(),
             replicas=config.replicas,
         )
         self.replicas = Replicas(
@@ -128,7 +125,10 @@ class Node:
             bytes_per_second=config.snapshot_bytes_per_second,
             offload=committer.offloads,
         )
-        self.roles = Roles(members=lambda: self.directory.members, unknown_member=self.member_watch_refresh)
+        self.roles = Roles(
+            members=lambda: self.directory.members, unknown_member=lambda: self.member_watch.want_refresh()
+        )
+        transport.trusts_address = self.roles.trusts_address
         self.server = Server(
             node_id=node_id,
             roles=self.roles,
@@ -189,7 +189,9 @@ class Node:
             max_moving=config.max_moving_partitions,
         )
         self.handler = handler
-        self._start_metrics()
+        self.metrics = NodeMetrics(self)
+        self.server.on_op, committer.observe = self.metrics.observe_op, self.metrics.observe_commit
+        self.metrics_address: str | None = None  # where the HTTP listener (metrics_listen) serves, once it does
 
     def __repr__(self) -> str:
         return f"<Node {self.node_id} at {self.address}>"
@@ -226,8 +228,7 @@ class Node:
         return await self.session.request(check_partition_name(partition), body)
 
     async def join(self, address: str) -> None:
-        """Join the cluster that the node at ``address`` belongs to (a node started with ``bootstrap=False``
-        and an empty data dir). A node already in a cluster raises ConfigError."""
+        """Join the cluster of the node at ``address`` (after ``bootstrap=False``; ConfigError if in one)."""
         await self.cluster.join(address)
 
     async def members(self) -> MemberTable:
@@ -239,16 +240,13 @@ class Node:
         return await self.session.partitions()
 
     async def member_status(self) -> list[MemberStatus]:
-        """Every member with its state and the replicas and leaderships it holds (None for a member that did
-        not answer in time)."""
+        """Every member, its state and the replicas and leaderships it holds (None: it did not answer)."""
         return await self.session.member_status()
 
     async def decommission(self, node_id: str) -> None:
-        """Drain member ``node_id`` and remove it from the cluster: it is marked LEAVING, so the ring places
-        nothing on it and every group it belongs to moves to the other members (leaderships first), then, once
-        no partition lists it, DEAD. Works for a member that is down too. Takes as long as moving its data;
-        bound it with your own cancel scope. A running node that was decommissioned stays out: it does not
-        announce itself again."""
+        """Drain member ``node_id`` (marked LEAVING: its groups move to the others, leaderships first), then
+        mark it DEAD once no partition lists it; works for a member that is down too, and one decommissioned
+        stays out. Takes as long as moving its data: bound it with your own cancel scope."""
         await self.session.decommission(node_id)
 
     async def leave(self) -> None:
@@ -264,21 +262,6 @@ class Node:
         handler = self._handler
         assert handler is not None
         return await handler(Request(self, Partition(backend, partition, self.session.limits), body))
-
-    def _trusts_address(self, node_id: str | None, address: str) -> bool:
-        """Whether a connection from ``node_id`` may stand for ``address``: only a member the member table
-        lists at that address (see ``Transport.trusts_address``)."""
-        return node_id is not None and self.directory.members.address_of(NodeId(node_id)) == address
-
-    def _start_metrics(self) -> None:
-        self.metrics = NodeMetrics(self)
-        self.server.on_op = self.metrics.observe_op
-        self.committer.observe = self.metrics.observe_commit
-        #: Where the HTTP listener (``metrics_listen``) serves, once it does.
-        self.metrics_address: str | None = None
-
-    def member_watch_refresh(self) -> None:
-        self.member_watch.want_refresh()
 
     # --- ReplicaHost ------------------------------------------------------------------------------------
 
@@ -302,17 +285,16 @@ class Node:
             return
         self.directory.learn_address(peer.node_id, peer.address)  # (to answer it; bounded)
         if taken == "system":  # a node our table does not list yet: only _system's own Raft traffic
-            if isinstance(message, list) and message and message[0] == "raft":
+            if _kind(message) == "raft":
                 self.outbox.receive(peer, message, only=SYSTEM)
-            return
-        if isinstance(message, list) and len(message) == 2 and message[0] == "swim":
+        elif _kind(message) == "swim":
             if peer.address:
                 try:
                     self._detector.deliver(peer.address, message[1])
                 except RemoteProtocolError as exc:  # the peer's fault, not ours: drop it as the outbox does Raft's
                     logger.warning("dropped a malformed SWIM message from %s: %s", peer, exc)
-            return
-        self.outbox.receive(peer, message)
+        else:
+            self.outbox.receive(peer, message)
 
     async def on_call(self, peer: PeerInfo, call: IncomingCall) -> Any:
         return await self.server.handle_call(call)
@@ -327,15 +309,13 @@ class Node:
         nursery.start_soon(self.duties.placement_forever)
         nursery.start_soon(self.duties.sweep_forever)
         if self.config.metrics_listen is not None:
-            self.metrics_address = await nursery.start(
-                partial(
-                    serve_http,
-                    self.config.metrics_listen,
-                    metrics=self.metrics.text,
-                    status=lambda: status_report(self, self.cluster_id, self.address),
-                )
-            )
+            self.metrics_address = await nursery.start(serve_node_http, self, self.config.metrics_listen)
         await self.cluster.start()
+
+
+def _kind(frame: Any) -> Any:
+    """A frame's kind ("raft", "swim"), or None for anything that is not a two-item list."""
+    return frame[0] if isinstance(frame, list) and len(frame) == 2 else None
 
 
 class _Late:

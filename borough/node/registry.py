@@ -161,14 +161,9 @@ class Replicas:
                 # One partition's failure (a bug, or a peer's message no check foresaw) is that partition's:
                 # its replica stops, its callers get Unavailable, and it restarts from its durable state.
                 self.failures += 1
-                delay = min(RESTART_MAX, RESTART_FIRST * 2 ** min(self._restarts.get(replica.name, 0), 16))
-                self._restarts[replica.name] = self._restarts.get(replica.name, 0) + 1
-                logger.error(
-                    "partition %r: its replica failed; restarting it from disk in %.1f s",
-                    replica.name,
-                    delay,
-                    exc_info=exc,
-                )
+                tries = self._restarts[replica.name] = self._restarts.get(replica.name, 0) + 1
+                delay = min(RESTART_MAX, RESTART_FIRST * 2 ** min(tries - 1, 16))
+                logger.error("partition %r: replica failed; restart in %.1f s", replica.name, delay, exc_info=exc)
                 self._nursery.start_soon(self._restart, replica, delay)
                 return
             if replica.removed:
@@ -185,9 +180,8 @@ class Replicas:
 
     async def _restart(self, failed: Replica, delay: float) -> None:
         await trio.sleep(delay)
-        name = failed.name
-        if name not in self._replicas and name in self._host.store.replicas():
-            self.start(name)
+        if failed.name not in self._replicas and failed.name in self._host.store.replicas():
+            self.start(failed.name)
 
     async def bootstrap(self, name: str, voters: Sequence[str]) -> Replica:
         """Create a new group's replica with its initial configuration (a snapshot meta at index 0)."""
@@ -240,9 +234,8 @@ class Replicas:
     # --- inbound Raft messages ----------------------------------------------------------------------------
 
     def deliver(self, partition: str, message: Message, to_inc: int = 0, frm_inc: int = 0) -> None:
-        """Hand a peer's Raft message (stamped with incarnations, see ``borough.node.incarnations``) to its
-        replica, creating the replica when a leader talks to us first. A term no group could have reached
-        (more than ``MAX_TERM_GAP`` past ours) is dropped: believed, it would leave the group no term to go on."""
+        """Hand a peer's Raft message (with incarnations: ``borough.node.incarnations``) to its replica, creating
+        it when a leader talks to us first. A term past ``MAX_TERM_GAP`` is dropped (it would wedge the group)."""
         replica = self._replicas.get(partition)
         if message.term > (replica.term if replica is not None else 0) + MAX_TERM_GAP:
             self.dropped_terms += 1

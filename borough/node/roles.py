@@ -59,6 +59,11 @@ class Roles:
         self._unknown_member()  # perhaps a node that joined a moment ago: fetch a fresh table
         return False
 
+    def trusts_address(self, node_id: str | None, address: str) -> bool:
+        """Whether a connection from ``node_id`` may stand for ``address`` (``Transport.trusts_address``): only
+        a member the member table lists at that address, so no connection takes over another's traffic."""
+        return node_id is not None and self._members().address_of(NodeId(node_id)) == address
+
     def frames_from(self, peer: PeerInfo) -> str | None:
         """Which frames of ``peer`` are taken: ``"all"`` (a member's), ``"system"`` (only Raft messages of
         ``_system``: a node this node's table does not list yet), or None (a client's: nothing)."""

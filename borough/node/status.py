@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import trio
+
+from borough.node.http import serve_http
 from borough.node.metrics import MetricsSource
 
-__all__ = ["status_report"]
+__all__ = ["serve_node_http", "status_report"]
 
 
 def status_report(node: MetricsSource, cluster_id: str | None, address: str) -> dict[str, Any]:
@@ -49,3 +52,15 @@ def status_report(node: MetricsSource, cluster_id: str | None, address: str) -> 
         "ring": ring,
         "partitions": partitions,
     }
+
+
+async def serve_node_http(
+    node: Any, address: str, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """The node's HTTP listener at ``address`` (``metrics_listen``): its metrics, its status and the page."""
+    await serve_http(
+        address,
+        metrics=node.metrics.text,
+        status=lambda: status_report(node, node.cluster_id, node.address),
+        task_status=task_status,
+    )
