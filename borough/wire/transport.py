@@ -118,6 +118,10 @@ class Transport:
         self._refusal_logged_at = float("-inf")
         #: Accepted connections closed at once because a bound was reached.
         self.refused_connections = 0
+        #: Accepted connections closed because their handshake failed (garbage, another cluster, a timeout).
+        self.failed_handshakes = 0
+        self._handshake_log_window = float("-inf")
+        self._handshake_logged = 0
         #: Whether an accepted connection from ``node_id`` may carry our traffic to the address its HELLO claims
         #: (the node answers from its member table, so no process can take over another member's address;
         #: a connection that may not still carries its own calls and messages, and their replies).
@@ -388,6 +392,19 @@ class Transport:
         finally:
             self._inbound -= 1
 
+    def _refuse_handshake(self, remote: str, why: str) -> None:
+        """A connection that failed its handshake is closed; the first ones of each 10 s are logged, the rest
+        only counted (a peer reconnecting in a loop must not fill the disk with the same line)."""
+        self.failed_handshakes += 1
+        now = trio.current_time()
+        if now - self._handshake_log_window >= 10.0:
+            self._handshake_log_window, self._handshake_logged = now, 0
+        self._handshake_logged += 1
+        if self._handshake_logged <= 10:
+            log.warning("closing the connection from %s: %s", remote, why, extra={"peer": remote})
+        elif self._handshake_logged == 11:
+            log.warning("more connections failed their handshake; logging them again in 10 s (counted meanwhile)")
+
     async def _serve_inbound(self, stream: trio.abc.Stream, remote: str) -> None:
         self._handshaking += 1
         try:
@@ -401,15 +418,10 @@ class Transport:
                     authorize=partial(role_refusal, certificate),
                 )
         except trio.TooSlowError:
-            log.warning(
-                "closing the connection from %s: no handshake within %.1f s",
-                remote,
-                self.settings.connect_timeout,
-                extra={"peer": remote},
-            )
+            self._refuse_handshake(remote, f"no handshake within {self.settings.connect_timeout:.1f} s")
             return
         except (ProtocolError, ConfigError) as exc:
-            log.warning("closing the connection from %s: %s", remote, exc, extra={"peer": remote})
+            self._refuse_handshake(remote, str(exc))
             return
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             log.info("the connection from %s failed during the handshake: %s", remote, exc, extra={"peer": remote})

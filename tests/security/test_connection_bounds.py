@@ -310,3 +310,24 @@ async def test_a_flood_of_connections_that_never_speak_is_bounded_and_a_good_cli
         finally:
             for stream in silent:
                 await stream.aclose()
+
+
+async def test_connections_that_fail_their_handshake_are_counted_and_their_log_lines_bounded(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from borough.node.node import open_node
+    from borough.wire.network import TcpNetwork
+
+    async with open_node(listen="127.0.0.1:0", data_dir=None) as node:
+        with caplog.at_level(logging.WARNING, logger="borough.wire.transport"):
+            for _ in range(50):
+                stream = await TcpNetwork().connect(node.address)
+                await stream.send_all(b"\x00\x00\x00\x05garbage and more")
+                with trio.move_on_after(2):
+                    while await stream.receive_some(1024):
+                        pass
+                await stream.aclose()  # the node closed it first: its refusal was counted by then
+        lines = [r for r in caplog.records if "closing the connection from" in r.getMessage()]
+        assert len(lines) <= 10  # fifty refused; at most ten said so within the window
+        assert node.transport.failed_handshakes == 50
+        await node.partition("p").put("k", 1)  # and it serves on
