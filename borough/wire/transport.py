@@ -283,19 +283,21 @@ class Transport:
             if not self._wanted(link) and not link.inbound and self._links.get(link.address) is link:
                 del self._links[link.address]
 
+    async def _handshake(self, stream: trio.abc.Stream, role: c.Role) -> tuple[Any, c.FrameCodec]:
+        """Exchange HELLOs on a new connection, refusing a peer whose declared role its certificate contradicts;
+        returns the peer's certificate (None without TLS) and the codec."""
+        certificate = peer_certificate(stream)
+        codec = await handshake(
+            stream, role=role, local=self._hello(), settings=self.settings, authorize=partial(role_refusal, certificate)
+        )
+        return certificate, codec
+
     async def _dial_once(self, link: _Link) -> None:
         try:
             with trio.fail_after(self.settings.connect_timeout):
                 stream = await self.network.connect(link.address)
                 try:
-                    certificate = peer_certificate(stream)
-                    codec = await handshake(
-                        stream,
-                        role=c.Role.DIALER,
-                        local=self._hello(),
-                        settings=self.settings,
-                        authorize=partial(role_refusal, certificate),
-                    )
+                    certificate, codec = await self._handshake(stream, c.Role.DIALER)
                 except BaseException:
                     with trio.CancelScope(shield=True), trio.move_on_after(self.settings.close_timeout):
                         await trio.aclose_forcefully(stream)
@@ -409,14 +411,7 @@ class Transport:
         self._handshaking += 1
         try:
             with trio.fail_after(self.settings.connect_timeout):
-                certificate = peer_certificate(stream)
-                codec = await handshake(
-                    stream,
-                    role=c.Role.ACCEPTOR,
-                    local=self._hello(),
-                    settings=self.settings,
-                    authorize=partial(role_refusal, certificate),
-                )
+                certificate, codec = await self._handshake(stream, c.Role.ACCEPTOR)
         except trio.TooSlowError:
             self._refuse_handshake(remote, f"no handshake within {self.settings.connect_timeout:.1f} s")
             return
