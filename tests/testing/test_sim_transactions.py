@@ -1,0 +1,125 @@
+"""Handlers that are transactions (issue 18), in the simulator: the counter-and-audit example.
+
+The handler reads a partition's counter, writes it back plus one and appends an audit record (the new count and
+the request's id) to the ``audit`` partition. Under any fault schedule Hypothesis draws (crashes, restarts,
+partitions, pauses, resets, client cuts), with deadlines long enough to outlast the schedule: no request raises;
+each partition's counter equals the number of acknowledged requests to it, their replies are exactly 1..n; and
+the audit partition holds exactly one record per increment, naming each request once.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections import defaultdict
+from typing import Any
+
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import borough
+from borough.node.statemachine import KvStateMachine
+from borough.testing.checks import check_leaders, check_replicas
+from borough.testing.scenario import Fault, client_host, run_faults, run_simulation
+from borough.testing.sim import SimCluster
+from borough.testing.strategies import fault_schedules
+
+BUDGET = settings().max_examples
+SOAK = os.environ.get("BOROUGH_SOAK") == "1"
+AUDIT = "audit"
+
+
+async def counter_handler(request: borough.Request) -> Any:
+    """The README's example: count visits per partition, and audit each one in another partition."""
+    count = await request.partition.get("counter", 0) + 1
+    await request.partition.put("counter", count)
+    await request.other_partition(AUDIT).put(f"{request.partition.name}/{count:06d}", request.body["id"])
+    return count
+
+
+async def _client(
+    sim: SimCluster,
+    index: int,
+    requests: int,
+    partitions: int,
+    pause: float,
+    acked: dict[str, list[int]],
+    errors: list[str],
+) -> None:
+    rng = random.Random(index)
+    async with sim.client(request_timeout=120.0, host=client_host(index)) as client:
+        for n in range(requests):
+            partition = f"acct{rng.randrange(partitions)}"
+            await trio.sleep(pause * rng.random())
+            try:
+                count = await client.request(partition, {"id": f"c{index}-{n}"})
+            except borough.BoroughError as exc:
+                errors.append(f"client {index} request {n} on {partition}: {exc!r}")
+            else:
+                acked[partition].append(count)
+
+
+async def _outboxes_empty(sim: SimCluster) -> None:
+    while True:
+        owed = [
+            replica.name
+            for node in sim.running()
+            for _, replica in node.node.replicas.items()  # type: ignore[union-attr]
+            if replica.is_leader and isinstance(replica.machine, KvStateMachine) and len(replica.machine.outbox)
+        ]
+        if not owed:
+            return
+        await trio.sleep(0.5)
+
+
+async def counter_run(
+    seed: int, faults: tuple[Fault, ...], clients: int = 3, requests: int = 8, partitions: int = 2, pause: float = 1.0
+) -> list[str]:
+    """Run the counter example under ``faults``; the problems found (empty: all held)."""
+    acked: dict[str, list[int]] = defaultdict(list)
+    problems: list[str] = []
+    async with SimCluster(3, seed=seed, handler=counter_handler) as sim:
+        async with trio.open_nursery() as nursery:
+            for index in range(clients):
+                nursery.start_soon(_client, sim, index, requests, partitions, pause, acked, problems)
+
+            async def faults_then_heal() -> None:
+                await run_faults(sim, faults, nursery)
+                problems.extend((await check_leaders(sim, leader_bound=60.0)).problems)
+
+            nursery.start_soon(faults_then_heal)
+        if problems:
+            return problems
+        with trio.move_on_after(60.0) as waiting:
+            await _outboxes_empty(sim)
+        if waiting.cancelled_caught:
+            problems.append("effects still owed 60 s after healing")
+        problems.extend(await check_replicas(sim))
+        async with sim.client(request_timeout=30.0) as reader:
+            audit = [(k, v) async for k, v in reader.partition(AUDIT).iterator()]
+            for p in range(partitions):
+                name = f"acct{p}"
+                counter = await reader.partition(name).get("counter", 0)
+                replies = sorted(acked[name])
+                if replies != list(range(1, len(replies) + 1)) or counter != len(replies):
+                    problems.append(f"{name}: counter {counter}, replies {replies}")
+                records = [k for k, _ in audit if k.startswith(f"{name}/")]
+                if records != [f"{name}/{n:06d}" for n in range(1, counter + 1)]:
+                    problems.append(f"{name}: counter {counter}, audit records {records}")
+        ids = [v for _, v in audit]
+        if len(ids) != len(set(ids)) or len(ids) != sum(len(r) for r in acked.values()):
+            problems.append(f"audit names requests {sorted(ids)}, acknowledged {dict(acked)}")
+    return problems
+
+
+def test_counter_and_audit_without_faults_count_every_request_exactly_once() -> None:
+    # 8 clients at once on 2 partitions: handler runs of one partition overlap all the time
+    assert run_simulation(counter_run, 11, (), 8, 10, 2, 0.001) == []
+
+
+@settings(max_examples=max(3, BUDGET // 8), derandomize=not SOAK, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), faults=fault_schedules(3, max_faults=5, clients=3))
+def test_counter_and_audit_under_fault_schedules(seed: int, faults: tuple[Fault, ...]) -> None:
+    problems = run_simulation(counter_run, seed, faults)
+    assert not problems, f"seed={seed} faults={faults}\n" + "\n".join(problems)
