@@ -153,7 +153,7 @@ class KvStateMachine:
         sessions = self.sessions
         seen = None if txn.session is None else sessions.check(txn.session)
         if isinstance(seen, Known):
-            return Committed(seen.result)
+            return Committed(seen.result, duplicate=True)
         if isinstance(seen, Refused):
             return seen.error
         conflict = validate(self.store, self.partition, pending.index(ops), txn)

@@ -119,10 +119,12 @@ class TxnCommand:
 
 @attrs.frozen(slots=True)
 class Committed:
-    """The transaction applied: its reply, and the outbox seqs its effects were given."""
+    """The transaction applied (or, ``duplicate``, an earlier copy of its request did): its reply, and the outbox
+    seqs its effects were given."""
 
     reply: Any
     effect_seqs: tuple[int, ...] = ()
+    duplicate: bool = False
 
 
 @attrs.frozen(slots=True)

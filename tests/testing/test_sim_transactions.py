@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 import borough
 from borough.node.statemachine import KvStateMachine
+from borough.testing import check_serializable, record_handler_transactions
 from borough.testing.checks import check_leaders, check_replicas
 from borough.testing.scenario import Fault, client_host, run_faults, run_simulation
 from borough.testing.sim import SimCluster
@@ -78,6 +79,26 @@ async def counter_run(
 ) -> list[str]:
     """Run the counter example under ``faults``; the problems found (empty: all held)."""
     acked: dict[str, list[int]] = defaultdict(list)
+    problems: list[str] = []
+    with record_handler_transactions() as recorded:
+        problems += await _counter_run(seed, faults, clients, requests, partitions, pause, acked)
+    serial = check_serializable(recorded)
+    if not serial.ok:
+        problems.append(f"handler transactions are not serializable: {serial.explanation}")
+    if not recorded:
+        problems.append("no handler transaction was recorded")
+    return problems
+
+
+async def _counter_run(
+    seed: int,
+    faults: tuple[Fault, ...],
+    clients: int,
+    requests: int,
+    partitions: int,
+    pause: float,
+    acked: dict[str, list[int]],
+) -> list[str]:
     problems: list[str] = []
     async with SimCluster(3, seed=seed, handler=counter_handler) as sim:
         async with trio.open_nursery() as nursery:
