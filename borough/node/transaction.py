@@ -154,9 +154,7 @@ class Transactions:
     """The node's handler transactions: a turn per partition and the commit loop. ``others`` is the backend
     other partitions are read through; ``effects`` delivers what committed runs owe (``EffectsPump``)."""
 
-    def __init__(
-        self, store: Store, others: Any, effects: Any, *, max_attempts: int = MAX_ATTEMPTS
-    ) -> None:
+    def __init__(self, store: Store, others: Any, effects: Any, *, max_attempts: int = MAX_ATTEMPTS) -> None:
         self._store = store
         self._others = others
         self._effects = effects

@@ -132,18 +132,18 @@ def record_handler_transactions() -> Iterator[list[Txn]]:
 
     def watched(self: KvStateMachine, index: int, stamp: float, txn: TxnCommand, ops: list[Any], pending: Any) -> Any:
         result = original(self, index, stamp, txn, ops, pending)
-        if isinstance(result, Committed) and not result.duplicate and (self.partition, index) not in seen:
-            if txn.ops or txn.reads or txn.ranges:
-                seen.add((self.partition, index))
-                p = self.partition
-                recorded.append(
-                    Txn(
-                        id=(p, index),
-                        commit=(p, index),
-                        reads={(p, _k(k)): d for k, d in txn.reads},
-                        writes={(p, _k(op[1])): value_digest(op[2] if op[0] == "put" else None) for op in txn.ops},
-                    )
+        p = self.partition
+        fresh = isinstance(result, Committed) and not result.duplicate and (p, index) not in seen
+        if fresh and (txn.ops or txn.reads or txn.ranges):
+            seen.add((p, index))
+            recorded.append(
+                Txn(
+                    id=(p, index),
+                    commit=(p, index),
+                    reads={(p, _k(k)): d for k, d in txn.reads},
+                    writes={(p, _k(op[1])): value_digest(op[2] if op[0] == "put" else None) for op in txn.ops},
                 )
+            )
         return result
 
     KvStateMachine._apply_txn = watched  # type: ignore[method-assign]
