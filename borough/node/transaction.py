@@ -128,16 +128,20 @@ class HeldEffects:
         self.open = True
 
     async def kv_get(self, partition: str, key: str | bytes, consistency: Any) -> bytes | None:
-        return await self._backend.kv_get(partition, key, consistency)
+        raw: bytes | None = await self._backend.kv_get(partition, key, consistency)
+        return raw
 
     async def kv_scan(self, partition: str, scan: ScanRange, limit: int, consistency: Any) -> ScanPage:
-        return await self._backend.kv_scan(partition, scan, limit, consistency)
+        page: ScanPage = await self._backend.kv_scan(partition, scan, limit, consistency)
+        return page
 
     async def partition_info(self, partition: str) -> PartitionInfo:
-        return await self._backend.partition_info(partition)
+        info: PartitionInfo = await self._backend.partition_info(partition)
+        return info
 
     async def kv_export(self, partition: str) -> tuple[int, trio.abc.ReceiveStream]:
-        return await self._backend.kv_export(partition)
+        export: tuple[int, trio.abc.ReceiveStream] = await self._backend.kv_export(partition)
+        return export
 
     async def kv_write(self, partition: str, ops: tuple[WriteOp, ...]) -> None:
         await trio.lowlevel.checkpoint()

@@ -14,7 +14,9 @@ import random
 from collections import defaultdict
 from typing import Any
 
+import pytest
 import trio
+import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -144,3 +146,91 @@ def test_counter_and_audit_without_faults_count_every_request_exactly_once() -> 
 def test_counter_and_audit_under_fault_schedules(seed: int, faults: tuple[Fault, ...]) -> None:
     problems = run_simulation(counter_run, seed, faults)
     assert not problems, f"seed={seed} faults={faults}\n" + "\n".join(problems)
+
+
+# --- abort paths: nothing left behind ---------------------------------------------------------------------------
+
+
+async def test_a_handler_that_raises_leaves_no_write_and_no_effect(autojump_clock: trio.testing.MockClock) -> None:
+    async def handler(request: borough.Request) -> Any:
+        await request.partition.put("half", 1)
+        await request.other_partition(AUDIT).put("effect", 1)
+        if request.body == "fail":
+            raise LookupError("no such order")
+        return "ok"
+
+    async with SimCluster(3, seed=21, handler=handler) as sim, sim.client() as client:
+        with pytest.raises(borough.RemoteError, match="no such order"):
+            await client.request("acct0", "fail")
+        await trio.sleep(5)  # long enough for any effect to be delivered
+        assert await client.partition("acct0").get("half", None) is None
+        assert await client.partition(AUDIT).get("effect", None) is None
+        assert await client.request("acct0", "go") == "ok"
+        await trio.sleep(1)
+        assert await client.partition(AUDIT).get("effect") == 1
+
+
+async def test_a_handler_cut_off_by_its_deadline_leaves_nothing(autojump_clock: trio.testing.MockClock) -> None:
+    started = trio.Event()
+
+    async def handler(request: borough.Request) -> Any:
+        await request.partition.put("slow", 1)
+        await request.other_partition(AUDIT).put("slow", 1)
+        started.set()
+        await trio.sleep(1000)
+
+    async with SimCluster(3, seed=22, handler=handler) as sim, sim.client(request_timeout=5.0) as client:
+        with pytest.raises(borough.Timeout):
+            await client.request("acct0", None)
+        assert started.is_set()
+        await trio.sleep(20)
+        assert await client.partition("acct0").get("slow", None) is None
+        assert await client.partition(AUDIT).get("slow", None) is None
+
+
+async def test_a_handler_whose_leader_is_lost_mid_run_commits_only_the_rerun(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The first run of a request is on a leader that crashes while the handler waits; routing sends the request
+    again (same session and seq) and the new leader's run is the one that counts, once."""
+    runs: list[str] = []
+    crash = trio.Event()
+
+    async def handler(request: borough.Request) -> Any:
+        runs.append(request.node.whoami())
+        count = await request.partition.get("counter", 0) + 1
+        await request.partition.put("counter", count)
+        await request.other_partition(AUDIT).put(f"visit/{count}", request.body)
+        if len(runs) == 1:
+            crash.set()
+            await trio.sleep(1000)  # its node dies meanwhile
+        return count
+
+    async with SimCluster(3, seed=23, handler=handler) as sim, sim.client(request_timeout=60.0) as client:
+        await client.partition("acct0").put("counter", 0)
+        async with trio.open_nursery() as nursery:
+
+            async def crash_the_leader() -> None:
+                await crash.wait()
+                await sim.crash(sim.index_of(runs[0]))
+
+            nursery.start_soon(crash_the_leader)
+            assert await client.request("acct0", "first") == 1
+        assert len(runs) >= 2 and runs[-1] != runs[0]
+        await trio.sleep(5)
+        assert await client.partition("acct0").get("counter") == 1
+        assert [k async for k in client.partition(AUDIT).iterator(values=False)] == ["visit/1"]
+
+
+async def test_a_non_transactional_handler_writes_as_it_goes(autojump_clock: trio.testing.MockClock) -> None:
+    @borough.non_transactional
+    async def handler(request: borough.Request) -> Any:
+        await request.partition.put("first", 1)
+        await request.other_partition(AUDIT).put("direct", 1)  # applied at once, not held
+        raise LookupError("halfway")
+
+    async with SimCluster(3, seed=24, handler=handler) as sim, sim.client() as client:
+        with pytest.raises(borough.RemoteError, match="halfway"):
+            await client.request("acct0", None)
+        assert await client.partition("acct0").get("first") == 1  # the trade-off: what it did stays
+        assert await client.partition(AUDIT).get("direct") == 1
