@@ -98,6 +98,7 @@ class KvStateMachine:
         self.outbox = Outbox.load(records)
         #: Transactions refused by validation on this replica (for status and the benchmark).
         self.conflicts = 0
+        self._pending = _Pending()
         self.clock = LogClock(now, self.sessions.now)
 
     def write_command(self, ops: Iterable[WriteOp], session: SessionRef | None = None) -> bytes:
@@ -108,7 +109,8 @@ class KvStateMachine:
         ops: list[Any] = []
         results: dict[int, Any] = {}
         sessions = self.sessions
-        pending = _Pending()
+        pending = self._pending
+        pending.rounds.append(ops)
         for entry in entries:
             if entry.kind != EntryKind.NORMAL or not entry.data:
                 continue  # a conf change (the core handles it) or a leader's no-op
@@ -156,7 +158,7 @@ class KvStateMachine:
             return Committed(seen.result, duplicate=True)
         if isinstance(seen, Refused):
             return seen.error
-        conflict = validate(self.store, self.partition, pending.index(ops), txn)
+        conflict = validate(self.store, self.partition, pending.index(), txn)
         if conflict is not None:
             self.conflicts += 1
             return conflict
@@ -170,27 +172,36 @@ class KvStateMachine:
         return self.sessions.peek(ref)
 
     def record_changes(self) -> list[tuple[bytes, bytes | None]]:
+        self._pending = _Pending()  # the round's ops go to the store in the batch these changes join
         return self.sessions.changes() + self.outbox.changes()
 
     def reload(self) -> None:
         records = list(self.store.records(self.partition))
         self.sessions = SessionTable.load(records)
         self.outbox = Outbox.load(records)
+        self._pending = _Pending()
         self.clock.observe(self.sessions.now)
 
 
 class _Pending:
-    """The ops of one apply round by encoded key, indexed only as far as a transaction needs them."""
+    """The ops applied since the store was last written (one round: every ``apply`` call until
+    ``record_changes``), by encoded key, indexed only when a transaction needs them."""
 
     def __init__(self) -> None:
         self._by_key: dict[bytes, Any] = {}
-        self._seen = 0
+        #: The op lists of this round's ``apply`` calls, and how far each is indexed.
+        self.rounds: list[list[Any]] = []
+        self._seen: list[int] = []
 
-    def index(self, ops: list[Any]) -> dict[bytes, Any]:
-        for op in ops[self._seen :]:
-            self._by_key[encode_key(op[1])] = op
-        self._seen = len(ops)
-        return self._by_key
+    def index(self) -> dict[bytes, Any]:
+        by_key = self._by_key
+        seen = self._seen
+        seen.extend([0] * (len(self.rounds) - len(seen)))
+        for i, ops in enumerate(self.rounds):
+            for op in ops[seen[i] :]:
+                by_key[encode_key(op[1])] = op
+            seen[i] = len(ops)
+        return by_key
 
 
 class SystemStateMachine:

@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 MAX_ATTEMPTS: Final = 8
 #: Longest a committed run waits for its effects to land before replying (they land later regardless).
 EFFECTS_WAIT: Final = 5.0
+#: Effects a partition may owe before new runs are refused (Overloaded) until its targets catch up.
+MAX_OWED: Final = 100_000
 
 
 class Finished(BoroughError):
@@ -54,9 +56,10 @@ class Finished(BoroughError):
 class TxnBackend:
     """``request.partition`` inside a transaction (a ``Any``; see the module docstring)."""
 
-    def __init__(self, store: Store, partition: str) -> None:
+    def __init__(self, store: Store, partition: str, proposed: Proposed | None = None) -> None:
         self._store = store
         self._partition = partition
+        self._proposed = proposed if proposed is not None else Proposed()
         #: Buffered writes by encoded key: the op as it will be applied (``["put", key, raw]`` / ``["del", key]``).
         self.writes: dict[bytes, list[Any]] = {}
         self.reads: dict[bytes, tuple[str | bytes, bytes | None]] = {}
@@ -74,7 +77,8 @@ class TxnBackend:
         op = self.writes.get(kb)
         if op is not None:
             return op[2] if op[0] == "put" else None
-        raw = read_value(self._store, self._partition, key)
+        proposed = self._proposed.get(kb)
+        raw = read_value(self._store, self._partition, key) if proposed is None else _raw(proposed)
         if kb not in self.reads:
             self.reads[kb] = (key, value_digest(raw))
         return raw
@@ -96,9 +100,13 @@ class TxnBackend:
             )
             more = len(page) >= limit
             covered = scan if not more else _up_to(scan, page[-1][0])
-            ordered = sorted(page, key=lambda item: encode_key(item[0]))
-            self.ranges.append((covered, range_digest(ordered)))
             merged = {encode_key(k): (k, raw) for k, raw in page}
+            for kb, op in self._proposed.within(covered):
+                if op[0] == "put":
+                    merged[kb] = (op[1], op[2])
+                else:
+                    merged.pop(kb, None)
+            self.ranges.append((covered, range_digest(merged[kb] for kb in sorted(merged))))
             for kb, op in self.writes.items():
                 if in_range(kb, covered):
                     if op[0] == "put":
@@ -116,6 +124,42 @@ class TxnBackend:
 
     async def kv_export(self, partition: str) -> tuple[int, trio.abc.ReceiveStream]:
         raise TypeError("export() is not available on request.partition inside a handler's transaction")
+
+
+class Proposed:
+    """The writes of a partition's runs that were proposed on this leader and are not applied yet, newest last
+    per key: the next run reads them (pipelining: it need not wait for the previous entry to apply). Safe
+    because validation at apply time checks what the run read against the state there: if a proposed run it read
+    from does not commit, neither does it, and it runs again."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[bytes, list[tuple[int, list[Any]]]] = {}
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def get(self, kb: bytes) -> list[Any] | None:
+        ops = self._by_key.get(kb)
+        return ops[-1][1] if ops else None
+
+    def within(self, scan: ScanRange) -> list[tuple[bytes, list[Any]]]:
+        return [(kb, ops[-1][1]) for kb, ops in self._by_key.items() if in_range(kb, scan)]
+
+    def add(self, writes: dict[bytes, list[Any]]) -> int:
+        token = self._next
+        self._next += 1
+        for kb, op in writes.items():
+            self._by_key.setdefault(kb, []).append((token, op))
+        return token
+
+    def remove(self, token: int, writes: dict[bytes, list[Any]]) -> None:
+        for kb in writes:
+            ops = [item for item in self._by_key.get(kb, ()) if item[0] != token]
+            if ops:
+                self._by_key[kb] = ops
+            else:
+                self._by_key.pop(kb, None)
 
 
 class HeldEffects:
@@ -164,6 +208,7 @@ class Transactions:
         self._effects = effects
         self.max_attempts = max_attempts
         self._turns: dict[str, tuple[trio.Lock, int]] = {}
+        self._proposed: dict[str, Proposed] = {}
         #: Runs that were run again because their entry failed validation (for the benchmark and status).
         self.conflicts = 0
         self.commits = 0
@@ -206,26 +251,27 @@ class Transactions:
         if ref is not None and (known := machine.recorded(ref)) is not None:
             await trio.lowlevel.checkpoint()
             return known.result
+        if len(machine.outbox) >= MAX_OWED:
+            raise Overloaded(
+                f"partition {replica.name!r} still owes {len(machine.outbox)} effects to other partitions; retry later"
+            )
         reason = ""
-        async with self.turn(replica.name):
-            for _attempt in range(self.max_attempts if rerun else 1):
-                if ref is not None and (known := machine.recorded(ref)) is not None:
-                    return known.result  # an earlier copy of this request committed while we waited our turn
-                replica.check_leader()
-                result = await self._attempt(replica, machine, ref, handler)
-                if isinstance(result, Committed):
-                    self.commits += 1
-                    break
-                if isinstance(result, BaseException):
-                    raise result
-                assert isinstance(result, Conflict)
-                self.conflicts += 1
-                reason = result.reason
-            else:
-                raise Overloaded(
-                    f"the handler for partition {replica.name!r} ran {self.max_attempts if rerun else 1} times and "
-                    f"each time something it read changed before it committed ({reason}); nothing was applied"
-                )
+        attempts = self.max_attempts if rerun else 1
+        for _attempt in range(attempts):
+            result = await self._attempt(replica, machine, ref, handler)
+            if isinstance(result, Committed):
+                self.commits += 1
+                break
+            if isinstance(result, BaseException):
+                raise result
+            assert isinstance(result, Conflict)
+            self.conflicts += 1
+            reason = result.reason
+        else:
+            raise Overloaded(
+                f"the handler for partition {replica.name!r} ran {attempts} times and each time something it read "
+                f"changed before it committed ({reason}); nothing was applied"
+            )
         if result.effect_seqs:
             with trio.move_on_after(EFFECTS_WAIT):
                 await self._effects.deliver(replica, result.effect_seqs)
@@ -254,7 +300,37 @@ class Transactions:
     async def _attempt(
         self, replica: Replica, machine: KvStateMachine, ref: SessionRef | None, handler: RunHandler
     ) -> Any:
-        local = TxnBackend(self._store, replica.name)
+        """One run in the partition's turn; its entry is proposed before the turn passes on, and its result
+        awaited after (so the next run overlaps this one's replication)."""
+        name = replica.name
+        proposed = self._proposed.setdefault(name, Proposed())
+        local = TxnBackend(self._store, name, proposed)
+        token: int | None = None
+        failure: Exception | None = None  # raised outside the nursery, so it is not wrapped in a group
+        try:
+            async with trio.open_nursery() as nursery, self.turn(name):
+                try:
+                    if ref is not None and (known := machine.recorded(ref)) is not None:
+                        return Committed(known.result, duplicate=True)  # an earlier copy committed meanwhile
+                    replica.check_leader()
+                    command = await self._run_once(replica, machine, ref, handler, local)
+                except Exception as exc:  # the handler's own, or NotLeader: nothing was proposed
+                    failure = exc
+                else:
+                    token = proposed.add(local.writes)
+                    box: _Box = await nursery.start(_propose, replica, command)
+            if failure is not None:
+                raise failure
+            return box.result
+        finally:
+            if token is not None:
+                proposed.remove(token, local.writes)
+            if not len(proposed) and name not in self._turns:
+                self._proposed.pop(name, None)
+
+    async def _run_once(
+        self, replica: Replica, machine: KvStateMachine, ref: SessionRef | None, handler: RunHandler, local: TxnBackend
+    ) -> bytes:
         held = HeldEffects(self._others)
         try:
             reply = await handler(local, held)
@@ -273,7 +349,23 @@ class Transactions:
             session=ref,
             done=self._effects.take_done(replica.name),
         )
-        return await replica.propose(txn.encode(stamp=machine.clock.read(), expiry=machine.expiry))
+        return txn.encode(stamp=machine.clock.read(), expiry=machine.expiry)
+
+
+class _Box:
+    result: Any = None
+
+
+async def _propose(replica: Replica, command: bytes, task_status: trio.TaskStatus[_Box]) -> None:
+    """Propose ``command``; ``started`` is signalled before the proposal is queued but the caller resumes only
+    once this task blocks, i.e. after it was queued (trio runs a task until its next checkpoint), so entries are
+    proposed in the order of their turns. The result (or BoroughError) lands in the box."""
+    box = _Box()
+    task_status.started(box)
+    try:
+        box.result = await replica.propose(command)
+    except BoroughError as exc:
+        box.result = exc
 
 
 def _recordable(reply: Any) -> bool:
@@ -282,6 +374,10 @@ def _recordable(reply: Any) -> bool:
     except Exception:
         return False
     return True
+
+
+def _raw(op: list[Any]) -> bytes | None:
+    return op[2] if op[0] == "put" else None
 
 
 def _bounds(scan: ScanRange) -> dict[str, Any]:

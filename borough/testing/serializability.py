@@ -11,8 +11,9 @@ not yet committed write) and is reported as such. Any value can serve as a versi
 are distinguishable where it matters: a counter's values, unique ids, or the digests the recorder uses.
 
 ``record_handler_transactions`` records the handler transactions the partitions of a ``SimCluster`` (or any
-nodes in this process) commit, as every replica applies them, so users can check their own handlers the same
-way: keys are ``(partition, key)``, versions are digests of the encoded values (None: missing), commit order is
+nodes in this process) commit, as every replica applies them, and plain writes as transactions that only write,
+so users can check their own handlers the same way: keys are ``(partition, key)``, versions are digests of the
+encoded values (None: missing), commit order is
 ``(partition, log index)`` (transactions touch one partition; their effects on others are separate
 writes, not part of the transaction).
 """
@@ -122,35 +123,51 @@ def _find_cycle(edges: Mapping[Hashable, set[Hashable]]) -> list[Hashable]:
 @contextmanager
 def record_handler_transactions() -> Iterator[list[Txn]]:
     """Record every handler transaction committed in this process while the block runs (see the module
-    docstring); the list fills in as replicas apply them, one ``Txn`` per (partition, log index)."""
+    docstring), and every plain write as a transaction that only writes (so the versions handlers read from
+    them are known); the list fills in as replicas apply them, one ``Txn`` per (partition, log index)."""
     from borough.node.statemachine import KvStateMachine
     from borough.node.txn_command import Committed, TxnCommand, value_digest
 
     recorded: list[Txn] = []
     seen: set[tuple[str, int]] = set()
-    original = KvStateMachine._apply_txn
+    txn_entries: set[tuple[str, int]] = set()
+    original_txn = KvStateMachine._apply_txn
+    original_apply = KvStateMachine.apply
 
-    def watched(self: KvStateMachine, index: int, stamp: float, txn: TxnCommand, ops: list[Any], pending: Any) -> Any:
-        result = original(self, index, stamp, txn, ops, pending)
-        p = self.partition
-        fresh = isinstance(result, Committed) and not result.duplicate and (p, index) not in seen
-        if fresh and (txn.ops or txn.reads or txn.ranges):
-            seen.add((p, index))
-            recorded.append(
-                Txn(
-                    id=(p, index),
-                    commit=(p, index),
-                    reads={(p, _k(k)): d for k, d in txn.reads},
-                    writes={(p, _k(op[1])): value_digest(op[2] if op[0] == "put" else None) for op in txn.ops},
-                )
-            )
+    def add(p: str, index: int, reads: Mapping[Hashable, Hashable], ops: Iterable[list[Any]]) -> None:
+        if (p, index) in seen:
+            return  # another replica applied it already
+        seen.add((p, index))
+        writes: dict[Hashable, Hashable] = {(p, _k(op[1])): value_digest(op[2] if op[0] == "put" else None) for op in ops}
+        recorded.append(Txn(id=(p, index), commit=(p, index), reads=reads, writes=writes))
+
+    def watched_txn(
+        self: KvStateMachine, index: int, stamp: float, txn: TxnCommand, ops: list[Any], pending: Any
+    ) -> Any:
+        txn_entries.add((self.partition, index))
+        result = original_txn(self, index, stamp, txn, ops, pending)
+        if isinstance(result, Committed) and not result.duplicate and (txn.ops or txn.reads):
+            add(self.partition, index, {(self.partition, _k(k)): d for k, d in txn.reads}, txn.ops)
         return result
 
-    KvStateMachine._apply_txn = watched  # type: ignore[method-assign]
+    def watched_apply(self: KvStateMachine, entries: Any) -> tuple[list[Any], dict[int, Any]]:
+        ops: list[Any] = []
+        results: dict[int, Any] = {}
+        for entry in entries:  # one at a time (the state machine's round spans the calls): each index's own ops
+            new_ops, new_results = original_apply(self, [entry])
+            ops += new_ops
+            results.update(new_results)
+            if new_ops and (self.partition, entry.index) not in txn_entries:
+                add(self.partition, entry.index, {}, new_ops)
+        return ops, results
+
+    KvStateMachine._apply_txn = watched_txn  # type: ignore[method-assign]
+    KvStateMachine.apply = watched_apply  # type: ignore[method-assign]
     try:
         yield recorded
     finally:
-        KvStateMachine._apply_txn = original  # type: ignore[method-assign]
+        KvStateMachine._apply_txn = original_txn  # type: ignore[method-assign]
+        KvStateMachine.apply = original_apply  # type: ignore[method-assign]
 
 
 def _k(key: str | bytes) -> bytes:

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 import borough
 from borough.node.statemachine import KvStateMachine
+from borough.node.transaction import MAX_ATTEMPTS
 from borough.testing import check_serializable, record_handler_transactions
 from borough.testing.checks import check_leaders, check_replicas
 from borough.testing.scenario import Fault, client_host, run_faults, run_simulation
@@ -234,3 +235,39 @@ async def test_a_non_transactional_handler_writes_as_it_goes(autojump_clock: tri
             await client.request("acct0", None)
         assert await client.partition("acct0").get("first") == 1  # the trade-off: what it did stays
         assert await client.partition(AUDIT).get("direct") == 1
+
+
+async def test_a_run_whose_read_changed_before_its_commit_runs_again(autojump_clock: trio.testing.MockClock) -> None:
+    """A plain write lands between the handler's read and its commit (the handler makes it itself, through the
+    routed API, which takes no turn): validation refuses the first run's entry and the leader runs it again."""
+    runs: list[int] = []
+
+    async def handler(request: borough.Request) -> Any:
+        count = await request.partition.get("counter", 0)
+        runs.append(count)
+        if len(runs) == 1:
+            await request.node.partition(request.partition.name).put("counter", 100)
+        await request.partition.put("counter", count + 1)
+        return count + 1
+
+    with record_handler_transactions() as recorded:
+        async with SimCluster(3, seed=25, handler=handler) as sim, sim.client() as client:
+            assert await client.request("acct0", None) == 101
+            assert runs == [0, 100]
+            assert await client.partition("acct0").get("counter") == 101
+    assert check_serializable(recorded).ok
+
+
+async def test_a_run_that_always_conflicts_gives_up_with_the_reason(autojump_clock: trio.testing.MockClock) -> None:
+    async def handler(request: borough.Request) -> Any:
+        count = await request.partition.get("counter", 0)
+        await request.node.partition(request.partition.name).put("counter", count + 1000)
+        await request.partition.put("counter", count + 1)
+
+    async with SimCluster(3, seed=26, handler=handler) as sim, sim.client(request_timeout=3.0) as client:
+        with pytest.raises(borough.Timeout):  # each try gave up (Overloaded: nothing applied), so routing retried
+            await client.request("acct0", None)
+        # every run's own plain write landed; no run's transaction did
+        assert (await client.partition("acct0").get("counter")) % 1000 == 0
+        gave_up = [n.node.transactions.conflicts for n in sim.nodes if n.node is not None]
+        assert max(gave_up) >= MAX_ATTEMPTS
