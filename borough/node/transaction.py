@@ -29,11 +29,12 @@ import trio
 
 from borough.errors import BoroughError, Overloaded, RemoteError
 from borough.kv import encode_key
-from borough.node.reads import read_value
+from borough.node.reads import read_value, scan_page
 from borough.node.records import PartitionInfo, ScanPage, ScanRange, WriteOp
 from borough.node.replica import Replica
 from borough.node.session_table import SessionRef
 from borough.node.statemachine import KvStateMachine
+from borough.node.streams import split_streams
 from borough.node.txn_command import Committed, Conflict, TxnCommand, in_range, range_digest, value_digest
 from borough.store.base import Store
 
@@ -72,7 +73,8 @@ class TxnBackend:
 
     async def kv_get(self, partition: str, key: str | bytes, consistency: str) -> bytes | None:
         await trio.lowlevel.checkpoint()
-        self._check()
+        if not self.open:  # after the handler returned (a reply stream reading lazily): the applied state
+            return read_value(self._store, self._partition, key)
         kb = encode_key(key)
         op = self.writes.get(kb)
         if op is not None:
@@ -93,7 +95,8 @@ class TxnBackend:
         """A page of the range as this transaction sees it: the store's items with its own writes laid over
         them. What the store held in the part of the range the page covers is recorded for validation."""
         await trio.lowlevel.checkpoint()
-        self._check()
+        if not self.open:
+            return scan_page(self._store, self._partition, scan, limit)
         while True:
             page = list(
                 self._store.iterate(self._partition, encoded=True, **_bounds(scan), reverse=scan.reverse, limit=limit)
@@ -258,7 +261,7 @@ class Transactions:
         reason = ""
         attempts = self.max_attempts if rerun else 1
         for _attempt in range(attempts):
-            result = await self._attempt(replica, machine, ref, handler)
+            result, reply = await self._attempt(replica, machine, ref, handler)
             if isinstance(result, Committed):
                 self.commits += 1
                 break
@@ -275,7 +278,7 @@ class Transactions:
         if result.effect_seqs:
             with trio.move_on_after(EFFECTS_WAIT):
                 await self._effects.deliver(replica, result.effect_seqs)
-        return result.reply
+        return result.reply if result.duplicate else reply  # (the reply as made, with its streams if any)
 
     async def run_plain(self, replica: Replica, ref: SessionRef | None, handler: Callable[[], Awaitable[Any]]) -> Any:
         """A handler that opted out (``borough.non_transactional``): it runs as plain code, its writes applied
@@ -299,9 +302,10 @@ class Transactions:
 
     async def _attempt(
         self, replica: Replica, machine: KvStateMachine, ref: SessionRef | None, handler: RunHandler
-    ) -> Any:
+    ) -> tuple[Any, Any]:
         """One run in the partition's turn; its entry is proposed before the turn passes on, and its result
-        awaited after (so the next run overlaps this one's replication)."""
+        awaited after (so the next run overlaps this one's replication). Returns the entry's result and the
+        handler's reply."""
         name = replica.name
         proposed = self._proposed.setdefault(name, Proposed())
         local = TxnBackend(self._store, name, proposed)
@@ -311,9 +315,9 @@ class Transactions:
             async with trio.open_nursery() as nursery, self.turn(name):
                 try:
                     if ref is not None and (known := machine.recorded(ref)) is not None:
-                        return Committed(known.result, duplicate=True)  # an earlier copy committed meanwhile
+                        return Committed(known.result, duplicate=True), None  # an earlier copy committed meanwhile
                     replica.check_leader()
-                    command = await self._run_once(replica, machine, ref, handler, local)
+                    command, reply = await self._run_once(replica, machine, ref, handler, local)
                 except Exception as exc:  # the handler's own, or NotLeader: nothing was proposed
                     failure = exc
                 else:
@@ -321,7 +325,7 @@ class Transactions:
                     box: _Box = await nursery.start(_propose, replica, command)
             if failure is not None:
                 raise failure
-            return box.result
+            return box.result, reply
         finally:
             if token is not None:
                 proposed.remove(token, local.writes)
@@ -330,13 +334,14 @@ class Transactions:
 
     async def _run_once(
         self, replica: Replica, machine: KvStateMachine, ref: SessionRef | None, handler: RunHandler, local: TxnBackend
-    ) -> bytes:
+    ) -> tuple[bytes, Any]:
         held = HeldEffects(self._others)
         try:
             reply = await handler(local, held)
         finally:
             local.open = held.open = False
-        if not _recordable(reply):
+        recorded, _streams = split_streams(reply)  # streams cannot be recorded: a retry gets the rest
+        if not _recordable(recorded):
             raise RemoteError(
                 "TypeError", "the handler's reply cannot be recorded: reply with plain data (CBOR)", from_handler=True
             )
@@ -345,11 +350,11 @@ class Transactions:
             reads=tuple(local.reads.values()),
             ranges=tuple(local.ranges),
             effects=tuple((p, tuple(ops)) for p, ops in held.held.items() if ops),
-            reply=reply,
+            reply=recorded,
             session=ref,
             done=self._effects.take_done(replica.name),
         )
-        return txn.encode(stamp=machine.clock.read(), expiry=machine.expiry)
+        return txn.encode(stamp=machine.clock.read(), expiry=machine.expiry), reply
 
 
 class _Box:

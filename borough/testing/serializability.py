@@ -138,7 +138,9 @@ def record_handler_transactions() -> Iterator[list[Txn]]:
         if (p, index) in seen:
             return  # another replica applied it already
         seen.add((p, index))
-        writes: dict[Hashable, Hashable] = {(p, _k(op[1])): value_digest(op[2] if op[0] == "put" else None) for op in ops}
+        writes: dict[Hashable, Hashable] = {
+            (p, _k(op[1])): value_digest(op[2] if op[0] == "put" else None) for op in ops
+        }
         recorded.append(Txn(id=(p, index), commit=(p, index), reads=reads, writes=writes))
 
     def watched_txn(
