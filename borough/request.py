@@ -44,7 +44,9 @@ class RunningNode(Protocol):
 
 
 class Request:
-    """One request, as the handler on the partition's leader sees it.
+    """One request, as the handler on the partition's leader sees it. Unless the handler is marked
+    ``non_transactional``, each run is a serializable transaction on ``partition``: its writes are buffered and
+    commit atomically with the reply, exactly once, when it returns (see docs/transactions.md).
 
     - ``partition``: the partition the request names; this node leads it, so its operations are local.
     - ``body``: what the caller sent (any CBOR value). If the caller attached streams, ``body["streams"]``
