@@ -169,3 +169,48 @@ async def test_an_iterator_over_a_page_its_handler_deleted_reads_on() -> None:
         rows.append((key, value))
     assert rows == [(f"k{i:03d}", i) for i in range(10, 20)]
     await trio.lowlevel.checkpoint()
+
+
+class FakeLeader:
+    """What the effects pump needs of a leader replica: its name, state machine and ``propose``."""
+
+    def __init__(self, m: KvStateMachine) -> None:
+        self.name = P
+        self.machine = m
+        self.is_leader = True
+        self.index = 100
+
+    async def propose(self, command: bytes) -> Any:
+        await trio.lowlevel.checkpoint()
+        self.index += 1
+        return apply(self.machine, command, first=self.index)[self.index]
+
+
+async def test_owed_effects_are_sent_until_they_land_under_the_same_session_and_seq() -> None:
+    from borough.errors import Unavailable
+    from borough.node.effects import EffectsPump
+    from borough.node.protocol import Write
+
+    m = machine()
+    effects = (("audit", (put("acct/1", "r1"),)), ("audit", (put("acct/2", "r2"),)))
+    assert apply(m, txn(effects=effects))[1] == Committed(None, (1, 2))
+    leader = FakeLeader(m)
+    sent: list[tuple[str, Write]] = []
+    failing = {"audit"}
+
+    async def run(partition: str, op: Any) -> None:
+        await trio.lowlevel.checkpoint()
+        sent.append((partition, op))
+        if partition in failing:
+            raise Unavailable("the audit partition has no quorum")
+
+    pump = EffectsPump(run, lambda: [leader])  # type: ignore[list-item]
+    await pump.pump_once()
+    assert len(m.outbox) == 2 and pump.take_done(P) == ()  # not acknowledged: still owed
+    failing.clear()
+    await pump.pump_once()
+    assert len(m.outbox) == 0  # acknowledged, then a done entry removed them
+    refs = [(op.session.seq, op.session.low) for _, op in sent if op.session is not None]
+    assert sorted(refs) == [(1, 1), (1, 1), (2, 1), (2, 1)]  # each sent twice, as the same session write
+    assert len({op.session.session for _, op in sent if op.session is not None}) == 1
+    assert pump.delivered == 2
