@@ -174,26 +174,26 @@ class Replica:
         await self._inbox.call(lambda raw: raw.transfer_leadership(to))
 
     async def propose(self, data: bytes) -> Any:
-        """Append a command on the leader and wait until it is applied; returns the state machine's result.
-        Raises NotLeader (routing retries elsewhere) when this replica does not lead, or when the entry was
-        provably lost to a leader change (another entry was committed in its place), so a retry can never apply
-        a command twice; Overloaded when too much is queued. Cancellation leaves the outcome unknown."""
-        return await self._propose(data)
+        """Append a command on the leader and wait until it is applied; returns the state machine's result. Raises
+        NotLeader when this replica does not lead or the entry was provably lost to a leader change (another was
+        committed in its place); Overloaded when too much is queued. Cancellation leaves the outcome unknown."""
+        return await self.propose_nowait(data).wait()
 
     async def propose_conf_change(self, change: ConfChange) -> None:
         """Propose a membership change and wait until it is applied (one at a time per group)."""
         self.conf_change_in_flight = True
         try:
-            await self._propose(change)
+            await self.propose_nowait(change).wait()
         finally:
             self.conf_change_in_flight = False
 
-    async def _propose(self, data: bytes | ConfChange) -> Any:
+    def propose_nowait(self, data: bytes | ConfChange) -> Any:
+        """Queue a command as ``propose`` does, now, and return its waiter (``await waiter.wait()``)."""
         self.check_leader()
         self._queue_room()
         waiter = self._proposals.queue(data)
         self._inbox.wake()
-        return await waiter.wait()
+        return waiter
 
     async def read_barrier(self) -> None:
         """Return once this replica's applied state reflects every write that completed before the call

@@ -323,22 +323,19 @@ class Transactions:
         proposed = self._proposed.setdefault(name, Proposed())
         local = TxnBackend(self._store, name, proposed)
         token: int | None = None
-        failure: Exception | None = None  # raised outside the nursery, so it is not wrapped in a group
         try:
-            async with trio.open_nursery() as nursery, self.turn(name):
-                try:
-                    if ref is not None and (known := machine.recorded(ref)) is not None:
-                        return Committed(known.result, duplicate=True), None  # an earlier copy committed meanwhile
-                    replica.check_leader()
-                    command, reply = await self._run_once(replica, machine, ref, handler, local)
-                except Exception as exc:  # the handler's own, or NotLeader: nothing was proposed
-                    failure = exc
-                else:
-                    token = proposed.add(local.writes)
-                    box: _Box = await nursery.start(_propose, replica, command)
-            if failure is not None:
-                raise failure
-            return box.result, reply
+            async with self.turn(name):
+                if ref is not None and (known := machine.recorded(ref)) is not None:
+                    return Committed(known.result, duplicate=True), None  # an earlier copy committed meanwhile
+                replica.check_leader()
+                command, reply = await self._run_once(replica, machine, ref, handler, local)
+                waiter = replica.propose_nowait(command)  # queued now: entries in the order of the turns
+                token = proposed.add(local.writes)
+            # The turn passes on here: the next run overlaps this entry's replication, reading its writes.
+            try:
+                return await waiter.wait(), reply
+            except BoroughError as exc:
+                return exc, reply
         finally:
             if token is not None:
                 proposed.remove(token, local.writes)
@@ -368,22 +365,6 @@ class Transactions:
             done=self._effects.take_done(replica.name),
         )
         return txn.encode(stamp=machine.clock.read(), expiry=machine.expiry), reply
-
-
-class _Box:
-    result: Any = None
-
-
-async def _propose(replica: Replica, command: bytes, task_status: trio.TaskStatus[_Box]) -> None:
-    """Propose ``command``; ``started`` is signalled before the proposal is queued but the caller resumes only
-    once this task blocks, i.e. after it was queued (trio runs a task until its next checkpoint), so entries are
-    proposed in the order of their turns. The result (or BoroughError) lands in the box."""
-    box = _Box()
-    task_status.started(box)
-    try:
-        box.result = await replica.propose(command)
-    except BoroughError as exc:
-        box.result = exc
 
 
 def _recordable(reply: Any) -> bool:
