@@ -35,7 +35,15 @@ from borough.node.replica import Replica
 from borough.node.session_table import SessionRef
 from borough.node.statemachine import KvStateMachine
 from borough.node.streams import split_streams
-from borough.node.txn_command import Committed, Conflict, TxnCommand, in_range, range_digest, value_digest
+from borough.node.txn_command import (
+    Committed,
+    Conflict,
+    TxnCommand,
+    in_range,
+    range_digest,
+    validate,
+    value_digest,
+)
 from borough.store.base import Store
 
 __all__ = ["MAX_ATTEMPTS", "HeldEffects", "Transactions", "TxnBackend"]
@@ -50,6 +58,10 @@ EFFECTS_WAIT: Final = 5.0
 YIELD_EVERY: Final = 32
 #: Effects a partition may owe before new runs are refused (Overloaded) until its targets catch up.
 MAX_OWED: Final = 100_000
+
+
+class _Stale(Exception):
+    """A run raised after something it read changed: it runs again instead of answering with its exception."""
 
 
 class Finished(BoroughError):
@@ -158,6 +170,9 @@ class Proposed:
     def get(self, kb: bytes) -> list[Any] | None:
         ops = self._by_key.get(kb)
         return ops[-1][1] if ops else None
+
+    def latest(self) -> dict[bytes, list[Any]]:
+        return {kb: ops[-1][1] for kb, ops in self._by_key.items()}
 
     def within(self, scan: ScanRange) -> list[tuple[bytes, list[Any]]]:
         return [(kb, ops[-1][1]) for kb, ops in self._by_key.items() if in_range(kb, scan)]
@@ -328,7 +343,10 @@ class Transactions:
                 if ref is not None and (known := machine.recorded(ref)) is not None:
                     return Committed(known.result, duplicate=True), None  # an earlier copy committed meanwhile
                 replica.check_leader()
-                command, reply = await self._run_once(replica, machine, ref, handler, local)
+                try:
+                    command, reply = await self._run_once(replica, machine, ref, handler, local)
+                except _Stale as stale:
+                    return Conflict(str(stale)), None
                 waiter = replica.propose_nowait(command)  # queued now: entries in the order of the turns
                 token = proposed.add(local.writes)
             # The turn passes on here: the next run overlaps this entry's replication, reading its writes.
@@ -348,6 +366,14 @@ class Transactions:
         held = HeldEffects(self._others)
         try:
             reply = await handler(local, held)
+        except Exception as exc:
+            # A run whose reads changed under it may have seen an inconsistent view (and raised because of it):
+            # its exception is no answer; it runs again, as a run that returned would.
+            seen = TxnCommand(reads=tuple(local.reads.values()), ranges=tuple(local.ranges))
+            conflict = validate(self._store, replica.name, self._proposed.get(replica.name, Proposed()).latest(), seen)
+            if conflict is not None:
+                raise _Stale(f"{conflict.reason}, and the handler raised {type(exc).__name__}") from exc
+            raise
         finally:
             local.open = held.open = False
         recorded, _streams = split_streams(reply)  # streams cannot be recorded: a retry gets the rest

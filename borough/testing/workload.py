@@ -23,6 +23,7 @@ __all__ = ["CAS_OP", "ClientOps", "cas_handler"]
 
 CAS_OP: Final = "borough.testing.cas"
 
+
 async def cas_handler(request: borough.Request) -> Any:
     """The workload's request handler: ``{"op": CAS_OP, "key": k, "expected": e, "value": v}`` sets ``k`` to
     ``v`` if it holds ``e`` (None: if it is absent) and returns whether it did; ``{"op": CAS_OP, "key": k,

@@ -321,3 +321,27 @@ async def test_a_key_inserted_into_an_iterated_range_before_the_commit_is_a_conf
         assert await client.request("ward", None) == 4
         assert counts == [3, 4]
         assert await client.partition("ward").get("census") == 4
+
+
+async def test_a_run_that_raised_on_a_view_that_changed_under_it_runs_again(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The handler checks an invariant (a == b); a plain write changes both between its two reads, so the first
+    run sees a mix and raises: that is no answer (its reads changed), so it runs again and succeeds."""
+    runs: list[tuple[int, int]] = []
+
+    async def handler(request: borough.Request) -> Any:
+        p = request.partition
+        a = await p.get("a")
+        if not runs:
+            await request.node.partition(p.name).batch([("put", "a", 2), ("put", "b", 2)])
+        b = await p.get("b")
+        runs.append((a, b))
+        if a != b:
+            raise ValueError(f"invariant broken: a={a} b={b}")
+        return a
+
+    async with SimCluster(3, seed=29, handler=handler) as sim, sim.client() as client:
+        await client.partition("acct0").batch([("put", "a", 1), ("put", "b", 1)])
+        assert await client.request("acct0", None) == 2
+        assert runs == [(1, 2), (2, 2)]
