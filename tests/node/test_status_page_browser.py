@@ -61,7 +61,9 @@ async def start_with_http(tmp_path: Path, made: list[Proc], n: int) -> list[tupl
             for name in ("users", "orders", "audit"):
                 await client.partition(name).put("k", {"from": "the browser test"})
             # Wait until "users" has three voters, so every node's page lists it.
-            while sum(r.role != "learner" for r in (await client.partition("users").info()).peers) < 3:
+            for _ in range(600):
+                if sum(r.role != "learner" for r in (await client.partition("users").info()).peers) == 3:
+                    break
                 await trio.sleep(0.1)
     return out
 
