@@ -35,6 +35,8 @@ return {node: document.getElementById('node').textContent, members, partitions,
         meta: document.getElementById('meta').textContent};
 """
 
+LATE = "return [...document.querySelectorAll('#partitions td')].some(td => td.textContent === 'late')"
+
 
 def browser_or_skip() -> tuple[str, str]:
     found = find_browser()
@@ -56,16 +58,19 @@ async def start_with_http(tmp_path: Path, made: list[Proc], n: int) -> list[tupl
         p.start()
         await p.wait_serving()
         out.append((p, f"http://{http}/"))
-    async with borough.open_client([p.address for p, _ in out]) as client:
+    for name in ("users", "orders", "audit"):
+        await put_one([p.address for p, _ in out], name)
+    return out
+
+
+async def put_one(addresses: list[str], partition: str) -> None:
+    async with borough.open_client(addresses) as client:
         with trio.fail_after(60):
-            for name in ("users", "orders", "audit"):
-                await client.partition(name).put("k", {"from": "the browser test"})
-            # Wait until "users" has three voters, so every node's page lists it.
-            for _ in range(600):
-                if sum(r.role != "learner" for r in (await client.partition("users").info()).peers) == 3:
+            await client.partition(partition).put("k", 1)
+            for _ in range(600):  # until it has three voters: then every node hosts a replica of it
+                if sum(r.role != "learner" for r in (await client.partition(partition).info()).peers) == 3:
                     break
                 await trio.sleep(0.1)
-    return out
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -97,6 +102,9 @@ def test_the_status_page_shows_the_members_and_the_partitions_in_a_real_browser(
             assert sorted(voters.split(", ")) == sorted(seen["ring"])
         # The last node's page, as a person sees it.
         shot = browser.screenshot()
+        # The page refreshes itself: a partition created now appears without a reload.
+        trio.run(put_one, [p.address for p, _ in nodes], "late")
+        browser.wait_for(LATE)
     width, height = png_size(shot)
     assert width == 1100 and height >= 500  # the viewport: the window less whatever the browser keeps for itself
     (tmp_path / "status.png").write_bytes(shot)
