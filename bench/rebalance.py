@@ -215,13 +215,15 @@ class Servers:
 
 
 class Foreground:
-    """Closed-loop put/get tasks; every finished op is recorded as (end time, op, seconds, error or None)."""
+    """Closed-loop put/get tasks; every finished op is recorded as (end time, op, seconds, error or None), and
+    the partition it went to in ``partitions`` (same order)."""
 
     def __init__(self, client: borough.Client, names: list[str], clients: int) -> None:
         self.client = client
         self.names = names
         self.clients = clients
         self.samples: list[tuple[float, str, float, str | None]] = []
+        self.partitions: list[str] = []
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -232,7 +234,8 @@ class Foreground:
         rng = random.Random(w)
         key = f"fg-{w}"
         while True:
-            part = self.client.partition(self.names[rng.randrange(len(self.names))])
+            name = self.names[rng.randrange(len(self.names))]
+            part = self.client.partition(name)
             for op in ("put", "get"):
                 t0 = time.monotonic()
                 error = None
@@ -245,8 +248,20 @@ class Foreground:
                     error = f"{op}: {type(exc).__name__}: {str(exc)[:120]}"
                 t1 = time.monotonic()
                 self.samples.append((t1, op, t1 - t0, error))
+                self.partitions.append(name)
                 if error:
                     await trio.sleep(0.05)
+
+    def dump(self, path: pathlib.Path, marks: list[tuple[str, float]]) -> None:
+        """Every sample as CSV: wall-clock end time (as in the servers' logs), op, ms, partition, error; the
+        phases' marks (baseline, move, converged) first, as rows with op "mark"."""
+        offset = time.time() - time.monotonic()
+        with open(path, "w") as f:
+            f.write("end,op,ms,partition,error\n")
+            for label, t in marks:
+                f.write(f"{t + offset:.4f},mark,0,{label},\n")
+            for (t, op, s, error), name in zip(self.samples, self.partitions, strict=True):
+                f.write(f"{t + offset:.4f},{op},{s * 1000:.2f},{name},{(error or '').replace(',', ';')}\n")
 
     def window(self, start: float, end: float) -> dict[str, Any]:
         result: dict[str, Any] = {"seconds": max(0.0, end - start)}
@@ -412,6 +427,9 @@ async def run_bench(args: argparse.Namespace) -> int:
                 nursery.cancel_scope.cancel()
             failed = not all(r["converged"] for r in results) or len(results) < 2
             print_report(args, servers, results, sizes)
+            if args.keep:
+                marks = [(f"{r['phase']} {k}", t) for r in results for k, t in r["marks_at"].items()]
+                fg.dump(root / "samples.csv", marks)
     except BaseException:
         failed = True
         raise
@@ -515,6 +533,7 @@ async def phase_join(
         "raw": lo.between(start, end),
         "background": lo.rate(b0, b1),
         "move_s": end - start,
+        "marks_at": {"baseline": b0, "move": start, "converged": end},
         "before": fg.window(b0, b1),
         "during": [("move (join→converged)", fg.window(start, end))],
         "disk": [dir_bytes(servers.data(k)) for k in range(len(servers.procs))],
@@ -566,6 +585,7 @@ async def phase_kill(
         "raw": lo.between(dead_at, end),
         "background": lo.rate(b0, b1),
         "move_s": end - dead_at,
+        "marks_at": {"baseline": b0, "kill": start, "move": dead_at, "converged": end},
         "before": fg.window(b0, b1),
         "during": [
             ("failover (kill→DEAD)", fg.window(start, dead_at)),

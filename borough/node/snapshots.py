@@ -4,9 +4,12 @@ This module owns both ends of a snapshot transfer: the sender reads a point-in-t
 partition's data in chunks and streams it, length-prefixed, beside one call; the receiver stages the chunks in
 the store and then offers the snapshot to its Raft core, which decides whether to install it. Transfers are
 bounded (``max_snapshot_sends`` at once per node, one per follower and partition, and a node-wide
-``snapshot_bytes_per_second``; as many receives at once, each buffering one chunk of at most
-``MAX_CHUNK_BYTES``: a receiver past its bound answers Overloaded) and every failure is reported to the core so
-replication resumes by probing. It knows nothing of routing or handlers.
+``snapshot_bytes_per_second`` for the chunks it sends and another for those it receives; as many receives at
+once, each buffering one chunk of at most ``MAX_CHUNK_BYTES``: a receiver past its bound answers Overloaded,
+and the sender then streams fewer at once to it, see ``PeerWindows``) and every failure is reported to the core
+so replication resumes by probing. Moving partitions must not starve foreground traffic: in production the
+store work of a chunk (reading it out, writing it in) runs in a worker thread, never on the event loop. It
+knows nothing of routing or handlers.
 """
 
 from __future__ import annotations
@@ -67,9 +70,11 @@ class Snapshots:
         self._timeout = timeout
         self._sending: set[tuple[str, str]] = set()
         self._limit = trio.Semaphore(max_sends)
+        self._windows = PeerWindows(max_sends)
         self._max_receives = max_receives
         self._receiving = trio.Semaphore(max_receives)
         self._rate = ByteRate(bytes_per_second)
+        self._in_rate = ByteRate(bytes_per_second)
         self._offload = offload
         self.sent = 0
         self.received = 0
@@ -90,7 +95,8 @@ class Snapshots:
     async def _send(self, replica: Replica, message: InstallSnapshot, key: tuple[str, str]) -> None:
         ok = False
         try:
-            async with self._limit:
+            # Room at the receiver first (waiting there holds no slot another follower could use), then here.
+            async with self._windows.slot(message.to), self._limit:
                 address = self._address_of(message.to)
                 if address is None:
                     raise BoroughError(f"no address is known for node {message.to}")
@@ -108,6 +114,10 @@ class Snapshots:
                     )
                     ok = True
                     self.sent += 1
+                    self._windows.completed(message.to)
+        except Overloaded as exc:
+            self._windows.refused(message.to)
+            logger.info("snapshot of %r to %s put off: %s", replica.name, message.to, exc)
         except (BoroughError, OSError) as exc:
             logger.warning("snapshot of %r to %s failed: %s", replica.name, message.to, exc)
         finally:
@@ -150,7 +160,13 @@ class Snapshots:
         try:
             async with contextlib.aclosing(_unframed(data)) as chunks:
                 async for chunk in chunks:
-                    install.add_chunk(chunk)
+                    # Reading on waits while the node's budget is spent; the stream's credit window then
+                    # holds the sender back too.
+                    await self._in_rate.take(len(chunk))
+                    if self._offload:
+                        await trio.to_thread.run_sync(install.add_chunk, chunk)
+                    else:
+                        install.add_chunk(chunk)
             if not install.done:
                 raise RemoteProtocolError("the snapshot stream ended before its last chunk")
         except BaseException:
@@ -158,6 +174,61 @@ class Snapshots:
             raise
         if replica.offer_snapshot(install, message):
             self.received += 1
+
+
+class PeerWindows:
+    """How many snapshots this node streams to each peer at once: ``limit`` at first. A peer that answers
+    Overloaded (it is receiving all it takes, from every sender) narrows its window to the transfers still
+    running to it, at least one; each transfer it completes widens the window by one again. A send waits for
+    room in its peer's window before it reads any data, so the senders share a receiver's slots instead of
+    spending reads and bytes on streams it refuses."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._peers: dict[str, _Window] = {}
+
+    def window(self, peer: str) -> int:
+        found = self._peers.get(peer)
+        return found.size if found is not None else self._limit
+
+    @contextlib.asynccontextmanager
+    async def slot(self, peer: str) -> AsyncIterator[None]:
+        w = self._peers.get(peer)
+        if w is None:
+            w = self._peers[peer] = _Window(self._limit)
+        w.users += 1
+        try:
+            while w.running >= w.size:
+                await w.room.park()
+            w.running += 1
+            try:
+                yield
+            finally:
+                w.running -= 1
+                w.room.unpark()
+        finally:
+            w.users -= 1
+            if not w.users and w.size >= self._limit:
+                del self._peers[peer]  # nothing left to remember: the map holds only peers in use or narrowed
+
+    def refused(self, peer: str) -> None:
+        """``peer`` answered Overloaded to a transfer (which has given its slot back)."""
+        w = self._peers.setdefault(peer, _Window(self._limit))
+        w.size = max(1, w.running)
+
+    def completed(self, peer: str) -> None:
+        w = self._peers.get(peer)
+        if w is not None and w.size < self._limit:
+            w.size += 1
+            w.room.unpark()
+
+
+@attrs.define
+class _Window:
+    size: int
+    running: int = 0
+    users: int = 0  # transfers waiting for or holding a slot
+    room: trio.lowlevel.ParkingLot = attrs.Factory(trio.lowlevel.ParkingLot)
 
 
 class ByteRate:
