@@ -150,7 +150,8 @@ class Servers:
 
     def __init__(self, root: pathlib.Path, env: dict[str, str]) -> None:
         self.root = root
-        self.env = dict(os.environ, PYTHONPATH=str(ROOT), **env)
+        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        self.env = dict(os.environ, PYTHONPATH=path, **env)
         self.procs: list[subprocess.Popen[bytes]] = []
         self.addresses: list[str] = []
         self.node_ids: list[str] = []
@@ -252,14 +253,17 @@ class Foreground:
                 if error:
                     await trio.sleep(0.05)
 
-    def dump(self, path: pathlib.Path, marks: list[tuple[str, float]]) -> None:
+    def dump(self, path: pathlib.Path, marks: list[tuple[str, float]], lo: LoopbackMeter) -> None:
         """Every sample as CSV: wall-clock end time (as in the servers' logs), op, ms, partition, error; the
-        phases' marks (baseline, move, converged) first, as rows with op "mark"."""
+        phases' marks (baseline, move, converged) first, as rows with op "mark", and the loopback meter's
+        samples as rows with op "lo" (bytes received so far in the ms column)."""
         offset = time.time() - time.monotonic()
         with open(path, "w") as f:
             f.write("end,op,ms,partition,error\n")
             for label, t in marks:
                 f.write(f"{t + offset:.4f},mark,0,{label},\n")
+            for t, rx in lo.samples:
+                f.write(f"{t + offset:.4f},lo,{rx},,\n")
             for (t, op, s, error), name in zip(self.samples, self.partitions, strict=True):
                 f.write(f"{t + offset:.4f},{op},{s * 1000:.2f},{name},{(error or '').replace(',', ';')}\n")
 
@@ -429,7 +433,7 @@ async def run_bench(args: argparse.Namespace) -> int:
             print_report(args, servers, results, sizes)
             if args.keep:
                 marks = [(f"{r['phase']} {k}", t) for r in results for k, t in r["marks_at"].items()]
-                fg.dump(root / "samples.csv", marks)
+                fg.dump(root / "samples.csv", marks, lo)
     except BaseException:
         failed = True
         raise

@@ -78,6 +78,9 @@ class Snapshots:
         self._offload = offload
         self.sent = 0
         self.received = 0
+        #: Chunk bytes streamed out and taken in (every transfer, finished or not).
+        self.bytes_sent = 0
+        self.bytes_received = 0
 
     # --- sending ----------------------------------------------------------------------------------------
 
@@ -104,17 +107,22 @@ class Snapshots:
                 # The reader captured the data at its applied index; describe exactly that state.
                 meta = replica.snapshot_meta_at(reader.applied_index)
                 out = attrs.evolve(message, meta=meta)
+                started, sent_before = trio.current_time(), self.bytes_sent
                 with trio.move_on_after(self._timeout * SNAPSHOT_TIMEOUTS):
                     to_inc, frm_inc = replica.incarnations.stamp(message.to)
                     call = SendSnapshot(encode_message(out), to_inc, frm_inc)
                     await self._call(
                         address,
                         encode_call(replica.name, call, seconds_left()),
-                        streams={"data": _framed(reader, self._rate, self._offload)},
+                        streams={"data": self._framed(reader)},
                     )
                     ok = True
                     self.sent += 1
                     self._windows.completed(message.to)
+                    logger.info(
+                        "snapshot of %r sent to %s: %d bytes in %.1f s", replica.name, message.to,
+                        self.bytes_sent - sent_before, trio.current_time() - started,
+                    )  # fmt: skip
         except Overloaded as exc:
             self._windows.refused(message.to)
             logger.info("snapshot of %r to %s put off: %s", replica.name, message.to, exc)
@@ -123,6 +131,21 @@ class Snapshots:
         finally:
             self._sending.discard(key)
             replica.report_snapshot(message.to, ok)
+
+    async def _framed(self, reader: SnapshotReader) -> AsyncIterator[bytes]:
+        """The reader's chunks, length-prefixed, within the node's budget. Building a chunk (a LevelDB scan and
+        its encoding) runs in a worker thread when offloading (production), so a stream never holds the event
+        loop, and the foreground's messages go on while a partition is read out."""
+        try:
+            while True:
+                chunk = await trio.to_thread.run_sync(next, reader, None) if self._offload else next(reader, None)
+                if chunk is None:
+                    return
+                await self._rate.take(len(chunk))
+                self.bytes_sent += len(chunk)
+                yield _LEN.pack(len(chunk)) + chunk
+        finally:
+            reader.close()
 
     # --- receiving --------------------------------------------------------------------------------------
 
@@ -163,6 +186,7 @@ class Snapshots:
                     # Reading on waits while the node's budget is spent; the stream's credit window then
                     # holds the sender back too.
                     await self._in_rate.take(len(chunk))
+                    self.bytes_received += len(chunk)
                     if self._offload:
                         await trio.to_thread.run_sync(install.add_chunk, chunk)
                     else:
@@ -251,21 +275,6 @@ class ByteRate:
             await trio.sleep(start - now)
         else:
             await trio.lowlevel.checkpoint()
-
-
-async def _framed(reader: SnapshotReader, rate: ByteRate, offload: bool) -> AsyncIterator[bytes]:
-    """The reader's chunks, length-prefixed, within the node's snapshot budget. Building a chunk (a LevelDB scan
-    and its encoding) runs in a worker thread when ``offload`` (production), so a stream never holds the event
-    loop, and the foreground's messages go on while a partition is read out."""
-    try:
-        while True:
-            chunk = await trio.to_thread.run_sync(next, reader, None) if offload else next(reader, None)
-            if chunk is None:
-                return
-            await rate.take(len(chunk))
-            yield _LEN.pack(len(chunk)) + chunk
-    finally:
-        reader.close()
 
 
 async def _unframed(stream: trio.abc.ReceiveStream) -> AsyncGenerator[bytes, None]:
