@@ -8,6 +8,7 @@ decides whether to install. One test runs the whole path inside a live group (se
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import trio
 import trio.testing
 
 import borough.node.snapshots as snapshots_module
-from borough.errors import RemoteProtocolError, StorageError, Unavailable
+from borough.errors import Overloaded, RemoteProtocolError, StorageError, Unavailable
 from borough.node.protocol import SendSnapshot
 from borough.node.replica import Replica
 from borough.node.snapshots import Snapshots
@@ -113,9 +114,16 @@ def make_snapshots(
     address_of: Callable[[str], str | None] = lambda node: f"{node}:1",
     find_replica: Callable[[str, int], Awaitable[Replica]] = never_called,
     timeout: float = 1.0,
+    **options: Any,
 ) -> Snapshots:
     return Snapshots(
-        node_id=node_id, call=call, address_of=address_of, find_replica=find_replica, nursery=nursery, timeout=timeout
+        node_id=node_id,
+        call=call,
+        address_of=address_of,
+        find_replica=find_replica,
+        nursery=nursery,
+        timeout=timeout,
+        **options,
     )
 
 
@@ -248,8 +256,9 @@ class Receiver:
 
 
 @asynccontextmanager
-async def open_receiver() -> AsyncIterator[Receiver]:
-    """An empty replica of P on node b (as created for a leader's first message), its driver running."""
+async def open_receiver(**options: Any) -> AsyncIterator[Receiver]:
+    """An empty replica of P on node b (as created for a leader's first message), its driver running;
+    ``options`` go to ``Snapshots``."""
     async with open_host("b") as host, trio.open_nursery() as nursery:
         replica = make_replica(host)
         await nursery.start(run_replica, replica)
@@ -259,7 +268,7 @@ async def open_receiver() -> AsyncIterator[Receiver]:
             await trio.lowlevel.checkpoint()
             return replica
 
-        snapshots = make_snapshots(nursery, unused_call, node_id="b", find_replica=find)
+        snapshots = make_snapshots(nursery, unused_call, node_id="b", find_replica=find, **options)
         receiver = Receiver(host, replica, snapshots)
         begin = replica.begin_install
 
@@ -512,8 +521,6 @@ async def test_an_unbounded_byte_rate_never_waits(autojump_clock: trio.testing.M
 
 
 async def test_receives_past_the_bound_are_refused_overloaded(autojump_clock: trio.testing.MockClock) -> None:
-    from borough.errors import Overloaded
-
     started = trio.Event()
     release = trio.Event()
 
@@ -537,3 +544,94 @@ async def test_receives_past_the_bound_are_refused_overloaded(autojump_clock: tr
         with pytest.raises(Overloaded, match="receiving 1 snapshots already"):
             await snapshots.receive(P, snap_op("b"), {"data": PieceStream(b"")})
         release.set()
+
+
+async def test_received_chunks_keep_to_the_node_wide_byte_budget(autojump_clock: trio.testing.MockClock) -> None:
+    """The receiving side has its own budget (a joining node receives from every sender at once): taking in a
+    chunk waits until the chunks before it fit in the budget, which holds the senders back through the
+    stream's flow control."""
+    data = await framed_snapshot()
+    sizes = [len(chunk) for chunk in frames(data)]
+    rate = 1000.0
+    async with open_receiver(bytes_per_second=rate) as receiver:
+        start = trio.current_time()
+        await receiver.snapshots.receive(P, snap_op(), {"data": PieceStream(data, piece=1000)})
+        # The first chunk goes at once; each later one waits for the bytes before it.
+        assert trio.current_time() - start == pytest.approx(sum(sizes[:-1]) / rate, abs=0.01)
+        await wait_until(lambda: receiver.replica.applied == N)
+        assert receiver.snapshots.received == 1 and receiver.snapshots.bytes_received == sum(sizes)
+
+
+async def test_an_offloaded_receive_writes_its_chunks_in_worker_threads(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In production a chunk's decoding and staging write run off the event loop (they can wait for the
+    store's lock behind a synced write)."""
+    threads: list[int] = []
+    add_chunk = SnapshotInstall.add_chunk
+
+    def recording_add_chunk(install: SnapshotInstall, chunk: Any) -> bool:
+        threads.append(threading.get_ident())
+        return add_chunk(install, chunk)
+
+    monkeypatch.setattr(SnapshotInstall, "add_chunk", recording_add_chunk)
+    data = await framed_snapshot()
+    async with open_receiver(offload=True) as receiver:
+        await receiver.snapshots.receive(P, snap_op(), {"data": PieceStream(data, piece=64)})
+        await wait_until(lambda: receiver.replica.applied == N)
+        assert dict(receiver.host.store.iterate(P)) == {f"k{i}": i for i in range(1, N + 1)}
+    assert len(threads) == len(frames(data)) and threading.get_ident() not in threads
+
+
+async def test_a_peer_window_narrows_when_the_peer_refuses_and_widens_as_transfers_finish(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    windows = snapshots_module.PeerWindows(3)
+    holding: list[str] = []
+    release = {name: trio.Event() for name in ("t1", "t2", "t3", "t4", "c1")}
+
+    async def transfer(name: str, peer: str) -> None:
+        async with windows.slot(peer):
+            holding.append(name)
+            await release[name].wait()
+            holding.remove(name)
+
+    async with trio.open_nursery() as nursery:
+        for name in ("t1", "t2"):
+            nursery.start_soon(transfer, name, "b")
+        await settle()
+        assert sorted(holding) == ["t1", "t2"] and windows.window("b") == 3
+        windows.refused("b")  # a third transfer was refused while these two ran: two at once is what b takes
+        assert windows.window("b") == 2
+        nursery.start_soon(transfer, "t3", "b")
+        nursery.start_soon(transfer, "c1", "c")  # another peer's window is its own
+        await settle()
+        assert sorted(holding) == ["c1", "t1", "t2"]
+        release["t1"].set()  # t1 ends (not as a completed transfer): t3 takes its place
+        await settle()
+        assert sorted(holding) == ["c1", "t2", "t3"]
+        windows.completed("b")  # a transfer b finished: room for one more
+        nursery.start_soon(transfer, "t4", "b")
+        await settle()
+        assert windows.window("b") == 3 and sorted(holding) == ["c1", "t2", "t3", "t4"]
+        for event in release.values():
+            event.set()
+    assert windows.window("b") == 3 and windows._peers == {}
+
+
+async def test_a_refused_transfer_is_reported_and_narrows_that_peers_window(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+
+    async def call(address: str, body: Any, *, streams: Mapping[str, AsyncIterator[bytes]]) -> None:
+        calls.append(address)
+        await trio.lowlevel.checkpoint()
+        raise Overloaded("b is receiving 4 snapshots already; the leader retries later")
+
+    async with open_sender(monkeypatch) as sender, trio.open_nursery() as nursery:
+        snapshots = make_snapshots(nursery, call)
+        snapshots.start_send(sender.replica, request())
+        await wait_until(lambda: bool(sender.reports))
+        assert sender.reports == [("b", False)] and calls == ["b:1"]
+        assert snapshots._windows.window("b") == 1 and snapshots._windows.window("c") == 4
