@@ -203,9 +203,10 @@ class Snapshots:
 class PeerWindows:
     """How many snapshots this node streams to each peer at once: ``limit`` at first. A peer that answers
     Overloaded (it is receiving all it takes, from every sender) narrows its window to the transfers still
-    running to it, at least one; each transfer it completes widens the window by one again. A send waits for
-    room in its peer's window before it reads any data, so the senders share a receiver's slots instead of
-    spending reads and bytes on streams it refuses."""
+    running to it, at least one; as many transfers as the window holds, completed, widen it by one again
+    (additive increase, so a busy receiver is probed about once per window, not after every transfer). A send
+    waits for room in its peer's window before it reads any data, so the senders share a receiver's slots
+    instead of spending reads and bytes on streams it refuses."""
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
@@ -239,12 +240,16 @@ class PeerWindows:
         """``peer`` answered Overloaded to a transfer (which has given its slot back)."""
         w = self._peers.setdefault(peer, _Window(self._limit))
         w.size = max(1, w.running)
+        w.completed = 0
 
     def completed(self, peer: str) -> None:
         w = self._peers.get(peer)
         if w is not None and w.size < self._limit:
-            w.size += 1
-            w.room.unpark()
+            w.completed += 1
+            if w.completed >= w.size:
+                w.size += 1
+                w.completed = 0
+                w.room.unpark()
 
 
 @attrs.define
@@ -252,6 +257,7 @@ class _Window:
     size: int
     running: int = 0
     users: int = 0  # transfers waiting for or holding a slot
+    completed: int = 0  # transfers completed since the window last changed
     room: trio.lowlevel.ParkingLot = attrs.Factory(trio.lowlevel.ParkingLot)
 
 

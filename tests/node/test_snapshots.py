@@ -583,7 +583,7 @@ async def test_an_offloaded_receive_writes_its_chunks_in_worker_threads(
     assert len(threads) == len(frames(data)) and threading.get_ident() not in threads
 
 
-async def test_a_peer_window_narrows_when_the_peer_refuses_and_widens_as_transfers_finish(
+async def test_a_peer_window_narrows_when_the_peer_refuses_and_widens_as_transfers_complete(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     windows = snapshots_module.PeerWindows(3)
@@ -610,8 +610,11 @@ async def test_a_peer_window_narrows_when_the_peer_refuses_and_widens_as_transfe
         release["t1"].set()  # t1 ends (not as a completed transfer): t3 takes its place
         await settle()
         assert sorted(holding) == ["c1", "t2", "t3"]
-        windows.completed("b")  # a transfer b finished: room for one more
+        windows.completed("b")  # one transfer b finished: not yet a window's worth
         nursery.start_soon(transfer, "t4", "b")
+        await settle()
+        assert windows.window("b") == 2 and sorted(holding) == ["c1", "t2", "t3"]
+        windows.completed("b")  # two, as many as the window holds: room for one more
         await settle()
         assert windows.window("b") == 3 and sorted(holding) == ["c1", "t2", "t3", "t4"]
         for event in release.values():
