@@ -4,15 +4,17 @@ put/get load runs.
 
     .venv/bin/python bench/rebalance.py [--partitions 100] [--mb 100] [--value-kb 16] [--batch-kb 256]
                                         [--dead-after 5] [--baseline 5] [--fg-clients 4] [--snapshot-entries N]
-                                        [--phase-timeout 600] [--quick] [--keep]
+                                        [--snapshot-rate MIB_PER_S] [--phase-timeout 600] [--quick] [--keep]
 
 ``--quick`` is 20 partitions and 10 MB with a 3 s baseline (under a minute). Every server gets
 ``BOROUGH_DEAD_AFTER`` (``--dead-after``, 5 s by default instead of 30 s) in its environment from the start, so
 the killed node is declared DEAD soon after it stops answering; ``--snapshot-entries`` passes
 ``BOROUGH_SNAPSHOT_ENTRIES`` so logs are compacted early and new replicas catch up by snapshot, not by log
 (with ``--batch-kb 16`` each loaded value is its own Raft entry, so e.g. ``--snapshot-entries 32`` compacts
-the loaded data out of the logs; by default each load batch of 256 KB is one entry and new replicas catch up
-from the log).
+the loaded data out of the logs; either way a new replica with an empty log gets a snapshot, not the log);
+``--snapshot-rate`` passes ``BOROUGH_SNAPSHOT_BYTES_PER_SECOND`` (in MiB/s; 0 is no limit; the node's default
+when not given). With ``--keep`` the temp dir also gets ``samples.csv``: every foreground op (wall-clock end
+time, op, ms, partition, error), the phases' marks and the loopback meter's samples.
 
 Phases: load ``--mb`` MB of random ``--value-kb`` KB values spread evenly over ``--partitions`` partitions of
 three nodes, wait until every partition sits on its ring replica set, then
@@ -389,6 +391,8 @@ async def run_bench(args: argparse.Namespace) -> int:
     env = {"BOROUGH_DEAD_AFTER": str(args.dead_after)}
     if args.snapshot_entries:
         env["BOROUGH_SNAPSHOT_ENTRIES"] = str(args.snapshot_entries)
+    if args.snapshot_rate is not None:
+        env["BOROUGH_SNAPSHOT_BYTES_PER_SECOND"] = str(int(args.snapshot_rate * 1024 * 1024))
     servers = Servers(root, env)
     names = [f"rb-{i:04d}" for i in range(args.partitions)]
     value_bytes = int(args.value_kb * 1024)
@@ -669,6 +673,7 @@ def print_report(
         f"{int(args.value_kb * 1024)} bytes, 3 replicas, fsync on, all on 127.0.0.1; "
         f"BOROUGH_DEAD_AFTER={args.dead_after:g}"
         + (f", BOROUGH_SNAPSHOT_ENTRIES={args.snapshot_entries}" if args.snapshot_entries else "")
+        + f", snapshot rate {rate_text(args)}"
     )
     print(f"foreground: {args.fg_clients} tasks, put 100 B + linearizable get, closed loop; CPUs: {os.cpu_count()}")
     print("times in s from the node's start (join) or the kill (kill); 'move s' is what MB/s divides by\n")
@@ -732,6 +737,14 @@ def print_report(
                 print(f"    {n:>4} x {e}")
 
 
+def rate_text(args: argparse.Namespace) -> str:
+    rate = args.snapshot_rate
+    if rate is None:
+        env = os.environ.get("BOROUGH_SNAPSHOT_BYTES_PER_SECOND")
+        return f"{int(env) / 1024 / 1024:g} MiB/s (from the environment)" if env else "the node's default"
+    return f"{rate:g} MiB/s per node" if rate else "unlimited"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--partitions", type=int, default=100)
@@ -742,6 +755,9 @@ def main() -> None:
     parser.add_argument("--baseline", type=float, default=5.0, help="seconds of foreground load before each phase")
     parser.add_argument("--fg-clients", type=int, default=4)
     parser.add_argument("--snapshot-entries", type=int, default=0, help="BOROUGH_SNAPSHOT_ENTRIES (0: default)")
+    parser.add_argument(
+        "--snapshot-rate", type=float, default=None, help="BOROUGH_SNAPSHOT_BYTES_PER_SECOND in MiB/s (0: no limit)"
+    )
     parser.add_argument("--phase-timeout", type=float, default=600.0, help="give up on a phase after this long")
     parser.add_argument("--quick", action="store_true", help="20 partitions, 10 MB, 3 s baselines")
     parser.add_argument("--keep", action="store_true", help="keep the servers' data dirs and logs")
