@@ -179,7 +179,15 @@ class Snapshots:
                 f"partition {partition!r}: this snapshot is meant for, or comes from, an earlier incarnation "
                 f"of a replica (to {op.to_inc}, from {op.frm_inc}): dropped"
             )
-        install = replica.begin_install()
+        # Beginning an install writes to the store, which may wait for a synced write: off the loop if we can.
+        store = replica.host.store
+        begun = await trio.to_thread.run_sync(store.begin_snapshot_install, partition) if self._offload else None
+        try:
+            install = replica.begin_install(begun)
+        except BaseException:
+            if begun is not None:
+                begun.abort()
+            raise
         try:
             async with contextlib.aclosing(_unframed(data)) as chunks:
                 async for chunk in chunks:

@@ -272,8 +272,8 @@ async def open_receiver(**options: Any) -> AsyncIterator[Receiver]:
         receiver = Receiver(host, replica, snapshots)
         begin = replica.begin_install
 
-        def recording_begin() -> SnapshotInstall:
-            install = begin()
+        def recording_begin(begun: SnapshotInstall | None = None) -> SnapshotInstall:
+            install = begin(begun)
             receiver.installs.append(install)
             return install
 
@@ -565,22 +565,31 @@ async def test_received_chunks_keep_to_the_node_wide_byte_budget(autojump_clock:
 async def test_an_offloaded_receive_writes_its_chunks_in_worker_threads(
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """In production a chunk's decoding and staging write run off the event loop (they can wait for the
-    store's lock behind a synced write)."""
-    threads: list[int] = []
+    """In production beginning an install and each chunk's decoding and staging write run off the event loop
+    (they write to the store, and can wait for its lock behind a synced write)."""
+    threads: list[tuple[str, int]] = []
     add_chunk = SnapshotInstall.add_chunk
 
     def recording_add_chunk(install: SnapshotInstall, chunk: Any) -> bool:
-        threads.append(threading.get_ident())
+        threads.append(("add", threading.get_ident()))
         return add_chunk(install, chunk)
 
     monkeypatch.setattr(SnapshotInstall, "add_chunk", recording_add_chunk)
     data = await framed_snapshot()
     async with open_receiver(offload=True) as receiver:
+        store = receiver.host.store
+        begin = store.begin_snapshot_install
+
+        def recording_begin(partition: str) -> SnapshotInstall:
+            threads.append(("begin", threading.get_ident()))
+            return begin(partition)
+
+        monkeypatch.setattr(store, "begin_snapshot_install", recording_begin)
         await receiver.snapshots.receive(P, snap_op(), {"data": PieceStream(data, piece=64)})
         await wait_until(lambda: receiver.replica.applied == N)
-        assert dict(receiver.host.store.iterate(P)) == {f"k{i}": i for i in range(1, N + 1)}
-    assert len(threads) == len(frames(data)) and threading.get_ident() not in threads
+        assert dict(store.iterate(P)) == {f"k{i}": i for i in range(1, N + 1)}
+    assert [what for what, _ in threads] == ["begin"] + ["add"] * len(frames(data))
+    assert threading.get_ident() not in {thread for _, thread in threads}
 
 
 async def test_a_peer_window_narrows_when_the_peer_refuses_and_widens_as_transfers_complete(
