@@ -23,11 +23,10 @@ from typing import Any
 import attrs
 import trio
 
-from borough.errors import BoroughError, Overloaded, RemoteProtocolError, Unavailable
+from borough.errors import BoroughError, Overloaded, RemoteProtocolError, Timeout, Unavailable
 from borough.node.protocol import SNAPSHOT_TIMEOUTS, SendSnapshot, encode_call
 from borough.node.records import MAX_WRITE_BYTES
 from borough.node.replica import Replica
-from borough.node.routing import seconds_left
 from borough.raft.messages import InstallSnapshot, decode_message, encode_message
 from borough.store.snapshot import SnapshotReader
 
@@ -76,6 +75,8 @@ class Snapshots:
         self._rate = ByteRate(bytes_per_second)
         self._in_rate = ByteRate(bytes_per_second)
         self._offload = offload
+        #: How long a transfer may go without moving a chunk before either end gives it up.
+        self._idle = timeout * SNAPSHOT_TIMEOUTS
         self.sent = 0
         self.received = 0
         #: Chunk bytes streamed out and taken in (every transfer, finished or not).
@@ -108,13 +109,16 @@ class Snapshots:
                 meta = replica.snapshot_meta_at(reader.applied_index)
                 out = attrs.evolve(message, meta=meta)
                 started, sent_before = trio.current_time(), self.bytes_sent
-                with trio.move_on_after(self._timeout * SNAPSHOT_TIMEOUTS):
+                # Bounded by its progress, not in all: a big partition at the node's byte rate may take long, but
+                # a transfer that moves no chunk for SNAPSHOT_TIMEOUTS request timeouts is given up (the receiver
+                # holds it to the same bound, so the call carries no deadline).
+                with trio.CancelScope(deadline=started + self._idle) as progress:
                     to_inc, frm_inc = replica.incarnations.stamp(message.to)
                     call = SendSnapshot(encode_message(out), to_inc, frm_inc)
                     await self._call(
                         address,
-                        encode_call(replica.name, call, seconds_left()),
-                        streams={"data": self._framed(reader)},
+                        encode_call(replica.name, call, None),
+                        streams={"data": self._framed(reader, progress)},
                     )
                     ok = True
                     self.sent += 1
@@ -132,10 +136,11 @@ class Snapshots:
             self._sending.discard(key)
             replica.report_snapshot(message.to, ok)
 
-    async def _framed(self, reader: SnapshotReader) -> AsyncIterator[bytes]:
-        """The reader's chunks, length-prefixed, within the node's budget. Building a chunk (a LevelDB scan and
-        its encoding) runs in a worker thread when offloading (production), so a stream never holds the event
-        loop, and the foreground's messages go on while a partition is read out."""
+    async def _framed(self, reader: SnapshotReader, progress: trio.CancelScope) -> AsyncIterator[bytes]:
+        """The reader's chunks, length-prefixed, within the node's budget; each one taken moves ``progress``'s
+        deadline on. Building a chunk (a LevelDB scan and its encoding) runs in a worker thread when offloading
+        (production), so a stream never holds the event loop, and the foreground's messages go on while a
+        partition is read out."""
         try:
             while True:
                 chunk = await trio.to_thread.run_sync(next, reader, None) if self._offload else next(reader, None)
@@ -144,6 +149,7 @@ class Snapshots:
                 await self._rate.take(len(chunk))
                 self.bytes_sent += len(chunk)
                 yield _LEN.pack(len(chunk)) + chunk
+                progress.deadline = trio.current_time() + self._idle
         finally:
             reader.close()
 
@@ -173,6 +179,23 @@ class Snapshots:
     async def _receive(
         self, partition: str, op: SendSnapshot, message: InstallSnapshot, data: trio.abc.ReceiveStream
     ) -> None:
+        # The server does not bound a snapshot call in all (see ``_send``): we bound it by its progress.
+        with trio.CancelScope(deadline=trio.current_time() + self._idle) as progress:
+            await self._receive_within(partition, op, message, data, progress)
+        if progress.cancelled_caught:
+            raise Timeout(
+                f"partition {partition!r}: the snapshot stream from {message.frm} moved no chunk for "
+                f"{self._idle:g} s; given up"
+            )
+
+    async def _receive_within(
+        self,
+        partition: str,
+        op: SendSnapshot,
+        message: InstallSnapshot,
+        data: trio.abc.ReceiveStream,
+        progress: trio.CancelScope,
+    ) -> None:
         replica = await self._find_replica(partition, op.to_inc)
         if not replica.incarnations.admit(message.frm, op.to_inc, op.frm_inc):
             raise Unavailable(
@@ -199,6 +222,7 @@ class Snapshots:
                         await trio.to_thread.run_sync(install.add_chunk, chunk)
                     else:
                         install.add_chunk(chunk)
+                    progress.deadline = trio.current_time() + self._idle
             if not install.done:
                 raise RemoteProtocolError("the snapshot stream ended before its last chunk")
         except BaseException:

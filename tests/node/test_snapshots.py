@@ -19,7 +19,7 @@ import trio
 import trio.testing
 
 import borough.node.snapshots as snapshots_module
-from borough.errors import Overloaded, RemoteProtocolError, StorageError, Unavailable
+from borough.errors import Overloaded, RemoteProtocolError, StorageError, Timeout, Unavailable
 from borough.node.protocol import SendSnapshot
 from borough.node.replica import Replica
 from borough.node.snapshots import Snapshots
@@ -552,12 +552,14 @@ async def test_received_chunks_keep_to_the_node_wide_byte_budget(autojump_clock:
     stream's flow control."""
     data = await framed_snapshot()
     sizes = [len(chunk) for chunk in frames(data)]
-    rate = 1000.0
+    rate = 20.0
     async with open_receiver(bytes_per_second=rate) as receiver:
         start = trio.current_time()
         await receiver.snapshots.receive(P, snap_op(), {"data": PieceStream(data, piece=1000)})
-        # The first chunk goes at once; each later one waits for the bytes before it.
-        assert trio.current_time() - start == pytest.approx(sum(sizes[:-1]) / rate, abs=0.01)
+        # The first chunk goes at once; each later one waits for the bytes before it. The whole takes longer
+        # than a stream may go without a chunk (6 s): a slow transfer that moves on is never given up.
+        took = trio.current_time() - start
+        assert took == pytest.approx(sum(sizes[:-1]) / rate, abs=0.01) and took > 6
         await wait_until(lambda: receiver.replica.applied == N)
         assert receiver.snapshots.received == 1 and receiver.snapshots.bytes_received == sum(sizes)
 
@@ -576,6 +578,9 @@ async def test_an_offloaded_receive_writes_its_chunks_in_worker_threads(
 
     monkeypatch.setattr(SnapshotInstall, "add_chunk", recording_add_chunk)
     data = await framed_snapshot()
+    # The clock would jump ahead (to the stream's idle deadline) whenever every task waits, as they do for a
+    # worker thread: let it jump only after real time without anything to do.
+    autojump_clock.autojump_threshold = 0.5
     async with open_receiver(offload=True) as receiver:
         store = receiver.host.store
         begin = store.begin_snapshot_install
@@ -647,3 +652,49 @@ async def test_a_refused_transfer_is_reported_and_narrows_that_peers_window(
         await wait_until(lambda: bool(sender.reports))
         assert sender.reports == [("b", False)] and calls == ["b:1"]
         assert snapshots._windows.window("b") == 1 and snapshots._windows.window("c") == 4
+
+
+class StallingStream(PieceStream):
+    """Hands out ``data`` like ``PieceStream``, then waits for ever instead of ending."""
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if not self.data:
+            await trio.sleep_forever()
+        return await super().receive_some(max_bytes)
+
+
+async def test_a_stream_that_stops_moving_is_given_up_and_its_install_aborted(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The server sets no deadline on a snapshot call (a big partition may take long at the byte rate): the
+    receiver gives a stream up once no chunk arrived for SNAPSHOT_TIMEOUTS request timeouts (6 s here)."""
+    data = await framed_snapshot()
+    first = LEN.unpack_from(data)[0] + 4
+    async with open_receiver() as receiver:
+        start = trio.current_time()
+        with pytest.raises(Timeout, match="moved no chunk for 6 s"):
+            await receiver.snapshots.receive(P, snap_op(), {"data": StallingStream(data[: first + 10], piece=5)})
+        assert trio.current_time() - start == pytest.approx(6.0)
+        [install] = receiver.installs
+        with pytest.raises(StorageError, match="aborted"):
+            install.add_chunk(b"")
+        assert receiver.snapshots.received == 0
+
+
+async def test_a_long_transfer_that_keeps_moving_is_not_given_up(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(snapshots_module, "CHUNK_BYTES", 40)
+    chunks: list[float] = []
+
+    async def call(address: str, body: Any, *, streams: Mapping[str, AsyncIterator[bytes]]) -> None:
+        async for _ in streams["data"]:
+            chunks.append(trio.current_time())
+
+    async with open_sender(monkeypatch) as sender, trio.open_nursery() as nursery:
+        snapshots = make_snapshots(nursery, call, bytes_per_second=10)  # 40-byte chunks: one each 4 s
+        start = trio.current_time()
+        snapshots.start_send(sender.replica, request())
+        await wait_until(lambda: bool(sender.reports))
+        assert sender.reports == [("b", True)]
+        assert len(chunks) >= 3 and chunks[-1] - start > 6  # longer in all than the 6 s without progress allowed
