@@ -72,6 +72,7 @@ class Snapshots:
         self._windows = PeerWindows(max_sends)
         self._max_receives = max_receives
         self._receiving = trio.Semaphore(max_receives)
+        self._waiting = 0  # streams waiting for a receive slot (at most max_receives)
         self._rate = ByteRate(bytes_per_second)
         self._in_rate = ByteRate(bytes_per_second)
         self._offload = offload
@@ -165,12 +166,25 @@ class Snapshots:
             raise RemoteProtocolError(
                 f"a snapshot call must carry an InstallSnapshot for this node, not {message!r:.100}"
             )
-        try:
-            self._receiving.acquire_nowait()
-        except trio.WouldBlock:
+        # Past the bound as many streams wait their turn (unread, so their senders are held back by flow control
+        # and spend nothing more: a refused stream has already cost its sender a chunk, of data and of budget);
+        # past those, or after waiting as long as a stream may go without moving, a sender is told to back off.
+        if self._waiting >= self._max_receives:
             raise Overloaded(
-                f"{self._node_id} is receiving {self._max_receives} snapshots already; the leader retries later"
-            ) from None
+                f"{self._node_id} is receiving {self._max_receives} snapshots already and as many wait; the "
+                "leader retries later"
+            )
+        self._waiting += 1
+        try:
+            with trio.move_on_after(self._idle) as waited:
+                await self._receiving.acquire()  # FIFO: streams get their turn in the order they came
+        finally:
+            self._waiting -= 1
+        if waited.cancelled_caught:
+            raise Overloaded(
+                f"{self._node_id} has been receiving {self._max_receives} snapshots for {self._idle:g} s; the leader "
+                "retries later"
+            )
         try:
             await self._receive(partition, op, message, streams["data"])
         finally:

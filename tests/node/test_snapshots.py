@@ -520,12 +520,14 @@ async def test_an_unbounded_byte_rate_never_waits(autojump_clock: trio.testing.M
     assert trio.current_time() == start
 
 
-async def test_receives_past_the_bound_are_refused_overloaded(autojump_clock: trio.testing.MockClock) -> None:
-    started = trio.Event()
+async def test_receives_past_the_bound_wait_their_turn_and_past_as_many_more_are_refused(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    started: list[float] = []
     release = trio.Event()
 
     async def slow_find(name: str, to_inc: int) -> Replica:
-        started.set()
+        started.append(trio.current_time())
         await release.wait()
         raise Unavailable("never mind")
 
@@ -535,15 +537,36 @@ async def test_receives_past_the_bound_are_refused_overloaded(autojump_clock: tr
             timeout=5.0, max_receives=1,
         )  # fmt: skip
 
-        async def first() -> None:
+        async def receive() -> None:
             with pytest.raises(Unavailable):
                 await snapshots.receive(P, snap_op("b"), {"data": PieceStream(b"")})
 
-        nursery.start_soon(first)
-        await started.wait()
-        with pytest.raises(Overloaded, match="receiving 1 snapshots already"):
+        nursery.start_soon(receive)
+        await wait_until(lambda: len(started) == 1)
+        nursery.start_soon(receive)  # waits for the slot, its stream unread
+        await trio.sleep(1)
+        assert len(started) == 1
+        with pytest.raises(Overloaded, match="receiving 1 snapshots already and as many wait"):
             await snapshots.receive(P, snap_op("b"), {"data": PieceStream(b"")})
-        release.set()
+        release.set()  # the first ends: the waiting one gets its turn
+        await wait_until(lambda: len(started) == 2)
+    assert started[1] - started[0] == pytest.approx(1.0, abs=0.05)
+
+
+async def test_a_stream_waits_for_a_receive_slot_no_longer_than_it_may_go_without_moving(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        snapshots = Snapshots(
+            node_id="b", call=unused_call, address_of=lambda n: None, find_replica=never_called, nursery=nursery,
+            timeout=1.0, max_receives=1,
+        )  # fmt: skip
+        await snapshots._receiving.acquire()  # a long transfer, still moving, holds the only slot
+        start = trio.current_time()
+        with pytest.raises(Overloaded, match="for 6 s"):
+            await snapshots.receive(P, snap_op("b"), {"data": PieceStream(b"")})
+        assert trio.current_time() - start == pytest.approx(6.0)
+        assert snapshots._waiting == 0
 
 
 async def test_received_chunks_keep_to_the_node_wide_byte_budget(autojump_clock: trio.testing.MockClock) -> None:
