@@ -128,6 +128,10 @@ class Snapshots:
                         "snapshot of %r sent to %s: %d bytes in %.1f s", replica.name, message.to,
                         self.bytes_sent - sent_before, trio.current_time() - started,
                     )  # fmt: skip
+                if progress.cancelled_caught:
+                    logger.warning(
+                        "snapshot of %r to %s given up: no chunk moved for %g s", replica.name, message.to, self._idle
+                    )
         except Overloaded as exc:
             self._windows.refused(message.to)
             logger.info("snapshot of %r to %s put off: %s", replica.name, message.to, exc)
