@@ -158,6 +158,8 @@ class _Collector(Collector):
         yield _counter("connections_refused", "Connections closed at once: a bound hit", transport.refused_connections)
         yield _counter("snapshots_sent", "Snapshots streamed to followers", snapshots.sent)
         yield _counter("snapshots_received", "Snapshots received and installed", snapshots.received)
+        yield _counter("snapshot_bytes_sent", "Snapshot chunk bytes streamed to followers", snapshots.bytes_sent)
+        yield _counter("snapshot_bytes_received", "Snapshot chunk bytes received", snapshots.bytes_received)
 
     def _refusals(self, node: MetricsSource) -> Iterator[Metric]:
         yield _counter("role_refusals", "Frames and calls refused because of the peer's role", node.roles.refused)

@@ -418,7 +418,8 @@ class Hosted(_NoArgs, Op, name="node.hosted", repeatable=True):
         return _decoded(body, Hosting.from_list)
 
 
-#: A snapshot stream may take this many request timeouts (its sender and its receiver both bound it so).
+#: A snapshot stream may go this many request timeouts without moving a chunk (its sender and its receiver both
+#: bound it so; in all it may take as long as the partition's size at the node's byte rate needs).
 SNAPSHOT_TIMEOUTS = 6
 
 

@@ -209,11 +209,11 @@ class Replica:
         self.removed = True
         self._inbox.wake()
 
-    def begin_install(self) -> SnapshotInstall:
-        """Stage a snapshot streamed from the leader (replacing any earlier unfinished one)."""
+    def begin_install(self, install: SnapshotInstall | None = None) -> SnapshotInstall:
+        """Stage a snapshot streamed from the leader (in ``install`` if begun), replacing any unfinished one."""
         if self._stopped is not None:
             raise self._stopped
-        return self._staging.begin()
+        return self._staging.begin(install)
 
     def offer_snapshot(self, install: SnapshotInstall, message: InstallSnapshot) -> bool:
         """All chunks are staged: let the core decide whether to install them. False when the data was dropped

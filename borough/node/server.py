@@ -11,6 +11,7 @@ partition led elsewhere is refused with a hint, and the caller's router decides 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -22,7 +23,6 @@ from borough.ids import NodeId
 from borough.node.export import write_export
 from borough.node.local import LocalBackend, partition_info
 from borough.node.protocol import (
-    SNAPSHOT_TIMEOUTS,
     Call,
     Export,
     FindLeader,
@@ -145,8 +145,9 @@ class Server:
         streams = call.streams or None
         # Every call is bounded here, whatever the caller says or does (a caller that sends no deadline and
         # never hangs up must not hold a task and its memory for ever): by the caller's time left, at most
-        # request_timeout (a snapshot stream, at most SNAPSHOT_TIMEOUTS of them).
-        bound = self._timeout * (SNAPSHOT_TIMEOUTS if isinstance(op, SendSnapshot) else 1)
+        # request_timeout. A snapshot stream is bounded by its progress instead (``Snapshots`` gives it up once
+        # it moves no chunk for SNAPSHOT_TIMEOUTS request timeouts): a big partition takes long at the byte rate.
+        bound = math.inf if isinstance(op, SendSnapshot) else self._timeout
         timeout = bound if left is None else min(left, bound)
         with trio.move_on_after(timeout) as scope:
             try:
