@@ -328,4 +328,3 @@ def _outcome_unknown(partition: str, node_id: str) -> BoroughError:
         f"partition {partition!r} on {node_id} caught up by a snapshot while a write was in flight; "
         "it may or may not have been applied: read before retrying"
     )
-

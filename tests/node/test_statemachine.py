@@ -26,6 +26,7 @@ from borough.node.system_state import (
     SystemState,
     join_command,
     register_command,
+    register_many_command,
     state_command,
 )
 from borough.raft.records import Entry, EntryKind
@@ -171,6 +172,27 @@ def test_a_register_the_loader_would_reject_is_refused() -> None:
     assert isinstance(result, Refused) and ops == []
 
 
+def test_register_many_registers_each_in_order_and_refuses_a_bad_item_alone() -> None:
+    state = SystemState()
+    state.apply(register_command("p", ["n1"], 1))
+    ops, results = state.apply(
+        register_many_command([("q", ["n2"], 3), ("p", ["n9"], 3), ("r", [], 3), ("q", ["n5"], 4)])
+    )
+    q = DirectoryRecord(name="q", voters=(NodeId("n2"),), table_version=3)
+    p = DirectoryRecord(name="p", voters=(NodeId("n1"),), table_version=1)
+    assert results[:2] == [q, p] and isinstance(results[2], Refused) and results[3] == q
+    assert ops == [["put", "d/q", encode_value(q.to_list())]]
+    assert loaded(ops).directory == {"q": q}
+    ops, result = state.apply(["register_many", [["s", ["n1"], 1], "junk"]])
+    assert isinstance(result[1], Refused) and state.directory["s"].voters == ("n1",)
+
+
+def test_register_many_of_too_many_partitions_is_refused_whole() -> None:
+    state = SystemState()
+    ops, result = state.apply(register_many_command((f"p{i}", ["n1"], 1) for i in range(1025)))
+    assert ops == [] and isinstance(result, Refused) and state.directory == {}
+
+
 BAD_COMMANDS: dict[str, Any] = {
     "not a list": {"join": "n1"},
     "empty": [],
@@ -266,9 +288,7 @@ _IDS = st.sampled_from(["n1", "n2", "n3", "n4"])
 _COMMANDS = st.one_of(
     st.builds(join_command, _IDS, st.sampled_from(["h1:1", "h2:1", "h3:1"])),
     st.builds(lambda n, s: ["state", n, s], st.one_of(_IDS, st.just("ghost")), st.integers(-1, 4)),
-    st.builds(
-        register_command, st.sampled_from(["p", "q", "r"]), st.lists(_IDS, max_size=3), st.integers(0, 20)
-    ),
+    st.builds(register_command, st.sampled_from(["p", "q", "r"]), st.lists(_IDS, max_size=3), st.integers(0, 20)),
     st.sampled_from([["bogus"], ["join"], "join", [], ["register", "p", ["n1"]]]),
 )
 
