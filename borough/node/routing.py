@@ -134,9 +134,13 @@ class Router:
             tried: set[str] = set()
             queue: list[Target] = []
             cached = self._leaders.get(partition)
+            located: list[Target] | None = None
+            if op.spread:
+                # A read any replica serves: start at a random one, so reads spread over the replicas.
+                located = await self._spread_targets(partition, op)
+                queue += located
             if cached is not None:
                 queue.append(cached)
-            located: list[Target] | None = None
             while True:
                 if not queue:
                     if located is not None:
@@ -167,7 +171,8 @@ class Router:
                     if isinstance(exc, NotLeader) and exc.leader_address and exc.leader_address not in tried:
                         queue.insert(0, Target(exc.leader, exc.leader_address))
                     continue
-                self.learn_leader(partition, target)
+                if not op.spread:  # (a read may have been served by a follower)
+                    self.learn_leader(partition, target)
                 return result
             if last_error is None:
                 last_error = Unavailable(f"no replica of partition {partition!r} is known yet")
@@ -176,6 +181,14 @@ class Router:
             logger.debug("partition %r: no leader reached (%s); retrying in %.3f s", partition, last_error, delay)
             await trio.sleep(delay * (0.5 + self._rng.random()))
             delay = min(BACKOFF_MAX, delay * 2)
+
+    async def _spread_targets(self, partition: str, op: Op) -> list[Target]:
+        try:
+            targets = list(await self._locate(partition, op.creates))
+        except Unavailable:
+            return []
+        self._rng.shuffle(targets)
+        return targets
 
     async def _attempt(self, target: Target, partition: str, op: Op, *, confirmed: bool) -> Any:
         """One try of ``op`` at ``target``. A node that does not answer (stopped, cut off, overwhelmed) must

@@ -230,10 +230,11 @@ class Server:
         return await self._replicas.leader(partition, self._addresses.address_of)
 
     async def _read_barrier(self, partition: str, consistency: str) -> None:
-        if consistency == "stale":
-            await self._replicas.local(partition)
-        else:
-            await (await self._leader(partition)).read_barrier()
+        # Any replica serves reads, the leader's followers too (a linearizable one asks the leader for the read
+        # index and waits to apply it): routing spreads reads over the replicas.
+        replica = await self._replicas.local(partition)
+        if consistency != "stale":
+            await replica.read_barrier(anywhere=True)
 
     # --- requests -----------------------------------------------------------------------------------------
 
