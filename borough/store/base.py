@@ -229,6 +229,10 @@ class Store(abc.ABC):
         """Names of the partitions that have state here, sorted (so a restart resumes every replica)."""
         return sorted(self._v().parts)
 
+    def has_replica(self, partition: str) -> bool:
+        """Whether ``partition`` has state here (``partition in replicas()``, without listing them all)."""
+        return partition in self._v().parts
+
     def _state(self, partition: str) -> tuple[View, PartitionState]:
         view = self._v()
         st = view.parts.get(partition)
