@@ -76,7 +76,9 @@ class Router:
         execute: Execute,
         request_timeout: float,
         rng: random.Random,
+        me: Target | None = None,
     ) -> None:
+        self._me = me  # this node (a member's router): reads try it first, they need no network hop there
         self._locate = locate
         self._execute = execute
         self._timeout = request_timeout
@@ -136,7 +138,8 @@ class Router:
             cached = self._leaders.get(partition)
             located: list[Target] | None = None
             if op.spread:
-                # A read any replica serves: start at a random one, so reads spread over the replicas.
+                # A read any replica serves: start at this node's if it has one, else at a random one, so reads
+                # spread over the replicas.
                 located = await self._spread_targets(partition, op)
                 queue += located
             if cached is not None:
@@ -188,6 +191,9 @@ class Router:
         except Unavailable:
             return []
         self._rng.shuffle(targets)
+        me = self._me
+        if me is not None:
+            targets.sort(key=lambda t: t.node_id != me.node_id and t.address != me.address)
         return targets
 
     async def _attempt(self, target: Target, partition: str, op: Op, *, confirmed: bool) -> Any:
