@@ -432,19 +432,7 @@ class SendSnapshot(Op, name="snap", repeatable=False):
 OPS: dict[str, type[Op]] = {
     cls.name: cls
     for cls in (
-        Get,
-        Write,
-        Scan,
-        Info,
-        FindLeader,
-        Call,
-        Join,
-        Locate,
-        Members,
-        SetState,
-        ListPartitions,
-        Hosted,
-        SendSnapshot,
+        Get, Write, Scan, Info, FindLeader, Call, Join, Locate, Members, SetState, ListPartitions, Hosted, SendSnapshot,
         Export,
     )  # fmt: skip
 }

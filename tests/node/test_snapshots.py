@@ -485,6 +485,7 @@ async def test_a_new_learner_behind_the_compacted_log_receives_a_snapshot(
 
 async def test_the_node_wide_byte_rate_spaces_chunks_out(autojump_clock: trio.testing.MockClock) -> None:
 
+
     rate = snapshots_module.ByteRate(1_000_000)
     start = trio.current_time()
     done: list[float] = []
@@ -501,6 +502,7 @@ async def test_the_node_wide_byte_rate_spaces_chunks_out(autojump_clock: trio.te
 
 
 async def test_an_unbounded_byte_rate_never_waits(autojump_clock: trio.testing.MockClock) -> None:
+
 
     rate = snapshots_module.ByteRate(0)
     start = trio.current_time()

@@ -46,7 +46,6 @@ async def test_a_put_whose_reply_was_lost_is_retried_and_applied_once_not_again_
         await b.get("p", "k")
         leader = sim.leader_replica("p")
         leader_host = sim.nodes[sim.index_of(leader.host.node_id)].host
-
         async def put_a() -> None:
             outcomes.append(await a.put("p", "k", "a"))
 
