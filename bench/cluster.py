@@ -286,12 +286,19 @@ async def bench_borough(
 
 
 async def _preload_wide(client: borough.Client, names: list[str], keys: list[str]) -> None:
-    """Create ``names`` (16 client tasks) and write ``keys`` into each, one batch per partition."""
+    """Create ``names`` (16 client tasks) and write ``keys`` into each, one batch per partition (again after a
+    timeout: a batch carries a session, so a repeat is applied once)."""
     todo = iter(names)
 
     async def worker() -> None:
         for name in todo:
-            await client.partition(name).batch([("put", k, VALUE) for k in keys])
+            for attempt in range(3):
+                try:
+                    await client.partition(name).batch([("put", k, VALUE) for k in keys])
+                    break
+                except borough.Timeout:
+                    if attempt == 2:
+                        raise
 
     async with trio.open_nursery() as nursery:
         for _ in range(16):
