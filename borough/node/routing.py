@@ -35,6 +35,9 @@ logger = logging.getLogger(__name__)
 LEADER_CACHE_SIZE = 65_536
 BACKOFF_FIRST = 0.005
 BACKOFF_MAX = 0.5
+#: The longest backoff while the replicas answer but know no leader yet (a group being elected, such as a
+#: partition created a moment ago): the wait is about one election, so a long backoff would only add to it.
+BACKOFF_MAX_LEADERLESS = 0.05
 #: How long one node may take to answer before routing tries the next replica (see ``Router._attempt``).
 ATTEMPT_TIMEOUT = 2.0
 
@@ -183,7 +186,8 @@ class Router:
             self.retries += 1
             logger.debug("partition %r: no leader reached (%s); retrying in %.3f s", partition, last_error, delay)
             await trio.sleep(delay * (0.5 + self._rng.random()))
-            delay = min(BACKOFF_MAX, delay * 2)
+            electing = isinstance(last_error, NotLeader) and last_error.leader is None
+            delay = min(BACKOFF_MAX_LEADERLESS if electing else BACKOFF_MAX, delay * 2)
 
     async def _spread_targets(self, partition: str, op: Op) -> list[Target]:
         try:

@@ -102,6 +102,23 @@ async def test_skips_unreachable_replicas_and_retries_with_backoff(autojump_cloc
     assert router.retries >= 3 and calls[:3] == ["a", "b", "c"]
 
 
+async def test_while_a_group_is_elected_the_backoff_stays_short(autojump_clock: trio.testing.MockClock) -> None:
+    """Replicas that answer but know no leader (a partition created a moment ago) cost the caller about one
+    election, not the election plus a backoff grown towards BACKOFF_MAX; unreachable replicas still back off."""
+    answers: dict[str, Any] = {"a:1": NotLeader("p"), "b:1": NotLeader("p"), "c:1": NotLeader("p")}
+    router = make_router(answers, [])
+
+    async def elect_later() -> None:
+        await trio.sleep(1.0)
+        answers["a:1"] = "elected"
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(elect_later)
+        start = trio.current_time()
+        assert await router.run("p", READ) == "elected"
+    assert 1.0 <= trio.current_time() - start <= 1.0 + 1.5 * routing.BACKOFF_MAX_LEADERLESS
+
+
 async def test_times_out_with_the_last_error(autojump_clock: trio.testing.MockClock) -> None:
     router = make_router(
         {"a:1": Unavailable("a is down"), "b:1": Unavailable("b is down"), "c:1": Unavailable("c is down")},
