@@ -35,6 +35,9 @@ logger = logging.getLogger(__name__)
 LEADER_CACHE_SIZE = 65_536
 BACKOFF_FIRST = 0.005
 BACKOFF_MAX = 0.5
+#: The longest backoff while the replicas answer but know no leader yet (a group being elected, such as a
+#: partition created a moment ago): the wait is about one election, so a long backoff would only add to it.
+BACKOFF_MAX_LEADERLESS = 0.05
 #: How long one node may take to answer before routing tries the next replica (see ``Router._attempt``).
 ATTEMPT_TIMEOUT = 2.0
 
@@ -76,7 +79,9 @@ class Router:
         execute: Execute,
         request_timeout: float,
         rng: random.Random,
+        me: Target | None = None,
     ) -> None:
+        self._me = me  # this node (a member's router): reads try it first, they need no network hop there
         self._locate = locate
         self._execute = execute
         self._timeout = request_timeout
@@ -134,9 +139,14 @@ class Router:
             tried: set[str] = set()
             queue: list[Target] = []
             cached = self._leaders.get(partition)
+            located: list[Target] | None = None
+            if op.spread:
+                # A read any replica serves: start at this node's if it has one, else at a random one, so reads
+                # spread over the replicas.
+                located = await self._spread_targets(partition, op)
+                queue += located
             if cached is not None:
                 queue.append(cached)
-            located: list[Target] | None = None
             while True:
                 if not queue:
                     if located is not None:
@@ -167,7 +177,8 @@ class Router:
                     if isinstance(exc, NotLeader) and exc.leader_address and exc.leader_address not in tried:
                         queue.insert(0, Target(exc.leader, exc.leader_address))
                     continue
-                self.learn_leader(partition, target)
+                if not op.spread:  # (a read may have been served by a follower)
+                    self.learn_leader(partition, target)
                 return result
             if last_error is None:
                 last_error = Unavailable(f"no replica of partition {partition!r} is known yet")
@@ -175,7 +186,19 @@ class Router:
             self.retries += 1
             logger.debug("partition %r: no leader reached (%s); retrying in %.3f s", partition, last_error, delay)
             await trio.sleep(delay * (0.5 + self._rng.random()))
-            delay = min(BACKOFF_MAX, delay * 2)
+            electing = isinstance(last_error, NotLeader) and last_error.leader is None
+            delay = min(BACKOFF_MAX_LEADERLESS if electing else BACKOFF_MAX, delay * 2)
+
+    async def _spread_targets(self, partition: str, op: Op) -> list[Target]:
+        try:
+            targets = list(await self._locate(partition, op.creates))
+        except Unavailable:
+            return []
+        self._rng.shuffle(targets)
+        me = self._me
+        if me is not None:
+            targets.sort(key=lambda t: t.node_id != me.node_id and t.address != me.address)
+        return targets
 
     async def _attempt(self, target: Target, partition: str, op: Op, *, confirmed: bool) -> Any:
         """One try of ``op`` at ``target``. A node that does not answer (stopped, cut off, overwhelmed) must
