@@ -40,6 +40,9 @@ BACKOFF_MAX = 0.5
 BACKOFF_MAX_LEADERLESS = 0.05
 #: How long one node may take to answer before routing tries the next replica (see ``Router._attempt``).
 ATTEMPT_TIMEOUT = 2.0
+#: More reads than this in flight from one router to one partition make it hot: its reads then start at a random
+#: replica (spreading the load of a hot partition), not at its leader (fewest hops for a cool one).
+SPREAD_WHEN_READING = 4
 
 
 @attrs.frozen(slots=True)
@@ -87,6 +90,7 @@ class Router:
         self._timeout = request_timeout
         self._rng = rng
         self._leaders: OrderedDict[str, Target] = OrderedDict()
+        self._reading: dict[str, int] = {}  # spread reads in flight, by partition (entries leave at zero)
         self.retries = 0
 
     def leader_of(self, partition: str) -> Target | None:
@@ -118,12 +122,18 @@ class Router:
         token = _ROUND_ERRORS.set([]) if seen is None else None
         seen = _ROUND_ERRORS.get()
         assert seen is not None
+        if op.spread:
+            self._reading[partition] = self._reading.get(partition, 0) + 1
         try:
             with trio.move_on_after(self._timeout) as scope:
                 return await self._run(partition, op, seen=seen)
         finally:
             if token is not None:
                 _ROUND_ERRORS.reset(token)
+            if op.spread:
+                left = self._reading.pop(partition) - 1
+                if left:
+                    self._reading[partition] = left
         assert scope.cancelled_caught
         last = f" (last error: {seen[-1]})" if seen else ""
         unknown = "" if op.repeatable else "; the operation may or may not have taken effect"
@@ -141,9 +151,11 @@ class Router:
             cached = self._leaders.get(partition)
             located: list[Target] | None = None
             if op.spread:
-                # A read any replica serves: start at this node's if it has one, else at a random one, so reads
-                # spread over the replicas.
-                located = await self._spread_targets(partition, op)
+                # A read any replica serves: start at this node's if it has one (no network hop); else at the
+                # leader while the partition is cool (a follower would ask the leader anyway: one more hop),
+                # and at a random replica once it is hot, so a hot partition's reads spread over its replicas.
+                hot = self._reading.get(partition, 0) > SPREAD_WHEN_READING
+                located = await self._spread_targets(partition, op, None if hot else cached)
                 queue += located
             if cached is not None:
                 queue.append(cached)
@@ -189,15 +201,19 @@ class Router:
             electing = isinstance(last_error, NotLeader) and last_error.leader is None
             delay = min(BACKOFF_MAX_LEADERLESS if electing else BACKOFF_MAX, delay * 2)
 
-    async def _spread_targets(self, partition: str, op: Op) -> list[Target]:
+    async def _spread_targets(self, partition: str, op: Op, leader: Target | None) -> list[Target]:
         try:
             targets = list(await self._locate(partition, op.creates))
         except Unavailable:
             return []
         self._rng.shuffle(targets)
         me = self._me
-        if me is not None:
-            targets.sort(key=lambda t: t.node_id != me.node_id and t.address != me.address)
+
+        def order(t: Target) -> tuple[bool, bool]:
+            mine = me is not None and (t.node_id == me.node_id or t.address == me.address)
+            return (not mine, leader is None or t.address != leader.address)
+
+        targets.sort(key=order)
         return targets
 
     async def _attempt(self, target: Target, partition: str, op: Op, *, confirmed: bool) -> Any:

@@ -321,17 +321,35 @@ async def test_seconds_left_is_zero_once_the_deadline_has_passed() -> None:
     assert left == 0.0
 
 
-async def test_reads_spread_over_the_replicas_and_teach_no_leader(autojump_clock: trio.testing.MockClock) -> None:
-    """A Get is served by whichever replica it reaches first (followers read through ReadIndex): routing starts
-    at a random replica, so reads spread over all of them, and the replica that answered is not taken for the
-    leader (a write after it still goes where the leader cache says)."""
+async def test_reads_of_a_cool_partition_go_to_its_leader(autojump_clock: trio.testing.MockClock) -> None:
+    """One read at a time: the leader answers (a follower would have to ask it for the read index: a hop more)."""
     calls: list[str] = []
     router = make_router({"a:1": "ok", "b:1": "ok", "c:1": "ok"}, calls)
     router.learn_leader("p", A)
-    for _ in range(60):
+    for _ in range(20):
         assert await router.run("p", Get("k")) == "ok"
+    assert calls == ["a"] * 20
+
+
+async def test_reads_of_a_hot_partition_spread_over_the_replicas_and_teach_no_leader(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Many reads in flight to one partition: routing starts them at random replicas (followers read through
+    ReadIndex), so they spread over all of them, and the replica that answered is not taken for the leader (a
+    write after it still goes where the leader cache says)."""
+    calls: list[str] = []
+    router = make_router({"a:1": "ok", "b:1": "ok", "c:1": "ok"}, calls)
+    router.learn_leader("p", A)
+
+    async def read() -> None:
+        assert await router.run("p", Get("k")) == "ok"
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(60):
+            nursery.start_soon(read)
     assert {node: calls.count(node) for node in "abc"} == {node: pytest.approx(20, abs=10) for node in "abc"}
     assert router.leader_of("p") == A
+    assert not router._reading  # nothing left behind once the reads are done
 
 
 async def test_a_read_that_a_replica_refuses_goes_on_to_the_next(autojump_clock: trio.testing.MockClock) -> None:
