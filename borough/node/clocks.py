@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import trio
+
 __all__ = ["Clock", "Clocks"]
 
 #: One replica's tick: what the ticker calls (``Inbox.tick``).
@@ -21,6 +23,7 @@ Clock = Callable[[], None]
 class Clocks:
     def __init__(self) -> None:
         self._running: dict[str, Clock] = {}
+        self._lot = trio.lowlevel.ParkingLot()
         #: Times a replica's clock stopped (it quiesced) and started again (it woke), for metrics and tests.
         self.stops = 0
         self.starts = 0
@@ -33,16 +36,22 @@ class Clocks:
 
     def run(self, name: str, clock: Clock) -> None:
         """Tick ``name`` from now on (a replica created, or woken)."""
-        if self._running.get(name) is not clock:
+        if self._running.get(name) != clock:
             self._running[name] = clock
             self.starts += 1
+            self._lot.unpark_all()
 
     def stop(self, name: str, clock: Clock) -> None:
         """Stop ticking ``name`` (its core quiesced, or the replica stopped); a no-op when ``clock`` is not the one
         running under that name (a newer replica of the partition took its place)."""
-        if self._running.get(name) is clock:
+        if self._running.get(name) == clock:
             del self._running[name]
             self.stops += 1
+
+    async def wait_running(self) -> None:
+        """Return once some clock runs (at once if one does): a node whose groups are all quiet has no timer."""
+        while not self._running:
+            await self._lot.park()
 
     def tick(self) -> int:
         """Tick every running clock once; returns how many ticked."""

@@ -30,6 +30,7 @@ from borough.node.system_state import SYSTEM, state_command
 from borough.ring.hashring import HashRing
 from borough.ring.members import MemberState, MemberTable
 from borough.ring.messages import Liveness
+from borough.ring.placement import Nothing
 
 __all__ = ["Duties"]
 
@@ -69,6 +70,9 @@ class Duties:
         self._leading_since: tuple[int, float] | None = None  # (term, time) this node began leading _system
         self._nursery = nursery
         self._moving: set[str] = set()  # groups with a placement step under way
+        # Quiesced groups found in place, with the (member table version, live set) they were checked against:
+        # nothing about them changes until either does, so they are not visited again (an idle group costs nothing).
+        self._placed: dict[str, tuple[int, frozenset[str]]] = {}
         self._placement_limit = trio.Semaphore(max_moving)
 
     # --- _system's leader -----------------------------------------------------------------------------------
@@ -127,18 +131,30 @@ class Duties:
         table = self._members.table
         ring = self._ring_for(table)
         live = self._members.live()
+        seen = (table.version, frozenset(live))
+        placed = self._placed
         for name, replica in self._replicas.items():
             if name == SYSTEM or name in self._moving or not replica.is_leader or replica.conf_change_in_flight:
                 continue
+            if replica.quiesced and placed.get(name) == seen:
+                continue  # quiet, and in place as of this table and live set
             self._moving.add(name)
-            self._nursery.start_soon(self._place, replica, ring, live)
+            self._nursery.start_soon(self._place, replica, ring, live, seen)
+        if len(placed) > len(self._replicas):
+            for name in [n for n in placed if n not in self._replicas]:
+                del placed[name]
 
-    async def _place(self, replica: Replica, ring: HashRing, live: set[str]) -> None:
+    async def _place(self, replica: Replica, ring: HashRing, live: set[str], seen: tuple[int, frozenset[str]]) -> None:
         try:
             async with self._placement_limit:
                 if replica.is_leader:
                     with trio.move_on_after(self._timeout):
-                        await reconcile_once(replica, ring, live)
+                        quiesced = replica.quiesced  # before the step: a step wakes the group
+                        step = await reconcile_once(replica, ring, live)
+                        if quiesced and isinstance(step, Nothing):
+                            self._placed[replica.name] = seen
+                        else:
+                            self._placed.pop(replica.name, None)
         except BoroughError as exc:
             logger.info("partition %r: placement step failed: %s", replica.name, exc)
         finally:

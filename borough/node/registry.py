@@ -292,9 +292,9 @@ class Replicas:
     # --- the Raft clock -----------------------------------------------------------------------------------
 
     async def tick_forever(self) -> None:
-        interval = self._config.tick_interval
         while True:
-            await trio.sleep(interval)
+            await self.clocks.wait_running()  # no timer at all while every replica here is quiesced
+            await trio.sleep(self._config.tick_interval)
             ticked = self.clocks.tick()  # only replicas that are awake: a quiesced one costs nothing
             if self._on_tick is not None:
                 self._on_tick(ticked)
