@@ -27,6 +27,7 @@ from borough.node.registry import Replicas
 from borough.node.replica import Replica
 from borough.node.statemachine import encode_command
 from borough.node.system_state import SYSTEM, state_command
+from borough.raft.rawnode import RawNode
 from borough.ring.hashring import HashRing
 from borough.ring.members import MemberState, MemberTable
 from borough.ring.messages import Liveness
@@ -134,7 +135,17 @@ class Duties:
         seen = (table.version, frozenset(live))
         placed = self._placed
         for name, replica in self._replicas.items():
-            if name == SYSTEM or name in self._moving or not replica.is_leader or replica.conf_change_in_flight:
+            if not replica.is_leader:
+                continue
+            if replica.quiesced:
+                # A follower of a quiet group that lacks part of the log while its node is alive missed the
+                # wake-up (an asymmetric cut, a pause shorter than the detector's bound, or it is a former leader
+                # cut off while quiet): wake, and the leader's heartbeat brings it back and catches it up.
+                status = replica.status()
+                if any(p.match < status.last_index and n in live for n, p in status.progress.items()):
+                    replica.command(RawNode.wake)
+                    continue
+            if name == SYSTEM or name in self._moving or replica.conf_change_in_flight:
                 continue
             if replica.quiesced and placed.get(name) == seen:
                 continue  # quiet, and in place as of this table and live set

@@ -315,6 +315,8 @@ class Raft(LeaderMixin):
             return
         self.quiesced = False
         self.idle_ticks = 0
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug("%s woke (%s)", self.id, self.role.name.lower(), extra={"group": self.cfg.group})
         if self.role is Role.LEADER:
             self.readonly.lease_until = min(self.readonly.lease_until, self.ticks)
             self.election_elapsed = 0
@@ -524,6 +526,8 @@ class Raft(LeaderMixin):
             # The leader's log ends at m.commit in its term, and so does ours: we hold the whole log and know it
             # is committed. Stop the election timer; a message, or the driver, wakes us.
             self.quiesced = True
+            if _log.isEnabledFor(logging.DEBUG):
+                _log.debug("%s quiesced at %d (leader %s)", self.id, m.commit, m.frm, extra={"group": self.cfg.group})
 
     def _on_snapshot(self, m: InstallSnapshot) -> None:
         if self.role is Role.LEADER:

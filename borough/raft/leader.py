@@ -10,6 +10,8 @@ except by calling ``become_follower``. Like the core, it does no I/O: messages g
 
 from __future__ import annotations
 
+import logging
+
 from borough.errors import LocalProtocolError, NotLeader, Overloaded
 from borough.raft.conf_history import ConfHistory
 from borough.raft.confchange import ConfChange, apply_conf_change, encode_conf_change
@@ -37,6 +39,7 @@ from borough.raft.storage import LogCompacted, LogUnavailable
 __all__ = ["LeaderMixin"]
 
 _CONF = EntryKind.CONF_CHANGE
+_log = logging.getLogger("borough.raft.core")
 
 
 class LeaderMixin:
@@ -120,6 +123,9 @@ class LeaderMixin:
                 # stops (the driver stops ticking us). Any proposal, read or message wakes us.
                 self._broadcast_heartbeat(quiesce=True)
                 self.quiesced = True
+                if _log.isEnabledFor(logging.DEBUG):
+                    matches = {n: pr.match for n, pr in self.prs.items()}
+                    _log.debug("%s quiesced at %d %s", self.id, self.log.last, matches, extra={"group": self.cfg.group})
                 return
             self._broadcast_heartbeat()
 
@@ -338,7 +344,11 @@ class LeaderMixin:
         for node, pr in self.prs.items():
             if node != me:
                 sent = min(pr.match, commit)
-                self.msgs.append(Heartbeat(frm=me, to=node, term=self.term, commit=sent, seq=seq, quiesce=quiesce))
+                # Only a follower that holds the whole log may stop its clock: one that lags (it did not answer
+                # lately, see ``_idle``) gets a plain heartbeat, which wakes it if it was quiet, so it times out,
+                # campaigns and thereby wakes us once it can reach us again.
+                hush = quiesce and pr.match == commit
+                self.msgs.append(Heartbeat(frm=me, to=node, term=self.term, commit=sent, seq=seq, quiesce=hush))
                 if sent > pr.sent_commit:
                     pr.sent_commit = sent
                 pr.heartbeat_sent(seq)
