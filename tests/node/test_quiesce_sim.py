@@ -177,11 +177,13 @@ async def test_a_busy_group_fails_over_in_under_a_second_when_its_leader_process
             killed_at.append(trio.current_time())
             await sim.crash(victim)
         kill = killed_at[0]
-        after = [t for t in acked if t > kill]
-        assert after, "no put succeeded after the leader's node was killed"
-        gap = after[0] - kill
+        acked.sort()
+        assert acked[-1] > kill + 1, "puts stopped after the leader's node was killed"
+        # The longest pause in acknowledged puts around the kill (a put in flight may still be acknowledged
+        # just after it; what the user sees is the gap).
+        gap = max(b - a for a, b in zip(acked, acked[1:], strict=False) if b > kill)
         sim.record("fail-over gap", gap)
-        assert gap < 1.0, f"the first put after the kill took {gap:.3f} s"
+        assert gap < 1.0, f"puts paused for {gap:.3f} s when the leader's node was killed"
 
 
 async def test_a_quiesced_follower_that_missed_entries_catches_up_when_woken(
