@@ -16,13 +16,12 @@ two commands it sends to replicas (``RawNode.forget_leader``, ``RawNode.wake``),
 
 from __future__ import annotations
 
-import functools
 import logging
+import operator
 from collections.abc import Callable
 
 from borough.ids import NodeId
 from borough.node.registry import Replicas
-from borough.raft.rawnode import RawNode
 from borough.ring.members import MemberTable
 from borough.ring.membership import MemberEvent
 from borough.ring.messages import Liveness
@@ -33,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 #: Ticks between the campaigns of a group's remaining voters after its leader's node is gone.
 STAGGER_TICKS = 2
+#: The commands sent to a replica's core (``RawNode.forget_leader(campaign_in)``, ``RawNode.wake()``).
+_WAKE = operator.methodcaller("wake")
 
 
 class Failover:
@@ -68,7 +69,7 @@ class Failover:
                 continue
             voters = sorted(v for v in replica.status().conf_state.voters if v != node_id)
             rank = voters.index(me) if me in voters else len(voters)
-            replica.command(functools.partial(RawNode.forget_leader, campaign_in=rank * STAGGER_TICKS))
+            replica.command(operator.methodcaller("forget_leader", rank * STAGGER_TICKS))
             told += 1
         if told:
             self.campaigns += told
@@ -84,7 +85,7 @@ class Failover:
             status = replica.status()
             peer = status.progress.get(NodeId(node_id))
             if peer is not None and peer.match < status.last_index:
-                replica.command(RawNode.wake)
+                replica.command(_WAKE)
                 woken += 1
         self.wakes += woken
         return woken
