@@ -1,10 +1,11 @@
 """Leader loss, noticed by the node rather than by each group: followers of a gone leader campaign at once.
 
 This module owns what a node does when it learns that another node is gone or back, for every group it hosts:
-- Gone (the failure detector says SUSPECT or DEAD, or dialling the node failed right after its connection broke,
-  which is how a killed process shows up): each replica that follows a leader on that node forgets it and
-  campaigns (pre-vote first) without waiting out an election timeout. A quiesced follower could not notice
-  otherwise: it hears nothing, by design. To avoid split votes, the remaining voters of a group campaign one
+- Gone (the failure detector says DEAD, or dialling the node failed right after its connection broke, which is
+  how a killed process shows up): each replica that follows a leader on that node forgets it and campaigns
+  (pre-vote first) without waiting out an election timeout. SUSPECT is weaker: the followers wake and campaign
+  soon, but the leader's lease still holds, so a leader that is alive keeps its groups. A quiesced follower could
+  not notice otherwise: it hears nothing, by design. To avoid split votes, the remaining voters of a group campaign one
   after another, in the order of their node ids, ``STAGGER_TICKS`` apart (each one stops waiting as soon as it
   hears from a new leader). Safety is Raft's; disruption is bounded by pre-vote and check-quorum: a member that
   still hears from the leader refuses the pre-vote, so one node's false suspicion deposes nobody.
@@ -51,7 +52,9 @@ class Failover:
         if event.liveness is Liveness.ALIVE:
             self.node_back(event.node_id)
         else:
-            self.node_gone(event.node_id, event.liveness.name.lower())
+            # Suspected: the followers wake and campaign, but still honour the leader's lease (a false suspicion
+            # under load must not move every leadership of a node). Dead: they forget it and campaign now.
+            self.node_gone(event.node_id, event.liveness.name.lower(), sure=event.liveness is Liveness.DEAD)
 
     def on_unreachable(self, address: str) -> None:
         """Dialling ``address`` failed (the transport's report): if a member listens there, it is gone for us."""
@@ -60,8 +63,9 @@ class Failover:
                 self.node_gone(member.node_id, "unreachable")
                 return
 
-    def node_gone(self, node_id: str, why: str) -> int:
-        """Every follower here of a leader on ``node_id`` campaigns, staggered by rank; returns how many."""
+    def node_gone(self, node_id: str, why: str, sure: bool = True) -> int:
+        """Every follower here of a leader on ``node_id`` campaigns, staggered by rank (see
+        ``RawNode.forget_leader`` for ``sure``); returns how many."""
         me = NodeId(self._node_id)
         told = 0
         for _, replica in self._replicas.items():
@@ -69,7 +73,7 @@ class Failover:
                 continue
             voters = sorted(v for v in replica.status().conf_state.voters if v != node_id)
             rank = voters.index(me) if me in voters else len(voters)
-            replica.command(operator.methodcaller("forget_leader", rank * STAGGER_TICKS))
+            replica.command(operator.methodcaller("forget_leader", rank * STAGGER_TICKS, sure))
             told += 1
         if told:
             self.campaigns += told

@@ -323,25 +323,31 @@ class Raft(LeaderMixin):
             if heartbeat:
                 self._broadcast_heartbeat()
 
-    def forget_leader(self, campaign_in: int) -> None:
+    def forget_leader(self, campaign_in: int, sure: bool = True) -> None:
         """The driver learned that our leader's node is gone (failure detector, or the connection to it broke):
         wake, forget the leader and campaign (pre-vote first) within ``campaign_in`` ticks instead of a whole
         election timeout. Pre-vote and check-quorum still protect a leader that is merely slow: members that
         hear from it refuse the pre-vote. In lease mode the vote is still held for an election timeout after
-        the last contact (the leader may hold a lease that long), so only the waiting for heartbeats is cut."""
+        the last contact (the leader may hold a lease that long), so only the waiting for heartbeats is cut.
+
+        Not ``sure`` (the detector only suspects the node): wake and campaign within ``campaign_in`` ticks, but
+        keep counting the leader's lease, so members that heard from it within an election timeout (by their
+        own clocks, which stood still while quiesced) refuse the pre-vote, and the leader, if alive, wakes on
+        it and heartbeats: a false suspicion changes no leader."""
         if self.role is Role.LEADER:
             return
         self.wake()
         if self.role is not Role.FOLLOWER:
             return  # already campaigning
-        self._set_lead(None)
-        if self.cfg.read_only != "lease":
-            self.since_leader_contact = max(self.since_leader_contact, self.cfg.election_tick)
-        if campaign_in <= 0 and self.promotable():
-            self.election_elapsed = 0
-            self.campaign(transfer=False)
-        else:
-            self.election_elapsed = max(self.election_elapsed, self.randomized_timeout - campaign_in)
+        if sure:
+            self._set_lead(None)
+            if self.cfg.read_only != "lease":
+                self.since_leader_contact = max(self.since_leader_contact, self.cfg.election_tick)
+            if campaign_in <= 0 and self.promotable():
+                self.election_elapsed = 0
+                self.campaign(transfer=False)
+                return
+        self.election_elapsed = max(self.election_elapsed, self.randomized_timeout - campaign_in)
 
     # --- elections ----------------------------------------------------------------------------------------
 

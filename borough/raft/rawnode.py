@@ -220,14 +220,16 @@ class RawNode:
         self._raft.dirty = True
         self._raft.transfer_leadership(NodeId(to))
 
-    def forget_leader(self, campaign_in: int = 0) -> None:
+    def forget_leader(self, campaign_in: int = 0, sure: bool = True) -> None:
         """The leader's node is gone (the failure detector says so, or the connection to it broke): wake if
         quiesced, forget the leader and campaign (pre-vote first) within ``campaign_in`` ticks, rather than after
         a whole election timeout of silence (a quiesced follower hears nothing anyway). A no-op on a leader or a
         replica already campaigning; harmless if the leader is in fact alive: members that still hear from it
-        refuse the pre-vote, and its next heartbeat makes this replica a follower again."""
+        refuse the pre-vote, and its next heartbeat makes this replica a follower again. Not ``sure`` (the node
+        is only suspected): wake and campaign within ``campaign_in`` ticks, but without forgetting the leader's
+        lease, so no member grants the pre-vote while it heard from the leader within an election timeout."""
         self._raft.dirty = True
-        self._raft.forget_leader(campaign_in)
+        self._raft.forget_leader(campaign_in, sure)
 
     def wake(self) -> None:
         """Leave quiescence (the driver's own reason: a local request, a member that came back)."""

@@ -24,8 +24,8 @@ from borough.ring.messages import Liveness
 class FakeRaw:
     calls: list[tuple[str, Any]] = attrs.Factory(list)
 
-    def forget_leader(self, campaign_in: int = 0) -> None:
-        self.calls.append(("forget_leader", campaign_in))
+    def forget_leader(self, campaign_in: int = 0, sure: bool = True) -> None:
+        self.calls.append(("forget_leader", (campaign_in, sure)))
 
     def wake(self) -> None:
         self.calls.append(("wake", None))
@@ -87,12 +87,12 @@ def test_followers_of_a_gone_leader_campaign_staggered_by_rank_and_no_one_else_i
     f = failover("c", led_by_a, led_by_b, led_here)
     f.on_member_event(MemberEvent(node_id=NodeId("a"), liveness=Liveness.SUSPECT, incarnation=0))
     # Of p's remaining voters (b, c), c ranks second: it campaigns STAGGER_TICKS later than b would.
-    assert led_by_a.raw.calls == [("forget_leader", STAGGER_TICKS)]
+    assert led_by_a.raw.calls == [("forget_leader", (STAGGER_TICKS, False))]  # only suspected
     assert led_by_b.raw.calls == [] and led_here.raw.calls == []
     assert f.campaigns == 1
     on_b = failover("b", FakeReplica("p", leader="a", voters=("a", "b", "c")))
     assert on_b.node_gone("a", "dead") == 1
-    assert on_b._replicas.replicas["p"].raw.calls == [("forget_leader", 0)]  # type: ignore[attr-defined]
+    assert on_b._replicas.replicas["p"].raw.calls == [("forget_leader", (0, True))]  # type: ignore[attr-defined]
 
 
 def test_an_unreachable_address_is_the_member_listening_there() -> None:
@@ -101,7 +101,7 @@ def test_an_unreachable_address_is_the_member_listening_there() -> None:
     f.on_unreachable("nowhere:1")
     assert p.raw.calls == []
     f.on_unreachable("b:1")
-    assert p.raw.calls == [("forget_leader", 0)]
+    assert p.raw.calls == [("forget_leader", (0, True))]
 
 
 def test_a_returning_member_wakes_only_quiesced_leaders_it_lags_behind() -> None:

@@ -309,7 +309,7 @@ class Runner:
         self.out.append(f"{delivered} messages delivered")
 
     def cmd_forget_leader(self, pos: list[str], kw: dict[str, object]) -> None:
-        self.env.raw(pos[0]).forget_leader(int(str(kw.get("in", 0))))
+        self.env.raw(pos[0]).forget_leader(int(str(kw.get("in", 0))), _bool(str(kw.get("sure", "true"))))
 
     def cmd_wake(self, pos: list[str], kw: dict[str, object]) -> None:
         self.env.raw(pos[0]).wake()
