@@ -52,6 +52,9 @@ def _new_key() -> ec.EllipticCurvePrivateKey:
 def _write(path: str, data: bytes, *, private: bool, overwrite: bool) -> None:
     if os.path.exists(path) and not overwrite:
         raise ConfigError(f"{path} already exists: remove it, or pass --overwrite to replace it")
+    parent = os.path.dirname(path)
+    if parent:
+        os.makedirs(parent, mode=0o700 if private else 0o755, exist_ok=True)  # (only dirs made here get it)
     tmp = f"{path}.tmp-{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
     try:

@@ -185,7 +185,7 @@ def create_client(certs_dir: str, ca_key: str | None, overwrite: bool, name: str
 def _certs_call(make: Callable[[], CertFiles]) -> CertFiles:
     try:
         return make()
-    except BoroughError as exc:
+    except (BoroughError, OSError) as exc:  # OSError: a path that cannot be written (permissions, a file in the way)
         raise click.ClickException(str(exc)) from None
 
 

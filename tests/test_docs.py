@@ -20,3 +20,11 @@ def test_the_docs_build_strictly(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "site" / "api" / "index.html").read_text().count("open_node") > 0
+
+
+def test_the_benchmarks_page_covers_every_benchmark() -> None:
+    page = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    scripts = sorted(p.name for p in (ROOT / "bench").glob("*.py") if not p.name.startswith("_"))
+    assert scripts and [s for s in scripts if f"bench/{s}" not in page] == []
+    nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    assert "benchmarks.md" in nav
