@@ -290,7 +290,7 @@ def bench_pysyncobj(seconds: float, warmup: float, clients_list: tuple[int, ...]
 
 def bench_failover(seconds: float) -> None:
     """The fail-over row: 16 clients putting into 8 partitions, the leader process of one SIGKILLed."""
-    from failover import run as run_failover
+    from _failover import run as run_failover
 
     run_failover(max(seconds, 4.0))
 
@@ -308,7 +308,7 @@ def main() -> None:
     parser.add_argument("--clients", default=",".join(map(str, CLIENTS)), help="client task counts, e.g. 1,64")
     parser.add_argument("--ops", default=",".join(OPS), help="put,get,stale")
     parser.add_argument("--spread", default="one,many", help="one (1 partition), many (64 partitions)")
-    parser.add_argument("--failover", action="store_true", help="only the fail-over row (bench/failover.py)")
+    parser.add_argument("--failover", action="store_true", help="only the fail-over row (bench/_failover.py)")
     args = parser.parse_args()
     if args.failover:
         bench_failover(args.seconds)

@@ -35,6 +35,9 @@ from borough.ring.placement import Nothing
 
 __all__ = ["Duties"]
 
+#: What a quiet group was last checked against: its Readies so far, the member table version, the live set.
+_Seen = tuple[int, int, frozenset[str]]
+
 logger = logging.getLogger(__name__)
 
 SYSTEM_DUTY_INTERVAL = 0.5
@@ -71,9 +74,11 @@ class Duties:
         self._leading_since: tuple[int, float] | None = None  # (term, time) this node began leading _system
         self._nursery = nursery
         self._moving: set[str] = set()  # groups with a placement step under way
-        # Quiesced groups found in place, with the (member table version, live set) they were checked against:
-        # nothing about them changes until either does, so they are not visited again (an idle group costs nothing).
-        self._placed: dict[str, tuple[int, frozenset[str]]] = {}
+        # Quiesced groups found settled (in place, no follower to wake), with what they were checked against: their
+        # Readies so far, the member table version and the live set. A quiet group changes only through a Ready,
+        # so it is not looked at again until one of the three changes (an idle group costs nothing).
+        self._settled: dict[str, _Seen] = {}
+        self._swept: dict[str, int] = {}  # quiet followers found to be members, with their Readies so far
         self._placement_limit = trio.Semaphore(max_moving)
 
     # --- _system's leader -----------------------------------------------------------------------------------
@@ -132,12 +137,16 @@ class Duties:
         table = self._members.table
         ring = self._ring_for(table)
         live = self._members.live()
-        seen = (table.version, frozenset(live))
-        placed = self._placed
+        frozen = frozenset(live)
+        settled = self._settled
         for name, replica in self._replicas.items():
             if not replica.is_leader:
                 continue
-            if replica.quiesced:
+            quiet = replica.quiesced
+            seen = (replica.stats.readies, table.version, frozen)
+            if quiet and settled.get(name) == seen:
+                continue  # quiet, and nothing changed since it was found settled
+            if quiet:
                 # A follower of a quiet group that lacks part of the log while its node is alive missed the
                 # wake-up (an asymmetric cut, a pause shorter than the detector's bound, or it is a former leader
                 # cut off while quiet): wake, and the leader's heartbeat brings it back and catches it up.
@@ -146,16 +155,17 @@ class Duties:
                     replica.command(RawNode.wake)
                     continue
             if name == SYSTEM or name in self._moving or replica.conf_change_in_flight:
+                if quiet and name == SYSTEM:
+                    settled[name] = seen  # (``_system`` is placed by its own duty)
                 continue
-            if replica.quiesced and placed.get(name) == seen:
-                continue  # quiet, and in place as of this table and live set
             self._moving.add(name)
             self._nursery.start_soon(self._place, replica, ring, live, seen)
-        if len(placed) > len(self._replicas):
-            for name in [n for n in placed if n not in self._replicas]:
-                del placed[name]
+        for table_ in (settled, self._swept):
+            if len(table_) > len(self._replicas):
+                for name in [n for n in table_ if n not in self._replicas]:
+                    del table_[name]
 
-    async def _place(self, replica: Replica, ring: HashRing, live: set[str], seen: tuple[int, frozenset[str]]) -> None:
+    async def _place(self, replica: Replica, ring: HashRing, live: set[str], seen: _Seen) -> None:
         try:
             async with self._placement_limit:
                 if replica.is_leader:
@@ -163,9 +173,9 @@ class Duties:
                         quiesced = replica.quiesced  # before the step: a step wakes the group
                         step = await reconcile_once(replica, ring, live)
                         if quiesced and isinstance(step, Nothing):
-                            self._placed[replica.name] = seen
+                            self._settled[replica.name] = seen
                         else:
-                            self._placed.pop(replica.name, None)
+                            self._settled.pop(replica.name, None)
         except BoroughError as exc:
             logger.info("partition %r: placement step failed: %s", replica.name, exc)
         finally:
@@ -183,10 +193,16 @@ class Duties:
         configuration leaves this node out, asks the group's leader, and stops when the leader's configuration
         does not list this node."""
         me = NodeId(self._node_id)
+        swept = self._swept
         for name, replica in self._replicas.items():
             if replica.is_leader or replica.removed:
                 continue
+            quiet, readies = replica.quiesced, replica.stats.readies
+            if quiet and swept.get(name) == readies:
+                continue  # quiet, and nothing changed since it was found to be a member
             if replica.hears_from_leader(self._out_of_touch) and me in replica.status().conf_state.members():
+                if quiet:
+                    swept[name] = readies
                 continue  # a member that hears from its leader
             try:
                 with trio.move_on_after(self._timeout):

@@ -7,7 +7,7 @@ longest gap between successful puts on that partition around the kill, and how m
 error (on that partition, and on the others). Goals: first put under 1 s, no error.
 
     .venv/bin/python bench/cluster.py --failover [--seconds 6]
-    .venv/bin/python bench/failover.py [--seconds 6] [--repeat 3]
+    .venv/bin/python bench/_failover.py [--seconds 6] [--repeat 3]   # the same, several times
 
 Everything runs on 127.0.0.1 and stops by itself. Figures on a loaded machine are noisy: rerun on a quiet one.
 """
