@@ -78,7 +78,8 @@ class Duties:
         # Readies so far, the member table version and the live set. A quiet group changes only through a Ready,
         # so it is not looked at again until one of the three changes (an idle group costs nothing).
         self._settled: dict[str, _Seen] = {}
-        self._swept: dict[str, int] = {}  # quiet followers found to be members, with their Readies so far
+        # Quiet followers found to be members where the ring places them, with their Readies and the table version.
+        self._swept: dict[str, tuple[int, int]] = {}
         self._placement_limit = trio.Semaphore(max_moving)
 
     # --- _system's leader -----------------------------------------------------------------------------------
@@ -194,16 +195,23 @@ class Duties:
         does not list this node."""
         me = NodeId(self._node_id)
         swept = self._swept
+        table = self._members.table
+        ring = self._ring_for(table)
         for name, replica in self._replicas.items():
             if replica.is_leader or replica.removed:
                 continue
-            quiet, readies = replica.quiesced, replica.stats.readies
-            if quiet and swept.get(name) == readies:
-                continue  # quiet, and nothing changed since it was found to be a member
+            quiet, seen = replica.quiesced, (replica.stats.readies, table.version)
+            if quiet and swept.get(name) == seen:
+                continue  # quiet, and nothing changed since it was found to be a member where the ring puts it
             if replica.hears_from_leader(self._out_of_touch) and me in replica.status().conf_state.members():
-                if quiet:
-                    swept[name] = readies
-                continue  # a member that hears from its leader
+                if not quiet:
+                    continue  # a member that hears from its leader
+                # A quiet follower hears nothing, so it would never learn that its group removed it while it was
+                # cut off. Where the ring places the group it is trusted; elsewhere it is a move in progress or
+                # a leftover: the leader is asked, as for a follower out of touch.
+                if name != SYSTEM and me in ring.replica_set(name):
+                    swept[name] = seen
+                    continue
             try:
                 with trio.move_on_after(self._timeout):
                     info = await self._partition_info(name)
