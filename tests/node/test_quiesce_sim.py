@@ -212,3 +212,24 @@ async def test_a_quiesced_follower_that_missed_entries_catches_up_when_woken(
         assert dict(sim[lagging].store.iterate("m"))["k"] == 19
         states = sim.replica_states("m")
         assert len(states) == 3 and len({tuple(items) for _, items in states.values()}) == 1
+
+
+async def test_quiet_groups_still_move_when_a_node_joins(autojump_clock: trio.testing.MockClock) -> None:
+    """Quiescence must not freeze placement: a node joins a cluster whose partitions are all quiet, and every
+    partition ends up where the ring puts it (the groups wake for their configuration changes, and go quiet
+    again afterwards)."""
+    from borough.testing.checks import check_placement
+
+    names = [f"m{i}" for i in range(12)]
+    async with SimCluster(3, seed=53) as sim:
+        async with sim.client() as client:
+            for i, name in enumerate(names):
+                await client.partition(name).put("k", i)
+        await wait_quiet(sim, [*names, SYSTEM])
+        await sim.add_node()
+        assert await check_placement(sim, bound=120) == []
+        assert any(sim[3].replicas.get(name) is not None for name in names)  # the new node took some
+        await wait_quiet(sim, names)
+        async with sim.client() as client:
+            for i, name in enumerate(names):
+                assert await client.partition(name).get("k") == i
