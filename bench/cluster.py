@@ -309,12 +309,16 @@ def main() -> None:
     parser.add_argument("--ops", default=",".join(OPS), help="put,get,stale")
     parser.add_argument("--spread", default="one,many", help="one (1 partition), many (64 partitions)")
     parser.add_argument("--failover", action="store_true", help="only the fail-over row (bench/_failover.py)")
+    parser.add_argument("--txn", action="store_true", help="only the counter handler rows (issue 18)")
     args = parser.parse_args()
     if args.failover:
         bench_failover(args.seconds)
         return
     seconds = 1.0 if args.quick else args.seconds
     clients = tuple(int(n) for n in args.clients.split(","))
+    if args.txn:
+        main_txn(seconds, args.warmup, clients)
+        return
     ops = tuple(args.ops.split(","))
     spreads = tuple(args.spread.split(","))
     print(f"cluster benchmark: 3 borough serve processes on 127.0.0.1, fsync on; {seconds:g} s per figure")
@@ -371,6 +375,127 @@ def compare_tls(
             f"| {pc:>15.3f} | {tc:>13.3f} | {100 * (tc / pc - 1):>3.0f}% |"
         )
     print(f"(means of {repeat} runs each)")
+
+
+# --- handler transactions (issue 18): bench/cluster.py --txn -----------------------------------------------------
+
+
+class TxnCluster(Cluster):
+    """Three processes of ``bench/_txn_server.py``: ``borough.serve`` with the counter handler."""
+
+    def start(self) -> None:
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        for i in range(3):
+            address = f"127.0.0.1:{free_port()}"
+            args = [sys.executable, str(ROOT / "bench" / "_txn_server.py"), address, str(self.root / f"n{i}")]
+            args += [self.addresses[0]] if i else []
+            log = open(self.root / f"n{i}.log", "wb")  # noqa: SIM115 - lives as long as the process
+            self.procs.append(subprocess.Popen(args, stdout=log, stderr=log, env=env, cwd=ROOT))
+            self.addresses.append(address)
+            deadline = time.monotonic() + 30
+            while b"serving at" not in (self.root / f"n{i}.log").read_bytes():
+                if self.procs[-1].poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError((self.root / f"n{i}.log").read_text())
+                time.sleep(0.05)
+
+
+async def run_counter_load(
+    client: borough.Client, cluster: Cluster, *, partitions: list[str], clients: int, seconds: float, warmup: float
+) -> dict[str, float]:
+    """Closed-loop counter requests; also the conflict re-run rate (handler runs per acknowledged request - 1,
+    from the per-process run counts the replies carry)."""
+    latencies: list[float] = []
+    done = 0
+    measuring = False
+    runs_seen: dict[str, int] = {}
+    runs_at_start: dict[str, int] = {}
+    stop_at = trio.current_time() + warmup + seconds
+    rng = random.Random(clients)
+
+    async def worker() -> None:
+        nonlocal done
+        while trio.current_time() < stop_at:
+            name = partitions[rng.randrange(len(partitions))]
+            t0 = time.perf_counter()
+            reply = await client.request(name, {})
+            runs_seen[reply["node"]] = max(runs_seen.get(reply["node"], 0), reply["runs"])
+            if measuring:
+                latencies.append(time.perf_counter() - t0)
+                done += 1
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(clients):
+            nursery.start_soon(worker)
+        await trio.sleep(warmup)
+        measuring = True
+        runs_at_start = dict(runs_seen)
+        cpu0, load0, t0 = cluster.cpu(), time.process_time(), time.perf_counter()
+        await trio.sleep(seconds)
+        measuring = False
+        elapsed = time.perf_counter() - t0
+        cpu1, load1 = cluster.cpu(), time.process_time()
+        runs = sum(n - runs_at_start.get(node, 0) for node, n in runs_seen.items())
+    latencies.sort()
+    return {
+        "ops_per_s": done / elapsed,
+        "p50_ms": percentile(latencies, 0.5) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+        "server_cpu_s": cpu1 - cpu0,
+        "load_cpu_s": load1 - load0,
+        "reruns": max(0.0, runs / max(1, done) - 1.0),
+    }
+
+
+async def bench_txn(seconds: float, warmup: float, clients_list: tuple[int, ...]) -> list[str]:
+    """The counter handler (a read and a write of one key, as one transaction) next to plain puts, on 1 and on
+    64 partitions, at each client count; the last column is the conflict re-run rate."""
+    root = pathlib.Path(tempfile.mkdtemp(prefix="borough-bench-txn-"))
+    cluster = TxnCluster(root)
+    rows: list[str] = []
+    try:
+        cluster.start()
+        async with borough.open_client(cluster.addresses) as client:
+            one, many = ["bench-one"], [f"bench-{i}" for i in range(64)]
+            with trio.fail_after(120):
+                for name in one + many:
+                    await client.request(name, {})
+            for parts, where in ((one, "1 partition"), (many, "64 partitions")):
+                for clients in clients_list:
+                    put = await run_load(
+                        client,
+                        cluster,
+                        op="put",
+                        partitions=parts,
+                        clients=clients,
+                        seconds=seconds,
+                        warmup=warmup,
+                        keys=[],
+                    )
+                    rows.append(row(f"borough put, {where}", clients, put) + "        |")
+                    print(rows[-1], flush=True)
+                    r = await run_counter_load(
+                        client, cluster, partitions=parts, clients=clients, seconds=seconds, warmup=warmup
+                    )
+                    ratio = r["ops_per_s"] / max(1.0, put["ops_per_s"])
+                    rows.append(row(f"counter handler, {where}", clients, r) + f" {100 * r['reruns']:>5.1f}% |")
+                    print(rows[-1] + f"  ({ratio:.2f}x puts)", flush=True)
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    return rows
+
+
+def main_txn(seconds: float, warmup: float, clients: tuple[int, ...]) -> None:
+    print(
+        "handler transactions: 3 processes (borough.serve + the counter handler) on 127.0.0.1, fsync on; "
+        f"{seconds:g} s per figure"
+    )
+    print("counter handler: reads the partition's counter and writes it back plus one, one transaction per request")
+    print(
+        HEADER.replace("load CPU |\n", "load CPU | reruns |\n").replace("|----------|", "|----------|--------|"),
+        flush=True,
+    )
+    trio.run(bench_txn, seconds, warmup, clients)
 
 
 if __name__ == "__main__":

@@ -4,15 +4,17 @@ put/get load runs.
 
     .venv/bin/python bench/rebalance.py [--partitions 100] [--mb 100] [--value-kb 16] [--batch-kb 256]
                                         [--dead-after 5] [--baseline 5] [--fg-clients 4] [--snapshot-entries N]
-                                        [--phase-timeout 600] [--quick] [--keep]
+                                        [--snapshot-rate MIB_PER_S] [--phase-timeout 600] [--quick] [--keep]
 
 ``--quick`` is 20 partitions and 10 MB with a 3 s baseline (under a minute). Every server gets
 ``BOROUGH_DEAD_AFTER`` (``--dead-after``, 5 s by default instead of 30 s) in its environment from the start, so
 the killed node is declared DEAD soon after it stops answering; ``--snapshot-entries`` passes
 ``BOROUGH_SNAPSHOT_ENTRIES`` so logs are compacted early and new replicas catch up by snapshot, not by log
 (with ``--batch-kb 16`` each loaded value is its own Raft entry, so e.g. ``--snapshot-entries 32`` compacts
-the loaded data out of the logs; by default each load batch of 256 KB is one entry and new replicas catch up
-from the log).
+the loaded data out of the logs; either way a new replica with an empty log gets a snapshot, not the log);
+``--snapshot-rate`` passes ``BOROUGH_SNAPSHOT_BYTES_PER_SECOND`` (in MiB/s; 0 is no limit; the node's default
+when not given). With ``--keep`` the temp dir also gets ``samples.csv``: every foreground op (wall-clock end
+time, op, ms, partition, error), the phases' marks and the loopback meter's samples.
 
 Phases: load ``--mb`` MB of random ``--value-kb`` KB values spread evenly over ``--partitions`` partitions of
 three nodes, wait until every partition sits on its ring replica set, then
@@ -150,7 +152,8 @@ class Servers:
 
     def __init__(self, root: pathlib.Path, env: dict[str, str]) -> None:
         self.root = root
-        self.env = dict(os.environ, PYTHONPATH=str(ROOT), **env)
+        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        self.env = dict(os.environ, PYTHONPATH=path, **env)
         self.procs: list[subprocess.Popen[bytes]] = []
         self.addresses: list[str] = []
         self.node_ids: list[str] = []
@@ -215,13 +218,15 @@ class Servers:
 
 
 class Foreground:
-    """Closed-loop put/get tasks; every finished op is recorded as (end time, op, seconds, error or None)."""
+    """Closed-loop put/get tasks; every finished op is recorded as (end time, op, seconds, error or None), and
+    the partition it went to in ``partitions`` (same order)."""
 
     def __init__(self, client: borough.Client, names: list[str], clients: int) -> None:
         self.client = client
         self.names = names
         self.clients = clients
         self.samples: list[tuple[float, str, float, str | None]] = []
+        self.partitions: list[str] = []
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -232,7 +237,8 @@ class Foreground:
         rng = random.Random(w)
         key = f"fg-{w}"
         while True:
-            part = self.client.partition(self.names[rng.randrange(len(self.names))])
+            name = self.names[rng.randrange(len(self.names))]
+            part = self.client.partition(name)
             for op in ("put", "get"):
                 t0 = time.monotonic()
                 error = None
@@ -245,8 +251,23 @@ class Foreground:
                     error = f"{op}: {type(exc).__name__}: {str(exc)[:120]}"
                 t1 = time.monotonic()
                 self.samples.append((t1, op, t1 - t0, error))
+                self.partitions.append(name)
                 if error:
                     await trio.sleep(0.05)
+
+    def dump(self, path: pathlib.Path, marks: list[tuple[str, float]], lo: LoopbackMeter) -> None:
+        """Every sample as CSV: wall-clock end time (as in the servers' logs), op, ms, partition, error; the
+        phases' marks (baseline, move, converged) first, as rows with op "mark", and the loopback meter's
+        samples as rows with op "lo" (bytes received so far in the ms column)."""
+        offset = time.time() - time.monotonic()
+        with open(path, "w") as f:
+            f.write("end,op,ms,partition,error\n")
+            for label, t in marks:
+                f.write(f"{t + offset:.4f},mark,0,{label},\n")
+            for t, rx in lo.samples:
+                f.write(f"{t + offset:.4f},lo,{rx},,\n")
+            for (t, op, s, error), name in zip(self.samples, self.partitions, strict=True):
+                f.write(f"{t + offset:.4f},{op},{s * 1000:.2f},{name},{(error or '').replace(',', ';')}\n")
 
     def window(self, start: float, end: float) -> dict[str, Any]:
         result: dict[str, Any] = {"seconds": max(0.0, end - start)}
@@ -370,6 +391,8 @@ async def run_bench(args: argparse.Namespace) -> int:
     env = {"BOROUGH_DEAD_AFTER": str(args.dead_after)}
     if args.snapshot_entries:
         env["BOROUGH_SNAPSHOT_ENTRIES"] = str(args.snapshot_entries)
+    if args.snapshot_rate is not None:
+        env["BOROUGH_SNAPSHOT_BYTES_PER_SECOND"] = str(int(args.snapshot_rate * 1024 * 1024))
     servers = Servers(root, env)
     names = [f"rb-{i:04d}" for i in range(args.partitions)]
     value_bytes = int(args.value_kb * 1024)
@@ -412,6 +435,9 @@ async def run_bench(args: argparse.Namespace) -> int:
                 nursery.cancel_scope.cancel()
             failed = not all(r["converged"] for r in results) or len(results) < 2
             print_report(args, servers, results, sizes)
+            if args.keep:
+                marks = [(f"{r['phase']} {k}", t) for r in results for k, t in r["marks_at"].items()]
+                fg.dump(root / "samples.csv", marks, lo)
     except BaseException:
         failed = True
         raise
@@ -515,6 +541,7 @@ async def phase_join(
         "raw": lo.between(start, end),
         "background": lo.rate(b0, b1),
         "move_s": end - start,
+        "marks_at": {"baseline": b0, "move": start, "converged": end},
         "before": fg.window(b0, b1),
         "during": [("move (join→converged)", fg.window(start, end))],
         "disk": [dir_bytes(servers.data(k)) for k in range(len(servers.procs))],
@@ -566,6 +593,7 @@ async def phase_kill(
         "raw": lo.between(dead_at, end),
         "background": lo.rate(b0, b1),
         "move_s": end - dead_at,
+        "marks_at": {"baseline": b0, "kill": start, "move": dead_at, "converged": end},
         "before": fg.window(b0, b1),
         "during": [
             ("failover (kill→DEAD)", fg.window(start, dead_at)),
@@ -645,6 +673,7 @@ def print_report(
         f"{int(args.value_kb * 1024)} bytes, 3 replicas, fsync on, all on 127.0.0.1; "
         f"BOROUGH_DEAD_AFTER={args.dead_after:g}"
         + (f", BOROUGH_SNAPSHOT_ENTRIES={args.snapshot_entries}" if args.snapshot_entries else "")
+        + f", snapshot rate {rate_text(args)}"
     )
     print(f"foreground: {args.fg_clients} tasks, put 100 B + linearizable get, closed loop; CPUs: {os.cpu_count()}")
     print("times in s from the node's start (join) or the kill (kill); 'move s' is what MB/s divides by\n")
@@ -708,6 +737,14 @@ def print_report(
                 print(f"    {n:>4} x {e}")
 
 
+def rate_text(args: argparse.Namespace) -> str:
+    rate = args.snapshot_rate
+    if rate is None:
+        env = os.environ.get("BOROUGH_SNAPSHOT_BYTES_PER_SECOND")
+        return f"{int(env) / 1024 / 1024:g} MiB/s (from the environment)" if env else "the node's default"
+    return f"{rate:g} MiB/s per node" if rate else "unlimited"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--partitions", type=int, default=100)
@@ -718,6 +755,9 @@ def main() -> None:
     parser.add_argument("--baseline", type=float, default=5.0, help="seconds of foreground load before each phase")
     parser.add_argument("--fg-clients", type=int, default=4)
     parser.add_argument("--snapshot-entries", type=int, default=0, help="BOROUGH_SNAPSHOT_ENTRIES (0: default)")
+    parser.add_argument(
+        "--snapshot-rate", type=float, default=None, help="BOROUGH_SNAPSHOT_BYTES_PER_SECOND in MiB/s (0: no limit)"
+    )
     parser.add_argument("--phase-timeout", type=float, default=600.0, help="give up on a phase after this long")
     parser.add_argument("--quick", action="store_true", help="20 partitions, 10 MB, 3 s baselines")
     parser.add_argument("--keep", action="store_true", help="keep the servers' data dirs and logs")

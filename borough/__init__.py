@@ -28,6 +28,7 @@ from borough.partition import Partition as Partition
 from borough.partition import PartitionInfo as PartitionInfo
 from borough.partition import ReplicaInfo as ReplicaInfo
 from borough.request import Request as Request
+from borough.request import non_transactional as non_transactional
 
 __version__ = "0.1.0"
 
@@ -47,6 +48,7 @@ __all__ = [
     "open_client",
     "open_node",
     "serve",
+    "non_transactional",
     "ConfigError",
     "Forbidden",
     "LocalProtocolError",

@@ -49,9 +49,7 @@ def setting_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         decls = [_flag(name), name]
         if kind == "bool":
             off = "--no-" + _flag(name)[2:]
-            fn = click.option(f"{decls[0]}/{off}", name, envvar=env, default=None, show_envvar=True, help=help_text)(
-                fn
-            )
+            fn = click.option(f"{decls[0]}/{off}", name, envvar=env, default=None, show_envvar=True, help=help_text)(fn)
             continue
         param: Any = int if kind.startswith("int") else float if kind == "float" else str
         fn = click.option(*decls, envvar=env, default=None, type=param, show_envvar=True, help=help_text)(fn)

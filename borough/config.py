@@ -89,7 +89,7 @@ class NodeConfig:
     max_connections: int = attrs.field(default=1024, validator=_positive("max_connections"))
     max_handshaking: int = attrs.field(default=128, validator=_positive("max_handshaking"))
     max_snapshot_receives: int = attrs.field(default=4, validator=_positive("max_snapshot_receives"))
-    snapshot_bytes_per_second: int = attrs.field(default=64 * 1024 * 1024)
+    snapshot_bytes_per_second: int = attrs.field(default=4 * 1024 * 1024)
     max_moving_partitions: int = attrs.field(default=8, validator=_positive("max_moving_partitions"))
     read_mode: str = attrs.field(default="safe")
     fsync: bool = True
@@ -202,7 +202,9 @@ SETTINGS: dict[str, str] = {
     "max_connections": "connections peers and clients may hold open to this node at once",
     "max_handshaking": "connections still in their TLS or HELLO handshake at once",
     "max_snapshot_receives": "snapshots this node receives at once (past it a sender is told Overloaded)",
-    "snapshot_bytes_per_second": "bytes per second of snapshot data this node sends, all streams (0: no limit)",
+    "snapshot_bytes_per_second": "bytes per second of snapshot data this node sends, all streams, and as many it "
+    "receives: how fast partitions move when nodes join, leave or die (0: no limit; raise it where cores and disk "
+    "are to spare, lower it if foreground latency suffers during a move)",
     "max_moving_partitions": "partitions this node moves towards the ring at once",
     "read_mode": "linearizable reads: safe (a ReadIndex round per batch of reads) or lease",
     "fsync": "fsync every Raft write (off loses acknowledged writes on power loss)",

@@ -47,6 +47,8 @@ __all__ = [
 _MISSING: Any = object()
 #: Items fetched per round trip by an iterator (fewer when values are large: the server caps page bytes).
 PAGE_ITEMS = 512
+
+
 class PartitionBackend(Protocol):
     """Where a ``Partition``'s operations go. Values cross this line CBOR-encoded (``encode_value``)."""
 

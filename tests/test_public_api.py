@@ -20,6 +20,7 @@ EXPECTED_EXPORTS = {
     "open_client",
     "open_node",
     "serve",
+    "non_transactional",
     "ConfigError",
     "Forbidden",
     "LocalProtocolError",

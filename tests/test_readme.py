@@ -23,4 +23,4 @@ def test_the_embed_example_runs(tmp_path: Path) -> None:
     code = embed.replace("127.0.0.1:7001", f"127.0.0.1:{port}").replace('"data/b"', repr(str(tmp_path / "b")))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "'visit': 1" in result.stdout and "'first': 'Ada'" in result.stdout
+    assert "{'visits': 1}" in result.stdout and "'first': 'Ada'" in result.stdout

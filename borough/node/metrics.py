@@ -10,7 +10,8 @@ Series (all prefixed ``borough_``):
   as a latency histogram (``commit_write_seconds``, labelled synced or not) and their batch counts;
 - Raft frames and messages sent, dropped in and out; connections open and refused; bytes queued for peers;
   snapshots sent and received; frames and calls refused by role; replicas that failed; messages for deleted
-  replicas; partition creations refused by rate.
+  replicas; partition creations refused by rate; handler transactions committed and run again, and effects on
+  other partitions delivered.
 
 This module owns the names and meanings; the node hands it a ``MetricsSource`` and calls ``observe_op``.
 """
@@ -93,6 +94,7 @@ class _Collector(Collector):
         yield from self._members(node)
         yield from self._wire(node)
         yield from self._refusals(node)
+        yield from _transactions(node.server.transactions)
 
     def _partitions(self, node: MetricsSource) -> Iterator[Metric]:
         items = node.replicas.items()
@@ -156,6 +158,8 @@ class _Collector(Collector):
         yield _counter("connections_refused", "Connections closed at once: a bound hit", transport.refused_connections)
         yield _counter("snapshots_sent", "Snapshots streamed to followers", snapshots.sent)
         yield _counter("snapshots_received", "Snapshots received and installed", snapshots.received)
+        yield _counter("snapshot_bytes_sent", "Snapshot chunk bytes streamed to followers", snapshots.bytes_sent)
+        yield _counter("snapshot_bytes_received", "Snapshot chunk bytes received", snapshots.bytes_received)
 
     def _refusals(self, node: MetricsSource) -> Iterator[Metric]:
         yield _counter("role_refusals", "Frames and calls refused because of the peer's role", node.roles.refused)
@@ -167,6 +171,16 @@ class _Collector(Collector):
             "partition_creations_refused", "Partition creations refused: the caller was over its rate",
             node.server.creations_refused,
         )  # fmt: skip
+
+
+def _transactions(runs: Any) -> Iterator[Metric]:
+    if runs is None:
+        return
+    yield _counter("handler_commits", "Handler transactions this node committed as leader", runs.commits)
+    yield _counter(
+        "handler_reruns", "Handler runs run again: what they read changed before they committed", runs.conflicts
+    )
+    yield _counter("handler_effects_delivered", "Effects on other partitions delivered", runs.effects.delivered)
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

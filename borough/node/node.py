@@ -28,7 +28,6 @@ from borough.node.directory import Directory
 from borough.node.duties import Duties
 from borough.node.failover import Failover
 from borough.node.incarnations import Stamp
-from borough.node.local import LocalBackend
 from borough.node.members import MemberWatch
 from borough.node.metrics import NodeMetrics
 from borough.node.outbox import RaftOutbox
@@ -42,9 +41,10 @@ from borough.node.session import DRAIN_POLL, Session
 from borough.node.snapshots import Snapshots
 from borough.node.status import serve_node_http
 from borough.node.system_state import SYSTEM
-from borough.partition import Partition, check_partition_name
+from borough.node.transaction import Transactions
+from borough.partition import Partition, PartitionBackend, check_partition_name
 from borough.raft.messages import InstallSnapshot, Message
-from borough.request import Handler, Request
+from borough.request import Handler, Request, is_transactional
 from borough.ring.members import MemberTable
 from borough.ring.membership import MemberEvent, Swim, SwimEvent
 from borough.ring.membership_driver import MembershipDriver, open_membership
@@ -155,6 +155,7 @@ class Node:
             execute_here=self.server.execute,
             hosted=lambda name: store if name in self.replicas else None,
         )
+        self.transactions = self.server.transactions = Transactions.for_node(store, self.session, self.replicas)
         self.cluster = Cluster(
             node_id=node_id,
             address=address,
@@ -209,6 +210,7 @@ class Node:
     def handler(self, handler: Handler | None) -> None:
         self._handler = handler
         self.server.invoke_handler = None if handler is None else self._invoke_handler
+        self.server.transactional = is_transactional(handler)
 
     @property
     def cluster_id(self) -> str | None:
@@ -223,10 +225,8 @@ class Node:
         return Partition(self.session, check_partition_name(name), self.session.limits)
 
     async def request(self, partition: str, body: Any) -> Any:
-        """Run the application's handler on the leader of ``partition`` with ``body``; return its reply.
-
-        Retries on leader changes within the deadline (the caller's cancel scope and ``request_timeout``)
-        whenever the answer proves the request did not run; a handler's exception arrives as ``RemoteError``."""
+        """Run the handler on ``partition``'s leader with ``body`` and return its reply: once, retried after any
+        failure within the deadline (docs/transactions.md); a handler's exception arrives as ``RemoteError``."""
         return await self.session.request(check_partition_name(partition), body)
 
     async def join(self, address: str) -> None:
@@ -260,10 +260,9 @@ class Node:
             await self.duties.sweep_once()
             await trio.sleep(DRAIN_POLL)
 
-    async def _invoke_handler(self, partition: str, backend: LocalBackend, body: Any) -> Any:
-        handler = self._handler
-        assert handler is not None
-        return await handler(Request(self, Partition(backend, partition, self.session.limits), body))
+    async def _invoke_handler(self, name: str, local: PartitionBackend, held: PartitionBackend | None, x: Any) -> Any:
+        assert self._handler is not None
+        return await self._handler(Request.make(self, name, local, held, x, self.session.limits))
 
     # --- ReplicaHost ------------------------------------------------------------------------------------
 
@@ -310,6 +309,7 @@ class Node:
         nursery.start_soon(self.duties.system_forever)
         nursery.start_soon(self.duties.placement_forever)
         nursery.start_soon(self.duties.sweep_forever)
+        nursery.start_soon(self.transactions.effects.pump_forever)
         if self.config.metrics_listen is not None:
             self.metrics_address = await nursery.start(serve_node_http, self, self.config.metrics_listen)
         await self.cluster.start()

@@ -110,6 +110,11 @@ class Op:
         """Whether routing may send this op again after a failure that may have reached the leader."""
         return self.repeatable
 
+    @property
+    def attempt_bounded(self) -> bool:
+        """Whether one attempt at one node is bounded by ``ATTEMPT_TIMEOUT`` (when ``retry_safe``)."""
+        return True
+
     def to_args(self) -> list[Any]:
         raise NotImplementedError
 
@@ -268,14 +273,27 @@ class Call(Op, name="request", repeatable=False, creates=True):
 
     body: Any
     streams: Mapping[str, Any] | None = attrs.field(default=None, eq=False)
+    #: With a session (``[body, [session, seq, low]]`` on the wire) the handler's transaction records its
+    #: reply under it, so the request runs once however often routing sends it (issue 18).
+    session: SessionRef | None = None
+
+    @property
+    def retry_safe(self) -> bool:
+        return self.session is not None
+
+    @property
+    def attempt_bounded(self) -> bool:
+        return False  # a handler may run long: one node's attempt is bounded only by the deadline
 
     def to_args(self) -> list[Any]:
-        return [self.body]
+        return [self.body] if self.session is None else [self.body, self.session.to_list()]
 
     @classmethod
     def from_args(cls, args: list[Any], limits: Limits) -> Call:
-        _nargs(cls, args, 1, "[body]")
-        return cls(args[0])
+        if len(args) not in (1, 2):
+            raise _bad("request takes [body] or [body, [session, seq, low]]")
+        session = _wire(SessionRef.from_list, args[1]) if len(args) == 2 else None
+        return cls(args[0], session=session)
 
 
 @attrs.frozen(slots=True)
@@ -400,7 +418,8 @@ class Hosted(_NoArgs, Op, name="node.hosted", repeatable=True):
         return _decoded(body, Hosting.from_list)
 
 
-#: A snapshot stream may take this many request timeouts (its sender and its receiver both bound it so).
+#: A snapshot stream may go this many request timeouts without moving a chunk (its sender and its receiver both
+#: bound it so; in all it may take as long as the partition's size at the node's byte rate needs).
 SNAPSHOT_TIMEOUTS = 6
 
 
@@ -428,7 +447,19 @@ class SendSnapshot(Op, name="snap", repeatable=False):
 OPS: dict[str, type[Op]] = {
     cls.name: cls
     for cls in (
-        Get, Write, Scan, Info, FindLeader, Call, Join, Locate, Members, SetState, ListPartitions, Hosted, SendSnapshot,
+        Get,
+        Write,
+        Scan,
+        Info,
+        FindLeader,
+        Call,
+        Join,
+        Locate,
+        Members,
+        SetState,
+        ListPartitions,
+        Hosted,
+        SendSnapshot,
         Export,
     )  # fmt: skip
 }

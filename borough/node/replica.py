@@ -184,26 +184,26 @@ class Replica:
         await self._inbox.call(lambda raw: raw.transfer_leadership(to))
 
     async def propose(self, data: bytes) -> Any:
-        """Append a command on the leader and wait until it is applied; returns the state machine's result.
-        Raises NotLeader (routing retries elsewhere) when this replica does not lead, or when the entry was
-        provably lost to a leader change (another entry was committed in its place), so a retry can never apply
-        a command twice; Overloaded when too much is queued. Cancellation leaves the outcome unknown."""
-        return await self._propose(data)
+        """Append a command on the leader and wait until it is applied; returns the state machine's result. Raises
+        NotLeader when this replica does not lead or the entry was provably lost to a leader change (another was
+        committed in its place); Overloaded when too much is queued. Cancellation leaves the outcome unknown."""
+        return await self.propose_nowait(data).wait()
 
     async def propose_conf_change(self, change: ConfChange) -> None:
         """Propose a membership change and wait until it is applied (one at a time per group)."""
         self.conf_change_in_flight = True
         try:
-            await self._propose(change)
+            await self.propose_nowait(change).wait()
         finally:
             self.conf_change_in_flight = False
 
-    async def _propose(self, data: bytes | ConfChange) -> Any:
+    def propose_nowait(self, data: bytes | ConfChange) -> Any:
+        """Queue a command as ``propose`` does, now, and return its waiter (``await waiter.wait()``)."""
         self.check_leader()
         self._queue_room()
         waiter = self._proposals.queue(data)
         self._inbox.wake()
-        return await waiter.wait()
+        return waiter
 
     async def read_barrier(self) -> None:
         """Return once the applied state reflects every write completed before the call (ReadIndex, §6.4)."""
@@ -218,11 +218,11 @@ class Replica:
         self.removed = True
         self._inbox.wake()
 
-    def begin_install(self) -> SnapshotInstall:
-        """Stage a snapshot streamed from the leader (replacing any earlier unfinished one)."""
+    def begin_install(self, install: SnapshotInstall | None = None) -> SnapshotInstall:
+        """Stage a snapshot streamed from the leader (in ``install`` if begun), replacing any unfinished one."""
         if self._stopped is not None:
             raise self._stopped
-        return self._staging.begin()
+        return self._staging.begin(install)
 
     def offer_snapshot(self, install: SnapshotInstall, message: InstallSnapshot) -> bool:
         """All chunks are staged: let the core decide whether to install them. False when the data was dropped
@@ -329,4 +329,3 @@ def _outcome_unknown(partition: str, node_id: str) -> BoroughError:
         f"partition {partition!r} on {node_id} caught up by a snapshot while a write was in flight; "
         "it may or may not have been applied: read before retrying"
     )
-

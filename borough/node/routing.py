@@ -184,7 +184,7 @@ class Router:
         session) goes only to a node known to lead (it answered as leader before), or to one that first answers
         a ``FindLeader`` probe within that bound, so the op itself is sent to an unresponsive node only when it
         led a moment ago."""
-        if op.retry_safe:
+        if op.retry_safe and op.attempt_bounded:
             with trio.move_on_after(ATTEMPT_TIMEOUT):
                 return await self._execute(target, partition, op)
             if not op.repeatable:  # it may have been applied there: not "not delivered", but safe to resend

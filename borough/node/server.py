@@ -11,6 +11,7 @@ partition led elsewhere is refused with a hint, and the caller's router decides 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -22,7 +23,6 @@ from borough.ids import NodeId
 from borough.node.export import write_export
 from borough.node.local import LocalBackend, partition_info
 from borough.node.protocol import (
-    SNAPSHOT_TIMEOUTS,
     Call,
     Export,
     FindLeader,
@@ -48,6 +48,7 @@ from borough.node.roles import Roles
 from borough.node.statemachine import SystemStateMachine, encode_command, propose_write
 from borough.node.streams import join_streams, local_streams, split_streams
 from borough.node.system_state import SYSTEM, Refused, join_command, register_command, state_command
+from borough.node.transaction import Transactions
 from borough.ring.members import MemberTable
 from borough.store.base import Store
 from borough.wire.records import IncomingCall, Reply
@@ -58,8 +59,9 @@ logger = logging.getLogger(__name__)
 
 #: Longest wait for a handler's unread local streams to close (shielded: it runs during cancellation too).
 CLOSE_TIMEOUT = 1.0
-#: Runs the application's handler for ``partition`` with its local partition backend and the body.
-InvokeHandler = Callable[[str, LocalBackend, Any], Awaitable[Any]]
+#: Runs the application's handler for ``partition`` with the backend of ``request.partition``, the backend other
+#: partitions are reached through (None: the node's own, routed) and the body.
+InvokeHandler = Callable[[str, Any, Any, Any], Awaitable[Any]]
 
 
 #: Operations of ordinary partitions that ``_system`` serves too (its info, its leader, its snapshots).
@@ -124,6 +126,10 @@ class Server:
         self._replica_set = replica_set
         self._cluster_id = cluster_id
         self.invoke_handler = invoke_handler
+        #: Runs handlers as transactions (``borough.node.transaction``); None runs them as plain code.
+        self.transactions: Transactions | None = None
+        #: Whether the handler runs as a transaction (False: it opted out, ``borough.non_transactional``).
+        self.transactional = True
         #: Told the name and duration of every op this node carries out (the node's metrics).
         self.on_op: Callable[[str, float], None] | None = None
 
@@ -139,8 +145,9 @@ class Server:
         streams = call.streams or None
         # Every call is bounded here, whatever the caller says or does (a caller that sends no deadline and
         # never hangs up must not hold a task and its memory for ever): by the caller's time left, at most
-        # request_timeout (a snapshot stream, at most SNAPSHOT_TIMEOUTS of them).
-        bound = self._timeout * (SNAPSHOT_TIMEOUTS if isinstance(op, SendSnapshot) else 1)
+        # request_timeout. A snapshot stream is bounded by its progress instead (``Snapshots`` gives it up once
+        # it moves no chunk for SNAPSHOT_TIMEOUTS request timeouts): a big partition takes long at the byte rate.
+        bound = math.inf if isinstance(op, SendSnapshot) else self._timeout
         timeout = bound if left is None else min(left, bound)
         with trio.move_on_after(timeout) as scope:
             try:
@@ -240,14 +247,25 @@ class Server:
                 f"node {self._node_id} has no request handler: pass handler= to open_node, or set node.handler",
                 from_handler=False,
             )
+        invoke = self.invoke_handler
         replica = await self._leader(partition)
         here = None if remote else local_streams(streams)
         body = join_streams(op.body, streams if remote else here)
-        backend = LocalBackend(self._store, replica, self._addresses.address_of)
+        runs = self.transactions
+        txn = runs is not None and self.transactional
         try:
-            reply = await self.invoke_handler(partition, backend, body)
+            if runs is not None and txn:
+                reply = await runs.run(
+                    replica, op.session, lambda local, held: invoke(partition, local, held, body), rerun=not streams
+                )
+            else:
+                backend = LocalBackend(self._store, replica, self._addresses.address_of)
+                if runs is None:
+                    reply = await invoke(partition, backend, None, body)
+                else:
+                    reply = await runs.run_plain(replica, op.session, lambda: invoke(partition, backend, None, body))
         except BoroughError as exc:
-            if exc.provably_not_run:
+            if exc.provably_not_run and not txn:
                 # Raised inside the handler (its partition's leader moved, a queue was full): what it did so far
                 # may stand, so the request must not be run again elsewhere as if it never ran.
                 raise Unavailable(

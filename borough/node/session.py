@@ -215,7 +215,8 @@ class Session:
         """Run the application's handler on ``partition``'s leader; see ``Node.request``."""
         body, streams = split_streams(body)
         if streams is None:
-            return await self.run(partition, Call(body))
+            with self.sequencer.write(partition) as session:
+                return await self.run(partition, Call(body, session=session))
         # Streams cannot be replayed: find the leader first, then send once (a request is retried only after
         # answers that prove it did not run, and NotLeader is raised before a handler reads anything).
         await self.run(partition, FindLeader())

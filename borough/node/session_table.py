@@ -192,6 +192,14 @@ class SessionTable:
             )
         return None
 
+    def peek(self, ref: SessionRef) -> Known | None:
+        """The recorded result of ``ref`` if this table holds it (a read: changes nothing; the leader's shortcut
+        for a retried request, which ``check`` confirms when the entry applies)."""
+        session = self._sessions.get(ref.session)
+        if session is None or ref.seq not in session.results:
+            return None
+        return Known(session.results[ref.seq])
+
     def record(self, ref: SessionRef, result: Any) -> None:
         """The write carrying ``ref`` was applied (``check`` said so) with ``result``."""
         session = self._sessions.get(ref.session)

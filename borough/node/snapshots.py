@@ -4,9 +4,12 @@ This module owns both ends of a snapshot transfer: the sender reads a point-in-t
 partition's data in chunks and streams it, length-prefixed, beside one call; the receiver stages the chunks in
 the store and then offers the snapshot to its Raft core, which decides whether to install it. Transfers are
 bounded (``max_snapshot_sends`` at once per node, one per follower and partition, and a node-wide
-``snapshot_bytes_per_second``; as many receives at once, each buffering one chunk of at most
-``MAX_CHUNK_BYTES``: a receiver past its bound answers Overloaded) and every failure is reported to the core so
-replication resumes by probing. It knows nothing of routing or handlers.
+``snapshot_bytes_per_second`` for the chunks it sends and another for those it receives; as many receives at
+once, each buffering one chunk of at most ``MAX_CHUNK_BYTES``: a receiver past its bound answers Overloaded,
+and the sender then streams fewer at once to it, see ``PeerWindows``) and every failure is reported to the core
+so replication resumes by probing. Moving partitions must not starve foreground traffic: in production the
+store work of a chunk (reading it out, writing it in) runs in a worker thread, never on the event loop. It
+knows nothing of routing or handlers.
 """
 
 from __future__ import annotations
@@ -20,11 +23,10 @@ from typing import Any
 import attrs
 import trio
 
-from borough.errors import BoroughError, Overloaded, RemoteProtocolError, Unavailable
+from borough.errors import BoroughError, Overloaded, RemoteProtocolError, Timeout, Unavailable
 from borough.node.protocol import SNAPSHOT_TIMEOUTS, SendSnapshot, encode_call
 from borough.node.records import MAX_WRITE_BYTES
 from borough.node.replica import Replica
-from borough.node.routing import seconds_left
 from borough.raft.messages import InstallSnapshot, decode_message, encode_message
 from borough.store.snapshot import SnapshotReader
 
@@ -67,12 +69,20 @@ class Snapshots:
         self._timeout = timeout
         self._sending: set[tuple[str, str]] = set()
         self._limit = trio.Semaphore(max_sends)
+        self._windows = PeerWindows(max_sends)
         self._max_receives = max_receives
         self._receiving = trio.Semaphore(max_receives)
+        self._waiting = 0  # streams waiting for a receive slot (at most max_receives)
         self._rate = ByteRate(bytes_per_second)
+        self._in_rate = ByteRate(bytes_per_second)
         self._offload = offload
+        #: How long a transfer may go without moving a chunk before either end gives it up.
+        self._idle = timeout * SNAPSHOT_TIMEOUTS
         self.sent = 0
         self.received = 0
+        #: Chunk bytes streamed out and taken in (every transfer, finished or not).
+        self.bytes_sent = 0
+        self.bytes_received = 0
 
     # --- sending ----------------------------------------------------------------------------------------
 
@@ -90,7 +100,8 @@ class Snapshots:
     async def _send(self, replica: Replica, message: InstallSnapshot, key: tuple[str, str]) -> None:
         ok = False
         try:
-            async with self._limit:
+            # Room at the receiver first (waiting there holds no slot another follower could use), then here.
+            async with self._windows.slot(message.to), self._limit:
                 address = self._address_of(message.to)
                 if address is None:
                     raise BoroughError(f"no address is known for node {message.to}")
@@ -98,21 +109,54 @@ class Snapshots:
                 # The reader captured the data at its applied index; describe exactly that state.
                 meta = replica.snapshot_meta_at(reader.applied_index)
                 out = attrs.evolve(message, meta=meta)
-                with trio.move_on_after(self._timeout * SNAPSHOT_TIMEOUTS):
+                started, sent_before = trio.current_time(), self.bytes_sent
+                # Bounded by its progress, not in all: a big partition at the node's byte rate may take long, but
+                # a transfer that moves no chunk for SNAPSHOT_TIMEOUTS request timeouts is given up (the receiver
+                # holds it to the same bound, so the call carries no deadline).
+                with trio.CancelScope(deadline=started + self._idle) as progress:
                     to_inc, frm_inc = replica.incarnations.stamp(message.to)
                     call = SendSnapshot(encode_message(out), to_inc, frm_inc)
                     await self._call(
                         address,
-                        encode_call(replica.name, call, seconds_left()),
-                        streams={"data": _framed(reader, self._rate, self._offload)},
+                        encode_call(replica.name, call, None),
+                        streams={"data": self._framed(reader, progress)},
                     )
                     ok = True
                     self.sent += 1
+                    self._windows.completed(message.to)
+                    logger.info(
+                        "snapshot of %r sent to %s: %d bytes in %.1f s", replica.name, message.to,
+                        self.bytes_sent - sent_before, trio.current_time() - started,
+                    )  # fmt: skip
+                if progress.cancelled_caught:
+                    logger.warning(
+                        "snapshot of %r to %s given up: no chunk moved for %g s", replica.name, message.to, self._idle
+                    )
+        except Overloaded as exc:
+            self._windows.refused(message.to)
+            logger.info("snapshot of %r to %s put off: %s", replica.name, message.to, exc)
         except (BoroughError, OSError) as exc:
             logger.warning("snapshot of %r to %s failed: %s", replica.name, message.to, exc)
         finally:
             self._sending.discard(key)
             replica.report_snapshot(message.to, ok)
+
+    async def _framed(self, reader: SnapshotReader, progress: trio.CancelScope) -> AsyncIterator[bytes]:
+        """The reader's chunks, length-prefixed, within the node's budget; each one taken moves ``progress``'s
+        deadline on. Building a chunk (a LevelDB scan and its encoding) runs in a worker thread when offloading
+        (production), so a stream never holds the event loop, and the foreground's messages go on while a
+        partition is read out."""
+        try:
+            while True:
+                chunk = await trio.to_thread.run_sync(next, reader, None) if self._offload else next(reader, None)
+                if chunk is None:
+                    return
+                await self._rate.take(len(chunk))
+                self.bytes_sent += len(chunk)
+                yield _LEN.pack(len(chunk)) + chunk
+                progress.deadline = trio.current_time() + self._idle
+        finally:
+            reader.close()
 
     # --- receiving --------------------------------------------------------------------------------------
 
@@ -126,12 +170,25 @@ class Snapshots:
             raise RemoteProtocolError(
                 f"a snapshot call must carry an InstallSnapshot for this node, not {message!r:.100}"
             )
-        try:
-            self._receiving.acquire_nowait()
-        except trio.WouldBlock:
+        # Past the bound as many streams wait their turn (unread, so their senders are held back by flow control
+        # and spend nothing more: a refused stream has already cost its sender a chunk, of data and of budget);
+        # past those, or after waiting as long as a stream may go without moving, a sender is told to back off.
+        if self._waiting >= self._max_receives:
             raise Overloaded(
-                f"{self._node_id} is receiving {self._max_receives} snapshots already; the leader retries later"
-            ) from None
+                f"{self._node_id} is receiving {self._max_receives} snapshots already and as many wait; the "
+                "leader retries later"
+            )
+        self._waiting += 1
+        try:
+            with trio.move_on_after(self._idle) as waited:
+                await self._receiving.acquire()  # FIFO: streams get their turn in the order they came
+        finally:
+            self._waiting -= 1
+        if waited.cancelled_caught:
+            raise Overloaded(
+                f"{self._node_id} has been receiving {self._max_receives} snapshots for {self._idle:g} s; the leader "
+                "retries later"
+            )
         try:
             await self._receive(partition, op, message, streams["data"])
         finally:
@@ -140,17 +197,50 @@ class Snapshots:
     async def _receive(
         self, partition: str, op: SendSnapshot, message: InstallSnapshot, data: trio.abc.ReceiveStream
     ) -> None:
+        # The server does not bound a snapshot call in all (see ``_send``): we bound it by its progress.
+        with trio.CancelScope(deadline=trio.current_time() + self._idle) as progress:
+            await self._receive_within(partition, op, message, data, progress)
+        if progress.cancelled_caught:
+            raise Timeout(
+                f"partition {partition!r}: the snapshot stream from {message.frm} moved no chunk for "
+                f"{self._idle:g} s; given up"
+            )
+
+    async def _receive_within(
+        self,
+        partition: str,
+        op: SendSnapshot,
+        message: InstallSnapshot,
+        data: trio.abc.ReceiveStream,
+        progress: trio.CancelScope,
+    ) -> None:
         replica = await self._find_replica(partition, op.to_inc)
         if not replica.incarnations.admit(message.frm, op.to_inc, op.frm_inc):
             raise Unavailable(
                 f"partition {partition!r}: this snapshot is meant for, or comes from, an earlier incarnation "
                 f"of a replica (to {op.to_inc}, from {op.frm_inc}): dropped"
             )
-        install = replica.begin_install()
+        # Beginning an install writes to the store, which may wait for a synced write: off the loop if we can.
+        store = replica.host.store
+        begun = await trio.to_thread.run_sync(store.begin_snapshot_install, partition) if self._offload else None
+        try:
+            install = replica.begin_install(begun)
+        except BaseException:
+            if begun is not None:
+                begun.abort()
+            raise
         try:
             async with contextlib.aclosing(_unframed(data)) as chunks:
                 async for chunk in chunks:
-                    install.add_chunk(chunk)
+                    # Reading on waits while the node's budget is spent; the stream's credit window then
+                    # holds the sender back too.
+                    await self._in_rate.take(len(chunk))
+                    self.bytes_received += len(chunk)
+                    if self._offload:
+                        await trio.to_thread.run_sync(install.add_chunk, chunk)
+                    else:
+                        install.add_chunk(chunk)
+                    progress.deadline = trio.current_time() + self._idle
             if not install.done:
                 raise RemoteProtocolError("the snapshot stream ended before its last chunk")
         except BaseException:
@@ -158,6 +248,67 @@ class Snapshots:
             raise
         if replica.offer_snapshot(install, message):
             self.received += 1
+
+
+class PeerWindows:
+    """How many snapshots this node streams to each peer at once: ``limit`` at first. A peer that answers
+    Overloaded (it is receiving all it takes, from every sender) narrows its window to the transfers still
+    running to it, at least one; as many transfers as the window holds, completed, widen it by one again
+    (additive increase, so a busy receiver is probed about once per window, not after every transfer). A send
+    waits for room in its peer's window before it reads any data, so the senders share a receiver's slots
+    instead of spending reads and bytes on streams it refuses."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._peers: dict[str, _Window] = {}
+
+    def window(self, peer: str) -> int:
+        found = self._peers.get(peer)
+        return found.size if found is not None else self._limit
+
+    @contextlib.asynccontextmanager
+    async def slot(self, peer: str) -> AsyncIterator[None]:
+        w = self._peers.get(peer)
+        if w is None:
+            w = self._peers[peer] = _Window(self._limit)
+        w.users += 1
+        try:
+            while w.running >= w.size:
+                await w.room.park()
+            w.running += 1
+            try:
+                yield
+            finally:
+                w.running -= 1
+                w.room.unpark()
+        finally:
+            w.users -= 1
+            if not w.users and w.size >= self._limit:
+                del self._peers[peer]  # nothing left to remember: the map holds only peers in use or narrowed
+
+    def refused(self, peer: str) -> None:
+        """``peer`` answered Overloaded to a transfer (which has given its slot back)."""
+        w = self._peers.setdefault(peer, _Window(self._limit))
+        w.size = max(1, w.running)
+        w.completed = 0
+
+    def completed(self, peer: str) -> None:
+        w = self._peers.get(peer)
+        if w is not None and w.size < self._limit:
+            w.completed += 1
+            if w.completed >= w.size:
+                w.size += 1
+                w.completed = 0
+                w.room.unpark()
+
+
+@attrs.define
+class _Window:
+    size: int
+    running: int = 0
+    users: int = 0  # transfers waiting for or holding a slot
+    completed: int = 0  # transfers completed since the window last changed
+    room: trio.lowlevel.ParkingLot = attrs.Factory(trio.lowlevel.ParkingLot)
 
 
 class ByteRate:
@@ -180,21 +331,6 @@ class ByteRate:
             await trio.sleep(start - now)
         else:
             await trio.lowlevel.checkpoint()
-
-
-async def _framed(reader: SnapshotReader, rate: ByteRate, offload: bool) -> AsyncIterator[bytes]:
-    """The reader's chunks, length-prefixed, within the node's snapshot budget. Building a chunk (a LevelDB scan
-    and its encoding) runs in a worker thread when ``offload`` (production), so a stream never holds the event
-    loop, and the foreground's messages go on while a partition is read out."""
-    try:
-        while True:
-            chunk = await trio.to_thread.run_sync(next, reader, None) if offload else next(reader, None)
-            if chunk is None:
-                return
-            await rate.take(len(chunk))
-            yield _LEN.pack(len(chunk)) + chunk
-    finally:
-        reader.close()
 
 
 async def _unframed(stream: trio.abc.ReceiveStream) -> AsyncGenerator[bytes, None]:

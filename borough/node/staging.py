@@ -28,10 +28,13 @@ class SnapshotStaging:
         self._offered: InstallSnapshot | None = None  # the staged snapshot's message, once offered to the core
         self._stepped = False  # the core has seen the offer: the next Ready says whether it took it
 
-    def begin(self) -> SnapshotInstall:
-        """Stage a new stream (an earlier unfinished one is aborted)."""
+    def begin(self, install: SnapshotInstall | None = None) -> SnapshotInstall:
+        """Stage a new stream (an earlier unfinished one is aborted), in ``install`` if the store began it
+        already (beginning writes to the store: the receiver does that off the event loop)."""
+        if install is not None and install.partition != self._partition:
+            raise ValueError(f"an install of {install.partition!r} cannot stage a snapshot of {self._partition!r}")
         self.abort()
-        self._install = self._store.begin_snapshot_install(self._partition)
+        self._install = install if install is not None else self._store.begin_snapshot_install(self._partition)
         return self._install
 
     def offer(self, install: SnapshotInstall, message: InstallSnapshot) -> bool:

@@ -22,9 +22,12 @@ from typing import Any, Protocol
 
 import cbor2
 
+from borough.kv import encode_key
+from borough.node.effects_table import Outbox
 from borough.node.records import WriteOp
 from borough.node.session_table import DEFAULT_EXPIRY, Known, LogClock, Refused, SessionRef, SessionTable
 from borough.node.system_state import SystemState
+from borough.node.txn_command import TXN_V1, Committed, TxnCommand, validate
 from borough.raft.records import Entry, EntryKind
 from borough.store.base import Store
 
@@ -89,7 +92,13 @@ class KvStateMachine:
         self.store = store
         self.expiry = expiry
         self._now = now
-        self.sessions = SessionTable.load(store.records(partition))
+        records = list(store.records(partition))
+        self.sessions = SessionTable.load(records)
+        #: Effects on other partitions that committed transactions still owe (``borough.node.effects_table``).
+        self.outbox = Outbox.load(records)
+        #: Transactions refused by validation on this replica (for status and the benchmark).
+        self.conflicts = 0
+        self._pending = _Pending()
         self.clock = LogClock(now, self.sessions.now)
 
     def write_command(self, ops: Iterable[WriteOp], session: SessionRef | None = None) -> bytes:
@@ -100,12 +109,19 @@ class KvStateMachine:
         ops: list[Any] = []
         results: dict[int, Any] = {}
         sessions = self.sessions
+        pending = self._pending
+        pending.rounds.append(ops)
         for entry in entries:
             if entry.kind != EntryKind.NORMAL or not entry.data:
                 continue  # a conf change (the core handles it) or a leader's no-op
+            txn: TxnCommand | None = None
             try:
                 command = cbor2.loads(entry.data)
-                if command and command[0] == _WRITE_V1:
+                if command and command[0] == TXN_V1:
+                    stamp, expiry, txn = TxnCommand.decode(command)
+                    sessions.advance(stamp, expiry)
+                    new_ops = []
+                elif command and command[0] == _WRITE_V1:
                     _, stamp, expiry, ref, new_ops = command
                     sessions.advance(float(stamp), float(expiry))
                     session = None if ref is None else SessionRef.from_list(ref)
@@ -116,6 +132,9 @@ class KvStateMachine:
             except Exception:
                 # Only a corrupt log or a bug writes this; skipping keeps every replica identical.
                 logger.error("partition %r: undecodable command at index %d skipped", self.partition, entry.index)
+                continue
+            if txn is not None:
+                results[entry.index] = self._apply_txn(entry.index, stamp, txn, ops, pending)
                 continue
             seen = None if session is None else sessions.check(session)
             if isinstance(seen, Known):
@@ -129,12 +148,60 @@ class KvStateMachine:
         self.clock.observe(sessions.now)
         return ops, results
 
+    def _apply_txn(self, index: int, stamp: float, txn: TxnCommand, ops: list[Any], pending: _Pending) -> Any:
+        """A handler's transaction (``borough.node.txn_command``): its ``done`` acknowledgements always apply;
+        the rest once per session, and only if its reads still hold."""
+        self.outbox.done(txn.done)
+        sessions = self.sessions
+        seen = None if txn.session is None else sessions.check(txn.session)
+        if isinstance(seen, Known):
+            return Committed(seen.result, duplicate=True)
+        if isinstance(seen, Refused):
+            return seen.error
+        conflict = validate(self.store, self.partition, pending.index(), txn)
+        if conflict is not None:
+            self.conflicts += 1
+            return conflict
+        ops.extend(txn.ops)
+        if txn.session is not None:
+            sessions.record(txn.session, txn.reply)
+        return Committed(txn.reply, tuple(self.outbox.add(self.partition, index, stamp, txn.effects)))
+
+    def recorded(self, ref: SessionRef) -> Known | None:
+        """The reply recorded for ``ref`` on this replica, if any (see ``SessionTable.peek``)."""
+        return self.sessions.peek(ref)
+
     def record_changes(self) -> list[tuple[bytes, bytes | None]]:
-        return self.sessions.changes()
+        self._pending = _Pending()  # the round's ops go to the store in the batch these changes join
+        return self.sessions.changes() + self.outbox.changes()
 
     def reload(self) -> None:
-        self.sessions = SessionTable.load(self.store.records(self.partition))
+        records = list(self.store.records(self.partition))
+        self.sessions = SessionTable.load(records)
+        self.outbox = Outbox.load(records)
+        self._pending = _Pending()
         self.clock.observe(self.sessions.now)
+
+
+class _Pending:
+    """The ops applied since the store was last written (one round: every ``apply`` call until
+    ``record_changes``), by encoded key, indexed only when a transaction needs them."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[bytes, Any] = {}
+        #: The op lists of this round's ``apply`` calls, and how far each is indexed.
+        self.rounds: list[list[Any]] = []
+        self._seen: list[int] = []
+
+    def index(self) -> dict[bytes, Any]:
+        by_key = self._by_key
+        seen = self._seen
+        seen.extend([0] * (len(self.rounds) - len(seen)))
+        for i, ops in enumerate(self.rounds):
+            for op in ops[seen[i] :]:
+                by_key[encode_key(op[1])] = op
+            seen[i] = len(ops)
+        return by_key
 
 
 class SystemStateMachine:

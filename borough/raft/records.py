@@ -27,7 +27,6 @@ __all__ = [
 ]
 
 
-
 class EntryKind(enum.IntEnum):
     """What a log entry carries. A NORMAL entry with empty data is the leader's no-op (§8)."""
 

@@ -16,10 +16,11 @@ Rules, in the order they are tried (DESIGN.md, "Cluster, ring and partitions"):
 3. Add the first live ring target that is not yet a member, as a learner (learners do not count in quorums,
    so this is always safe); the new replica then catches up by snapshot and log.
 4. Promote the first ring target that is a live learner caught up to within ``catch_up_slack`` entries of
-   the leader's last index, through joint consensus. If a dead voter has left the ring, swap the learner in
-   for it in the same joint change (atomic: the voter set never shrinks). Otherwise, while a voter is down,
-   promote only if the group keeps a live quorum without counting the new voter, so a new node that fails
-   right after its promotion cannot wedge the group.
+   the leader's last index (and holding something: a match index above 0, so an empty replica still waiting for
+   its snapshot is never promoted, however short the log), through joint consensus. If a dead voter has left
+   the ring, swap the learner in for it in the same joint change (atomic: the voter set never shrinks).
+   Otherwise, while a voter is down, promote only if the group keeps a live quorum without counting the new
+   voter, so a new node that fails right after its promotion cannot wedge the group.
 5. Remove a learner that is not a ring target (always safe).
 6. Remove a voter that is not a ring target and is not live: it contributes nothing to a quorum, and
    removing it never shrinks the live margin.
@@ -183,7 +184,11 @@ def next_step(
         if node == leader:
             return True
         p = progress.get(node)
-        return node in live and p is not None and p.recent_active and p.match >= last_index - catch_up_slack
+        # match 0: nothing acknowledged yet, an empty replica waiting for its snapshot however short the log.
+        # Promoting it (or handing it the lead) would make the group wait for that snapshot to commit anything.
+        if node not in live or p is None or not p.recent_active:
+            return False
+        return p.match > 0 and p.match >= last_index - catch_up_slack
 
     for node in target:  # rule 3
         if node not in voters and node not in learners and node in live:

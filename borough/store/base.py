@@ -514,7 +514,7 @@ class Store(abc.ABC):
                 spaces = enc.GEN_SPACES if space == enc.DATA else (space,)
                 for prefix in [s + marker[2:10] for s in spaces]:
                     n = 0
-                    for key, _ in reader.scan(prefix, enc.prefix_end(prefix), limit=budget + 1):
+                    for key in reader.scan_keys(prefix, enc.prefix_end(prefix), limit=budget + 1):
                         if n == budget:
                             break
                         raw.delete(key)

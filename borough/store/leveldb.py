@@ -44,6 +44,9 @@ class _SnapshotReader:
             return _closing(it)
         return _limited(it, limit)
 
+    def scan_keys(self, start: bytes, stop: bytes, *, limit: int) -> Iterator[bytes]:
+        return _limited(self._snap.iterator(start=start, stop=stop, include_value=False), limit)
+
 
 def _closing(it: Any) -> Iterator[tuple[bytes, bytes]]:
     try:
@@ -75,7 +78,7 @@ def _reverse(it: Any, start: bytes, stop: bytes, limit: int | None) -> Iterator[
         it.close()
 
 
-def _limited(it: Any, limit: int) -> Iterator[tuple[bytes, bytes]]:
+def _limited(it: Any, limit: int) -> Iterator[Any]:
     try:
         for n, item in enumerate(it):
             if n >= limit:

@@ -116,6 +116,9 @@ class _MemoryEngine:
         data = self.data
         return iter([(k, data[k]) for k in selected])
 
+    def scan_keys(self, start: bytes, stop: bytes, *, limit: int) -> Iterator[bytes]:
+        return (k for k, _ in self.scan(start, stop, limit=limit))
+
 
 class MemoryStore(Store):
     """The in-memory store. ``crash()`` loses every write that was not synced and reopens the store."""

@@ -37,6 +37,10 @@ class Reader(Protocol):
         """Items with ``start <= key < stop`` in key order (or reverse), as of when this is called."""
         ...
 
+    def scan_keys(self, start: bytes, stop: bytes, *, limit: int) -> Iterator[bytes]:
+        """Like ``scan`` (forward), keys only: the values are never read (deleting big ones must not copy them)."""
+        ...
+
 
 class RawBatch(Protocol):
     """Raw puts and deletes that the engine writes atomically (engine interface)."""

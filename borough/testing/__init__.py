@@ -2,7 +2,8 @@
 
 ``SimCluster`` runs real Borough nodes in one trio run on virtual time over a simulated network and in-memory
 disks, with faults (crash, restart, pause, partitions, one-way cuts, latency, membership changes); a run is a
-function of its seed. ``History`` and ``check`` record and check what clients saw. ``Scenario`` and
+function of its seed. ``History`` and ``check`` record and check what clients saw; ``check_serializable``
+checks recorded handler transactions (``record_handler_transactions``). ``Scenario`` and
 ``run_scenario`` run a workload under a fault schedule and check it; ``borough.testing.strategies`` (which
 imports Hypothesis) draws them. ``python -m borough.testing replay FILE`` replays a failure. See docs/testing.md.
 """
@@ -30,6 +31,11 @@ from borough.testing.scenario import random_scenario as random_scenario
 from borough.testing.scenario import run_faults as run_faults
 from borough.testing.scenario import run_scenario as run_scenario
 from borough.testing.scenario import run_simulation as run_simulation
+from borough.testing.serializability import INITIAL as INITIAL
+from borough.testing.serializability import SerialResult as SerialResult
+from borough.testing.serializability import Txn as Txn
+from borough.testing.serializability import check_serializable as check_serializable
+from borough.testing.serializability import record_handler_transactions as record_handler_transactions
 from borough.testing.sim import SimCluster as SimCluster
 from borough.testing.sim import SimNode as SimNode
 from borough.testing.trace import Trace as Trace
@@ -37,6 +43,7 @@ from borough.testing.workload import ClientOps as ClientOps
 from borough.testing.workload import cas_handler as cas_handler
 
 __all__ = [
+    "INITIAL",
     "NOT_FOUND",
     "CheckResult",
     "ClientOps",
@@ -48,20 +55,24 @@ __all__ = [
     "Scenario",
     "ScenarioFailed",
     "ScenarioResult",
+    "SerialResult",
     "SimCluster",
     "SimNode",
     "Status",
     "Step",
     "Trace",
+    "Txn",
     "cas_handler",
     "check",
     "check_leaders",
     "check_members",
     "check_placement",
     "check_replicas",
+    "check_serializable",
     "heal_all",
     "lost_writes",
     "random_scenario",
+    "record_handler_transactions",
     "run_faults",
     "run_scenario",
     "run_simulation",

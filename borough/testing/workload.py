@@ -9,7 +9,6 @@ history are ``(partition, key)`` pairs. Must not know fault schedules or what th
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Hashable
 from typing import Any, Final
 
@@ -24,37 +23,28 @@ __all__ = ["CAS_OP", "ClientOps", "cas_handler"]
 
 CAS_OP: Final = "borough.testing.cas"
 
-_locks: weakref.WeakKeyDictionary[Any, dict[str, trio.Lock]] = weakref.WeakKeyDictionary()
-
 
 async def cas_handler(request: borough.Request) -> Any:
     """The workload's request handler: ``{"op": CAS_OP, "key": k, "expected": e, "value": v}`` sets ``k`` to
     ``v`` if it holds ``e`` (None: if it is absent) and returns whether it did; ``{"op": CAS_OP, "key": k,
     "value": v}`` puts (``v`` None: deletes) and returns True.
 
-    Read-then-write is atomic only against writes that take the same lock: the handler runs on the partition's
-    leader, holds a per-partition lock of that node across a linearizable read and the write, so no other
-    request through this handler writes in between during the leader's term; if leadership moves meanwhile, the
-    write raises NotLeader (nothing proposed, or the proposal provably lost) and the router retries the whole
-    request on the new leader. A write through the plain partition API does not take the lock, so a partition
-    whose keys are compare-and-set must take every write through this handler (the simulator found that out)."""
+    Read-then-write is atomic because the handler is a transaction (docs/transactions.md): its read is validated
+    when its entry applies, against any write of the partition, through this handler or not; no lock needed."""
     body = request.body
     if not isinstance(body, dict) or body.get("op") != CAS_OP:
         raise ValueError(f"cas_handler only knows {CAS_OP!r} requests, got {body!r:.80}")
     key, value = body["key"], body["value"]
     partition = request.partition
-    per_node = _locks.setdefault(request.node, {})
-    lock = per_node.setdefault(partition.name, trio.Lock())
-    async with lock:
-        if "expected" in body:
-            current = await partition.get(key, default=None)
-            if current != body["expected"]:
-                return False
-        if value is None:
-            await partition.delete(key)
-        else:
-            await partition.put(key, value)
-        return True
+    if "expected" in body:
+        current = await partition.get(key, default=None)
+        if current != body["expected"]:
+            return False
+    if value is None:
+        await partition.delete(key)
+    else:
+        await partition.put(key, value)
+    return True
 
 
 class ClientOps:

@@ -240,8 +240,7 @@ class MuxConnection:
             self.messages_dropped += 1
             if self.messages_dropped == 1:
                 log.warning(
-                    "%s is not reading: %d messages (%d bytes) queued; more are dropped (logged once per "
-                    "connection)",
+                    "%s is not reading: %d messages (%d bytes) queued; more are dropped (logged once per connection)",
                     self.description,
                     len(self._prio),
                     self._prio_bytes,

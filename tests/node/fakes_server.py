@@ -104,15 +104,28 @@ class FakeReplica:
     def status(self) -> Status:
         progress = {
             NodeId(ME): PeerStatus(
-                match=self.applied, next=self.applied + 1, state=ProgressState.REPLICATE,
-                recent_active=True, learner=False, inflight=0,
+                match=self.applied,
+                next=self.applied + 1,
+                state=ProgressState.REPLICATE,
+                recent_active=True,
+                learner=False,
+                inflight=0,
             ),
             NodeId("n2"): PeerStatus(
-                match=self.applied - 1, next=self.applied, state=ProgressState.REPLICATE,
-                recent_active=True, learner=False, inflight=1,
+                match=self.applied - 1,
+                next=self.applied,
+                state=ProgressState.REPLICATE,
+                recent_active=True,
+                learner=False,
+                inflight=1,
             ),
             NodeId("n3"): PeerStatus(
-                match=0, next=1, state=ProgressState.PROBE, recent_active=False, learner=False, inflight=0,
+                match=0,
+                next=1,
+                state=ProgressState.PROBE,
+                recent_active=False,
+                learner=False,
+                inflight=0,
             ),
         }
         return Status(
@@ -265,9 +278,7 @@ def make_rig(
 def put_data(store: MemoryStore, partition: str, items: Mapping[str | bytes, Any]) -> None:
     """Write ``items`` (values encoded here) into ``partition`` as applied data."""
     batch = store.write_batch()
-    batch.apply(
-        partition, [("put", k, encode_value(v)) for k, v in items.items()], store.applied_index(partition) + 1
-    )
+    batch.apply(partition, [("put", k, encode_value(v)) for k, v in items.items()], store.applied_index(partition) + 1)
     store.write(batch)
 
 
@@ -285,4 +296,3 @@ def incoming(
     """An ``IncomingCall`` as the wire hands it over: ``op`` encoded and sent through CBOR, or a raw body."""
     body = encode_call(partition, op, seconds_left) if isinstance(op, Op) else op
     return IncomingCall(peer=peer, body=cbor2.loads(cbor2.dumps(body)), streams=dict(streams or {}))
-

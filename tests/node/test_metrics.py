@@ -43,7 +43,8 @@ async def test_metrics_status_and_the_page_of_two_nodes_in_one_process() -> None
         families = {f.name: f for f in text_string_to_metric_families(body.decode())}
         for name in ("borough_partitions_hosted", "borough_partitions_led", "borough_op_seconds",
                      "borough_commit_write_seconds", "borough_members", "borough_raft_messages_sent",
-                     "borough_connections_open", "borough_role_refusals", "borough_partition_term"):  # fmt: skip
+                     "borough_connections_open", "borough_role_refusals", "borough_partition_term",
+                     "borough_handler_commits", "borough_handler_reruns"):  # fmt: skip
             assert name in families, name
         _, other = await get(b.metrics_address, "/metrics")
         assert other != body  # each node its own registry

@@ -229,7 +229,8 @@ def test_decode_call_refuses_a_bad_envelope(call_body: object, what: str) -> Non
         ("leader", ["x"], "leader takes no arguments"),
         ("sys.members", [None], "sys.members takes no arguments"),
         ("request", [], "request takes \\[body\\]"),
-        ("request", [1, 2], "request takes \\[body\\]"),
+        ("request", [1, 2, 3], "request takes \\[body\\]"),
+        ("request", [1, 2], "session"),
         ("sys.join", ["n1"], "sys.join takes \\[node_id, address\\]"),
         ("sys.join", ["n1", "a:1", "x"], "sys.join takes \\[node_id, address\\]"),
         ("sys.dir", ["p"], "sys.dir takes \\[partition, create\\]"),
@@ -611,4 +612,7 @@ def test_only_reads_and_writes_with_a_session_are_retry_safe() -> None:
     assert Get("k").retry_safe and Scan(ScanRange(), 1).retry_safe
     assert not Write((Delete("k"),)).retry_safe  # a handler's write, or an old client's: applied as often as sent
     assert Write((Delete("k"),), SessionRef(b"s" * 16, 1, 1)).retry_safe
-    assert not Call({}).retry_safe  # requests become exactly once with handler transactions (issue 18)
+    assert not Call({}).retry_safe  # a request with streams travels without a session: sent once
+    with_session = Call({}, session=SessionRef(b"s" * 16, 2, 1))
+    assert with_session.retry_safe and not with_session.attempt_bounded  # once (issue 18), however long it runs
+    assert Call.from_args(with_session.to_args(), Limits()) == with_session

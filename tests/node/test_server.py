@@ -180,7 +180,7 @@ async def test_find_leader_succeeds_on_the_leader() -> None:
 async def test_a_follower_refuses_with_the_leaders_address(op: Op) -> None:
     handled: list[Any] = []
 
-    async def handler(partition: str, backend: LocalBackend, body: Any) -> Any:
+    async def handler(partition: str, backend: LocalBackend, held: Any, body: Any) -> Any:
         handled.append(body)
         return None
 
@@ -225,7 +225,7 @@ class FakeNode:
 def request_invoker(handler: Any, seen: list[tuple[str, Request]] | None = None) -> Any:
     """What ``borough.Node`` passes as ``invoke_handler``: the handler gets a ``Request``."""
 
-    async def invoke(partition: str, backend: LocalBackend, body: Any) -> Any:
+    async def invoke(partition: str, backend: LocalBackend, held: Any, body: Any) -> Any:
         request = Request(FakeNode(), Partition(backend, partition, Limits()), body)
         if seen is not None:
             seen.append((partition, request))
@@ -494,7 +494,7 @@ BAD_BODIES: dict[str, Any] = {
 async def test_bad_input_is_a_protocol_error_and_reaches_no_replica(body: Any) -> None:
     handled: list[Any] = []
 
-    async def handler(partition: str, backend: LocalBackend, body: Any) -> Any:
+    async def handler(partition: str, backend: LocalBackend, held: Any, body: Any) -> Any:
         handled.append(body)
         return None
 

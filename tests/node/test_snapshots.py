@@ -8,6 +8,7 @@ decides whether to install. One test runs the whole path inside a live group (se
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import trio
 import trio.testing
 
 import borough.node.snapshots as snapshots_module
-from borough.errors import RemoteProtocolError, StorageError, Unavailable
+from borough.errors import Overloaded, RemoteProtocolError, StorageError, Timeout, Unavailable
 from borough.node.protocol import SendSnapshot
 from borough.node.replica import Replica
 from borough.node.snapshots import Snapshots
@@ -113,9 +114,16 @@ def make_snapshots(
     address_of: Callable[[str], str | None] = lambda node: f"{node}:1",
     find_replica: Callable[[str, int], Awaitable[Replica]] = never_called,
     timeout: float = 1.0,
+    **options: Any,
 ) -> Snapshots:
     return Snapshots(
-        node_id=node_id, call=call, address_of=address_of, find_replica=find_replica, nursery=nursery, timeout=timeout
+        node_id=node_id,
+        call=call,
+        address_of=address_of,
+        find_replica=find_replica,
+        nursery=nursery,
+        timeout=timeout,
+        **options,
     )
 
 
@@ -248,8 +256,9 @@ class Receiver:
 
 
 @asynccontextmanager
-async def open_receiver() -> AsyncIterator[Receiver]:
-    """An empty replica of P on node b (as created for a leader's first message), its driver running."""
+async def open_receiver(**options: Any) -> AsyncIterator[Receiver]:
+    """An empty replica of P on node b (as created for a leader's first message), its driver running;
+    ``options`` go to ``Snapshots``."""
     async with open_host("b") as host, trio.open_nursery() as nursery:
         replica = make_replica(host)
         await nursery.start(run_replica, replica)
@@ -259,12 +268,12 @@ async def open_receiver() -> AsyncIterator[Receiver]:
             await trio.lowlevel.checkpoint()
             return replica
 
-        snapshots = make_snapshots(nursery, unused_call, node_id="b", find_replica=find)
+        snapshots = make_snapshots(nursery, unused_call, node_id="b", find_replica=find, **options)
         receiver = Receiver(host, replica, snapshots)
         begin = replica.begin_install
 
-        def recording_begin() -> SnapshotInstall:
-            install = begin()
+        def recording_begin(begun: SnapshotInstall | None = None) -> SnapshotInstall:
+            install = begin(begun)
             receiver.installs.append(install)
             return install
 
@@ -485,7 +494,6 @@ async def test_a_new_learner_behind_the_compacted_log_receives_a_snapshot(
 
 async def test_the_node_wide_byte_rate_spaces_chunks_out(autojump_clock: trio.testing.MockClock) -> None:
 
-
     rate = snapshots_module.ByteRate(1_000_000)
     start = trio.current_time()
     done: list[float] = []
@@ -503,7 +511,6 @@ async def test_the_node_wide_byte_rate_spaces_chunks_out(autojump_clock: trio.te
 
 async def test_an_unbounded_byte_rate_never_waits(autojump_clock: trio.testing.MockClock) -> None:
 
-
     rate = snapshots_module.ByteRate(0)
     start = trio.current_time()
     for _ in range(100):
@@ -511,14 +518,14 @@ async def test_an_unbounded_byte_rate_never_waits(autojump_clock: trio.testing.M
     assert trio.current_time() == start
 
 
-async def test_receives_past_the_bound_are_refused_overloaded(autojump_clock: trio.testing.MockClock) -> None:
-    from borough.errors import Overloaded
-
-    started = trio.Event()
+async def test_receives_past_the_bound_wait_their_turn_and_past_as_many_more_are_refused(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    started: list[float] = []
     release = trio.Event()
 
     async def slow_find(name: str, to_inc: int) -> Replica:
-        started.set()
+        started.append(trio.current_time())
         await release.wait()
         raise Unavailable("never mind")
 
@@ -528,12 +535,187 @@ async def test_receives_past_the_bound_are_refused_overloaded(autojump_clock: tr
             timeout=5.0, max_receives=1,
         )  # fmt: skip
 
-        async def first() -> None:
+        async def receive() -> None:
             with pytest.raises(Unavailable):
                 await snapshots.receive(P, snap_op("b"), {"data": PieceStream(b"")})
 
-        nursery.start_soon(first)
-        await started.wait()
-        with pytest.raises(Overloaded, match="receiving 1 snapshots already"):
+        nursery.start_soon(receive)
+        await wait_until(lambda: len(started) == 1)
+        nursery.start_soon(receive)  # waits for the slot, its stream unread
+        await trio.sleep(1)
+        assert len(started) == 1
+        with pytest.raises(Overloaded, match="receiving 1 snapshots already and as many wait"):
             await snapshots.receive(P, snap_op("b"), {"data": PieceStream(b"")})
-        release.set()
+        release.set()  # the first ends: the waiting one gets its turn
+        await wait_until(lambda: len(started) == 2)
+    assert started[1] - started[0] == pytest.approx(1.0, abs=0.05)
+
+
+async def test_a_stream_waits_for_a_receive_slot_no_longer_than_it_may_go_without_moving(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        snapshots = Snapshots(
+            node_id="b", call=unused_call, address_of=lambda n: None, find_replica=never_called, nursery=nursery,
+            timeout=1.0, max_receives=1,
+        )  # fmt: skip
+        await snapshots._receiving.acquire()  # a long transfer, still moving, holds the only slot
+        start = trio.current_time()
+        with pytest.raises(Overloaded, match="for 6 s"):
+            await snapshots.receive(P, snap_op("b"), {"data": PieceStream(b"")})
+        assert trio.current_time() - start == pytest.approx(6.0)
+        assert snapshots._waiting == 0
+
+
+async def test_received_chunks_keep_to_the_node_wide_byte_budget(autojump_clock: trio.testing.MockClock) -> None:
+    """The receiving side has its own budget (a joining node receives from every sender at once): taking in a
+    chunk waits until the chunks before it fit in the budget, which holds the senders back through the
+    stream's flow control."""
+    data = await framed_snapshot()
+    sizes = [len(chunk) for chunk in frames(data)]
+    rate = 20.0
+    async with open_receiver(bytes_per_second=rate) as receiver:
+        start = trio.current_time()
+        await receiver.snapshots.receive(P, snap_op(), {"data": PieceStream(data, piece=1000)})
+        # The first chunk goes at once; each later one waits for the bytes before it. The whole takes longer
+        # than a stream may go without a chunk (6 s): a slow transfer that moves on is never given up.
+        took = trio.current_time() - start
+        assert took == pytest.approx(sum(sizes[:-1]) / rate, abs=0.01) and took > 6
+        await wait_until(lambda: receiver.replica.applied == N)
+        assert receiver.snapshots.received == 1 and receiver.snapshots.bytes_received == sum(sizes)
+
+
+async def test_an_offloaded_receive_writes_its_chunks_in_worker_threads(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In production beginning an install and each chunk's decoding and staging write run off the event loop
+    (they write to the store, and can wait for its lock behind a synced write)."""
+    threads: list[tuple[str, int]] = []
+    add_chunk = SnapshotInstall.add_chunk
+
+    def recording_add_chunk(install: SnapshotInstall, chunk: Any) -> bool:
+        threads.append(("add", threading.get_ident()))
+        return add_chunk(install, chunk)
+
+    monkeypatch.setattr(SnapshotInstall, "add_chunk", recording_add_chunk)
+    data = await framed_snapshot()
+    # The clock would jump ahead (to the stream's idle deadline) whenever every task waits, as they do for a
+    # worker thread: let it jump only after real time without anything to do.
+    autojump_clock.autojump_threshold = 0.5
+    async with open_receiver(offload=True) as receiver:
+        store = receiver.host.store
+        begin = store.begin_snapshot_install
+
+        def recording_begin(partition: str) -> SnapshotInstall:
+            threads.append(("begin", threading.get_ident()))
+            return begin(partition)
+
+        monkeypatch.setattr(store, "begin_snapshot_install", recording_begin)
+        await receiver.snapshots.receive(P, snap_op(), {"data": PieceStream(data, piece=64)})
+        await wait_until(lambda: receiver.replica.applied == N)
+        assert dict(store.iterate(P)) == {f"k{i}": i for i in range(1, N + 1)}
+    assert [what for what, _ in threads] == ["begin"] + ["add"] * len(frames(data))
+    assert threading.get_ident() not in {thread for _, thread in threads}
+
+
+async def test_a_peer_window_narrows_when_the_peer_refuses_and_widens_as_transfers_complete(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    windows = snapshots_module.PeerWindows(3)
+    holding: list[str] = []
+    release = {name: trio.Event() for name in ("t1", "t2", "t3", "t4", "c1")}
+
+    async def transfer(name: str, peer: str) -> None:
+        async with windows.slot(peer):
+            holding.append(name)
+            await release[name].wait()
+            holding.remove(name)
+
+    async with trio.open_nursery() as nursery:
+        for name in ("t1", "t2"):
+            nursery.start_soon(transfer, name, "b")
+        await settle()
+        assert sorted(holding) == ["t1", "t2"] and windows.window("b") == 3
+        windows.refused("b")  # a third transfer was refused while these two ran: two at once is what b takes
+        assert windows.window("b") == 2
+        nursery.start_soon(transfer, "t3", "b")
+        nursery.start_soon(transfer, "c1", "c")  # another peer's window is its own
+        await settle()
+        assert sorted(holding) == ["c1", "t1", "t2"]
+        release["t1"].set()  # t1 ends (not as a completed transfer): t3 takes its place
+        await settle()
+        assert sorted(holding) == ["c1", "t2", "t3"]
+        windows.completed("b")  # one transfer b finished: not yet a window's worth
+        nursery.start_soon(transfer, "t4", "b")
+        await settle()
+        assert windows.window("b") == 2 and sorted(holding) == ["c1", "t2", "t3"]
+        windows.completed("b")  # two, as many as the window holds: room for one more
+        await settle()
+        assert windows.window("b") == 3 and sorted(holding) == ["c1", "t2", "t3", "t4"]
+        for event in release.values():
+            event.set()
+    assert windows.window("b") == 3 and windows._peers == {}
+
+
+async def test_a_refused_transfer_is_reported_and_narrows_that_peers_window(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+
+    async def call(address: str, body: Any, *, streams: Mapping[str, AsyncIterator[bytes]]) -> None:
+        calls.append(address)
+        await trio.lowlevel.checkpoint()
+        raise Overloaded("b is receiving 4 snapshots already; the leader retries later")
+
+    async with open_sender(monkeypatch) as sender, trio.open_nursery() as nursery:
+        snapshots = make_snapshots(nursery, call)
+        snapshots.start_send(sender.replica, request())
+        await wait_until(lambda: bool(sender.reports))
+        assert sender.reports == [("b", False)] and calls == ["b:1"]
+        assert snapshots._windows.window("b") == 1 and snapshots._windows.window("c") == 4
+
+
+class StallingStream(PieceStream):
+    """Hands out ``data`` like ``PieceStream``, then waits for ever instead of ending."""
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if not self.data:
+            await trio.sleep_forever()
+        return await super().receive_some(max_bytes)
+
+
+async def test_a_stream_that_stops_moving_is_given_up_and_its_install_aborted(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The server sets no deadline on a snapshot call (a big partition may take long at the byte rate): the
+    receiver gives a stream up once no chunk arrived for SNAPSHOT_TIMEOUTS request timeouts (6 s here)."""
+    data = await framed_snapshot()
+    first = LEN.unpack_from(data)[0] + 4
+    async with open_receiver() as receiver:
+        start = trio.current_time()
+        with pytest.raises(Timeout, match="moved no chunk for 6 s"):
+            await receiver.snapshots.receive(P, snap_op(), {"data": StallingStream(data[: first + 10], piece=5)})
+        assert trio.current_time() - start == pytest.approx(6.0)
+        [install] = receiver.installs
+        with pytest.raises(StorageError, match="aborted"):
+            install.add_chunk(b"")
+        assert receiver.snapshots.received == 0
+
+
+async def test_a_long_transfer_that_keeps_moving_is_not_given_up(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(snapshots_module, "CHUNK_BYTES", 40)
+    chunks: list[float] = []
+
+    async def call(address: str, body: Any, *, streams: Mapping[str, AsyncIterator[bytes]]) -> None:
+        async for _ in streams["data"]:
+            chunks.append(trio.current_time())
+
+    async with open_sender(monkeypatch) as sender, trio.open_nursery() as nursery:
+        snapshots = make_snapshots(nursery, call, bytes_per_second=10)  # 40-byte chunks: one each 4 s
+        start = trio.current_time()
+        snapshots.start_send(sender.replica, request())
+        await wait_until(lambda: bool(sender.reports))
+        assert sender.reports == [("b", True)]
+        assert len(chunks) >= 3 and chunks[-1] - start > 6  # longer in all than the 6 s without progress allowed

@@ -266,9 +266,7 @@ _IDS = st.sampled_from(["n1", "n2", "n3", "n4"])
 _COMMANDS = st.one_of(
     st.builds(join_command, _IDS, st.sampled_from(["h1:1", "h2:1", "h3:1"])),
     st.builds(lambda n, s: ["state", n, s], st.one_of(_IDS, st.just("ghost")), st.integers(-1, 4)),
-    st.builds(
-        register_command, st.sampled_from(["p", "q", "r"]), st.lists(_IDS, max_size=3), st.integers(0, 20)
-    ),
+    st.builds(register_command, st.sampled_from(["p", "q", "r"]), st.lists(_IDS, max_size=3), st.integers(0, 20)),
     st.sampled_from([["bogus"], ["join"], "join", [], ["register", "p", ["n1"]]]),
 )
 

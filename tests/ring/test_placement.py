@@ -93,6 +93,27 @@ def test_missing_target_is_added_as_learner_then_promoted_when_caught_up() -> No
     assert joint.auto_leave and step.target_conf(conf) == ConfState(voters=TARGET)
 
 
+def test_an_empty_replica_is_never_caught_up_however_short_the_log() -> None:
+    """A new replica of a partition whose log is a few entries long (the data was loaded in big entries) gets a
+    snapshot: until it holds one (match 0) it is neither promoted nor handed the lead; then it is."""
+    short = 20  # well within the slack of the leader's last index
+    owner, leader, new = TARGET
+
+    def step(conf: ConfState, behind: str, match: int) -> Step:
+        progress = {NodeId(n): ReplicaProgress(match=match if n == behind else short) for n in TARGET}
+        return next_step(
+            ring=RING5, name="users", conf=conf, leader=NodeId(leader), progress=progress, last_index=short,
+            live={NodeId(x) for x in ALL}, conf_change_pending=False,
+        )  # fmt: skip
+
+    learning = ConfState(voters=(owner, leader), learners=(new,))
+    assert not isinstance(step(learning, new, 0), PromoteVoter)
+    assert step(learning, new, short - 5) == PromoteVoter(node=new)
+    all_voters = ConfState(voters=TARGET)
+    assert isinstance(step(all_voters, owner, 0), Nothing)
+    assert step(all_voters, owner, short - 5) == TransferLeader(node=owner)
+
+
 def test_inactive_learner_is_not_promoted() -> None:
     conf = ConfState(voters=TARGET[:2], learners=TARGET[2:])
     progress = {**caught_up(*TARGET[:2]), TARGET[2]: ReplicaProgress(match=LAST, recent_active=False)}
