@@ -528,9 +528,17 @@ class Raft(LeaderMixin):
         log = self.log
         log.commit_to(min(m.commit, log.last_index()))
         self.msgs.append(HeartbeatResponse(frm=self.id, to=m.frm, term=self.term, seq=m.seq))
-        if m.quiesce and log.committed == log.last_index() and log.last_term() == m.term and not len(self.forwarded):
+        if (
+            m.quiesce
+            and log.committed == log.last_index()
+            and log.last_term() == m.term
+            and not len(self.forwarded)
+            and m.frm in self.voter_ids
+        ):
             # The leader's log ends at m.commit in its term, and so does ours: we hold the whole log and know it
-            # is committed. Stop the election timer; a message, or the driver, wakes us.
+            # is committed. Stop the election timer; a message, or the driver, wakes us. Only for a voter of our
+            # configuration: a sender that is none (a forged id) would leave us quiet under a leader that the
+            # failure detector never watches, so we would never campaign again.
             self.quiesced = True
             if _log.isEnabledFor(logging.DEBUG):
                 _log.debug("%s quiesced at %d (leader %s)", self.id, m.commit, m.frm, extra={"group": self.cfg.group})
