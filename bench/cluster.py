@@ -316,6 +316,13 @@ def bench_pysyncobj(seconds: float, warmup: float, clients_list: tuple[int, ...]
     return rows
 
 
+def bench_failover(seconds: float) -> None:
+    """The fail-over row: 16 clients putting into 8 partitions, the leader process of one SIGKILLed."""
+    from _failover import run as run_failover
+
+    run_failover(max(seconds, 4.0))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0)
@@ -331,8 +338,12 @@ def main() -> None:
     parser.add_argument(
         "--spread", default="one,many,1024", help="one (1 partition), many (64 partitions), 1024 (1,024 partitions)"
     )
+    parser.add_argument("--failover", action="store_true", help="only the fail-over row (bench/_failover.py)")
     parser.add_argument("--txn", action="store_true", help="only the counter handler rows (issue 18)")
     args = parser.parse_args()
+    if args.failover:
+        bench_failover(args.seconds)
+        return
     seconds = 1.0 if args.quick else args.seconds
     clients = tuple(int(n) for n in args.clients.split(","))
     if args.txn:

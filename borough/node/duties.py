@@ -27,11 +27,16 @@ from borough.node.registry import Replicas
 from borough.node.replica import Replica
 from borough.node.statemachine import encode_command
 from borough.node.system_state import SYSTEM, state_command
+from borough.raft.rawnode import RawNode
 from borough.ring.hashring import HashRing
 from borough.ring.members import MemberState, MemberTable
 from borough.ring.messages import Liveness
+from borough.ring.placement import Nothing
 
 __all__ = ["Duties"]
+
+#: What a quiet group was last checked against: its Readies so far, the member table version, the live set.
+_Seen = tuple[int, int, frozenset[str]]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +74,12 @@ class Duties:
         self._leading_since: tuple[int, float] | None = None  # (term, time) this node began leading _system
         self._nursery = nursery
         self._moving: set[str] = set()  # groups with a placement step under way
+        # Quiesced groups found settled (in place, no follower to wake), with what they were checked against: their
+        # Readies so far, the member table version and the live set. A quiet group changes only through a Ready,
+        # so it is not looked at again until one of the three changes (an idle group costs nothing).
+        self._settled: dict[str, _Seen] = {}
+        # Quiet followers found to be members where the ring places them, with their Readies and the table version.
+        self._swept: dict[str, tuple[int, int]] = {}
         self._placement_limit = trio.Semaphore(max_moving)
 
     # --- _system's leader -----------------------------------------------------------------------------------
@@ -127,18 +138,45 @@ class Duties:
         table = self._members.table
         ring = self._ring_for(table)
         live = self._members.live()
+        frozen = frozenset(live)
+        settled = self._settled
         for name, replica in self._replicas.items():
-            if name == SYSTEM or name in self._moving or not replica.is_leader or replica.conf_change_in_flight:
+            if not replica.is_leader:
+                continue
+            quiet = replica.quiesced
+            seen = (replica.stats.readies, table.version, frozen)
+            if quiet and settled.get(name) == seen:
+                continue  # quiet, and nothing changed since it was found settled
+            if quiet:
+                # A follower of a quiet group that lacks part of the log while its node is alive missed the
+                # wake-up (an asymmetric cut, a pause shorter than the detector's bound, or it is a former leader
+                # cut off while quiet): wake, and the leader's heartbeat brings it back and catches it up.
+                status = replica.status()
+                if any(p.match < status.last_index and n in live for n, p in status.progress.items()):
+                    replica.command(RawNode.wake)
+                    continue
+            if name == SYSTEM or name in self._moving or replica.conf_change_in_flight:
+                if quiet and name == SYSTEM:
+                    settled[name] = seen  # (``_system`` is placed by its own duty)
                 continue
             self._moving.add(name)
-            self._nursery.start_soon(self._place, replica, ring, live)
+            self._nursery.start_soon(self._place, replica, ring, live, seen)
+        for table_ in (settled, self._swept):
+            if len(table_) > len(self._replicas):
+                for name in [n for n in table_ if n not in self._replicas]:
+                    del table_[name]
 
-    async def _place(self, replica: Replica, ring: HashRing, live: set[str]) -> None:
+    async def _place(self, replica: Replica, ring: HashRing, live: set[str], seen: _Seen) -> None:
         try:
             async with self._placement_limit:
                 if replica.is_leader:
                     with trio.move_on_after(self._timeout):
-                        await reconcile_once(replica, ring, live)
+                        quiesced = replica.quiesced  # before the step: a step wakes the group
+                        step = await reconcile_once(replica, ring, live)
+                        if quiesced and isinstance(step, Nothing):
+                            self._settled[replica.name] = seen
+                        else:
+                            self._settled.pop(replica.name, None)
         except BoroughError as exc:
             logger.info("partition %r: placement step failed: %s", replica.name, exc)
         finally:
@@ -156,11 +194,24 @@ class Duties:
         configuration leaves this node out, asks the group's leader, and stops when the leader's configuration
         does not list this node."""
         me = NodeId(self._node_id)
+        swept = self._swept
+        table = self._members.table
+        ring = self._ring_for(table)
         for name, replica in self._replicas.items():
             if replica.is_leader or replica.removed:
                 continue
+            quiet, seen = replica.quiesced, (replica.stats.readies, table.version)
+            if quiet and swept.get(name) == seen:
+                continue  # quiet, and nothing changed since it was found to be a member where the ring puts it
             if replica.hears_from_leader(self._out_of_touch) and me in replica.status().conf_state.members():
-                continue  # a member that hears from its leader
+                if not quiet:
+                    continue  # a member that hears from its leader
+                # A quiet follower hears nothing, so it would never learn that its group removed it while it was
+                # cut off. Where the ring places the group it is trusted; elsewhere it is a move in progress or
+                # a leftover: the leader is asked, as for a follower out of touch.
+                if name != SYSTEM and me in ring.replica_set(name):
+                    swept[name] = seen
+                    continue
             try:
                 with trio.move_on_after(self._timeout):
                     info = await self._partition_info(name)

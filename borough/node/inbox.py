@@ -18,6 +18,7 @@ from typing import Any
 import trio
 
 from borough.errors import BoroughError
+from borough.node.clocks import Clocks
 from borough.node.waiters import Waiter
 from borough.raft.messages import AppendRequest, Heartbeat, InstallSnapshot, Message
 from borough.raft.rawnode import RawNode
@@ -35,8 +36,13 @@ Command = Callable[[RawNode], Any]
 
 
 class Inbox:
-    def __init__(self, partition: str) -> None:
+    def __init__(self, partition: str, clocks: Clocks | None = None) -> None:
         self._partition = partition
+        self._clocks = clocks
+        self._quiet = False
+        self._tick = self.tick  # one bound method, so the clock set can tell it apart from another replica's
+        if clocks is not None:
+            clocks.run(partition, self._tick)
         self._ticks = 0
         self._messages: deque[Message] = deque()
         self._commands: list[tuple[Command, Waiter | None]] = []
@@ -52,8 +58,16 @@ class Inbox:
         self._pending = True
         self._lot.unpark_all()
 
-    async def wait(self) -> None:
-        """The driver waits for input (returns at once if some arrived since the last wait)."""
+    async def wait(self, quiesced: bool = False) -> None:
+        """The driver waits for input (returns at once if some arrived since the last wait). ``quiesced``: the
+        core's clock stands still, so the ticker stops ticking it until a round finds it awake again."""
+        clocks = self._clocks
+        if clocks is not None and quiesced is not self._quiet:
+            self._quiet = quiesced
+            if quiesced:
+                clocks.stop(self._partition, self._tick)
+            else:
+                clocks.run(self._partition, self._tick)
         if not self._pending:
             await self._lot.park()
         self._pending = False
@@ -124,6 +138,8 @@ class Inbox:
                 logger.warning("partition %r: dropped a message from %s: %s", self._partition, msg.frm, exc)
 
     def fail_all(self, error: BaseException) -> None:
+        if self._clocks is not None:
+            self._clocks.stop(self._partition, self._tick)
         for _, waiter in self._commands:
             if waiter is not None:
                 waiter.fail(error)

@@ -65,6 +65,7 @@ class MemberWatch:
         self._on_declared_dead = on_declared_dead
         self._wanted = trio.Event()
         self._detector_version = -1
+        self._newer_exists = False  # gossip named a newer table than ours: refresh even if _system seems in touch
 
     @property
     def table(self) -> MemberTable:
@@ -90,13 +91,17 @@ class MemberWatch:
     def on_swim_event(self, event: SwimEvent) -> None:
         if isinstance(event, TableVersionEvent):
             if event.version > self.table.version:
+                # (A quiet _system follower counts as in touch with its leader; if the table it holds is older than
+                # the gossip says, it missed something while cut off: ask instead of trusting it.)
+                self._newer_exists = True
                 self.want_refresh()
         elif isinstance(event, MemberEvent):
             logger.info("member %s is %s (incarnation %d)", event.node_id, event.liveness.name, event.incarnation)
 
     async def refresh_once(self) -> None:
         system = self._system_replica()
-        if self._joined() and (system is None or not system.hears_from_leader(self._out_of_touch)):
+        stale, self._newer_exists = self._newer_exists, False
+        if self._joined() and (stale or system is None or not system.hears_from_leader(self._out_of_touch)):
             try:
                 with trio.move_on_after(MEMBER_REFRESH_INTERVAL):
                     await self._directory.refresh_members()

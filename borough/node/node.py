@@ -26,6 +26,7 @@ from borough.ids import NodeId
 from borough.node.cluster import Cluster, new_id
 from borough.node.directory import Directory
 from borough.node.duties import Duties
+from borough.node.failover import Failover
 from borough.node.incarnations import Stamp
 from borough.node.members import MemberWatch
 from borough.node.metrics import NodeMetrics
@@ -46,7 +47,7 @@ from borough.partition import Partition, PartitionBackend, check_partition_name
 from borough.raft.messages import InstallSnapshot, Message
 from borough.request import Handler, Request, is_transactional
 from borough.ring.members import MemberTable
-from borough.ring.membership import Swim, SwimEvent
+from borough.ring.membership import MemberEvent, Swim, SwimEvent
 from borough.ring.membership_driver import MembershipDriver, open_membership
 from borough.store import GroupCommit, MemoryStore, Store, open_group_commit
 from borough.wire.network import Network
@@ -111,6 +112,7 @@ class Node:
             on_deleted=lambda name: self.session.router.learn_leader(name, None),
             on_tick=None if trace is None else lambda n: trace("tick", (n,)),
         )
+        self.failover = Failover(node_id=node_id, replicas=self.replicas, members=lambda: self.directory.members)
         self.outbox = RaftOutbox(
             node_id=node_id, send=transport.send, address_of=self.directory.address_of, deliver=self.replicas.deliver
         )
@@ -338,6 +340,8 @@ class _Late:
     def on_swim_event(self, event: SwimEvent) -> None:
         if self.node is not None:
             self.node.member_watch.on_swim_event(event)
+            if isinstance(event, MemberEvent):
+                self.node.failover.on_member_event(event)  # followers of a gone leader campaign at once
 
 
 @asynccontextmanager
@@ -409,6 +413,7 @@ async def open_node(
                 trace=trace,
             )
             late.node = node
+            transport.on_unreachable = node.failover.on_unreachable
             await node.run()
             yield node
             nursery.cancel_scope.cancel()

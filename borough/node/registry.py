@@ -21,6 +21,7 @@ import trio
 from borough.config import NodeConfig
 from borough.errors import BoroughError, NotFound, NotLeader, StorageError, Unavailable
 from borough.ids import NodeId
+from borough.node.clocks import Clocks
 from borough.node.records import DirectoryRecord, Hosting
 from borough.node.replica import Replica, ReplicaHost
 from borough.node.statemachine import KvStateMachine, StateMachine, SystemStateMachine
@@ -69,6 +70,7 @@ class Replicas:
         self._on_deleted = on_deleted
         self._on_tick = on_tick
         self._replicas: dict[str, Replica] = {}
+        self.clocks = Clocks()  # the replicas whose Raft clock runs (the others are quiesced)
         self._pending: dict[str, list[tuple[Message, int, int]]] = {}
         #: Messages dropped because they were meant for a replica this node deleted (an earlier incarnation).
         self.dropped_stale = 0
@@ -125,6 +127,7 @@ class Replicas:
             read_only="lease" if c.read_mode == "lease" else "safe",
             max_msg_bytes=c.max_msg_bytes,
             max_uncommitted_bytes=c.max_uncommitted_bytes,
+            quiesce_ticks=c.quiesce_ticks,
         )
 
     def start(self, name: str) -> Replica:
@@ -136,9 +139,8 @@ class Replicas:
             else KvStateMachine(name, store, now=trio.current_time, expiry=self._config.session_expiry)
         )
         rng = random.Random(self._rng.getrandbits(64))
-        replica = Replica(
-            self._host, name, self._raft_config(name), machine, rng, snapshot_every=self._config.snapshot_entries
-        )
+        raft, every = self._raft_config(name), self._config.snapshot_entries
+        replica = Replica(self._host, name, raft, machine, rng, snapshot_every=every, clocks=self.clocks)
         self._replicas[name] = replica
         self._nursery.start_soon(self._run, replica, name=f"replica {name!r}")
         for message, to_inc, frm_inc in self._pending.pop(name, ()):
@@ -290,10 +292,9 @@ class Replicas:
     # --- the Raft clock -----------------------------------------------------------------------------------
 
     async def tick_forever(self) -> None:
-        interval = self._config.tick_interval
         while True:
-            await trio.sleep(interval)
+            await self.clocks.wait_running()  # no timer at all while every replica here is quiesced
+            await trio.sleep(self._config.tick_interval)
+            ticked = self.clocks.tick()  # only replicas that are awake: a quiesced one costs nothing
             if self._on_tick is not None:
-                self._on_tick(len(self._replicas))
-            for replica in list(self._replicas.values()):
-                replica.tick()
+                self._on_tick(ticked)

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import attrs
 import trio
 
 from borough.errors import BoroughError, NotLeader, Overloaded, Unavailable
+from borough.node.clocks import Clocks
 from borough.node.inbox import Inbox
 from borough.node.incarnations import Incarnations, Stamp
 from borough.node.persist import ReplicaStats, compaction_target, ready_batch
@@ -83,6 +84,7 @@ class Replica:
         rng: random.Random,
         *,
         snapshot_every: int = 0,
+        clocks: Clocks | None = None,
     ) -> None:
         self.host = host
         self.name = name
@@ -94,7 +96,7 @@ class Replica:
         self.incarnations = Incarnations(host.node_id, self._raw.conf_state, tombstone)
         self.incarnations.observe(self._raw.conf_state_at(self.applied))
         self._snapshot_every = snapshot_every
-        self._inbox = Inbox(name)
+        self._inbox = Inbox(name, clocks)  # the ticker ticks it while its core is awake
         self._proposals = Proposals()
         self._reads = Reads()
         self._staging = SnapshotStaging(store, name)
@@ -131,9 +133,13 @@ class Replica:
         """What a deleted replica leaves behind (see ``Tombstone``)."""
         return attrs.evolve(self._raw.tombstone(), incarnation=self.incarnations.deleted())
 
+    @property
+    def quiesced(self) -> bool:
+        return self._raw.quiesced
+
     def hears_from_leader(self, within: float) -> bool:
-        """Whether this replica leads, or got a message from a leader within the last ``within`` seconds."""
-        return self.is_leader or trio.current_time() - self._inbox.last_leader_contact <= within
+        """Whether it leads, was quiesced by its leader (the detector watches it), or heard one within ``within`` s."""
+        return self.is_leader or self._raw.quiesced or trio.current_time() - self._inbox.last_leader_contact <= within
 
     @property
     def dropped_messages(self) -> int:  # inbound messages dropped because the inbox was full
@@ -150,8 +156,7 @@ class Replica:
         self._inbox.tick()
 
     def deliver(self, message: Message, to_inc: int = 0, frm_inc: int = 0) -> None:
-        """An inbound Raft message, dropped when not between current incarnations (see ``incarnations``)
-        or when the inbox is full (the sender retransmits)."""
+        """A peer's Raft message; dropped outside current incarnations (``incarnations``) or on a full inbox."""
         if self.incarnations.admit(message.frm, to_inc, frm_inc):
             self._inbox.deliver(message)
 
@@ -162,6 +167,10 @@ class Replica:
     def campaign(self) -> None:
         """Start an election now (a freshly created group's first replica, to skip one election timeout)."""
         self._inbox.command(RawNode.campaign)
+
+    def command(self, fn: Callable[[RawNode], object]) -> None:
+        """Run ``fn`` on the core at the driver's next round (``RawNode.forget_leader``, ``RawNode.wake``)."""
+        self._inbox.command(fn)
 
     def report_snapshot(self, to: str, ok: bool) -> None:
         """The snapshot stream to ``to`` ended (``ok``) or failed: replication resumes by probing."""
@@ -229,7 +238,7 @@ class Replica:
         raw = self._raw
         try:
             while True:
-                await self._inbox.wait()
+                await self._inbox.wait(raw.quiesced)
                 self._feed()
                 while raw.has_ready():
                     rd = raw.ready()
@@ -249,12 +258,8 @@ class Replica:
             raise
 
     def _stop(self, exc: BaseException) -> None:
-        error: BaseException
-        if isinstance(exc, BoroughError):
-            error = exc
-        else:
-            error = Unavailable(f"the replica of partition {self.name!r} on {self.host.node_id} stopped")
-        self._stopped = error
+        stopped = Unavailable(f"the replica of partition {self.name!r} on {self.host.node_id} stopped")
+        error = self._stopped = exc if isinstance(exc, BoroughError) else stopped
         self._inbox.fail_all(error)
         self._proposals.fail_all(error)
         self._reads.fail_all(error)
@@ -297,12 +302,8 @@ class Replica:
             host.send_snapshot(self, message)
         if committed:
             self.applied = committed[-1].index
-        self._proposals.settle(
-            plan,
-            results,
-            lost=lambda: NotLeader(name, self._raw.leader),
-            unknown=lambda: _outcome_unknown(name, host.node_id),
-        )
+        lost, unknown = (lambda: NotLeader(name, self._raw.leader)), (lambda: _outcome_unknown(name, host.node_id))
+        self._proposals.settle(plan, results, lost=lost, unknown=unknown)
         if plan.install is not None or any(entry.kind == EntryKind.CONF_CHANGE for entry in committed):
             raw = self._raw
             self.removed |= self.incarnations.left_group(raw.conf_state_at(self.applied), raw.conf_state())

@@ -51,6 +51,11 @@ class RaftConfig:
       driver streams a snapshot beside the Raft messages, rate-limited, and it holds the state once rather than
       every write that led to it; a big catch-up pushed through the log would queue ahead of every other
       group's messages to that node and be written twice (log, then state).
+    - ``quiesce_ticks``: a leader whose group has been idle this many ticks in a row (every member that answers
+      holds the whole log, everything is committed and applied, no read, transfer or membership change is under
+      way) sends one last heartbeat flagged ``quiesce`` and stops its clock; followers that hold the whole log
+      stop theirs (0 = never). Any proposal, read or message wakes the group. A quiesced follower no longer
+      notices a dead leader by missed heartbeats: the driver must tell it (``RawNode.forget_leader``).
     - ``max_cache_bytes``: persisted entries not yet applied are also kept in memory, up to this many bytes,
       so applying them (and resending them to a follower) does not read them back from storage (0 = no cache).
     """
@@ -71,6 +76,7 @@ class RaftConfig:
     max_committed_bytes_per_ready: int = 16 << 20
     max_cache_bytes: int = 1 << 20
     learner_snapshot_bytes: int = 64 << 10
+    quiesce_ticks: int = 0
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
@@ -96,7 +102,9 @@ class RaftConfig:
         for name in ("max_msg_bytes", "max_msg_entries", "max_inflight_msgs", "max_committed_bytes_per_ready"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("max_inflight_bytes", "max_uncommitted_bytes", "max_cache_bytes", "learner_snapshot_bytes"):
+        for name in (
+            "max_inflight_bytes", "max_uncommitted_bytes", "max_cache_bytes", "learner_snapshot_bytes", "quiesce_ticks"
+        ):  # fmt: skip
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be 0 (no cap) or positive, got {getattr(self, name)}")
 

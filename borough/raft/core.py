@@ -130,6 +130,10 @@ class Raft(LeaderMixin):
         self.forwarded = ForwardedReads()
         self.appended = False  # the leader appended since the last flush
         self.dirty = True  # an input arrived since the last flush
+        # Quiescence (``RaftConfig.quiesce_ticks``): a quiesced replica's clock stands still; ``idle_ticks``
+        # counts a leader's ticks in a row with nothing in flight.
+        self.quiesced = False
+        self.idle_ticks = 0
 
         self._apply_conf(self.confs.current)
         self.become_follower(self.term, None)
@@ -215,6 +219,8 @@ class Raft(LeaderMixin):
         self.uncommitted_size = 0
         self.lease_void = False
         self.appended = False
+        self.quiesced = False
+        self.idle_ticks = 0
         for r in self.readonly.drain():
             # Local reads fail so the driver can retry; forwarded ones are left to their follower's timeout
             # (answering now, from a new term, would disturb that follower).
@@ -243,6 +249,7 @@ class Raft(LeaderMixin):
         # A pre-candidate keeps its term and vote: nothing about it changes unless the pre-vote is won.
         self._set_lead(None)
         self.role = Role.PRE_CANDIDATE
+        self.quiesced = False
         self.votes = {}
         self.election_elapsed = 0
         self.randomized_timeout = self.cfg.election_tick + self.rng.randrange(self.cfg.election_tick)
@@ -276,6 +283,8 @@ class Raft(LeaderMixin):
     # --- time ---------------------------------------------------------------------------------------------
 
     def tick(self) -> None:
+        if self.quiesced:
+            return  # a quiesced replica's clock stands still (its driver should not even tick it)
         self.ticks += 1
         self.since_leader_contact += 1
         timeout = self.cfg.election_tick
@@ -295,6 +304,50 @@ class Raft(LeaderMixin):
         return self.cfg.check_quorum and (
             self.role is Role.LEADER or self.since_leader_contact < self.cfg.election_tick
         )
+
+    # --- quiescence ---------------------------------------------------------------------------------------
+
+    def wake(self, heartbeat: bool = False) -> None:
+        """Leave quiescence: the clock runs again. A leader's lease is void (time passed that it did not count),
+        and with ``heartbeat`` it tells its followers at once that it is awake (a follower that campaigned, or
+        asked for something, has not heard from it)."""
+        if not self.quiesced:
+            return
+        self.quiesced = False
+        self.idle_ticks = 0
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug("%s woke (%s)", self.id, self.role.name.lower(), extra={"group": self.cfg.group})
+        if self.role is Role.LEADER:
+            self.readonly.lease_until = min(self.readonly.lease_until, self.ticks)
+            self.election_elapsed = 0
+            if heartbeat:
+                self._broadcast_heartbeat()
+
+    def forget_leader(self, campaign_in: int, sure: bool = True) -> None:
+        """The driver learned that our leader's node is gone (failure detector, or the connection to it broke):
+        wake, forget the leader and campaign (pre-vote first) within ``campaign_in`` ticks instead of a whole
+        election timeout. Pre-vote and check-quorum still protect a leader that is merely slow: members that
+        hear from it refuse the pre-vote. In lease mode the vote is still held for an election timeout after
+        the last contact (the leader may hold a lease that long), so only the waiting for heartbeats is cut.
+
+        Not ``sure`` (the detector only suspects the node): wake and campaign within ``campaign_in`` ticks, but
+        keep counting the leader's lease, so members that heard from it within an election timeout (by their
+        own clocks, which stood still while quiesced) refuse the pre-vote, and the leader, if alive, wakes on
+        it and heartbeats: a false suspicion changes no leader."""
+        if self.role is Role.LEADER:
+            return
+        self.wake()
+        if self.role is not Role.FOLLOWER:
+            return  # already campaigning
+        if sure:
+            self._set_lead(None)
+            if self.cfg.read_only != "lease":
+                self.since_leader_contact = max(self.since_leader_contact, self.cfg.election_tick)
+            if campaign_in <= 0 and self.promotable():
+                self.election_elapsed = 0
+                self.campaign(transfer=False)
+                return
+        self.election_elapsed = max(self.election_elapsed, self.randomized_timeout - campaign_in)
 
     # --- elections ----------------------------------------------------------------------------------------
 
@@ -386,7 +439,10 @@ class Raft(LeaderMixin):
                 assert isinstance(m, VoteRequest)
                 if not m.transfer and self.in_lease():
                     # We heard from a leader less than an election timeout ago: a disruptive candidate (e.g. a
-                    # removed or partitioned node) must not depose it. Do not even bump the term.
+                    # removed or partitioned node) must not depose it. Do not even bump the term. A quiesced
+                    # replica wakes, though: the candidate does not hear from the leader (a leader that is
+                    # alive then heartbeats at once; a follower counts the time again).
+                    self.wake(heartbeat=True)
                     return
                 if not m.pre_vote:
                     self.become_follower(t, None)
@@ -406,6 +462,8 @@ class Raft(LeaderMixin):
             elif tp is VoteRequest and m.pre_vote:  # type: ignore[union-attr]
                 self.msgs.append(VoteResponse(frm=self.id, to=m.frm, term=self.term, pre_vote=True, reject=True))
             return
+        if self.quiesced and type(m) is not HeartbeatResponse:
+            self.wake(heartbeat=True)  # any message wakes a quiesced group, except answers to its heartbeats
         self._handlers[type(m)](m)
 
     # --- replication: follower side -----------------------------------------------------------------------
@@ -467,8 +525,23 @@ class Raft(LeaderMixin):
             return
         self._heard_from_leader(m)
         # The leader sends min(match, commit), so this never commits past what matches the leader's log.
-        self.log.commit_to(min(m.commit, self.log.last_index()))
+        log = self.log
+        log.commit_to(min(m.commit, log.last_index()))
         self.msgs.append(HeartbeatResponse(frm=self.id, to=m.frm, term=self.term, seq=m.seq))
+        if (
+            m.quiesce
+            and log.committed == log.last_index()
+            and log.last_term() == m.term
+            and not len(self.forwarded)
+            and m.frm in self.voter_ids
+        ):
+            # The leader's log ends at m.commit in its term, and so does ours: we hold the whole log and know it
+            # is committed. Stop the election timer; a message, or the driver, wakes us. Only for a voter of our
+            # configuration: a sender that is none (a forged id) would leave us quiet under a leader that the
+            # failure detector never watches, so we would never campaign again.
+            self.quiesced = True
+            if _log.isEnabledFor(logging.DEBUG):
+                _log.debug("%s quiesced at %d (leader %s)", self.id, m.commit, m.frm, extra={"group": self.cfg.group})
 
     def _on_snapshot(self, m: InstallSnapshot) -> None:
         if self.role is Role.LEADER:

@@ -10,6 +10,8 @@ except by calling ``become_follower``. Like the core, it does no I/O: messages g
 
 from __future__ import annotations
 
+import logging
+
 from borough.errors import LocalProtocolError, NotLeader, Overloaded
 from borough.raft.conf_history import ConfHistory
 from borough.raft.confchange import ConfChange, apply_conf_change, encode_conf_change
@@ -37,6 +39,7 @@ from borough.raft.storage import LogCompacted, LogUnavailable
 __all__ = ["LeaderMixin"]
 
 _CONF = EntryKind.CONF_CHANGE
+_log = logging.getLogger("borough.raft.core")
 
 
 class LeaderMixin:
@@ -70,11 +73,16 @@ class LeaderMixin:
     forwarded: ForwardedReads
     appended: bool
     dirty: bool
+    quiesced: bool
+    idle_ticks: int
 
     def become_follower(self, term: int, lead: NodeId | None) -> None:
         raise NotImplementedError  # core.Raft
 
     def _apply_conf(self, cs: ConfState) -> None:
+        raise NotImplementedError  # core.Raft
+
+    def wake(self, heartbeat: bool = False) -> None:
         raise NotImplementedError  # core.Raft
 
     def _new_progress(self, match: int, next: int) -> Progress:
@@ -106,9 +114,48 @@ class LeaderMixin:
         if self.readonly.has_pending():
             for r in self.readonly.expire(self.ticks, cfg.election_tick):
                 self._fail_read(r)
+        if cfg.quiesce_ticks:
+            self.idle_ticks = self.idle_ticks + 1 if self._idle() else 0
         if self.heartbeat_elapsed >= cfg.heartbeat_tick:
             self.heartbeat_elapsed = 0
+            if cfg.quiesce_ticks and self.idle_ticks >= cfg.quiesce_ticks:
+                # The group has been idle long enough: one last heartbeat tells the followers, and the clock
+                # stops (the driver stops ticking us). Any proposal, read or message wakes us.
+                self._broadcast_heartbeat(quiesce=True)
+                self.quiesced = True
+                if _log.isEnabledFor(logging.DEBUG):
+                    matches = {n: pr.match for n, pr in self.prs.items()}
+                    _log.debug("%s quiesced at %d %s", self.id, self.log.last, matches, extra={"group": self.cfg.group})
+                return
             self._broadcast_heartbeat()
+
+    def _idle(self) -> bool:
+        """Whether nothing is in flight: everything committed and applied, no read, transfer or membership change
+        under way, and every follower that answers (within the last two check-quorum rounds) holds the whole log.
+        A follower that does not answer is not waited for (its node may be down for long): when it returns it
+        campaigns, which wakes us."""
+        log = self.log
+        last = log.last
+        if (
+            log.committed != last
+            or log.applied != last
+            or self.lead_transferee is not None
+            or self.readonly.has_pending()
+            or self.readonly.want_round
+            or self.pending_conf_index > log.applied
+            or self.voters_out
+            or self.confs.current.learners_next
+        ):
+            return False
+        me = self.id
+        for node, pr in self.prs.items():
+            if (
+                node != me
+                and (pr.recent_active or pr.was_active)
+                and (pr.match != last or pr.state is not ProgressState.REPLICATE)
+            ):
+                return False
+        return True
 
     def _quorum_active(self) -> bool:
         active = {node: pr.recent_active for node, pr in self.prs.items()}
@@ -140,6 +187,8 @@ class LeaderMixin:
             )
 
     def propose(self, data: bytes) -> int:
+        if self.quiesced:
+            self.wake()
         size = len(data) + 24
         pending = self.uncommitted_size
         if self.role is not Role.LEADER or self.lead_transferee is not None or (pending and pending + size > self.cap):
@@ -157,6 +206,7 @@ class LeaderMixin:
         return index
 
     def propose_conf_change(self, change: ConfChange) -> int:
+        self.wake()
         data_estimate = 64 + 32 * len(change.changes)
         self.check_proposal(data_estimate)
         if self.pending_conf_index > self.log.applied:
@@ -287,14 +337,18 @@ class LeaderMixin:
         pr.become_snapshot(meta.index)
         self.msgs.append(InstallSnapshot(frm=self.id, to=node, term=self.term, meta=meta))
 
-    def _broadcast_heartbeat(self) -> None:
+    def _broadcast_heartbeat(self, quiesce: bool = False) -> None:
         seq = self.readonly.next_round(self.ticks, self.cfg.effective_lease_ticks)
         commit = self.log.committed
         me = self.id
         for node, pr in self.prs.items():
             if node != me:
                 sent = min(pr.match, commit)
-                self.msgs.append(Heartbeat(frm=me, to=node, term=self.term, commit=sent, seq=seq))
+                # Only a follower that holds the whole log may stop its clock: one that lags (it did not answer
+                # lately, see ``_idle``) gets a plain heartbeat, which wakes it if it was quiet, so it times out,
+                # campaigns and thereby wakes us once it can reach us again.
+                hush = quiesce and pr.match == commit
+                self.msgs.append(Heartbeat(frm=me, to=node, term=self.term, commit=sent, seq=seq, quiesce=hush))
                 if sent > pr.sent_commit:
                     pr.sent_commit = sent
                 pr.heartbeat_sent(seq)
@@ -395,6 +449,7 @@ class LeaderMixin:
             self._serve_read(r.index, r.context, r.requester)
 
     def read_index(self, context: bytes) -> None:
+        self.wake()
         if self.role is Role.LEADER:
             self._leader_read(context, None, self.ticks)
             return
@@ -456,6 +511,7 @@ class LeaderMixin:
     # --- leadership transfer ------------------------------------------------------------------------------
 
     def transfer_leadership(self, to: NodeId) -> None:
+        self.wake()
         if self.role is not Role.LEADER:
             raise NotLeader(self.cfg.group, self.lead)
         if to == self.id:
@@ -486,6 +542,7 @@ class LeaderMixin:
             pr.become_probe()
 
     def report_snapshot(self, node: NodeId, ok: bool) -> None:
+        self.wake()
         pr = self.prs.get(node) if self.role is Role.LEADER else None
         if pr is None or pr.state is not ProgressState.SNAPSHOT:
             return

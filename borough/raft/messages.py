@@ -95,13 +95,16 @@ class AppendResponse:
 @attrs.frozen(kw_only=True, slots=True)
 class Heartbeat:
     """Only what a heartbeat needs, so a node can coalesce the heartbeats of all groups two nodes share:
-    the term, the commit index (at most the follower's match index), and the leader's read round ``seq``."""
+    the term, the commit index (at most the follower's match index), and the leader's read round ``seq``.
+    ``quiesce`` marks a leader's last heartbeat before its group goes quiet (every member holds the whole log):
+    a follower whose log ends at ``commit`` in ``term`` stops its election timer too."""
 
     frm: NodeId
     to: NodeId
     term: int
     commit: int = 0
     seq: int = 0
+    quiesce: bool = False
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -202,7 +205,7 @@ def encode_message(msg: Message) -> list[Any]:
         return [_APP_RESP, msg.frm, msg.to, msg.term, msg.index, msg.reject, msg.hint_index, msg.hint_term]
     if t is Heartbeat:
         assert isinstance(msg, Heartbeat)
-        return [_HB, msg.frm, msg.to, msg.term, msg.commit, msg.seq]
+        return [_HB, msg.frm, msg.to, msg.term, msg.commit, msg.seq, msg.quiesce]
     if t is HeartbeatResponse:
         assert isinstance(msg, HeartbeatResponse)
         return [_HB_RESP, msg.frm, msg.to, msg.term, msg.seq]
@@ -392,13 +395,14 @@ def _decode_app_resp(f: Any) -> Message:
 
 
 def _decode_hb(f: Any) -> Message:
-    frm, to, term, commit, seq = f
+    frm, to, term, commit, seq, quiesce = f
     return Heartbeat(
         frm=_id(frm, "frm"),
         to=_id(to, "to"),
         term=_int(term, "term"),
         commit=_int(commit, "commit"),
         seq=_int(seq, "seq"),
+        quiesce=_bool(quiesce, "quiesce"),
     )
 
 
@@ -443,7 +447,7 @@ _DECODERS: Final[dict[int, tuple[str, int, Callable[[Any], Message]]]] = {
     _VOTE_RESP: ("VoteResponse", 5, _decode_vote_resp),
     _APP: ("AppendRequest", 7, _decode_app),
     _APP_RESP: ("AppendResponse", 7, _decode_app_resp),
-    _HB: ("Heartbeat", 5, _decode_hb),
+    _HB: ("Heartbeat", 6, _decode_hb),
     _HB_RESP: ("HeartbeatResponse", 4, _decode_hb_resp),
     _SNAP: ("InstallSnapshot", 4, _decode_snap),
     _TIMEOUT_NOW: ("TimeoutNow", 3, _decode_timeout_now),

@@ -166,9 +166,11 @@ class RawNode:
     # --- inputs -------------------------------------------------------------------------------------------
 
     def tick(self) -> None:
-        """One unit of time passed (the driver's ``tick_interval``)."""
-        self._raft.dirty = True
-        self._raft.tick()
+        """One unit of time passed (the driver's ``tick_interval``). A no-op on a quiesced replica."""
+        r = self._raft
+        if not r.quiesced:
+            r.dirty = True
+            r.tick()
 
     def step(self, msg: Message) -> None:
         """Feed a message from another replica. Stale terms are handled per Raft (ignored or answered).
@@ -217,6 +219,24 @@ class RawNode:
         non-leader; ``LocalProtocolError`` if ``to`` is not a voter."""
         self._raft.dirty = True
         self._raft.transfer_leadership(NodeId(to))
+
+    def forget_leader(self, campaign_in: int = 0, sure: bool = True) -> None:
+        """The leader's node is gone (the failure detector says so, or the connection to it broke): wake if
+        quiesced, forget the leader and campaign (pre-vote first) within ``campaign_in`` ticks, rather than after
+        a whole election timeout of silence (a quiesced follower hears nothing anyway). A no-op on a leader or a
+        replica already campaigning; harmless if the leader is in fact alive: members that still hear from it
+        refuse the pre-vote, and its next heartbeat makes this replica a follower again. Not ``sure`` (the node
+        is only suspected): wake and campaign within ``campaign_in`` ticks, but without forgetting the leader's
+        lease, so no member grants the pre-vote while it heard from the leader within an election timeout."""
+        self._raft.dirty = True
+        self._raft.forget_leader(campaign_in, sure)
+
+    def wake(self) -> None:
+        """Leave quiescence (the driver's own reason: a local request, a member that came back)."""
+        r = self._raft
+        if r.quiesced:
+            r.dirty = True
+            r.wake(heartbeat=True)
 
     def report_unreachable(self, node: str) -> None:
         """The transport failed to send to ``node``: stop streaming appends to it, probe instead."""
@@ -285,6 +305,12 @@ class RawNode:
     @property
     def term(self) -> int:
         return self._raft.term
+
+    @property
+    def quiesced(self) -> bool:
+        """Whether this replica's group is quiet: its clock stands still, so the driver need not tick it (see
+        ``RaftConfig.quiesce_ticks``). Any input that needs the clock wakes it."""
+        return self._raft.quiesced
 
     def tombstone(self) -> Tombstone:
         """What must outlive this replica when the driver deletes its data: hand it to the next ``RawNode`` of

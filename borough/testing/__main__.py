@@ -7,7 +7,8 @@
 
 ``--nodes``, ``--clients``, ``--ops``, ``--faults``, ``--partitions``, ``--keys``, ``--client-faults`` and
 ``--topology`` (also add, decommission and kill nodes, and check placement) set ``random_scenario``'s sizes for
-``--seed`` and ``fuzz``; ``--keep-going`` runs every seed and lists the failures at the end.
+``--seed`` and ``fuzz``, and ``--quiesce-ticks N`` every node's ``quiesce_ticks`` (2: groups go quiet and wake
+many times a run); ``--keep-going`` runs every seed and lists the failures at the end.
 
 Each run prints its result and trace digest; a failure prints the full report and exits 1. Runs are
 deterministic: a replay gives the same trace digest as the run that failed.
@@ -69,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument(
             "--topology", action="store_true", help="also add, decommission and kill nodes (and check placement)"
         )
+        command.add_argument(
+            "--quiesce-ticks", type=int, default=None, help="every node's quiesce_ticks (small: groups go quiet often)"
+        )
     args = parser.parse_args(argv)
     sizes = {
         "nodes": args.nodes,
@@ -79,11 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         "keys": args.keys,
         "client_faults": args.client_faults,
         "topology": args.topology,
+        "quiesce_ticks": args.quiesce_ticks,
     }
     flags = " ".join(
         f"--{name.replace('_', '-')}" + ("" if value is True else f" {value}")
         for name, value in sizes.items()
-        if value is not False
+        if value is not False and value is not None
     )
     if args.command == "replay":
         if (args.scenario is None) == (args.seed is None):

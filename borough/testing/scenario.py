@@ -655,12 +655,14 @@ def random_scenario(
     keys: int = 2,
     client_faults: bool = False,
     topology: bool = False,
+    quiesce_ticks: int | None = None,
 ) -> Scenario:
     """A scenario that is a function of ``seed`` alone (for soak runs replayed by seed). ``client_faults`` adds
     cuts between nodes and clients (which find the open retry bug of tests/testing/test_sim_retries.py);
     ``topology`` adds ``add``, ``decommission`` and ``kill`` steps (at most ``MAX_ADDS`` additions) and a short
     ``dead_after`` (``TOPOLOGY_DEAD_AFTER``), so a killed node's partitions are re-replicated. Without them the
-    random draws are what they always were, so every seed keeps replaying the same run."""
+    random draws are what they always were, so every seed keeps replaying the same run. ``quiesce_ticks`` sets the
+    nodes' setting (small values make groups go quiet, and wake, many times in a run)."""
     rng = random.Random(seed)
     added = 0
 
@@ -708,4 +710,6 @@ def random_scenario(
             args = ()
         schedule.append(Fault(delay=round(rng.expovariate(0.5), 3), name=name, args=args))
     config = (("dead_after", TOPOLOGY_DEAD_AFTER),) if topology else ()
+    if quiesce_ticks is not None:
+        config = (*config, ("quiesce_ticks", quiesce_ticks))
     return Scenario(seed=seed, nodes=nodes, clients=steps, faults=tuple(schedule), config=config)

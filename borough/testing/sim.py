@@ -452,6 +452,7 @@ class SimCluster:
                     f"    {name}: {st.role.name.lower()} term {st.term} leader {self._short(st.leader)} "
                     f"commit {st.commit} applied {replica.applied} last {st.last_index} voters [{voters}]"
                     + (f" learners [{learners}]" if learners else "")
+                    + (" quiesced" if replica.quiesced else "")
                 )
         return "\n".join(lines)
 

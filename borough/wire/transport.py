@@ -113,6 +113,10 @@ class Transport:
         self._rng = rng
         self._registry = registry
         self._links: dict[str, _Link] = {}
+        #: Called with a peer's address each time dialling it fails (refused, timed out, handshake broken). A
+        #: connection in use that closes is dialled again at once, so a peer whose process died is reported
+        #: within a round trip of its connection's reset (the node's followers of its groups campaign then).
+        self.on_unreachable: Callable[[str], None] | None = None
         self._inbound = 0  # accepted connections open now
         self._handshaking = 0  # of which still in their handshake
         self._refusal_logged_at = float("-inf")
@@ -323,6 +327,8 @@ class Transport:
                 extra={"peer": link.address},
             )
             link.notify()
+            if self.on_unreachable is not None:
+                self.on_unreachable(link.address)
             return
         started = trio.current_time()
         assert codec.peer_hello is not None
@@ -459,6 +465,8 @@ class Transport:
                 if link is not None:
                     link.inbound.remove(conn)
                     link.notify()
+                    if self._current(link) is None and self._wanted(link) and not self._closing:
+                        self._ensure_dialling(link)  # still in use: redial now (a dead peer is reported at once)
                     if not link.task_running and not link.inbound and not self._wanted(link):
                         self._links.pop(link.address, None)
                 else:

@@ -230,7 +230,7 @@ async def test_a_replica_that_missed_compacted_entries_catches_up_by_snapshot(
 async def test_heartbeats_of_every_group_two_nodes_share_travel_in_one_frame_per_tick(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with SimCluster(3, seed=10) as sim:
+    async with SimCluster(3, seed=10, quiesce_ticks=0) as sim:  # groups never go quiet here
         for i in range(30):
             await sim[0].partition(f"g{i}").put("k", i)
         await trio.sleep(2)  # let elections and catch-up settle

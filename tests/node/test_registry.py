@@ -329,18 +329,19 @@ async def test_a_removed_replica_is_deleted_leaving_a_tombstone_before_it_leaves
         assert again is not replica and again.term == term and again.status().last_index == 0
 
 
-async def test_the_ticker_ticks_every_replica_each_interval(
-    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_the_ticker_ticks_every_running_clock_each_interval(autojump_clock: trio.testing.MockClock) -> None:
     reports: list[tuple[float, int]] = []
     async with open_node(on_tick=lambda n: reports.append((trio.current_time(), n))) as node:
         start = trio.current_time()
-        ticks: dict[str, int] = {"p": 0, "q": 0}
+        ticks: dict[str, int] = {"p": 0, "q": 0, "r": 0}
+        clocks = node.replicas.clocks
         for name in ticks:
-            replica = node.replicas.start(name)
-            monkeypatch.setattr(replica, "tick", lambda name=name: ticks.__setitem__(name, ticks[name] + 1))
+            node.replicas.start(name)
+            assert name in clocks  # a new replica's clock runs
+            clocks.run(name, lambda name=name: ticks.__setitem__(name, ticks[name] + 1))
+        clocks.stop("r", clocks._running["r"])  # as when r's core quiesces
         with trio.move_on_after(0.35):
             await node.replicas.tick_forever()
         assert [n for _, n in reports] == [2, 2, 2]
         assert [round(t - start, 6) for t, _ in reports] == [0.1, 0.2, 0.3]
-        assert ticks == {"p": 3, "q": 3}
+        assert ticks == {"p": 3, "q": 3, "r": 0}

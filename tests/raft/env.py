@@ -124,7 +124,7 @@ def fmt_msg(m: Message) -> str:
         s = f"{head} AppResp term={m.term} index={m.index}"
         return s + (f" rejected hint={m.hint_term}/{m.hint_index}" if m.reject else "")
     if isinstance(m, Heartbeat):
-        return f"{head} Heartbeat term={m.term} commit={m.commit} seq={m.seq}"
+        return f"{head} Heartbeat term={m.term} commit={m.commit} seq={m.seq}" + (" quiesce" if m.quiesce else "")
     if isinstance(m, HeartbeatResponse):
         return f"{head} HeartbeatResp term={m.term} seq={m.seq}"
     if isinstance(m, InstallSnapshot):

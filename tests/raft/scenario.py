@@ -97,6 +97,7 @@ class Runner:
                 max_uncommitted_bytes=int(str(kw.get("max-uncommitted", 64 << 20))),
                 max_committed_bytes_per_ready=int(str(kw.get("max-committed", 16 << 20))),
                 learner_snapshot_bytes=int(str(kw.get("learner-snapshot-bytes", 64 << 10))),
+                quiesce_ticks=int(str(kw.get("quiesce", 0))),
             )
             if empty:
                 storage = MemoryLogStorage(ConfState())
@@ -282,6 +283,36 @@ class Runner:
     def cmd_snapshot(self, pos: list[str], kw: dict[str, object]) -> None:
         node = self.env.nodes[NodeId(pos[0])]
         self.out.append(f"stored snapshot {fmt_snap(node.storage.snap)} first-index={node.storage.first_index()}")
+
+    def cmd_quiesced(self, pos: list[str], kw: dict[str, object]) -> None:
+        """Which nodes are quiesced (their clock stands still)."""
+        for nid in sorted(self.env.nodes):
+            raw = self.env.nodes[nid].raw
+            if raw is not None:
+                self.out.append(f"{nid}: {'quiesced' if raw.quiesced else 'awake'}")
+
+    def cmd_tick_quietly(self, pos: list[str], kw: dict[str, object]) -> None:
+        """``tick-quietly N X Y ...``: N times, tick the named nodes once and stabilize, printing nothing but the
+        number of messages delivered (time passing in a healthy cluster; follow with status commands)."""
+        delivered = 0
+        saved, self.env.out = self.env.out, []
+        try:
+            for _ in range(int(pos[0])):
+                for nid in pos[1:]:
+                    self.env.raw(nid).tick()
+                self.env.stabilize()
+                # Delivered messages print as "  a->b ..." under "> b receiving messages" (a Ready's are indented more).
+                delivered += sum(1 for line in self.env.out if line.startswith("  ") and line[2:3].isdigit())
+                self.env.out.clear()
+        finally:
+            self.env.out = saved
+        self.out.append(f"{delivered} messages delivered")
+
+    def cmd_forget_leader(self, pos: list[str], kw: dict[str, object]) -> None:
+        self.env.raw(pos[0]).forget_leader(int(str(kw.get("in", 0))), _bool(str(kw.get("sure", "true"))))
+
+    def cmd_wake(self, pos: list[str], kw: dict[str, object]) -> None:
+        self.env.raw(pos[0]).wake()
 
     def cmd_idle(self, pos: list[str], kw: dict[str, object]) -> None:
         self.out.append(f"idle={str(self.env.raw(pos[0]).is_idle()).lower()}")

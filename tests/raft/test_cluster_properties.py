@@ -66,6 +66,7 @@ class Cluster(RuleBasedStateMachine):
         batch=st.sampled_from([1, 3, 100]),
         seed=st.integers(0, 2**32 - 1),
         appends_first=st.sampled_from([True, True, False]),
+        quiesce=st.sampled_from([0, 0, 2, 5]),
     )
     def setup(
         self,
@@ -77,6 +78,7 @@ class Cluster(RuleBasedStateMachine):
         batch: int,
         seed: int,
         appends_first: bool,
+        quiesce: int,
     ) -> None:
         self.env.seed = seed
         # Mostly the replica's order (appends and heartbeats before the leader's write), sometimes persist-first.
@@ -97,6 +99,7 @@ class Cluster(RuleBasedStateMachine):
                 max_msg_entries=batch,
                 max_inflight_msgs=3,
                 max_uncommitted_bytes=1 << 12,
+                quiesce_ticks=quiesce,  # groups go quiet, and are woken by anything (0: never)
             )
             # Spares are replicas created to receive a snapshot: empty configuration, no log.
             storage = MemoryLogStorage(conf if i < members else ConfState())
@@ -385,6 +388,14 @@ class Cluster(RuleBasedStateMachine):
         index = n.applied - back
         if index > 0:
             n.raw.compact(index)
+            self.process()
+
+    @rule(node=TARGET, within=st.integers(0, 4))
+    def forget_leader(self, node: NodeId | None, within: int) -> None:
+        """The driver says the leader's node is gone (rightly or not): the replica campaigns within ``within``."""
+        node, raw = self.pick(node)
+        if raw is not None:
+            raw.forget_leader(within)
             self.process()
 
     # --- checks -------------------------------------------------------------------------------------------

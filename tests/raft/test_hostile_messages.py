@@ -39,3 +39,15 @@ def test_a_heartbeat_commit_beyond_the_log_commits_only_what_is_there() -> None:
     n.step(Heartbeat(frm="1", to="2", term=1, commit=10**9))
     drain(n)
     assert n.status().commit == 3
+
+
+def test_a_quiesce_heartbeat_from_a_sender_outside_the_configuration_quiets_nobody() -> None:
+    """A forged sender id (not a voter) must not leave a follower quiet under a leader nobody watches: it would
+    never campaign again. The same heartbeat from the real leader, a voter, does quiet it."""
+    n = make_node("2", log=[1, 1, 1], term=1, commit=3)
+    n.step(Heartbeat(frm="intruder", to="2", term=1, commit=3, quiesce=True))
+    drain(n)
+    assert not n.quiesced
+    n.step(Heartbeat(frm="1", to="2", term=1, commit=3, quiesce=True))
+    drain(n)
+    assert n.quiesced and n.leader == "1"

@@ -54,6 +54,7 @@ def examples() -> list[Message]:
         AppendResponse(frm=B, to=A, term=5, index=9),
         AppendResponse(frm=B, to=A, term=5, index=7, reject=True, hint_index=3, hint_term=2),
         Heartbeat(frm=A, to=B, term=5, commit=6, seq=12),
+        Heartbeat(frm=A, to=B, term=5, commit=6, seq=12, quiesce=True),
         HeartbeatResponse(frm=B, to=A, term=5, seq=12),
         InstallSnapshot(frm=A, to=B, term=5, meta=SnapshotMeta(index=9, term=5, conf_state=CONF)),
         InstallSnapshot(
@@ -85,7 +86,7 @@ def test_every_message_round_trips_through_cbor(msg: Message) -> None:
 
 def test_the_encoding_is_compact() -> None:
     hb = encode_message(Heartbeat(frm=A, to=B, term=5, commit=6, seq=12))
-    assert hb == [5, "a", "b", 5, 6, 12]  # no field names on the wire
+    assert hb == [5, "a", "b", 5, 6, 12, False]  # no field names on the wire
     assert len(cbor2.dumps(hb)) <= 10
 
 
@@ -96,13 +97,14 @@ def test_the_encoding_is_compact() -> None:
         ([], "expected a non-empty list"),
         ([99, "a", "b", 1], "unknown message type"),
         (["3", "a", "b", 1], "unknown message type"),
-        ([5, "a", "b", 1, 2], "must have 5 fields"),
-        ([5, "a", "b", True, 2, 3], "term must be an integer"),
-        ([5, "a", "b", -1, 2, 3], "term must be between"),
-        ([5, "a", "b", 2**64, 2, 3], "term must be between"),
-        ([5, "", "b", 1, 2, 3], "frm must be a non-empty node id"),
-        ([5, "a", "a", 1, 2, 3], "addressed to its own sender"),
-        ([5, "a", 7, 1, 2, 3], "to must be a non-empty node id"),
+        ([5, "a", "b", 1, 2], "must have 6 fields"),
+        ([5, "a", "b", True, 2, 3, False], "term must be an integer"),
+        ([5, "a", "b", -1, 2, 3, False], "term must be between"),
+        ([5, "a", "b", 2**64, 2, 3, False], "term must be between"),
+        ([5, "", "b", 1, 2, 3, False], "frm must be a non-empty node id"),
+        ([5, "a", "a", 1, 2, 3, False], "addressed to its own sender"),
+        ([5, "a", 7, 1, 2, 3, False], "to must be a non-empty node id"),
+        ([5, "a", "b", 1, 2, 3, 1], "quiesce must be a boolean"),
         ([1, "a", "b", 1, 2, 3, 1, False], "pre_vote must be a boolean"),
         ([3, "a", "b", 2, 1, 3, 0, [[1, 0, b""]]], "prev_term 3 is greater than the message term 2"),
         ([3, "a", "b", 2, 1, 1, 0, [[3, 0, b""]]], "outside"),

@@ -456,3 +456,34 @@ async def test_a_call_that_never_left_is_not_delivered_and_one_that_left_is_ambi
             with pytest.raises(errors.Unavailable) as info:
                 await client.call("n1:7000", {"op": "sleep", "for": 5})
         assert not isinstance(info.value, NotDelivered)
+
+
+@pytest.mark.parametrize("dialler", ["n1", "n2"])
+async def test_a_peer_whose_connection_breaks_and_cannot_be_redialled_is_reported_at_once(
+    autojump_clock: trio.testing.MockClock, dialler: str
+) -> None:
+    """How a killed process shows up (issue 16): its connection closes and the redial is refused. The transport
+    redials a connection in use at once (dialled or accepted) and reports the address; a reset with the peer
+    still there reports nothing."""
+    sim = SimNetwork(seed=18)
+    async with cluster(sim, ["n1"]) as nodes:
+        n1 = nodes["n1"]
+        reported: list[tuple[float, str]] = []
+        n1.transport.on_unreachable = lambda address: reported.append((trio.current_time(), address))
+        async with cluster(sim, ["n2"]) as n2s:
+            n2 = n2s["n2"]
+            if dialler == "n1":
+                assert n1.transport.send("n2:7000", "hello")
+            else:
+                assert n2.transport.send("n1:7000", "hello")
+                await trio.sleep(0.01)
+                assert n1.transport.send("n2:7000", "hello back")  # rides n2's connection: n1 dialled nothing
+            await trio.sleep(0.01)
+            sim.kill_connections("n1", "n2")  # a reset, the peer still listening: redialled, not reported
+            await trio.sleep(1.0)  # (a connection dropped younger than keepalive_interval is redialled after a backoff)
+            assert reported == []
+            assert n1.transport.send("n2:7000", "still there")
+            stopped = trio.current_time()
+        await trio.sleep(0.1)
+        assert reported and reported[0][1] == "n2:7000"
+        assert reported[0][0] - stopped < 0.01  # one round trip to be refused, not a timeout

@@ -1,0 +1,61 @@
+"""Which replicas' Raft clocks run: the ticker ticks those and no others, so an idle partition costs nothing.
+
+This module owns the node's set of running clocks. A replica's clock runs from its creation until its Raft core
+quiesces (``RaftConfig.quiesce_ticks``: its group is idle, every member holds the whole log), and again from the
+round in which anything wakes it (a proposal, a read, a peer's message, the failure detector). The driver reports
+the core's state each time it goes back to waiting for input (``Inbox.wait``), so a quiesced replica's task stays
+parked on its inbox: no timer, no wake-up, no message, and the ticker's work per tick is proportional to the
+replicas that are awake, not to those hosted. It knows nothing of Raft or of what a tick does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import trio
+
+__all__ = ["Clock", "Clocks"]
+
+#: One replica's tick: what the ticker calls (``Inbox.tick``).
+Clock = Callable[[], None]
+
+
+class Clocks:
+    def __init__(self) -> None:
+        self._running: dict[str, Clock] = {}
+        self._lot = trio.lowlevel.ParkingLot()
+        #: Times a replica's clock stopped (it quiesced) and started again (it woke), for metrics and tests.
+        self.stops = 0
+        self.starts = 0
+
+    def __len__(self) -> int:
+        return len(self._running)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._running
+
+    def run(self, name: str, clock: Clock) -> None:
+        """Tick ``name`` from now on (a replica created, or woken)."""
+        if self._running.get(name) != clock:
+            self._running[name] = clock
+            self.starts += 1
+            self._lot.unpark_all()
+
+    def stop(self, name: str, clock: Clock) -> None:
+        """Stop ticking ``name`` (its core quiesced, or the replica stopped); a no-op when ``clock`` is not the one
+        running under that name (a newer replica of the partition took its place)."""
+        if self._running.get(name) == clock:
+            del self._running[name]
+            self.stops += 1
+
+    async def wait_running(self) -> None:
+        """Return once some clock runs (at once if one does): a node whose groups are all quiet has no timer."""
+        while not self._running:
+            await self._lot.park()
+
+    def tick(self) -> int:
+        """Tick every running clock once; returns how many ticked."""
+        clocks = list(self._running.values())
+        for clock in clocks:
+            clock()
+        return len(clocks)
