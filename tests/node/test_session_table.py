@@ -38,7 +38,7 @@ def reloaded(table: SessionTable, store: MemoryStore | None = None, applied: int
     batch = store.write_batch()
     batch.apply("p", [], applied, table.changes())
     store.write(batch)
-    return SessionTable.load(store.records("p"))
+    return SessionTable.load(store.records("p"), max_sessions=table.max_sessions, max_window=table.max_window)
 
 
 def test_a_duplicate_is_a_no_op_returning_the_recorded_result() -> None:
