@@ -2,7 +2,7 @@
 ``borough.open_client``, next to PySyncObj 0.3.17 in the same run.
 
 For 1, 16 and 64 concurrent client tasks (closed loop, one request in flight each): puts of random 16-byte keys
-with 100-byte values into one partition and spread over 64 partitions, then linearizable gets and stale gets
+with 100-byte values into one partition, spread over 64 partitions and over 1,024, then linearizable gets and stale gets
 of keys written beforehand. Prints ops/s, p50 and p99 latency, and the CPU seconds used by the three servers and
 by the load generator over each measured window.
 
@@ -12,8 +12,8 @@ With ``--tls`` (a throw-away CA made in the run's temporary dir) or ``--certs-di
 for 127.0.0.1, ``client.crt``) the servers and the client use mutual TLS. ``--compare-tls`` runs the same figures
 without and with TLS on fresh clusters, alternating plain, TLS, TLS, plain, ... ``--repeat`` times (so both see
 the same machine), and prints the mean of each with TLS's cost; ``--clients 1,64``, ``--ops put,get`` and
-``--spread many`` narrow the figures. Each cluster also reports the time to establish a link (TCP connect, TLS
-handshake if any, HELLO exchange).
+``--spread many`` (or ``one``, ``1024``) narrow the figures. Each cluster also reports the time to establish a
+link (TCP connect, TLS handshake if any, HELLO exchange).
 
 Everything runs on 127.0.0.1 and stops by itself.
 """
@@ -52,6 +52,8 @@ CLIENTS = (1, 16, 64)
 KEY_BYTES = 16
 VALUE = b"v" * 100
 PRELOAD_KEYS = 2048
+#: Keys preloaded into each partition of the 1,024-partition spread.
+WIDE_KEYS = 16
 
 
 def free_port() -> int:
@@ -219,7 +221,7 @@ async def bench_borough(
     tls: bool = False,
     certs_dir: str | None = None,
     ops: tuple[str, ...] = tuple(OPS),
-    spreads: tuple[str, ...] = ("one", "many"),
+    spreads: tuple[str, ...] = ("one", "many", "1024"),
     results: dict[tuple[str, str, int], list[tuple[float, float]]] | None = None,
 ) -> list[str]:
     root = pathlib.Path(tempfile.mkdtemp(prefix="borough-bench-"))
@@ -240,19 +242,25 @@ async def bench_borough(
         async with borough.open_client(cluster.addresses, certs_dir=certs_dir) as client:
             one = ["bench-one"]
             many = [f"bench-{i}" for i in range(64)]
-            # Create the partitions and preload the keys the reads use.
+            # Create the partitions and preload the keys the reads use (fewer keys into each of 1,024).
             keys = [f"key{i:012d}" for i in range(PRELOAD_KEYS)]
-            with trio.fail_after(120):
+            wide = [f"bench-w{i}" for i in range(1024)] if "1024" in spreads else []
+            with trio.fail_after(300):
                 for name in one + many:
                     await client.partition(name).put("warm", 1)
                 for name in one + many:
                     part = client.partition(name)
                     for start in range(0, len(keys), 256):
                         await part.batch([("put", k, VALUE) for k in keys[start : start + 256]])
-            spread = {"one": (one, "1 partition"), "many": (many, "64 partitions")}
+                await _preload_wide(client, wide, keys[:WIDE_KEYS])
+            spread = {
+                "one": (one, "1 partition", keys),
+                "many": (many, "64 partitions", keys),
+                "1024": (wide, "1,024 partitions", keys[:WIDE_KEYS]),
+            }
             for op in ops:
                 label = OPS[op] + (" [tls]" if certs_dir else "")
-                for parts, where in (spread[name] for name in spreads):
+                for parts, where, keys in (spread[name] for name in spreads):
                     for clients in clients_list:
                         r = await run_load(
                             client,
@@ -275,6 +283,26 @@ async def bench_borough(
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
     return rows
+
+
+async def _preload_wide(client: borough.Client, names: list[str], keys: list[str]) -> None:
+    """Create ``names`` (16 client tasks) and write ``keys`` into each, one batch per partition (again after a
+    timeout: a batch carries a session, so a repeat is applied once)."""
+    todo = iter(names)
+
+    async def worker() -> None:
+        for name in todo:
+            for attempt in range(3):
+                try:
+                    await client.partition(name).batch([("put", k, VALUE) for k in keys])
+                    break
+                except borough.Timeout:
+                    if attempt == 2:
+                        raise
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(16):
+            nursery.start_soon(worker)
 
 
 def bench_pysyncobj(seconds: float, warmup: float, clients_list: tuple[int, ...]) -> list[str]:
@@ -300,7 +328,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="with --compare-tls: alternate this many times")
     parser.add_argument("--clients", default=",".join(map(str, CLIENTS)), help="client task counts, e.g. 1,64")
     parser.add_argument("--ops", default=",".join(OPS), help="put,get,stale")
-    parser.add_argument("--spread", default="one,many", help="one (1 partition), many (64 partitions)")
+    parser.add_argument(
+        "--spread", default="one,many,1024", help="one (1 partition), many (64 partitions), 1024 (1,024 partitions)"
+    )
     parser.add_argument("--txn", action="store_true", help="only the counter handler rows (issue 18)")
     args = parser.parse_args()
     seconds = 1.0 if args.quick else args.seconds

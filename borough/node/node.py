@@ -31,6 +31,7 @@ from borough.node.members import MemberWatch
 from borough.node.metrics import NodeMetrics
 from borough.node.outbox import RaftOutbox
 from borough.node.records import MemberStatus
+from borough.node.registrar import Registrar
 from borough.node.registry import Replicas
 from borough.node.replica import Replica
 from borough.node.roles import Roles
@@ -142,6 +143,7 @@ class Node:
             hosting=self.replicas.hosting,
             cluster_id=lambda: self.cluster.cluster_id,
             invoke_handler=None,
+            registrar=Registrar(nursery),
         )
         self.session = Session(
             directory=self.directory,

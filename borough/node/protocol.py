@@ -94,6 +94,8 @@ class Op:
     creates: ClassVar[bool]
     #: Operations only ``_system`` serves.
     system: ClassVar[bool]
+    #: Reads any replica can serve (linearizable ones through ReadIndex): routing spreads them over the replicas.
+    spread: ClassVar[bool] = False
 
     def __init_subclass__(
         cls, *, name: str | None = None, repeatable: bool | None = None, creates: bool = False, system: bool = False
@@ -154,6 +156,7 @@ def _decoded(body: Any, decode: Callable[[Any], _T]) -> _T:
 
 @attrs.frozen(slots=True)
 class Get(Op, name="get", repeatable=True):
+    spread: ClassVar[bool] = True
     key: str | bytes
     consistency: Consistency = "linearizable"
 
@@ -203,6 +206,7 @@ class Write(Op, name="write", repeatable=False, creates=True):
 
 @attrs.frozen(slots=True)
 class Scan(Op, name="scan", repeatable=True):
+    spread: ClassVar[bool] = True
     range: ScanRange
     limit: int
     consistency: Consistency = "linearizable"

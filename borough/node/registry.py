@@ -180,7 +180,7 @@ class Replicas:
 
     async def _restart(self, failed: Replica, delay: float) -> None:
         await trio.sleep(delay)
-        if failed.name not in self._replicas and failed.name in self._host.store.replicas():
+        if failed.name not in self._replicas and self._host.store.has_replica(failed.name):
             self.start(failed.name)
 
     async def bootstrap(self, name: str, voters: Sequence[str]) -> Replica:
@@ -200,7 +200,7 @@ class Replicas:
         replica = self._replicas.get(name)
         if replica is not None:
             return replica
-        if name in self._host.store.replicas():
+        if self._host.store.has_replica(name):
             return self.start(name)
         # A group is created from its directory record only on a node that never held a replica of it. Once the
         # group has moved away from this node (a tombstone is left), the record's voters are history: creating

@@ -136,8 +136,7 @@ class Replica:
         return self.is_leader or trio.current_time() - self._inbox.last_leader_contact <= within
 
     @property
-    def dropped_messages(self) -> int:
-        """Inbound messages dropped because the inbox was full."""
+    def dropped_messages(self) -> int:  # inbound messages dropped because the inbox was full
         return self._inbox.dropped
 
     def check_leader(self) -> None:
@@ -195,10 +194,11 @@ class Replica:
         self._inbox.wake()
         return waiter
 
-    async def read_barrier(self) -> None:
-        """Return once this replica's applied state reflects every write that completed before the call
-        (ReadIndex, §6.4 of Ongaro's thesis; served by the leader)."""
-        self.check_leader()
+    async def read_barrier(self, *, anywhere: bool = False) -> None:
+        """Return once this replica's applied state reflects every write that completed before the call (ReadIndex,
+        §6.4 of Ongaro's thesis): on the leader, or with ``anywhere`` on a follower too (it asks its leader, §6.4.1)."""
+        if not anywhere or self._stopped is not None:
+            self.check_leader()
         self._queue_room()
         waiter = self._reads.queue()
         self._inbox.wake()

@@ -35,8 +35,14 @@ logger = logging.getLogger(__name__)
 LEADER_CACHE_SIZE = 65_536
 BACKOFF_FIRST = 0.005
 BACKOFF_MAX = 0.5
+#: The longest backoff while the replicas answer but know no leader yet (a group being elected, such as a
+#: partition created a moment ago): the wait is about one election, so a long backoff would only add to it.
+BACKOFF_MAX_LEADERLESS = 0.05
 #: How long one node may take to answer before routing tries the next replica (see ``Router._attempt``).
 ATTEMPT_TIMEOUT = 2.0
+#: More reads than this in flight from one router to one partition make it hot: its reads then start at a random
+#: replica (spreading the load of a hot partition), not at its leader (fewest hops for a cool one).
+SPREAD_WHEN_READING = 4
 
 
 @attrs.frozen(slots=True)
@@ -76,12 +82,15 @@ class Router:
         execute: Execute,
         request_timeout: float,
         rng: random.Random,
+        me: Target | None = None,
     ) -> None:
+        self._me = me  # this node (a member's router): reads try it first, they need no network hop there
         self._locate = locate
         self._execute = execute
         self._timeout = request_timeout
         self._rng = rng
         self._leaders: OrderedDict[str, Target] = OrderedDict()
+        self._reading: dict[str, int] = {}  # spread reads in flight, by partition (entries leave at zero)
         self.retries = 0
 
     def leader_of(self, partition: str) -> Target | None:
@@ -113,12 +122,18 @@ class Router:
         token = _ROUND_ERRORS.set([]) if seen is None else None
         seen = _ROUND_ERRORS.get()
         assert seen is not None
+        if op.spread:
+            self._reading[partition] = self._reading.get(partition, 0) + 1
         try:
             with trio.move_on_after(self._timeout) as scope:
                 return await self._run(partition, op, seen=seen)
         finally:
             if token is not None:
                 _ROUND_ERRORS.reset(token)
+            if op.spread:
+                left = self._reading.pop(partition) - 1
+                if left:
+                    self._reading[partition] = left
         assert scope.cancelled_caught
         last = f" (last error: {seen[-1]})" if seen else ""
         unknown = "" if op.repeatable else "; the operation may or may not have taken effect"
@@ -134,9 +149,16 @@ class Router:
             tried: set[str] = set()
             queue: list[Target] = []
             cached = self._leaders.get(partition)
+            located: list[Target] | None = None
+            if op.spread:
+                # A read any replica serves: start at this node's if it has one (no network hop); else at the
+                # leader while the partition is cool (a follower would ask the leader anyway: one more hop),
+                # and at a random replica once it is hot, so a hot partition's reads spread over its replicas.
+                hot = self._reading.get(partition, 0) > SPREAD_WHEN_READING
+                located = await self._spread_targets(partition, op, None if hot else cached)
+                queue += located
             if cached is not None:
                 queue.append(cached)
-            located: list[Target] | None = None
             while True:
                 if not queue:
                     if located is not None:
@@ -167,7 +189,8 @@ class Router:
                     if isinstance(exc, NotLeader) and exc.leader_address and exc.leader_address not in tried:
                         queue.insert(0, Target(exc.leader, exc.leader_address))
                     continue
-                self.learn_leader(partition, target)
+                if not op.spread:  # (a read may have been served by a follower)
+                    self.learn_leader(partition, target)
                 return result
             if last_error is None:
                 last_error = Unavailable(f"no replica of partition {partition!r} is known yet")
@@ -175,7 +198,23 @@ class Router:
             self.retries += 1
             logger.debug("partition %r: no leader reached (%s); retrying in %.3f s", partition, last_error, delay)
             await trio.sleep(delay * (0.5 + self._rng.random()))
-            delay = min(BACKOFF_MAX, delay * 2)
+            electing = isinstance(last_error, NotLeader) and last_error.leader is None
+            delay = min(BACKOFF_MAX_LEADERLESS if electing else BACKOFF_MAX, delay * 2)
+
+    async def _spread_targets(self, partition: str, op: Op, leader: Target | None) -> list[Target]:
+        try:
+            targets = list(await self._locate(partition, op.creates))
+        except Unavailable:
+            return []
+        self._rng.shuffle(targets)
+        me = self._me
+
+        def order(t: Target) -> tuple[bool, bool]:
+            mine = me is not None and (t.node_id == me.node_id or t.address == me.address)
+            return (not mine, leader is None or t.address != leader.address)
+
+        targets.sort(key=order)
+        return targets
 
     async def _attempt(self, target: Target, partition: str, op: Op, *, confirmed: bool) -> Any:
         """One try of ``op`` at ``target``. A node that does not answer (stopped, cut off, overwhelmed) must

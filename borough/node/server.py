@@ -43,6 +43,7 @@ from borough.node.protocol import (
 from borough.node.ratelimit import PerCallerRate
 from borough.node.reads import read_value, scan_page
 from borough.node.records import Hosting, JoinResult, Limits
+from borough.node.registrar import Registrar
 from borough.node.replica import Replica
 from borough.node.roles import Roles
 from borough.node.statemachine import SystemStateMachine, encode_command, propose_write
@@ -110,8 +111,11 @@ class Server:
         invoke_handler: InvokeHandler | None,
         ring_targets: Callable[[str], Sequence[str]] = lambda partition: (),
         hosting: Callable[[], Hosting] = lambda: Hosting(replicas=(), leaderships=()),
+        registrar: Registrar | None = None,
     ) -> None:
         self._roles = roles
+        #: Batches the registrations of partitions created at the same time (None: one entry each).
+        self.registrar = registrar
         self._creations_per_second = rate = config.max_partition_creates_per_second
         self._creations = PerCallerRate(rate, rate)
         self._hosting = hosting
@@ -233,10 +237,11 @@ class Server:
         return await self._replicas.leader(partition, self._addresses.address_of)
 
     async def _read_barrier(self, partition: str, consistency: str) -> None:
-        if consistency == "stale":
-            await self._replicas.local(partition)
-        else:
-            await (await self._leader(partition)).read_barrier()
+        # Any replica serves reads, the leader's followers too (a linearizable one asks the leader for the read
+        # index and waits to apply it): routing spreads reads over the replicas.
+        replica = await self._replicas.local(partition)
+        if consistency != "stale":
+            await replica.read_barrier(anywhere=True)
 
     # --- requests -----------------------------------------------------------------------------------------
 
@@ -319,6 +324,8 @@ class Server:
         voters = self._replica_set(op.partition, table)
         if not voters:
             raise NotLeader(SYSTEM, None)  # no active member yet (still joining): retry
+        if self.registrar is not None:
+            return _checked(await self.registrar.register(replica.propose, op.partition, tuple(voters), table.version))
         return _checked(await replica.propose(encode_command(register_command(op.partition, voters, table.version))))
 
 

@@ -91,7 +91,9 @@ class Session:
         self._execute_here = execute_here
         self._hosted = hosted
         self.sequencer = Sequencer(rng)
-        self.router = Router(locate=directory.locate, execute=self._execute, request_timeout=request_timeout, rng=rng)
+        self.router = Router(
+            locate=directory.locate, execute=self._execute, request_timeout=request_timeout, rng=rng, me=me
+        )
 
     async def _execute(self, target: Target, partition: str, op: Op) -> Any:
         streams = op.streams if isinstance(op, Call) else None

@@ -31,6 +31,7 @@ __all__ = [
     "SystemState",
     "join_command",
     "register_command",
+    "register_many_command",
     "state_command",
 ]
 
@@ -61,6 +62,16 @@ def state_command(node_id: str, state: MemberState, *, expected: MemberState | N
 
 def register_command(name: str, voters: Iterable[str], table_version: int) -> list[Any]:
     return ["register", name, list(voters), table_version]
+
+
+#: Most partitions one ``register_many`` command registers (its entry stays far below a Raft message's limit).
+MAX_REGISTER_BATCH = 1024
+
+
+def register_many_command(records: Iterable[tuple[str, Iterable[str], int]]) -> list[Any]:
+    """Register many partitions in one entry (bulk creation): ``(name, voters, table_version)`` each. Applied as
+    that many ``register`` commands in order; the result is the list of their results."""
+    return ["register_many", [[name, list(voters), version] for name, voters, version in records]]
 
 
 class SystemState:
@@ -100,6 +111,8 @@ class SystemState:
             if kind == "register" and len(command) == 4:
                 record = DirectoryRecord.from_list(command[1:])  # the rule ``load`` will read it back with
                 return self._register(record.name, list(record.voters), record.table_version)
+            if kind == "register_many" and len(command) == 2 and isinstance(command[1], list):
+                return self._register_many(command[1])
         except (ValueError, KeyError, TypeError, RemoteProtocolError) as exc:
             return [], Refused(f"_system command {kind!r} refused: {exc}")
         return [], Refused(f"unknown _system command {command!r:.100}")
@@ -126,6 +139,23 @@ class SystemState:
             return [], self.members  # already so, or no longer in the state the change was decided on
         table = self.members.with_state(node_id, state)
         return self._write_members(table), table
+
+    def _register_many(self, items: list[Any]) -> tuple[list[list[Any]], Any]:
+        if len(items) > MAX_REGISTER_BATCH:
+            return [], Refused(f"register_many of {len(items)} partitions: at most {MAX_REGISTER_BATCH} at once")
+        ops: list[list[Any]] = []
+        results: list[Any] = []
+        for item in items:
+            # Each item is checked on its own: one malformed item is refused alone, the others stand.
+            try:
+                record = DirectoryRecord.from_list(item)
+            except (ValueError, KeyError, TypeError, RemoteProtocolError) as exc:
+                results.append(Refused(f"register_many: item refused: {exc}"))
+                continue
+            new_ops, result = self._register(record.name, list(record.voters), record.table_version)
+            ops += new_ops
+            results.append(result)
+        return ops, results
 
     def _register(self, name: str, voters: list[NodeId], version: int) -> tuple[list[list[Any]], Any]:
         existing = self.directory.get(name)

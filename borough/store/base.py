@@ -28,7 +28,7 @@ from borough.raft.records import ConfState, Entry, HardState, SnapshotMeta, Tomb
 from borough.raft.storage import LogCompacted, LogUnavailable
 from borough.store import encoding as enc
 from borough.store.batch import WriteBatch
-from borough.store.state import MISSING, InvalidLogOperation, PartitionState, RawBatch, Reader, View
+from borough.store.state import MISSING, InvalidLogOperation, PartitionState, PartMap, RawBatch, Reader, View
 from borough.store.translate import Translation
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ class Store(abc.ABC):
             self._garbage = True
         self._next_id = next_id
         self._active_staging.clear()
-        self._view = View(parts, self._engine_reader())
+        self._view = View(PartMap(parts), self._engine_reader())
         logger.debug("%s: opened with %d replicas", self.describe(), len(parts))
 
     def _load_partition(self, reader: Reader, name: str, pid: int) -> PartitionState:
@@ -228,6 +228,10 @@ class Store(abc.ABC):
     def replicas(self) -> list[str]:
         """Names of the partitions that have state here, sorted (so a restart resumes every replica)."""
         return sorted(self._v().parts)
+
+    def has_replica(self, partition: str) -> bool:
+        """Whether ``partition`` has state here (``partition in replicas()``, without listing them all)."""
+        return partition in self._v().parts
 
     def _state(self, partition: str) -> tuple[View, PartitionState]:
         view = self._v()
@@ -424,13 +428,7 @@ class Store(abc.ABC):
                 raw.put(enc.META_NEXT_ID, enc.pack_u64(self._next_id))
             self._commit(raw)
             # Publish: one new view (states and a reader taken now), swapped in by one assignment.
-            parts = dict(view.parts)
-            for name, st in done.changes.items():
-                if st is None:
-                    parts.pop(name, None)
-                else:
-                    parts[name] = st
-            self._view = View(parts, self._engine_reader())
+            self._view = View(view.parts.updated(done.changes), self._engine_reader())
             self._garbage = self._garbage or done.garbage
             for install in done.installs:
                 self._active_staging.discard(install._gen)

@@ -16,7 +16,9 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 
+import outcome
 import trio
 
 from borough.errors import StorageError
@@ -67,6 +69,9 @@ class GroupCommit:
         self._collect_garbage = collect_garbage
         self._garbage_step = garbage_step
         self._open = _Cycle()
+        #: Unsynced batches that arrived while a synced write was in flight: written (without fsync) as soon
+        #: as it ends, before the next synced write, so they never wait for an fsync of their own.
+        self._unsynced = _Cycle()
         self._in_flight = False
         self._work = trio.lowlevel.ParkingLot()  # the writer waits here for batches
         self._space = trio.lowlevel.ParkingLot()  # committers wait here for room in the open cycle
@@ -104,9 +109,11 @@ class GroupCommit:
         """Write ``batch`` in the next synced write and return once it is durable.
 
         With ``sync=False`` the batch only has to be written, not synced (Raft's commit index and applied
-        state, which are recovered from the synced log after a crash): a cycle made only of such batches is
-        written without fsync and on the trio thread, which takes microseconds. It still goes out in order with
-        every other batch, and is durable once any later synced cycle is.
+        state, which are recovered from the synced log after a crash): it is written without fsync on the trio
+        thread, which takes microseconds, at once or, while a synced write is in flight, as soon as that write
+        ends (never behind an fsync of its own). It is durable once any later synced write is. Batches of one
+        committer are written in the order it commits them (a committer waits for each before the next); batches
+        of different committers, which touch different partitions, may be reordered.
 
         Waits first while the pending batches or bytes are at their cap (backpressure). If cancelled while
         waiting for room, the batch is not written; if cancelled later, it may or may not have been written.
@@ -116,11 +123,20 @@ class GroupCommit:
             raise ValueError("this write batch belongs to another store")
         await trio.lowlevel.checkpoint_if_cancelled()
         self._check()
-        if not sync and not self._in_flight and not self._open.batches:
-            # Nothing to wait for and nothing to sync: write it now, on this thread (microseconds), instead of
-            # handing it to the writer task. Order is kept: no other write is pending or in flight.
-            error = self._write_batches([batch], False)[0]
-            await trio.lowlevel.cancel_shielded_checkpoint()
+        if not sync:
+            # Nothing to sync: write it now, on this thread (microseconds), or, while a synced write holds the
+            # store, right after that write, but never behind an fsync it does not need. Batches still waiting in
+            # the open cycle may go after it: each committer has one batch at a time and batches of different
+            # committers touch different partitions, so their order does not matter (see ``commit``).
+            if not self._in_flight:
+                error = self._write_batches([batch], False)[0]
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            else:
+                cycle = self._unsynced
+                slot = len(cycle.batches)
+                cycle.batches.append(batch)
+                await cycle.done.wait()
+                error = cycle.results[slot]
             if error is None:
                 return
             if isinstance(error, InvalidLogOperation):
@@ -169,7 +185,7 @@ class GroupCommit:
                     # _write fills cycle.results itself, so a write that finished is reported even if we are
                     # cancelled while the worker thread runs (the thread is never abandoned).
                     if self._offload and cycle.sync:
-                        await trio.to_thread.run_sync(self._write, cycle)
+                        await _in_thread(partial(self._write, cycle))
                     else:
                         self._write(cycle)
                     if self.observe is not None:
@@ -179,12 +195,24 @@ class GroupCommit:
                     if not cycle.results:  # cancelled before the write started (a started one always ends)
                         cycle.results = [_closed_error()] * len(cycle.batches)
                     cycle.done.set()
+                    if self._unsynced.batches:
+                        self._write_unsynced()
         finally:
             self._closed = True
-            self._open.results = [_closed_error()] * len(self._open.batches)
-            self._open.done.set()
+            for left in (self._open, self._unsynced):
+                left.results = [_closed_error()] * len(left.batches)
+                left.done.set()
             self._space.unpark_all()
             self._idle.unpark_all()
+
+    def _write_unsynced(self) -> None:
+        """The unsynced batches that waited for the synced write that just ended: one write, no fsync."""
+        cycle, self._unsynced = self._unsynced, _Cycle()
+        started = trio.current_time()
+        cycle.results = self._write_batches(cycle.batches, False)
+        if self.observe is not None:
+            self.observe(len(cycle.batches), False, trio.current_time() - started)
+        cycle.done.set()
 
     def _write(self, cycle: _Cycle) -> None:
         """One cycle (in a worker thread when offloading): the merged batch as one synced write."""
@@ -240,8 +268,23 @@ class GroupCommit:
 
     async def _drain(self) -> None:
         self._draining = True
-        while self._open.batches or self._in_flight:
+        while self._open.batches or self._in_flight or self._unsynced.batches:
             await self._idle.park()
+
+
+async def _in_thread(fn: Callable[[], None]) -> None:
+    """Run ``fn`` in a worker thread and wait until it returns, even when cancelled meanwhile (the cancellation
+    then comes at the next checkpoint): ``trio.to_thread.run_sync(fn)`` without what a synced write per cycle
+    need not pay for (naming the OS thread twice, copying the context, a capacity limiter)."""
+    task = trio.lowlevel.current_task()
+    token = trio.lowlevel.current_trio_token()
+
+    def deliver(result: outcome.Outcome[None]) -> None:
+        token.run_sync_soon(trio.lowlevel.reschedule, task, result)
+
+    trio.lowlevel.start_thread_soon(fn, deliver)
+    await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
+    await trio.lowlevel.checkpoint_if_cancelled()  # a cancellation that came while the thread ran
 
 
 @asynccontextmanager

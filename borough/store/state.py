@@ -16,7 +16,7 @@ from borough.errors import LocalProtocolError
 from borough.raft.records import HardState, SnapshotMeta
 from borough.store import encoding as enc
 
-__all__ = ["InvalidLogOperation", "PartitionState", "RawBatch", "Reader", "View", "MISSING"]
+__all__ = ["InvalidLogOperation", "PartMap", "PartitionState", "RawBatch", "Reader", "View", "MISSING"]
 
 
 class InvalidLogOperation(LocalProtocolError, ValueError):
@@ -101,11 +101,71 @@ class PartitionState:
         return self.log_hi if self.log_hi >= self.log_lo else self.snap.index
 
 
+class PartMap:
+    """Partition name -> state, immutable. ``updated`` makes a new map that shares every bucket the change does
+    not touch, so publishing a write costs in proportion to the partitions it touched, not to the partitions
+    the store holds (a node with 10,000 replicas writes as cheaply as one with ten). Iteration order is
+    arbitrary (by bucket): callers that need an order sort."""
+
+    __slots__ = ("_buckets", "_len")
+
+    #: Buckets (a power of two): a change copies the list of buckets and each bucket it touches.
+    BUCKETS = 256
+
+    def __init__(self, items: dict[str, PartitionState] | None = None) -> None:
+        mask = self.BUCKETS - 1
+        buckets: list[dict[str, PartitionState]] = [{} for _ in range(self.BUCKETS)]
+        for name, st in (items or {}).items():
+            buckets[hash(name) & mask][name] = st
+        self._buckets = buckets
+        self._len = sum(len(b) for b in buckets)
+
+    def get(self, name: str) -> PartitionState | None:
+        return self._buckets[hash(name) & (self.BUCKETS - 1)].get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self._buckets[hash(name) & (self.BUCKETS - 1)]
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator[str]:
+        for bucket in self._buckets:
+            yield from bucket
+
+    def updated(self, changes: dict[str, PartitionState | None]) -> PartMap:
+        """A new map with ``changes`` made (None removes the partition); this one is left as it is."""
+        if not changes:
+            return self
+        mask = self.BUCKETS - 1
+        buckets = list(self._buckets)
+        copied: set[int] = set()
+        length = self._len
+        for name, st in changes.items():
+            i = hash(name) & mask
+            if i not in copied:
+                buckets[i] = dict(buckets[i])
+                copied.add(i)
+            bucket = buckets[i]
+            had = name in bucket
+            if st is None:
+                if had:
+                    del bucket[name]
+                    length -= 1
+            else:
+                bucket[name] = st
+                length += not had
+        new = PartMap.__new__(PartMap)
+        new._buckets = buckets
+        new._len = length
+        return new
+
+
 @attrs.frozen
 class View:
     """What reads go through: every partition's state and an engine reader that agrees with them."""
 
-    parts: dict[str, PartitionState]
+    parts: PartMap
     reader: Reader
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from borough.raft.records import SnapshotMeta
 from borough.store import batch as B
 from borough.store import encoding as enc
-from borough.store.state import InvalidLogOperation, PartitionState, RawBatch
+from borough.store.state import InvalidLogOperation, PartitionState, PartMap, RawBatch
 
 if TYPE_CHECKING:
     from borough.store.base import Store
@@ -31,9 +31,7 @@ class Translation:
     """One batch's translation. After ``run``: ``changes`` maps each touched partition to its new state (None
     when destroyed), ``installs`` lists the snapshot installs switched in, ``garbage`` says trash was marked."""
 
-    def __init__(
-        self, parts: dict[str, PartitionState], raw: RawBatch, alloc_id: Callable[[], int], store: Store
-    ) -> None:
+    def __init__(self, parts: PartMap, raw: RawBatch, alloc_id: Callable[[], int], store: Store) -> None:
         self._parts = parts
         self._put = raw.put
         self._delete = raw.delete

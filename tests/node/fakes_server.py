@@ -81,8 +81,10 @@ class FakeReplica:
         self.proposed: list[Any] = []
         self.script: deque[Any] = deque()
 
-    async def read_barrier(self) -> None:
+    async def read_barrier(self, *, anywhere: bool = False) -> None:
         await trio.lowlevel.checkpoint()
+        if not anywhere and not self.is_leader:
+            raise NotLeader(self.name, self.leader)
         self.barriers += 1
 
     async def propose(self, data: bytes) -> Any:

@@ -20,7 +20,7 @@ from borough.errors import (
     Unavailable,
 )
 from borough.node import routing
-from borough.node.protocol import FindLeader, Info, Write
+from borough.node.protocol import FindLeader, Get, Info, Write
 from borough.node.records import Delete
 from borough.node.routing import Router, Target, proves_not_run, seconds_left
 
@@ -100,6 +100,23 @@ async def test_skips_unreachable_replicas_and_retries_with_backoff(autojump_cloc
         assert await router.run("p", READ) == "elected"
     assert 0.3 <= trio.current_time() - start < 0.8
     assert router.retries >= 3 and calls[:3] == ["a", "b", "c"]
+
+
+async def test_while_a_group_is_elected_the_backoff_stays_short(autojump_clock: trio.testing.MockClock) -> None:
+    """Replicas that answer but know no leader (a partition created a moment ago) cost the caller about one
+    election, not the election plus a backoff grown towards BACKOFF_MAX; unreachable replicas still back off."""
+    answers: dict[str, Any] = {"a:1": NotLeader("p"), "b:1": NotLeader("p"), "c:1": NotLeader("p")}
+    router = make_router(answers, [])
+
+    async def elect_later() -> None:
+        await trio.sleep(1.0)
+        answers["a:1"] = "elected"
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(elect_later)
+        start = trio.current_time()
+        assert await router.run("p", READ) == "elected"
+    assert 1.0 <= trio.current_time() - start <= 1.0 + 1.5 * routing.BACKOFF_MAX_LEADERLESS
 
 
 async def test_times_out_with_the_last_error(autojump_clock: trio.testing.MockClock) -> None:
@@ -302,3 +319,43 @@ async def test_seconds_left_is_zero_once_the_deadline_has_passed() -> None:
         await trio.lowlevel.checkpoint()
     assert cancelled.cancelled_caught
     assert left == 0.0
+
+
+async def test_reads_of_a_cool_partition_go_to_its_leader(autojump_clock: trio.testing.MockClock) -> None:
+    """One read at a time: the leader answers (a follower would have to ask it for the read index: a hop more)."""
+    calls: list[str] = []
+    router = make_router({"a:1": "ok", "b:1": "ok", "c:1": "ok"}, calls)
+    router.learn_leader("p", A)
+    for _ in range(20):
+        assert await router.run("p", Get("k")) == "ok"
+    assert calls == ["a"] * 20
+
+
+async def test_reads_of_a_hot_partition_spread_over_the_replicas_and_teach_no_leader(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Many reads in flight to one partition: routing starts them at random replicas (followers read through
+    ReadIndex), so they spread over all of them, and the replica that answered is not taken for the leader (a
+    write after it still goes where the leader cache says)."""
+    calls: list[str] = []
+    router = make_router({"a:1": "ok", "b:1": "ok", "c:1": "ok"}, calls)
+    router.learn_leader("p", A)
+
+    async def read() -> None:
+        assert await router.run("p", Get("k")) == "ok"
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(60):
+            nursery.start_soon(read)
+    assert {node: calls.count(node) for node in "abc"} == {node: pytest.approx(20, abs=10) for node in "abc"}
+    assert router.leader_of("p") == A
+    assert not router._reading  # nothing left behind once the reads are done
+
+
+async def test_a_read_that_a_replica_refuses_goes_on_to_the_next(autojump_clock: trio.testing.MockClock) -> None:
+    calls: list[str] = []
+    router = make_router({"a:1": NotLeader("p"), "b:1": NotLeader("p"), "c:1": "ok"}, calls)
+    for _ in range(10):
+        calls.clear()
+        assert await router.run("p", Get("k")) == "ok"
+        assert calls[-1] == "c" and len(calls) <= 3

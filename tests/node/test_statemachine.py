@@ -26,6 +26,7 @@ from borough.node.system_state import (
     SystemState,
     join_command,
     register_command,
+    register_many_command,
     state_command,
 )
 from borough.raft.records import Entry, EntryKind
@@ -183,6 +184,27 @@ def test_a_register_the_loader_would_reject_is_refused() -> None:
     if not isinstance(result, Refused):
         loaded(ops)  # raises RemoteProtocolError: the _system replica could never reload its own data
     assert isinstance(result, Refused) and ops == []
+
+
+def test_register_many_registers_each_in_order_and_refuses_a_bad_item_alone() -> None:
+    state = SystemState()
+    state.apply(register_command("p", ["n1"], 1))
+    ops, results = state.apply(
+        register_many_command([("q", ["n2"], 3), ("p", ["n9"], 3), ("r", [], 3), ("q", ["n5"], 4)])
+    )
+    q = DirectoryRecord(name="q", voters=(NodeId("n2"),), table_version=3)
+    p = DirectoryRecord(name="p", voters=(NodeId("n1"),), table_version=1)
+    assert results[:2] == [q, p] and isinstance(results[2], Refused) and results[3] == q
+    assert ops == [["put", "d/q", encode_value(q.to_list())]]
+    assert loaded(ops).directory == {"q": q}
+    ops, result = state.apply(["register_many", [["s", ["n1"], 1], "junk"]])
+    assert isinstance(result[1], Refused) and state.directory["s"].voters == ("n1",)
+
+
+def test_register_many_of_too_many_partitions_is_refused_whole() -> None:
+    state = SystemState()
+    ops, result = state.apply(register_many_command((f"p{i}", ["n1"], 1) for i in range(1025)))
+    assert ops == [] and isinstance(result, Refused) and state.directory == {}
 
 
 BAD_COMMANDS: dict[str, Any] = {

@@ -21,9 +21,11 @@ class CountingStore(MemoryStore):
     def __init__(self) -> None:
         super().__init__()
         self.synced_writes: list[int] = []  # ops per synced write
+        self.log: list[tuple[bool, list[str]]] = []  # (synced?, partitions) per write, in order
 
     def write(self, batch: WriteBatch, *, sync: bool = True) -> None:
         super().write(batch, sync=sync)
+        self.log.append((sync, sorted({op[1] for op in batch._ops})))
         if sync:
             self.synced_writes.append(len(batch))
 
@@ -282,7 +284,8 @@ async def test_unsynced_batches_skip_fsync_and_wait_behind_a_synced_write(
         # Nothing in flight: written at once, without sync (a crash loses it).
         await gc.commit(put_batch(store, "p", "a", 1), sync=False)
         assert store.get("p", "a") == "a" and store.synced_writes == []
-        # Behind a synced write in flight, it joins the next cycle instead (order is kept).
+        # Behind a synced write in flight, it is written as soon as that write ends, without an fsync of its own
+        # (it never waits for the next synced write), and before the batches waiting for that one.
         store.gate.clear()
         store.entered.clear()
         async with trio.open_nursery() as nursery:
@@ -295,10 +298,13 @@ async def test_unsynced_batches_skip_fsync_and_wait_behind_a_synced_write(
                 done.set()
 
             nursery.start_soon(unsynced)
+            nursery.start_soon(gc.commit, put_batch(store, "q", "d", 1))  # synced: waits for the next write
             await trio.sleep(1)
             assert not done.is_set()
             store.gate.set()
-        assert store.get("p", "c") == "c"
+        # b's synced write, then c alone and unsynced, then d's synced write.
+        assert [(sync, parts) for sync, parts in store.log[1:]] == [(True, ["p"]), (False, ["p"]), (True, ["q"])]
+        assert store.get("p", "c") == "c" and store.get("q", "d") == "d"
     store.crash()
     assert store.get("p", "b") == "b"  # the synced write made the earlier unsynced one durable too
     assert store.get("p", "a") == "a"

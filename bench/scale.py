@@ -1,0 +1,189 @@
+"""Scale benchmark: many partitions on three ``borough serve`` processes (loopback, fsync on).
+
+Creates ``--partitions`` partitions (a first put into each, from ``--create-clients`` concurrent client tasks
+of one ``open_client`` in this process) and prints partitions/s; then, with every partition idle, the CPU each
+node uses over ``--idle-seconds`` and its RSS; then the latency of a first write to a cold (new) partition
+next to a write to an existing one; then a put and a linearizable get load on 100 random partitions while the
+rest sit idle (ops/s, p50, p99).
+
+    .venv/bin/python bench/scale.py                      # 10,000 partitions, 30 s idle window
+    .venv/bin/python bench/scale.py --quick              # 1,000 partitions, 10 s idle window, 2 s loads
+
+Everything runs on 127.0.0.1 and stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import random
+import shutil
+import sys
+import tempfile
+import time
+
+import trio
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from cluster import Cluster, percentile, proc_cpu  # noqa: E402
+
+import borough  # noqa: E402
+
+VALUE = b"v" * 100
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def create(client: borough.Client, names: list[str], concurrency: int) -> tuple[float, int]:
+    """First put into every partition of ``names`` (one retry after a timeout); returns the seconds it took and
+    how many puts timed out."""
+    it = iter(names)
+    t0 = time.perf_counter()
+    timeouts = 0
+
+    async def worker() -> None:
+        nonlocal timeouts
+        for name in it:
+            for _ in range(2):
+                try:
+                    await client.partition(name).put("k", VALUE)
+                    break
+                except borough.Timeout:
+                    timeouts += 1
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(concurrency):
+            nursery.start_soon(worker)
+    return time.perf_counter() - t0, timeouts
+
+
+async def load(
+    client: borough.Client, names: list[str], *, op: str, clients: int, seconds: float
+) -> tuple[float, float, float]:
+    latencies: list[float] = []
+    stop_at = trio.current_time() + seconds
+    rng = random.Random(clients)
+
+    async def worker() -> None:
+        while trio.current_time() < stop_at:
+            part = client.partition(names[rng.randrange(len(names))])
+            t0 = time.perf_counter()
+            try:
+                if op == "put":
+                    await part.put(os.urandom(8).hex(), VALUE)
+                else:
+                    await part.get("k")
+            except borough.Timeout:
+                continue  # (counted by its absence; the p99 then understates)
+            latencies.append(time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(clients):
+            nursery.start_soon(worker)
+    elapsed = time.perf_counter() - t0
+    latencies.sort()
+    return len(latencies) / elapsed, percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000
+
+
+async def run(args: argparse.Namespace) -> None:
+    root = pathlib.Path(tempfile.mkdtemp(prefix="borough-scale-"))
+    cluster = Cluster(root)
+    try:
+        cluster.start()
+        pids = [p.pid for p in cluster.procs]
+        async with borough.open_client(cluster.addresses) as client:
+            names = [f"p{i:06d}" for i in range(args.partitions)]
+            with trio.fail_after(30):
+                await client.partition("warmup").put("k", VALUE)
+            cpu0 = [proc_cpu(pid) for pid in pids]
+            took, timeouts = await create(client, names, args.create_clients)
+            cpu1 = [proc_cpu(pid) for pid in pids]
+            print(
+                f"created {len(names):,} partitions in {took:.1f} s: {len(names) / took:,.0f} partitions/s "
+                f"({args.create_clients} client tasks, {timeouts} timed out once); "
+                f"server CPU {sum(cpu1) - sum(cpu0):.1f} s",
+                flush=True,
+            )
+            await trio.sleep(args.settle)
+            cpu0 = [proc_cpu(pid) for pid in pids]
+            t0 = time.perf_counter()
+            await trio.sleep(args.idle_seconds)
+            elapsed = time.perf_counter() - t0
+            cpu1 = [proc_cpu(pid) for pid in pids]
+            idle = [100 * (b - a) / elapsed for a, b in zip(cpu0, cpu1, strict=True)]
+            rss = [rss_mb(pid) for pid in pids]
+            print(
+                f"idle over {elapsed:.0f} s: CPU per node {', '.join(f'{c:.1f}%' for c in idle)} of a core; "
+                f"RSS per node {', '.join(f'{r:.0f} MB' for r in rss)}",
+                flush=True,
+            )
+            cold: list[float] = []
+            warm: list[float] = []
+            failed = 0
+            for i in range(args.cold):
+                part = client.partition(f"cold{i:04d}")
+                try:
+                    t0 = time.perf_counter()
+                    await part.put("k", VALUE)
+                    cold.append(time.perf_counter() - t0)
+                    t0 = time.perf_counter()
+                    await part.put("k2", VALUE)
+                    warm.append(time.perf_counter() - t0)
+                except borough.Timeout:
+                    failed += 1
+            cold.sort()
+            warm.sort()
+            print(
+                f"first write to a cold partition: p50 {percentile(cold, 0.5) * 1000:.1f} ms, "
+                f"max {max(cold, default=float('nan')) * 1000:.1f} ms; next write to it: p50 "
+                f"{percentile(warm, 0.5) * 1000:.2f} ms (over {args.cold}; {failed} timed out)",
+                flush=True,
+            )
+            hot = random.Random(1).sample(names, min(100, len(names)))
+            for op in ("put", "get"):
+                ops, p50, p99 = await load(client, hot, op=op, clients=args.clients, seconds=args.load_seconds)
+                what = "puts" if op == "put" else "linearizable gets"
+                print(
+                    f"{what} on 100 random partitions ({args.clients} client tasks), the rest idle: "
+                    f"{ops:,.0f}/s, p50 {p50:.2f} ms, p99 {p99:.2f} ms",
+                    flush=True,
+                )
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--partitions", type=int, default=None, help="partitions to create (10,000; --quick 1,000)")
+    parser.add_argument("--quick", action="store_true", help="1,000 partitions, 10 s idle window, 2 s loads")
+    parser.add_argument("--idle-seconds", type=float, default=None, help="idle CPU window (30 s; --quick 10 s)")
+    parser.add_argument("--settle", type=float, default=5.0, help="seconds to wait after creating before measuring")
+    parser.add_argument("--create-clients", type=int, default=128, help="concurrent creating client tasks")
+    parser.add_argument("--clients", type=int, default=16, help="client tasks of the load on 100 partitions")
+    parser.add_argument("--load-seconds", type=float, default=None, help="seconds per load (5; --quick 2)")
+    parser.add_argument("--cold", type=int, default=20, help="cold partitions to time a first write on")
+    args = parser.parse_args()
+    if args.partitions is None:
+        args.partitions = 1_000 if args.quick else 10_000
+    if args.idle_seconds is None:
+        args.idle_seconds = 10.0 if args.quick else 30.0
+    if args.load_seconds is None:
+        args.load_seconds = 2.0 if args.quick else 5.0
+    print(f"scale benchmark: 3 borough serve processes on 127.0.0.1, fsync on; {args.partitions:,} partitions")
+    trio.run(run, args)
+
+
+if __name__ == "__main__":
+    main()
