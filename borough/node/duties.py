@@ -123,7 +123,10 @@ class Duties:
             since = max(seen.since if seen.since is not None else now, leading_since)
             if now - since >= self._dead_after:
                 logger.warning("marking member %s dead: unreachable for %.1f s", member.node_id, now - since)
-                await replica.propose(encode_command(state_command(member.node_id, MemberState.DEAD)))
+                # Only if it is still ACTIVE when the command applies: ``table`` may be older than a change
+                # ordered before it (a decommission marking it LEAVING), which DEAD must not overwrite.
+                command = state_command(member.node_id, MemberState.DEAD, expected=MemberState.ACTIVE)
+                await replica.propose(encode_command(command))
 
     # --- every group this node leads --------------------------------------------------------------------
 

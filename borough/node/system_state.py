@@ -51,8 +51,13 @@ def join_command(node_id: str, address: str) -> list[Any]:
     return ["join", node_id, address]
 
 
-def state_command(node_id: str, state: MemberState) -> list[Any]:
-    return ["state", node_id, int(state)]
+def state_command(node_id: str, state: MemberState, *, expected: MemberState | None = None) -> list[Any]:
+    """Set ``node_id``'s state. With ``expected``, only if the member is in that state when the command is
+    applied: a decision taken on an older table (the failure detector's "this ACTIVE member is dead") must not
+    overwrite a change Raft ordered before it (a decommission's LEAVING)."""
+    if expected is None:
+        return ["state", node_id, int(state)]
+    return ["state", node_id, int(state), int(expected)]
 
 
 def register_command(name: str, voters: Iterable[str], table_version: int) -> list[Any]:
@@ -100,8 +105,9 @@ class SystemState:
         try:
             if kind == "join" and len(command) == 3:
                 return self._join(NodeId(str(command[1])), str(command[2]))
-            if kind == "state" and len(command) == 3:
-                return self._set_state(NodeId(str(command[1])), MemberState(int(command[2])))
+            if kind == "state" and len(command) in (3, 4):
+                expected = MemberState(int(command[3])) if len(command) == 4 else None
+                return self._set_state(NodeId(str(command[1])), MemberState(int(command[2])), expected)
             if kind == "register" and len(command) == 4:
                 record = DirectoryRecord.from_list(command[1:])  # the rule ``load`` will read it back with
                 return self._register(record.name, list(record.voters), record.table_version)
@@ -125,10 +131,12 @@ class SystemState:
         table = self.members.with_member(Member(node_id=node_id, address=address, state=state))
         return self._write_members(table), table
 
-    def _set_state(self, node_id: NodeId, state: MemberState) -> tuple[list[list[Any]], Any]:
+    def _set_state(
+        self, node_id: NodeId, state: MemberState, expected: MemberState | None = None
+    ) -> tuple[list[list[Any]], Any]:
         current = self.members[node_id]
-        if current.state is state:
-            return [], self.members
+        if current.state is state or (expected is not None and current.state is not expected):
+            return [], self.members  # already so, or no longer in the state the change was decided on
         table = self.members.with_state(node_id, state)
         return self._write_members(table), table
 

@@ -132,6 +132,20 @@ def test_a_state_command_marks_a_member_dead_once() -> None:
     assert state.apply(state_command("n2", MemberState.DEAD)) == ([], table)
 
 
+def test_a_conditional_state_command_changes_only_a_member_still_in_the_expected_state() -> None:
+    # The _system leader marks an unreachable member DEAD only if it is still ACTIVE when the command applies: a
+    # decommission's LEAVING ordered before it must stay (tests/testing/scenarios/dead-over-leaving-37.json).
+    state = SystemState()
+    state.apply(join_command("n1", "n1:1"))
+    state.apply(join_command("n2", "n2:1"))
+    _, leaving = state.apply(state_command("n2", MemberState.LEAVING))
+    assert state.apply(state_command("n2", MemberState.DEAD, expected=MemberState.ACTIVE)) == ([], leaving)
+    _, table = state.apply(join_command("n2", "n2:1"))  # it announces itself again: still being drained
+    assert table[NodeId("n2")].state is MemberState.LEAVING
+    ops, table = state.apply(state_command("n1", MemberState.DEAD, expected=MemberState.ACTIVE))
+    assert len(ops) == 1 and table[NodeId("n1")].state is MemberState.DEAD
+
+
 def test_a_dead_member_that_joins_again_is_active() -> None:
     state = SystemState()
     state.apply(join_command("n1", "n1:1"))
@@ -204,6 +218,8 @@ BAD_COMMANDS: dict[str, Any] = {
     "state of an unknown member": ["state", "n9", 3],
     "state out of range": ["state", "n1", 17],
     "state not a number": ["state", "n1", "dead"],
+    "state expecting a state out of range": ["state", "n1", 3, 17],
+    "state too long": ["state", "n1", 3, 1, 1],
     "register too long": ["register", "q", ["n1"], 1, "extra"],
     "register voters not iterable": ["register", "q", 5, 1],
     "register version not a number": ["register", "q", ["n1"], "one"],
