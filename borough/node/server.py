@@ -58,6 +58,8 @@ __all__ = ["Server"]
 
 logger = logging.getLogger(__name__)
 
+#: Longest a follower waits for a read index to arrive and apply before it sends the read on (NotLeader).
+FOLLOWER_READ_WAIT = 0.5
 #: Longest wait for a handler's unread local streams to close (shielded: it runs during cancellation too).
 CLOSE_TIMEOUT = 1.0
 #: Runs the application's handler for ``partition`` with the backend of ``request.partition``, the backend other
@@ -240,8 +242,21 @@ class Server:
         # Any replica serves reads, the leader's followers too (a linearizable one asks the leader for the read
         # index and waits to apply it): routing spreads reads over the replicas.
         replica = await self._replicas.local(partition)
-        if consistency != "stale":
+        if consistency == "stale" or replica.is_leader:
+            if consistency != "stale":
+                await replica.read_barrier()
+            return
+        # A follower serves it only while it is a voter with a leader, and only if the read index
+        # arrives and applies soon: a replica still receiving its data (a move's new member) would hold the
+        # read until the caller's attempt ran out. Refused (NotLeader: a read is safe anywhere), routing
+        # goes on to the next replica or the leader.
+        status = replica.status()
+        if status.leader is None or status.learner or NodeId(self._node_id) not in status.conf_state.voters:
+            raise NotLeader(partition, status.leader)
+        with trio.move_on_after(FOLLOWER_READ_WAIT):
             await replica.read_barrier(anywhere=True)
+            return
+        raise NotLeader(partition, status.leader)
 
     # --- requests -----------------------------------------------------------------------------------------
 
