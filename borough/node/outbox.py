@@ -31,6 +31,8 @@ RAFT = "raft"
 #: Most bytes of Raft messages (estimated) one frame carries: well under the wire's 8 MiB frame limit, so the
 #: appends of many groups catching up one peer leave as several frames, never as one frame the wire refuses.
 FRAME_BUDGET = 2 * 1024 * 1024
+#: At most one dropped inbound message is logged this often (the rest are counted: ``dropped_inbound``).
+LOG_EVERY = 10.0
 #: Estimated bytes of a message besides its entries' data, and of each entry besides its data.
 _MESSAGE_OVERHEAD = 64
 _ENTRY_OVERHEAD = 24
@@ -76,6 +78,8 @@ class RaftOutbox:
         self.dropped_inbound = 0
         self.dropped_outbound = 0
         self._frame_budget = frame_budget
+        self._reported_at = -LOG_EVERY  # when a dropped inbound message was last logged
+        self._unreported = 0
 
     # --- outbound -------------------------------------------------------------------------------------------
 
@@ -127,12 +131,27 @@ class RaftOutbox:
 
     # --- inbound --------------------------------------------------------------------------------------------
 
+    def _drop(self, message: str, *args: object) -> None:
+        """Count a dropped inbound message; log at most one every ``LOG_EVERY`` seconds (a hostile peer's frame
+        of a hundred malformed items, resent in a loop, must not turn into a hundred log lines each time: the
+        logging alone would starve the event loop, as the live-port fuzzer showed)."""
+        self.dropped_inbound += 1
+        try:
+            now = trio.current_time()
+        except RuntimeError:  # (called outside trio: a synchronous test)
+            now = self._reported_at + LOG_EVERY
+        if now - self._reported_at < LOG_EVERY:
+            self._unreported += 1
+            return
+        more = f" ({self._unreported} more dropped since the last report)" if self._unreported else ""
+        self._reported_at, self._unreported = now, 0
+        logger.warning(message + "%s; counted in outbox.dropped_inbound", *args, more)
+
     def receive(self, peer: PeerInfo, frame: object, *, only: str | None = None) -> None:
         """A Raft frame from ``peer``; anything malformed is logged and dropped. With ``only``, messages of other
         partitions than that one are dropped too (a peer that may speak for that group alone)."""
         if not isinstance(frame, list) or len(frame) != 2 or frame[0] != RAFT or not isinstance(frame[1], list):
-            self.dropped_inbound += 1
-            logger.warning("dropped a malformed message from %s: %.100r", peer, frame)
+            self._drop("dropped a malformed message from %s: %.100r", peer, frame)
             return
         for item in frame[1]:
             try:
@@ -148,15 +167,13 @@ class RaftOutbox:
                 partition = item[0]
                 msg = decode_message(item[1])
             except RemoteProtocolError as exc:
-                self.dropped_inbound += 1
-                logger.warning("dropped a malformed Raft message from %s: %s", peer, exc)
+                self._drop("dropped a malformed Raft message from %s: %s", peer, exc)
                 continue
             if msg.to != self._node_id or (only is not None and partition != only):
                 continue  # meant for an earlier incarnation of this address, or not this peer's to send
             if type(msg) is InstallSnapshot:
                 # A snapshot arrives only on the snapshot path, with its data (see ``snapshots``); as a bare
                 # message it would ask the core to install data that was never staged.
-                self.dropped_inbound += 1
-                logger.warning("dropped an InstallSnapshot sent as a plain Raft message by %s", peer)
+                self._drop("dropped an InstallSnapshot sent as a plain Raft message by %s", peer)
                 continue
             self._deliver(partition, msg, item[2], item[3])

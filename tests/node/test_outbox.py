@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -194,6 +195,25 @@ def test_malformed_items_are_dropped_and_the_good_ones_delivered() -> None:
     assert wire.delivered == [("p", good1), ("q", good2), ("r", good3)]
     assert wire.incarnations == [(0, 0), (3, 2), (0, 0)]
     assert outbox.dropped_inbound == 12
+
+
+async def test_dropped_messages_are_logged_at_most_once_every_ten_seconds(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hostile peer resending frames of a hundred malformed items must not become a hundred log lines a frame
+    (the logging alone starved the event loop under the live-port fuzzer): they are counted, and reported once a
+    ``LOG_EVERY`` with how many were not."""
+    outbox = make_outbox(Wire(), node_id="b")
+    frame = ["raft", [["p"]] * 100]
+    with caplog.at_level(logging.WARNING, logger="borough.node.outbox"):
+        for _ in range(50):
+            outbox.receive(PEER, frame)
+            await trio.sleep(0.1)
+        await trio.sleep(10)
+        outbox.receive(PEER, frame)
+    assert outbox.dropped_inbound == 5100
+    assert len(caplog.records) == 2
+    assert "4999 more dropped since the last report" in caplog.records[1].getMessage()
 
 
 def test_a_message_for_another_node_id_is_not_delivered() -> None:
