@@ -95,14 +95,18 @@ class Cluster:
             args += ["--certs-dir", self.certs_dir] if self.certs_dir else []
             if i:
                 args += ["--join", self.addresses[0]]
-            log = open(self.root / f"n{i}.log", "wb")  # noqa: SIM115 - lives as long as the process
-            self.procs.append(subprocess.Popen(args, stdout=log, stderr=log, env=env, cwd=ROOT))
-            self.addresses.append(address)
-            deadline = time.monotonic() + 30
-            while b"serving at" not in (self.root / f"n{i}.log").read_bytes():
-                if self.procs[-1].poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((self.root / f"n{i}.log").read_text())
-                time.sleep(0.05)
+            self.spawn(i, address, args, env)
+
+    def spawn(self, i: int, address: str, args: list[str], env: dict[str, str]) -> None:
+        """Start node ``i`` serving at ``address`` and wait until it says so."""
+        log = open(self.root / f"n{i}.log", "wb")  # noqa: SIM115 - lives as long as the process
+        self.procs.append(subprocess.Popen(args, stdout=log, stderr=log, env=env, cwd=ROOT))
+        self.addresses.append(address)
+        deadline = time.monotonic() + 30
+        while b"serving at" not in (self.root / f"n{i}.log").read_bytes():
+            if self.procs[-1].poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((self.root / f"n{i}.log").read_text())
+            time.sleep(0.05)
 
     def cpu(self) -> float:
         return sum(proc_cpu(p.pid) for p in self.procs)
@@ -419,14 +423,7 @@ class TxnCluster(Cluster):
             address = f"127.0.0.1:{free_port()}"
             args = [sys.executable, str(ROOT / "bench" / "_txn_server.py"), address, str(self.root / f"n{i}")]
             args += [self.addresses[0]] if i else []
-            log = open(self.root / f"n{i}.log", "wb")  # noqa: SIM115 - lives as long as the process
-            self.procs.append(subprocess.Popen(args, stdout=log, stderr=log, env=env, cwd=ROOT))
-            self.addresses.append(address)
-            deadline = time.monotonic() + 30
-            while b"serving at" not in (self.root / f"n{i}.log").read_bytes():
-                if self.procs[-1].poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((self.root / f"n{i}.log").read_text())
-                time.sleep(0.05)
+            self.spawn(i, address, args, env)
 
 
 async def run_counter_load(
