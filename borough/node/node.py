@@ -227,8 +227,7 @@ class Node:
         return Partition(self.session, check_partition_name(name), self.session.limits)
 
     async def request(self, partition: str, body: Any) -> Any:
-        """Run the handler on ``partition``'s leader with ``body`` and return its reply: once, retried after any
-        failure within the deadline (docs/transactions.md); a handler's exception arrives as ``RemoteError``."""
+        """Run the handler on ``partition``'s leader, once (docs/transactions.md); its exception: RemoteError."""
         return await self.session.request(check_partition_name(partition), body)
 
     async def join(self, address: str) -> None:
@@ -254,8 +253,7 @@ class Node:
         await self.session.decommission(node_id)
 
     async def leave(self) -> None:
-        """Decommission this node (see ``decommission``); once it returns, this node holds no replica and is no
-        longer a member: leave the ``async with open_node(...)`` block."""
+        """Decommission this node (see ``decommission``), then leave the ``async with open_node(...)`` block."""
         self.cluster.left = True
         await self.session.decommission(self.node_id)
         while len(self.replicas):  # polled: each removed replica deletes its data in its own task
