@@ -176,13 +176,18 @@ async def run_load(
         measuring = False
         elapsed = time.perf_counter() - t0
         cpu1, load1 = cluster.cpu(), time.process_time()
+    return summary(latencies, done, elapsed, cpu1 - cpu0, load1 - load0)
+
+
+def summary(latencies: list[float], done: int, elapsed: float, server_cpu: float, load_cpu: float) -> dict[str, float]:
+    """The figures of one measured window (``latencies`` in seconds, sorted here)."""
     latencies.sort()
     return {
         "ops_per_s": done / elapsed,
         "p50_ms": percentile(latencies, 0.5) * 1000,
         "p99_ms": percentile(latencies, 0.99) * 1000,
-        "server_cpu_s": cpu1 - cpu0,
-        "load_cpu_s": load1 - load0,
+        "server_cpu_s": server_cpu,
+        "load_cpu_s": load_cpu,
     }
 
 
@@ -462,14 +467,8 @@ async def run_counter_load(
         elapsed = time.perf_counter() - t0
         cpu1, load1 = cluster.cpu(), time.process_time()
         runs = sum(n - runs_at_start.get(node, 0) for node, n in runs_seen.items())
-    latencies.sort()
-    return {
-        "ops_per_s": done / elapsed,
-        "p50_ms": percentile(latencies, 0.5) * 1000,
-        "p99_ms": percentile(latencies, 0.99) * 1000,
-        "server_cpu_s": cpu1 - cpu0,
-        "load_cpu_s": load1 - load0,
-        "reruns": max(0.0, runs / max(1, done) - 1.0),
+    return summary(latencies, done, elapsed, cpu1 - cpu0, load1 - load0) | {
+        "reruns": max(0.0, runs / max(1, done) - 1.0)
     }
 
 

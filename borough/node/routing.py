@@ -150,11 +150,12 @@ class Router:
             queue: list[Target] = []
             cached = self._leaders.get(partition)
             located: list[Target] | None = None
-            if op.spread:
+            hot = op.spread and self._reading.get(partition, 0) > SPREAD_WHEN_READING
+            if op.spread and (hot or cached is None or self._me is not None):
                 # A read any replica serves: start at this node's if it has one (no network hop); else at the
                 # leader while the partition is cool (a follower would ask the leader anyway: one more hop),
                 # and at a random replica once it is hot, so a hot partition's reads spread over its replicas.
-                hot = self._reading.get(partition, 0) > SPREAD_WHEN_READING
+                # (A caller that is no member, reading a cool partition whose leader it knows, needs no lookup.)
                 located = await self._spread_targets(partition, op, None if hot else cached)
                 queue += located
             if cached is not None:

@@ -322,13 +322,16 @@ async def test_seconds_left_is_zero_once_the_deadline_has_passed() -> None:
 
 
 async def test_reads_of_a_cool_partition_go_to_its_leader(autojump_clock: trio.testing.MockClock) -> None:
-    """One read at a time: the leader answers (a follower would have to ask it for the read index: a hop more)."""
+    """One read at a time: the leader answers (a follower would have to ask it for the read index: a hop more),
+    and a caller that knows the leader does not look the partition up first."""
     calls: list[str] = []
-    router = make_router({"a:1": "ok", "b:1": "ok", "c:1": "ok"}, calls)
+    lookups: list[int] = []
+    router = make_router({"a:1": "ok", "b:1": "ok", "c:1": "ok"}, calls, located_calls=lookups)
     router.learn_leader("p", A)
     for _ in range(20):
         assert await router.run("p", Get("k")) == "ok"
     assert calls == ["a"] * 20
+    assert lookups == []
 
 
 async def test_reads_of_a_hot_partition_spread_over_the_replicas_and_teach_no_leader(
