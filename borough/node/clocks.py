@@ -2,9 +2,9 @@
 
 This module owns the node's set of running clocks. A replica's clock runs from its creation until its Raft core
 quiesces (``RaftConfig.quiesce_ticks``: its group is idle, every member holds the whole log), and again from the
-round in which anything wakes it (a proposal, a read, a peer's message, the failure detector). The driver reports
-the core's state each time it goes back to waiting for input (``Inbox.wait``), so a quiesced replica's task stays
-parked on its inbox: no timer, no wake-up, no message, and the ticker's work per tick is proportional to the
+round in which anything wakes it (a proposal, a read, a peer's message, the failure detector). A turn reports the
+core's state each time the replica goes back to waiting for input (``Inbox.settle``), so a quiesced replica asks
+for no turn: no timer, no wake-up, no message, and the ticker's work per tick is proportional to the
 replicas that are awake, not to those hosted. It knows nothing of Raft or of what a tick does.
 """
 

@@ -1,8 +1,8 @@
-"""What other tasks hand a replica's driver: Raft ticks, peers' messages and commands for its core.
+"""What other tasks hand a replica's core: Raft ticks, peers' messages and commands for its core.
 
 This module owns the queue between the node (the ticker, the outbox's inbound side, snapshot transfers,
-placement) and one replica's driver task, which alone feeds it to the Raft core at the start of a round, and
-the signal that wakes the driver when anything arrives.
+placement) and one replica's core, which only the replica's turn in a round feeds (``borough.node.rounds``), and
+the signal that asks for that turn when anything arrives.
 Messages are bounded (beyond ``INBOX_LIMIT`` they are dropped and counted: Raft retransmits), except a staged
 snapshot's offer, which its data waits on. It also notes when a leader last spoke to this replica. It knows
 nothing of proposals or reads (``borough.node.waiters``).
@@ -36,8 +36,9 @@ Command = Callable[[RawNode], Any]
 
 
 class Inbox:
-    def __init__(self, partition: str, clocks: Clocks | None = None) -> None:
+    def __init__(self, partition: str, on_wake: Callable[[], None], clocks: Clocks | None = None) -> None:
         self._partition = partition
+        self._on_wake = on_wake
         self._clocks = clocks
         self._quiet = False
         self._tick = self.tick  # one bound method, so the clock set can tell it apart from another replica's
@@ -48,19 +49,19 @@ class Inbox:
         self._commands: list[tuple[Command, Waiter | None]] = []
         self.last_leader_contact = trio.current_time()
         self.dropped = 0
-        self._pending = False  # something arrived since the driver last waited
-        self._lot = trio.lowlevel.ParkingLot()
+        self._pending = False  # something arrived since the core was last fed
 
-    # --- waking the driver ----------------------------------------------------------------------------------
+    # --- asking for a turn ----------------------------------------------------------------------------------
 
     def wake(self) -> None:
-        """Something arrived for the driver (here, or in its proposal and read queues)."""
-        self._pending = True
-        self._lot.unpark_all()
+        """Something arrived for the core (here, or in its proposal and read queues): ask for a turn."""
+        if not self._pending:
+            self._pending = True
+            self._on_wake()
 
-    async def wait(self, quiesced: bool = False) -> None:
-        """The driver waits for input (returns at once if some arrived since the last wait). ``quiesced``: the
-        core's clock stands still, so the ticker stops ticking it until a round finds it awake again."""
+    def settle(self, quiesced: bool) -> None:
+        """The replica goes back to waiting for input. ``quiesced``: the core's clock stands still, so the ticker
+        stops ticking it until a turn finds it awake again."""
         clocks = self._clocks
         if clocks is not None and quiesced is not self._quiet:
             self._quiet = quiesced
@@ -68,9 +69,6 @@ class Inbox:
                 clocks.stop(self._partition, self._tick)
             else:
                 clocks.run(self._partition, self._tick)
-        if not self._pending:
-            await self._lot.park()
-        self._pending = False
 
     @property
     def pending(self) -> bool:
@@ -105,7 +103,7 @@ class Inbox:
         self.wake()
 
     async def call(self, fn: Command) -> Any:
-        """Run ``fn`` on the core at the driver's next round and return its result (or raise its error)."""
+        """Run ``fn`` on the core at the replica's next turn and return its result (or raise its error)."""
         waiter = Waiter()
         self.command(fn, waiter)
         return await waiter.wait()
@@ -113,6 +111,7 @@ class Inbox:
     def feed(self, raw: RawNode, stepping: Callable[[Message], None]) -> None:
         """Hand ``raw`` the ticks, commands and messages queued since the last round, in that order. A command's
         outcome goes to its waiter; a message the core refuses is logged and dropped."""
+        self._pending = False
         ticks, self._ticks = self._ticks, 0
         for _ in range(ticks):
             raw.tick()

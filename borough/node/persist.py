@@ -14,27 +14,40 @@ import attrs
 
 from borough.node.staging import SnapshotStaging
 from borough.node.statemachine import StateMachine
+from borough.raft.rawnode import Ready
 from borough.raft.ready_plan import ReadyPlan
 from borough.store.base import Store
 from borough.store.batch import WriteBatch
 
-__all__ = ["ReplicaStats", "compaction_target", "ready_batch"]
+__all__ = ["ReplicaStats", "Turn", "compaction_target", "ready_batch"]
 
 
 @attrs.define
 class ReplicaStats:
-    """Counters for status pages and benchmarks: Readies handled, entries persisted and applied, and the
-    seconds spent waiting for the group commit."""
+    """Counters for status pages and benchmarks: Readies handled, entries persisted and applied."""
 
     readies: int = 0
     entries_persisted: int = 0
     entries_applied: int = 0
-    commit_wait: float = 0.0
 
     def count(self, plan: ReadyPlan) -> None:
         self.readies += 1
         self.entries_persisted += len(plan.entries)
         self.entries_applied += len(plan.apply)
+
+
+class Turn:
+    """A replica's Ready prepared in a round (``borough.node.rounds``): the batch that persists and applies it
+    (None: nothing to write), whether that must be synced, and what ``Replica.finish`` needs afterwards."""
+
+    __slots__ = ("batch", "plan", "rd", "results", "sync")
+
+    def __init__(self, rd: Ready, plan: ReadyPlan, results: dict[int, Any], batch: WriteBatch | None, sync: bool):
+        self.rd = rd
+        self.plan = plan
+        self.results = results
+        self.batch = batch
+        self.sync = sync
 
 
 def ready_batch(

@@ -24,6 +24,7 @@ from borough.ids import NodeId
 from borough.node.clocks import Clocks
 from borough.node.records import DirectoryRecord, Hosting
 from borough.node.replica import Replica, ReplicaHost
+from borough.node.rounds import Rounds
 from borough.node.statemachine import KvStateMachine, StateMachine, SystemStateMachine
 from borough.node.system_state import SYSTEM, SystemState
 from borough.raft.config import RaftConfig
@@ -62,15 +63,12 @@ class Replicas:
         on_deleted: Callable[[str], None] = lambda name: None,
         on_tick: Callable[[int], None] | None = None,
     ) -> None:
-        self._host = host
-        self._config = config
-        self._rng = rng
-        self._nursery = nursery
-        self._find_record = find_record
-        self._on_deleted = on_deleted
-        self._on_tick = on_tick
+        self._host, self._config, self._rng, self._nursery = host, config, rng, nursery
+        self._find_record, self._on_deleted, self._on_tick = find_record, on_deleted, on_tick
         self._replicas: dict[str, Replica] = {}
         self.clocks = Clocks()  # the replicas whose Raft clock runs (the others are quiesced)
+        self.rounds = Rounds(host.committer)  # where every replica's Raft work is done, in batches
+        nursery.start_soon(self.rounds.run, name="raft rounds")
         self._pending: dict[str, list[tuple[Message, int, int]]] = {}
         #: Messages dropped because they were meant for a replica this node deleted (an earlier incarnation).
         self.dropped_stale = 0
@@ -139,8 +137,8 @@ class Replicas:
             else KvStateMachine(name, store, now=trio.current_time, expiry=self._config.session_expiry)
         )
         rng = random.Random(self._rng.getrandbits(64))
-        raft, every = self._raft_config(name), self._config.snapshot_entries
-        replica = Replica(self._host, name, raft, machine, rng, snapshot_every=every, clocks=self.clocks)
+        raft, every, rounds = self._raft_config(name), self._config.snapshot_entries, self.rounds
+        replica = Replica(self._host, name, raft, machine, rng, snapshot_every=every, rounds=rounds, clocks=self.clocks)
         self._replicas[name] = replica
         self._nursery.start_soon(self._run, replica, name=f"replica {name!r}")
         for message, to_inc, frm_inc in self._pending.pop(name, ()):
@@ -274,9 +272,8 @@ class Replicas:
         return await self.local(name, empty_ok=True)
 
     async def _create_for_message(self, partition: str) -> None:
-        """A leader is talking to us about a group we do not host: create the replica (from its directory
-        record when we are an initial voter, else empty, waiting for the leader's log or snapshot). Only for a
-        partition the directory knows: messages naming made-up partitions create nothing."""
+        """A leader talks to us of a group we do not host: create the replica (from its directory record if we are
+        an initial voter, else empty, to receive the leader's log or snapshot); made-up partitions create nothing."""
         try:
             with trio.move_on_after(self._config.request_timeout):
                 await self.local(partition, empty_ok=True)

@@ -1,17 +1,16 @@
-"""One hosted replica: a partition's Raft core and the trio task that drives it.
+"""One hosted replica: a partition's Raft core, its queues, its waiters, and the task that lives as long as it.
 
-This module owns the driver loop of etcd-io/raft's contract for one group: feed ticks, commands and inbound
-messages to the core, then carry out each Ready's plan (``borough.raft.ready_plan``): send what may leave
-early, persist through the node's group commit (every replica's writes of one cycle share one synced LevelDB
-batch), send the rest, apply committed entries, settle waiters, advance. It also owns the waiters of local
-callers: proposals wait until their entry is applied (or provably lost), linearizable reads wait for a
-ReadIndex (batched: one round per cycle serves every read that arrived meanwhile) and for the apply to catch up.
+This module owns a replica's state and what other tasks may ask of it: proposals wait until their entry is
+applied (or provably lost), linearizable reads wait for a ReadIndex (batched: one round serves every read that
+arrived meanwhile) and for the apply to catch up. The Raft work itself (feed the core, carry out each Ready around
+the write) is done in the replica's turns in the node's rounds (``borough.node.turns``, ``borough.node.rounds``):
+the Readies of every replica with work share one pass, one write and one frame per peer.
 
-The core is private and only the driver task changes it: proposals, reads, configuration changes, leadership
-transfers, campaigns and snapshot reports are queued and carried out at the start of the driver's next round.
-Other tasks may *read* the core's state through this class's queries (``status``, ``term``, ``leader``,
-``snapshot_meta_at``, ``tombstone``): trio runs one task at a time, so a read is never torn. It does not know
-how messages travel or how snapshots are streamed: the ``ReplicaHost`` does that.
+The core is private and only a turn changes it: proposals, reads, configuration changes, leadership transfers,
+campaigns and snapshot reports are queued and carried out at the start of the replica's next turn. Other tasks
+may *read* the core's state through this class's queries (``status``, ``term``, ``leader``, ``snapshot_meta_at``,
+``tombstone``): trio runs one task at a time, so a read is never torn. It does not know how messages travel or
+how snapshots are streamed: the ``ReplicaHost`` does that.
 """
 
 from __future__ import annotations
@@ -28,16 +27,17 @@ from borough.errors import BoroughError, NotLeader, Overloaded, Unavailable
 from borough.node.clocks import Clocks
 from borough.node.inbox import Inbox
 from borough.node.incarnations import Incarnations, Stamp
-from borough.node.persist import ReplicaStats, compaction_target, ready_batch
+from borough.node.persist import ReplicaStats
+from borough.node.rounds import Rounds
 from borough.node.staging import SnapshotStaging
 from borough.node.statemachine import StateMachine
+from borough.node.turns import Turns
 from borough.node.waiters import Proposals, Reads
 from borough.raft.confchange import ConfChange
 from borough.raft.config import RaftConfig
 from borough.raft.messages import InstallSnapshot, Message
 from borough.raft.rawnode import RawNode, Status
-from borough.raft.ready_plan import ReadyPlan, plan_ready
-from borough.raft.records import EntryKind, SnapshotMeta, Tombstone
+from borough.raft.records import SnapshotMeta, Tombstone
 from borough.raft.role import Role
 from borough.store.base import Store
 from borough.store.group_commit import GroupCommit
@@ -47,7 +47,7 @@ __all__ = ["Replica", "ReplicaHost"]
 
 logger = logging.getLogger(__name__)
 
-#: Proposals, reads and commands queued for the driver; beyond this callers get Overloaded (nothing ran).
+#: Proposals, reads and commands queued for the replica's next turn; beyond this callers get Overloaded (nothing ran).
 QUEUE_LIMIT = 4096
 
 
@@ -72,7 +72,7 @@ class ReplicaHost(Protocol):
     def leader_changed(self, partition: str, leader: str | None, term: int) -> None: ...
 
 
-class Replica:
+class Replica(Turns):
     """A partition replica hosted by this node. Create it, then run ``run()`` in a node-owned nursery."""
 
     def __init__(
@@ -84,9 +84,11 @@ class Replica:
         rng: random.Random,
         *,
         snapshot_every: int = 0,
+        rounds: Rounds,
         clocks: Clocks | None = None,
     ) -> None:
         self.host = host
+        self._rounds = rounds
         self.name = name
         self.machine = machine
         store = host.store
@@ -96,11 +98,13 @@ class Replica:
         self.incarnations = Incarnations(host.node_id, self._raw.conf_state, tombstone)
         self.incarnations.observe(self._raw.conf_state_at(self.applied))
         self._snapshot_every = snapshot_every
-        self._inbox = Inbox(name, clocks)  # the ticker ticks it while its core is awake
+        self._inbox = Inbox(name, lambda: rounds.want(self), clocks)  # the ticker ticks it while its core is awake
         self._proposals = Proposals()
         self._reads = Reads()
         self._staging = SnapshotStaging(store, name)
         self._stopped: BaseException | None = None
+        self._ended = trio.Event()  # set when the replica's life ends: removed, or a turn failed (``_failure``)
+        self._failure: BaseException | None = None
         self.stats = ReplicaStats()
         self.conf_change_in_flight = False
         self.removed = False  # set once this node is out of the group: the replica then stops for good
@@ -169,7 +173,7 @@ class Replica:
         self._inbox.command(RawNode.campaign)
 
     def command(self, fn: Callable[[RawNode], object]) -> None:
-        """Run ``fn`` on the core at the driver's next round (``RawNode.forget_leader``, ``RawNode.wake``)."""
+        """Run ``fn`` on the core at the replica's next turn (``RawNode.forget_leader``, ``RawNode.wake``)."""
         self._inbox.command(fn)
 
     def report_snapshot(self, to: str, ok: bool) -> None:
@@ -232,30 +236,24 @@ class Replica:
         self._inbox.offer(message)
         return True
 
-    # --- the driver loop --------------------------------------------------------------------------------
+    # --- turns in the node's rounds (``borough.node.rounds``) -----------------------------------------------
 
     async def run(self) -> None:
-        raw = self._raw
+        """The replica's life. Its Raft work is done in turns of the node's rounds; this task waits for its end:
+        it returns once this node left the group, raises what failed the replica, and stops it when cancelled."""
         try:
-            while True:
-                await self._inbox.wait(raw.quiesced)
-                self._feed()
-                while raw.has_ready():
-                    rd = raw.ready()
-                    await self._carry_out(plan_ready(rd))
-                    raw.advance(rd)
-                    self._reads.serve(self.applied)
-                    self._maybe_compact()  # after advance: the core may compact only what it knows is applied
-                if self.removed:
-                    logger.info("partition %r: this node left the group; removing its replica", self.name)
-                    self._stop(NotLeader(self.name, raw.leader))
-                    return
-                if self._inbox.pending:
-                    # More input arrived while we worked: let other tasks run before the next round.
-                    await trio.lowlevel.checkpoint()
+            self._rounds.want(self)
+            await self._ended.wait()
+            if self._failure is not None:
+                raise self._failure
         except BaseException as exc:
             self._stop(exc)
             raise
+        logger.info("partition %r: this node left the group; removing its replica", self.name)
+        self._stop(NotLeader(self.name, self._raw.leader))
+
+    def _stream_snapshot(self, message: InstallSnapshot) -> None:
+        self.host.send_snapshot(self, message)
 
     def _stop(self, exc: BaseException) -> None:
         stopped = Unavailable(f"the replica of partition {self.name!r} on {self.host.node_id} stopped")
@@ -264,68 +262,3 @@ class Replica:
         self._proposals.fail_all(error)
         self._reads.fail_all(error)
         self._staging.abort()
-
-    def _feed(self) -> None:
-        """Hand the core everything queued since the last round: ticks, commands, messages, proposals, reads."""
-        raw = self._raw
-        self._inbox.feed(raw, self._staging.stepping)
-        self._proposals.propose_queued(
-            lambda data: raw.propose(data) if isinstance(data, bytes) else raw.propose_conf_change(data),
-            lambda: raw.term,
-        )
-        self._reads.start_round(raw.read_index)
-
-    async def _carry_out(self, plan: ReadyPlan) -> None:
-        """One Ready, in the order of its plan (see ``borough.raft.ready_plan``)."""
-        host = self.host
-        name = self.name
-        committed = plan.apply
-        batch, results = ready_batch(host.store, name, plan, self._staging, self.machine)
-        stats = self.stats
-        stats.count(plan)
-        if plan.send_before:
-            # A leader replicates while it writes: its followers' syncs overlap its own. Safe because nothing
-            # is stepped into the core until this Ready is advanced (see ``RawNode``).
-            host.send_raft(name, plan.send_before, self.incarnations.stamp)
-        if len(batch):
-            # Entries, a snapshot or a new term/vote must be durable before the messages that depend on them
-            # leave; a commit index or applied state alone need not be (both are recovered from the synced log).
-            started = trio.current_time()
-            await host.committer.commit(batch, sync=plan.must_sync and host.fsync)
-            stats.commit_wait += trio.current_time() - started
-        if plan.install is not None:
-            self.applied = plan.install.index
-            self.machine.reload()
-        if plan.send_after:
-            host.send_raft(name, plan.send_after, self.incarnations.stamp)
-        for message in plan.stream_snapshots:
-            host.send_snapshot(self, message)
-        if committed:
-            self.applied = committed[-1].index
-        lost, unknown = (lambda: NotLeader(name, self._raw.leader)), (lambda: _outcome_unknown(name, host.node_id))
-        self._proposals.settle(plan, results, lost=lost, unknown=unknown)
-        if plan.install is not None or any(entry.kind == EntryKind.CONF_CHANGE for entry in committed):
-            raw = self._raw
-            self.removed |= self.incarnations.left_group(raw.conf_state_at(self.applied), raw.conf_state())
-        if plan.soft_state is not None:
-            self._leader_changed(plan.soft_state.leader, plan.soft_state.role)
-        if plan.read_states or plan.failed_reads:
-            self._reads.confirmed(plan.read_states, plan.failed_reads, NotLeader(name, self._raw.leader))
-
-    def _leader_changed(self, leader: str | None, role: Role) -> None:
-        if role is not Role.LEADER:
-            # Reads queued on a former leader cannot be confirmed here any more.
-            self._reads.fail_all(NotLeader(self.name, leader))
-        self.host.leader_changed(self.name, leader, self._raw.term)
-
-    def _maybe_compact(self) -> None:
-        target = compaction_target(self.applied, self.host.store.first_index(self.name), self._snapshot_every)
-        if target is not None:
-            self._raw.compact(target)
-
-
-def _outcome_unknown(partition: str, node_id: str) -> BoroughError:
-    return Unavailable(
-        f"partition {partition!r} on {node_id} caught up by a snapshot while a write was in flight; "
-        "it may or may not have been applied: read before retrying"
-    )

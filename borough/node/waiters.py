@@ -1,10 +1,10 @@
 """The callers a replica keeps waiting: proposals until applied (or provably lost), reads until servable.
 
-This module owns the bookkeeping between a caller's task and a replica's driver task: ``Proposals`` queues
-commands until the driver proposes them, remembers each by log index and term, and settles them from a Ready's
-plan; ``Reads`` batches linearizable reads into one ReadIndex round per driver cycle and serves a batch once the
-applied index reaches its read index. Every queue here is bounded by the replica (``room``). It never touches a
-Raft core: the driver passes in what the core said.
+This module owns the bookkeeping between a caller's task and a replica's turns (``borough.node.turns``):
+``Proposals`` queues commands until a turn proposes them, remembers each by log index and term, and settles
+them from a Ready's plan; ``Reads`` batches linearizable reads into one ReadIndex round per turn and serves a
+batch once the applied index reaches its read index. Every queue here is bounded by the replica (``room``). It
+never touches a Raft core: the turn passes in what the core said.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class Proposals:
         return waiter
 
     def take(self) -> list[tuple[Any, Waiter]]:
-        """The queued commands whose callers still wait, for the driver to propose."""
+        """The queued commands whose callers still wait, for the next turn to propose."""
         queued, self.queued = self.queued, []
         return [(data, w) for data, w in queued if not w.abandoned]
 
@@ -148,7 +148,7 @@ class _Batch:
 
 
 class Reads:
-    """Linearizable reads: queued, then one ReadIndex round per driver cycle, then served once applied."""
+    """Linearizable reads: queued, then one ReadIndex round per turn, then served once applied."""
 
     def __init__(self) -> None:
         self.queued: list[Waiter] = []

@@ -21,6 +21,7 @@ import trio.testing
 from borough.kv import encode_value
 from borough.node.incarnations import Stamp
 from borough.node.replica import Replica
+from borough.node.rounds import Rounds
 from borough.node.statemachine import StateMachine
 from borough.raft.config import RaftConfig
 from borough.raft.messages import AppendResponse, InstallSnapshot, Message, VoteResponse
@@ -121,6 +122,7 @@ class FakeHost:
     snapshot_requests: list[InstallSnapshot] = field(default_factory=list)
     net: Net | None = None
     on_snapshot: Callable[[Replica, InstallSnapshot], None] | None = None
+    rounds: Any = None  # the node's rounds (``borough.node.rounds``), where replicas' Raft work is done
 
     def send_raft(self, partition: str, messages: Sequence[Message], stamp: Stamp | None = None) -> None:
         sent = Sent(partition, tuple(messages))
@@ -149,8 +151,12 @@ class FakeHost:
 async def open_host(node_id: str, partition: str = PARTITION, *, fsync: bool = True) -> AsyncIterator[FakeHost]:
     events: list[Event] = []
     store = RecordingStore(events, partition)
-    async with open_group_commit(store, offload=False) as gc:
-        yield FakeHost(node_id, store, HoldableCommitter(gc), fsync=fsync, events=events)
+    async with open_group_commit(store, offload=False) as gc, trio.open_nursery() as nursery:
+        committer = HoldableCommitter(gc)
+        rounds = Rounds(committer)  # type: ignore[arg-type]
+        nursery.start_soon(rounds.run, name="rounds")
+        yield FakeHost(node_id, store, committer, fsync=fsync, events=events, rounds=rounds)
+        nursery.cancel_scope.cancel()
 
 
 # --- state machines -------------------------------------------------------------------------------------------
@@ -215,7 +221,7 @@ def make_replica(
     config = RaftConfig(id=host.node_id, group=partition, **raft)  # type: ignore[arg-type]
     return Replica(
         host, partition, config, machine if machine is not None else KeyMachine(), random.Random(seed),
-        snapshot_every=snapshot_every,
+        snapshot_every=snapshot_every, rounds=host.rounds,
     )  # fmt: skip
 
 

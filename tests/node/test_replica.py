@@ -333,7 +333,7 @@ async def test_transfer_leadership_to_a_non_voter_raises(autojump_clock: trio.te
         assert r.replica.is_leader
 
 
-async def test_campaign_and_report_snapshot_are_carried_out_by_the_driver(
+async def test_campaign_and_report_snapshot_are_carried_out_in_a_round(
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reports: list[tuple[str, bool, str]] = []
@@ -348,9 +348,9 @@ async def test_campaign_and_report_snapshot_are_carried_out_by_the_driver(
         replica.campaign()
         replica.report_snapshot("b", False)
         assert replica.status().role is Role.FOLLOWER and reports == []  # queued, not run by the caller
-        nursery.start_soon(replica.run, name="driver")
+        nursery.start_soon(replica.run, name="replica")
         await wait_until(lambda: replica.is_leader)
-        assert reports == [("b", False, "driver")]
+        assert reports == [("b", False, "rounds")]  # by the node's round task, not the caller nor the replica's
         nursery.cancel_scope.cancel()
 
 

@@ -1,0 +1,122 @@
+"""The node's rounds (``borough.node.rounds``): the Readies of every replica with work are carried out in one pass,
+with one write for the round, so many partitions with one write each cost what one partition with many does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from borough.node.persist import Turn
+from borough.node.replica import Replica
+from borough.node.rounds import Rounds
+
+from .replica_harness import FakeHost, bootstrap, make_replica, open_host, settle, wait_until
+
+pytestmark = pytest.mark.trio
+
+
+async def _leaders(
+    host: FakeHost, nursery: trio.Nursery, count: int, ended: list[BaseException] | None = None
+) -> list[Replica]:
+    """``count`` single-voter groups on ``host``, each led by its replica and with its first entry applied; what
+    ends a replica's task goes in ``ended``."""
+    replicas = []
+
+    async def run(replica: Replica) -> None:
+        try:
+            await replica.run()
+        except Exception as exc:
+            assert ended is not None, exc
+            ended.append(exc)
+
+    for i in range(count):
+        await bootstrap(host, [host.node_id], f"p{i}")
+        replica = make_replica(host, f"p{i}")
+        nursery.start_soon(run, replica)
+        replica.campaign()
+        replicas.append(replica)
+    await wait_until(lambda: all(r.is_leader and r.applied >= 1 for r in replicas))
+    return replicas
+
+
+async def test_one_write_each_in_64_groups_is_one_synced_write(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_host("a") as host, trio.open_nursery() as nursery:
+        replicas = await _leaders(host, nursery, 64)
+        committer = host.committer
+        committer.syncs.clear()
+        committer.hold()
+        results: list[Any] = []
+
+        async def put(replica: Replica) -> None:
+            results.append(await replica.propose(f"{replica.name}-k".encode()))
+
+        for replica in replicas:
+            nursery.start_soon(put, replica)
+        await settle()
+        # All 64 Readies were prepared in one round, and wait on one commit (not 64).
+        assert committer.waiting == 1 and committer.syncs == [True]
+        committer.release()
+        await wait_until(lambda: len(results) == 64)
+        assert sorted(results) == sorted((f"{r.name}-k", 2) for r in replicas)
+        # A single voter commits its entry at once: the same write persisted and applied all 64.
+        assert committer.syncs == [True]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_failed_turn_ends_only_its_replica(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with open_host("a") as host, trio.open_nursery() as nursery:
+        ended: list[BaseException] = []
+        replicas = await _leaders(host, nursery, 3, ended)
+        bad = replicas[1]
+        original = Replica.prepare
+
+        def prepare(self: Replica) -> Turn | None:
+            if self is bad:
+                raise RuntimeError("a bug in one group's turn")
+            return original(self)
+
+        monkeypatch.setattr(Replica, "prepare", prepare)
+        results = []
+        for replica in replicas:
+            if replica is not bad:
+                results.append(await replica.propose(b"x"))
+        bad.tick()
+        await wait_until(lambda: bool(ended))
+        assert results == [("x", 2), ("x", 2)] and len(ended) == 1 and "a bug" in str(ended[0])
+        assert replicas[0].is_leader and replicas[2].is_leader
+        nursery.cancel_scope.cancel()
+
+
+class _Taker:
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name = name
+        self._log = log
+
+    def prepare(self) -> Turn | None:
+        self._log.append(self.name)
+        return None
+
+    def finish(self, turn: Turn) -> None:
+        raise AssertionError("nothing was prepared")
+
+    def fail(self, exc: BaseException) -> None:
+        raise AssertionError(exc)
+
+
+async def test_a_round_takes_at_most_its_limit_and_the_rest_go_next(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_host("a") as host, trio.open_nursery() as nursery:
+        rounds = Rounds(host.committer, limit=8)  # type: ignore[arg-type]
+        log: list[str] = []
+        takers = [_Taker(f"t{i}", log) for i in range(20)]
+        for taker in takers:
+            rounds.want(taker)
+            rounds.want(taker)  # asking twice before the round is one turn
+        nursery.start_soon(rounds.run)
+        await settle()
+        assert log == [t.name for t in takers] and rounds.rounds == 3 and rounds.turns == 20
+        nursery.cancel_scope.cancel()
