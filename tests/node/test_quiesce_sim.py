@@ -102,6 +102,30 @@ async def test_a_thousand_idle_partitions_schedule_no_timer_and_send_no_message_
         assert all(dict(sim[i].store.iterate("p7"))["k"] == "again" for i in range(3))
 
 
+async def test_nodes_outside_system_poll_the_member_table_without_waking_it(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Five nodes: two hold no `_system` replica and ask a `_system` member for the member table every couple of
+    # seconds. Those asks used to wake `_system` (a ReadIndex round) before it could quiesce, so it never did and
+    # the idle cluster kept ticking and heartbeating (the simulator ran it at ~30x real time instead of ~90x).
+    async with SimCluster(5, seed=33, keep_trace=0) as sim:
+        async with sim.client() as client:
+            await client.partition("p").put("k", 1)
+        outside = [i for i in range(5) if sim[i].replicas.get(SYSTEM) is None]
+        assert len(outside) == 2
+        await wait_quiet(sim, ["p", SYSTEM])
+        await trio.sleep(0.1)
+        ticks = TickCounter(sim, monkeypatch)
+        before = costs(sim)
+        polls = [sim[i].directory.members.version for i in outside]
+        await trio.sleep(30)
+        assert costs(sim) == before and ticks.rounds == 0
+        assert quiet(sim, ["p", SYSTEM])
+        # ...while the outside nodes still know the current table.
+        assert [sim[i].directory.members.version for i in outside] == polls
+        assert all(sim[i].directory.members.version == sim[0].directory.members.version for i in range(5))
+
+
 async def elect_after(sim: SimCluster, name: str, fault: str) -> tuple[float, str]:
     """Quiet partition ``name``, apply ``fault`` to its leader's node, and return the virtual seconds until a
     new leader that a quorum recognises leads it (and that leader's node id)."""
