@@ -12,6 +12,12 @@ So every Raft message travels with two numbers: the incarnation the sender belie
 itself, and one from an earlier incarnation of a peer than its configuration lists. A node drops a message for
 a group it holds no replica of when the message is meant for the incarnation its tombstone recorded, or an
 earlier one (``Registry``). This module owns those two numbers for one replica; it knows nothing of the wire.
+
+Only a member's word changes them. ``_system`` takes Raft traffic from node ids the member table does not list
+(``roles``: a node with a stale table may be needed to elect its leader), and such a sender, who may be anyone
+who reached the port, is not believed about incarnations: had it told a replica "you are incarnation 2**63-1",
+the replica would have dropped every message of its real peers (addressed to the incarnation its configuration
+lists) for good, and a learner, which never speaks first, would have stayed one for ever (the live-port fuzzer).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ class Incarnations:
         self._floor = tombstone.incarnation + 1 if tombstone is not None else 0
         self._seen = 0  # the highest incarnation a sender addressed this replica as
         self._peers: dict[str, int] = {}  # peers known to be at a later incarnation than our configuration says
+        self._strangers: dict[str, int] = {}  # the same, as non-members claim it for themselves
         self._previous = tombstone.incarnation if tombstone is not None else 0
         self._member: int | None = None  # the latest incarnation an applied configuration listed us at
         #: Messages dropped as meant for, or coming from, an earlier incarnation.
@@ -48,11 +55,13 @@ class Incarnations:
         """This replica's incarnation: what its configuration says, or a sender told it, whichever is later."""
         return max(self._floor, self._seen, self._conf().incarnation(self._node_id))
 
-    def admit(self, frm: str, to_inc: int, frm_inc: int) -> bool:
+    def admit(self, frm: str, to_inc: int, frm_inc: int, *, member: bool = True) -> bool:
         """Whether a message from ``frm`` stamped (``to_inc``, ``frm_inc``) is for this replica and from the
         current incarnation of its sender. A sender addressing a later incarnation than ours tells us we were
         added back (our removal never reached us): we are that incarnation from now on, and keep our log (Raft
-        brings it in line; our term and vote are our node's)."""
+        brings it in line; our term and vote are our node's). A sender that is not a ``member`` of the cluster
+        (see the module docstring) changes nothing here: its message is admitted or dropped by the same rules,
+        and its claims are forgotten."""
         own = self.own()
         if to_inc < own:
             self.dropped += 1
@@ -62,12 +71,15 @@ class Incarnations:
         if frm_inc < listed:
             self.dropped += 1
             return False
-        if to_inc > own:
+        if member and to_inc > own:
             self._seen = to_inc
-        if frm_inc > listed and frm_inc > self._peers.get(frm, 0):
-            if len(self._peers) >= _STRANGERS and frm not in self._peers:
-                self._peers.clear()
-            self._peers[frm] = frm_inc
+        # How to address the sender from now on. A non-member's word counts for its own messages only, in a table
+        # of its own, so a flood of made-up ids never evicts what a member told us.
+        peers = self._peers if member else self._strangers
+        if frm_inc > listed and frm_inc > peers.get(frm, 0):
+            if len(peers) >= _STRANGERS and frm not in peers:
+                peers.clear()
+            peers[frm] = frm_inc
         return True
 
     def observe(self, applied: ConfState) -> None:
@@ -99,4 +111,4 @@ class Incarnations:
 
     def stamp(self, to: str) -> tuple[int, int]:
         """(``to_inc``, ``frm_inc``) for a message to ``to``."""
-        return max(self._conf().incarnation(to), self._peers.get(to, 0)), self.own()
+        return max(self._conf().incarnation(to), self._peers.get(to, 0), self._strangers.get(to, 0)), self.own()

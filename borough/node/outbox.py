@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -56,6 +56,13 @@ def _size(msg: Message) -> int:
     return _MESSAGE_OVERHEAD
 
 
+class Deliver(Protocol):
+    """Hands a peer's Raft message to its replica (``Replicas.deliver``); ``member`` is False for a sender the
+    member table does not list."""
+
+    def __call__(self, partition: str, message: Message, to_inc: int, frm_inc: int, *, member: bool) -> None: ...
+
+
 class RaftOutbox:
     def __init__(
         self,
@@ -63,7 +70,7 @@ class RaftOutbox:
         node_id: str,
         send: Callable[[str, Any], bool],
         address_of: Callable[[str], str | None],
-        deliver: Callable[[str, Message, int, int], None],
+        deliver: Deliver,
         frame_budget: int = FRAME_BUDGET,
     ) -> None:
         self._node_id = node_id
@@ -148,8 +155,9 @@ class RaftOutbox:
         logger.warning(message + "%s; counted in outbox.dropped_inbound", *args, more)
 
     def receive(self, peer: PeerInfo, frame: object, *, only: str | None = None) -> None:
-        """A Raft frame from ``peer``; anything malformed is logged and dropped. With ``only``, messages of other
-        partitions than that one are dropped too (a peer that may speak for that group alone)."""
+        """A Raft frame from ``peer``; anything malformed is logged and dropped. With ``only`` (a peer the member
+        table does not list, which may speak for that group alone), messages of other partitions, and messages in
+        another node's name, are dropped too, and the rest are delivered as a non-member's."""
         if not isinstance(frame, list) or len(frame) != 2 or frame[0] != RAFT or not isinstance(frame[1], list):
             self._drop("dropped a malformed message from %s: %.100r", peer, frame)
             return
@@ -169,11 +177,11 @@ class RaftOutbox:
             except RemoteProtocolError as exc:
                 self._drop("dropped a malformed Raft message from %s: %s", peer, exc)
                 continue
-            if msg.to != self._node_id or (only is not None and partition != only):
+            if msg.to != self._node_id or (only is not None and (partition != only or msg.frm != peer.node_id)):
                 continue  # meant for an earlier incarnation of this address, or not this peer's to send
             if type(msg) is InstallSnapshot:
                 # A snapshot arrives only on the snapshot path, with its data (see ``snapshots``); as a bare
                 # message it would ask the core to install data that was never staged.
                 self._drop("dropped an InstallSnapshot sent as a plain Raft message by %s", peer)
                 continue
-            self._deliver(partition, msg, item[2], item[3])
+            self._deliver(partition, msg, item[2], item[3], member=only is None)

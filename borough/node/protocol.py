@@ -430,11 +430,13 @@ SNAPSHOT_TIMEOUTS = 6
 @attrs.frozen(slots=True)
 class SendSnapshot(Op, name="snap", repeatable=False):
     """A leader streams a replica's applied state (the ``data`` stream) with its encoded InstallSnapshot and
-    the incarnations of recipient and sender (see ``borough.node.incarnations``)."""
+    the incarnations of recipient and sender (see ``borough.node.incarnations``). ``member`` is not on the wire:
+    the receiving server sets it False for a sender its member table does not list (only ``_system`` takes one)."""
 
     message: Any
     to_inc: int = 0
     frm_inc: int = 0
+    member: bool = attrs.field(default=True, kw_only=True)
 
     def to_args(self) -> list[Any]:
         return [self.message, self.to_inc, self.frm_inc]

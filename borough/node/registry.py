@@ -233,15 +233,20 @@ class Replicas:
 
     # --- inbound Raft messages ----------------------------------------------------------------------------
 
-    def deliver(self, partition: str, message: Message, to_inc: int = 0, frm_inc: int = 0) -> None:
+    def deliver(
+        self, partition: str, message: Message, to_inc: int = 0, frm_inc: int = 0, *, member: bool = True
+    ) -> None:
         """Hand a peer's Raft message (with incarnations: ``borough.node.incarnations``) to its replica, creating
-        it when a leader talks to us first. A term past ``MAX_TERM_GAP`` is dropped (it would wedge the group)."""
+        it when a leader talks to us first (a ``member`` of the cluster: a node the table does not list creates
+        nothing). A term past ``MAX_TERM_GAP`` is dropped (it would wedge the group)."""
         replica = self._replicas.get(partition)
         if message.term > (replica.term if replica is not None else 0) + MAX_TERM_GAP:
             self.dropped_terms += 1
             return
         if replica is not None:
-            replica.deliver(message, to_inc, frm_inc)
+            replica.deliver(message, to_inc, frm_inc, member=member)
+            return
+        if not member:
             return
         pending = self._pending.get(partition)
         if pending is None:

@@ -159,9 +159,10 @@ class Replica(Turns):
     def tick(self) -> None:
         self._inbox.tick()
 
-    def deliver(self, message: Message, to_inc: int = 0, frm_inc: int = 0) -> None:
-        """A peer's Raft message; dropped outside current incarnations (``incarnations``) or on a full inbox."""
-        if self.incarnations.admit(message.frm, to_inc, frm_inc):
+    def deliver(self, message: Message, to_inc: int = 0, frm_inc: int = 0, *, member: bool = True) -> None:
+        """A peer's Raft message; dropped outside current incarnations (``incarnations``; a sender that is not a
+        ``member`` of the cluster changes none) or on a full inbox."""
+        if self.incarnations.admit(message.frm, to_inc, frm_inc, member=member):
             self._inbox.deliver(message)
 
     def _queue_room(self) -> None:

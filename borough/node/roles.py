@@ -10,8 +10,10 @@ table yet and asks to join. What each role may send:
   Raft and SWIM retransmit. One exception: ``_system``'s own Raft traffic and snapshots are taken from any node
   (never a client). ``_system`` is where the member table is decided, and a node whose table is stale (it was
   down while others joined) may be needed to elect its leader: refusing the new members there would leave it
-  waiting for a table that no leader can serve (found by the topology fuzzer, seed 30655). Under TLS a node is
-  a holder of a node certificate of the cluster's CA; without TLS no role is more than a declaration.
+  waiting for a table that no leader can serve (found by the topology fuzzer, seed 30655). Such a node speaks in
+  its own name only, is not believed about incarnations (``incarnations``), and the Raft core ignores a node
+  outside the group's configuration while it hears from its leader. Under TLS a node is a holder of a node
+  certificate of the cluster's CA; without TLS no role is more than a declaration.
 - ``sys.join``: a node joining (or rejoining) as itself, never a client, never on another node's behalf (it
   would rewrite that member's address).
 - Everything else (reads, writes, requests, partition info, members, decommission): anyone who connected (under
@@ -31,6 +33,7 @@ from borough.errors import Forbidden
 from borough.ids import NodeId
 from borough.node.protocol import Join, Op, SendSnapshot
 from borough.node.system_state import SYSTEM
+from borough.raft.messages import decode_message
 from borough.ring.members import MemberTable
 from borough.wire.records import PeerInfo
 
@@ -74,9 +77,13 @@ class Roles:
 
     def check_call(self, peer: PeerInfo, partition: str, op: Op) -> None:
         """Raise ``Forbidden`` unless ``peer``'s role allows ``op``."""
-        if isinstance(op, SendSnapshot) and not self.is_member(peer) and (partition != SYSTEM or peer.is_client):
-            self._refuse(peer, "a snapshot")
-            raise Forbidden(f"{peer} is not a member of this cluster: only members send snapshots")
+        if isinstance(op, SendSnapshot) and not self.is_member(peer):
+            if partition != SYSTEM or peer.is_client:
+                self._refuse(peer, "a snapshot")
+                raise Forbidden(f"{peer} is not a member of this cluster: only members send snapshots")
+            if decode_message(op.message).frm != peer.node_id:
+                self._refuse(peer, "a snapshot in another node's name")
+                raise Forbidden(f"{peer} is not a member of this cluster: it sends snapshots in its own name only")
         if isinstance(op, Join) and (peer.is_client or not peer.node_id):
             self._refuse(peer, "sys.join")
             raise Forbidden("a client cannot join the cluster: only a node (with a node id) can")

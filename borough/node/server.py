@@ -15,6 +15,7 @@ import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
+import attrs
 import trio
 
 from borough.config import NodeConfig
@@ -146,6 +147,8 @@ class Server:
         encode the result."""
         partition, op, left = decode_call(call.body, self.limits)
         self._roles.check_call(call.peer, partition, op)
+        if isinstance(op, SendSnapshot) and not self._roles.is_member(call.peer):
+            op = attrs.evolve(op, member=False)  # a non-member's word on incarnations is not believed
         if call.peer.node_id:
             self._addresses.learn_address(call.peer.node_id, call.peer.address)
         streams = call.streams or None

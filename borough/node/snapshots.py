@@ -215,7 +215,7 @@ class Snapshots:
         progress: trio.CancelScope,
     ) -> None:
         replica = await self._find_replica(partition, op.to_inc)
-        if not replica.incarnations.admit(message.frm, op.to_inc, op.frm_inc):
+        if not replica.incarnations.admit(message.frm, op.to_inc, op.frm_inc, member=op.member):
             raise Unavailable(
                 f"partition {partition!r}: this snapshot is meant for, or comes from, an earlier incarnation "
                 f"of a replica (to {op.to_inc}, from {op.frm_inc}): dropped"

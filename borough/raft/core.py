@@ -51,6 +51,7 @@ __all__ = ["Raft", "Role"]
 _log = logging.getLogger(__name__)
 
 _FROM_LEADER = (AppendRequest, Heartbeat, InstallSnapshot)
+_ANSWERS = (AppendResponse, HeartbeatResponse, VoteResponse, ReadIndexResponse)
 _CONF = EntryKind.CONF_CHANGE
 
 
@@ -433,6 +434,10 @@ class Raft(LeaderMixin):
                 "the sender's view of this node is wrong"
             )
         t = m.term
+        if m.frm != self.lead and m.frm not in self.member_ids and self._ignores_outsider(m):
+            return
+        if type(m) is TimeoutNow and (m.frm != self.lead or t != self.term):
+            return  # only our leader hands us its lead, in its term; from anyone else it would depose it
         if t > self.term:
             tp = type(m)
             if tp is VoteRequest:
@@ -465,6 +470,22 @@ class Raft(LeaderMixin):
         if self.quiesced and type(m) is not HeartbeatResponse:
             self.wake(heartbeat=True)  # any message wakes a quiesced group, except answers to its heartbeats
         self._handlers[type(m)](m)
+
+    def _ignores_outsider(self, m: Message) -> bool:
+        """Whether to ignore ``m``, from a node outside our configuration that is not our leader either.
+
+        Such a node sends us nothing in a healthy group, but one can: a leader our configuration does not list
+        yet (we are new, or our log is behind and a later configuration elected it), a candidate that needs our
+        vote (the same, or one that was removed) or a forged id, which the driver may let through (``_system``
+        takes Raft traffic from nodes the member table does not list, so that a stale node can help elect a
+        leader). An answer from it answers nothing we asked: ignored. Anything else is ignored while we are in
+        touch with a leader (we lead, or heard from ours within an election timeout), as check-quorum's leader
+        stickiness ignores a disruptive candidate: else a made-up leader's heartbeat, or any message with a higher
+        term, would depose a leader that a quorum follows. A replica out of touch takes it as before, so a stale
+        node still helps elect the leader of a configuration it does not know yet."""
+        if type(m) in _ANSWERS:
+            return True
+        return self.in_lease() and (self.role is Role.LEADER or self.lead is not None)
 
     # --- replication: follower side -----------------------------------------------------------------------
 

@@ -39,6 +39,24 @@ def test_a_message_from_an_earlier_incarnation_of_a_peer_is_dropped_and_a_later_
     assert a.admit("z", 0, 2) and a.stamp("z") == (2, 0)  # not a member here at all
 
 
+def test_a_non_member_is_not_believed_about_incarnations() -> None:
+    """``_system`` takes Raft traffic from node ids the member table does not list; anyone who reaches the port
+    can be one. Had its "you are incarnation 2**63-1" been believed, the replica would have dropped every message
+    of its real peers for good (the live-port fuzzer left `_system` learners unpromoted and voters deaf so)."""
+    conf = ConfState(voters=["a", "b"], learners=["c"], incarnations={"c": 3}, next_incarnation=4)
+    c = Incarnations("c", lambda: conf, None)
+    assert c.admit("mallory", (1 << 63) - 1, 2, member=False)  # admitted (Raft judges it), but not believed
+    assert c.own() == 3 and c.admit("a", 3, 0)
+    assert not c.admit("mallory", 2, 0, member=False)  # meant for an earlier incarnation: dropped as any other
+    assert c.stamp("mallory") == (2, 3)  # it is answered at the incarnation it claims for itself
+    # A member's word about itself survives a flood of made-up ids.
+    assert c.admit("b", 3, 7) and c.stamp("b") == (7, 3)
+    for i in range(100):
+        c.admit(f"mallory-{i}", 3, 5, member=False)
+    assert c.stamp("b") == (7, 3) and c.own() == 3
+    assert c.admit("a", 5, 0) and c.own() == 5  # a member that adds c back is believed
+
+
 def test_a_replica_created_where_one_was_deleted_is_a_later_incarnation_than_that_one() -> None:
     conf = ConfState(voters=["a"])
     d = Incarnations("d", lambda: conf, Tombstone(term=3, incarnation=4))

@@ -36,15 +36,17 @@ class Wire:
         self.frames: list[tuple[str, Any]] = []
         self.delivered: list[tuple[str, Message]] = []
         self.incarnations: list[tuple[int, int]] = []
+        self.members: list[bool] = []
         self.accept = accept
 
     def send(self, address: str, frame: Any) -> bool:
         self.frames.append((address, frame))
         return self.accept
 
-    def deliver(self, partition: str, message: Message, to_inc: int, frm_inc: int) -> None:
+    def deliver(self, partition: str, message: Message, to_inc: int, frm_inc: int, *, member: bool) -> None:
         self.delivered.append((partition, message))
         self.incarnations.append((to_inc, frm_inc))
+        self.members.append(member)
 
 
 def unstamped(to: str) -> tuple[int, int]:
@@ -225,6 +227,21 @@ def test_a_message_for_another_node_id_is_not_delivered() -> None:
     assert outbox.dropped_inbound == 0  # well formed: not counted as malformed
 
 
+def test_a_non_member_speaks_for_the_one_group_in_its_own_name_only_and_is_delivered_as_a_non_member() -> None:
+    """``_system`` takes Raft traffic from node ids the member table does not list (``roles``): such a peer's
+    messages of other groups, and those in another node's name (a member's id: it would be believed about the
+    member's term, vote and incarnation), are not delivered; the rest are, marked as a non-member's."""
+    wire = Wire()
+    outbox = make_outbox(wire, node_id="b")
+    stranger = PeerInfo(node_id="x", address="x:1", cluster_id="c1", is_client=False)
+    own, forged, other = hb("b", frm="x"), hb("b", frm="a"), hb("b", frm="x", term=2)
+    items = [["_system", encode_message(own), 1, 2], ["_system", encode_message(forged), 0, 0]]
+    outbox.receive(stranger, ["raft", [*items, ["p", encode_message(other), 0, 0]]], only="_system")
+    assert wire.delivered == [("_system", own)] and wire.members == [False]
+    outbox.receive(PEER, ["raft", [["_system", encode_message(forged), 0, 0]]])
+    assert wire.delivered[1:] == [("_system", forged)] and wire.members[1:] == [True]
+
+
 def test_appends_of_many_groups_leave_in_frames_under_the_budget_and_a_refused_frame_is_dropped() -> None:
     from borough.errors import LocalProtocolError
     from borough.ids import NodeId
@@ -241,7 +258,7 @@ def test_appends_of_many_groups_leave_in_frames_under_the_budget_and_a_refused_f
         return True
 
     outbox = RaftOutbox(
-        node_id="a", send=send, address_of=lambda n: f"{n}:1", deliver=lambda p, m: None, frame_budget=2500
+        node_id="a", send=send, address_of=lambda n: f"{n}:1", deliver=Wire().deliver, frame_budget=2500
     )
     big = [Entry(term=1, index=i, data=b"x" * 1000) for i in (1, 2)]  # about 2 KB of appends per group
     for g in range(4):

@@ -13,9 +13,17 @@ import pytest
 import trio
 import trio.testing
 
-from borough.errors import Forbidden, RemoteProtocolError
+from borough.errors import BoroughError, Forbidden, RemoteProtocolError
 from borough.node.protocol import Join, SendSnapshot, encode_call
-from borough.raft.messages import AppendRequest, Heartbeat, InstallSnapshot, VoteRequest, encode_message
+from borough.raft.messages import (
+    AppendRequest,
+    AppendResponse,
+    Heartbeat,
+    InstallSnapshot,
+    TimeoutNow,
+    VoteRequest,
+    encode_message,
+)
 from borough.raft.records import Entry, SnapshotMeta
 from borough.testing import SimCluster
 from borough.wire.transport import Identity, Transport, open_transport
@@ -108,11 +116,77 @@ async def test_a_client_cannot_join_or_send_a_snapshot(autojump_clock: trio.test
             with pytest.raises(Forbidden):
                 call = SendSnapshot(encode_message(snapshot), 0, 0)
                 await evil.call(address, encode_call(P, call, 5.0), streams={"data": _empty()})
+            # `_system` takes a non-member's snapshot (a node with a stale table may need one), in its own name only.
+            system = sim[0].replicas.get("_system")
+            assert system is not None
+            own = system.incarnations.own()
+            forged = InstallSnapshot(frm="n1", to=sim[0].node_id, term=system.term + 1, meta=SnapshotMeta(index=99))
+            with pytest.raises(Forbidden, match="in its own name only"):
+                call = SendSnapshot(encode_message(forged), 0, 0)
+                await evil.call(sim.nodes[0].address, encode_call("_system", call, 5.0), streams={"data": _empty()})
+            # And what it says of incarnations is not believed (whatever comes of the snapshot itself).
+            forged = InstallSnapshot(
+                frm="not-a-member", to=sim[0].node_id, term=system.term, meta=SnapshotMeta(index=1)
+            )
+            with trio.move_on_after(10):
+                try:
+                    call = SendSnapshot(encode_message(forged), (1 << 63) - 1, 2)
+                    await evil.call(sim.nodes[0].address, encode_call("_system", call, 5.0), streams={"data": _empty()})
+                except BoroughError:
+                    pass  # (an empty stream: the install fails)
+            assert system.incarnations.own() == own
             victim = sim[1].node_id  # a join naming another member would move its address to mallory
             with pytest.raises(Forbidden, match="joins only as itself"):
                 await evil.call(address, encode_call("_system", Join(victim, "mallory:1"), 5.0))
         assert sim[0].directory.members.address_of(sim[1].node_id) == sim.nodes[1].address
         await still_serving(sim, 7)
+
+
+async def test_a_strangers_system_frames_neither_depose_its_leader_nor_deafen_its_replicas(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """``_system`` takes Raft frames from node ids the member table does not list (``roles``: a node with a
+    stale table may be needed to elect its leader), so anyone who reaches the port can send them. The live-port
+    fuzzer's non-members (issue 16) sent such frames, and `_system` was left without a leader: a replica told
+    "you are incarnation 2**63-1" dropped every message of its real peers for good (a learner was never
+    promoted; a voter went deaf), and made-up heartbeats, higher-term answers and TimeoutNow deposed the leader.
+    Now none of that is believed: the leader keeps its term, every replica keeps its incarnation and keeps
+    applying its leader's entries."""
+    async with SimCluster(3, seed=15) as sim:
+        await sim[0].partition(P).put("balance", 9)
+        with trio.fail_after(30):
+            await sim.wait_system_replicated()
+        await trio.sleep(5)  # placement settles (it may hand the lead to the ring owner)
+        system = sim.leader_replica("_system")
+        term, leader_id = system.term, system.host.node_id
+        replicas = {sn.address: sn.node.replicas.get("_system") for sn in sim.running() if sn.node is not None}
+        own = {address: r.incarnations.own() for address, r in replicas.items()}
+        async with mallory(sim, "mallory") as evil:
+            for _ in range(3):
+                for address, replica in replicas.items():
+                    to = replica.host.node_id
+                    forged = [
+                        Heartbeat(frm="mallory", to=to, term=term + 4, commit=3, seq=9),
+                        AppendResponse(frm="mallory", to=to, term=term + 4, index=0),
+                        VoteRequest(
+                            frm="mallory", to=to, term=term + 5, last_index=10**6, last_term=term + 4, transfer=True
+                        ),
+                        TimeoutNow(frm="mallory", to=to, term=term),
+                    ]
+                    # (In another node's name the frame is dropped: the stranger speaks only as itself.)
+                    forged.append(Heartbeat(frm=leader_id, to=to, term=term + 6, commit=3, seq=9))
+                    evil.send(address, ["raft", [["_system", encode_message(m), (1 << 63) - 1, 2] for m in forged]])
+                await trio.sleep(0.5)
+        now = sim.leader_replica("_system")
+        assert now is not None and (now.term, now.host.node_id) == (term, leader_id)
+        assert {address: r.incarnations.own() for address, r in replicas.items()} == own
+        await sim[0].partition("fresh").put("k", 1)  # a `_system` entry (registering the partition)
+        with trio.fail_after(2):  # within one heartbeat or so: every replica hears its leader
+            while True:
+                if all(r.applied >= now.applied for r in replicas.values()):
+                    break
+                await trio.sleep(0.05)
+        await still_serving(sim, 9)
 
 
 async def _empty() -> AsyncIterator[bytes]:

@@ -223,16 +223,6 @@ def tracebacks(log: str) -> list[str]:
 # ------------------------------------------------------------------------------------------------ the test
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "issue 16 (fail-over users do not notice): in CI (three runs of .ci/run on 2026-12-06, after this "
-        "session's quiescence and placement changes) the final get found `_system` without a leader: its third "
-        "replica stayed a learner (never promoted) and a leadership transfer between the two voters left no "
-        "leader under the hostile load, so a node's get of 'ready' timed out; it passed 3 of 3 runs alone. "
-        "Until the promotion of `_system`'s learners under hostile load is fixed, a failure here is reported"
-    ),
-)
 async def test_hostile_connections_with_mutated_frames_kill_no_node_and_break_no_history(
     tmp_path: Path, procs: list[Proc]
 ) -> None:
