@@ -243,10 +243,9 @@ class Replicas:
         if message.term > (replica.term if replica is not None else 0) + MAX_TERM_GAP:
             self.dropped_terms += 1
             return
-        if replica is not None:
-            replica.deliver(message, to_inc, frm_inc, member=member)
-            return
-        if not member:
+        if replica is not None or not member:  # (a non-member's message creates no replica)
+            if replica is not None:
+                replica.deliver(message, to_inc, frm_inc, member=member)
             return
         pending = self._pending.get(partition)
         if pending is None:
