@@ -123,14 +123,13 @@ class Rounds:
         errors: list[BaseException | None]
         try:
             errors = await self._commit([turn.batch for _, turn in group if turn.batch is not None], sync)
-        except BaseException as exc:
-            # Cancelled (the node stops) or the store failed: no turn of this group may go on as if written.
+        except Exception as exc:  # the store failed: no turn of this group may go on as if written
             errors = [exc] * len(group)
-            if not isinstance(exc, Exception):
-                for replica, _ in group:
-                    self._busy.discard(replica)
-                    replica.fail(exc)
-                raise
+        except BaseException:
+            # Cancelled: the node stops, and its replicas with it (their tasks are cancelled too). Whether the
+            # batches were written is unknown; each replica's next start reads what its store holds.
+            self._busy.difference_update(replica for replica, _ in group)
+            raise
         for (replica, turn), error in zip(group, errors, strict=True):
             self._busy.discard(replica)
             if error is None:
