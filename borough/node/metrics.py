@@ -8,7 +8,8 @@ Series (all prefixed ``borough_``):
 - members of the table by state, and the failure detector's view by liveness;
 - ops carried out by this node, by op, as a latency histogram (``op_seconds``); write cycles of the group commit
   as a latency histogram (``commit_write_seconds``, labelled synced or not) and their batch counts;
-- Raft frames and messages sent, dropped in and out; connections open and refused; bytes queued for peers;
+- Raft rounds and the replicas' turns in them (``borough.node.rounds``); Raft frames and messages sent, dropped
+  in and out; connections open and refused; bytes queued for peers;
   snapshots sent and received; frames and calls refused by role; replicas that failed; messages for deleted
   replicas; partition creations refused by rate; handler transactions committed and run again, and effects on
   other partitions delivered.
@@ -146,6 +147,13 @@ class _Collector(Collector):
 
     def _wire(self, node: MetricsSource) -> Iterator[Metric]:
         outbox, transport, snapshots = node.outbox, node.transport, node.snapshots
+        rounds = node.replicas.rounds
+        yield _counter(
+            "raft_rounds", "Rounds: passes that carried out the Readies of every replica with work", rounds.rounds
+        )
+        yield _counter(
+            "raft_turns", "Replicas' turns in those rounds (turns per round: how much a round batched)", rounds.turns
+        )
         yield _counter("raft_frames_sent", "Frames of Raft messages sent", outbox.frames_sent)
         yield _counter("raft_messages_sent", "Raft messages sent", outbox.messages_sent)
         yield _counter("raft_messages_dropped_in", "Malformed Raft messages dropped", outbox.dropped_inbound)
