@@ -7,17 +7,17 @@ the core's state each time it goes back to waiting for input (``Inbox.wait``), s
 parked on its inbox: no timer, no wake-up, no message, and the ticker's work per tick is proportional to the
 replicas that are awake, not to those hosted. It also tells the services that look over the node's groups
 now and then (``watch``) which replicas started (were created, or woke) since they last looked, so those too
-can visit the groups that may have changed rather than every group. It knows nothing of Raft or of what a tick
-does.
+can visit the groups that may have changed rather than every group (``Visits``). It knows nothing of Raft or
+of what a tick does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import trio
 
-__all__ = ["Clock", "Clocks"]
+__all__ = ["Clock", "Clocks", "Visits"]
 
 #: One replica's tick: what the ticker calls (``Inbox.tick``).
 Clock = Callable[[], None]
@@ -82,3 +82,30 @@ class Clocks:
             ticked = self.tick()  # only replicas that are awake: a quiesced one costs nothing
             if on_tick is not None:
                 on_tick(ticked)
+
+
+#: What a first pass was made for: nothing yet, so the first pass visits every group.
+_NEVER = object()
+
+
+class Visits:
+    """Which groups one periodic pass over a node's replicas visits: every hosted one when what the pass depends
+    on (``made_for``) changed since the last pass (and on the first pass), else the ones the last pass left to look
+    at again (``again``: the caller adds those not found settled) and the ones whose clock started meanwhile; in
+    name order, so a simulated run replays the same. A quiet replica changes only after it wakes, so a pass over
+    an idle node visits nothing."""
+
+    def __init__(self, clocks: Clocks) -> None:
+        self._woke = clocks.watch()
+        self._made_for: object = _NEVER
+        self.again: set[str] = set()
+
+    def take(self, hosted: Iterable[str], made_for: object = None) -> list[str]:
+        if made_for != self._made_for:
+            self._made_for = made_for
+            names = sorted(hosted)
+        else:
+            names = sorted(self.again | self._woke)
+        self._woke.clear()
+        self.again = set()
+        return names

@@ -20,14 +20,14 @@ visit nothing. A pass starts at most ``VISITS_PER_PASS`` placement steps; the re
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 
 import trio
 
 from borough.config import NodeConfig
 from borough.errors import BoroughError
 from borough.ids import NodeId
-from borough.node.clocks import Clocks
+from borough.node.clocks import Visits
 from borough.node.members import MemberWatch
 from borough.node.reconcile import reconcile_once
 from borough.node.records import PartitionInfo
@@ -51,27 +51,6 @@ STRAY_SWEEP_INTERVAL = 5.0
 PLACEMENT_INTERVAL = 1.0
 #: Placement steps (each a check of one group against the ring, most finding nothing to do) one pass starts.
 VISITS_PER_PASS = 512
-
-
-class _Visits:
-    """Which groups one periodic pass visits: every hosted one when what the pass depends on (``made_for``)
-    changed since the last pass, else the ones the last pass left to look at again (``again``) and the ones that
-    woke meanwhile; in name order, so a simulated run replays the same."""
-
-    def __init__(self, clocks: Clocks) -> None:
-        self._woke = clocks.watch()
-        self._made_for: object = None
-        self.again: set[str] = set()
-
-    def take(self, hosted: Iterable[str], made_for: object) -> list[str]:
-        if made_for != self._made_for:
-            self._made_for = made_for
-            names = sorted(hosted)
-        else:
-            names = sorted(self.again | self._woke)
-        self._woke.clear()
-        self.again = set()
-        return names
 
 
 class Duties:
@@ -98,8 +77,8 @@ class Duties:
         self._leading_since: tuple[int, float] | None = None  # (term, time) this node began leading _system
         self._nursery = nursery
         self._moving: set[str] = set()  # groups with a placement step under way
-        self._placing = _Visits(replicas.clocks)
-        self._sweeping = _Visits(replicas.clocks)
+        self._placing = Visits(replicas.clocks)
+        self._sweeping = Visits(replicas.clocks)
         self._placement_limit = trio.Semaphore(config.max_moving_partitions)  # groups moving at once
 
     # --- _system's leader -----------------------------------------------------------------------------------
