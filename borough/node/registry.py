@@ -187,11 +187,12 @@ class Replicas:
         if failed.name not in self._replicas and self._host.store.has_replica(failed.name):
             self.start(failed.name)
 
-    async def bootstrap(self, name: str, voters: Sequence[str]) -> Replica:
-        """Create a new group's replica with its initial configuration (a snapshot meta at index 0)."""
+    async def bootstrap(self, name: str, voters: Sequence[str], *, sync: bool = True) -> Replica:
+        """Create a new group's replica with its initial configuration (a snapshot meta at index 0). Not ``sync``:
+        durable with the replica's first synced write (its vote); lost before that, nothing depended on it."""
         batch = self._host.store.write_batch()
         batch.set_snapshot_meta(name, SnapshotMeta(index=0, term=0, conf_state=ConfState(voters=voters)))
-        await self._host.committer.commit(batch)
+        await self._host.committer.commit(batch, sync=sync)
         existing = self._replicas.get(name)
         if existing is not None:
             return existing
@@ -219,7 +220,7 @@ class Replicas:
                     raise
                 record = None
             if record is not None and not deleted_here and self._host.node_id in record.voters:
-                replica = await self.bootstrap(name, record.voters)
+                replica = await self.bootstrap(name, record.voters, sync=False)  # (re-made from the record if lost)
                 if record.voters[0] == self._host.node_id:
                     replica.campaign()  # the ring owner starts the first election at once; the caller awaits it
                     with trio.move_on_after(self._config.election_ticks * self._config.tick_interval):

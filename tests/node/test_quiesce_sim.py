@@ -245,10 +245,9 @@ async def test_an_idle_node_never_walks_every_replica_it_hosts(
 
     names = [f"w{i}" for i in range(60)]
     async with SimCluster(3, seed=59, keep_trace=0) as sim:
-        async with sim.client() as client:
-            async with trio.open_nursery() as nursery:
-                for i, name in enumerate(names):
-                    nursery.start_soon(client.partition(name).put, "k", i)
+        async with sim.client() as client, trio.open_nursery() as nursery:
+            for i, name in enumerate(names):
+                nursery.start_soon(client.partition(name).put, "k", i)
         await wait_quiet(sim, [*names, SYSTEM])
         await trio.sleep(10)  # every periodic duty has made its first (full) pass
         walks: list[str] = []
