@@ -51,6 +51,8 @@ STRAY_SWEEP_INTERVAL = 5.0
 PLACEMENT_INTERVAL = 1.0
 #: Placement steps (each a check of one group against the ring, most finding nothing to do) one pass starts.
 VISITS_PER_PASS = 512
+#: A pass lets the other tasks run after this many groups (so a full pass is many short steps, not one long one).
+YIELD_EVERY = 256
 
 
 class Duties:
@@ -132,9 +134,9 @@ class Duties:
     async def placement_forever(self) -> None:
         while True:
             await trio.sleep(PLACEMENT_INTERVAL)
-            self.placement_once()
+            await self.placement_once()
 
-    def placement_once(self) -> None:
+    async def placement_once(self) -> None:
         """Start one placement step for each group this node leads that may not be on its ring replica set yet
         (``_system`` has its own duty), and wake a quiet group a live follower of which lacks entries. Visits the
         groups that may have changed (see the module's docstring). A group with a step under way is left alone."""
@@ -148,6 +150,8 @@ class Duties:
             if started >= VISITS_PER_PASS:
                 visits.again.update(names[i:])  # bounded work per pass: the rest next time
                 break
+            if i and not i % YIELD_EVERY:
+                await trio.lowlevel.checkpoint()  # a full pass over 10,000 groups is no single long step
             replica = self._replicas.get(name)
             if replica is None:
                 continue
@@ -206,7 +210,9 @@ class Duties:
         visits = self._sweeping
         names = visits.take(self._replicas, table.version)
         ring = self._ring_for(table)
-        for name in names:
+        for i, name in enumerate(names):
+            if i and not i % YIELD_EVERY:
+                await trio.lowlevel.checkpoint()
             replica = self._replicas.get(name)
             if replica is None or replica.removed:
                 continue
