@@ -80,9 +80,11 @@ def make_throwaway_certs(root: pathlib.Path) -> str:
 
 
 class Cluster:
-    def __init__(self, root: pathlib.Path, certs_dir: str | None = None) -> None:
+    def __init__(self, root: pathlib.Path, certs_dir: str | None = None, metrics: bool = False) -> None:
         self.root = root
         self.certs_dir = certs_dir
+        #: With ``metrics``, each node's HTTP listener (``/metrics``, ``/status``), in the order of ``procs``.
+        self.metrics_addresses: list[str] = [f"127.0.0.1:{free_port()}" for _ in range(3)] if metrics else []
         self.procs: list[subprocess.Popen[bytes]] = []
         self.addresses: list[str] = []
 
@@ -91,8 +93,10 @@ class Cluster:
         for i in range(3):
             address = f"127.0.0.1:{free_port()}"
             args = [sys.executable, "-m", "borough", "serve", "--listen", address, "--data", str(self.root / f"n{i}")]
-            args += ["--log-level", "warning"] + (["--no-fsync"] if os.environ.get("BENCH_NO_FSYNC") else [])
+            args += ["--log-level", os.environ.get("BENCH_LOG_LEVEL", "warning")]
+            args += ["--no-fsync"] if os.environ.get("BENCH_NO_FSYNC") else []
             args += ["--certs-dir", self.certs_dir] if self.certs_dir else []
+            args += ["--metrics-listen", self.metrics_addresses[i]] if self.metrics_addresses else []
             if i:
                 args += ["--join", self.addresses[0]]
             self.spawn(i, address, args, env)

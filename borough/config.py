@@ -73,7 +73,7 @@ class NodeConfig:
     tick_interval: float = attrs.field(default=0.1, validator=_positive("tick_interval"))
     election_ticks: int = attrs.field(default=10, validator=_positive("election_ticks"))
     heartbeat_ticks: int = attrs.field(default=1, validator=_positive("heartbeat_ticks"))
-    quiesce_ticks: int = attrs.field(default=20)
+    quiesce_ticks: int = attrs.field(default=2)
     request_timeout: float = attrs.field(default=10.0, validator=_positive("request_timeout"))
     dead_after: float = attrs.field(default=30.0, validator=_positive("dead_after"))
     max_key_bytes: int = attrs.field(default=64 * 1024, validator=_positive("max_key_bytes"))

@@ -9,6 +9,12 @@ learner, promote it, remove a node that left the set, move leadership to the rin
 bound on the groups changing at once, so a rebalance never starves the foreground. And on every node: find
 replicas this node no longer belongs to (a removed replica is never told so by Raft once its leader stops
 replicating to it) and stop them, so their data is deleted. It knows nothing of the wire or of how ops run.
+
+The last two visit only the groups that may have changed, so their work is proportional to the active groups,
+not to the hosted ones: every group when the member table (or, for placement, the live set) changed; else the
+groups that were awake at the last visit or woke since (``Clocks.watch``). A quiesced group changes only after
+it wakes, so one found settled (in place, quiet) is not looked at again until then; an idle node's passes
+visit nothing. A pass starts at most ``VISITS_PER_PASS`` placement steps; the rest wait for the next pass.
 """
 
 from __future__ import annotations
@@ -18,8 +24,10 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from borough.config import NodeConfig
 from borough.errors import BoroughError
 from borough.ids import NodeId
+from borough.node.clocks import Visits
 from borough.node.members import MemberWatch
 from borough.node.reconcile import reconcile_once
 from borough.node.records import PartitionInfo
@@ -35,17 +43,16 @@ from borough.ring.placement import Nothing
 
 __all__ = ["Duties"]
 
-#: What a quiet group was last checked against: its Readies so far, the member table version, the live set.
-_Seen = tuple[int, int, frozenset[str]]
-
 logger = logging.getLogger(__name__)
 
 SYSTEM_DUTY_INTERVAL = 0.5
 STRAY_SWEEP_INTERVAL = 5.0
 #: How often each led group is compared with the ring.
 PLACEMENT_INTERVAL = 1.0
-#: Groups this node moves at once (each one placement step at a time).
-PLACEMENT_CONCURRENCY = 8
+#: Placement steps (each a check of one group against the ring, most finding nothing to do) one pass starts.
+VISITS_PER_PASS = 512
+#: A pass lets the other tasks run after this many groups (so a full pass is many short steps, not one long one).
+YIELD_EVERY = 256
 
 
 class Duties:
@@ -57,30 +64,24 @@ class Duties:
         members: MemberWatch,
         ring_for: Callable[[MemberTable], HashRing],
         partition_info: Callable[[str], Awaitable[PartitionInfo]],
-        dead_after: float,
+        config: NodeConfig,
         out_of_touch: float,
-        timeout: float,
         nursery: trio.Nursery,
-        max_moving: int = PLACEMENT_CONCURRENCY,
     ) -> None:
         self._node_id = node_id
         self._replicas = replicas
         self._members = members
         self._ring_for = ring_for
         self._partition_info = partition_info
-        self._dead_after = dead_after
+        self._dead_after = config.dead_after  # (the member table's, and how long operations may take)
         self._out_of_touch = out_of_touch
-        self._timeout = timeout
+        self._timeout = config.request_timeout
         self._leading_since: tuple[int, float] | None = None  # (term, time) this node began leading _system
         self._nursery = nursery
         self._moving: set[str] = set()  # groups with a placement step under way
-        # Quiesced groups found settled (in place, no follower to wake), with what they were checked against: their
-        # Readies so far, the member table version and the live set. A quiet group changes only through a Ready,
-        # so it is not looked at again until one of the three changes (an idle group costs nothing).
-        self._settled: dict[str, _Seen] = {}
-        # Quiet followers found to be members where the ring places them, with their Readies and the table version.
-        self._swept: dict[str, tuple[int, int]] = {}
-        self._placement_limit = trio.Semaphore(max_moving)
+        self._placing = Visits(replicas.clocks)
+        self._sweeping = Visits(replicas.clocks)
+        self._placement_limit = trio.Semaphore(config.max_moving_partitions)  # groups moving at once
 
     # --- _system's leader -----------------------------------------------------------------------------------
 
@@ -133,23 +134,32 @@ class Duties:
     async def placement_forever(self) -> None:
         while True:
             await trio.sleep(PLACEMENT_INTERVAL)
-            self.placement_once()
+            await self.placement_once()
 
-    def placement_once(self) -> None:
-        """Start one placement step for every group this node leads that is not on its ring replica set yet
-        (``_system`` has its own duty). A group with a step under way is left alone."""
+    async def placement_once(self) -> None:
+        """Start one placement step for each group this node leads that may not be on its ring replica set yet
+        (``_system`` has its own duty), and wake a quiet group a live follower of which lacks entries. Visits the
+        groups that may have changed (see the module's docstring). A group with a step under way is left alone."""
         table = self._members.table
-        ring = self._ring_for(table)
         live = self._members.live()
-        frozen = frozenset(live)
-        settled = self._settled
-        for name, replica in self._replicas.items():
+        visits = self._placing
+        names = visits.take(self._replicas, (table.version, frozenset(live)))
+        ring = self._ring_for(table)
+        started = 0
+        for i, name in enumerate(names):
+            if started >= VISITS_PER_PASS:
+                visits.again.update(names[i:])  # bounded work per pass: the rest next time
+                break
+            if i and not i % YIELD_EVERY:
+                await trio.lowlevel.checkpoint()  # a full pass over 10,000 groups is no single long step
+            replica = self._replicas.get(name)
+            if replica is None:
+                continue
             if not replica.is_leader:
+                if not replica.quiesced:
+                    visits.again.add(name)  # awake: it may be elected (a quiet one wakes first)
                 continue
             quiet = replica.quiesced
-            seen = (replica.stats.readies, table.version, frozen)
-            if quiet and settled.get(name) == seen:
-                continue  # quiet, and nothing changed since it was found settled
             if quiet:
                 # A follower of a quiet group that lacks part of the log while its node is alive missed the
                 # wake-up (an asymmetric cut, a pause shorter than the detector's bound, or it is a former leader
@@ -157,33 +167,32 @@ class Duties:
                 status = replica.status()
                 if any(p.match < status.last_index and n in live for n, p in status.progress.items()):
                     replica.command(RawNode.wake)
+                    visits.again.add(name)
                     continue
             if name == SYSTEM or name in self._moving or replica.conf_change_in_flight:
-                if quiet and name == SYSTEM:
-                    settled[name] = seen  # (``_system`` is placed by its own duty)
+                if not (quiet and name == SYSTEM):  # (``_system`` is placed by its own duty)
+                    visits.again.add(name)
                 continue
             self._moving.add(name)
-            self._nursery.start_soon(self._place, replica, ring, live, seen)
-        for table_ in (settled, self._swept):
-            if len(table_) > len(self._replicas):
-                for name in [n for n in table_ if n not in self._replicas]:
-                    del table_[name]
+            started += 1
+            self._nursery.start_soon(self._place, replica, ring, live)
 
-    async def _place(self, replica: Replica, ring: HashRing, live: set[str], seen: _Seen) -> None:
+    async def _place(self, replica: Replica, ring: HashRing, live: set[str]) -> None:
+        settled = False
         try:
             async with self._placement_limit:
                 if replica.is_leader:
                     with trio.move_on_after(self._timeout):
                         quiesced = replica.quiesced  # before the step: a step wakes the group
                         step = await reconcile_once(replica, ring, live)
-                        if quiesced and isinstance(step, Nothing):
-                            self._settled[replica.name] = seen
-                        else:
-                            self._settled.pop(replica.name, None)
+                        # Quiet and in place: not visited again until it wakes (or the table or live set change).
+                        settled = quiesced and isinstance(step, Nothing)
         except BoroughError as exc:
             logger.info("partition %r: placement step failed: %s", replica.name, exc)
         finally:
             self._moving.discard(replica.name)
+            if not settled:
+                self._placing.again.add(replica.name)
 
     # --- every node ---------------------------------------------------------------------------------------
 
@@ -195,26 +204,33 @@ class Duties:
     async def sweep_once(self) -> None:
         """Stop replicas this node no longer belongs to. A replica that knows no leader, or whose latest
         configuration leaves this node out, asks the group's leader, and stops when the leader's configuration
-        does not list this node."""
+        does not list this node. Visits the replicas that may have changed (see the module's docstring)."""
         me = NodeId(self._node_id)
-        swept = self._swept
         table = self._members.table
+        visits = self._sweeping
+        names = visits.take(self._replicas, table.version)
         ring = self._ring_for(table)
-        for name, replica in self._replicas.items():
-            if replica.is_leader or replica.removed:
+        for i, name in enumerate(names):
+            if i and not i % YIELD_EVERY:
+                await trio.lowlevel.checkpoint()
+            replica = self._replicas.get(name)
+            if replica is None or replica.removed:
                 continue
-            quiet, seen = replica.quiesced, (replica.stats.readies, table.version)
-            if quiet and swept.get(name) == seen:
-                continue  # quiet, and nothing changed since it was found to be a member where the ring puts it
+            quiet = replica.quiesced
+            if replica.is_leader:
+                if not quiet:
+                    visits.again.add(name)  # it may lose its leadership (a quiet one wakes first)
+                continue
             if replica.hears_from_leader(self._out_of_touch) and me in replica.status().conf_state.members():
                 if not quiet:
+                    visits.again.add(name)
                     continue  # a member that hears from its leader
                 # A quiet follower hears nothing, so it would never learn that its group removed it while it was
                 # cut off. Where the ring places the group it is trusted; elsewhere it is a move in progress or
                 # a leftover: the leader is asked, as for a follower out of touch.
                 if name != SYSTEM and me in ring.replica_set(name):
-                    swept[name] = seen
-                    continue
+                    continue  # settled: not visited again until it wakes or the member table changes
+            visits.again.add(name)
             try:
                 with trio.move_on_after(self._timeout):
                     info = await self._partition_info(name)

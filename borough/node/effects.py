@@ -21,14 +21,16 @@ from typing import Any, Final
 import trio
 
 from borough.errors import BoroughError
+from borough.node.clocks import Visits
 from borough.node.effects_table import Effect, Outbox
 from borough.node.protocol import Op, Write
 from borough.node.records import Delete, Put, WriteOp
+from borough.node.registry import Replicas
 from borough.node.replica import Replica
 from borough.node.statemachine import KvStateMachine
 from borough.node.txn_command import TxnCommand
 
-__all__ = ["EffectsPump"]
+__all__ = ["EffectsPump", "owing"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,15 +91,16 @@ class EffectsPump:
 
     async def pump_once(self) -> None:
         """One round: send what each led partition owes, and record as done what was acknowledged."""
+        replicas = list(self._replicas())
         async with trio.open_nursery() as nursery:
-            for replica in self._replicas():
+            for replica in replicas:
                 machine = replica.machine
                 if not replica.is_leader or not isinstance(machine, KvStateMachine):
                     continue
                 if len(machine.outbox):
                     owed = [e.seq for e in machine.outbox.pending()[:MAX_SENDING]]
                     nursery.start_soon(self.deliver, replica, owed)
-        for replica in self._replicas():
+        for replica in replicas:
             machine = replica.machine
             if replica.name in self._done and replica.is_leader and isinstance(machine, KvStateMachine):
                 done = self.take_done(replica.name)
@@ -116,3 +119,25 @@ class EffectsPump:
 
 def _write_ops(ops: tuple[list[Any], ...]) -> tuple[WriteOp, ...]:
     return tuple(Put(op[1], op[2]) if op[0] == "put" else Delete(op[1]) for op in ops)
+
+
+def owing(replicas: Replicas) -> Callable[[], list[Replica]]:
+    """What a node's pump round looks at: its replicas that are awake or woke since the last round, and those
+    whose outbox still held effects then (a partition gains effects only by applying an entry, awake; one whose
+    acknowledged effects are not recorded as done yet still holds them), so a round over an idle node visits
+    nothing instead of every replica hosted."""
+    visits = Visits(replicas.clocks)
+
+    def candidates() -> list[Replica]:
+        found = []
+        for name in visits.take(replicas):
+            replica = replicas.get(name)
+            if replica is None:
+                continue
+            machine = replica.machine
+            if not replica.quiesced or (isinstance(machine, KvStateMachine) and len(machine.outbox)):
+                visits.again.add(name)
+            found.append(replica)
+        return found
+
+    return candidates

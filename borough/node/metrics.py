@@ -2,9 +2,10 @@
 stay apart), read at scrape time from the services' own counters, plus two latency histograms fed as work is done.
 
 Series (all prefixed ``borough_``):
-- partitions hosted and led; per partition (while the node hosts at most ``PER_PARTITION_LIMIT`` of them, so
-  label sets stay bounded) its term, commit and applied index, whether this node leads it, and the furthest
-  behind follower's lag in entries; above the limit only the totals and the worst lag are reported;
+- partitions hosted and led, replicas awake (their Raft clock runs); per partition (while the node hosts at most
+  ``PER_PARTITION_LIMIT`` of them, so label sets stay bounded) its term, commit and applied index, whether this
+  node leads it, and the furthest behind follower's lag in entries; above the limit only the totals and the
+  worst lag (over the awake leaders) are reported;
 - members of the table by state, and the failure detector's view by liveness;
 - ops carried out by this node, by op, as a latency histogram (``op_seconds``); write cycles of the group commit
   as a latency histogram (``commit_write_seconds``, labelled synced or not) and their batch counts;
@@ -102,16 +103,18 @@ class _Collector(Collector):
         leading = [replica for _, replica in items if replica.is_leader]
         yield _gauge("partitions_hosted", "Partitions this node holds a replica of", len(items))
         yield _gauge("partitions_led", "Partitions this node leads", len(leading))
-        worst = 0
+        awake = node.replicas.clocks
+        yield _gauge("replicas_awake", "Replicas whose Raft clock runs (the others are quiesced)", len(awake))
+        lag_doc = "Entries the furthest-behind follower of any partition led here lacks"
+        if len(items) > PER_PARTITION_LIMIT:
+            # Only the totals and the worst lag (a leader's: a follower tracks no progress).
+            yield _gauge("follower_lag_max", lag_doc, max((_lag(r.status()) for r in leading), default=0))
+            return
         rows: list[tuple[str, Any, int]] = []
         for name, replica in items:
             status = replica.status()
-            lag = max((status.commit - p.match for p in status.progress.values()), default=0)
-            worst = max(worst, lag)
-            rows.append((name, status, lag))
-        yield _gauge("follower_lag_max", "Entries the furthest-behind follower of any partition led here lacks", worst)
-        if len(rows) > PER_PARTITION_LIMIT:
-            return
+            rows.append((name, status, _lag(status)))
+        yield _gauge("follower_lag_max", lag_doc, max((lag for _, _, lag in rows), default=0))
         term = GaugeMetricFamily("borough_partition_term", "Raft term of this node's replica", labels=["partition"])
         commit = GaugeMetricFamily("borough_partition_commit_index", "Commit index", labels=["partition"])
         applied = GaugeMetricFamily("borough_partition_applied_index", "Applied index", labels=["partition"])
@@ -189,6 +192,10 @@ def _transactions(runs: Any) -> Iterator[Metric]:
         "handler_reruns", "Handler runs run again: what they read changed before they committed", runs.conflicts
     )
     yield _counter("handler_effects_delivered", "Effects on other partitions delivered", runs.effects.delivered)
+
+
+def _lag(status: Any) -> int:
+    return max((status.commit - p.match for p in status.progress.values()), default=0)
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

@@ -112,7 +112,8 @@ class Node:
             on_deleted=lambda name: self.session.router.learn_leader(name, None),
             on_tick=None if trace is None else lambda n: trace("tick", (n,)),
         )
-        self.failover = Failover(node_id=node_id, replicas=self.replicas, members=lambda: self.directory.members)
+        leaders = self.replicas.leaders
+        self.failover = Failover(node_id=node_id, replicas=self.replicas, leaders=leaders, members=self.directory)
         self.outbox = RaftOutbox(
             node_id=node_id, send=transport.send, address_of=self.directory.address_of, deliver=self.replicas.deliver
         )
@@ -187,11 +188,9 @@ class Node:
             members=self.member_watch,
             ring_for=self.directory.ring,
             partition_info=self.session.partition_info,
-            dead_after=config.dead_after,
+            config=config,
             out_of_touch=out_of_touch,
-            timeout=config.request_timeout,
             nursery=nursery,
-            max_moving=config.max_moving_partitions,
         )
         self.handler = handler
         self.metrics = NodeMetrics(self)
@@ -275,6 +274,7 @@ class Node:
     def leader_changed(self, partition: str, leader: str | None, term: int) -> None:
         if self.trace is not None:
             self.trace("leader", (partition, leader, term))
+        self.replicas.leaders.changed(partition, leader)
         address = self.directory.address_of(leader) if leader is not None else None
         self.session.router.learn_leader(partition, Target(leader, address) if address is not None else None)
 

@@ -3,11 +3,12 @@
 This module owns the node-to-node Raft frame, ``["raft", [[partition, message, to_inc, frm_inc], ...]]``
 (the incarnations of recipient and sender, see ``borough.node.incarnations``). Every message that
 the node's replicas produce in one scheduling round for the same peer leaves as one frame (or a few, each
-under ``FRAME_BUDGET``), so the heartbeats of all groups two nodes share are coalesced into a single frame per
-tick. Sends never block and may drop (Raft retransmits): a peer whose address is not known yet is skipped,
-and a frame the wire refuses is dropped and counted, never raised. Inbound frames are hostile until proven
-otherwise: a malformed frame or item is logged and dropped, never raised, and each well-formed message goes to
-the replica it names (``deliver``). It knows nothing of replicas' internals or of calls.
+under ``FRAME_BUDGET`` bytes and ``FRAME_ITEMS`` CBOR items), so the heartbeats of all groups two nodes share
+are coalesced into a single frame per tick. Sends never block and may drop (Raft retransmits): a peer whose
+address is not known yet is skipped, and a frame the wire refuses is dropped and counted, never raised. Inbound
+frames are hostile until proven otherwise: a malformed frame or item is logged and dropped, never raised, and
+each well-formed message goes to the replica it names (``deliver``). It knows nothing of replicas' internals or
+of calls.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ RAFT = "raft"
 #: Most bytes of Raft messages (estimated) one frame carries: well under the wire's 8 MiB frame limit, so the
 #: appends of many groups catching up one peer leave as several frames, never as one frame the wire refuses.
 FRAME_BUDGET = 2 * 1024 * 1024
+#: Most CBOR data items (estimated) one frame carries: a quarter of the wire's default ``max_frame_items`` (65,536),
+#: so the heartbeats or votes of thousands of groups woken at once never make a frame the receiver refuses (which
+#: closes the connection), and decoding one frame stays a short step of the receiver's event loop.
+FRAME_ITEMS = 16_384
 #: At most one dropped inbound message is logged this often (the rest are counted: ``dropped_inbound``).
 LOG_EVERY = 10.0
 #: Estimated bytes of a message besides its entries' data, and of each entry besides its data.
@@ -39,11 +44,12 @@ _ENTRY_OVERHEAD = 24
 
 
 class _Frame:
-    __slots__ = ("items", "size")
+    __slots__ = ("count", "items", "size")
 
     def __init__(self) -> None:
         self.items: list[list[Any]] = []
         self.size = 0
+        self.count = 0  # CBOR data items, estimated (``_items``)
 
 
 def _incarnation(value: object) -> bool:
@@ -61,6 +67,14 @@ class Deliver(Protocol):
     member table does not list."""
 
     def __call__(self, partition: str, message: Message, to_inc: int, frm_inc: int, *, member: bool) -> None: ...
+
+
+def _items(msg: Message) -> int:
+    """An upper bound of the CBOR data items ``[partition, message, to_inc, frm_inc]`` counts as a frame's item:
+    the item and its 4 fields, the message's (at most 8), and 4 per entry (the entry and its 3 fields)."""
+    if type(msg) is AppendRequest:
+        return 16 + 4 * len(msg.entries)
+    return 16
 
 
 class RaftOutbox:
@@ -100,13 +114,14 @@ class RaftOutbox:
             if frames is None:
                 frames = queued[msg.to] = [_Frame()]
             frame = frames[-1]
-            size = _size(msg)
-            if frame.items and frame.size + size > self._frame_budget:
+            size, count = _size(msg), _items(msg)
+            if frame.items and (frame.size + size > self._frame_budget or frame.count + count > FRAME_ITEMS):
                 frame = _Frame()
                 frames.append(frame)
             to_inc, frm_inc = stamp(msg.to)
             frame.items.append([partition, encode_message(msg), to_inc, frm_inc])
             frame.size += size
+            frame.count += count
         if was_empty and queued:
             self._lot.unpark_all()
 

@@ -22,6 +22,7 @@ from borough.config import NodeConfig
 from borough.errors import BoroughError, NotFound, NotLeader, StorageError, Unavailable
 from borough.ids import NodeId
 from borough.node.clocks import Clocks
+from borough.node.leaders import Leaders
 from borough.node.records import DirectoryRecord, Hosting
 from borough.node.replica import Replica, ReplicaHost
 from borough.node.rounds import Rounds
@@ -69,6 +70,7 @@ class Replicas:
         self.clocks = Clocks()  # the replicas whose Raft clock runs (the others are quiesced)
         self.rounds = Rounds(host.committer)  # where every replica's Raft work is done, in batches
         nursery.start_soon(self.rounds.run, name="raft rounds")
+        self.leaders = Leaders(self)  # where each replica's leader is (the node reports their leader changes)
         self._pending: dict[str, list[tuple[Message, int, int]]] = {}
         #: Messages dropped because they were meant for a replica this node deleted (an earlier incarnation).
         self.dropped_stale = 0
@@ -183,11 +185,12 @@ class Replicas:
         if failed.name not in self._replicas and self._host.store.has_replica(failed.name):
             self.start(failed.name)
 
-    async def bootstrap(self, name: str, voters: Sequence[str]) -> Replica:
-        """Create a new group's replica with its initial configuration (a snapshot meta at index 0)."""
+    async def bootstrap(self, name: str, voters: Sequence[str], *, sync: bool = True) -> Replica:
+        """Create a new group's replica with its initial configuration (a snapshot meta at index 0). Not ``sync``:
+        durable with the replica's first synced write (its vote); lost before that, nothing depended on it."""
         batch = self._host.store.write_batch()
         batch.set_snapshot_meta(name, SnapshotMeta(index=0, term=0, conf_state=ConfState(voters=voters)))
-        await self._host.committer.commit(batch)
+        await self._host.committer.commit(batch, sync=sync)
         existing = self._replicas.get(name)
         if existing is not None:
             return existing
@@ -215,9 +218,11 @@ class Replicas:
                     raise
                 record = None
             if record is not None and not deleted_here and self._host.node_id in record.voters:
-                replica = await self.bootstrap(name, record.voters)
+                replica = await self.bootstrap(name, record.voters, sync=False)  # (re-made from the record if lost)
                 if record.voters[0] == self._host.node_id:
-                    replica.campaign()  # the ring owner starts the first election at once
+                    replica.campaign()  # the ring owner starts the first election at once; the caller awaits it
+                    with trio.move_on_after(self._config.election_ticks * self._config.tick_interval):
+                        await self.leaders.wait_known(name)  # (not "no leader yet", to be retried everywhere)
                 return replica
         if empty_ok:
             return self._replicas.get(name) or self.start(name)
@@ -227,8 +232,7 @@ class Replicas:
         """This node's replica of ``name`` if it leads the group; else NotLeader with the leader's address."""
         replica = await self.local(name)
         if not replica.is_leader:
-            leader = replica.leader
-            raise NotLeader(name, leader, address_of(leader) if leader else None)
+            raise NotLeader(name, leader := replica.leader, address_of(leader) if leader else None)
         return replica
 
     # --- inbound Raft messages ----------------------------------------------------------------------------
@@ -293,9 +297,4 @@ class Replicas:
     # --- the Raft clock -----------------------------------------------------------------------------------
 
     async def tick_forever(self) -> None:
-        while True:
-            await self.clocks.wait_running()  # no timer at all while every replica here is quiesced
-            await trio.sleep(self._config.tick_interval)
-            ticked = self.clocks.tick()  # only replicas that are awake: a quiesced one costs nothing
-            if self._on_tick is not None:
-                self._on_tick(ticked)
+        await self.clocks.tick_forever(self._config.tick_interval, self._on_tick)

@@ -330,15 +330,17 @@ class Server:
         if isinstance(op, Join):
             table = _checked(await replica.propose(encode_command(join_command(op.node_id, op.address))))
             return JoinResult(table, self._cluster_id())
-        await replica.read_barrier()
+        # A record never changes once written: one applied here (so committed) is the answer with no read barrier,
+        # and a creation needs none (registering is the compare-and-set); only "no such partition" needs one.
         record = machine.state.directory.get(op.partition)
+        if record is None and not op.create:
+            await replica.read_barrier()
+            record = machine.state.directory.get(op.partition)
         if record is not None or not op.create:
             return record
         if caller is not None and not self._creations.take(caller):
-            raise Overloaded(
-                f"{caller} creates partitions faster than max_partition_creates_per_second="
-                f"{self._creations_per_second:g}; slow down"
-            )
+            rate = f"max_partition_creates_per_second={self._creations_per_second:g}"
+            raise Overloaded(f"{caller} creates partitions faster than {rate}; slow down")
         table = machine.state.members
         voters = self._replica_set(op.partition, table)
         if not voters:

@@ -247,9 +247,9 @@ class Transactions:
     @classmethod
     def for_node(cls, store: Store, session: Any, replicas: Any) -> Transactions:
         """A node's: other partitions through its routed ``session``, effects sent by an ``EffectsPump``."""
-        from borough.node.effects import EffectsPump
+        from borough.node.effects import EffectsPump, owing
 
-        pump = EffectsPump(session.run, lambda: [replica for _, replica in replicas.items()])
+        pump = EffectsPump(session.run, owing(replicas))  # (the replicas that may owe effects, not every one)
         return cls(store, session, pump)
 
     @property

@@ -273,3 +273,28 @@ def test_appends_of_many_groups_leave_in_frames_under_the_budget_and_a_refused_f
     sent.clear()
     outbox.flush()
     assert sent == [] and outbox.dropped_outbound == 5
+
+
+def test_the_heartbeats_of_thousands_of_groups_leave_in_frames_the_receiver_accepts() -> None:
+    """Thousands of groups woken at once (a node came back, a mass fail-over) must not make a frame over the
+    wire's item limit: the receiver would refuse it and close the connection (seen at 10,000 partitions)."""
+    import cbor2
+
+    from borough.cbor_budget import check_budget
+    from borough.node.outbox import FRAME_ITEMS
+    from borough.wire.settings import WireSettings
+
+    wire = Wire()
+    outbox = make_outbox(wire)
+    for g in range(8000):
+        outbox.send(f"partition-{g:05d}", [hb("b", term=g + 1)], lambda to: (7, 3))
+    big = [Entry(term=1, index=i, data=b"") for i in range(1, 3001)]  # one append of many tiny entries
+    outbox.send("wide", [AppendRequest(frm="a", to="b", term=1, prev_index=0, prev_term=0, commit=0, entries=big)],
+                unstamped)  # fmt: skip
+    outbox.flush()
+    counts = [
+        check_budget(cbor2.dumps(frame), max_items=1 << 30, max_depth=64, max_composite_keys=0)
+        for _, frame in wire.frames
+    ]
+    assert len(counts) > 1 and max(counts) <= FRAME_ITEMS < WireSettings().max_frame_items
+    assert sum(len(frame[1]) for _, frame in wire.frames) == 8001  # every message left, none twice

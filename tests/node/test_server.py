@@ -437,7 +437,7 @@ async def test_locate_registers_a_missing_partition_with_the_placed_voters() -> 
     assert (record.name, record.voters, record.table_version) == (P, (ME, "n2", "n3"), 3)
     assert rig.placed == [(P, 3)]
     assert system.proposed == [register_command(P, [ME, "n2", "n3"], 3)]
-    assert system.barriers == 1
+    assert system.barriers == 0  # registering is the compare-and-set: no read round first
 
 
 async def test_locate_answers_an_existing_record_without_proposing() -> None:
@@ -448,14 +448,15 @@ async def test_locate_answers_an_existing_record_without_proposing() -> None:
     for create in (True, False):
         record = Locate(P, create).decode_result(await rig.server.handle_call(incoming(SYSTEM, Locate(P, create))))
         assert record is not None and record.voters == ("n3", "n2")
-    assert system.proposed == [] and rig.placed == []
+    # A record never changes once written: the one applied here is the answer, with no read round.
+    assert system.proposed == [] and rig.placed == [] and system.barriers == 0
 
 
 async def test_locate_without_create_answers_none_for_a_missing_partition() -> None:
     rig = await system_rig()
     system = rig.replica(SYSTEM)
     assert await rig.server.handle_call(incoming(SYSTEM, Locate(P, False))) is None
-    assert system.proposed == [] and rig.placed == []
+    assert system.proposed == [] and rig.placed == [] and system.barriers == 1  # "none" is a linearizable read
 
 
 async def test_locate_with_no_active_member_yet_is_not_leader() -> None:
