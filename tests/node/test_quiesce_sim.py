@@ -18,6 +18,7 @@ import trio.testing
 from borough.node.system_state import SYSTEM
 from borough.ring.membership import DETECTION_BOUND
 from borough.testing import SimCluster
+from borough.testing.checks import check_placement
 
 #: Defaults of NodeConfig: 100 ms ticks, elections after 10 to 20 of them.
 ELECTION = 2.0
@@ -113,6 +114,8 @@ async def test_nodes_outside_system_poll_the_member_table_without_waking_it(
             await client.partition("p").put("k", 1)
         outside = [i for i in range(5) if sim[i].replicas.get(SYSTEM) is None]
         assert len(outside) == 2
+        # Placement first hands each lead to its ring owner (a transfer wakes the group once); then all is idle.
+        assert await check_placement(sim, bound=30, partitions=["p", SYSTEM]) == []
         await wait_quiet(sim, ["p", SYSTEM])
         await trio.sleep(0.1)
         ticks = TickCounter(sim, monkeypatch)
