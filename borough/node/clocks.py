@@ -6,24 +6,42 @@ round in which anything wakes it (a proposal, a read, a peer's message, the fail
 core's state each time the replica goes back to waiting for input (``Inbox.settle``), so a quiesced replica asks
 for no turn: no timer, no wake-up, no message, and the ticker's work per tick is proportional to the
 replicas that are awake, not to those hosted. It knows nothing of Raft or of what a tick does.
+
+Ticks follow elapsed time: one is due every ``interval`` seconds from when the first clock started, and
+``catch_up`` (the ticker, and each round before it feeds any core: ``borough.node.rounds``) delivers the ticks due
+by now. A node that stalled (SIGSTOP, a long GC, an event loop held) delivers them at once when it runs again,
+before anything that arrived meanwhile reaches a core: each running clock is ticked once, told how many more
+ticks were due (``late``, at most ``most_late``), and decides what to do with them (``Inbox.tick``: a Raft leader
+counts them, so its lease runs out). Time during which no clock ran (every replica quiesced) is no tick at all.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Protocol
 
 import trio
 
 __all__ = ["Clock", "Clocks"]
 
-#: One replica's tick: what the ticker calls (``Inbox.tick``).
-Clock = Callable[[], None]
+
+class Clock(Protocol):
+    """One replica's tick: what the ticker calls (``Inbox.tick``); ``late`` more ticks were due that the node could
+    not deliver in time (it stalled)."""
+
+    def __call__(self, late: int = 0) -> None: ...
 
 
 class Clocks:
-    def __init__(self) -> None:
+    """``interval``: seconds per tick; ``most_late``: the most late ticks one catch-up reports (a bound on the burst
+    after a long stall: one election timeout of ticks is enough to expire any lease and run one check-quorum)."""
+
+    def __init__(self, interval: float = 0.1, most_late: int = 10) -> None:
         self._running: dict[str, Clock] = {}
         self._lot = trio.lowlevel.ParkingLot()
+        self._interval = interval
+        self._most_late = most_late
+        #: When the next tick is due (while some clock runs).
+        self.due = 0.0
         #: Times a replica's clock stopped (it quiesced) and started again (it woke), for metrics and tests.
         self.stops = 0
         self.starts = 0
@@ -37,6 +55,8 @@ class Clocks:
     def run(self, name: str, clock: Clock) -> None:
         """Tick ``name`` from now on (a replica created, or woken)."""
         if self._running.get(name) != clock:
+            if not self._running:  # the ticker was parked: its idle time is no tick, a new period starts now
+                self.due = trio.current_time() + self._interval
             self._running[name] = clock
             self.starts += 1
             self._lot.unpark_all()
@@ -53,9 +73,24 @@ class Clocks:
         while not self._running:
             await self._lot.park()
 
-    def tick(self) -> int:
-        """Tick every running clock once; returns how many ticked."""
+    def catch_up(self) -> int:
+        """Tick the running clocks if a tick is due by now, with the ticks missed since as ``late`` (bounded);
+        returns how many ticked (0 when no tick was due)."""
+        if not self._running:
+            return 0
+        now = trio.current_time()
+        if now < self.due:
+            return 0
+        missed = int((now - self.due) // self._interval)
+        self.due += (missed + 1) * self._interval
+        return self.tick(min(missed, self._most_late))
+
+    def tick(self, late: int = 0) -> int:
+        """Tick every running clock once (telling it ``late`` more were due); returns how many ticked."""
         clocks = list(self._running.values())
         for clock in clocks:
-            clock()
+            if late:
+                clock(late)
+            else:
+                clock()
         return len(clocks)

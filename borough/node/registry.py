@@ -66,8 +66,10 @@ class Replicas:
         self._host, self._config, self._rng, self._nursery = host, config, rng, nursery
         self._find_record, self._on_deleted, self._on_tick = find_record, on_deleted, on_tick
         self._replicas: dict[str, Replica] = {}
-        self.clocks = Clocks()  # the replicas whose Raft clock runs (the others are quiesced)
-        self.rounds = Rounds(host.committer)  # where every replica's Raft work is done, in batches
+        # The replicas whose Raft clock runs (the others are quiesced); ticks follow elapsed time (``Clocks``).
+        self.clocks = Clocks(config.tick_interval, most_late=config.election_ticks)
+        # Where every replica's Raft work is done, in batches; each round first delivers the ticks due.
+        self.rounds = Rounds(host.committer, before=self.catch_up)
         nursery.start_soon(self.rounds.run, name="raft rounds")
         self._pending: dict[str, list[tuple[Message, int, int]]] = {}
         #: Messages dropped because they were meant for a replica this node deleted (an earlier incarnation).
@@ -295,7 +297,12 @@ class Replicas:
     async def tick_forever(self) -> None:
         while True:
             await self.clocks.wait_running()  # no timer at all while every replica here is quiesced
-            await trio.sleep(self._config.tick_interval)
-            ticked = self.clocks.tick()  # only replicas that are awake: a quiesced one costs nothing
-            if self._on_tick is not None:
-                self._on_tick(ticked)
+            await trio.sleep_until(self.clocks.due)
+            self.catch_up()
+
+    def catch_up(self) -> None:
+        """Deliver the ticks due by now (the ticker; and a round, before it feeds any core, so a node that stalled
+        counts the time that passed before it looks at what arrived meanwhile)."""
+        ticked = self.clocks.catch_up()  # only replicas that are awake: a quiesced one costs nothing
+        if ticked and self._on_tick is not None:
+            self._on_tick(ticked)

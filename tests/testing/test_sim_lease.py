@@ -1,0 +1,83 @@
+"""``read_mode="lease"`` under a pause: a leader stopped (SIGSTOP, a long GC, a stalled event loop) for longer than
+its lease must not answer a read from that lease when it resumes, however its ticker lagged.
+
+The dangerous case, reached on purpose: the leader is paused and cut off from the other nodes, so nothing tells it
+of the newer term when it resumes (a paused leader that keeps its links hears the new leader's heartbeats, queued
+while it was stopped, in the very round that takes the read, and steps down before serving it: that is why
+pausing alone did not show the bug). The others elect a new leader and commit a newer write; a client that can only
+reach the old leader sends it a read while it is still paused, so the read is waiting in its inbox when it resumes.
+Before elapsed-time ticks the old leader resumed with one tick counted for the whole pause, its lease looked valid
+and it answered with the overwritten value.
+"""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+import borough
+from borough.testing import SimCluster
+
+
+async def _leader_index(sim: SimCluster, partition: str) -> int:
+    with trio.fail_after(10):
+        await sim.wait_for_leaders([partition])
+    replica = sim.leader_replica(partition)
+    assert replica is not None
+    return sim.index_of(replica.host.node_id)
+
+
+async def test_a_paused_and_cut_off_lease_leader_does_not_serve_a_stale_read_when_it_resumes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with (
+        SimCluster(3, seed=5, read_mode="lease", quiesce_ticks=0) as sim,
+        sim.client(host="writer") as writer,
+        sim.client(host="reader", request_timeout=5.0) as reader,
+    ):
+        await writer.partition("p").put("a", 1)
+        old = await _leader_index(sim, "p")
+        old_term = sim.leader_replica("p").term
+        # A write teaches the reader where the leader is, so its reads go there first; then a lease read on the
+        # old leader, served from its lease with no heartbeat round.
+        await reader.partition("p").put("b", 0)
+        assert await reader.partition("p").get("a") == 1
+        others = [i for i in range(3) if i != old]
+        for i in others:
+            sim.cut_client(i, "reader")  # from now on the reader reaches the old leader only
+        raft = sim[old].replicas["p"]._raw._raft
+        assert raft.ticks < raft.readonly.lease_until
+
+        sim.pause(old)
+        sim.partition([old], others)
+        with trio.fail_after(30):  # the other two elect a leader (once their vote hold ran out) and write
+            while True:
+                try:
+                    await writer.partition("p").put("a", 2)
+                    break
+                except borough.BoroughError:
+                    await trio.sleep(0.1)
+        new = await _leader_index(sim, "p")
+        assert new != old and sim.leader_replica("p").term > old_term
+
+        outcome: list[object] = []
+
+        async def read() -> None:
+            try:
+                outcome.append(await reader.partition("p").get("a"))
+            except borough.BoroughError as exc:
+                outcome.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            await trio.sleep(0.5)  # the read waits in the paused node's inbox
+            assert not outcome
+            sim.resume(old)
+        # It could not confirm its leadership (it reaches no other node) and must not have used its old lease.
+        assert outcome and outcome[0] != 1, f"the old leader answered a stale read: {outcome[0]!r}"
+        assert isinstance(outcome[0], borough.BoroughError) or outcome[0] == 2
+
+        sim.heal()
+        with trio.fail_after(30):
+            await sim.wait_converged(["p"])
+        assert await writer.partition("p").get("a") == 2
