@@ -20,6 +20,7 @@ import trio.testing
 
 import borough
 from borough.testing import SimCluster
+from borough.testing.scenario import random_scenario, run_scenario
 
 
 async def _leader_index(sim: SimCluster, partition: str) -> int:
@@ -92,3 +93,12 @@ async def test_a_paused_lease_leader_does_not_serve_a_stale_read_when_it_resumes
         with trio.fail_after(30):
             await sim.wait_converged(["p"])
         assert await writer.partition("p").get("a") == 2
+
+
+@pytest.mark.parametrize("seed", [48, 83])
+def test_lease_fuzz_scenarios_that_read_a_stale_value_before_elapsed_time_ticks(seed: int) -> None:
+    # Found by ``python -m borough.testing fuzz --read-mode lease --clients 6 --ops 30 --faults 10`` before the fix:
+    # a ``stall`` step paused a leader and cut it off; once resumed, it answered a get from its lease with a value
+    # the new leader had overwritten (not linearizable).
+    result = run_scenario(random_scenario(seed, clients=6, ops=30, faults=10, read_mode="lease"))
+    assert result.ok, result.report()
