@@ -124,7 +124,7 @@ class Inbox:
         ticks, self._ticks = self._ticks, 0
         if self._late:
             if raw.role is Role.LEADER:
-                ticks += self._late
+                raw.elapse(self._late)  # (counted, with no heartbeat round each: the next tick sends one)
             self._late = 0
         for _ in range(ticks):
             raw.tick()

@@ -66,9 +66,15 @@ async def test_time_when_no_clock_runs_is_no_tick(autojump_clock: trio.testing.M
 class FakeRaw:
     role: Role
     ticks: int = 0
+    calls: list[str] = attrs.Factory(list)
 
     def tick(self) -> None:
         self.ticks += 1
+        self.calls.append("tick")
+
+    def elapse(self, ticks: int) -> None:
+        self.ticks += ticks
+        self.calls.append(f"elapse {ticks}")
 
 
 async def test_a_leader_counts_late_ticks_and_a_follower_does_not(autojump_clock: trio.testing.MockClock) -> None:
@@ -78,6 +84,8 @@ async def test_a_leader_counts_late_ticks_and_a_follower_does_not(autojump_clock
         raw = FakeRaw(role)
         inbox.feed(raw, lambda message: None)  # type: ignore[arg-type]
         assert raw.ticks == counted
+        # The late ticks first, counted with no heartbeat each (``RawNode.elapse``); then the tick that sends one.
+        assert raw.calls == (["elapse 7", "tick"] if role is Role.LEADER else ["tick"])
         inbox.tick()
         inbox.feed(raw, lambda message: None)  # type: ignore[arg-type]
         assert raw.ticks == counted + 1  # (late ticks are counted once)
