@@ -206,7 +206,8 @@ SETTINGS: dict[str, str] = {
     "receives: how fast partitions move when nodes join, leave or die (0: no limit; raise it where cores and disk "
     "are to spare, lower it if foreground latency suffers during a move)",
     "max_moving_partitions": "partitions this node moves towards the ring at once",
-    "read_mode": "linearizable reads: safe (a ReadIndex round per batch of reads) or lease",
+    "read_mode": "linearizable reads: safe (a ReadIndex round per batch of reads) or lease (none while the leader's "
+    "lease holds; assumes clocks that keep time through pauses, see docs/architecture.md)",
     "fsync": "fsync every Raft write (off loses acknowledged writes on power loss)",
     "certs_dir": "mutual TLS: directory with ca.crt, node.crt, node.key (see borough certs)",
     "metrics_listen": "HOST:PORT of the HTTP listener: /metrics (Prometheus), /status (JSON), / (status page)",

@@ -9,25 +9,44 @@ that are awake, not to those hosted. It also tells the services that look over t
 (``watch``) which replicas started (were created, or woke) since they last looked, so those too can visit the
 groups that may have changed rather than every group (``Visits``). It knows nothing of Raft or of what a tick
 does.
+
+Ticks follow elapsed time: one is due every ``interval`` seconds from when the first clock started, and
+``catch_up`` (the ticker, and each round before it feeds any core: ``borough.node.rounds``) delivers the ticks due
+by now. A node that stalled (SIGSTOP, a long GC, an event loop held) delivers them at once when it runs again,
+before anything that arrived meanwhile reaches a core: each running clock is ticked once, told how many more
+ticks were due (``late``, at most ``most_late``), and decides what to do with them (``Inbox.tick``: a Raft leader
+counts them, so its lease runs out). Time during which no clock ran (every replica quiesced) is no tick at all.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 import trio
 
 __all__ = ["Clock", "Clocks", "Visits"]
 
-#: One replica's tick: what the ticker calls (``Inbox.tick``).
-Clock = Callable[[], None]
+
+class Clock(Protocol):
+    """One replica's tick: what the ticker calls (``Inbox.tick``); ``late`` more ticks were due that the node could
+    not deliver in time (it stalled)."""
+
+    def __call__(self, late: int = 0) -> None: ...
 
 
 class Clocks:
-    def __init__(self) -> None:
+    """``interval``: seconds per tick; ``most_late``: the most late ticks one catch-up reports (a bound on the burst
+    after a long stall: one election timeout of ticks is enough to expire any lease and run one check-quorum)."""
+
+    def __init__(self, interval: float = 0.1, most_late: int = 10) -> None:
         self._running: dict[str, Clock] = {}
         self._lot = trio.lowlevel.ParkingLot()
         self._watchers: list[set[str]] = []
+        self._interval = interval
+        self._most_late = most_late
+        #: When the next tick is due (while some clock runs).
+        self.due = 0.0
         #: Times a replica's clock stopped (it quiesced) and started again (it woke), for metrics and tests.
         self.stops = 0
         self.starts = 0
@@ -48,6 +67,8 @@ class Clocks:
     def run(self, name: str, clock: Clock) -> None:
         """Tick ``name`` from now on (a replica created, or woken)."""
         if self._running.get(name) != clock:
+            if not self._running:  # the ticker was parked: its idle time is no tick, a new period starts now
+                self.due = trio.current_time() + self._interval
             self._running[name] = clock
             self.starts += 1
             for started in self._watchers:
@@ -66,22 +87,38 @@ class Clocks:
         while not self._running:
             await self._lot.park()
 
-    def tick(self) -> int:
-        """Tick every running clock once; returns how many ticked."""
+    def catch_up(self, on_tick: Callable[[int], None] | None = None) -> int:
+        """Tick the running clocks if a tick is due by now, with the ticks missed since as ``late`` (bounded);
+        returns how many ticked (0 when no tick was due), and tells ``on_tick`` if any did."""
+        if not self._running:
+            return 0
+        now = trio.current_time()
+        if now < self.due:
+            return 0
+        missed = int((now - self.due) // self._interval)
+        self.due += (missed + 1) * self._interval
+        ticked = self.tick(min(missed, self._most_late))  # only replicas that are awake: a quiesced one costs nothing
+        if ticked and on_tick is not None:
+            on_tick(ticked)
+        return ticked
+
+    def tick(self, late: int = 0) -> int:
+        """Tick every running clock once (telling it ``late`` more were due); returns how many ticked."""
         clocks = list(self._running.values())
         for clock in clocks:
-            clock()
+            if late:
+                clock(late)
+            else:
+                clock()
         return len(clocks)
 
-    async def tick_forever(self, interval: float, on_tick: Callable[[int], None] | None = None) -> None:
-        """The ticker: every ``interval`` seconds, tick the running clocks (``on_tick`` is told how many). While
-        none runs it has no timer at all (every replica here is quiesced)."""
+    async def tick_forever(self, on_tick: Callable[[int], None] | None = None) -> None:
+        """The ticker: deliver the ticks due (``catch_up``) when the next one is; while no clock runs it has no
+        timer at all (every replica here is quiesced)."""
         while True:
             await self.wait_running()
-            await trio.sleep(interval)
-            ticked = self.tick()  # only replicas that are awake: a quiesced one costs nothing
-            if on_tick is not None:
-                on_tick(ticked)
+            await trio.sleep_until(self.due)
+            self.catch_up(on_tick)
 
 
 #: What a first pass was made for: nothing yet, so the first pass visits every group.

@@ -22,6 +22,7 @@ from borough.node.clocks import Clocks
 from borough.node.waiters import Waiter
 from borough.raft.messages import AppendRequest, Heartbeat, InstallSnapshot, Message
 from borough.raft.rawnode import RawNode
+from borough.raft.role import Role
 
 __all__ = ["INBOX_LIMIT", "Inbox"]
 
@@ -45,6 +46,7 @@ class Inbox:
         if clocks is not None:
             clocks.run(partition, self._tick)
         self._ticks = 0
+        self._late = 0  # ticks that were due while the node stalled (see ``tick``)
         self._messages: deque[Message] = deque()
         self._commands: list[tuple[Command, Waiter | None]] = []
         self.last_leader_contact = trio.current_time()
@@ -79,8 +81,14 @@ class Inbox:
     def commands(self) -> int:
         return len(self._commands)
 
-    def tick(self) -> None:
+    def tick(self, late: int = 0) -> None:
+        """A tick of the node's ticker; ``late`` more were due that the node could not deliver in time (it stalled:
+        see ``borough.node.clocks``). A leader counts them (``feed``), so a lease it holds runs out by elapsed time
+        and not by the ticks its ticker managed to deliver. Other roles do not: a slow clock only makes a follower
+        hold its vote longer and notice a dead leader later (both safe), while counting the stall before reading
+        the leader's heartbeats queued meanwhile would make every group campaign after a long stall."""
         self._ticks += 1
+        self._late += late
         self.wake()
 
     def deliver(self, message: Message) -> None:
@@ -109,10 +117,15 @@ class Inbox:
         return await waiter.wait()
 
     def feed(self, raw: RawNode, stepping: Callable[[Message], None]) -> None:
-        """Hand ``raw`` the ticks, commands and messages queued since the last round, in that order. A command's
+        """Hand ``raw`` the ticks, commands and messages queued since the last round, in that order (the ticks
+        first: a leader that stalled must count the time that passed before it answers a read that arrived). A command's
         outcome goes to its waiter; a message the core refuses is logged and dropped."""
         self._pending = False
         ticks, self._ticks = self._ticks, 0
+        if self._late:
+            if raw.role is Role.LEADER:
+                raw.elapse(self._late)  # (counted, with no heartbeat round each: the next tick sends one)
+            self._late = 0
         for _ in range(ticks):
             raw.tick()
         commands, self._commands = self._commands, []

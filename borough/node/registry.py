@@ -67,8 +67,10 @@ class Replicas:
         self._host, self._config, self._rng, self._nursery = host, config, rng, nursery
         self._find_record, self._on_deleted, self._on_tick = find_record, on_deleted, on_tick
         self._replicas: dict[str, Replica] = {}
-        self.clocks = Clocks()  # the replicas whose Raft clock runs (the others are quiesced)
-        self.rounds = Rounds(host.committer)  # where every replica's Raft work is done, in batches
+        # The replicas whose Raft clock runs (the others are quiesced); ticks follow elapsed time (``Clocks``).
+        self.clocks = Clocks(config.tick_interval, most_late=config.election_ticks)
+        # Where every replica's Raft work is done, in batches; each round first delivers the ticks due.
+        self.rounds = Rounds(host.committer, before=lambda: self.clocks.catch_up(self._on_tick))
         nursery.start_soon(self.rounds.run, name="raft rounds")
         self.leaders = Leaders(self)  # where each replica's leader is (the node reports their leader changes)
         self._pending: dict[str, list[tuple[Message, int, int]]] = {}
@@ -297,4 +299,4 @@ class Replicas:
     # --- the Raft clock -----------------------------------------------------------------------------------
 
     async def tick_forever(self) -> None:
-        await self.clocks.tick_forever(self._config.tick_interval, self._on_tick)
+        await self.clocks.tick_forever(self._on_tick)

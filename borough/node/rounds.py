@@ -21,7 +21,7 @@ waits for its replica to end (``Replica.run``) and keeps the node's one task per
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import trio
@@ -56,9 +56,12 @@ class TurnTaker(Protocol):
 class Rounds:
     """Made with the node's group committer; run ``run()`` in a node-owned nursery."""
 
-    def __init__(self, committer: GroupCommit, *, limit: int = ROUND_LIMIT) -> None:
+    def __init__(
+        self, committer: GroupCommit, *, limit: int = ROUND_LIMIT, before: Callable[[], object] | None = None
+    ) -> None:
         self._committer = committer
         self._limit = limit
+        self._before = before  # called at the start of each round, before any core is fed (the clocks' catch-up)
         self._wanted: dict[TurnTaker, None] = {}  # replicas that asked for a turn, in the order they asked
         self._busy: set[TurnTaker] = set()  # replicas whose turn's write is still in flight
         self._later: dict[TurnTaker, None] = {}  # busy replicas that asked again: they go once the write ends
@@ -89,6 +92,8 @@ class Rounds:
                 self._round()
 
     def _round(self) -> None:
+        if self._before is not None:
+            self._before()  # (the replicas it wakes join this round)
         wanted = self._wanted
         if len(wanted) <= self._limit:
             todo, self._wanted = list(wanted), {}

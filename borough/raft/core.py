@@ -283,7 +283,9 @@ class Raft(LeaderMixin):
 
     # --- time ---------------------------------------------------------------------------------------------
 
-    def tick(self) -> None:
+    def tick(self, quiet: bool = False) -> None:
+        """One unit of time; ``quiet``: a leader counts it (lease, check-quorum, timeouts) but sends no heartbeat
+        for it (``RawNode.elapse``)."""
         if self.quiesced:
             return  # a quiesced replica's clock stands still (its driver should not even tick it)
         self.ticks += 1
@@ -292,7 +294,7 @@ class Raft(LeaderMixin):
         if len(self.forwarded):
             self.failed_reads.extend(self.forwarded.expire(self.ticks, timeout))
         if self.role is Role.LEADER:
-            self._tick_leader()
+            self._tick_leader(quiet)
             return
         self.election_elapsed += 1
         if self.election_elapsed >= self.randomized_timeout and self.promotable():

@@ -92,7 +92,7 @@ class LeaderMixin:
 
     # --- the leader's clock ---------------------------------------------------------------------------------
 
-    def _tick_leader(self) -> None:
+    def _tick_leader(self, quiet: bool = False) -> None:
         cfg = self.cfg
         self.heartbeat_elapsed += 1
         self.election_elapsed += 1
@@ -116,6 +116,8 @@ class LeaderMixin:
                 self._fail_read(r)
         if cfg.quiesce_ticks:
             self.idle_ticks = self.idle_ticks + 1 if self._idle() else 0
+        if quiet:
+            return  # (a tick counted late: the next one sends the heartbeat that is due)
         if self.heartbeat_elapsed >= cfg.heartbeat_tick:
             self.heartbeat_elapsed = 0
             if cfg.quiesce_ticks and self.idle_ticks >= cfg.quiesce_ticks:

@@ -172,6 +172,21 @@ class RawNode:
             r.dirty = True
             r.tick()
 
+    def elapse(self, ticks: int) -> None:
+        """A leader's ``ticks`` units of time that the driver could not deliver one by one (its process stalled): they
+        count as ticks (its lease runs out, check-quorum and read timeouts run) but send no heartbeat of their own,
+        so a long stall is not a burst of heartbeat rounds (the next ``tick`` sends the one that is due). Stops
+        counting once the replica is no longer the leader (check-quorum made it step down): other roles do not count
+        a stall (see ``borough.node.inbox``). A no-op on a quiesced replica, or one that is not the leader."""
+        r = self._raft
+        if r.quiesced or r.role is not Role.LEADER:
+            return
+        r.dirty = True
+        for _ in range(ticks):
+            r.tick(quiet=True)
+            if r.role is not Role.LEADER or r.quiesced:
+                break
+
     def step(self, msg: Message) -> None:
         """Feed a message from another replica. Stale terms are handled per Raft (ignored or answered).
 

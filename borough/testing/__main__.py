@@ -8,7 +8,9 @@
 ``--nodes``, ``--clients``, ``--ops``, ``--faults``, ``--partitions``, ``--keys``, ``--client-faults`` and
 ``--topology`` (also add, decommission and kill nodes, and check placement) set ``random_scenario``'s sizes for
 ``--seed`` and ``fuzz``, and ``--quiesce-ticks N`` every node's ``quiesce_ticks`` (2: groups go quiet and wake
-many times a run); ``--keep-going`` runs every seed and lists the failures at the end.
+many times a run), ``--read-mode lease`` every node's ``read_mode`` (leaders answer reads from their lease: the
+schedule's pauses and partitions test its clock assumption); ``--keep-going`` runs every seed and lists the
+failures at the end.
 
 Each run prints its result and trace digest; a failure prints the full report and exits 1. Runs are
 deterministic: a replay gives the same trace digest as the run that failed.
@@ -73,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument(
             "--quiesce-ticks", type=int, default=None, help="every node's quiesce_ticks (small: groups go quiet often)"
         )
+        command.add_argument(
+            "--read-mode", choices=("safe", "lease"), default=None, help="every node's read_mode (default: safe)"
+        )
     args = parser.parse_args(argv)
     sizes = {
         "nodes": args.nodes,
@@ -84,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         "client_faults": args.client_faults,
         "topology": args.topology,
         "quiesce_ticks": args.quiesce_ticks,
+        "read_mode": args.read_mode,
     }
     flags = " ".join(
         f"--{name.replace('_', '-')}" + ("" if value is True else f" {value}")

@@ -74,6 +74,9 @@ FAULTS: Final = {
     "restart": "node",  # boot it again on its disk, in the background; a no-op if it is up or removed
     "pause": "node",  # SIGSTOP
     "resume": "node",
+    # Paused and cut off from the other nodes (not from clients), resumed `seconds` later still cut off (a `heal`
+    # reconnects it): a lease leader's worst case, it hears of no newer term while its clients' reads reach it.
+    "stall": "node, seconds",
     "isolate": "node",
     "rst": "node",  # reset every connection of the node
     "partition": "groups",  # [[0, 1], [2]]: cut every link between groups
@@ -223,6 +226,12 @@ async def apply_fault(sim: SimCluster, fault: Fault, nursery: trio.Nursery) -> N
             sim.pause(target.index)
     elif name == "resume":
         sim.resume(node(args[0]).index)
+    elif name == "stall":
+        target = node(args[0])
+        if target.up and not target.paused:
+            sim.pause(target.index)
+            sim.partition([target.index], [s.index for s in sim.nodes if s is not target])
+            nursery.start_soon(_resume_later, sim, target.index, float(args[1]))
     elif name == "isolate":
         sim.isolate(node(args[0]).index)
     elif name == "rst":
@@ -269,6 +278,11 @@ async def apply_fault(sim: SimCluster, fault: Fault, nursery: trio.Nursery) -> N
                 nursery.start_soon(_crash_when_booted, sim, target.index)
             elif target.up:
                 await sim.crash(target.index)
+
+
+async def _resume_later(sim: SimCluster, index: int, seconds: float) -> None:
+    await trio.sleep(seconds)
+    sim.resume(index)  # (a no-op if something else resumed it, or it was crashed, meanwhile)
 
 
 async def _restart_if_down(sim: SimCluster, index: int) -> None:
@@ -656,13 +670,16 @@ def random_scenario(
     client_faults: bool = False,
     topology: bool = False,
     quiesce_ticks: int | None = None,
+    read_mode: str | None = None,
 ) -> Scenario:
     """A scenario that is a function of ``seed`` alone (for soak runs replayed by seed). ``client_faults`` adds
     cuts between nodes and clients (which find the open retry bug of tests/testing/test_sim_retries.py);
     ``topology`` adds ``add``, ``decommission`` and ``kill`` steps (at most ``MAX_ADDS`` additions) and a short
     ``dead_after`` (``TOPOLOGY_DEAD_AFTER``), so a killed node's partitions are re-replicated. Without them the
     random draws are what they always were, so every seed keeps replaying the same run. ``quiesce_ticks`` sets the
-    nodes' setting (small values make groups go quiet, and wake, many times in a run)."""
+    nodes' setting (small values make groups go quiet, and wake, many times in a run), and ``read_mode`` theirs
+    (``"lease"``: leaders answer reads from their lease; the schedule then also draws ``stall`` steps, which with
+    its pauses are what tests the lease's clock)."""
     rng = random.Random(seed)
     added = 0
 
@@ -684,7 +701,10 @@ def random_scenario(
     schedule = []
     for _ in range(faults):
         names = ["crash", "restart", "pause", "resume", "partition", "cut", "isolate", "heal", "latency", "rst"]
-        name = rng.choice(names + ["cut-client"] * client_faults + [*TOPOLOGY, *TOPOLOGY] * topology)
+        lease = read_mode == "lease"
+        name = rng.choice(
+            names + ["cut-client"] * client_faults + [*TOPOLOGY, *TOPOLOGY] * topology + ["stall", "stall"] * lease
+        )
         if name == "add" and added >= MAX_ADDS:
             name = rng.choice(["decommission", "kill"])
         args: tuple[Any, ...]
@@ -706,10 +726,14 @@ def random_scenario(
             args = (node(), node(), round(rng.uniform(0.001, 0.3), 3), round(rng.uniform(0, 0.1), 3))
         elif name == "cut-client":
             args = (node(), rng.randrange(clients), rng.random() < 0.7)
+        elif name == "stall":
+            args = (node(), round(rng.uniform(0.5, 5.0), 3))
         else:
             args = ()
         schedule.append(Fault(delay=round(rng.expovariate(0.5), 3), name=name, args=args))
     config = (("dead_after", TOPOLOGY_DEAD_AFTER),) if topology else ()
     if quiesce_ticks is not None:
         config = (*config, ("quiesce_ticks", quiesce_ticks))
+    if read_mode is not None:
+        config = (*config, ("read_mode", read_mode))
     return Scenario(seed=seed, nodes=nodes, clients=steps, faults=tuple(schedule), config=config)

@@ -13,7 +13,7 @@ it with the file, and ``BOROUGH_REWRITE=1`` writes it back for review. Commands:
     add-nodes N [voters=(..)] [learners=(..)] [index=I] [empty] [prevote=] [checkquorum=] [readonly=safe|lease]
               [election=] [heartbeat=] [max-inflight=] [max-inflight-bytes=] [max-msg-entries=] [max-msg-bytes=]
               [max-uncommitted=] [max-committed=] [learner-snapshot-bytes=]
-    campaign X | tick X [N] | tick-election X | tick-heartbeat X | tick-all [N]
+    campaign X | tick X [N] | elapse X N | tick-election X | tick-heartbeat X | tick-all [N]
     process-ready X.. | crash-mid-ready X | deliver-msgs [X..] [drop=(..)] | stabilize [X..]
     duplicate-msgs X.. | delay-msgs X.. | release-msgs
     partition A B / C | heal | crash X | restart X
@@ -116,6 +116,9 @@ class Runner:
         raw = self.env.raw(pos[0])
         for _ in range(int(pos[1]) if len(pos) > 1 else 1):
             raw.tick()
+
+    def cmd_elapse(self, pos: list[str], kw: dict[str, object]) -> None:
+        self.env.raw(pos[0]).elapse(int(pos[1]))
 
     def cmd_tick_election(self, pos: list[str], kw: dict[str, object]) -> None:
         node = self.env.nodes[NodeId(pos[0])]
