@@ -383,6 +383,15 @@ class SimCluster:
                 return replica
         return None
 
+    async def leader_index(self, partition: str, *, within: float = 10.0) -> int:
+        """The index of the node whose replica leads ``partition`` (``leader_replica``), once one does; fails
+        with ``trio.TooSlowError`` after ``within`` virtual seconds without a leader."""
+        with trio.fail_after(within):
+            await self.wait_for_leaders([partition])
+        replica = self.leader_replica(partition)
+        assert replica is not None
+        return self.index_of(replica.host.node_id)
+
     async def wait_for_leaders(self, partitions: Iterable[str], *, poll: float = 0.05) -> float:
         """Wait until each partition has a leader that a quorum recognises (``leader_replica``); returns the
         virtual seconds waited. Bound it with ``trio.fail_after``."""

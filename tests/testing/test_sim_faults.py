@@ -22,14 +22,6 @@ def _ticks(sim: SimCluster, index: int, start: float, end: float) -> int:
     return count
 
 
-async def _leader_index(sim: SimCluster, partition: str) -> int:
-    with trio.fail_after(10):
-        await sim.wait_for_leaders([partition])
-    replica = sim.leader_replica(partition)
-    assert replica is not None
-    return sim.index_of(replica.host.node_id)
-
-
 async def test_a_paused_leader_is_replaced_and_rejoins_as_a_follower_without_losing_writes(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -37,7 +29,7 @@ async def test_a_paused_leader_is_replaced_and_rejoins_as_a_follower_without_los
     async with SimCluster(3, seed=11, keep_trace=None, quiesce_ticks=0) as sim, sim.client() as client:
         p = client.partition("accounts")
         await p.put("a", 1)
-        old = await _leader_index(sim, "accounts")
+        old = await sim.leader_index("accounts")
         old_term = sim.leader_replica("accounts").term
         sim.pause(old)
         paused_at = trio.current_time()
@@ -52,7 +44,7 @@ async def test_a_paused_leader_is_replaced_and_rejoins_as_a_follower_without_los
                     break
                 except borough.Unavailable:
                     pass
-        new = await _leader_index(sim, "accounts")
+        new = await sim.leader_index("accounts")
         assert new != old
         await trio.sleep(3)
         resumed_at = trio.current_time()
@@ -142,7 +134,7 @@ async def test_one_way_cuts_latency_and_connection_resets_leave_the_cluster_serv
     async with SimCluster(3, seed=16) as sim, sim.client() as client:
         p = client.partition("q")
         await p.put("n", 0)
-        leader = await _leader_index(sim, "q")
+        leader = await sim.leader_index("q")
         others = [i for i in range(3) if i != leader]
         sim.cut(leader, others[0], one_way=True)  # the leader's messages to one follower are lost
         for n in range(1, 5):

@@ -23,14 +23,6 @@ from borough.testing import SimCluster
 from borough.testing.scenario import random_scenario, run_scenario
 
 
-async def _leader_index(sim: SimCluster, partition: str) -> int:
-    with trio.fail_after(10):
-        await sim.wait_for_leaders([partition])
-    replica = sim.leader_replica(partition)
-    assert replica is not None
-    return sim.index_of(replica.host.node_id)
-
-
 @pytest.mark.parametrize("cut_off", [True, False])
 async def test_a_paused_lease_leader_does_not_serve_a_stale_read_when_it_resumes(
     autojump_clock: trio.testing.MockClock, cut_off: bool
@@ -43,7 +35,7 @@ async def test_a_paused_lease_leader_does_not_serve_a_stale_read_when_it_resumes
         sim.client(host="reader", request_timeout=5.0) as reader,
     ):
         await writer.partition("p").put("a", 1)
-        old = await _leader_index(sim, "p")
+        old = await sim.leader_index("p")
         old_term = sim.leader_replica("p").term
         # A write teaches the reader where the leader is, so its reads go there first; then a lease read on the
         # old leader, served from its lease with no heartbeat round.
@@ -66,7 +58,7 @@ async def test_a_paused_lease_leader_does_not_serve_a_stale_read_when_it_resumes
                     break
                 except borough.BoroughError:
                     await trio.sleep(0.1)
-        new = await _leader_index(sim, "p")
+        new = await sim.leader_index("p")
         assert new != old and sim.leader_replica("p").term > old_term
 
         outcome: list[object] = []
