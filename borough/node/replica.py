@@ -170,8 +170,9 @@ class Replica(Turns):
             raise Overloaded(f"partition {self.name!r} has {QUEUE_LIMIT} operations queued on {self.host.node_id}")
 
     def campaign(self) -> None:
-        """Start an election now (a freshly created group's first replica, to skip one election timeout)."""
-        self._inbox.command(RawNode.campaign)
+        """Start an election now (a freshly created group's first replica, to skip one election timeout; and
+        pre-vote while it is at term 0: ``RawNode.campaign(first=True)``)."""
+        self._inbox.command(lambda raw: raw.campaign(first=True))
 
     def command(self, fn: Callable[[RawNode], object]) -> None:
         """Run ``fn`` on the core at the replica's next turn (``RawNode.forget_leader``, ``RawNode.wake``)."""

@@ -354,10 +354,11 @@ class Raft(LeaderMixin):
 
     # --- elections ----------------------------------------------------------------------------------------
 
-    def campaign(self, transfer: bool) -> None:
+    def campaign(self, transfer: bool, pre_vote: bool | None = None) -> None:
+        """Start an election; ``pre_vote`` overrides the configured choice (None: as configured)."""
         if self.role is Role.LEADER or not self.promotable():
             return
-        if self.cfg.pre_vote and not transfer:
+        if (self.cfg.pre_vote if pre_vote is None else pre_vote) and not transfer:
             self._become_pre_candidate()
             self._solicit(pre_vote=True, transfer=False)
         else:

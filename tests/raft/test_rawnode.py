@@ -353,6 +353,21 @@ def test_in_lease_mode_campaign_is_refused_while_a_leader_was_heard_from_recentl
     assert n.role is not Role.FOLLOWER
 
 
+def test_a_new_groups_first_campaign_skips_pre_vote_only_at_term_0() -> None:
+    fresh = make_node("1")
+    fresh.campaign(first=True)
+    requests = [m for m in msgs(fresh) if isinstance(m, VoteRequest)]
+    assert [(m.to, m.term, m.pre_vote) for m in requests] == [(N2, 1, False), (N3, 1, False)]
+    assert fresh.role is Role.CANDIDATE and fresh.term == 1
+    later = make_node("1", term=3)  # it took part in elections before: a leader may sit, so pre-vote first
+    later.campaign(first=True)
+    assert {(m.term, m.pre_vote) for m in msgs(later) if isinstance(m, VoteRequest)} == {(4, True)}
+    assert later.term == 3
+    plain = make_node("1")  # without ``first``, as configured
+    plain.campaign()
+    assert {m.pre_vote for m in msgs(plain) if isinstance(m, VoteRequest)} == {True}
+
+
 # --- targeted checks of behaviours the scenarios only touch in passing ------------------------------------------
 
 
