@@ -106,10 +106,7 @@ class Clocks:
         """Tick every running clock once (telling it ``late`` more were due); returns how many ticked."""
         clocks = list(self._running.values())
         for clock in clocks:
-            if late:
-                clock(late)
-            else:
-                clock()
+            clock(late)
         return len(clocks)
 
     async def tick_forever(self, on_tick: Callable[[int], None] | None = None) -> None:

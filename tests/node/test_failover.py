@@ -175,10 +175,10 @@ async def test_clocks_tick_only_running_replicas_and_park_the_ticker_when_none_r
     clocks = Clocks()
     ticks: list[str] = []
 
-    def p() -> None:
+    def p(late: int = 0) -> None:
         ticks.append("p")
 
-    def newer_p() -> None:
+    def newer_p(late: int = 0) -> None:
         ticks.append("p2")
 
     clocks.run("p", p)

@@ -338,7 +338,7 @@ async def test_the_ticker_ticks_every_running_clock_each_interval(autojump_clock
         for name in ticks:
             node.replicas.start(name)
             assert name in clocks  # a new replica's clock runs
-            clocks.run(name, lambda name=name: ticks.__setitem__(name, ticks[name] + 1))
+            clocks.run(name, lambda late=0, name=name: ticks.__setitem__(name, ticks[name] + 1))
         clocks.stop("r", clocks._running["r"])  # as when r's core quiesces
         with trio.move_on_after(0.35):
             await node.replicas.tick_forever()
