@@ -111,6 +111,7 @@ class Node:
             find_record=lambda name: self.directory.record(name, create=False),
             on_deleted=lambda name: self.session.router.learn_leader(name, None),
             on_tick=None if trace is None else lambda n: trace("tick", (n,)),
+            after_round=lambda: self.outbox.flush(),  # (every Raft message is sent in a round: none waits a pass)
         )
         leaders = self.replicas.leaders
         self.failover = Failover(node_id=node_id, replicas=self.replicas, leaders=leaders, members=self.directory)
@@ -304,7 +305,6 @@ class Node:
         """The node's background loops (in its nursery), then this node's place in the cluster."""
         nursery = self._nursery
         nursery.start_soon(self.replicas.tick_forever)
-        nursery.start_soon(self.outbox.flush_forever)
         nursery.start_soon(self.member_watch.refresh_forever)
         nursery.start_soon(self.duties.system_forever)
         nursery.start_soon(self.duties.placement_forever)

@@ -144,6 +144,8 @@ class RaftOutbox:
                     self.messages_sent += len(frame.items)
 
     async def flush_forever(self) -> None:
+        """Flush whenever something is queued. A node does not run this: its rounds, where every Raft message is
+        made, flush right after each round and each finished write (``Rounds(after=...)``), a pass sooner."""
         while True:
             if not self._queued:
                 await self._lot.park()

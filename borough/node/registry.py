@@ -63,21 +63,21 @@ class Replicas:
         find_record: FindRecord,
         on_deleted: Callable[[str], None] = lambda name: None,
         on_tick: Callable[[int], None] | None = None,
+        after_round: Callable[[], None] | None = None,
     ) -> None:
         self._host, self._config, self._rng, self._nursery = host, config, rng, nursery
         self._find_record, self._on_deleted, self._on_tick = find_record, on_deleted, on_tick
         self._replicas: dict[str, Replica] = {}
         # The replicas whose Raft clock runs (the others are quiesced); ticks follow elapsed time (``Clocks``).
         self.clocks = Clocks(config.tick_interval, most_late=config.election_ticks)
-        # Where every replica's Raft work is done, in batches; each round first delivers the ticks due.
-        self.rounds = Rounds(host.committer, before=lambda: self.clocks.catch_up(self._on_tick))
+        # Every replica's Raft work, in batches: the ticks due go first, the outbox is flushed after (``after_round``).
+        self.rounds = Rounds(host.committer, before=lambda: self.clocks.catch_up(self._on_tick), after=after_round)
         nursery.start_soon(self.rounds.run, name="raft rounds")
         self.leaders = Leaders(self)  # where each replica's leader is (the node reports their leader changes)
         self._pending: dict[str, list[tuple[Message, int, int]]] = {}
-        #: Messages dropped because they were meant for a replica this node deleted (an earlier incarnation).
-        self.dropped_stale = 0
-        #: Messages dropped because their term was out of reach of any group (``MAX_TERM_GAP``).
-        self.dropped_terms = 0
+        #: Messages dropped: meant for a replica this node deleted (an earlier incarnation); with a term out of reach
+        #: of any group (``MAX_TERM_GAP``).
+        self.dropped_stale = self.dropped_terms = 0
         self._creating: set[str] = set()
         self._restarts: dict[str, int] = {}  # partition -> failures of its replica so far (for the backoff)
         #: Replicas that failed (and were restarted from disk).

@@ -4,11 +4,16 @@ This module owns *when* replicas' cores run. A replica with input (a peer's mess
 a command) asks for a turn (``want``); the node's round task wakes once, lets every runnable task add its input
 first, then takes every replica that asked (up to ``ROUND_LIMIT``) and, for each, feeds its core and prepares
 its Ready (``Replica.prepare``: messages that may leave early are queued, the state machine applies, the write
-batch is built). The batches of the round go to the group commit *together*: one ``commit`` for those that must
-be durable (one fsync) and one for those that need not be, so the messages that wait for the write (``finish``)
+batch is built). The batches of the round go to the group commit *together*: one submission for those that must
+be durable (one fsync) and one for those that need not be, and the messages that wait for the write (``finish``)
 leave in one outbox flush (one frame per peer). That is TiKV's batch system in trio terms: 64 partitions with one
 write each cost one pass, one store write and one frame per peer, as one partition with 64 writes does, instead
 of 64 task wake-ups, 64 commits and 64 waits.
+
+No task waits for a write: the group commit calls back when the write is done (``GroupCommit.submit``), at once
+for an unsynced write the disk is free for, else from its writer task right after the fsync, and the turns are
+finished there; the messages of each round and of each finished write are flushed to the outbox right away
+(``after``). So a write costs no task switch of its own between the fsync and the messages it releases.
 
 Rounds overlap: while one round's write is in flight the next one prepares, and its batches join the group
 commit's next cycle; a replica takes part in one round at a time (its core is not advanced until its write is
@@ -28,8 +33,6 @@ import trio
 
 from borough.errors import StorageError
 from borough.node.persist import Turn
-from borough.store.base import InvalidLogOperation
-from borough.store.batch import WriteBatch
 from borough.store.group_commit import GroupCommit
 
 __all__ = ["ROUND_LIMIT", "Rounds", "TurnTaker"]
@@ -57,16 +60,24 @@ class Rounds:
     """Made with the node's group committer; run ``run()`` in a node-owned nursery."""
 
     def __init__(
-        self, committer: GroupCommit, *, limit: int = ROUND_LIMIT, before: Callable[[], object] | None = None
+        self,
+        committer: GroupCommit,
+        *,
+        limit: int = ROUND_LIMIT,
+        before: Callable[[], object] | None = None,
+        after: Callable[[], object] | None = None,
     ) -> None:
         self._committer = committer
         self._limit = limit
         self._before = before  # called at the start of each round, before any core is fed (the clocks' catch-up)
+        # Called once a round's turns are prepared, and once the turns of a write are finished: the node flushes
+        # its outbox there, so the messages of every turn leave in the same pass, one frame per peer.
+        self._after = after
         self._wanted: dict[TurnTaker, None] = {}  # replicas that asked for a turn, in the order they asked
         self._busy: set[TurnTaker] = set()  # replicas whose turn's write is still in flight
         self._later: dict[TurnTaker, None] = {}  # busy replicas that asked again: they go once the write ends
         self._lot = trio.lowlevel.ParkingLot()
-        self._nursery: trio.Nursery | None = None
+        self._fatal: BaseException | None = None  # a store failure met while finishing a turn: the node stops
         #: Rounds made, and the turns they carried (for metrics, benchmarks and tests).
         self.rounds = 0
         self.turns = 0
@@ -82,14 +93,16 @@ class Rounds:
         wanted[replica] = None
 
     async def run(self) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            while True:
-                if not self._wanted:
-                    await self._lot.park()
-                # Let every task that can run now add its input first: that is what makes a round hold many turns.
-                await trio.lowlevel.checkpoint()
-                self._round()
+        while True:
+            if self._fatal is not None:
+                raise self._fatal
+            if not self._wanted:
+                await self._lot.park()
+                continue
+            await self._committer.room()  # (backpressure: the writes waiting for the disk are at their cap)
+            # Let every task that can run now add its input first: that is what makes a round hold many turns.
+            await trio.lowlevel.checkpoint()
+            self._round()
 
     def _round(self) -> None:
         if self._before is not None:
@@ -117,24 +130,24 @@ class Rounds:
                 (synced if turn.sync else unsynced).append((replica, turn))
         self.rounds += 1
         self.turns += len(todo)
-        assert self._nursery is not None
         for group, sync in ((synced, True), (unsynced, False)):
             if group:
                 self._busy.update(replica for replica, _ in group)
-                self._nursery.start_soon(self._write, group, sync)
+                self._submit(group, sync)
+        if self._after is not None:
+            self._after()
 
-    async def _write(self, group: Sequence[tuple[TurnTaker, Turn]], sync: bool) -> None:
-        """Write one round's batches (one commit), then finish each turn."""
-        errors: list[BaseException | None]
+    def _submit(self, group: list[tuple[TurnTaker, Turn]], sync: bool) -> None:
+        """Hand one round's batches to the group commit (one write); each turn is finished once it is done
+        (``_written``: at once for an unsynced write the disk is free for, else from the writer task)."""
+        batches = [turn.batch for _, turn in group if turn.batch is not None]
         try:
-            errors = await self._commit([turn.batch for _, turn in group if turn.batch is not None], sync)
-        except Exception as exc:  # the store failed: no turn of this group may go on as if written
-            errors = [exc] * len(group)
-        except BaseException:
-            # Cancelled: the node stops, and its replicas with it (their tasks are cancelled too). Whether the
-            # batches were written is unknown; each replica's next start reads what its store holds.
-            self._busy.difference_update(replica for replica, _ in group)
-            raise
+            self._committer.submit(batches, sync=sync, done=lambda errors: self._written(group, errors))
+        except StorageError as exc:  # the committer stopped: no turn of this group may go on as if written
+            self._written(group, [exc] * len(group))
+
+    def _written(self, group: Sequence[tuple[TurnTaker, Turn]], errors: Sequence[BaseException | None]) -> None:
+        """The write of ``group``'s batches is over: finish each turn whose batch was written, fail the others."""
         for (replica, turn), error in zip(group, errors, strict=True):
             self._busy.discard(replica)
             if error is None:
@@ -144,36 +157,15 @@ class Rounds:
             if replica in self._later:  # input arrived while the write was in flight
                 del self._later[replica]
                 self.want(replica)
-
-    async def _commit(self, batches: list[WriteBatch], sync: bool) -> list[BaseException | None]:
-        """Commit ``batches`` as one write; when that write is refused as malformed (a bug in one replica's
-        batch), commit them one by one so only the culprit fails."""
-        committer = self._committer
-        if len(batches) == 1:
-            merged = batches[0]
-        else:
-            merged = committer.store.write_batch()
-            for batch in batches:
-                merged.extend(batch)
-        try:
-            await committer.commit(merged, sync=sync)
-            return [None] * len(batches)
-        except InvalidLogOperation:
-            if len(batches) == 1:
-                raise
-        errors: list[BaseException | None] = []
-        for batch in batches:
-            try:
-                await committer.commit(batch, sync=sync)
-                errors.append(None)
-            except InvalidLogOperation as exc:
-                errors.append(exc)
-        return errors
+        if self._after is not None:
+            self._after()
 
     def _finish(self, replica: TurnTaker, turn: Turn) -> None:
         try:
             replica.finish(turn)
-        except StorageError:
-            raise
+        except StorageError as exc:  # the store failed under a finished write: the node stops (``run`` raises)
+            if self._fatal is None:
+                self._fatal = exc
+                self._lot.unpark_all()
         except Exception as exc:
             replica.fail(exc)

@@ -25,7 +25,7 @@ from borough.errors import StorageError
 from borough.store.base import InvalidLogOperation, Store
 from borough.store.batch import WriteBatch
 
-__all__ = ["GroupCommit", "open_group_commit"]
+__all__ = ["Done", "GroupCommit", "open_group_commit"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +34,14 @@ def _closed_error() -> StorageError:
     return StorageError("the group committer was closed before this batch was written: it is not durable")
 
 
+#: Told what became of the batches handed to ``GroupCommit.submit``: each one's error, or None once written.
+Done = Callable[[list[BaseException | None]], None]
+
+
 class _Cycle:
     """The batches that go to disk in one synced write, and what became of each."""
 
-    __slots__ = ("batches", "done", "nbytes", "results", "sync")
+    __slots__ = ("batches", "callbacks", "done", "nbytes", "results", "sync", "waiters")
 
     def __init__(self) -> None:
         self.batches: list[WriteBatch] = []
@@ -45,6 +49,25 @@ class _Cycle:
         self.sync = False  # whether any batch of the cycle must be durable
         self.results: list[BaseException | None] = []
         self.done = trio.Event()
+        #: The submitters' callbacks (``submit``), each with the slice of ``batches`` it handed in.
+        self.callbacks: list[tuple[int, int, Done]] = []
+        self.waiters = 0  # batches of committers waiting in ``commit`` (the rest were submitted)
+
+    def add(self, batches: list[WriteBatch], done: Done) -> None:
+        start = len(self.batches)
+        self.batches.extend(batches)
+        self.nbytes += sum(batch.nbytes for batch in batches)
+        self.callbacks.append((start, len(self.batches), done))
+
+    def end(self) -> None:
+        """The cycle's write is over (``results`` filled): wake the committers and tell the submitters."""
+        self.done.set()
+        results = self.results
+        for start, stop, done in self.callbacks:
+            try:
+                done(results[start:stop])
+            except Exception:  # a submitter's bug must not stop the writer of every replica
+                logger.exception("group commit: a submitter's callback failed")
 
 
 class GroupCommit:
@@ -152,6 +175,7 @@ class GroupCommit:
         cycle.batches.append(batch)
         cycle.nbytes += batch.nbytes
         cycle.sync = cycle.sync or sync
+        cycle.waiters += 1
         self._work.unpark_all()
         await cycle.done.wait()
         error = cycle.results[slot]
@@ -160,6 +184,40 @@ class GroupCommit:
         if isinstance(error, InvalidLogOperation):
             raise error
         raise StorageError(f"this batch could not be made durable: {error}") from error
+
+    def submit(self, batches: list[WriteBatch], *, sync: bool, done: Done) -> None:
+        """Hand ``batches`` to the writer without waiting: ``done(errors)`` is called on the trio thread with
+        each batch's error (or None) once they are written, and with ``sync`` durable, exactly as ``commit``
+        would return or raise for each (an error is ``InvalidLogOperation`` or ``StorageError``).
+
+        An unsynced submission made while no synced write is in flight is written at once, and ``done`` is
+        called before ``submit`` returns; otherwise ``done`` is called by the writer task after the write that
+        carries the batches (the next synced one, or the unsynced write right after the one in flight). Never
+        blocks and never refuses for lack of room: a submitter bounds what it has in flight itself and waits
+        for ``room()`` before it adds more. Raises ``StorageError`` (and calls nothing) if the committer has
+        stopped or is closed."""
+        self._check()
+        for batch in batches:
+            if batch._store is not self.store:
+                raise ValueError("this write batch belongs to another store")
+        if not sync:
+            if not self._in_flight:
+                done(self._write_batches(batches, False))
+                return
+            self._unsynced.add(batches, done)
+            return
+        cycle = self._open
+        cycle.add(batches, done)
+        cycle.sync = True
+        self._work.unpark_all()
+
+    async def room(self) -> None:
+        """Wait while the batches waiting for the next synced write are at their cap (see ``submit``)."""
+        while self._open.batches and (
+            len(self._open.batches) >= self._max_batches or self._open.nbytes >= self._max_bytes
+        ):
+            await self._space.park()
+            self._check()
 
     # ------------------------------------------------------------------------------------ the writer task
 
@@ -174,8 +232,11 @@ class GroupCommit:
                     self._idle.unpark_all()
                     await self._work.park()
                     continue
-                # Let every task that is runnable right now add its batch to this cycle first.
-                await trio.lowlevel.cancel_shielded_checkpoint()
+                if self._open.waiters:
+                    # Let every task that is runnable right now add its batch to this cycle first. (Not for a cycle
+                    # of submissions alone: the node's rounds hand in a whole round at once, and need the fsync
+                    # to start without another pass of the event loop.)
+                    await trio.lowlevel.cancel_shielded_checkpoint()
                 cycle = self._open
                 self._open = _Cycle()
                 self._space.unpark_all()
@@ -194,14 +255,14 @@ class GroupCommit:
                     self._in_flight = False
                     if not cycle.results:  # cancelled before the write started (a started one always ends)
                         cycle.results = [_closed_error()] * len(cycle.batches)
-                    cycle.done.set()
+                    cycle.end()
                     if self._unsynced.batches:
                         self._write_unsynced()
         finally:
             self._closed = True
             for left in (self._open, self._unsynced):
                 left.results = [_closed_error()] * len(left.batches)
-                left.done.set()
+                left.end()
             self._space.unpark_all()
             self._idle.unpark_all()
 
@@ -212,7 +273,7 @@ class GroupCommit:
         cycle.results = self._write_batches(cycle.batches, False)
         if self.observe is not None:
             self.observe(len(cycle.batches), False, trio.current_time() - started)
-        cycle.done.set()
+        cycle.end()
 
     def _write(self, cycle: _Cycle) -> None:
         """One cycle (in a worker thread when offloading): the merged batch as one synced write."""

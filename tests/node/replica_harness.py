@@ -18,6 +18,7 @@ from typing import Any
 import trio
 import trio.testing
 
+from borough.errors import StorageError
 from borough.kv import encode_value
 from borough.node.incarnations import Stamp
 from borough.node.replica import Replica
@@ -27,7 +28,7 @@ from borough.raft.config import RaftConfig
 from borough.raft.messages import AppendResponse, InstallSnapshot, Message, VoteResponse
 from borough.raft.records import ConfState, Entry, EntryKind, HardState, SnapshotMeta
 from borough.store.batch import WriteBatch
-from borough.store.group_commit import GroupCommit, open_group_commit
+from borough.store.group_commit import Done, GroupCommit, open_group_commit
 from borough.store.memory import MemoryStore
 
 PARTITION = "p"
@@ -79,8 +80,9 @@ class HoldableCommitter:
         self.inner = inner
         self.store = inner.store
         self._gate: trio.Event | None = None
-        self.waiting = 0  # commits waiting at the gate
-        self.syncs: list[bool] = []  # the sync flag of every commit, in order
+        self.waiting = 0  # commits (and submissions) waiting at the gate
+        self.syncs: list[bool] = []  # the sync flag of every commit and submission, in order
+        self._held: list[tuple[list[WriteBatch], bool, Done]] = []  # submissions waiting at the gate
 
     def hold(self) -> None:
         if self._gate is None:
@@ -88,8 +90,26 @@ class HoldableCommitter:
 
     def release(self) -> None:
         gate, self._gate = self._gate, None
+        held, self._held = self._held, []
+        for batches, sync, done in held:
+            self.waiting -= 1
+            try:
+                self.inner.submit(batches, sync=sync, done=done)
+            except StorageError as exc:
+                done([exc] * len(batches))
         if gate is not None:
             gate.set()
+
+    def submit(self, batches: list[WriteBatch], *, sync: bool, done: Done) -> None:
+        self.syncs.append(sync)
+        if self._gate is not None:  # it waits for the gate that was closed when it arrived
+            self.waiting += 1
+            self._held.append((batches, sync, done))
+            return
+        self.inner.submit(batches, sync=sync, done=done)
+
+    async def room(self) -> None:
+        await self.inner.room()
 
     async def step(self) -> None:
         """Let the commits waiting now through, keep holding later ones, and let everything run."""

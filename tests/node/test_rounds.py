@@ -9,6 +9,7 @@ import pytest
 import trio
 import trio.testing
 
+from borough.errors import StorageError
 from borough.node.persist import Turn
 from borough.node.replica import Replica
 from borough.node.rounds import Rounds
@@ -120,3 +121,59 @@ async def test_a_round_takes_at_most_its_limit_and_the_rest_go_next(autojump_clo
         await settle()
         assert log == [t.name for t in takers] and rounds.rounds == 3 and rounds.turns == 20
         nursery.cancel_scope.cancel()
+
+
+class _Writer:
+    """A turn taker whose turn writes one batch; ``finish`` does what the test says."""
+
+    def __init__(self, name: str, host: FakeHost, log: list[str], finish_error: BaseException | None = None) -> None:
+        self.name = name
+        self._host = host
+        self._log = log
+        self._error = finish_error
+
+    def prepare(self) -> Turn | None:
+        self._log.append(f"prepare {self.name}")
+        batch = self._host.store.write_batch()
+        batch.apply(self.name, [("put", "k", b"\x01")], 1)
+        return Turn(None, None, {}, batch, True)  # type: ignore[arg-type]
+
+    def finish(self, turn: Turn) -> None:
+        self._log.append(f"finish {self.name}")
+        if self._error is not None:
+            raise self._error
+
+    def fail(self, exc: BaseException) -> None:
+        self._log.append(f"fail {self.name}: {exc}")
+
+
+async def test_after_runs_once_a_round_is_prepared_and_once_its_write_is_finished(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_host("a") as host, trio.open_nursery() as nursery:
+        log: list[str] = []
+        rounds = Rounds(host.committer, after=lambda: log.append("after"))
+        nursery.start_soon(rounds.run)
+        host.committer.hold()
+        rounds.want(_Writer("x", host, log))
+        rounds.want(_Writer("y", host, log))
+        await settle()
+        # The messages the turns queued while preparing leave as the round ends, not a pass later.
+        assert log == ["prepare x", "prepare y", "after"] and host.committer.waiting == 1
+        host.committer.release()
+        await settle()
+        # Both turns are finished by the write's callback, and what they queued is flushed right after.
+        assert log[3:] == ["finish x", "finish y", "after"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_store_failure_while_finishing_a_turn_stops_the_rounds(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_host("a") as host:
+        log: list[str] = []
+        rounds = Rounds(host.committer)
+        rounds.want(_Writer("x", host, log, finish_error=StorageError("the disk is gone")))
+        with pytest.raises(StorageError, match="the disk is gone"):
+            await rounds.run()
+        assert log == ["prepare x", "finish x"]

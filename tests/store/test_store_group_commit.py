@@ -308,3 +308,107 @@ async def test_unsynced_batches_skip_fsync_and_wait_behind_a_synced_write(
     store.crash()
     assert store.get("p", "b") == "b"  # the synced write made the earlier unsynced one durable too
     assert store.get("p", "a") == "a"
+
+
+# --- submit: the callback form the node's rounds use -----------------------------------------------------------
+
+
+async def test_submitted_batches_share_one_synced_write_and_are_told_after_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = CountingStore()
+    told: list[tuple[str, list[BaseException | None], bool]] = []
+
+    def done(name: str) -> Any:
+        # What was durable when the submitter was told: the write must be over by then.
+        return lambda errors: told.append((name, errors, store.get(name, "k") == "k"))
+
+    async with open_group_commit(store, offload=False) as gc:
+        gc.submit([put_batch(store, "a", "k", 1), put_batch(store, "b", "k", 1)], sync=True, done=done("a"))
+        gc.submit([put_batch(store, "c", "k", 1)], sync=True, done=done("c"))
+        assert told == []  # nothing is written before the writer runs
+        await trio.testing.wait_all_tasks_blocked()
+        assert told == [("a", [None, None], True), ("c", [None], True)]
+        assert store.synced_writes == [3] and gc.writes == 1
+    store.crash()
+    assert store.replicas() == ["a", "b", "c"]
+
+
+async def test_an_unsynced_submission_is_written_and_told_before_submit_returns(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = CountingStore()
+    told: list[list[BaseException | None]] = []
+    async with open_group_commit(store, offload=False) as gc:
+        gc.submit([put_batch(store, "p", "k", 1)], sync=False, done=told.append)
+        assert told == [[None]] and store.get("p", "k") == "k" and store.synced_writes == []
+
+
+async def test_an_unsynced_submission_behind_a_synced_write_is_told_when_that_write_ends() -> None:
+    store = GatedStore()
+    told: list[str] = []
+    both = trio.Event()
+
+    def unsynced(errors: list[BaseException | None]) -> None:
+        told.append(f"unsynced {errors}")
+        both.set()
+
+    async with open_group_commit(store) as gc:
+        gc.submit([put_batch(store, "p", "a", 1)], sync=True, done=lambda errors: told.append("synced"))
+        await write_in_flight(store)
+        gc.submit([put_batch(store, "q", "b", 1)], sync=False, done=unsynced)
+        assert told == []
+        store.gate.set()
+        await both.wait()
+    assert told == ["synced", "unsynced [None]"]
+    assert [sync for sync, _ in store.log] == [True, False]
+
+
+async def test_a_submission_is_told_which_of_its_batches_were_invalid(autojump_clock: trio.testing.MockClock) -> None:
+    store = CountingStore()
+    told: list[list[BaseException | None]] = []
+    gap = store.write_batch()
+    gap.append("p", [Entry(term=1, index=5)])  # the log is empty: index 5 would leave a gap
+    async with open_group_commit(store, offload=False) as gc:
+        gc.submit([put_batch(store, "a", "k", 1), gap, put_batch(store, "b", "k", 1)], sync=True, done=told.append)
+        await trio.testing.wait_all_tasks_blocked()
+        assert gc.error is None
+    [(first, bad, last)] = told
+    assert first is None and last is None and isinstance(bad, InvalidLogOperation)
+    store.crash()
+    assert store.replicas() == ["a", "b"]
+
+
+async def test_a_failing_callback_stops_neither_the_writer_nor_the_others(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = CountingStore()
+    told: list[list[BaseException | None]] = []
+
+    def broken(errors: list[BaseException | None]) -> None:
+        raise RuntimeError("a submitter's bug")
+
+    async with open_group_commit(store, offload=False) as gc:
+        gc.submit([put_batch(store, "a", "k", 1)], sync=True, done=broken)
+        gc.submit([put_batch(store, "b", "k", 1)], sync=True, done=told.append)
+        await trio.testing.wait_all_tasks_blocked()
+        await gc.commit(put_batch(store, "c", "k", 1))  # the writer goes on
+    assert told == [[None]] and "a submitter's callback failed" in caplog.text
+    assert store.replicas() == ["a", "b", "c"]
+
+
+async def test_submit_refuses_once_closed_and_closing_tells_what_was_pending() -> None:
+    store = GatedStore()
+    told: list[list[BaseException | None]] = []
+    with pytest.raises(RuntimeError, match="stop"):
+        async with open_group_commit(store) as gc:
+            gc.submit([put_batch(store, "p", "a", 1)], sync=True, done=lambda errors: None)
+            await write_in_flight(store)
+            gc.submit([put_batch(store, "p", "b", 2)], sync=True, done=told.append)  # waits for the next write
+            store.gate.set()
+            raise RuntimeError("stop")  # leaving by an error: what is pending is not written
+    [[error]] = told
+    assert isinstance(error, StorageError) and "not durable" in str(error)
+    with pytest.raises(StorageError, match="closed"):
+        gc.submit([put_batch(store, "p", "c", 3)], sync=True, done=told.append)
+    assert len(told) == 1
