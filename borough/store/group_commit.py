@@ -244,20 +244,15 @@ class GroupCommit:
                 started = trio.current_time()
                 try:
                     # _write fills cycle.results itself, so a write that finished is reported even if we are
-                    # cancelled while the worker thread runs (the thread is never abandoned).
+                    # cancelled while the worker thread runs (the thread is never abandoned). The cycle is ended
+                    # as soon as the thread returns, in the callback that wakes this task (``_in_thread``), so
+                    # the committers' callbacks run a pass sooner than this task would.
                     if self._offload and cycle.sync:
-                        await _in_thread(partial(self._write, cycle))
+                        await _in_thread(partial(self._write, cycle), then=partial(self._end, cycle, started))
                     else:
                         self._write(cycle)
-                    if self.observe is not None:
-                        self.observe(len(cycle.batches), cycle.sync, trio.current_time() - started)
                 finally:
-                    self._in_flight = False
-                    if not cycle.results:  # cancelled before the write started (a started one always ends)
-                        cycle.results = [_closed_error()] * len(cycle.batches)
-                    cycle.end()
-                    if self._unsynced.batches:
-                        self._write_unsynced()
+                    self._end(cycle, started)
         finally:
             self._closed = True
             for left in (self._open, self._unsynced):
@@ -265,6 +260,23 @@ class GroupCommit:
                 left.end()
             self._space.unpark_all()
             self._idle.unpark_all()
+
+    def _end(self, cycle: _Cycle, started: float) -> None:
+        """The synced write of ``cycle`` is over (or will never be made): tell its committers, then write the
+        unsynced batches that waited for it. Once per cycle; it raises nothing."""
+        if cycle.done.is_set():
+            return
+        self._in_flight = False
+        if not cycle.results:  # cancelled before the write started (a started one always ends)
+            cycle.results = [_closed_error()] * len(cycle.batches)
+        elif self.observe is not None:
+            try:
+                self.observe(len(cycle.batches), cycle.sync, trio.current_time() - started)
+            except Exception:
+                logger.exception("group commit: observing a write failed")
+        cycle.end()
+        if self._unsynced.batches:
+            self._write_unsynced()
 
     def _write_unsynced(self) -> None:
         """The unsynced batches that waited for the synced write that just ended: one write, no fsync."""
@@ -333,15 +345,24 @@ class GroupCommit:
             await self._idle.park()
 
 
-async def _in_thread(fn: Callable[[], None]) -> None:
-    """Run ``fn`` in a worker thread and wait until it returns, even when cancelled meanwhile (the cancellation
-    then comes at the next checkpoint): ``trio.to_thread.run_sync(fn)`` without what a synced write per cycle
-    need not pay for (naming the OS thread twice, copying the context, a capacity limiter)."""
+async def _in_thread(fn: Callable[[], None], then: Callable[[], None]) -> None:
+    """Run ``fn`` in a worker thread, then ``then()`` on the trio thread, and return: even when cancelled meanwhile
+    (the cancellation then comes at the next checkpoint). ``trio.to_thread.run_sync(fn)`` without what a synced
+    write per cycle need not pay for (naming the OS thread twice, copying the context, a capacity limiter), and
+    with ``then`` run by the very callback that wakes this task, not a pass later by the task itself: it must
+    not raise (what it raises is raised here, but only after the event loop ran it in its own system task)."""
     task = trio.lowlevel.current_task()
     token = trio.lowlevel.current_trio_token()
 
+    def finish(result: outcome.Outcome[None]) -> None:
+        try:
+            then()
+        except BaseException as exc:  # never out of a run_sync_soon callback: that would crash the event loop
+            result = outcome.Error(exc)
+        trio.lowlevel.reschedule(task, result)
+
     def deliver(result: outcome.Outcome[None]) -> None:
-        token.run_sync_soon(trio.lowlevel.reschedule, task, result)
+        token.run_sync_soon(finish, result)
 
     trio.lowlevel.start_thread_soon(fn, deliver)
     await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
