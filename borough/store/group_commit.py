@@ -96,6 +96,8 @@ class GroupCommit:
         #: as it ends, before the next synced write, so they never wait for an fsync of their own.
         self._unsynced = _Cycle()
         self._in_flight = False
+        self._landing: trio.Event | None = None  # set once the write in a worker thread has been ended
+        self._stopping = False  # the writer task is ending: no write is started any more
         self._work = trio.lowlevel.ParkingLot()  # the writer waits here for batches
         self._space = trio.lowlevel.ParkingLot()  # committers wait here for room in the open cycle
         self._idle = trio.lowlevel.ParkingLot()  # the drain at close waits here
@@ -209,7 +211,10 @@ class GroupCommit:
         cycle = self._open
         cycle.add(batches, done)
         cycle.sync = True
-        self._work.unpark_all()
+        if self._offload and not self._in_flight and not self._stopping and not cycle.waiters:
+            self._launch(self._begin())  # the disk is free: the fsync starts now, not a pass later in the writer
+        else:
+            self._work.unpark_all()
 
     async def room(self) -> None:
         """Wait while the batches waiting for the next synced write are at their cap (see ``submit``)."""
@@ -224,7 +229,10 @@ class GroupCommit:
     async def _run(self) -> None:
         try:
             while True:
-                if not self._open.batches:
+                if self._in_flight or not self._open.batches:
+                    if self._in_flight:  # a write in a worker thread: ``_landed`` starts the next one, or wakes us
+                        await self._work.park()
+                        continue
                     if self._collect_garbage and not self._draining and self.store.has_garbage and not self._error:
                         await self._collect_step()
                         await trio.lowlevel.checkpoint()
@@ -234,32 +242,82 @@ class GroupCommit:
                     continue
                 if self._open.waiters:
                     # Let every task that is runnable right now add its batch to this cycle first. (Not for a cycle
-                    # of submissions alone: the node's rounds hand in a whole round at once, and need the fsync
-                    # to start without another pass of the event loop.)
+                    # of submissions alone: the node's rounds hand in a whole round at once, and ``submit`` starts
+                    # the write itself when the disk is free.)
                     await trio.lowlevel.cancel_shielded_checkpoint()
-                cycle = self._open
-                self._open = _Cycle()
-                self._space.unpark_all()
-                self._in_flight = True
+                    if self._in_flight or not self._open.batches:
+                        continue  # (a submission started it meanwhile)
+                cycle = self._begin()
+                if self._offload and cycle.sync:
+                    self._launch(cycle)
+                    continue
                 started = trio.current_time()
                 try:
-                    # _write fills cycle.results itself, so a write that finished is reported even if we are
-                    # cancelled while the worker thread runs (the thread is never abandoned). The cycle is ended
-                    # as soon as the thread returns, in the callback that wakes this task (``_in_thread``), so
-                    # the committers' callbacks run a pass sooner than this task would.
-                    if self._offload and cycle.sync:
-                        await _in_thread(partial(self._write, cycle), then=partial(self._end, cycle, started))
-                    else:
-                        self._write(cycle)
+                    self._write(cycle)
                 finally:
                     self._end(cycle, started)
         finally:
+            self._stopping = True  # ``_landed`` starts nothing more
+            if self._in_flight and self._landing is not None:
+                # The thread is never abandoned: it writes to a store that is closed once we return.
+                with trio.CancelScope(shield=True):
+                    await self._landing.wait()
             self._closed = True
             for left in (self._open, self._unsynced):
                 left.results = [_closed_error()] * len(left.batches)
                 left.end()
             self._space.unpark_all()
             self._idle.unpark_all()
+
+    def _begin(self) -> _Cycle:
+        """Take the open cycle for a write; new batches gather in a fresh one."""
+        cycle, self._open = self._open, _Cycle()
+        self._space.unpark_all()
+        self._in_flight = True
+        return cycle
+
+    def _launch(self, cycle: _Cycle) -> None:
+        """Start the synced write of ``cycle`` in a worker thread; ``_landed`` ends it on the trio thread, in the
+        callback the thread's return schedules (no task of ours is woken for it). ``trio.to_thread.run_sync``
+        without what a synced write per cycle need not pay for: naming the OS thread twice, copying the context,
+        a capacity limiter, and a task switch."""
+        started = trio.current_time()
+        token = trio.lowlevel.current_trio_token()
+        self._landing = landing = trio.Event()
+
+        def deliver(result: outcome.Outcome[None]) -> None:  # in the worker thread
+            token.run_sync_soon(self._landed, cycle, started, landing)
+
+        try:
+            trio.lowlevel.start_thread_soon(partial(self._write, cycle), deliver)
+        except BaseException as exc:  # no thread could be started: the write is not made
+            self._error = self._error or exc
+            logger.error("group commit: could not start a writer thread; no further writes will be made", exc_info=True)
+            cycle.results = [exc] * len(cycle.batches)
+            self._landed(cycle, started, landing)
+
+    def _landed(self, cycle: _Cycle, started: float, landing: trio.Event) -> None:
+        """The worker thread wrote ``cycle`` (``_write`` filled its results): end it, then start the next write
+        or let the writer task see to what is left. Runs as a ``run_sync_soon`` callback: it raises nothing."""
+        try:
+            self._end(cycle, started)
+            landing.set()
+            following = self._open
+            if following.batches and not following.waiters and not (self._stopping or self._closed or self._error):
+                self._launch(self._begin())
+            elif (
+                following.batches
+                or self._stopping
+                or self._closed
+                or (self._collect_garbage and self.store.has_garbage)
+            ):
+                self._work.unpark_all()
+            else:
+                self._idle.unpark_all()
+        except BaseException:  # a bug of ours: never out of a run_sync_soon callback (it would crash the loop)
+            logger.exception("group commit: ending a write failed")
+            landing.set()
+            self._work.unpark_all()
 
     def _end(self, cycle: _Cycle, started: float) -> None:
         """The synced write of ``cycle`` is over (or will never be made): tell its committers, then write the
@@ -343,30 +401,6 @@ class GroupCommit:
         self._draining = True
         while self._open.batches or self._in_flight or self._unsynced.batches:
             await self._idle.park()
-
-
-async def _in_thread(fn: Callable[[], None], then: Callable[[], None]) -> None:
-    """Run ``fn`` in a worker thread, then ``then()`` on the trio thread, and return: even when cancelled meanwhile
-    (the cancellation then comes at the next checkpoint). ``trio.to_thread.run_sync(fn)`` without what a synced
-    write per cycle need not pay for (naming the OS thread twice, copying the context, a capacity limiter), and
-    with ``then`` run by the very callback that wakes this task, not a pass later by the task itself: it must
-    not raise (what it raises is raised here, but only after the event loop ran it in its own system task)."""
-    task = trio.lowlevel.current_task()
-    token = trio.lowlevel.current_trio_token()
-
-    def finish(result: outcome.Outcome[None]) -> None:
-        try:
-            then()
-        except BaseException as exc:  # never out of a run_sync_soon callback: that would crash the event loop
-            result = outcome.Error(exc)
-        trio.lowlevel.reschedule(task, result)
-
-    def deliver(result: outcome.Outcome[None]) -> None:
-        token.run_sync_soon(finish, result)
-
-    trio.lowlevel.start_thread_soon(fn, deliver)
-    await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
-    await trio.lowlevel.checkpoint_if_cancelled()  # a cancellation that came while the thread ran
 
 
 @asynccontextmanager
