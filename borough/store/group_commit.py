@@ -229,8 +229,9 @@ class GroupCommit:
     async def _run(self) -> None:
         try:
             while True:
-                if self._in_flight or not self._open.batches:
-                    if self._in_flight:  # a write in a worker thread: ``_landed`` starts the next one, or wakes us
+                if self._in_flight or not self._open.batches or self._closed:
+                    if self._in_flight or self._closed:  # a write in a thread (``_landed`` starts the next one, or
+                        # wakes us), or the block was left: what is pending is not written (we are cancelled)
                         await self._work.park()
                         continue
                     if self._collect_garbage and not self._draining and self.store.has_garbage and not self._error:

@@ -412,3 +412,49 @@ async def test_submit_refuses_once_closed_and_closing_tells_what_was_pending() -
     with pytest.raises(StorageError, match="closed"):
         gc.submit([put_batch(store, "p", "c", 3)], sync=True, done=told.append)
     assert len(told) == 1
+
+
+async def test_submissions_and_commits_mixed_on_leveldb_in_threads_each_end_once(tmp_path: pathlib.Path) -> None:
+    """The threaded path (``submit`` starting writes itself, the thread's return landing them): submitters of
+    synced and unsynced batches and ``commit`` callers, all at once; each is told exactly once, a synced
+    submitter only once its batch is on disk, and everything told written is there after a reopen."""
+    store = LevelDBStore.open(tmp_path / "db")
+    told: dict[str, int] = {}
+    try:
+        async with open_group_commit(store) as gc, trio.open_nursery() as nursery:
+
+            async def submitter(i: int) -> None:
+                for n in range(1, 41):
+                    b = store.write_batch()
+                    b.append(f"s{i}", [Entry(term=1, index=n, data=b"x")])
+                    landed = trio.Event()
+
+                    def done(
+                        errors: list[BaseException | None], name: str = f"s{i}-{n}", ev: trio.Event = landed
+                    ) -> None:
+                        assert errors == [None] and name not in told
+                        told[name] = store.last_index(name.split("-")[0])
+                        ev.set()
+
+                    await gc.room()
+                    gc.submit([b], sync=n % 3 != 0, done=done)
+                    await landed.wait()
+
+            async def committer(i: int) -> None:
+                for n in range(1, 21):
+                    b = store.write_batch()
+                    b.append(f"c{i}", [Entry(term=1, index=n, data=b"y")])
+                    await gc.commit(b, sync=n % 4 != 0)
+
+            for i in range(6):
+                nursery.start_soon(submitter, i)
+                nursery.start_soon(committer, i)
+        assert len(told) == 6 * 40
+        assert all(told[f"s{i}-{n}"] == n for i in range(6) for n in range(1, 41))  # written when told
+    finally:
+        store.close()
+    store = LevelDBStore.open(tmp_path / "db")
+    try:
+        assert all(store.last_index(f"s{i}") == 40 and store.last_index(f"c{i}") == 20 for i in range(6))
+    finally:
+        store.close()
