@@ -130,6 +130,9 @@ class Replicas:
             max_msg_bytes=c.max_msg_bytes,
             max_uncommitted_bytes=c.max_uncommitted_bytes,
             quiesce_ticks=c.quiesce_ticks,
+            # Every node learns a ``_system`` commit (a partition's directory record) at once, so the partition's
+            # first write and its replicas' creation find the record in their own ``_system`` replica.
+            commit_broadcast=name == SYSTEM,
         )
 
     def start(self, name: str) -> Replica:
