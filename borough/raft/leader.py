@@ -73,6 +73,7 @@ class LeaderMixin:
     forwarded: ForwardedReads
     appended: bool
     dirty: bool
+    commit_advanced: bool
     quiesced: bool
     idle_ticks: int
 
