@@ -201,10 +201,11 @@ class Replicas:
             return existing
         return self.start(name)
 
-    async def local(self, name: str, *, empty_ok: bool = False) -> Replica:
+    async def local(self, name: str, *, empty_ok: bool = False, wait: bool = True) -> Replica:
         """This node's replica of ``name``, created if this node is one of its initial voters (or, with
         ``empty_ok``, created empty to receive a leader's log or snapshot; raises NotFound when the directory
-        has no such partition, so made-up names create nothing). Raises NotLeader when this node holds none."""
+        has no such partition, so made-up names create nothing). Raises NotLeader when this node holds none.
+        Creating the group here as its ring owner starts its first election, and (with ``wait``) waits for it."""
         replica = self._replicas.get(name)
         if replica is not None:
             return replica
@@ -226,6 +227,8 @@ class Replicas:
                 replica = await self.bootstrap(name, record.voters, sync=False)  # (re-made from the record if lost)
                 if record.voters[0] == self._host.node_id:
                     replica.campaign()  # the ring owner starts the first election at once; the caller awaits it
+                    if not wait:
+                        return replica
                     with trio.move_on_after(self._config.election_ticks * self._config.tick_interval):
                         await self.leaders.wait_known(name)  # (not "no leader yet", to be retried everywhere)
                 return replica
@@ -233,9 +236,13 @@ class Replicas:
             return self._replicas.get(name) or self.start(name)
         raise NotLeader(name, None)
 
-    async def leader(self, name: str, address_of: Callable[[str], str | None]) -> Replica:
-        """This node's replica of ``name`` if it leads the group; else NotLeader with the leader's address."""
-        replica = await self.local(name)
+    async def leader(self, name: str, address_of: Callable[[str], str | None], *, electing_ok: bool = False) -> Replica:
+        """This node's replica of ``name`` if it leads the group; else NotLeader with the leader's address. With
+        ``electing_ok`` (a write) also one electing itself the group's first leader (``Replica.electing``), at
+        once: the write waits in its queue and rides with the new leader's first entry."""
+        replica = await self.local(name, wait=not electing_ok)
+        if electing_ok and replica.electing:
+            return replica
         if not replica.is_leader:
             raise NotLeader(name, leader := replica.leader, address_of(leader) if leader else None)
         return replica
