@@ -100,6 +100,27 @@ def stop_profilers(procs: list[subprocess.Popen[bytes]]) -> None:
         p.wait(timeout=30)
 
 
+async def settle_system(client: borough.Client, *, stable: float = 2.0, within: float = 30.0) -> float:
+    """Wait until every member hosts ``_system`` and its leader has not changed for ``stable`` seconds (a new
+    cluster grows ``_system`` to three voters and moves its leadership to the ring owner in its first seconds; a
+    creation figure taken meanwhile measures that too). Returns the seconds waited."""
+    t0 = time.perf_counter()
+    seen: tuple[str, ...] | None = None
+    since = t0
+    with trio.move_on_after(within):
+        while True:
+            status = await client.member_status()
+            hosting = all(m.replicas is not None and "_system" in m.replicas for m in status)
+            leaders = tuple(m.node_id for m in status if m.leaderships and "_system" in m.leaderships)
+            now = time.perf_counter()
+            if not hosting or leaders != seen:
+                seen, since = (leaders if hosting else None), now
+            elif now - since >= stable:
+                break
+            await trio.sleep(0.1)
+    return time.perf_counter() - t0
+
+
 async def create(client: borough.Client, names: list[str], concurrency: int) -> tuple[float, list[str], int]:
     """First put into every partition of ``names`` from ``concurrency`` tasks (one retry after a timeout); returns
     the seconds it took, the partitions created, and how many puts timed out."""
@@ -166,6 +187,8 @@ async def run(args: argparse.Namespace) -> None:
             names = [f"p{i:06d}" for i in range(args.partitions)]
             with trio.fail_after(30):
                 await client.partition("warmup").put("k", VALUE)
+            waited = await settle_system(client)
+            print(f"_system settled (three replicas, a steady leader) {waited:.1f} s after the first write", flush=True)
             cpu0 = [proc_cpu(pid) for pid in pids]
             own0 = proc_cpu(os.getpid())
             profilers = start_profilers(pids, args.profile) if args.profile else []
