@@ -207,11 +207,13 @@ class Replica(Turns):
     def propose_nowait(self, data: bytes | ConfChange) -> Any:
         """Queue a command as ``propose`` does, now, and return its waiter (``await waiter.wait()``). On a replica
         electing itself its group's first leader (``electing``) it waits for the outcome (NotLeader if it lost)."""
-        if self._stopped is not None or not self.electing:
+        electing = self._stopped is None and self.electing
+        if not electing:
             self.check_leader()
         self._queue_room()
         waiter = self._proposals.queue(data)
-        self._inbox.wake()
+        if not electing:  # (electing: the turn that ends the election, on a vote's answer or a tick, proposes it)
+            self._inbox.wake()
         return waiter
 
     async def read_barrier(self, *, anywhere: bool = False) -> None:
