@@ -226,7 +226,7 @@ class Replicas:
             if record is not None and not deleted_here and self._host.node_id in record.voters:
                 replica = await self.bootstrap(name, record.voters, sync=False)  # (re-made from the record if lost)
                 if record.voters[0] == self._host.node_id:
-                    replica.campaign()  # the ring owner starts the first election at once; the caller awaits it
+                    replica.campaign()  # the ring owner starts the first election at once (a write rides with it)
                     if not wait:
                         return replica
                     with trio.move_on_after(self._config.election_ticks * self._config.tick_interval):
