@@ -119,22 +119,6 @@ class Replicas:
 
     # --- creating replicas ------------------------------------------------------------------------------
 
-    def _raft_config(self, name: str) -> RaftConfig:
-        c = self._config
-        return RaftConfig(
-            id=NodeId(self._host.node_id),
-            group=name,
-            election_tick=c.election_ticks,
-            heartbeat_tick=c.heartbeat_ticks,
-            read_only="lease" if c.read_mode == "lease" else "safe",
-            max_msg_bytes=c.max_msg_bytes,
-            max_uncommitted_bytes=c.max_uncommitted_bytes,
-            quiesce_ticks=c.quiesce_ticks,
-            # Every node learns a ``_system`` commit (a partition's directory record) at once, so the partition's
-            # first write and its replicas' creation find the record in their own ``_system`` replica.
-            commit_broadcast=name == SYSTEM,
-        )
-
     def start(self, name: str) -> Replica:
         """Start this node's replica of ``name`` from whatever the store holds for it (possibly nothing)."""
         store = self._host.store
@@ -144,7 +128,8 @@ class Replicas:
             else KvStateMachine(name, store, now=trio.current_time, expiry=self._config.session_expiry)
         )
         rng = random.Random(self._rng.getrandbits(64))
-        raft, every, rounds = self._raft_config(name), self._config.snapshot_entries, self.rounds
+        raft = raft_config(self._host.node_id, name, self._config)
+        every, rounds = self._config.snapshot_entries, self.rounds
         replica = Replica(self._host, name, raft, machine, rng, snapshot_every=every, rounds=rounds, clocks=self.clocks)
         self._replicas[name] = replica
         self._nursery.start_soon(self._run, replica, name=f"replica {name!r}")
@@ -310,3 +295,20 @@ class Replicas:
 
     async def tick_forever(self) -> None:
         await self.clocks.tick_forever(self._on_tick)
+
+
+def raft_config(node_id: str, name: str, c: NodeConfig) -> RaftConfig:
+    """The Raft settings of this node's replica of partition ``name``."""
+    return RaftConfig(
+        id=NodeId(node_id),
+        group=name,
+        election_tick=c.election_ticks,
+        heartbeat_tick=c.heartbeat_ticks,
+        read_only="lease" if c.read_mode == "lease" else "safe",
+        max_msg_bytes=c.max_msg_bytes,
+        max_uncommitted_bytes=c.max_uncommitted_bytes,
+        quiesce_ticks=c.quiesce_ticks,
+        # Every node learns a ``_system`` commit (a partition's directory record) at once, so the partition's
+        # first write and its replicas' creation find the record in their own ``_system`` replica.
+        commit_broadcast=name == SYSTEM,
+    )
