@@ -210,8 +210,7 @@ class Server:
         if isinstance(op, Get):
             await self._read_barrier(partition, op.consistency)
             return read_value(self._store, partition, op.key)
-        if isinstance(op, Write):
-            # (on a group being elected here for the first time, the write rides with the leader's first entry)
+        if isinstance(op, Write):  # (electing_ok: on a new group it rides with its first leader's first entry)
             replica = await self._replicas.leader(partition, self._addresses.address_of, electing_ok=True)
             return await propose_write(replica, op.ops, op.session)
         if isinstance(op, Scan):
