@@ -9,6 +9,9 @@ rest sit idle (ops/s, p50, p99).
     .venv/bin/python bench/scale.py                      # 10,000 partitions, 30 s idle window
     .venv/bin/python bench/scale.py --quick              # 1,000 partitions, 10 s idle window, 2 s loads
 
+``--only-create`` stops after the creation figure; ``--profile DIR`` records each server with py-spy while it
+creates (``DIR/nI.txt``, collapsed stacks: ``py-spy`` must be installed in the venv).
+
 ``--watch N`` prints each node's replicas hosted, led and awake (Raft clock running) every N seconds (the nodes
 then serve their metrics); ``--keep`` keeps the data dirs and logs (``BENCH_LOG_LEVEL=info`` for more log).
 
@@ -23,6 +26,8 @@ import os
 import pathlib
 import random
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -74,6 +79,46 @@ async def watch(cluster: Cluster, every: float) -> None:
             except OSError as exc:
                 rows.append(f"({exc})")
         print(f"  [watch] replicas hosted/led/awake per node: {', '.join(rows)}", flush=True)
+
+
+def start_profilers(pids: list[int], out: str) -> list[subprocess.Popen[bytes]]:
+    """One ``py-spy record`` per server process, writing collapsed stacks to ``out/nI.txt``."""
+    pathlib.Path(out).mkdir(parents=True, exist_ok=True)
+    py_spy = pathlib.Path(sys.executable).parent / "py-spy"
+    procs = []
+    for i, pid in enumerate(pids):
+        args = [str(py_spy), "record", "-p", str(pid), "-r", "250", "--format", "raw", "-o", f"{out}/n{i}.txt"]
+        procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    time.sleep(1.0)  # (py-spy attaches)
+    return procs
+
+
+def stop_profilers(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        p.send_signal(signal.SIGINT)
+    for p in procs:
+        p.wait(timeout=30)
+
+
+async def settle_system(client: borough.Client, *, stable: float = 2.0, within: float = 30.0) -> float:
+    """Wait until every member hosts ``_system`` and its leader has not changed for ``stable`` seconds (a new
+    cluster grows ``_system`` to three voters and moves its leadership to the ring owner in its first seconds; a
+    creation figure taken meanwhile measures that too). Returns the seconds waited."""
+    t0 = time.perf_counter()
+    seen: tuple[str, ...] | None = None
+    since = t0
+    with trio.move_on_after(within):
+        while True:
+            status = await client.member_status()
+            hosting = all(m.replicas is not None and "_system" in m.replicas for m in status)
+            leaders = tuple(m.node_id for m in status if m.leaderships and "_system" in m.leaderships)
+            now = time.perf_counter()
+            if not hosting or leaders != seen:
+                seen, since = (leaders if hosting else None), now
+            elif now - since >= stable:
+                break
+            await trio.sleep(0.1)
+    return time.perf_counter() - t0
 
 
 async def create(client: borough.Client, names: list[str], concurrency: int) -> tuple[float, list[str], int]:
@@ -142,16 +187,26 @@ async def run(args: argparse.Namespace) -> None:
             names = [f"p{i:06d}" for i in range(args.partitions)]
             with trio.fail_after(30):
                 await client.partition("warmup").put("k", VALUE)
+            waited = await settle_system(client)
+            print(f"_system settled (three replicas, a steady leader) {waited:.1f} s after the first write", flush=True)
             cpu0 = [proc_cpu(pid) for pid in pids]
+            own0 = proc_cpu(os.getpid())
+            profilers = start_profilers(pids, args.profile) if args.profile else []
             took, created, timeouts = await create(client, names, args.create_clients)
             cpu1 = [proc_cpu(pid) for pid in pids]
+            own1 = proc_cpu(os.getpid())
+            stop_profilers(profilers)
             print(
                 f"created {len(created):,} of {len(names):,} partitions in {took:.1f} s: "
                 f"{len(created) / took:,.0f} partitions/s ({args.create_clients} client tasks, {timeouts} puts timed "
                 f"out); server CPU {sum(cpu1) - sum(cpu0):.1f} s, "
-                f"{1000 * (sum(cpu1) - sum(cpu0)) / max(1, len(created)):.1f} ms a partition",
+                f"{1000 * (sum(cpu1) - sum(cpu0)) / max(1, len(created)):.2f} ms a partition; this client "
+                f"{own1 - own0:.1f} s",
                 flush=True,
             )
+            if args.only_create:
+                watching.cancel_scope.cancel()
+                return
             await trio.sleep(args.settle)
             cpu0 = [proc_cpu(pid) for pid in pids]
             t0 = time.perf_counter()
@@ -218,6 +273,8 @@ def main() -> None:
     parser.add_argument("--load-seconds", type=float, default=None, help="seconds per load (5; --quick 2)")
     parser.add_argument("--watch", type=float, default=0, help="print replicas hosted/led/awake every N s (0: off)")
     parser.add_argument("--keep", action="store_true", help="keep the nodes' data dirs and logs (printed at the end)")
+    parser.add_argument("--only-create", action="store_true", help="stop after creating the partitions")
+    parser.add_argument("--profile", metavar="DIR", help="py-spy each server while creating (DIR/nI.txt)")
     parser.add_argument("--cold", type=int, default=20, help="cold partitions to time a first write on")
     args = parser.parse_args()
     if args.partitions is None:

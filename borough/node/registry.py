@@ -119,19 +119,6 @@ class Replicas:
 
     # --- creating replicas ------------------------------------------------------------------------------
 
-    def _raft_config(self, name: str) -> RaftConfig:
-        c = self._config
-        return RaftConfig(
-            id=NodeId(self._host.node_id),
-            group=name,
-            election_tick=c.election_ticks,
-            heartbeat_tick=c.heartbeat_ticks,
-            read_only="lease" if c.read_mode == "lease" else "safe",
-            max_msg_bytes=c.max_msg_bytes,
-            max_uncommitted_bytes=c.max_uncommitted_bytes,
-            quiesce_ticks=c.quiesce_ticks,
-        )
-
     def start(self, name: str) -> Replica:
         """Start this node's replica of ``name`` from whatever the store holds for it (possibly nothing)."""
         store = self._host.store
@@ -141,7 +128,8 @@ class Replicas:
             else KvStateMachine(name, store, now=trio.current_time, expiry=self._config.session_expiry)
         )
         rng = random.Random(self._rng.getrandbits(64))
-        raft, every, rounds = self._raft_config(name), self._config.snapshot_entries, self.rounds
+        raft = raft_config(self._host.node_id, name, self._config)
+        every, rounds = self._config.snapshot_entries, self.rounds
         replica = Replica(self._host, name, raft, machine, rng, snapshot_every=every, rounds=rounds, clocks=self.clocks)
         self._replicas[name] = replica
         self._nursery.start_soon(self._run, replica, name=f"replica {name!r}")
@@ -198,10 +186,11 @@ class Replicas:
             return existing
         return self.start(name)
 
-    async def local(self, name: str, *, empty_ok: bool = False) -> Replica:
+    async def local(self, name: str, *, empty_ok: bool = False, wait: bool = True) -> Replica:
         """This node's replica of ``name``, created if this node is one of its initial voters (or, with
         ``empty_ok``, created empty to receive a leader's log or snapshot; raises NotFound when the directory
-        has no such partition, so made-up names create nothing). Raises NotLeader when this node holds none."""
+        has no such partition, so made-up names create nothing). Raises NotLeader when this node holds none.
+        Creating the group here as its ring owner starts its first election, and (with ``wait``) waits for it."""
         replica = self._replicas.get(name)
         if replica is not None:
             return replica
@@ -222,7 +211,9 @@ class Replicas:
             if record is not None and not deleted_here and self._host.node_id in record.voters:
                 replica = await self.bootstrap(name, record.voters, sync=False)  # (re-made from the record if lost)
                 if record.voters[0] == self._host.node_id:
-                    replica.campaign()  # the ring owner starts the first election at once; the caller awaits it
+                    replica.campaign()  # the ring owner starts the first election at once (a write rides with it)
+                    if not wait:
+                        return replica
                     with trio.move_on_after(self._config.election_ticks * self._config.tick_interval):
                         await self.leaders.wait_known(name)  # (not "no leader yet", to be retried everywhere)
                 return replica
@@ -230,9 +221,13 @@ class Replicas:
             return self._replicas.get(name) or self.start(name)
         raise NotLeader(name, None)
 
-    async def leader(self, name: str, address_of: Callable[[str], str | None]) -> Replica:
-        """This node's replica of ``name`` if it leads the group; else NotLeader with the leader's address."""
-        replica = await self.local(name)
+    async def leader(self, name: str, address_of: Callable[[str], str | None], *, electing_ok: bool = False) -> Replica:
+        """This node's replica of ``name`` if it leads the group; else NotLeader with the leader's address. With
+        ``electing_ok`` (a write) also one electing itself the group's first leader (``Replica.electing``), at
+        once: the write waits in its queue and rides with the new leader's first entry."""
+        replica = await self.local(name, wait=not electing_ok)
+        if electing_ok and replica.electing:
+            return replica
         if not replica.is_leader:
             raise NotLeader(name, leader := replica.leader, address_of(leader) if leader else None)
         return replica
@@ -300,3 +295,20 @@ class Replicas:
 
     async def tick_forever(self) -> None:
         await self.clocks.tick_forever(self._on_tick)
+
+
+def raft_config(node_id: str, name: str, c: NodeConfig) -> RaftConfig:
+    """The Raft settings of this node's replica of partition ``name``."""
+    return RaftConfig(
+        id=NodeId(node_id),
+        group=name,
+        election_tick=c.election_ticks,
+        heartbeat_tick=c.heartbeat_ticks,
+        read_only="lease" if c.read_mode == "lease" else "safe",
+        max_msg_bytes=c.max_msg_bytes,
+        max_uncommitted_bytes=c.max_uncommitted_bytes,
+        quiesce_ticks=c.quiesce_ticks,
+        # Every node learns a ``_system`` commit (a partition's directory record) at once, so the partition's
+        # first write and its replicas' creation find the record in their own ``_system`` replica.
+        commit_broadcast=name == SYSTEM,
+    )

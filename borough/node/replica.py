@@ -108,6 +108,7 @@ class Replica(Turns):
         self.stats = ReplicaStats()
         self.conf_change_in_flight = False
         self.removed = False  # set once this node is out of the group: the replica then stops for good
+        self._first_campaign = False  # ``campaign`` was called and the election may not have ended (``electing``)
 
     def __repr__(self) -> str:
         return f"<Replica {self.name!r} on {self.host.node_id} {self._raw.role.name.lower()} term {self.term}>"
@@ -171,7 +172,9 @@ class Replica(Turns):
 
     def campaign(self) -> None:
         """Start an election now (a freshly created group's first replica, to skip one election timeout; and
-        pre-vote while it is at term 0: ``RawNode.campaign(first=True)``)."""
+        pre-vote while it is at term 0: ``RawNode.campaign(first=True)``). Writes proposed until it ends wait
+        for its outcome (``electing``)."""
+        self._first_campaign = True
         self._inbox.command(lambda raw: raw.campaign(first=True))
 
     def command(self, fn: Callable[[RawNode], object]) -> None:
@@ -202,11 +205,15 @@ class Replica(Turns):
             self.conf_change_in_flight = False
 
     def propose_nowait(self, data: bytes | ConfChange) -> Any:
-        """Queue a command as ``propose`` does, now, and return its waiter (``await waiter.wait()``)."""
-        self.check_leader()
+        """Queue a command as ``propose`` does, now, and return its waiter (``await waiter.wait()``). On a replica
+        electing itself its group's first leader (``electing``) it waits for the outcome (NotLeader if it lost)."""
+        electing = self._stopped is None and self.electing
+        if not electing:
+            self.check_leader()
         self._queue_room()
         waiter = self._proposals.queue(data)
-        self._inbox.wake()
+        if not electing:  # (electing: the turn that ends the election, on a vote's answer or a tick, proposes it)
+            self._inbox.wake()
         return waiter
 
     async def read_barrier(self, *, anywhere: bool = False) -> None:

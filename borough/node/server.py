@@ -77,7 +77,9 @@ class ServedReplicas(Protocol):
 
     async def local(self, name: str, *, empty_ok: bool = False) -> Replica: ...
 
-    async def leader(self, name: str, address_of: Callable[[str], str | None]) -> Replica: ...
+    async def leader(
+        self, name: str, address_of: Callable[[str], str | None], *, electing_ok: bool = False
+    ) -> Replica: ...
 
 
 class AddressBook(Protocol):
@@ -208,8 +210,8 @@ class Server:
         if isinstance(op, Get):
             await self._read_barrier(partition, op.consistency)
             return read_value(self._store, partition, op.key)
-        if isinstance(op, Write):
-            replica = await self._leader(partition)
+        if isinstance(op, Write):  # (electing_ok: on a new group it rides with its first leader's first entry)
+            replica = await self._replicas.leader(partition, self._addresses.address_of, electing_ok=True)
             return await propose_write(replica, op.ops, op.session)
         if isinstance(op, Scan):
             await self._read_barrier(partition, op.consistency)

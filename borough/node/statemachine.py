@@ -92,7 +92,8 @@ class KvStateMachine:
         self.store = store
         self.expiry = expiry
         self._now = now
-        records = list(store.records(partition))
+        # (records are written with applied entries: a replica that applied none, such as a new group's, has none)
+        records = list(store.records(partition)) if store.applied_index(partition) else []
         self.sessions = SessionTable.load(records)
         #: Effects on other partitions that committed transactions still owe (``borough.node.effects_table``).
         self.outbox = Outbox.load(records)

@@ -54,6 +54,20 @@ class Turns:
     _ended: trio.Event
     _failure: BaseException | None
     _snapshot_every: int
+    _first_campaign: bool
+
+    @property
+    def electing(self) -> bool:
+        """Whether this replica is electing itself its group's first leader (``Replica.campaign``) and the election
+        has not ended: proposals wait in the queue for its outcome, so a new partition's first write rides with
+        the new leader's first entry (one append, one sync) instead of following it."""
+        if self._first_campaign:
+            raw = self._raw
+            role = raw.role
+            if role is Role.CANDIDATE or role is Role.PRE_CANDIDATE or (role is Role.FOLLOWER and raw.term == 0):
+                return True
+            self._first_campaign = False
+        return False
 
     def _stream_snapshot(self, message: InstallSnapshot) -> None:
         raise NotImplementedError
@@ -111,10 +125,11 @@ class Turns:
         """Hand the core everything queued since the last round: ticks, commands, messages, proposals, reads."""
         raw = self._raw
         self._inbox.feed(raw, self._staging.stepping)
-        self._proposals.propose_queued(
-            lambda data: raw.propose(data) if isinstance(data, bytes) else raw.propose_conf_change(data),
-            lambda: raw.term,
-        )
+        if not (self._first_campaign and self.electing):  # (else they wait for the election's outcome)
+            self._proposals.propose_queued(
+                lambda data: raw.propose(data) if isinstance(data, bytes) else raw.propose_conf_change(data),
+                lambda: raw.term,
+            )
         self._reads.start_round(raw.read_index)
 
     def _carry_out(self, plan: ReadyPlan, results: dict[int, Any]) -> None:

@@ -56,6 +56,10 @@ class RaftConfig:
       way) sends one last heartbeat flagged ``quiesce`` and stops its clock; followers that hold the whole log
       stop theirs (0 = never). Any proposal, read or message wakes the group. A quiesced follower no longer
       notices a dead leader by missed heartbeats: the driver must tell it (``RawNode.forget_leader``).
+    - ``commit_broadcast``: a leader whose commit index advances sends it to every follower at once (an append,
+      with no entries when it has none to send), as etcd-io/raft's ``bcastAppend`` does. Off, a commit index
+      rides on the next append or heartbeat (half the messages per write); on, followers apply as soon as the
+      leader does (``_system``: every node learns a partition's directory record before its first write comes).
     - ``max_cache_bytes``: persisted entries not yet applied are also kept in memory, up to this many bytes,
       so applying them (and resending them to a follower) does not read them back from storage (0 = no cache).
     """
@@ -77,6 +81,7 @@ class RaftConfig:
     max_cache_bytes: int = 1 << 20
     learner_snapshot_bytes: int = 64 << 10
     quiesce_ticks: int = 0
+    commit_broadcast: bool = False
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:

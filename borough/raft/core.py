@@ -131,6 +131,7 @@ class Raft(LeaderMixin):
         self.forwarded = ForwardedReads()
         self.appended = False  # the leader appended since the last flush
         self.dirty = True  # an input arrived since the last flush
+        self.commit_advanced = False  # the leader's commit index advanced since the last flush (``commit_broadcast``)
         # Quiescence (``RaftConfig.quiesce_ticks``): a quiesced replica's clock stands still; ``idle_ticks``
         # counts a leader's ticks in a row with nothing in flight.
         self.quiesced = False
@@ -220,6 +221,7 @@ class Raft(LeaderMixin):
         self.uncommitted_size = 0
         self.lease_void = False
         self.appended = False
+        self.commit_advanced = False
         self.quiesced = False
         self.idle_ticks = 0
         for r in self.readonly.drain():

@@ -73,6 +73,7 @@ class LeaderMixin:
     forwarded: ForwardedReads
     appended: bool
     dirty: bool
+    commit_advanced: bool
     quiesced: bool
     idle_ticks: int
 
@@ -265,9 +266,11 @@ class LeaderMixin:
         if self.readonly.want_round:
             self._broadcast_heartbeat()
         me = self.id
+        force = self.commit_advanced  # (only ever set with ``commit_broadcast``)
+        self.commit_advanced = False
         for node, pr in self.prs.items():
             if node != me:
-                self._send_appends(node, pr)
+                self._send_appends(node, pr, force)
 
     def _send_appends(self, node: NodeId, pr: Progress, force_commit: bool = False) -> None:
         """Send whatever the follower's state allows: in replicate, batches until the window is full."""
@@ -284,7 +287,8 @@ class LeaderMixin:
 
         A new commit index alone does not make an append: it rides on the next one, or on the next heartbeat
         (at most a heartbeat interval later). Followers apply a little later than with a broadcast per commit,
-        and a write costs half the messages and a follower Ready less. ``force_commit`` sends it now."""
+        and a write costs half the messages and a follower Ready less. ``force_commit`` sends it now (a leader
+        stepping down, and every commit advance with ``RaftConfig.commit_broadcast``)."""
         state = pr.state  # is_paused(), inlined: this runs for every follower on every Ready
         if state is ProgressState.REPLICATE:
             if pr.inflights.full():
@@ -370,6 +374,8 @@ class LeaderMixin:
         if index <= old or log.term(index) != self.term:
             return False
         log.commit_to(index)
+        if self.cfg.commit_broadcast:
+            self.commit_advanced = True  # the next flush sends it to every follower
         self._after_commit(old)
         return True
 

@@ -170,7 +170,7 @@ class FakeReplicas:
         self.local_calls.append(name)
         return self._find(name)
 
-    async def leader(self, name: str, address_of: Callable[[str], str | None]) -> Any:
+    async def leader(self, name: str, address_of: Callable[[str], str | None], *, electing_ok: bool = False) -> Any:
         await trio.lowlevel.checkpoint()
         self.leader_calls.append(name)
         replica = self._find(name)

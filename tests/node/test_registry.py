@@ -21,7 +21,7 @@ from borough.errors import NotFound, NotLeader, Unavailable
 from borough.kv import encode_value
 from borough.node.records import DirectoryRecord
 from borough.node.registry import Replicas
-from borough.raft.messages import Heartbeat, HeartbeatResponse, VoteRequest
+from borough.raft.messages import AppendRequest, AppendResponse, Heartbeat, HeartbeatResponse, VoteRequest, VoteResponse
 from borough.raft.records import ConfState, Tombstone
 
 from .replica_harness import FakeHost, Sent, bootstrap, open_host, prefill, settle, wait_until
@@ -173,6 +173,49 @@ async def test_leader_names_the_leader_and_its_address(autojump_clock: trio.test
         q = await node.replicas.local("q")
         await wait_until(lambda: q.is_leader)
         assert await node.replicas.leader("q", addresses.get) is q
+
+
+async def test_a_write_to_a_group_being_created_rides_with_its_first_leaders_first_entry(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The ring owner's replica of a new group is handed to a write (``electing_ok``) while it elects itself: the
+    write waits in the queue, and the new leader's first append carries it with the empty entry of its term (one
+    append and one sync instead of two). Other callers still wait for the election's outcome."""
+    async with open_node() as node:
+        node.directory.add("p", "a", "b", "c")
+        replica = await node.replicas.leader("p", {}.get, electing_ok=True)
+        assert replica.electing and not replica.is_leader
+        waiter = replica.propose_nowait(put("k", 1))
+        await settle()
+        votes = sent_in(node.host, "p", VoteRequest)
+        assert {m.to for m in votes} == {"b", "c"} and sent_in(node.host, "p", AppendRequest) == []
+        assert replica.electing  # still a candidate: the write waits
+        replica.deliver(VoteResponse(frm="b", to="a", term=votes[0].term))
+        await wait_until(lambda: len(sent_in(node.host, "p", AppendRequest)) == 2)
+        assert replica.is_leader and not replica.electing
+        for append in sent_in(node.host, "p", AppendRequest):
+            assert [e.index for e in append.entries] == [1, 2] and append.entries[0].data == b""
+        replica.deliver(AppendResponse(frm="b", to="a", term=votes[0].term, index=2))
+        with trio.fail_after(5):
+            await waiter.wait()
+        assert node.host.store.get("p", "k") == 1
+
+
+async def test_a_write_waiting_for_a_lost_first_election_is_refused_as_not_run(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_node() as node:
+        node.directory.add("p", "a", "b", "c")
+        replica = await node.replicas.leader("p", {}.get, electing_ok=True)
+        waiter = replica.propose_nowait(put("k", 1))
+        await settle()
+        # Another voter won the term (it heard from a quorum first): this replica follows it, the write is refused.
+        replica.deliver(Heartbeat(frm="b", to="a", term=1, commit=0))
+        with trio.fail_after(5), pytest.raises(NotLeader) as info:
+            await waiter.wait()
+        assert info.value.provably_not_run and not replica.electing
+        with pytest.raises(NotLeader):
+            replica.propose_nowait(put("k", 2))  # no longer electing: refused at once
 
 
 # --- a leader's first message --------------------------------------------------------------------------------------

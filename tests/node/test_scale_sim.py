@@ -45,3 +45,29 @@ async def test_a_first_write_waits_for_the_first_election_without_retrying_elsew
         # rather than answering "no leader yet" and sending the client round the replicas with backoffs.
         assert router.retries == retries
         assert [await client.partition(f"new{i}").get("k") for i in range(30)] == list(range(30))
+
+
+async def test_members_learn_a_new_partitions_record_from_their_own_system_replica(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """``_system`` broadcasts each commit (``RaftConfig.commit_broadcast``): the ring owner that takes a new
+    partition's first write, and the other voters its election reaches, find the directory record in their own
+    ``_system`` replica, so creating a partition looks it up once (the client's registration), not once per node."""
+    async with SimCluster(3, seed=71, keep_trace=0) as sim, sim.client() as client:
+        await client.partition("first").put("k", 0)
+        lookups: list[str] = []
+        for i in range(3):
+            server = sim[i].server
+            observe = server.on_op
+
+            def counting(op: str, seconds: float, observe: object = observe) -> None:
+                if op == "sys.dir":
+                    lookups.append(op)
+                if callable(observe):
+                    observe(op, seconds)
+
+            server.on_op = counting
+        for i in range(30):
+            await client.partition(f"new{i}").put("k", i)
+        assert len(lookups) <= 33, f"{len(lookups)} directory lookups served to create 30 partitions"
+        assert [await client.partition(f"new{i}").get("k") for i in range(30)] == list(range(30))

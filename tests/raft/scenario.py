@@ -12,7 +12,7 @@ it with the file, and ``BOROUGH_REWRITE=1`` writes it back for review. Commands:
 
     add-nodes N [voters=(..)] [learners=(..)] [index=I] [empty] [prevote=] [checkquorum=] [readonly=safe|lease]
               [election=] [heartbeat=] [max-inflight=] [max-inflight-bytes=] [max-msg-entries=] [max-msg-bytes=]
-              [max-uncommitted=] [max-committed=] [learner-snapshot-bytes=]
+              [max-uncommitted=] [max-committed=] [learner-snapshot-bytes=] [commit-broadcast=]
     campaign X | tick X [N] | elapse X N | tick-election X | tick-heartbeat X | tick-all [N]
     process-ready X.. | crash-mid-ready X | deliver-msgs [X..] [drop=(..)] | stabilize [X..]
     duplicate-msgs X.. | delay-msgs X.. | release-msgs
@@ -98,6 +98,7 @@ class Runner:
                 max_committed_bytes_per_ready=int(str(kw.get("max-committed", 16 << 20))),
                 learner_snapshot_bytes=int(str(kw.get("learner-snapshot-bytes", 64 << 10))),
                 quiesce_ticks=int(str(kw.get("quiesce", 0))),
+                commit_broadcast=_bool(str(kw.get("commit-broadcast", "false"))),
             )
             if empty:
                 storage = MemoryLogStorage(ConfState())
