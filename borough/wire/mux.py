@@ -31,6 +31,7 @@ Semantics the layers above rely on:
 from __future__ import annotations
 
 import logging
+import os
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -90,6 +91,23 @@ class _PendingCall:
 
 
 # ---------------------------------------------------------------------------------------------------- connection
+
+
+def _send_now(stream: trio.abc.Stream, blob: bytes) -> int:
+    """Bytes of ``blob`` written to a plain TCP stream's socket at once, without a pass of the event loop (0 for any
+    other stream, or when the socket buffer is full). ``SocketStream.send_all`` yields after every successful send
+    even when the kernel took it all: for the writer that is a second task step per frame, on every hop of a
+    request. The socket is non-blocking, so this never blocks; its file descriptor is read right before the write,
+    on the trio thread, so it cannot be one that was closed and reused meanwhile."""
+    if type(stream) is not trio.SocketStream:
+        return 0
+    fd = stream.socket.fileno()
+    if fd < 0:
+        return 0  # closed: send_all raises the proper error
+    try:
+        return os.write(fd, blob)
+    except (BlockingIOError, InterruptedError):
+        return 0
 
 
 class MuxConnection:
@@ -286,7 +304,11 @@ class MuxConnection:
                 left -= len(frame)
             blob = b"".join(parts) if len(parts) > 1 else parts[0]
             try:
-                await stream.send_all(blob)
+                sent = _send_now(stream, blob)
+                if sent < len(blob):
+                    await stream.send_all(memoryview(blob)[sent:])
+                elif prio or ctrl or data:
+                    await trio.lowlevel.checkpoint()  # (all sent without a pass: let others run before the next)
             except Exception as exc:  # broken, closed, OSError, or whatever a TLS layer raises: this link is done
                 self._fail(Unavailable(f"sending to {self.description} failed ({type(exc).__name__}: {safe_str(exc)})"))
                 return
