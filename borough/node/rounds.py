@@ -136,12 +136,12 @@ class Rounds:
                 (synced if turn.sync else unsynced).append((replica, turn))
         self.rounds += 1
         self.turns += len(todo)
+        if self._after is not None:
+            self._after()  # what may leave before the write (a leader's appends) leaves before it starts
         for group, sync in ((synced, True), (unsynced, False)):
             if group:
                 self._busy.update(replica for replica, _ in group)
                 self._submit(group, sync)
-        if self._after is not None:
-            self._after()
 
     def _submit(self, group: list[tuple[TurnTaker, Turn]], sync: bool) -> None:
         """Hand one round's batches to the group commit (one write); each turn is finished once it is done

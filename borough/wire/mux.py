@@ -265,9 +265,23 @@ class MuxConnection:
                     extra={"peer": self.description},
                 )
             return False
+        self._out_active = True
+        if self._wakeup is not None and not (self._prio or self._ctrl or self._data):
+            # The writer is idle: the frame goes to the socket now, in the sender's own step (a round's flush
+            # sends each peer its frame before the round's fsync starts), not a task switch later.
+            try:
+                sent = _send_now(self._stream, frame)
+            except OSError as exc:
+                self._fail(Unavailable(f"sending to {self.description} failed ({type(exc).__name__}: {safe_str(exc)})"))
+                return False
+            if sent:
+                self.writes += 1
+                self.bytes_written += sent
+            if sent == len(frame):
+                return True
+            frame = frame[sent:]  # (the rest goes first, before anything queued after it)
         self._prio.append(frame)
         self._prio_bytes += len(frame)
-        self._out_active = True
         self._kick()
         return True
 
