@@ -151,6 +151,7 @@ class MuxConnection:
         self._ping_nonce = 0
         # counters, for tests and benchmarks
         self.writes = 0
+        self.reads = 0
         self.bytes_written = 0
         self.messages_dropped = 0
         self.pongs_dropped = 0
@@ -323,6 +324,7 @@ class MuxConnection:
                     )
                     return
                 self._last_received = trio.current_time()
+                self.reads += 1
                 codec.receive_data(chunk)
                 continue
             if isinstance(event, c.ConnectionClosed):
