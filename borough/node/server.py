@@ -158,29 +158,40 @@ class Server:
         # it moves no chunk for SNAPSHOT_TIMEOUTS request timeouts): a big partition takes long at the byte rate.
         bound = math.inf if isinstance(op, SendSnapshot) else self._timeout
         timeout = bound if left is None else min(left, bound)
-        with trio.move_on_after(timeout) as scope:
-            try:
-                if isinstance(op, Export):
-                    applied, data = await self.execute(partition, op, streams, caller=str(call.peer))
-                    return Reply(applied, streams={"data": data})
-                if not isinstance(op, Call):
-                    return op.encode_result(await self.execute(partition, op, streams, caller=str(call.peer)))
-                reply = await self.execute(partition, op, streams, caller=str(call.peer))
-            except BoroughError:
-                raise
-            except Exception as exc:
-                # A bug of ours: the caller learns that, not our internals (the log has the traceback).
-                logger.error("%s on partition %r failed", op.name, partition, exc_info=exc)
-                raise RemoteError(
-                    "InternalError",
-                    f"node {self._node_id} failed to carry out {op.name} on partition {partition!r}; its log says why",
-                    from_handler=False,
-                ) from None
-            body, reply_streams = split_streams(reply)
-            return Reply(body, streams=reply_streams or {})
-        assert scope.cancelled_caught
         what = "a request" if isinstance(op, Call) else f"{op.name}"
-        raise Timeout(f"{what} on partition {partition!r} did not finish within {timeout:g} s on {self._node_id}")
+
+        def expired() -> Timeout:
+            return Timeout(f"{what} on partition {partition!r} did not finish within {timeout:g} s on {self._node_id}")
+
+        deadline = trio.current_time() + timeout
+        if call.bound is not None:
+            # The wire's own scope for this call takes the deadline (one scope a call: see ``CallBound``).
+            call.bound.limit(deadline, expired)
+            return await self._handle(call, partition, op, streams)
+        with trio.CancelScope(deadline=deadline):
+            return await self._handle(call, partition, op, streams)
+        raise expired()
+
+    async def _handle(self, call: IncomingCall, partition: str, op: Op, streams: Mapping[str, Any] | None) -> Any:
+        try:
+            if isinstance(op, Export):
+                applied, data = await self.execute(partition, op, streams, caller=str(call.peer))
+                return Reply(applied, streams={"data": data})
+            if not isinstance(op, Call):
+                return op.encode_result(await self.execute(partition, op, streams, caller=str(call.peer)))
+            reply = await self.execute(partition, op, streams, caller=str(call.peer))
+        except BoroughError:
+            raise
+        except Exception as exc:
+            # A bug of ours: the caller learns that, not our internals (the log has the traceback).
+            logger.error("%s on partition %r failed", op.name, partition, exc_info=exc)
+            raise RemoteError(
+                "InternalError",
+                f"node {self._node_id} failed to carry out {op.name} on partition {partition!r}; its log says why",
+                from_handler=False,
+            ) from None
+        body, reply_streams = split_streams(reply)
+        return Reply(body, streams=reply_streams or {})
 
     @property
     def creations_refused(self) -> int:

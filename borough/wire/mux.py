@@ -44,6 +44,7 @@ from borough.wire import codec as c
 from borough.wire.errors_codec import ErrorRegistry, default_registry
 from borough.wire.handshake import handshake, make_hello
 from borough.wire.records import (
+    CallBound,
     CallHandler,
     IncomingCall,
     MessageHandler,
@@ -553,10 +554,11 @@ class MuxConnection:
         assert self._on_call is not None
         sources: dict[str, StreamSource] = {}
         outs: dict[str, MuxStream] = {}
+        bound = CallBound(scope)
         try:
             with scope:
                 try:
-                    result = await self._on_call(IncomingCall(peer=self.peer, body=body, streams=streams))
+                    result = await self._on_call(IncomingCall(peer=self.peer, body=body, streams=streams, bound=bound))
                 except Exception as exc:
                     if not isinstance(exc, BoroughError):
                         log.info(
@@ -594,6 +596,10 @@ class MuxConnection:
                 self._queue_ctrl(frame)
                 # The call is answered: a late RESET from the caller must no longer cancel the reply streams.
                 self._inbound_calls.pop(sid, None)
+            if scope.cancelled_caught and bound.expired is not None and sid in self._inbound_calls:
+                # The handler's own deadline passed (a RESET from the caller unregistered the call: no answer).
+                self._reply_error(sid, bound.expired())
+                return
             if outs and not self.closed:
                 async with trio.open_nursery() as nursery:
                     for name, source in sources.items():

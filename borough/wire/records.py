@@ -122,13 +122,32 @@ class Reply(Generic[S]):
         await self.aclose()
 
 
+class CallBound:
+    """The cancel scope the wire runs one inbound call in (it cancels the handler when the caller gives up),
+    lent to the handler to bound its own run time with, so a call costs one cancel scope, not two: after
+    ``limit(deadline, expired)`` the handler is cancelled once ``deadline`` passes and the caller gets the error
+    ``expired()`` returns."""
+
+    __slots__ = ("expired", "scope")
+
+    def __init__(self, scope: trio.CancelScope) -> None:
+        self.scope = scope
+        self.expired: Callable[[], BaseException] | None = None
+
+    def limit(self, deadline: float, expired: Callable[[], BaseException]) -> None:
+        self.scope.deadline = min(self.scope.deadline, deadline)
+        self.expired = expired
+
+
 @attrs.frozen(kw_only=True)
 class IncomingCall:
-    """A call as the handler sees it. ``streams`` are closed when the handler returns."""
+    """A call as the handler sees it. ``streams`` are closed when the handler returns. ``bound`` (None when the
+    call does not come from the wire) bounds the handler's run time (see ``CallBound``)."""
 
     peer: PeerInfo
     body: Any
     streams: Mapping[str, trio.abc.ReceiveStream]
+    bound: CallBound | None = None
 
 
 CallHandler = Callable[[IncomingCall], Awaitable[Any]]

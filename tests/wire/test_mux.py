@@ -176,6 +176,63 @@ async def test_cancelling_a_call_cancels_the_handler(autojump_clock: trio.testin
         assert (await a.call("still works")).body == "still works"
 
 
+async def test_a_handler_bounded_through_its_call_is_cancelled_at_the_deadline_and_the_caller_gets_its_error(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """``IncomingCall.bound``: the handler hands its deadline to the scope the wire runs it in (one scope a call);
+    once it passes the handler is cancelled, the caller gets the handler's error, and the slot is free again."""
+    cancelled = trio.Event()
+
+    async def handler(call: IncomingCall) -> Any:
+        if call.body != "hang":
+            return call.body
+        assert call.bound is not None
+        call.bound.limit(trio.current_time() + 3, lambda: errors.Timeout("hang took too long"))
+        try:
+            await trio.sleep_forever()
+        finally:
+            cancelled.set()
+
+    async with mux_pair(b_on_call=handler) as (a, b):
+        start = trio.current_time()
+        with pytest.raises(errors.Timeout, match="hang took too long"):
+            await a.call("hang")
+        assert trio.current_time() - start == pytest.approx(3, abs=0.1)
+        assert cancelled.is_set()
+        assert b._inbound_busy == 0 and not b._inbound_calls and not a._calls
+        assert (await a.call("still works")).body == "still works"
+
+
+async def test_a_bounded_handler_the_caller_gave_up_on_sends_no_error(autojump_clock: trio.testing.MockClock) -> None:
+    """The caller's RESET cancels a bounded handler as any other: nothing is sent back for the call."""
+    cancelled = trio.Event()
+
+    async def handler(call: IncomingCall) -> Any:
+        assert call.bound is not None
+        call.bound.limit(trio.current_time() + 30, lambda: errors.Timeout("never sent"))
+        try:
+            await trio.sleep_forever()
+        finally:
+            cancelled.set()
+
+    async with mux_pair(b_on_call=handler) as (a, b):
+        resets: list[int] = []
+        encode_reset = b._codec.encode_reset
+
+        def record(sid: int, error: Any) -> bytes:
+            resets.append(sid)
+            return encode_reset(sid, error)
+
+        b._codec.encode_reset = record  # type: ignore[method-assign]
+        with trio.move_on_after(1):
+            await a.call("hang")
+        with trio.fail_after(1):
+            await cancelled.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        assert b._inbound_busy == 0 and not b._inbound_calls
+        assert resets == []  # no error answers a call its caller reset
+
+
 async def test_connection_loss_mid_call_raises_unavailable(autojump_clock: trio.testing.MockClock) -> None:
     async def handler(call: IncomingCall) -> Any:
         await trio.sleep_forever()
