@@ -100,7 +100,7 @@ class Replica(Turns):
         self._snapshot_every = snapshot_every
         self._inbox = Inbox(name, lambda: rounds.want(self), clocks)  # the ticker ticks it while its core is awake
         self._proposals = Proposals()
-        self._reads = Reads()
+        self._reads = Reads(self._inbox.wake)
         self._staging = SnapshotStaging(store, name)
         self._stopped: BaseException | None = None
         self._ended = trio.Event()  # set when the replica's life ends: removed, or a turn failed (``_failure``)

@@ -148,13 +148,18 @@ class _Batch:
 
 
 class Reads:
-    """Linearizable reads: queued, then one ReadIndex round per turn, then served once applied."""
+    """Linearizable reads: queued, then one ReadIndex round at a time, then served once applied.
 
-    def __init__(self) -> None:
+    While a round is in flight, the reads that arrive wait for it to end and then share the next one: under load
+    a round serves every read of a round trip rather than those of one turn, so a read costs the leader (and
+    its followers, which answer each round) less. ``wake`` asks for the turn that starts the next round."""
+
+    def __init__(self, wake: Callable[[], None] = lambda: None) -> None:
         self.queued: list[Waiter] = []
         self._in_flight: dict[bytes, _Batch] = {}
         self._ready: list[_Batch] = []
         self._seq = 0
+        self._wake = wake
 
     def __len__(self) -> int:
         return len(self.queued)
@@ -165,9 +170,9 @@ class Reads:
         return waiter
 
     def start_round(self, read_index: Callable[[bytes], None]) -> None:
-        """Ask the core for one ReadIndex round covering every queued read (``read_index(context)``); if it
-        refuses at once, those reads fail with its error."""
-        if not self.queued:
+        """Ask the core for one ReadIndex round covering every queued read (``read_index(context)``), unless one
+        is in flight (they wait for it to end); if the core refuses at once, those reads fail with its error."""
+        if not self.queued or self._in_flight:
             return
         waiters, self.queued = self.queued, []
         self._seq += 1
@@ -190,6 +195,8 @@ class Reads:
             batch = self._in_flight.pop(context, None)
             if batch is not None:
                 fail_all(batch.waiters, error)
+        if self.queued and not self._in_flight:
+            self._wake()  # the reads that waited for that round start theirs
 
     def serve(self, applied: int) -> None:
         """Release the confirmed reads whose read index the applied index has reached."""
