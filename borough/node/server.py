@@ -53,7 +53,7 @@ from borough.node.system_state import SYSTEM, Refused, join_command, register_co
 from borough.node.transaction import Transactions
 from borough.ring.members import MemberTable
 from borough.store.base import Store
-from borough.wire.records import IncomingCall, Reply
+from borough.wire.records import CallBound, IncomingCall, Reply
 
 __all__ = ["Server"]
 
@@ -143,15 +143,13 @@ class Server:
     # --- entry points -----------------------------------------------------------------------------------
 
     async def handle_call(self, call: IncomingCall) -> Any:
-        """A call from the wire: decode and validate it, bound it by the caller's time left, execute it, and
-        encode the result."""
+        """A call from the wire: decode and validate it, bound it by the caller's time left, run it, encode it."""
         partition, op, left = decode_call(call.body, self.limits)
         self._roles.check_call(call.peer, partition, op)
         if isinstance(op, SendSnapshot) and not self._roles.is_member(call.peer):
             op = attrs.evolve(op, member=False)  # a non-member's word on incarnations is not believed
         if call.peer.node_id:
             self._addresses.learn_address(call.peer.node_id, call.peer.address)
-        streams = call.streams or None
         # Every call is bounded here, whatever the caller says or does (a caller that sends no deadline and
         # never hangs up must not hold a task and its memory for ever): by the caller's time left, at most
         # request_timeout. A snapshot stream is bounded by its progress instead (``Snapshots`` gives it up once
@@ -164,15 +162,10 @@ class Server:
             return Timeout(f"{what} on partition {partition!r} did not finish within {timeout:g} s on {self._node_id}")
 
         deadline = trio.current_time() + timeout
-        if call.bound is not None:
-            # The wire's own scope for this call takes the deadline (one scope a call: see ``CallBound``).
-            call.bound.limit(deadline, expired)
-            return await self._handle(call, partition, op, streams)
-        with trio.CancelScope(deadline=deadline):
-            return await self._handle(call, partition, op, streams)
-        raise expired()
+        return await _within(call.bound, deadline, expired, lambda: self._handle(call, partition, op))
 
-    async def _handle(self, call: IncomingCall, partition: str, op: Op, streams: Mapping[str, Any] | None) -> Any:
+    async def _handle(self, call: IncomingCall, partition: str, op: Op) -> Any:
+        streams = call.streams or None
         try:
             if isinstance(op, Export):
                 applied, data = await self.execute(partition, op, streams, caller=str(call.peer))
@@ -185,11 +178,7 @@ class Server:
         except Exception as exc:
             # A bug of ours: the caller learns that, not our internals (the log has the traceback).
             logger.error("%s on partition %r failed", op.name, partition, exc_info=exc)
-            raise RemoteError(
-                "InternalError",
-                f"node {self._node_id} failed to carry out {op.name} on partition {partition!r}; its log says why",
-                from_handler=False,
-            ) from None
+            raise internal_error(self._node_id, op.name, partition) from None
         body, reply_streams = split_streams(reply)
         return Reply(body, streams=reply_streams or {})
 
@@ -359,6 +348,28 @@ class Server:
         if self.registrar is not None:
             return _checked(await self.registrar.register(replica.propose, op.partition, tuple(voters), table.version))
         return _checked(await replica.propose(encode_command(register_command(op.partition, voters, table.version))))
+
+
+def internal_error(node_id: str, op: str, partition: str) -> RemoteError:
+    """What a caller learns of a bug of ours: that it happened, not our internals."""
+    return RemoteError(
+        "InternalError",
+        f"node {node_id} failed to carry out {op} on partition {partition!r}; its log says why",
+        from_handler=False,
+    )
+
+
+async def _within(
+    bound: CallBound | None, deadline: float, expired: Callable[[], BaseException], run: Callable[[], Awaitable[Any]]
+) -> Any:
+    """``run()`` until ``deadline``, past which the caller gets ``expired()``: in the wire's own scope for the call
+    when it lends one (one cancel scope a call, see ``CallBound``), else in a scope of its own."""
+    if bound is not None:
+        bound.limit(deadline, expired)
+        return await run()
+    with trio.CancelScope(deadline=deadline):
+        return await run()
+    raise expired()
 
 
 async def _close_all(streams: Iterable[trio.abc.ReceiveStream]) -> None:

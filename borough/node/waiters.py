@@ -25,7 +25,7 @@ __all__ = ["Proposals", "Reads", "Waiter"]
 class Waiter:
     """A caller waiting for its proposal to be applied, its read to become servable or its command to run."""
 
-    __slots__ = ("abandoned", "error", "event", "result", "term")
+    __slots__ = ("_then", "abandoned", "error", "event", "result", "term")
 
     def __init__(self) -> None:
         self.term = 0
@@ -33,16 +33,31 @@ class Waiter:
         self.result: Any = None
         self.error: BaseException | None = None
         self.abandoned = False  # the caller stopped waiting before it was settled
+        self._then: Callable[[Waiter], None] | None = None
 
     def succeed(self, result: Any = None) -> None:
         if not self.event.is_set():
             self.result = result
-            self.event.set()
+            self._settled()
 
     def fail(self, error: BaseException) -> None:
         if not self.event.is_set():
             self.error = error
-            self.event.set()
+            self._settled()
+
+    def then(self, callback: Callable[[Waiter], None]) -> None:
+        """Call ``callback(self)`` once settled (now, if it is), instead of a task waiting. It runs where the
+        waiter is settled (a replica's turn): it must be quick and must not raise."""
+        if self.event.is_set():
+            callback(self)
+        else:
+            self._then = callback
+
+    def _settled(self) -> None:
+        self.event.set()
+        callback, self._then = self._then, None
+        if callback is not None:
+            callback(self)
 
     async def wait(self) -> Any:
         try:

@@ -6,7 +6,7 @@ Owns only these shapes and the handler signatures; no behaviour, no I/O.
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 import attrs
 import trio
@@ -122,6 +122,14 @@ class Reply(Generic[S]):
         await self.aclose()
 
 
+class CallAnswer(Protocol):
+    """Answers one inbound call taken by a quick handler (see ``open_mux``): exactly one of the two, once."""
+
+    def reply(self, body: Any) -> None: ...
+
+    def fail(self, error: BaseException) -> None: ...
+
+
 class CallBound:
     """The cancel scope the wire runs one inbound call in (it cancels the handler when the caller gives up),
     lent to the handler to bound its own run time with, so a call costs one cancel scope, not two: after
@@ -151,5 +159,8 @@ class IncomingCall:
 
 
 CallHandler = Callable[[IncomingCall], Awaitable[Any]]
+#: Takes an inbound call without a task of its own (True), answering it later through ``CallAnswer``; or leaves
+#: it (False) to the call handler. Runs in the connection's reader: it must not block, and must not raise.
+QuickCallHandler = Callable[[IncomingCall, CallAnswer], bool]
 MessageHandler = Callable[[Any], None]
 StreamHandler = Callable[["MuxStream"], Awaitable[None]]
