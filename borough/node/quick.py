@@ -75,8 +75,8 @@ class QuickGets:
         try:
             partition, op, _ = decode_call(body, self._limits)
             self._roles.check_call(call.peer, partition, op)
-        except BoroughError:
-            return False  # the ordinary way refuses it with the same error
+        except Exception:
+            return False  # the ordinary way refuses it (or logs what failed) as it would without this module
         assert isinstance(op, Get)
         replica = self._replica(partition)
         if replica is None or partition == SYSTEM:
