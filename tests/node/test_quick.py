@@ -9,12 +9,13 @@ import pytest
 import trio
 import trio.testing
 
-from borough.errors import BoroughError, NotLeader, Overloaded, RemoteError
+from borough.errors import BoroughError, NotFound, NotLeader, Overloaded, RemoteError
 from borough.node.protocol import Get, Write
 from borough.node.quick import QuickGets
 from borough.node.records import Put
 from borough.node.system_state import SYSTEM
 from borough.node.waiters import Waiter
+from borough.testing import SimCluster
 from borough.wire.records import IncomingCall
 
 from .fakes_server import CALLER, Rig, incoming, make_rig, put_data
@@ -176,3 +177,26 @@ async def test_malformed_gets_go_the_ordinary_way_which_refuses_them(
     assert not quick.try_call(call, Answer())
     with pytest.raises(BoroughError):
         await rig.server.handle_call(call)
+
+
+async def test_a_clients_gets_are_answered_by_the_leaders_quick_path_in_a_cluster(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """End to end (three simulated nodes, a client that is no member): the leader answers the client's gets,
+    linearizable and stale, through its quick path, with what was written; a missing key is still NotFound."""
+    async with SimCluster(3, seed=31) as sim, sim.client() as client:
+        p = client.partition("quick")
+        for n in range(5):
+            await p.put(f"k{n}", {"n": n})
+        leader = (await p.info()).leader
+        node = next(sn.node for sn in sim.nodes if sn.node is not None and sn.node.node_id == leader)
+        assert node is not None
+        quick = node.transport.on_quick_call
+        assert quick is not None
+        taken = quick.__self__.taken  # type: ignore[attr-defined]
+        for n in range(5):
+            assert await p.get(f"k{n}") == {"n": n}
+        assert await p.get("k0", consistency="stale") == {"n": 0}  # (a cool partition's: read at its leader)
+        with pytest.raises(NotFound):
+            await p.get("missing")
+        assert quick.__self__.taken >= taken + 6  # type: ignore[attr-defined]
