@@ -128,10 +128,12 @@ class Router:
         # The last error of each round, to explain a timeout; shared with the routed calls this one makes (the
         # directory's lookups), so a timeout while locating the partition still says what went wrong.
         seen = _ROUND_ERRORS.get()
-        token = _ROUND_ERRORS.set([]) if seen is None else None
-        seen = _ROUND_ERRORS.get()
-        assert seen is not None
-        if op.spread:
+        token = None
+        if seen is None:
+            seen = []
+            token = _ROUND_ERRORS.set(seen)
+        counted = op.spread and op.stale  # (only stale reads spread when hot: see SPREAD_WHEN_READING)
+        if counted:
             self._reading[partition] = self._reading.get(partition, 0) + 1
         # No cancel scope of its own around it all (each costs): every wait in ``_run`` is bounded by
         # ``deadline``, the attempt itself by one scope that also holds the attempt's own bound.
@@ -143,7 +145,7 @@ class Router:
         finally:
             if token is not None:
                 _ROUND_ERRORS.reset(token)
-            if op.spread:
+            if counted:
                 left = self._reading.pop(partition) - 1
                 if left:
                     self._reading[partition] = left
