@@ -167,6 +167,7 @@ class _Collector(Collector):
         yield _counter("raft_messages_dropped_in", "Malformed Raft messages dropped", outbox.dropped_inbound)
         yield _counter("raft_messages_dropped_out", "Raft messages the wire refused", outbox.dropped_outbound)
         conns = transport.connections()
+        # (Summed over the connections open now: a connection that closes takes its count along, a counter reset.)
         yield _counter("wire_writes", "Socket writes of the connections open now", sum(c.writes for c in conns))
         yield _counter("wire_reads", "Socket reads of the connections open now", sum(c.reads for c in conns))
         yield _gauge("connections_open", "Connections open, dialled and accepted", len(conns))
