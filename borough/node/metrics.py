@@ -10,7 +10,8 @@ Series (all prefixed ``borough_``):
 - ops carried out by this node, by op, as a latency histogram (``op_seconds``); write cycles of the group commit
   as a latency histogram (``commit_write_seconds``, labelled synced or not) and their batch counts;
 - Raft rounds and the replicas' turns in them (``borough.node.rounds``); Raft frames and messages sent, dropped
-  in and out; connections open and refused; bytes queued for peers;
+  in and out; connections open and refused; socket writes and reads of the open connections (``wire_writes``,
+  ``wire_reads``: divided by the ops, how well the wire batches); bytes queued for peers;
   snapshots sent and received; frames and calls refused by role; replicas that failed; messages for deleted
   replicas; partition creations refused by rate; handler transactions committed and run again, and effects on
   other partitions delivered.
@@ -73,9 +74,13 @@ class NodeMetrics:
             registry=self.registry,
         )
         self.registry.register(_Collector(node))
+        self._op_series: dict[str, Any] = {}  # op name -> its labelled child of op_seconds (labels() costs)
 
     def observe_op(self, op: str, seconds: float) -> None:
-        self.op_seconds.labels(op).observe(seconds)
+        series = self._op_series.get(op)
+        if series is None:
+            series = self._op_series[op] = self.op_seconds.labels(op)
+        series.observe(seconds)
 
     def observe_commit(self, batches: int, synced: bool, seconds: float) -> None:
         self.commit_write_seconds.labels("true" if synced else "false").observe(seconds)
@@ -162,6 +167,9 @@ class _Collector(Collector):
         yield _counter("raft_messages_dropped_in", "Malformed Raft messages dropped", outbox.dropped_inbound)
         yield _counter("raft_messages_dropped_out", "Raft messages the wire refused", outbox.dropped_outbound)
         conns = transport.connections()
+        # (Summed over the connections open now: a connection that closes takes its count along, a counter reset.)
+        yield _counter("wire_writes", "Socket writes of the connections open now", sum(c.writes for c in conns))
+        yield _counter("wire_reads", "Socket reads of the connections open now", sum(c.reads for c in conns))
         yield _gauge("connections_open", "Connections open, dialled and accepted", len(conns))
         yield _gauge(
             "queued_message_bytes", "Bytes of messages queued for peers", sum(c.queued_message_bytes for c in conns)

@@ -31,6 +31,7 @@ from borough.node.incarnations import Stamp
 from borough.node.members import MemberWatch
 from borough.node.metrics import NodeMetrics
 from borough.node.outbox import RaftOutbox
+from borough.node.quick import QuickGets
 from borough.node.records import MemberStatus
 from borough.node.registrar import Registrar
 from borough.node.registry import Replicas
@@ -412,6 +413,15 @@ async def open_node(
             )
             late.node = node
             transport.on_unreachable = node.failover.on_unreachable
+            transport.on_quick_call = QuickGets(
+                node_id=node_id,
+                limits=node.server.limits,
+                roles=node.roles,
+                store=store,
+                replica=node.replicas.get,
+                learn_address=node.directory.learn_address,
+                on_op=lambda: node.server.on_op,
+            ).try_call
             await node.run()
             yield node
             nursery.cancel_scope.cancel()

@@ -97,6 +97,11 @@ class Op:
     #: Reads any replica can serve (linearizable ones through ReadIndex): routing spreads them over the replicas.
     spread: ClassVar[bool] = False
 
+    @property
+    def stale(self) -> bool:
+        """A read any replica answers from its own state alone (no ReadIndex round trip to the leader)."""
+        return False
+
     def __init_subclass__(
         cls, *, name: str | None = None, repeatable: bool | None = None, creates: bool = False, system: bool = False
     ) -> None:
@@ -160,6 +165,10 @@ class Get(Op, name="get", repeatable=True):
     key: str | bytes
     consistency: Consistency = "linearizable"
 
+    @property
+    def stale(self) -> bool:
+        return self.consistency == "stale"
+
     def to_args(self) -> list[Any]:
         return [self.key, self.consistency]
 
@@ -210,6 +219,10 @@ class Scan(Op, name="scan", repeatable=True):
     range: ScanRange
     limit: int
     consistency: Consistency = "linearizable"
+
+    @property
+    def stale(self) -> bool:
+        return self.consistency == "stale"
 
     def to_args(self) -> list[Any]:
         return [self.range.to_list(), self.limit, self.consistency]

@@ -32,7 +32,7 @@ from borough.node.rounds import Rounds
 from borough.node.staging import SnapshotStaging
 from borough.node.statemachine import StateMachine
 from borough.node.turns import Turns
-from borough.node.waiters import Proposals, Reads
+from borough.node.waiters import Proposals, Reads, Waiter
 from borough.raft.confchange import ConfChange
 from borough.raft.config import RaftConfig
 from borough.raft.messages import InstallSnapshot, Message
@@ -100,7 +100,7 @@ class Replica(Turns):
         self._snapshot_every = snapshot_every
         self._inbox = Inbox(name, lambda: rounds.want(self), clocks)  # the ticker ticks it while its core is awake
         self._proposals = Proposals()
-        self._reads = Reads()
+        self._reads = Reads(self._inbox.wake)
         self._staging = SnapshotStaging(store, name)
         self._stopped: BaseException | None = None
         self._ended = trio.Event()  # set when the replica's life ends: removed, or a turn failed (``_failure``)
@@ -219,12 +219,16 @@ class Replica(Turns):
     async def read_barrier(self, *, anywhere: bool = False) -> None:
         """Return once this replica's applied state reflects every write that completed before the call (ReadIndex,
         §6.4 of Ongaro's thesis): on the leader, or with ``anywhere`` on a follower too (it asks its leader, §6.4.1)."""
+        await self.read_nowait(anywhere=anywhere).wait()
+
+    def read_nowait(self, *, anywhere: bool = False) -> Waiter:
+        """Queue a read as ``read_barrier`` does, now, and return its waiter (``wait()`` or ``then(callback)``)."""
         if not anywhere or self._stopped is not None:
             self.check_leader()
         self._queue_room()
         waiter = self._reads.queue()
         self._inbox.wake()
-        await waiter.wait()
+        return waiter
 
     def remove(self) -> None:
         """This node is no longer in the group (its leader says so): stop, and let the node delete the data."""

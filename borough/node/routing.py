@@ -40,8 +40,13 @@ BACKOFF_MAX = 0.5
 BACKOFF_MAX_LEADERLESS = 0.05
 #: How long one node may take to answer before routing tries the next replica (see ``Router._attempt``).
 ATTEMPT_TIMEOUT = 2.0
-#: More reads than this in flight from one router to one partition make it hot: its reads then start at a random
-#: replica (spreading the load of a hot partition), not at its leader (fewest hops for a cool one).
+#: More reads than this in flight from one router to one partition make it hot: its stale reads then start at a
+#: random replica (spreading the load of a hot partition), not at its leader (fewest hops for a cool one).
+#: Linearizable reads are not spread that way: a follower serves one only after asking the leader for the read
+#: index (a message each way and a turn more on both nodes), so the read costs the cluster more than at the leader,
+#: where it shares the ReadIndex round of every other read. Measured with bench/cluster.py (1 partition, 64
+#: clients): spread over the replicas, about 195 us of server CPU and 98 us of client CPU per read; at the leader,
+#: 105 us and 72 us. A member still starts a read at its own replica (no network hop to the leader at all).
 SPREAD_WHEN_READING = 4
 
 
@@ -67,6 +72,10 @@ def seconds_left() -> float | None:
     if deadline == math.inf:
         return None  # (-inf means cancelled: no time left)
     return max(0.0, deadline - trio.current_time())
+
+
+class _Expired(Exception):
+    """The request timeout of the ``Router.run`` that raised it passed (it raises ``Timeout``)."""
 
 
 def proves_not_run(exc: BaseException) -> bool:
@@ -119,22 +128,27 @@ class Router:
         # The last error of each round, to explain a timeout; shared with the routed calls this one makes (the
         # directory's lookups), so a timeout while locating the partition still says what went wrong.
         seen = _ROUND_ERRORS.get()
-        token = _ROUND_ERRORS.set([]) if seen is None else None
-        seen = _ROUND_ERRORS.get()
-        assert seen is not None
-        if op.spread:
+        token = None
+        if seen is None:
+            seen = []
+            token = _ROUND_ERRORS.set(seen)
+        counted = op.spread and op.stale  # (only stale reads spread when hot: see SPREAD_WHEN_READING)
+        if counted:
             self._reading[partition] = self._reading.get(partition, 0) + 1
+        # No cancel scope of its own around it all (each costs): every wait in ``_run`` is bounded by
+        # ``deadline``, the attempt itself by one scope that also holds the attempt's own bound.
+        deadline = trio.current_time() + self._timeout
         try:
-            with trio.move_on_after(self._timeout) as scope:
-                return await self._run(partition, op, seen=seen)
+            return await self._run(partition, op, seen=seen, deadline=deadline)
+        except _Expired:
+            pass
         finally:
             if token is not None:
                 _ROUND_ERRORS.reset(token)
-            if op.spread:
+            if counted:
                 left = self._reading.pop(partition) - 1
                 if left:
                     self._reading[partition] = left
-        assert scope.cancelled_caught
         last = f" (last error: {seen[-1]})" if seen else ""
         unknown = "" if op.repeatable else "; the operation may or may not have taken effect"
         raise Timeout(
@@ -142,7 +156,7 @@ class Router:
             f"the nodes may be unreachable or the partition may have lost its quorum{unknown}"
         )
 
-    async def _run(self, partition: str, op: Op, *, seen: list[BaseException]) -> Any:
+    async def _run(self, partition: str, op: Op, *, seen: list[BaseException], deadline: float) -> Any:
         delay = BACKOFF_FIRST
         while True:
             last_error: BaseException | None = None
@@ -150,13 +164,13 @@ class Router:
             queue: list[Target] = []
             cached = self._leaders.get(partition)
             located: list[Target] | None = None
-            hot = op.spread and self._reading.get(partition, 0) > SPREAD_WHEN_READING
+            hot = op.spread and op.stale and self._reading.get(partition, 0) > SPREAD_WHEN_READING
             if op.spread and (hot or cached is None or self._me is not None):
                 # A read any replica serves: start at this node's if it has one (no network hop); else at the
-                # leader while the partition is cool (a follower would ask the leader anyway: one more hop),
-                # and at a random replica once it is hot, so a hot partition's reads spread over its replicas.
-                # (A caller that is no member, reading a cool partition whose leader it knows, needs no lookup.)
-                located = await self._spread_targets(partition, op, None if hot else cached)
+                # leader (a follower would ask the leader anyway: one more hop), and a stale read at a random
+                # replica once the partition is hot, so a hot partition's stale reads spread over its replicas.
+                # (A caller that is no member, reading a partition whose leader it knows, needs no lookup.)
+                located = await self._spread_targets(partition, op, None if hot else cached, deadline)
                 queue += located
             if cached is not None:
                 queue.append(cached)
@@ -166,7 +180,7 @@ class Router:
                         break
                     # Only now ask where the partition lives: the cached leader usually answers first.
                     try:
-                        located = await self._locate(partition, op.creates)
+                        located = await self._bounded_locate(partition, op.creates, deadline)
                     except Unavailable as exc:
                         located = []
                         last_error = exc
@@ -177,7 +191,7 @@ class Router:
                     continue
                 tried.add(target.address)
                 try:
-                    result = await self._attempt(target, partition, op, confirmed=target == cached)
+                    result = await self._attempt(target, partition, op, confirmed=target == cached, deadline=deadline)
                 except (BoroughError, OSError) as exc:  # Timeout is an OSError (TimeoutError) too
                     if not proves_not_run(exc) and not isinstance(exc, (Unavailable, OSError)):
                         raise  # an answer (NotFound, RemoteError, a protocol error), not a failure to reach one
@@ -198,13 +212,20 @@ class Router:
             seen[:] = [last_error]
             self.retries += 1
             logger.debug("partition %r: no leader reached (%s); retrying in %.3f s", partition, last_error, delay)
-            await trio.sleep(delay * (0.5 + self._rng.random()))
+            await trio.sleep_until(min(deadline, trio.current_time() + delay * (0.5 + self._rng.random())))
+            if trio.current_time() >= deadline:
+                raise _Expired
             electing = isinstance(last_error, NotLeader) and last_error.leader is None
             delay = min(BACKOFF_MAX_LEADERLESS if electing else BACKOFF_MAX, delay * 2)
 
-    async def _spread_targets(self, partition: str, op: Op, leader: Target | None) -> list[Target]:
+    async def _bounded_locate(self, partition: str, create: bool, deadline: float) -> list[Target]:
+        with trio.CancelScope(deadline=deadline):
+            return await self._locate(partition, create)
+        raise _Expired
+
+    async def _spread_targets(self, partition: str, op: Op, leader: Target | None, deadline: float) -> list[Target]:
         try:
-            targets = list(await self._locate(partition, op.creates))
+            targets = list(await self._bounded_locate(partition, op.creates, deadline))
         except Unavailable:
             return []
         self._rng.shuffle(targets)
@@ -217,30 +238,36 @@ class Router:
         targets.sort(key=order)
         return targets
 
-    async def _attempt(self, target: Target, partition: str, op: Op, *, confirmed: bool) -> Any:
+    async def _attempt(self, target: Target, partition: str, op: Op, *, confirmed: bool, deadline: float) -> Any:
         """One try of ``op`` at ``target``. A node that does not answer (stopped, cut off, overwhelmed) must
         not take the caller's whole deadline while other replicas could answer: an op that may be sent again
         (``retry_safe``) is bounded by ``ATTEMPT_TIMEOUT``; one that may not (a request, a write without a
         session) goes only to a node known to lead (it answered as leader before), or to one that first answers
         a ``FindLeader`` probe within that bound, so the op itself is sent to an unresponsive node only when it
-        led a moment ago."""
+        led a moment ago. Each wait is bounded by ``deadline`` as well (``_Expired`` once it passed)."""
         if op.retry_safe and op.attempt_bounded:
-            with trio.move_on_after(ATTEMPT_TIMEOUT):
+            with trio.CancelScope(deadline=min(deadline, trio.current_time() + ATTEMPT_TIMEOUT)):
                 return await self._execute(target, partition, op)
+            if trio.current_time() >= deadline:
+                raise _Expired
             if not op.repeatable:  # it may have been applied there: not "not delivered", but safe to resend
                 raise Unavailable(f"{_who(target)} did not answer within {ATTEMPT_TIMEOUT:g} s; sending it again")
             raise NotDelivered(f"{_who(target)} did not answer within {ATTEMPT_TIMEOUT:g} s; trying elsewhere")
         if not confirmed:
             try:
-                with trio.move_on_after(ATTEMPT_TIMEOUT) as probe:
+                with trio.CancelScope(deadline=min(deadline, trio.current_time() + ATTEMPT_TIMEOUT)) as probe:
                     await self._execute(target, partition, FindLeader())
             except (Unavailable, OSError) as exc:  # the link failed: the op itself was never sent
                 raise NotDelivered(f"{_who(target)} could not be asked ({exc}); the operation was not sent") from exc
             if probe.cancelled_caught:
+                if trio.current_time() >= deadline:
+                    raise _Expired
                 raise NotDelivered(
                     f"{_who(target)} did not answer within {ATTEMPT_TIMEOUT:g} s; the operation was not sent there"
                 )
-        return await self._execute(target, partition, op)
+        with trio.CancelScope(deadline=deadline):
+            return await self._execute(target, partition, op)
+        raise _Expired
 
     def _forget(self, partition: str, target: Target) -> None:
         if self._leaders.get(partition) == target:

@@ -53,7 +53,7 @@ from borough.node.system_state import SYSTEM, Refused, join_command, register_co
 from borough.node.transaction import Transactions
 from borough.ring.members import MemberTable
 from borough.store.base import Store
-from borough.wire.records import IncomingCall, Reply
+from borough.wire.records import CallBound, IncomingCall, Reply
 
 __all__ = ["Server"]
 
@@ -145,44 +145,44 @@ class Server:
     # --- entry points -----------------------------------------------------------------------------------
 
     async def handle_call(self, call: IncomingCall) -> Any:
-        """A call from the wire: decode and validate it, bound it by the caller's time left, execute it, and
-        encode the result."""
+        """A call from the wire: decode and validate it, bound it by the caller's time left, run it, encode it."""
         partition, op, left = decode_call(call.body, self.limits)
         self._roles.check_call(call.peer, partition, op)
         if isinstance(op, SendSnapshot) and not self._roles.is_member(call.peer):
             op = attrs.evolve(op, member=False)  # a non-member's word on incarnations is not believed
         if call.peer.node_id:
             self._addresses.learn_address(call.peer.node_id, call.peer.address)
-        streams = call.streams or None
         # Every call is bounded here, whatever the caller says or does (a caller that sends no deadline and
         # never hangs up must not hold a task and its memory for ever): by the caller's time left, at most
         # request_timeout. A snapshot stream is bounded by its progress instead (``Snapshots`` gives it up once
         # it moves no chunk for SNAPSHOT_TIMEOUTS request timeouts): a big partition takes long at the byte rate.
         bound = math.inf if isinstance(op, SendSnapshot) else self._timeout
         timeout = bound if left is None else min(left, bound)
-        with trio.move_on_after(timeout) as scope:
-            try:
-                if isinstance(op, Export):
-                    applied, data = await self.execute(partition, op, streams, caller=str(call.peer))
-                    return Reply(applied, streams={"data": data})
-                if not isinstance(op, Call):
-                    return op.encode_result(await self.execute(partition, op, streams, caller=str(call.peer)))
-                reply = await self.execute(partition, op, streams, caller=str(call.peer))
-            except BoroughError:
-                raise
-            except Exception as exc:
-                # A bug of ours: the caller learns that, not our internals (the log has the traceback).
-                logger.error("%s on partition %r failed", op.name, partition, exc_info=exc)
-                raise RemoteError(
-                    "InternalError",
-                    f"node {self._node_id} failed to carry out {op.name} on partition {partition!r}; its log says why",
-                    from_handler=False,
-                ) from None
-            body, reply_streams = split_streams(reply)
-            return Reply(body, streams=reply_streams or {})
-        assert scope.cancelled_caught
         what = "a request" if isinstance(op, Call) else f"{op.name}"
-        raise Timeout(f"{what} on partition {partition!r} did not finish within {timeout:g} s on {self._node_id}")
+
+        def expired() -> Timeout:
+            return Timeout(f"{what} on partition {partition!r} did not finish within {timeout:g} s on {self._node_id}")
+
+        deadline = trio.current_time() + timeout
+        return await _within(call.bound, deadline, expired, lambda: self._handle(call, partition, op))
+
+    async def _handle(self, call: IncomingCall, partition: str, op: Op) -> Any:
+        streams = call.streams or None
+        try:
+            if isinstance(op, Export):
+                applied, data = await self.execute(partition, op, streams, caller=str(call.peer))
+                return Reply(applied, streams={"data": data})
+            if not isinstance(op, Call):
+                return op.encode_result(await self.execute(partition, op, streams, caller=str(call.peer)))
+            reply = await self.execute(partition, op, streams, caller=str(call.peer))
+        except BoroughError:
+            raise
+        except Exception as exc:
+            # A bug of ours: the caller learns that, not our internals (the log has the traceback).
+            logger.error("%s on partition %r failed", op.name, partition, exc_info=exc)
+            raise internal_error(self._node_id, op.name, partition) from None
+        body, reply_streams = split_streams(reply)
+        return Reply(body, streams=reply_streams or {})
 
     @property
     def creations_refused(self) -> int:
@@ -350,6 +350,28 @@ class Server:
         if self.registrar is not None:
             return _checked(await self.registrar.register(replica.propose, op.partition, tuple(voters), table.version))
         return _checked(await replica.propose(encode_command(register_command(op.partition, voters, table.version))))
+
+
+def internal_error(node_id: str, op: str, partition: str) -> RemoteError:
+    """What a caller learns of a bug of ours: that it happened, not our internals."""
+    return RemoteError(
+        "InternalError",
+        f"node {node_id} failed to carry out {op} on partition {partition!r}; its log says why",
+        from_handler=False,
+    )
+
+
+async def _within(
+    bound: CallBound | None, deadline: float, expired: Callable[[], BaseException], run: Callable[[], Awaitable[Any]]
+) -> Any:
+    """``run()`` until ``deadline``, past which the caller gets ``expired()``: in the wire's own scope for the call
+    when it lends one (one cancel scope a call, see ``CallBound``), else in a scope of its own."""
+    if bound is not None:
+        bound.limit(deadline, expired)
+        return await run()
+    with trio.CancelScope(deadline=deadline):
+        return await run()
+    raise expired()
 
 
 async def _close_all(streams: Iterable[trio.abc.ReceiveStream]) -> None:

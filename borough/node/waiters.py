@@ -25,7 +25,7 @@ __all__ = ["Proposals", "Reads", "Waiter"]
 class Waiter:
     """A caller waiting for its proposal to be applied, its read to become servable or its command to run."""
 
-    __slots__ = ("abandoned", "error", "event", "result", "term")
+    __slots__ = ("_then", "abandoned", "error", "event", "result", "term")
 
     def __init__(self) -> None:
         self.term = 0
@@ -33,16 +33,31 @@ class Waiter:
         self.result: Any = None
         self.error: BaseException | None = None
         self.abandoned = False  # the caller stopped waiting before it was settled
+        self._then: Callable[[Waiter], None] | None = None
 
     def succeed(self, result: Any = None) -> None:
         if not self.event.is_set():
             self.result = result
-            self.event.set()
+            self._settled()
 
     def fail(self, error: BaseException) -> None:
         if not self.event.is_set():
             self.error = error
-            self.event.set()
+            self._settled()
+
+    def then(self, callback: Callable[[Waiter], None]) -> None:
+        """Call ``callback(self)`` once settled (now, if it is), instead of a task waiting. It runs where the
+        waiter is settled (a replica's turn): it must be quick and must not raise."""
+        if self.event.is_set():
+            callback(self)
+        else:
+            self._then = callback
+
+    def _settled(self) -> None:
+        self.event.set()
+        callback, self._then = self._then, None
+        if callback is not None:
+            callback(self)
 
     async def wait(self) -> Any:
         try:
@@ -148,13 +163,18 @@ class _Batch:
 
 
 class Reads:
-    """Linearizable reads: queued, then one ReadIndex round per turn, then served once applied."""
+    """Linearizable reads: queued, then one ReadIndex round at a time, then served once applied.
 
-    def __init__(self) -> None:
+    While a round is in flight, the reads that arrive wait for it to end and then share the next one: under load
+    a round serves every read of a round trip rather than those of one turn, so a read costs the leader (and
+    its followers, which answer each round) less. ``wake`` asks for the turn that starts the next round."""
+
+    def __init__(self, wake: Callable[[], None] = lambda: None) -> None:
         self.queued: list[Waiter] = []
         self._in_flight: dict[bytes, _Batch] = {}
         self._ready: list[_Batch] = []
         self._seq = 0
+        self._wake = wake
 
     def __len__(self) -> int:
         return len(self.queued)
@@ -165,9 +185,9 @@ class Reads:
         return waiter
 
     def start_round(self, read_index: Callable[[bytes], None]) -> None:
-        """Ask the core for one ReadIndex round covering every queued read (``read_index(context)``); if it
-        refuses at once, those reads fail with its error."""
-        if not self.queued:
+        """Ask the core for one ReadIndex round covering every queued read (``read_index(context)``), unless one
+        is in flight (they wait for it to end); if the core refuses at once, those reads fail with its error."""
+        if not self.queued or self._in_flight:
             return
         waiters, self.queued = self.queued, []
         self._seq += 1
@@ -190,6 +210,8 @@ class Reads:
             batch = self._in_flight.pop(context, None)
             if batch is not None:
                 fail_all(batch.waiters, error)
+        if self.queued and not self._in_flight:
+            self._wake()  # the reads that waited for that round start theirs
 
     def serve(self, applied: int) -> None:
         """Release the confirmed reads whose read index the applied index has reached."""

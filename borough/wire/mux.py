@@ -20,7 +20,9 @@ Semantics the layers above rely on:
   stops reading stalls only its own stream. ``aclose`` ends our direction gracefully (END) and tells the peer
   we read no more (STOP), so its ``send_all`` raises ``BrokenResourceError``.
 - ``call`` sends a body (plus attached streams), returns the peer's ``Reply`` or raises the peer's error as the
-  same type (see ``errors_codec``). Cancelling ``call`` resets the call, which cancels the peer's handler. The
+  same type (see ``errors_codec``). An inbound call runs ``on_call`` in a task of its own, unless it attaches no
+  streams and ``on_quick_call`` takes it (it answers later through a ``CallAnswer``, with no task; a call slot
+  is held until then). Cancelling ``call`` resets the call, which cancels the peer's handler. The
   connection dying mid-call raises ``Unavailable`` naming the peer.
 - Streams attached to a call are closed (STOP) when the handler returns; read them inside the handler. Streams
   attached to a reply hold a call slot on the replying side until read to the end or closed: read or close them.
@@ -45,10 +47,12 @@ from borough.wire import codec as c
 from borough.wire.errors_codec import ErrorRegistry, default_registry
 from borough.wire.handshake import handshake, make_hello
 from borough.wire.records import (
+    CallBound,
     CallHandler,
     IncomingCall,
     MessageHandler,
     PeerInfo,
+    QuickCallHandler,
     Reply,
     StreamHandler,
     StreamSource,
@@ -79,6 +83,26 @@ YIELD_EVERY = 16
 #: ... and after this many received bytes, so a run of large frames (each up to ``max_frame_items`` of decode
 #: work) cannot hold the event loop for more than a few of them.
 YIELD_EVERY_BYTES = 256 * 1024
+
+
+class _Answer:
+    """Answers a call a quick handler took (``CallAnswer``): once, and only while the caller still waits."""
+
+    __slots__ = ("_conn", "_sid")
+
+    def __init__(self, conn: MuxConnection, sid: int) -> None:
+        self._conn: MuxConnection | None = conn
+        self._sid = sid
+
+    def reply(self, body: Any) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn._quick_answered(self._sid, body, None)
+
+    def fail(self, error: BaseException) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn._quick_answered(self._sid, None, error)
 
 
 class _PendingCall:
@@ -125,6 +149,7 @@ class MuxConnection:
         registry: ErrorRegistry = default_registry,
         description: str | None = None,
         peer: PeerInfo | None = None,
+        on_quick_call: QuickCallHandler | None = None,
     ) -> None:
         if codec.peer_hello is None:
             raise LocalProtocolError("a MuxConnection needs a codec whose handshake is complete")
@@ -139,6 +164,7 @@ class MuxConnection:
         codec.max_frame_items = settings.max_frame_items
         self._on_message = on_message
         self._on_call = on_call
+        self._on_quick_call = on_quick_call
         self._on_stream = on_stream
         self._registry = registry
         self._prio: deque[bytes] = deque()
@@ -154,6 +180,7 @@ class MuxConnection:
         self._streams: dict[int, MuxStream] = {}
         self._calls: dict[int, _PendingCall] = {}
         self._inbound_calls: dict[int, trio.CancelScope] = {}
+        self._quick_calls: set[int] = set()  # taken by the quick handler, not answered, not reset
         self._inbound_busy = 0  # handler tasks alive (handler plus reply streams)
         self._open_inbound = 0  # peer-opened plain streams alive
         self._outbound_limit = trio.Semaphore(settings.max_outbound_calls)
@@ -169,6 +196,7 @@ class MuxConnection:
         self._ping_nonce = 0
         # counters, for tests and benchmarks
         self.writes = 0
+        self.reads = 0
         self.bytes_written = 0
         self.messages_dropped = 0
         self.pongs_dropped = 0
@@ -359,6 +387,7 @@ class MuxConnection:
                     )
                     return
                 self._last_received = trio.current_time()
+                self.reads += 1
                 codec.receive_data(chunk)
                 continue
             if isinstance(event, c.ConnectionClosed):
@@ -493,6 +522,9 @@ class MuxConnection:
         if scope is not None:
             scope.cancel()  # the caller gave up: cancel its handler
             return
+        if sid in self._quick_calls:
+            self._quick_calls.discard(sid)  # the caller gave up: its answer will be dropped
+            return
         st = self._streams.get(sid)
         if st is not None:
             st._on_reset(error)
@@ -577,6 +609,21 @@ class MuxConnection:
             stops = (self._codec.encode_stop(sid) for sid in ev.streams.values())
             self._answer_peer(self._codec.encode_reset(ev.stream_id, err), *stops)
             return
+        if self._on_quick_call is not None and not ev.streams:
+            sid = ev.stream_id
+            self._quick_calls.add(sid)
+            self._inbound_busy += 1
+            answer = _Answer(self, sid)
+            try:
+                taken = self._on_quick_call(IncomingCall(peer=self.peer, body=ev.body, streams={}), answer)
+            except Exception as exc:  # (it must not raise; if it does, the call fails and the connection lives)
+                log.exception("a quick call handler for %s raised", self.description, extra={"peer": self.description})
+                taken = True
+                answer.fail(exc)
+            if taken:
+                return
+            self._quick_calls.discard(sid)
+            self._inbound_busy -= 1
         streams = {name: self._new_stream(sid, send=False, receive=True) for name, sid in ev.streams.items()}
         scope = trio.CancelScope()
         self._inbound_calls[ev.stream_id] = scope
@@ -587,10 +634,11 @@ class MuxConnection:
         assert self._on_call is not None
         sources: dict[str, StreamSource] = {}
         outs: dict[str, MuxStream] = {}
+        bound = CallBound(scope)
         try:
             with scope:
                 try:
-                    result = await self._on_call(IncomingCall(peer=self.peer, body=body, streams=streams))
+                    result = await self._on_call(IncomingCall(peer=self.peer, body=body, streams=streams, bound=bound))
                 except Exception as exc:
                     if not isinstance(exc, BoroughError):
                         log.info(
@@ -628,6 +676,10 @@ class MuxConnection:
                 self._queue_ctrl(frame)
                 # The call is answered: a late RESET from the caller must no longer cancel the reply streams.
                 self._inbound_calls.pop(sid, None)
+            if scope.cancelled_caught and bound.expired is not None and sid in self._inbound_calls:
+                # The handler's own deadline passed (a RESET from the caller unregistered the call: no answer).
+                self._reply_error(sid, bound.expired())
+                return
             if outs and not self.closed:
                 async with trio.open_nursery() as nursery:
                     for name, source in sources.items():
@@ -635,6 +687,20 @@ class MuxConnection:
         finally:
             self._inbound_calls.pop(sid, None)
             self._inbound_busy -= 1
+
+    def _quick_answered(self, sid: int, body: Any, error: BaseException | None) -> None:
+        self._inbound_busy -= 1
+        if sid not in self._quick_calls:
+            return  # reset by the caller, or the connection closed
+        self._quick_calls.discard(sid)
+        if error is None:
+            try:
+                self._queue_ctrl(self._codec.encode_reply(sid, body, {}))
+                return
+            except LocalProtocolError as exc:
+                log.info("a reply for %s cannot be sent: %s", self.description, exc, extra={"peer": self.description})
+                error = exc
+        self._queue_ctrl(self._codec.encode_reset(sid, self._registry.encode(error)))
 
     def _reply_error(self, sid: int, exc: BaseException) -> None:
         if self._inbound_calls.pop(sid, None) is not None:
@@ -711,6 +777,7 @@ class MuxConnection:
         for st in list(self._streams.values()):
             st._on_connection_lost(reason)
         self._streams.clear()
+        self._quick_calls.clear()
         self._prio.clear()
         self._prio_bytes = 0
         self._ctrl.clear()
@@ -759,6 +826,7 @@ async def open_mux(
     registry: ErrorRegistry = default_registry,
     description: str | None = None,
     peer: PeerInfo | None = None,
+    on_quick_call: QuickCallHandler | None = None,
 ) -> AsyncIterator[MuxConnection]:
     """Run a multiplexed connection over ``stream`` (handshake already done, see ``handshake``) until the
     block exits (graceful close, bounded) or the connection fails (``conn.closed`` turns True; the block is
@@ -773,6 +841,7 @@ async def open_mux(
         registry=registry,
         description=description,
         peer=peer,
+        on_quick_call=on_quick_call,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(conn._run)

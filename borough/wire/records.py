@@ -6,7 +6,7 @@ Owns only these shapes and the handler signatures; no behaviour, no I/O.
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 import attrs
 import trio
@@ -122,15 +122,45 @@ class Reply(Generic[S]):
         await self.aclose()
 
 
+class CallAnswer(Protocol):
+    """Answers one inbound call taken by a quick handler (see ``open_mux``): exactly one of the two, once."""
+
+    def reply(self, body: Any) -> None: ...
+
+    def fail(self, error: BaseException) -> None: ...
+
+
+class CallBound:
+    """The cancel scope the wire runs one inbound call in (it cancels the handler when the caller gives up),
+    lent to the handler to bound its own run time with, so a call costs one cancel scope, not two: after
+    ``limit(deadline, expired)`` the handler is cancelled once ``deadline`` passes and the caller gets the error
+    ``expired()`` returns."""
+
+    __slots__ = ("expired", "scope")
+
+    def __init__(self, scope: trio.CancelScope) -> None:
+        self.scope = scope
+        self.expired: Callable[[], BaseException] | None = None
+
+    def limit(self, deadline: float, expired: Callable[[], BaseException]) -> None:
+        self.scope.deadline = min(self.scope.deadline, deadline)
+        self.expired = expired
+
+
 @attrs.frozen(kw_only=True)
 class IncomingCall:
-    """A call as the handler sees it. ``streams`` are closed when the handler returns."""
+    """A call as the handler sees it. ``streams`` are closed when the handler returns. ``bound`` (None when the
+    call does not come from the wire) bounds the handler's run time (see ``CallBound``)."""
 
     peer: PeerInfo
     body: Any
     streams: Mapping[str, trio.abc.ReceiveStream]
+    bound: CallBound | None = None
 
 
 CallHandler = Callable[[IncomingCall], Awaitable[Any]]
+#: Takes an inbound call without a task of its own (True), answering it later through ``CallAnswer``; or leaves
+#: it (False) to the call handler. Runs in the connection's reader: it must not block, and must not raise.
+QuickCallHandler = Callable[[IncomingCall, CallAnswer], bool]
 MessageHandler = Callable[[Any], None]
 StreamHandler = Callable[["MuxStream"], Awaitable[None]]

@@ -41,6 +41,7 @@ from borough.wire.mux import (
     open_mux,
 )
 from borough.wire.network import Network, describe_stream
+from borough.wire.records import CallAnswer, QuickCallHandler
 from borough.wire.settings import WireSettings
 from borough.wire.tls import peer_certificate, role_refusal, tls_failure
 
@@ -117,6 +118,8 @@ class Transport:
         #: connection in use that closes is dialled again at once, so a peer whose process died is reported
         #: within a round trip of its connection's reset (the node's followers of its groups campaign then).
         self.on_unreachable: Callable[[str], None] | None = None
+        #: Takes inbound calls without a task of their own (see ``open_mux``), on every connection; None: none.
+        self.on_quick_call: QuickCallHandler | None = None
         self._inbound = 0  # accepted connections open now
         self._handshaking = 0  # of which still in their handshake
         self._refusal_logged_at = float("-inf")
@@ -339,6 +342,7 @@ class Transport:
             settings=self.settings,
             on_message=self._message_handler(peer),
             on_call=self._call_handler(),
+            on_quick_call=self._quick_call,
             registry=self._registry,
             description=f"{peer} (dialled {link.address})",
             peer=peer,
@@ -367,6 +371,10 @@ class Transport:
                 self._on_message(peer, message)
 
         return handle
+
+    def _quick_call(self, call: IncomingCall, answer: CallAnswer) -> bool:
+        quick = self.on_quick_call
+        return quick is not None and quick(call, answer)
 
     def _call_handler(self) -> Callable[[IncomingCall], Awaitable[Any]] | None:
         if self._on_call is None:
@@ -448,6 +456,7 @@ class Transport:
             settings=self.settings,
             on_message=self._message_handler(peer),
             on_call=self._call_handler(),
+            on_quick_call=self._quick_call,
             registry=self._registry,
             description=f"{peer} (from {remote})",
             peer=peer,

@@ -334,14 +334,34 @@ async def test_reads_of_a_cool_partition_go_to_its_leader(autojump_clock: trio.t
     assert lookups == []
 
 
-async def test_reads_of_a_hot_partition_spread_over_the_replicas_and_teach_no_leader(
+async def test_stale_reads_of_a_hot_partition_spread_over_the_replicas_and_teach_no_leader(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """Many reads in flight to one partition: routing starts them at random replicas (followers read through
-    ReadIndex), so they spread over all of them, and the replica that answered is not taken for the leader (a
-    write after it still goes where the leader cache says)."""
+    """Many stale reads in flight to one partition: routing starts them at random replicas (each answers from
+    its own state), so they spread over all of them, and the replica that answered is not taken for the leader
+    (a write after it still goes where the leader cache says)."""
     calls: list[str] = []
     router = make_router({"a:1": "ok", "b:1": "ok", "c:1": "ok"}, calls)
+    router.learn_leader("p", A)
+
+    async def read() -> None:
+        assert await router.run("p", Get("k", consistency="stale")) == "ok"
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(60):
+            nursery.start_soon(read)
+    assert {node: calls.count(node) for node in "abc"} == {node: pytest.approx(20, abs=10) for node in "abc"}
+    assert router.leader_of("p") == A
+    assert not router._reading  # nothing left behind once the reads are done
+
+
+async def test_linearizable_reads_of_a_hot_partition_go_to_its_leader(autojump_clock: trio.testing.MockClock) -> None:
+    """Many linearizable reads in flight from a caller with no replica of its own: all go to the leader, where
+    they share its ReadIndex rounds (a follower would first have to ask the leader for the read index), and no
+    lookup is made."""
+    calls: list[str] = []
+    lookups: list[int] = []
+    router = make_router({"a:1": "ok", "b:1": "ok", "c:1": "ok"}, calls, located_calls=lookups)
     router.learn_leader("p", A)
 
     async def read() -> None:
@@ -350,9 +370,9 @@ async def test_reads_of_a_hot_partition_spread_over_the_replicas_and_teach_no_le
     async with trio.open_nursery() as nursery:
         for _ in range(60):
             nursery.start_soon(read)
-    assert {node: calls.count(node) for node in "abc"} == {node: pytest.approx(20, abs=10) for node in "abc"}
-    assert router.leader_of("p") == A
-    assert not router._reading  # nothing left behind once the reads are done
+    assert calls == ["a"] * 60
+    assert lookups == []
+    assert not router._reading
 
 
 async def test_a_read_that_a_replica_refuses_goes_on_to_the_next(autojump_clock: trio.testing.MockClock) -> None:

@@ -34,7 +34,7 @@ from borough.node.system_state import SYSTEM, Refused, join_command, register_co
 from borough.partition import Partition
 from borough.request import Request
 from borough.ring.members import MemberState
-from borough.wire.records import PeerInfo, Reply
+from borough.wire.records import CallBound, PeerInfo, Reply
 
 from .fakes_server import CALLER, ME, Rig, incoming, make_rig, put_data
 
@@ -373,6 +373,28 @@ async def test_every_op_is_bounded_by_the_callers_time_left_and_the_request_time
     with pytest.raises(Timeout, match=f"get on partition {P!r}"):
         await rig.server.handle_call(incoming(P, Get("alice"), seconds_left))
     assert trio.current_time() - start == pytest.approx(expected)
+
+
+async def test_a_call_from_the_wire_is_bounded_by_the_wires_own_scope(autojump_clock: trio.testing.MockClock) -> None:
+    """From the wire (``IncomingCall.bound``), the server opens no scope of its own: it gives the wire's scope the
+    deadline (the caller's time left, at most request_timeout) and the Timeout the caller gets once it passes."""
+    rig = make_rig(request_timeout=10.0)
+    replica = rig.host(P)
+
+    async def stuck(*, anywhere: bool = False) -> None:
+        await trio.sleep_forever()
+
+    replica.read_barrier = stuck  # type: ignore[method-assign]
+    scope = trio.CancelScope()
+    bound = CallBound(scope)
+    start = trio.current_time()
+    with scope:
+        await rig.server.handle_call(attrs.evolve(incoming(P, Get("alice"), 3.0), bound=bound))
+    assert scope.cancelled_caught
+    assert trio.current_time() - start == pytest.approx(3.0)
+    assert bound.expired is not None
+    error = bound.expired()
+    assert isinstance(error, Timeout) and f"get on partition {P!r}" in str(error)
 
 
 async def test_a_bug_of_ours_reaches_the_caller_as_an_internal_error_without_our_internals(

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from borough.errors import BoroughError, NotLeader, Unavailable
-from borough.node.waiters import Proposals, Waiter
+from borough.node.waiters import Proposals, Reads, Waiter
 from borough.raft.rawnode import Ready
+from borough.raft.readonly import ReadState
 from borough.raft.ready_plan import plan_ready
 from borough.raft.records import ConfState, Entry, SnapshotMeta
 
@@ -112,3 +113,65 @@ def test_fail_all_reaches_queued_and_proposed_waiters() -> None:
     props.fail_all(error)
     assert proposed.error is error and queued.error is error
     assert not props.by_index and not props.queued
+
+
+# --- Reads: one ReadIndex round in flight at a time --------------------------------------------------------------
+
+
+def _settled(waiter: Waiter) -> str:
+    if not waiter.event.is_set():
+        return "waiting"
+    return "failed" if waiter.error is not None else "served"
+
+
+def test_reads_that_arrive_during_a_round_wait_for_it_and_then_share_the_next() -> None:
+    woken: list[int] = []
+    reads = Reads(wake=lambda: woken.append(1))
+    rounds: list[bytes] = []
+    first = [reads.queue() for _ in range(3)]
+    reads.start_round(rounds.append)
+    later = [reads.queue() for _ in range(5)]
+    reads.start_round(rounds.append)  # a turn while the first round is in flight: no second round yet
+    reads.start_round(rounds.append)
+    assert len(rounds) == 1 and len(reads) == 5 and woken == []
+    reads.confirmed([ReadState(index=7, context=rounds[0])], [], NotLeader("p"))
+    assert woken == [1]  # the reads that waited ask for the turn that starts their round
+    reads.start_round(rounds.append)
+    assert len(rounds) == 2 and len(reads) == 0
+    reads.serve(6)
+    assert [_settled(w) for w in first + later] == ["waiting"] * 8
+    reads.serve(7)
+    assert [_settled(w) for w in first] == ["served"] * 3 and [_settled(w) for w in later] == ["waiting"] * 5
+    reads.confirmed([ReadState(index=9, context=rounds[1])], [], NotLeader("p"))
+    assert woken == [1]  # nothing waits for a round any more
+    reads.serve(9)
+    assert [_settled(w) for w in later] == ["served"] * 5
+
+
+def test_a_failed_round_fails_its_reads_and_lets_the_waiting_ones_start_theirs() -> None:
+    woken: list[int] = []
+    reads = Reads(wake=lambda: woken.append(1))
+    rounds: list[bytes] = []
+    first = reads.queue()
+    reads.start_round(rounds.append)
+    second = reads.queue()
+    reads.confirmed([], [rounds[0]], NotLeader("p"))
+    assert _settled(first) == "failed" and isinstance(first.error, NotLeader)
+    assert woken == [1] and _settled(second) == "waiting"
+    reads.start_round(rounds.append)
+    assert len(rounds) == 2
+
+
+def test_a_round_the_core_refuses_at_once_fails_its_reads_and_blocks_none() -> None:
+    reads = Reads()
+    refused = reads.queue()
+
+    def refuse(context: bytes) -> None:
+        raise NotLeader("p")
+
+    reads.start_round(refuse)
+    assert _settled(refused) == "failed"
+    rounds: list[bytes] = []
+    reads.queue()
+    reads.start_round(rounds.append)
+    assert len(rounds) == 1

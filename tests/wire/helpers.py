@@ -11,6 +11,7 @@ import trio.testing
 
 from borough.wire import codec as c
 from borough.wire.mux import CallHandler, MessageHandler, MuxConnection, StreamHandler, handshake, make_hello, open_mux
+from borough.wire.records import QuickCallHandler
 from borough.wire.settings import WireSettings
 
 
@@ -25,6 +26,7 @@ async def mux_pair(
     b_on_stream: StreamHandler | None = None,
     a_on_stream: StreamHandler | None = None,
     stream_pair: tuple[trio.abc.Stream, trio.abc.Stream] | None = None,
+    b_on_quick_call: QuickCallHandler | None = None,
 ) -> AsyncIterator[tuple[MuxConnection, MuxConnection]]:
     """``a`` dialled ``b``."""
     settings = settings or WireSettings()
@@ -44,7 +46,13 @@ async def mux_pair(
             sa, codecs["a"], settings=settings, on_call=a_on_call, on_message=a_on_message, on_stream=a_on_stream
         ) as a,
         open_mux(
-            sb, codecs["b"], settings=settings, on_call=b_on_call, on_message=b_on_message, on_stream=b_on_stream
+            sb,
+            codecs["b"],
+            settings=settings,
+            on_call=b_on_call,
+            on_message=b_on_message,
+            on_stream=b_on_stream,
+            on_quick_call=b_on_quick_call,
         ) as b,
     ):
         yield a, b

@@ -10,6 +10,7 @@ import trio.testing
 
 from borough import errors
 from borough.wire.mux import IncomingCall, MuxStream, Reply
+from borough.wire.records import CallAnswer
 from borough.wire.settings import WireSettings
 
 from .helpers import chunks, collect, mux_pair
@@ -176,6 +177,63 @@ async def test_cancelling_a_call_cancels_the_handler(autojump_clock: trio.testin
         assert (await a.call("still works")).body == "still works"
 
 
+async def test_a_handler_bounded_through_its_call_is_cancelled_at_the_deadline_and_the_caller_gets_its_error(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """``IncomingCall.bound``: the handler hands its deadline to the scope the wire runs it in (one scope a call);
+    once it passes the handler is cancelled, the caller gets the handler's error, and the slot is free again."""
+    cancelled = trio.Event()
+
+    async def handler(call: IncomingCall) -> Any:
+        if call.body != "hang":
+            return call.body
+        assert call.bound is not None
+        call.bound.limit(trio.current_time() + 3, lambda: errors.Timeout("hang took too long"))
+        try:
+            await trio.sleep_forever()
+        finally:
+            cancelled.set()
+
+    async with mux_pair(b_on_call=handler) as (a, b):
+        start = trio.current_time()
+        with pytest.raises(errors.Timeout, match="hang took too long"):
+            await a.call("hang")
+        assert trio.current_time() - start == pytest.approx(3, abs=0.1)
+        assert cancelled.is_set()
+        assert b._inbound_busy == 0 and not b._inbound_calls and not a._calls
+        assert (await a.call("still works")).body == "still works"
+
+
+async def test_a_bounded_handler_the_caller_gave_up_on_sends_no_error(autojump_clock: trio.testing.MockClock) -> None:
+    """The caller's RESET cancels a bounded handler as any other: nothing is sent back for the call."""
+    cancelled = trio.Event()
+
+    async def handler(call: IncomingCall) -> Any:
+        assert call.bound is not None
+        call.bound.limit(trio.current_time() + 30, lambda: errors.Timeout("never sent"))
+        try:
+            await trio.sleep_forever()
+        finally:
+            cancelled.set()
+
+    async with mux_pair(b_on_call=handler) as (a, b):
+        resets: list[int] = []
+        encode_reset = b._codec.encode_reset
+
+        def record(sid: int, error: Any) -> bytes:
+            resets.append(sid)
+            return encode_reset(sid, error)
+
+        b._codec.encode_reset = record  # type: ignore[method-assign]
+        with trio.move_on_after(1):
+            await a.call("hang")
+        with trio.fail_after(1):
+            await cancelled.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        assert b._inbound_busy == 0 and not b._inbound_calls
+        assert resets == []  # no error answers a call its caller reset
+
+
 async def test_connection_loss_mid_call_raises_unavailable(autojump_clock: trio.testing.MockClock) -> None:
     async def handler(call: IncomingCall) -> Any:
         await trio.sleep_forever()
@@ -324,3 +382,115 @@ async def test_open_stream_refused_without_a_handler() -> None:
         with pytest.raises(trio.BrokenResourceError):
             for _ in range(100):
                 await st.send_all(b"x" * 10_000)
+
+
+# --- quick calls: answered later, without a task ------------------------------------------------------------------
+
+
+async def plain(call: IncomingCall) -> Any:
+    return ("handler", call.body)
+
+
+class QuickTaker:
+    """A quick handler that takes calls whose body is a dict with ``"quick"`` and keeps their answers."""
+
+    def __init__(self) -> None:
+        self.answers: dict[Any, CallAnswer] = {}
+
+    def __call__(self, call: IncomingCall, answer: CallAnswer) -> bool:
+        if not isinstance(call.body, dict) or "quick" not in call.body:
+            return False
+        if call.body["quick"] == "now":
+            answer.reply("answered at once")
+        elif call.body["quick"] == "raise":
+            raise RuntimeError("a bug in the quick handler")
+        else:
+            self.answers[call.body["quick"]] = answer
+        return True
+
+
+async def test_a_quick_call_is_answered_later_without_a_task_and_the_rest_go_to_the_handler(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    quick = QuickTaker()
+
+    async with mux_pair(b_on_call=plain, b_on_quick_call=quick) as (a, b):
+        assert (await a.call({"quick": "now"})).body == "answered at once"
+        assert (await a.call("plain")).body == ["handler", "plain"]
+        async with trio.open_nursery() as nursery:
+            got: dict[str, Any] = {}
+
+            async def call(key: str) -> None:
+                try:
+                    got[key] = (await a.call({"quick": key})).body
+                except errors.BoroughError as exc:
+                    got[key] = exc
+
+            nursery.start_soon(call, "x")
+            nursery.start_soon(call, "y")
+            await trio.testing.wait_all_tasks_blocked()
+            assert set(quick.answers) == {"x", "y"} and b._inbound_busy == 2
+            quick.answers["y"].fail(errors.NotFound("k", partition="p"))
+            quick.answers["x"].reply("late")
+            quick.answers["x"].reply("twice")  # a second answer is ignored
+        assert got["x"] == "late"
+        assert isinstance(got["y"], errors.NotFound)
+        assert b._inbound_busy == 0 and not b._quick_calls
+
+
+async def test_a_reset_quick_call_drops_its_answer_and_frees_its_slot_when_answered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    quick = QuickTaker()
+    async with mux_pair(b_on_call=plain, b_on_quick_call=quick) as (a, b):
+        with trio.move_on_after(1):
+            await a.call({"quick": "slow"})
+        await trio.testing.wait_all_tasks_blocked()
+        assert not b._quick_calls and b._inbound_busy == 1  # its read still holds the slot
+        quick.answers["slow"].reply("too late")
+        assert b._inbound_busy == 0
+        assert (await a.call({"quick": "now"})).body == "answered at once"
+
+
+async def test_quick_calls_count_against_the_inbound_call_limit(autojump_clock: trio.testing.MockClock) -> None:
+    quick = QuickTaker()
+    settings = WireSettings(max_inbound_calls=2)
+    async with (
+        mux_pair(settings=settings, b_on_call=plain, b_on_quick_call=quick) as (a, b),
+        trio.open_nursery() as nursery,
+    ):
+        for key in ("p", "q"):
+            nursery.start_soon(a.call, {"quick": key})
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(errors.Overloaded):
+            await a.call({"quick": "r"})
+        for answer in quick.answers.values():
+            answer.reply("ok")
+
+
+async def test_a_quick_handler_that_raises_fails_that_call_and_the_connection_lives(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    quick = QuickTaker()
+    async with mux_pair(b_on_call=plain, b_on_quick_call=quick) as (a, b):
+        with pytest.raises(errors.RemoteError, match="a bug in the quick handler"):
+            await a.call({"quick": "raise"})
+        assert b._inbound_busy == 0 and not b.closed
+        assert (await a.call({"quick": "now"})).body == "answered at once"
+    assert "a quick call handler" in caplog.text
+
+
+async def test_a_quick_answer_after_the_connection_closed_is_dropped(autojump_clock: trio.testing.MockClock) -> None:
+    quick = QuickTaker()
+    async with mux_pair(b_on_call=plain, b_on_quick_call=quick) as (a, b):
+        async with trio.open_nursery() as nursery:
+
+            async def call() -> None:
+                with pytest.raises(errors.Unavailable):
+                    await a.call({"quick": "held"})
+
+            nursery.start_soon(call)
+            await trio.testing.wait_all_tasks_blocked()
+            await b.aclose("going away")
+        quick.answers["held"].reply("nobody listens")  # no error, nothing queued
+        assert b.closed and not b._ctrl
