@@ -7,8 +7,8 @@ records it carries, and the one validator that judges them, live in ``borough.no
 whether it is ``repeatable`` (sending it twice cannot change the outcome) and whether it may register its
 partition (``creates``); ``retry_safe`` is ``repeatable`` or, for a write, whether it carries a session (the
 partition applies a session's write once however often it arrives: ``borough.node.session_table``). Routing
-decides on those fields, never on exception order. Every op also decodes its
-own reply, so what comes back is checked as strictly as what goes out.
+decides on those fields, never on exception order. Every op also decodes its own reply, so what comes back is
+checked as strictly as what goes out.
 
 It knows nothing of trio, Raft or routing: records in, records out. Errors on the wire side are
 ``RemoteProtocolError``; a caller's own bad argument is ``TypeError``/``ValueError``.
@@ -98,9 +98,8 @@ class Op:
     spread: ClassVar[bool] = False
 
     @property
-    def stale(self) -> bool:
-        """A read any replica answers from its own state alone (no ReadIndex round trip to the leader)."""
-        return False
+    def stale(self) -> bool:  # a read any replica answers from its own state alone (no ReadIndex round trip)
+        return getattr(self, "consistency", None) == "stale"
 
     def __init_subclass__(
         cls, *, name: str | None = None, repeatable: bool | None = None, creates: bool = False, system: bool = False
@@ -165,10 +164,6 @@ class Get(Op, name="get", repeatable=True):
     key: str | bytes
     consistency: Consistency = "linearizable"
 
-    @property
-    def stale(self) -> bool:
-        return self.consistency == "stale"
-
     def to_args(self) -> list[Any]:
         return [self.key, self.consistency]
 
@@ -219,10 +214,6 @@ class Scan(Op, name="scan", repeatable=True):
     range: ScanRange
     limit: int
     consistency: Consistency = "linearizable"
-
-    @property
-    def stale(self) -> bool:
-        return self.consistency == "stale"
 
     def to_args(self) -> list[Any]:
         return [self.range.to_list(), self.limit, self.consistency]
