@@ -1,10 +1,13 @@
 """Group commit: the writes of every replica of a node go to disk together, one synced write per cycle.
 
-This module owns the trio side of writing: a single writer task takes every batch submitted since its last
-write, merges them into one ``WriteBatch``, writes it with ``sync=True`` (in a worker thread when the store's
-writes block, so fsync never stalls the trio loop) and only then wakes the committers of that cycle. While
-one write is in flight, new batches gather for the next one; that is what makes synced throughput scale with
-the number of concurrent committers. It knows nothing of the store's layout or engine.
+This module owns the trio side of writing: every batch handed in since the last write is merged into one
+``WriteBatch`` and written with ``sync=True``, and only then are the committers of that cycle woken (or, for
+``submit``, called back). While one write is in flight, new batches gather for the next one; that is what makes
+synced throughput scale with the number of concurrent committers. When the store's writes block, a write runs
+in a worker thread, so the event loop goes on while the disk syncs; except that a submission finding the disk
+free and the event loop with nothing else ready to run is written at once on the trio thread (no thread to wake,
+no callback to land: on a lone write's path that saves more than it costs), unless such writes have lately
+been slow (``INLINE_LIMIT``). It knows nothing of the store's layout or engine.
 
 Failures: a batch whose log ops do not fit its partition's state (``InvalidLogOperation``, a caller bug)
 fails only its own committer. Any other failure of a write fails every committer of that cycle with
@@ -28,6 +31,11 @@ from borough.store.batch import WriteBatch
 __all__ = ["Done", "GroupCommit", "open_group_commit"]
 
 logger = logging.getLogger(__name__)
+
+#: Seconds a synced write made on the trio thread may take before the next ``INLINE_BACKOFF`` writes go to a
+#: worker thread whatever the event loop is doing: a slow disk must not hold the event loop.
+INLINE_LIMIT = 0.002
+INLINE_BACKOFF = 256
 
 
 def _closed_error() -> StorageError:
@@ -98,6 +106,7 @@ class GroupCommit:
         self._in_flight = False
         self._landing: trio.Event | None = None  # set once the write in a worker thread has been ended
         self._stopping = False  # the writer task is ending: no write is started any more
+        self._inline_skip = 0  # synced writes still to send to a worker thread after a slow one on the trio thread
         self._work = trio.lowlevel.ParkingLot()  # the writer waits here for batches
         self._space = trio.lowlevel.ParkingLot()  # committers wait here for room in the open cycle
         self._idle = trio.lowlevel.ParkingLot()  # the drain at close waits here
@@ -106,6 +115,8 @@ class GroupCommit:
         self._draining = False
         #: Synced writes made (each carries one or more batches), and batches committed in them.
         self.writes = 0
+        #: Synced writes made on the trio thread (``submit`` found nothing else ready to run).
+        self.inline_writes = 0
         self.batches_committed = 0
         #: Told of every write cycle: how many batches it carried, whether it synced, and the seconds it took.
         self.observe: Callable[[int, bool, float], None] | None = None
@@ -193,8 +204,10 @@ class GroupCommit:
         would return or raise for each (an error is ``InvalidLogOperation`` or ``StorageError``).
 
         An unsynced submission made while no synced write is in flight is written at once, and ``done`` is
-        called before ``submit`` returns; otherwise ``done`` is called by the writer task after the write that
-        carries the batches (the next synced one, or the unsynced write right after the one in flight). Never
+        called before ``submit`` returns; so is a synced one that finds the disk free and the event loop with
+        nothing else ready to run (see the module docstring). Otherwise ``done`` is called after the write that
+        carries the batches (the next synced one, or the unsynced write right after the one in flight), when it
+        lands. Never
         blocks and never refuses for lack of room: a submitter bounds what it has in flight itself and waits
         for ``room()`` before it adds more. Raises ``StorageError`` (and calls nothing) if the committer has
         stopped or is closed."""
@@ -212,7 +225,13 @@ class GroupCommit:
         cycle.add(batches, done)
         cycle.sync = True
         if self._offload and not self._in_flight and not self._stopping and not cycle.waiters:
-            self._launch(self._begin())  # the disk is free: the fsync starts now, not a pass later in the writer
+            # The disk is free: the fsync starts now, not a pass later in the writer task.
+            if self._inline_skip:
+                self._inline_skip -= 1
+            elif not trio.lowlevel.current_statistics().tasks_runnable:
+                self._write_inline(self._begin())
+                return
+            self._launch(self._begin())
         else:
             self._work.unpark_all()
 
@@ -296,6 +315,17 @@ class GroupCommit:
             logger.error("group commit: could not start a writer thread; no further writes will be made", exc_info=True)
             cycle.results = [exc] * len(cycle.batches)
             self._landed(cycle, started, landing)
+
+    def _write_inline(self, cycle: _Cycle) -> None:
+        """Write ``cycle`` on the trio thread and end it (nothing else was ready to run: see the module docstring)."""
+        started = trio.current_time()
+        try:
+            self._write(cycle)
+        finally:
+            self.inline_writes += 1
+            if trio.current_time() - started > INLINE_LIMIT:
+                self._inline_skip = INLINE_BACKOFF
+            self._end(cycle, started)
 
     def _landed(self, cycle: _Cycle, started: float, landing: trio.Event) -> None:
         """The worker thread wrote ``cycle`` (``_write`` filled its results): end it, then start the next write

@@ -458,3 +458,66 @@ async def test_submissions_and_commits_mixed_on_leveldb_in_threads_each_end_once
         assert all(store.last_index(f"s{i}") == 40 and store.last_index(f"c{i}") == 20 for i in range(6))
     finally:
         store.close()
+
+
+class BlockingCountingStore(CountingStore):
+    """A CountingStore whose writes count as blocking (so the committer offloads them); ``slow`` makes each synced
+    write take that many (mock clock) seconds."""
+
+    blocking_writes = True
+
+    def __init__(self, clock: trio.testing.MockClock | None = None, slow: float = 0.0) -> None:
+        super().__init__()
+        self.clock, self.slow = clock, slow
+
+    def write(self, batch: WriteBatch, *, sync: bool = True) -> None:
+        if sync and self.clock is not None and self.slow:
+            self.clock.jump(self.slow)
+        super().write(batch, sync=sync)
+
+
+async def test_a_synced_submission_is_written_at_once_when_nothing_else_is_ready() -> None:
+    store = BlockingCountingStore()
+    told: list[list[BaseException | None]] = []
+    async with open_group_commit(store) as gc:
+        await trio.testing.wait_all_tasks_blocked()  # (the writer task parked: nothing is ready to run)
+        gc.submit([put_batch(store, "p", "k", 1)], sync=True, done=told.append)
+        assert told == [[None]] and store.synced_writes == [1] and gc.inline_writes == 1
+
+
+async def test_a_synced_submission_goes_to_a_thread_while_other_tasks_are_ready() -> None:
+    store = BlockingCountingStore()
+    told: list[list[BaseException | None]] = []
+    landed = trio.Event()
+
+    def done(errors: list[BaseException | None]) -> None:
+        told.append(errors)
+        landed.set()
+
+    async with open_group_commit(store) as gc, trio.open_nursery() as nursery:
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(trio.sleep, 0)  # another task ready to run: the event loop has other work
+        gc.submit([put_batch(store, "p", "k", 1)], sync=True, done=done)
+        assert told == [] and gc.inline_writes == 0
+        await landed.wait()
+    assert told == [[None]] and store.synced_writes == [1]
+
+
+async def test_a_slow_write_on_the_trio_thread_sends_the_next_ones_to_a_thread(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    from borough.store.group_commit import INLINE_LIMIT
+
+    store = BlockingCountingStore(autojump_clock, slow=INLINE_LIMIT * 5)
+    told: list[list[BaseException | None]] = []
+    async with open_group_commit(store) as gc:
+        await trio.testing.wait_all_tasks_blocked()
+        gc.submit([put_batch(store, "p", "a", 1)], sync=True, done=told.append)
+        assert told == [[None]] and gc.inline_writes == 1  # written at once, and found slow
+        store.slow = 0.0
+        await trio.testing.wait_all_tasks_blocked()
+        landed = trio.Event()
+        gc.submit([put_batch(store, "p", "b", 2)], sync=True, done=lambda errors: (told.append(errors), landed.set()))
+        assert len(told) == 1 and gc.inline_writes == 1  # the disk was slow: this one goes to a thread
+        await landed.wait()
+    assert told == [[None], [None]]
