@@ -233,6 +233,8 @@ class MuxConnection:
         # ``active=False`` for keepalive frames, which must not keep an idle connection open.
         self._ctrl_queued += 1  # counted even when dropped on a closed connection: such a frame is never sent
         if self._closed_reason is None:
+            # (Not written at once even when the writer is idle, as a message frame is: replies to many callers
+            # finish in one pass, and one write for all of them costs less than one each.)
             self._ctrl.append(frame)
             if active:
                 self._out_active = True
@@ -294,24 +296,29 @@ class MuxConnection:
                 )
             return False
         self._out_active = True
-        if self._wakeup is not None and not (self._prio or self._ctrl or self._data):
-            # The writer is idle: the frame goes to the socket now, in the sender's own step (a round's flush
-            # sends each peer its frame before the round's fsync starts), not a task switch later.
-            try:
-                sent = _send_now(self._stream, frame)
-            except OSError as exc:
-                self._fail(Unavailable(f"sending to {self.description} failed ({type(exc).__name__}: {safe_str(exc)})"))
-                return False
-            if sent:
-                self.writes += 1
-                self.bytes_written += sent
-            if sent == len(frame):
-                return True
-            frame = frame[sent:]  # (the rest goes first, before anything queued after it)
-        self._prio.append(frame)
-        self._prio_bytes += len(frame)
-        self._kick()
-        return True
+        # (A round's flush sends each peer its frame before the round's fsync starts, not a task switch later.)
+        rest = self._send_idle(frame)
+        if rest:
+            self._prio.append(rest)
+            self._prio_bytes += len(rest)
+            self._kick()
+        return self._closed_reason is None
+
+    def _send_idle(self, frame: bytes) -> bytes:
+        """While the writer is idle (nothing queued, not sending), write ``frame`` to the socket now, in the
+        sender's own step rather than the writer's a task switch later; what is left (all of it on a busy
+        connection or another kind of stream, the rest of a partial write) the caller queues, first in line."""
+        if self._wakeup is None or self._prio or self._ctrl or self._data:
+            return frame
+        try:
+            sent = _send_now(self._stream, frame)
+        except OSError as exc:
+            self._fail(Unavailable(f"sending to {self.description} failed ({type(exc).__name__}: {safe_str(exc)})"))
+            return b""
+        if sent:
+            self.writes += 1
+            self.bytes_written += sent
+        return frame[sent:] if sent else frame
 
     @property
     def queued_message_bytes(self) -> int:
