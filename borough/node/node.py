@@ -31,7 +31,7 @@ from borough.node.incarnations import Stamp
 from borough.node.members import MemberWatch
 from borough.node.metrics import NodeMetrics
 from borough.node.outbox import RaftOutbox
-from borough.node.quick import QuickGets
+from borough.node.quick import QuickCalls
 from borough.node.records import MemberStatus
 from borough.node.registrar import Registrar
 from borough.node.registry import Replicas
@@ -413,7 +413,7 @@ async def open_node(
             )
             late.node = node
             transport.on_unreachable = node.failover.on_unreachable
-            transport.on_quick_call = QuickGets(
+            transport.on_quick_call = QuickCalls(
                 node_id=node_id,
                 limits=node.server.limits,
                 roles=node.roles,

@@ -1,4 +1,4 @@
-"""Gets answered without a task: the wire's quick path for the calls that are most of a read-heavy load.
+"""Gets and writes answered without a task: the wire's quick path for the calls that are most of a load.
 
 A call from the wire normally runs in a task of its own, under a cancel scope, through ``Server.handle_call``
 (about a fifth of a get's CPU on the leader). A get needs none of that when this node holds the partition: a
@@ -7,6 +7,11 @@ next ReadIndex round (``Replica.read_nowait``) and is answered from the round's 
 (``Waiter.then``), in the replica's turn. This module owns that decision and the answer; everything else, and
 every get it does not take (another op, a partition not hosted here, a follower's read, a refused read, a
 malformed body), goes the ordinary way, which says what went wrong exactly as before.
+
+A write with a session (every client's: retrying it is safe, the partition applies it once) on the partition's
+leader is proposed at once (``Replica.propose_nowait``) and answered from the turn that applies it, with the
+state machine's result, exactly as the server's ``Write`` answers. A write without a session, on a follower or a
+replica still electing itself, goes the ordinary way.
 
 Bounds: a quick get holds no task and no timer. It holds a call slot of its connection (``max_inbound_calls``)
 and a place in its replica's bounded read queue until the read's round ends, and every round ends: the Raft core
@@ -18,22 +23,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
 
 from borough.errors import BoroughError
-from borough.node.protocol import Get, decode_call
+from borough.node.protocol import Get, Write, decode_call
 from borough.node.reads import read_value
 from borough.node.records import Limits
 from borough.node.roles import Roles
 from borough.node.server import internal_error
+from borough.node.statemachine import KvStateMachine
 from borough.node.system_state import SYSTEM
 from borough.node.waiters import Waiter
 from borough.store.base import Store
 from borough.wire.records import CallAnswer, IncomingCall
 
-__all__ = ["QuickGets"]
+__all__ = ["QuickCalls"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +48,15 @@ class _Replica(Protocol):
     @property
     def is_leader(self) -> bool: ...
 
+    @property
+    def machine(self) -> object: ...
+
     def read_nowait(self) -> Waiter: ...
 
+    def propose_nowait(self, data: bytes) -> Waiter: ...
 
-class QuickGets:
+
+class QuickCalls:
     def __init__(
         self,
         *,
@@ -64,13 +75,18 @@ class QuickGets:
         self._replica = replica
         self._learn_address = learn_address
         self._on_op = on_op
-        #: Gets answered here (the rest went the ordinary way).
+        #: Gets and writes answered here (the rest went the ordinary way).
         self.taken = 0
 
     def try_call(self, call: IncomingCall, answer: CallAnswer) -> bool:
-        """Take ``call`` if it is a get this node can answer without a task (True: ``answer`` will be called)."""
+        """Take ``call`` if it is a get or write this node can answer without a task (True: ``answer`` will be
+        called)."""
         body = call.body
-        if type(body) is not list or len(body) != 4 or body[0] != "get":
+        if type(body) is not list or len(body) != 4:
+            return False
+        if body[0] == "write":
+            return self._write(call, body, answer)
+        if body[0] != "get":
             return False
         try:
             partition, op, _ = decode_call(body, self._limits)
@@ -97,6 +113,49 @@ class QuickGets:
         else:
             waiter.then(lambda done: self._answer(answer, partition, op, started, done.error))
         return True
+
+    def _write(self, call: IncomingCall, body: list[Any], answer: CallAnswer) -> bool:
+        try:
+            partition, op, _ = decode_call(body, self._limits)
+            self._roles.check_call(call.peer, partition, op)
+        except Exception:
+            return False  # the ordinary way refuses it (or logs what failed) as it would without this module
+        assert isinstance(op, Write)
+        replica = self._replica(partition)
+        # (Without a session the ordinary way bounds the write by the caller's time and says when its outcome is
+        # unknown; a follower answers NotLeader with the leader's address; a replica electing itself holds it.)
+        if op.session is None or partition == SYSTEM or replica is None or not replica.is_leader:
+            return False
+        machine = replica.machine
+        if not isinstance(machine, KvStateMachine):
+            return False
+        started = trio.current_time()
+        try:
+            waiter = replica.propose_nowait(machine.write_command(op.ops, op.session))
+        except BoroughError:
+            return False  # (refused now, as the ordinary way would be: it says so)
+        if call.peer.node_id:
+            self._learn_address(call.peer.node_id, call.peer.address)
+        self.taken += 1
+        waiter.then(lambda done: self._answer_write(answer, partition, op, started, done))
+        return True
+
+    def _answer_write(self, answer: CallAnswer, partition: str, op: Write, started: float, done: Waiter) -> None:
+        # Runs in the replica's turn (its entry was applied or lost): it must not raise.
+        result = done.error if done.error is not None else done.result
+        try:
+            if isinstance(result, BoroughError):  # (lost, refused by the session table, the replica stopped)
+                answer.fail(result)
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                answer.reply(op.encode_result(result))
+        except Exception as exc:
+            logger.error("write on partition %r failed", partition, exc_info=exc)
+            answer.fail(internal_error(self._node_id, op.name, partition))
+        on_op = self._on_op()
+        if on_op is not None:
+            on_op(op.name, trio.current_time() - started)
 
     def _answer(self, answer: CallAnswer, partition: str, op: Get, started: float, error: BaseException | None) -> None:
         # Runs in the replica's turn (a linearizable read's round ended): it must not raise.

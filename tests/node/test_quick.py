@@ -1,4 +1,4 @@
-"""``borough.node.quick.QuickGets``: which gets it takes (stale ones of a hosted partition, linearizable ones on
+"""``borough.node.quick.QuickCalls``: which gets it takes (stale ones of a hosted partition, linearizable ones on
 its leader) and which it leaves to the ordinary way, and that its answers are the ordinary way's answers."""
 
 from __future__ import annotations
@@ -10,11 +10,15 @@ import trio
 import trio.testing
 
 from borough.errors import BoroughError, NotFound, NotLeader, Overloaded, RemoteError
+from borough.kv import encode_value
 from borough.node.protocol import Get, Write
-from borough.node.quick import QuickGets
+from borough.node.quick import QuickCalls
 from borough.node.records import Put
+from borough.node.session_table import SessionRef
+from borough.node.statemachine import KvStateMachine
 from borough.node.system_state import SYSTEM
 from borough.node.waiters import Waiter
+from borough.raft.records import Entry
 from borough.testing import SimCluster
 from borough.wire.records import IncomingCall
 
@@ -50,10 +54,10 @@ class Answer:
         self.got.append(("fail", error))
 
 
-def make(rig: Rig, replicas: dict[str, Replica]) -> tuple[QuickGets, list[tuple[str, float]], list[tuple[Any, Any]]]:
+def make(rig: Rig, replicas: dict[str, Replica]) -> tuple[QuickCalls, list[tuple[str, float]], list[tuple[Any, Any]]]:
     ops: list[tuple[str, float]] = []
     learned: list[tuple[Any, Any]] = []
-    quick = QuickGets(
+    quick = QuickCalls(
         node_id="n1",
         limits=rig.server.limits,
         roles=rig.server._roles,
@@ -200,3 +204,119 @@ async def test_a_clients_gets_are_answered_by_the_leaders_quick_path_in_a_cluste
         with pytest.raises(NotFound):
             await p.get("missing")
         assert quick.__self__.taken >= taken + 6  # type: ignore[attr-defined]
+
+
+# --- writes -------------------------------------------------------------------------------------------------------
+
+SESSION = SessionRef(b"s" * 16, 1, 1)
+
+
+class Leader(Replica):
+    """A leading replica with a real state machine whose proposals the test settles."""
+
+    def __init__(self, rig: Rig, *, refuse: BoroughError | None = None) -> None:
+        super().__init__(refuse=refuse)
+        self.machine = KvStateMachine(P, rig.store, now=trio.current_time)
+        self.proposals: list[tuple[bytes, Waiter]] = []
+
+    def propose_nowait(self, data: bytes) -> Waiter:
+        if self.refuse is not None:
+            raise self.refuse
+        waiter = Waiter()
+        self.proposals.append((data, waiter))
+        return waiter
+
+
+async def test_a_write_with_a_session_on_the_leader_is_proposed_at_once_and_answered_when_applied(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    rig = make_rig()
+    leader = Leader(rig)
+    quick, ops, learned = make(rig, {P: leader})
+    answer = Answer()
+    write = Write((Put("k", encode_value("v")),), SESSION)
+    assert quick.try_call(incoming(P, write), answer)
+    [(data, waiter)] = leader.proposals
+    assert data[:1] and answer.got == [] and quick.taken == 1  # (proposed, not yet applied: no answer)
+    # The entry it proposed is the one the ordinary way proposes: the session rides with it.
+    writes, results = leader.machine.apply([Entry(term=1, index=1, data=data)])
+    assert writes  # (the put)
+    await trio.sleep(0.5)
+    waiter.succeed(results.get(1))
+    assert answer.got == [("reply", write.encode_result(results.get(1)))]
+    assert ops == [("write", pytest.approx(0.5))] and learned == [(CALLER.node_id, CALLER.address)]
+    # Applied once: the same entry again is a duplicate of (session, seq), a no-op.
+    again, _ = leader.machine.apply([Entry(term=1, index=2, data=data)])
+    assert again == []
+
+
+@pytest.mark.parametrize(
+    ("outcome", "expect"),
+    [
+        ("lost", NotLeader),  # its entry lost to a leader change: safe to retry, the router does
+        ("refused", Overloaded),  # the session table refused it: nothing applied
+        ("bug", RemoteError),  # anything else is ours: an internal error, never our internals
+    ],
+)
+async def test_a_write_that_is_not_applied_fails_with_what_the_ordinary_way_raises(
+    autojump_clock: trio.testing.MockClock, outcome: str, expect: type[BaseException]
+) -> None:
+    rig = make_rig()
+    leader = Leader(rig)
+    quick, _, _ = make(rig, {P: leader})
+    answer = Answer()
+    assert quick.try_call(incoming(P, Write((Put("k", encode_value("v")),), SESSION)), answer)
+    [(_, waiter)] = leader.proposals
+    if outcome == "lost":
+        waiter.fail(NotLeader(P, "n2", "n2:1"))
+    else:
+        waiter.succeed(Overloaded("window full") if outcome == "refused" else KeyError("secret internal state"))
+    [(kind, error)] = answer.got
+    assert kind == "fail" and isinstance(error, expect) and "secret" not in str(error)
+
+
+@pytest.mark.parametrize(
+    ("why", "partition", "session", "leads", "refuse"),
+    [
+        ("a write without a session", P, None, True, None),
+        ("a follower", P, SESSION, False, None),
+        ("_system", SYSTEM, SESSION, True, None),
+        ("a partition not hosted here", "elsewhere", SESSION, True, None),
+        ("a proposal its replica refuses", P, SESSION, True, Overloaded("full")),
+    ],
+)
+async def test_writes_it_cannot_take_go_the_ordinary_way(
+    autojump_clock: trio.testing.MockClock,
+    why: str,
+    partition: str,
+    session: SessionRef | None,
+    leads: bool,
+    refuse: BoroughError | None,
+) -> None:
+    rig = make_rig()
+    leader = Leader(rig, refuse=refuse)
+    leader.is_leader = leads
+    quick, ops, _ = make(rig, {P: leader, SYSTEM: leader})
+    answer = Answer()
+    assert not quick.try_call(incoming(partition, Write((Put("k", encode_value("v")),), session)), answer), why
+    assert answer.got == [] and ops == [] and quick.taken == 0 and leader.proposals == []
+
+
+async def test_a_clients_writes_are_answered_by_the_leaders_quick_path_exactly_once_in_a_cluster(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """End to end: once the group has a leader, a client's puts go through its quick path, and what they wrote
+    is there (each write once: a counter of writes applied matches the puts made)."""
+    async with SimCluster(3, seed=32) as sim, sim.client() as client:
+        p = client.partition("quick-writes")
+        await p.put("k", 0)
+        leader = (await p.info()).leader
+        node = next(sn.node for sn in sim.nodes if sn.node is not None and sn.node.node_id == leader)
+        quick = node.transport.on_quick_call
+        assert quick is not None
+        taken = quick.__self__.taken  # type: ignore[attr-defined]
+        for n in range(1, 11):
+            await p.put("k", n)
+            await p.put(f"k{n}", n)
+        assert quick.__self__.taken == taken + 20  # type: ignore[attr-defined]
+        assert await p.get("k") == 10 and [await p.get(f"k{n}") for n in range(1, 11)] == list(range(1, 11))
