@@ -234,7 +234,10 @@ class Duties:
             try:
                 with trio.move_on_after(self._timeout):
                     info = await self._partition_info(name)
-                    if self._node_id not in {peer.node_id for peer in info.peers}:
+                    # Only a leader of our term or later speaks for the group: one of an earlier term (deposed, or
+                    # cut off and not yet told) answers with a configuration older than ours, which may well not
+                    # list us yet, and our replica could not follow it anyway.
+                    if self._node_id not in {peer.node_id for peer in info.peers} and info.term >= replica.term:
                         replica.remove()
             except BoroughError as exc:
                 logger.debug("could not confirm whether %r still has a replica here: %s", name, exc)

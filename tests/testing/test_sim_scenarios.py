@@ -66,6 +66,7 @@ SAVED = pathlib.Path(__file__).resolve().parent / "scenarios"
         "readded-replica-181.json",
         "stale-system-learner-248.json",
         "stale-candidate-deleted-voter-5202.json",
+        "stale-leader-removes-learner-178.json",
     ],
 )
 def test_saved_fuzzer_finds_stay_fixed(name: str) -> None:
@@ -79,5 +80,11 @@ def test_saved_fuzzer_finds_stay_fixed(name: str) -> None:
     # stale-candidate-deleted-voter-5202: a node removed from _system deleted its replica; a vote request
     # from a lagging node whose stale configuration still listed it re-created the replica empty, which granted
     # the vote: two leaders of _system in one term, and the lagging one crashed on a match beyond its log.
+    # stale-leader-removes-learner-178 (fuzz --topology --nodes 4): a node added to _system as a learner asked
+    # whether it still belonged and was answered by a deposed leader (its node declared DEAD but running) whose
+    # older configuration did not list it: it deleted its replica, while the real leader still listed it at
+    # that incarnation and sent to a replica that no longer existed; its messages were dropped as meant for a
+    # deleted incarnation, the learner never caught up. The sweep now takes a removal only from a leader of its
+    # replica's term or later.
     result = run_scenario(Scenario.from_json((SAVED / name).read_text()))
     assert result.ok, result.report()
