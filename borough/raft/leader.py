@@ -55,6 +55,7 @@ class LeaderMixin:
     voters_in: frozenset[NodeId]
     voters_out: frozenset[NodeId]
     voter_ids: tuple[NodeId, ...]
+    learner_ids: frozenset[NodeId]
     msgs: list[Message]
     read_states: list[ReadState]
     failed_reads: list[bytes]
@@ -134,9 +135,9 @@ class LeaderMixin:
 
     def _idle(self) -> bool:
         """Whether nothing is in flight: everything committed and applied, no read, transfer or membership change
-        under way, and every follower that answers (within the last two check-quorum rounds) holds the whole log.
-        A follower that does not answer is not waited for (its node may be down for long): when it returns it
-        campaigns, which wakes us."""
+        under way, every follower that answers (within the last two check-quorum rounds) holds the whole log, and
+        so does every learner. A voter that does not answer is not waited for (its node may be down for long): when
+        it returns it campaigns, which wakes us."""
         log = self.log
         last = log.last
         if (
@@ -151,12 +152,16 @@ class LeaderMixin:
         ):
             return False
         me = self.id
+        learners = self.learner_ids
         for node, pr in self.prs.items():
-            if (
-                node != me
-                and (pr.recent_active or pr.was_active)
-                and (pr.match != last or pr.state is not ProgressState.REPLICATE)
-            ):
+            if node == me:
+                continue
+            if (pr.recent_active or pr.was_active) and (pr.match != last or pr.state is not ProgressState.REPLICATE):
+                return False
+            if node in learners and pr.match != last:
+                # A learner that lags is being added: it never campaigns, and its node may not even hold a replica
+                # yet (it makes one when our messages reach it), so nothing would wake us for it. Stay awake, and
+                # keep sending, until it has caught up (it is promoted, or removed if its node is gone for good).
                 return False
         return True
 
