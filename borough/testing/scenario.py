@@ -302,6 +302,8 @@ class _Topology:
     leaving: set[int] = attrs.Factory(set)
     done: list[str] = attrs.Factory(list)
     problems: list[str] = attrs.Factory(list)
+    #: The partitions the clients write (each is registered by its first write, at a time no schedule knows).
+    written: set[str] = attrs.Factory(set)
 
 
 _topologies: weakref.WeakKeyDictionary[SimCluster, _Topology] = weakref.WeakKeyDictionary()
@@ -343,9 +345,21 @@ def removal_refused(sim: SimCluster, index: int) -> str | None:
             for voters in (conf.voters, conf.voters_outgoing):
                 if voters and sum(1 for v in voters if v not in gone) <= len(voters) // 2:
                     return f"{name} on node {sim_node.index} would keep no majority of {len(voters)} voters"
-    unseen = [name for name in partitions_of(sim) if name not in hosted]
+    registered = partitions_of(sim)
+    unseen = [name for name in registered if name not in hosted]
     if unseen:
         return f"no running replica of {unseen[0]} to judge it by"
+    # A partition not registered yet may be registered right after this check, on the voters the ring gives it
+    # now, which may include the node leaving and one already gone (the member table lists both until they are
+    # declared dead): it would be wedged from birth.
+    for sim_node in sim.running():
+        assert sim_node.node is not None
+        ring = sim_node.node.directory.ring()
+        for name in sorted(state.written.difference(registered)):
+            voters = ring.replica_set(name)
+            if voters and sum(1 for v in voters if v not in gone) <= len(voters) // 2:
+                return f"{name}, not registered yet, would be placed on no majority of live voters"
+        break
     return None
 
 
@@ -602,6 +616,9 @@ async def play(scenario: Scenario, *, handler: Handler | None = None) -> Scenari
             # Heal as soon as the schedule ends (clients may still be running), and time the elections.
             leaders.append(await check_leaders(sim, leader_bound=scenario.leader_bound))
 
+        _topology(sim).written.update(
+            f"p{step.partition}" for steps in scenario.clients for step in steps if step.kind != "get"
+        )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(faults_then_heal, nursery)
             for index, steps in enumerate(scenario.clients):
