@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 import trio
 
@@ -82,61 +82,53 @@ class QuickCalls:
         """Take ``call`` if it is a get or write this node can answer without a task (True: ``answer`` will be
         called)."""
         body = call.body
-        if type(body) is not list or len(body) != 4:
-            return False
-        if body[0] == "write":
-            return self._write(call, body, answer)
-        if body[0] != "get":
+        if type(body) is not list or len(body) != 4 or body[0] not in ("get", "write"):
             return False
         try:
             partition, op, _ = decode_call(body, self._limits)
             self._roles.check_call(call.peer, partition, op)
         except Exception:
             return False  # the ordinary way refuses it (or logs what failed) as it would without this module
-        assert isinstance(op, Get)
         replica = self._replica(partition)
         if replica is None or partition == SYSTEM:
             return False
         started = trio.current_time()
-        if op.consistency != "stale":
-            if not replica.is_leader:
-                return False  # a follower's read asks the leader, bounded by the ordinary way's wait
-            try:
-                waiter = replica.read_nowait()
-            except BoroughError:
-                return False
-        if call.peer.node_id:
-            self._learn_address(call.peer.node_id, call.peer.address)
-        self.taken += 1
+        if isinstance(op, Get):
+            taken = self._get(partition, op, replica, answer, started)
+        else:
+            assert isinstance(op, Write)
+            taken = self._write(partition, op, replica, answer, started)
+        if taken:
+            self.taken += 1
+            if call.peer.node_id:
+                self._learn_address(call.peer.node_id, call.peer.address)
+        return taken
+
+    def _get(self, partition: str, op: Get, replica: _Replica, answer: CallAnswer, started: float) -> bool:
         if op.consistency == "stale":
             self._answer(answer, partition, op, started, None)
-        else:
-            waiter.then(lambda done: self._answer(answer, partition, op, started, done.error))
+            return True
+        if not replica.is_leader:
+            return False  # a follower's read asks the leader, bounded by the ordinary way's wait
+        try:
+            waiter = replica.read_nowait()
+        except BoroughError:
+            return False
+        waiter.then(lambda done: self._answer(answer, partition, op, started, done.error))
         return True
 
-    def _write(self, call: IncomingCall, body: list[Any], answer: CallAnswer) -> bool:
-        try:
-            partition, op, _ = decode_call(body, self._limits)
-            self._roles.check_call(call.peer, partition, op)
-        except Exception:
-            return False  # the ordinary way refuses it (or logs what failed) as it would without this module
-        assert isinstance(op, Write)
-        replica = self._replica(partition)
+    def _write(self, partition: str, op: Write, replica: _Replica, answer: CallAnswer, started: float) -> bool:
         # (Without a session the ordinary way bounds the write by the caller's time and says when its outcome is
         # unknown; a follower answers NotLeader with the leader's address; a replica electing itself holds it.)
-        if op.session is None or partition == SYSTEM or replica is None or not replica.is_leader:
+        if op.session is None or not replica.is_leader:
             return False
         machine = replica.machine
         if not isinstance(machine, KvStateMachine):
             return False
-        started = trio.current_time()
         try:
             waiter = replica.propose_nowait(machine.write_command(op.ops, op.session))
         except BoroughError:
             return False  # (refused now, as the ordinary way would be: it says so)
-        if call.peer.node_id:
-            self._learn_address(call.peer.node_id, call.peer.address)
-        self.taken += 1
         waiter.then(lambda done: self._answer_write(answer, partition, op, started, done))
         return True
 
@@ -153,9 +145,12 @@ class QuickCalls:
         except Exception as exc:
             logger.error("write on partition %r failed", partition, exc_info=exc)
             answer.fail(internal_error(self._node_id, op.name, partition))
+        self._observe(op.name, started)
+
+    def _observe(self, name: str, started: float) -> None:
         on_op = self._on_op()
         if on_op is not None:
-            on_op(op.name, trio.current_time() - started)
+            on_op(name, trio.current_time() - started)
 
     def _answer(self, answer: CallAnswer, partition: str, op: Get, started: float, error: BaseException | None) -> None:
         # Runs in the replica's turn (a linearizable read's round ended): it must not raise.
@@ -169,6 +164,4 @@ class QuickCalls:
         except Exception as exc:
             logger.error("get on partition %r failed", partition, exc_info=exc)
             answer.fail(internal_error(self._node_id, op.name, partition))
-        on_op = self._on_op()
-        if on_op is not None:
-            on_op(op.name, trio.current_time() - started)
+        self._observe(op.name, started)
