@@ -207,10 +207,9 @@ class GroupCommit:
         called before ``submit`` returns; so is a synced one that finds the disk free and the event loop with
         nothing else ready to run (see the module docstring). Otherwise ``done`` is called after the write that
         carries the batches (the next synced one, or the unsynced write right after the one in flight), when it
-        lands. Never
-        blocks and never refuses for lack of room: a submitter bounds what it has in flight itself and waits
-        for ``room()`` before it adds more. Raises ``StorageError`` (and calls nothing) if the committer has
-        stopped or is closed."""
+        lands. Never blocks and never refuses for lack of room: a submitter bounds what it has in flight itself
+        and waits for ``room()`` before it adds more. Raises ``StorageError`` (and calls nothing) if the committer
+        has stopped or is closed."""
         self._check()
         for batch in batches:
             if batch._store is not self.store:
