@@ -11,7 +11,7 @@ write each cost one pass, one store write and one frame per peer, as one partiti
 of 64 task wake-ups, 64 commits and 64 waits.
 
 No task waits for a write: the group commit calls back when the write is done (``GroupCommit.submit``), at once
-for an unsynced write the disk is free for, else from its writer task right after the fsync, and the turns are
+when it could write on the spot, else from the callback that lands the worker thread's fsync, and the turns are
 finished there; the messages of each round and of each finished write are flushed to the outbox right away
 (``after``). So a write costs no task switch of its own between the fsync and the messages it releases.
 
@@ -145,7 +145,7 @@ class Rounds:
 
     def _submit(self, group: list[tuple[TurnTaker, Turn]], sync: bool) -> None:
         """Hand one round's batches to the group commit (one write); each turn is finished once it is done
-        (``_written``: at once for an unsynced write the disk is free for, else from the writer task)."""
+        (``_written``: at once when the group commit writes on the spot, else when the write lands)."""
         batches = [turn.batch for _, turn in group if turn.batch is not None]
         try:
             self._committer.submit(batches, sync=sync, done=lambda errors: self._written(group, errors))

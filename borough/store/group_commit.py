@@ -228,7 +228,10 @@ class GroupCommit:
             if self._inline_skip:
                 self._inline_skip -= 1
             elif not trio.lowlevel.current_statistics().tasks_runnable:
-                self._write_inline(self._begin())
+                # (Nothing else was ready to run: see the module docstring.)
+                self.inline_writes += 1
+                if self._write_now(self._begin()) > INLINE_LIMIT:
+                    self._inline_skip = INLINE_BACKOFF
                 return
             self._launch(self._begin())
         else:
@@ -270,11 +273,7 @@ class GroupCommit:
                 if self._offload and cycle.sync:
                     self._launch(cycle)
                     continue
-                started = trio.current_time()
-                try:
-                    self._write(cycle)
-                finally:
-                    self._end(cycle, started)
+                self._write_now(cycle)
         finally:
             self._stopping = True  # ``_landed`` starts nothing more
             if self._in_flight and self._landing is not None:
@@ -315,16 +314,15 @@ class GroupCommit:
             cycle.results = [exc] * len(cycle.batches)
             self._landed(cycle, started, landing)
 
-    def _write_inline(self, cycle: _Cycle) -> None:
-        """Write ``cycle`` on the trio thread and end it (nothing else was ready to run: see the module docstring)."""
+    def _write_now(self, cycle: _Cycle) -> float:
+        """Write ``cycle`` on the trio thread and end it; returns the seconds the write itself took."""
         started = trio.current_time()
         try:
             self._write(cycle)
         finally:
-            self.inline_writes += 1
-            if trio.current_time() - started > INLINE_LIMIT:
-                self._inline_skip = INLINE_BACKOFF
+            took = trio.current_time() - started
             self._end(cycle, started)
+        return took
 
     def _landed(self, cycle: _Cycle, started: float, landing: trio.Event) -> None:
         """The worker thread wrote ``cycle`` (``_write`` filled its results): end it, then start the next write
