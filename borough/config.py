@@ -73,7 +73,7 @@ class NodeConfig:
     tick_interval: float = attrs.field(default=0.1, validator=_positive("tick_interval"))
     election_ticks: int = attrs.field(default=10, validator=_positive("election_ticks"))
     heartbeat_ticks: int = attrs.field(default=1, validator=_positive("heartbeat_ticks"))
-    quiesce_ticks: int = attrs.field(default=2)
+    quiesce_ticks: int = attrs.field(default=1)
     request_timeout: float = attrs.field(default=10.0, validator=_positive("request_timeout"))
     dead_after: float = attrs.field(default=30.0, validator=_positive("dead_after"))
     max_key_bytes: int = attrs.field(default=64 * 1024, validator=_positive("max_key_bytes"))
@@ -188,8 +188,9 @@ SETTINGS: dict[str, str] = {
     "tick_interval": "seconds per Raft tick",
     "election_ticks": "ticks without a leader before an election (randomised up to twice that)",
     "heartbeat_ticks": "ticks between a leader's heartbeats",
-    "quiesce_ticks": "ticks a group's leader waits with nothing to do (every replica holding the whole log) before "
-    "the group goes quiet: no heartbeats, no timers until a request or message wakes it (0: never)",
+    "quiesce_ticks": "idle ticks in a row (nothing in flight, every replica holding the whole log, no read since the "
+    "tick before) after which a group's leader lets the group go quiet: no heartbeats, no timers until a request or "
+    "message wakes it (0: never)",
     "request_timeout": "seconds every operation may take, on the caller and on the server",
     "dead_after": "seconds a member may be unreachable before it is marked dead and its replicas move",
     "max_key_bytes": "largest key (encoded bytes)",

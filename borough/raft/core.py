@@ -133,9 +133,11 @@ class Raft(LeaderMixin):
         self.dirty = True  # an input arrived since the last flush
         self.commit_advanced = False  # the leader's commit index advanced since the last flush (``commit_broadcast``)
         # Quiescence (``RaftConfig.quiesce_ticks``): a quiesced replica's clock stands still; ``idle_ticks``
-        # counts a leader's ticks in a row with nothing in flight.
+        # counts a leader's ticks in a row with nothing in flight; ``read_lately``: it took a read since its last
+        # tick (reads keep a group awake, so a lease survives while they come).
         self.quiesced = False
         self.idle_ticks = 0
+        self.read_lately = False
 
         self._apply_conf(self.confs.current)
         self.become_follower(self.term, None)
@@ -224,6 +226,7 @@ class Raft(LeaderMixin):
         self.commit_advanced = False
         self.quiesced = False
         self.idle_ticks = 0
+        self.read_lately = False
         for r in self.readonly.drain():
             # Local reads fail so the driver can retry; forwarded ones are left to their follower's timeout
             # (answering now, from a new term, would disturb that follower).
@@ -553,7 +556,6 @@ class Raft(LeaderMixin):
         # The leader sends min(match, commit), so this never commits past what matches the leader's log.
         log = self.log
         log.commit_to(min(m.commit, log.last_index()))
-        self.msgs.append(HeartbeatResponse(frm=self.id, to=m.frm, term=self.term, seq=m.seq))
         if (
             m.quiesce
             and log.committed == log.last_index()
@@ -565,9 +567,14 @@ class Raft(LeaderMixin):
             # is committed. Stop the election timer; a message, or the driver, wakes us. Only for a voter of our
             # configuration: a sender that is none (a forged id) would leave us quiet under a leader that the
             # failure detector never watches, so we would never campaign again.
+            # No answer: the leader went quiet as it sent this (no read waits on it, and the lease an answer would
+            # extend is void once it wakes), and an answer would tell it nothing it does not know (it hushes only
+            # a follower it knows holds the whole log). Half the messages of a group going quiet.
             self.quiesced = True
             if _log.isEnabledFor(logging.DEBUG):
                 _log.debug("%s quiesced at %d (leader %s)", self.id, m.commit, m.frm, extra={"group": self.cfg.group})
+            return
+        self.msgs.append(HeartbeatResponse(frm=self.id, to=m.frm, term=self.term, seq=m.seq))
 
     def _on_snapshot(self, m: InstallSnapshot) -> None:
         if self.role is Role.LEADER:

@@ -77,6 +77,7 @@ class LeaderMixin:
     commit_advanced: bool
     quiesced: bool
     idle_ticks: int
+    read_lately: bool
 
     def become_follower(self, term: int, lead: NodeId | None) -> None:
         raise NotImplementedError  # core.Raft
@@ -117,7 +118,10 @@ class LeaderMixin:
             for r in self.readonly.expire(self.ticks, cfg.election_tick):
                 self._fail_read(r)
         if cfg.quiesce_ticks:
-            self.idle_ticks = self.idle_ticks + 1 if self._idle() else 0
+            # A read since the last tick counts as work: a group that serves reads stays awake (its lease with it:
+            # waking voids a lease); one that took a write and nothing since may go quiet at this very tick.
+            self.idle_ticks = self.idle_ticks + 1 if self._idle() and not self.read_lately else 0
+            self.read_lately = False
         if quiet:
             return  # (a tick counted late: the next one sends the heartbeat that is due)
         if self.heartbeat_elapsed >= cfg.heartbeat_tick:
@@ -474,6 +478,7 @@ class LeaderMixin:
     def _leader_read(self, context: bytes, requester: NodeId | None, tick: int) -> None:
         log = self.log
         ro = self.readonly
+        self.read_lately = True
         if log.term_or_none(log.committed) != self.term:
             # §6.4: until we commit an entry of our own term we do not know the latest commit index.
             ro.waiting_commit.append(PendingRead(index=0, context=context, requester=requester, seq=0, tick=tick))

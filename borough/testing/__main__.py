@@ -7,10 +7,10 @@
 
 ``--nodes``, ``--clients``, ``--ops``, ``--faults``, ``--partitions``, ``--keys``, ``--client-faults`` and
 ``--topology`` (also add, decommission and kill nodes, and check placement) set ``random_scenario``'s sizes for
-``--seed`` and ``fuzz``, and ``--quiesce-ticks N`` every node's ``quiesce_ticks`` (2: groups go quiet and wake
-many times a run), ``--read-mode lease`` every node's ``read_mode`` (leaders answer reads from their lease: the
-schedule's pauses and partitions test its clock assumption); ``--keep-going`` runs every seed and lists the
-failures at the end.
+``--seed`` and ``fuzz``, and ``--quiesce-ticks N`` every node's ``quiesce_ticks`` (0: groups never go quiet; the
+default, 1: they go quiet and wake many times a run), ``--read-mode lease`` every node's ``read_mode`` (leaders
+answer reads from their lease: the schedule's pauses and partitions test its clock assumption); ``--keep-going``
+runs every seed and lists the failures at the end.
 
 Each run prints its result and trace digest; a failure prints the full report and exits 1. Runs are
 deterministic: a replay gives the same trace digest as the run that failed.
