@@ -1,0 +1,145 @@
+"""What one operation costs the nodes, measured in the simulator: CPU per op, and Raft turns, messages and frames
+per op, for a fixed workload on a 3-node cluster. The counts are exact and do not move with machine load; the CPU
+figure (this process's CPU time, so the three nodes, the client and the simulated network together) moves a
+little with load, so compare two trees by alternating runs.
+
+Workloads (``--only`` picks some):
+- ``put-1x1``: one client putting into one partition, one put at a time (the single-client path).
+- ``put-64x64``: 64 clients putting into 64 partitions (load spread over many groups).
+- ``put-64x1``: 64 clients putting into one partition (the batching path).
+- ``get-1x1``: one client reading one key linearizably (a ReadIndex round per read).
+- ``create``: 300 partitions created at once by their first put, then 2 virtual seconds for them to go quiet.
+
+    .venv/bin/python bench/sim_cost.py                      # every workload
+    .venv/bin/python bench/sim_cost.py --only put-1x1 --profile /tmp/put.prof   # cProfile of one workload
+
+Everything runs in this process on virtual time; nothing touches the network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pathlib
+import random
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+import trio.testing
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from borough.testing import SimCluster  # noqa: E402
+
+
+def _counts(sim: SimCluster) -> tuple[int, int, int]:
+    nodes = [sn.node for sn in sim.nodes if sn.node is not None]
+    return (
+        sum(n.replicas.rounds.turns for n in nodes),
+        sum(n.outbox.messages_sent for n in nodes),
+        sum(n.outbox.frames_sent for n in nodes),
+    )
+
+
+async def _closed_loop(client: Any, names: list[str], clients: int, ops: int, op: str) -> int:
+    rng = random.Random(1)
+    done = 0
+
+    async def worker(i: int) -> None:
+        nonlocal done
+        k = 0
+        while done < ops:
+            k += 1
+            part = client.partition(names[rng.randrange(len(names))])
+            if op == "put":
+                await part.put(f"k{i}-{k}", b"x" * 100)
+            else:
+                await part.get("k")
+            done += 1
+
+    async with trio.open_nursery() as nursery:
+        for i in range(clients):
+            nursery.start_soon(worker, i)
+    return done
+
+
+def _load(op: str, clients: int, partitions: int, ops: int) -> Callable[[SimCluster, Any], Awaitable[int]]:
+    names = [f"p{i}" for i in range(partitions)]
+
+    async def setup_and_run(sim: SimCluster, client: Any) -> int:
+        return await _closed_loop(client, names, clients, ops, op)
+
+    setup_and_run.names = names  # type: ignore[attr-defined]
+    return setup_and_run
+
+
+async def _create(sim: SimCluster, client: Any, n: int = 300) -> int:
+    async def one(i: int) -> None:
+        await client.partition(f"c{i}").put("k", i)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(n):
+            nursery.start_soon(one, i)
+    await trio.sleep(2)  # (the new groups go quiet: that is part of what creating one costs)
+    return n
+
+
+WORKLOADS: dict[str, tuple[str, Any]] = {
+    "put-1x1": ("put", _load("put", 1, 1, 1500)),
+    "put-64x64": ("put", _load("put", 64, 64, 6000)),
+    "put-64x1": ("put", _load("put", 64, 1, 6000)),
+    "get-1x1": ("get", _load("get", 1, 1, 2000)),
+    "create": ("partition", _create),
+}
+
+
+async def _measure(name: str, profile: str | None) -> None:
+    unit, run = WORKLOADS[name]
+    async with SimCluster(3, seed=1) as sim, sim.client() as client:
+        names = getattr(run, "names", ["warm"])
+        for n in names:
+            await client.partition(n).put("k", b"v")
+        await sim.wait_for_leaders(names)
+        await trio.sleep(3)  # (every group settles, the idle ones go quiet)
+        sim.net.tracer = None
+        for sn in sim.nodes:
+            if sn.node is not None:
+                sn.node.trace = None
+        before = _counts(sim)
+        prof = cProfile.Profile() if profile else None
+        cpu0 = time.process_time()
+        if prof is not None:
+            prof.enable()
+        done = await run(sim, client)
+        if prof is not None:
+            prof.disable()
+            prof.dump_stats(profile)
+        cpu = time.process_time() - cpu0
+        turns, messages, frames = (b - a for a, b in zip(before, _counts(sim), strict=True))
+        print(
+            f"{name:10} {done:6} ops  CPU {cpu * 1e6 / done:7.0f} us/{unit}  turns {turns / done:6.2f}  "
+            f"messages {messages / done:6.2f}  frames {frames / done:6.2f} per {unit}"
+            + ("  (profiled)" if prof is not None else ""),
+            flush=True,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", action="append", choices=sorted(WORKLOADS), help="run only these workloads")
+    parser.add_argument("--profile", metavar="FILE", help="cProfile the (one) workload into FILE")
+    args = parser.parse_args()
+    names = args.only or list(WORKLOADS)
+    if args.profile and len(names) != 1:
+        parser.error("--profile takes exactly one workload (--only NAME)")
+    print("simulator, 3 nodes: CPU is this process's (nodes, client and simulated network together)")
+    for name in names:
+        trio.run(_measure, name, args.profile, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+if __name__ == "__main__":
+    main()
