@@ -75,6 +75,8 @@ class NodeMetrics:
         )
         self.registry.register(_Collector(node))
         self._op_series: dict[str, Any] = {}  # op name -> its labelled child of op_seconds (labels() costs)
+        self._synced_series = self.commit_write_seconds.labels("true")  # (observed once per write cycle)
+        self._unsynced_series = self.commit_write_seconds.labels("false")
 
     def observe_op(self, op: str, seconds: float) -> None:
         series = self._op_series.get(op)
@@ -83,7 +85,7 @@ class NodeMetrics:
         series.observe(seconds)
 
     def observe_commit(self, batches: int, synced: bool, seconds: float) -> None:
-        self.commit_write_seconds.labels("true" if synced else "false").observe(seconds)
+        (self._synced_series if synced else self._unsynced_series).observe(seconds)
         self.commit_batches.observe(batches)
 
     def text(self) -> bytes:
