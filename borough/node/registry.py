@@ -30,7 +30,7 @@ from borough.node.statemachine import KvStateMachine, StateMachine, SystemStateM
 from borough.node.system_state import SYSTEM, SystemState
 from borough.raft.config import RaftConfig
 from borough.raft.messages import Message
-from borough.raft.records import ConfState, SnapshotMeta
+from borough.raft.records import ConfState, HardState, SnapshotMeta
 
 __all__ = ["Replicas"]
 
@@ -175,11 +175,17 @@ class Replicas:
         if failed.name not in self._replicas and self._host.store.has_replica(failed.name):
             self.start(failed.name)
 
-    async def bootstrap(self, name: str, voters: Sequence[str], *, sync: bool = True) -> Replica:
-        """Create a new group's replica with its initial configuration (a snapshot meta at index 0). Not ``sync``:
-        durable with the replica's first synced write (its vote); lost before that, nothing depended on it."""
+    async def bootstrap(
+        self, name: str, voters: Sequence[str], *, sync: bool = True, appoint: str | None = None
+    ) -> Replica:
+        """Create a new group's replica with its initial configuration (a snapshot meta at index 0), and with
+        ``appoint`` the group's first leader: every initial voter starts at term 1 having voted for it, so it
+        leads term 1 with no election (``Raft.take_appointment``). Not ``sync``: durable with the replica's first
+        synced write (its first vote or answer); lost before that, nothing depended on it."""
         batch = self._host.store.write_batch()
         batch.set_snapshot_meta(name, SnapshotMeta(index=0, term=0, conf_state=ConfState(voters=voters)))
+        if appoint is not None:
+            batch.set_hard_state(name, HardState(term=1, vote=NodeId(appoint), commit=0))
         await self._host.committer.commit(batch, sync=sync)
         existing = self._replicas.get(name)
         if existing is not None:
@@ -209,9 +215,11 @@ class Replicas:
                     raise
                 record = None
             if record is not None and not deleted_here and self._host.node_id in record.voters:
-                replica = await self.bootstrap(name, record.voters, sync=False)  # (re-made from the record if lost)
+                # (Re-made from the record if lost.) The ring owner, the record's first voter, is appointed the
+                # group's first leader: it leads at once, and a write rides with its first entry.
+                replica = await self.bootstrap(name, record.voters, sync=False, appoint=record.voters[0])
                 if record.voters[0] == self._host.node_id:
-                    replica.campaign()  # the ring owner starts the first election at once (a write rides with it)
+                    replica.campaign()
                     if not wait:
                         return replica
                     with trio.move_on_after(self._config.election_ticks * self._config.tick_interval):

@@ -109,6 +109,7 @@ class Replica(Turns):
         self.conf_change_in_flight = False
         self.removed = False  # set once this node is out of the group: the replica then stops for good
         self._first_campaign = False  # ``campaign`` was called and the election may not have ended (``electing``)
+        self._campaign_queued = False  # ``campaign`` was called and the core has not been told yet
 
     def __repr__(self) -> str:
         return f"<Replica {self.name!r} on {self.host.node_id} {self._raw.role.name.lower()} term {self.term}>"
@@ -171,11 +172,16 @@ class Replica(Turns):
             raise Overloaded(f"partition {self.name!r} has {QUEUE_LIMIT} operations queued on {self.host.node_id}")
 
     def campaign(self) -> None:
-        """Start an election now (a freshly created group's first replica, to skip one election timeout; and
-        pre-vote while it is at term 0: ``RawNode.campaign(first=True)``). Writes proposed until it ends wait
-        for its outcome (``electing``)."""
-        self._first_campaign = True
-        self._inbox.command(lambda raw: raw.campaign(first=True))
+        """Start a freshly created group's first term now: at once when this replica is appointed its first
+        leader, else with an election that skips one election timeout (and pre-vote while at term 0):
+        ``RawNode.campaign(first=True)``. Writes proposed until it ends wait for its outcome (``electing``)."""
+        self._first_campaign = self._campaign_queued = True
+
+        def start(raw: RawNode) -> None:
+            self._campaign_queued = False
+            raw.campaign(first=True)
+
+        self._inbox.command(start)
 
     def command(self, fn: Callable[[RawNode], object]) -> None:
         """Run ``fn`` on the core at the replica's next turn (``RawNode.forget_leader``, ``RawNode.wake``)."""

@@ -55,16 +55,23 @@ class Turns:
     _failure: BaseException | None
     _snapshot_every: int
     _first_campaign: bool
+    _campaign_queued: bool
 
     @property
     def electing(self) -> bool:
-        """Whether this replica is electing itself its group's first leader (``Replica.campaign``) and the election
-        has not ended: proposals wait in the queue for its outcome, so a new partition's first write rides with
-        the new leader's first entry (one append, one sync) instead of following it."""
+        """Whether this replica is starting its group's first term (``Replica.campaign``: taking the lead it is
+        appointed to, or electing itself) and has not finished: proposals wait in the queue for the outcome, so a
+        new partition's first write rides with the new leader's first entry (one append, one sync) instead of
+        following it."""
         if self._first_campaign:
             raw = self._raw
             role = raw.role
-            if role is Role.CANDIDATE or role is Role.PRE_CANDIDATE or (role is Role.FOLLOWER and raw.term == 0):
+            if (
+                self._campaign_queued
+                or role is Role.CANDIDATE
+                or role is Role.PRE_CANDIDATE
+                or (role is Role.FOLLOWER and raw.term == 0)
+            ):
                 return True
             self._first_campaign = False
         return False

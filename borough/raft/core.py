@@ -370,6 +370,26 @@ class Raft(LeaderMixin):
             self._become_candidate()
             self._solicit(pre_vote=False, transfer=transfer)
 
+    def take_appointment(self) -> bool:
+        """Lead a new group's first term without an election, if this replica was appointed to: every initial
+        voter of a group the driver creates starts at term 1 having voted for the same member (the directory
+        record's first voter), so no member can vote for anyone else in term 1 and no candidate can reach
+        term 1 (a candidate's term is its old one plus one). The appointee may then take term 1 at once: here at
+        term 1, its own vote, no leader heard of and an empty log (a log means it led before: it campaigns as
+        usual). Returns whether it did. The driver must make the appointment durable before any message of
+        this leader leaves (``RawNode.campaign`` sees to it)."""
+        if not (
+            self.term == 1
+            and self.vote == self.id
+            and self.role is Role.FOLLOWER
+            and self.lead is None
+            and self.log.last_index() == 0
+            and self.promotable()
+        ):
+            return False
+        self._become_leader()
+        return True
+
     def _solicit(self, pre_vote: bool, transfer: bool) -> None:
         term = self.term + 1 if pre_vote else self.term
         if self._tally(self.id, True, pre_vote):

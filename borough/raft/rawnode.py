@@ -198,10 +198,18 @@ class RawNode:
         voter, and, in lease mode, a replica that heard from a leader within an election timeout (campaigning
         then would let a new leader serve writes while the old one still serves lease reads).
 
-        ``first``: the first election of a group just created. While this replica is still at term 0 it skips
-        pre-vote, which protects a sitting leader from a disruptive candidate: no member can have led yet, and a
-        member at a later term refuses a term-1 vote request anyway. That spares a new group one round trip."""
+        ``first``: the first election of a group just created. A replica appointed its first leader (at term 1
+        with its own vote: ``Raft.take_appointment``) leads at once, with no election at all; its next Ready
+        writes the appointment again, synced, before any of its messages leave (it was written unsynced with the
+        replica, and nobody may hear of a term before the vote in it is durable). Else, while this replica is
+        still at term 0 it skips pre-vote, which protects a sitting leader from a disruptive candidate: no member
+        can have led yet, and a member at a later term refuses a term-1 vote request anyway. Either spares a new
+        group round trips."""
         r = self._raft
+        if first and r.take_appointment():
+            r.dirty = True
+            self._prev_hs = HardState(term=0, vote=None, commit=self._prev_hs.commit)  # (a new term and vote, to sync)
+            return
         if r.cfg.read_only == "lease" and r.role is not Role.LEADER and r.in_lease():
             return
         r.dirty = True

@@ -21,10 +21,10 @@ from borough.errors import NotFound, NotLeader, Unavailable
 from borough.kv import encode_value
 from borough.node.records import DirectoryRecord
 from borough.node.registry import Replicas
-from borough.raft.messages import AppendRequest, AppendResponse, Heartbeat, HeartbeatResponse, VoteRequest, VoteResponse
-from borough.raft.records import ConfState, Tombstone
+from borough.raft.messages import AppendRequest, AppendResponse, Heartbeat, HeartbeatResponse, VoteRequest
+from borough.raft.records import ConfState, HardState, Tombstone
 
-from .replica_harness import FakeHost, Sent, bootstrap, open_host, prefill, settle, wait_until
+from .replica_harness import FakeHost, Sent, Written, bootstrap, open_host, prefill, settle, wait_until
 
 CONFIG = NodeConfig(data_dir=None, tick_interval=0.1, request_timeout=5.0)
 
@@ -109,11 +109,11 @@ async def test_resume_starts_every_replica_the_store_holds(autojump_clock: trio.
         assert node.directory.lookups == []
 
 
-async def test_local_bootstraps_from_the_directory_record_and_the_first_voter_campaigns(
+async def test_local_bootstraps_from_the_directory_record_and_appoints_the_first_voter(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with open_node() as node:
-        node.directory.add("p", "a", "b", "c")  # this node owns p: it starts the first election
+        node.directory.add("p", "a", "b", "c")  # this node owns p: it is appointed p's first leader
         node.directory.add("q", "b", "a", "c")  # a voter of q, but not its first
         p = await node.replicas.local("p")
         q = await node.replicas.local("q")
@@ -121,8 +121,15 @@ async def test_local_bootstraps_from_the_directory_record_and_the_first_voter_ca
         store = node.host.store
         assert store.snapshot_meta("p").conf_state == ConfState(voters=["a", "b", "c"])
         assert store.snapshot_meta("q").conf_state == ConfState(voters=["a", "b", "c"])
-        assert {m.to for m in sent_in(node.host, "p", VoteRequest)} == {"b", "c"}
-        assert sent_in(node.host, "q", VoteRequest) == []
+        # Every initial voter starts at term 1 having voted for the record's first voter: p's owner leads term 1
+        # with no election (its appends go out, no vote request), and q's replica here waits for b.
+        hard = store.hard_state("p")
+        assert (hard.term, hard.vote) == (1, "a") and p.is_leader and p.term == 1
+        assert {m.to for m in sent_in(node.host, "p", AppendRequest)} == {"b", "c"}
+        assert sent_in(node.host, "p", VoteRequest) == []
+        hard = store.hard_state("q")
+        assert (hard.term, hard.vote) == (1, "b") and not q.is_leader
+        assert sent_in(node.host, "q", VoteRequest) == [] and sent_in(node.host, "q", AppendRequest) == []
         assert node.replicas.get("p") is p and node.replicas.get("q") is q
         assert await node.replicas.local("p") is p  # found, not created again
         assert node.directory.lookups == ["p", "q"]
@@ -178,24 +185,27 @@ async def test_leader_names_the_leader_and_its_address(autojump_clock: trio.test
 async def test_a_write_to_a_group_being_created_rides_with_its_first_leaders_first_entry(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """The ring owner's replica of a new group is handed to a write (``electing_ok``) while it elects itself: the
-    write waits in the queue, and the new leader's first append carries it with the empty entry of its term (one
-    append and one sync instead of two). Other callers still wait for the election's outcome."""
+    """The ring owner's replica of a new group is handed to a write (``electing_ok``) before it has taken the
+    lead it is appointed to: the write waits in the queue, and the new leader's first append carries it with the
+    empty entry of its term (one append and one sync instead of two). The appointment is made durable before that
+    append leaves: the first Ready writes term 1 and the vote again, synced, and sends its appends after."""
     async with open_node() as node:
         node.directory.add("p", "a", "b", "c")
         replica = await node.replicas.leader("p", {}.get, electing_ok=True)
         assert replica.electing and not replica.is_leader
         waiter = replica.propose_nowait(put("k", 1))
-        await settle()
-        votes = sent_in(node.host, "p", VoteRequest)
-        assert {m.to for m in votes} == {"b", "c"} and sent_in(node.host, "p", AppendRequest) == []
-        assert replica.electing  # still a candidate: the write waits
-        replica.deliver(VoteResponse(frm="b", to="a", term=votes[0].term))
         await wait_until(lambda: len(sent_in(node.host, "p", AppendRequest)) == 2)
-        assert replica.is_leader and not replica.electing
+        assert replica.is_leader and not replica.electing and replica.term == 1
+        assert sent_in(node.host, "p", VoteRequest) == []
         for append in sent_in(node.host, "p", AppendRequest):
             assert [e.index for e in append.entries] == [1, 2] and append.entries[0].data == b""
-        replica.deliver(AppendResponse(frm="b", to="a", term=votes[0].term, index=2))
+        events = node.host.events
+        first_append = next(i for i, e in enumerate(events) if isinstance(e, Sent) and e.partition == "p")
+        assert any(
+            isinstance(e, Written) and e.sync and e.last_index == 2 and e.hard_state == HardState(term=1, vote="a")
+            for e in events[:first_append]
+        )  # (term 1, the vote and the entries durable before anyone hears of the term)
+        replica.deliver(AppendResponse(frm="b", to="a", term=1, index=2))
         with trio.fail_after(5):
             await waiter.wait()
         assert node.host.store.get("p", "k") == 1
@@ -204,9 +214,13 @@ async def test_a_write_to_a_group_being_created_rides_with_its_first_leaders_fir
 async def test_a_write_waiting_for_a_lost_first_election_is_refused_as_not_run(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    # (A group made from its directory record appoints its first leader, which never loses: this is a group
+    # whose replica was made with no appointment, at term 0, whose first leader is elected.)
     async with open_node() as node:
         node.directory.add("p", "a", "b", "c")
+        (await node.replicas.bootstrap("p", ["a", "b", "c"], sync=False)).campaign()
         replica = await node.replicas.leader("p", {}.get, electing_ok=True)
+        assert replica.electing
         waiter = replica.propose_nowait(put("k", 1))
         await settle()
         # Another voter won the term (it heard from a quorum first): this replica follows it, the write is refused.

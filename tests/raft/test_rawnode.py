@@ -500,3 +500,41 @@ def test_heartbeats_from_the_leader_hold_off_vote_requests() -> None:
     n.tick()  # an election timeout since the heartbeat: votes are considered again
     n.step(VoteRequest(frm=N3, to=N2, term=5, last_index=9, last_term=5))
     assert n.term == 5
+
+
+# --- a new group's appointed first leader ---------------------------------------------------------------------
+
+
+def test_an_appointed_first_voter_leads_term_one_without_an_election_and_syncs_the_appointment_first() -> None:
+    # Every initial voter starts at term 1 having voted for "1" (the driver writes that with the replica).
+    raw = make_node("1", term=1, vote="1")
+    raw.campaign(first=True)
+    assert raw.role is Role.LEADER and raw.term == 1
+    rd = raw.ready()
+    # The appointment was written unsynced with the replica: it is written again, synced, and nothing leaves
+    # before it (the appends go after the write, not before it as a sitting leader's may).
+    assert rd.hard_state is not None and (rd.hard_state.term, rd.hard_state.vote) == (1, "1")
+    assert rd.must_sync and not rd.appends_first
+    assert [e.index for e in rd.entries] == [1]
+    assert {m.to for m in rd.messages if isinstance(m, AppendRequest)} == {"2", "3"}
+    assert not [m for m in rd.messages if isinstance(m, VoteRequest)]
+
+
+def test_a_voter_appointed_for_another_member_refuses_term_one_votes_and_campaigns_for_term_two() -> None:
+    follower = make_node("2", term=1, vote="1")
+    follower.campaign(first=True)  # not the appointee: an ordinary campaign (pre-vote first) for term 2
+    asks = [m for m in follower.ready().messages if isinstance(m, VoteRequest)]
+    assert follower.role is Role.PRE_CANDIDATE and {(m.term, m.pre_vote) for m in asks} == {(2, True)}
+    other = make_node("3", term=1, vote="1")
+    other.step(VoteRequest(frm="2", to="3", term=1, last_index=0, last_term=0))
+    rd = other.ready()
+    answers = [m for m in rd.messages if isinstance(m, VoteResponse)]
+    assert len(answers) == 1 and answers[0].reject  # its term-1 vote is the appointee's
+
+
+def test_an_appointee_with_a_log_campaigns_as_usual() -> None:
+    # A log means it led term 1 before (and lost its leadership's memory, not its entries): no second term 1.
+    raw = make_node("1", log=[1], term=1, vote="1")
+    raw.campaign(first=True)
+    asks = [m for m in raw.ready().messages if isinstance(m, VoteRequest)]
+    assert raw.role is Role.PRE_CANDIDATE and {(m.term, m.pre_vote) for m in asks} == {(2, True)}
