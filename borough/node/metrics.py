@@ -186,7 +186,9 @@ class _Collector(Collector):
         yield _counter("role_refusals", "Frames and calls refused because of the peer's role", node.roles.refused)
         yield _counter("replica_failures", "Replicas that failed and were restarted from disk", node.replicas.failures)
         yield _counter(
-            "stale_incarnation_drops", "Messages meant for a replica this node deleted", node.replicas.dropped_stale
+            "stale_incarnation_drops",
+            "Messages meant for a replica this node deleted",
+            node.replicas.arrivals.dropped_stale,
         )
         yield _counter(
             "partition_creations_refused", "Partition creations refused: the caller was over its rate",

@@ -16,6 +16,7 @@ import os
 import random
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import trio
@@ -109,7 +110,7 @@ class Node:
             config=config,
             rng=rng,
             nursery=nursery,
-            find_record=lambda name: self.directory.record(name, create=False),
+            find_record=partial(self.directory.record, create=False), known_record=self.directory.cached_record,
             on_deleted=lambda name: self.session.router.learn_leader(name, None),
             on_tick=None if trace is None else lambda n: trace("tick", (n,)),
             after_round=lambda: self.outbox.flush(),  # (every Raft message is sent in a round: none waits a pass)

@@ -19,8 +19,9 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 import trio
 
 from borough.config import NodeConfig
-from borough.errors import BoroughError, NotFound, NotLeader, StorageError, Unavailable
+from borough.errors import NotFound, NotLeader, StorageError, Unavailable
 from borough.ids import NodeId
+from borough.node.arrivals import Arrivals
 from borough.node.clocks import Clocks
 from borough.node.leaders import Leaders
 from borough.node.records import DirectoryRecord, Hosting
@@ -31,14 +32,12 @@ from borough.node.system_state import SYSTEM, SystemState
 from borough.raft.config import RaftConfig
 from borough.raft.messages import Message
 from borough.raft.records import ConfState, HardState, SnapshotMeta
+from borough.store.batch import WriteBatch
 
 __all__ = ["Replicas"]
 
 logger = logging.getLogger(__name__)
 
-#: Raft messages held for a partition whose replica is being created (beyond: dropped, Raft retransmits).
-PENDING_MESSAGES = 256
-PENDING_PARTITIONS = 1024
 #: The most a message's term may exceed the replica's own: more elections than any group holds in practice
 #: (a forged term near 2**63 would otherwise wedge the group, since no election could pass it).
 MAX_TERM_GAP = 1 << 32
@@ -61,6 +60,7 @@ class Replicas:
         rng: random.Random,
         nursery: trio.Nursery,
         find_record: FindRecord,
+        known_record: Callable[[str], DirectoryRecord | None] = lambda name: None,
         on_deleted: Callable[[str], None] = lambda name: None,
         on_tick: Callable[[int], None] | None = None,
         after_round: Callable[[], None] | None = None,
@@ -74,11 +74,11 @@ class Replicas:
         self.rounds = Rounds(host.committer, before=lambda: self.clocks.catch_up(self._on_tick), after=after_round)
         nursery.start_soon(self.rounds.run, name="raft rounds")
         self.leaders = Leaders(self)  # where each replica's leader is (the node reports their leader changes)
-        self._pending: dict[str, list[tuple[Message, int, int]]] = {}
-        #: Messages dropped: meant for a replica this node deleted (an earlier incarnation); with a term out of reach
-        #: of any group (``MAX_TERM_GAP``).
-        self.dropped_stale = self.dropped_terms = 0
-        self._creating: set[str] = set()
+        # Raft messages for groups not hosted here yet, and the replicas made for them.
+        timeout = config.request_timeout
+        self.arrivals = Arrivals(host=host, maker=self, nursery=nursery, known_record=known_record, timeout=timeout)
+        #: Messages dropped with a term out of reach of any group (``MAX_TERM_GAP``).
+        self.dropped_terms = 0
         self._restarts: dict[str, int] = {}  # partition -> failures of its replica so far (for the backoff)
         #: Replicas that failed (and were restarted from disk).
         self.failures = 0
@@ -133,7 +133,7 @@ class Replicas:
         replica = Replica(self._host, name, raft, machine, rng, snapshot_every=every, rounds=rounds, clocks=self.clocks)
         self._replicas[name] = replica
         self._nursery.start_soon(self._run, replica, name=f"replica {name!r}")
-        for message, to_inc, frm_inc in self._pending.pop(name, ()):
+        for message, to_inc, frm_inc in self.arrivals.take(name):
             replica.deliver(message, to_inc, frm_inc)
         return replica
 
@@ -182,15 +182,16 @@ class Replicas:
         ``appoint`` the group's first leader: every initial voter starts at term 1 having voted for it, so it
         leads term 1 with no election (``Raft.take_appointment``). Not ``sync``: durable with the replica's first
         synced write (its first vote or answer); lost before that, nothing depended on it."""
+        await self._host.committer.commit(self.first_batch(name, voters, appoint), sync=sync)
+        return self._replicas.get(name) or self.start(name)
+
+    def first_batch(self, name: str, voters: Sequence[str], appoint: str | None) -> WriteBatch:
+        """The batch that makes a new group's replica (see ``bootstrap``)."""
         batch = self._host.store.write_batch()
         batch.set_snapshot_meta(name, SnapshotMeta(index=0, term=0, conf_state=ConfState(voters=voters)))
         if appoint is not None:
             batch.set_hard_state(name, HardState(term=1, vote=NodeId(appoint), commit=0))
-        await self._host.committer.commit(batch, sync=sync)
-        existing = self._replicas.get(name)
-        if existing is not None:
-            return existing
-        return self.start(name)
+        return batch
 
     async def local(self, name: str, *, empty_ok: bool = False, wait: bool = True) -> Replica:
         """This node's replica of ``name``, created if this node is one of its initial voters (or, with
@@ -256,48 +257,14 @@ class Replicas:
             if replica is not None:
                 replica.deliver(message, to_inc, frm_inc, member=member)
             return
-        pending = self._pending.get(partition)
-        if pending is None:
-            if len(self._pending) >= PENDING_PARTITIONS or self._deleted_incarnation(partition, to_inc):
-                return
-            pending = self._pending[partition] = []
-        if len(pending) < PENDING_MESSAGES:
-            pending.append((message, to_inc, frm_inc))
-        if partition not in self._creating:
-            self._creating.add(partition)
-            self._nursery.start_soon(self._create_for_message, partition)
-
-    def _deleted_incarnation(self, partition: str, to_inc: int) -> bool:
-        """Whether a message meant for incarnation ``to_inc`` of ``partition``'s replica is meant for one this
-        node deleted (it must not create a new replica: the sender is a stale leader, or the message was
-        delayed past the removal)."""
-        tombstone = self._host.store.tombstone(partition)
-        if tombstone is None or to_inc > tombstone.incarnation:
-            return False
-        self.dropped_stale += 1
-        return True
+        self.arrivals.hold(partition, message, to_inc, frm_inc)
 
     async def for_snapshot(self, name: str, to_inc: int) -> Replica:
         """This node's replica of ``name`` to install a snapshot meant for incarnation ``to_inc`` in, created
         empty if there is none (the replica itself then checks the incarnations, see ``Replica.deliver``)."""
-        if name not in self._replicas and self._deleted_incarnation(name, to_inc):
+        if name not in self._replicas and self.arrivals.deleted_incarnation(name, to_inc):
             raise Unavailable(f"partition {name!r}: the snapshot is for a replica {self._host.node_id} has deleted")
         return await self.local(name, empty_ok=True)
-
-    async def _create_for_message(self, partition: str) -> None:
-        """A leader talks to us of a group we do not host: create the replica (from its directory record if we are
-        an initial voter, else empty, to receive the leader's log or snapshot); made-up partitions create nothing."""
-        try:
-            with trio.move_on_after(self._config.request_timeout):
-                await self.local(partition, empty_ok=True)
-        except NotFound:
-            logger.info("dropped Raft messages for %r: no such partition is registered", partition)
-        except BoroughError as exc:
-            logger.info("could not create a replica of %r for an inbound message: %s", partition, exc)
-        finally:
-            self._creating.discard(partition)
-            if partition not in self._replicas:
-                self._pending.pop(partition, None)
 
     # --- the Raft clock -----------------------------------------------------------------------------------
 

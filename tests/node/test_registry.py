@@ -15,7 +15,7 @@ import pytest
 import trio
 import trio.testing
 
-import borough.node.registry as registry_module
+import borough.node.arrivals as arrivals_module
 from borough.config import NodeConfig
 from borough.errors import NotFound, NotLeader, Unavailable
 from borough.kv import encode_value
@@ -64,6 +64,7 @@ async def open_node(
     prepare: Callable[[FakeHost], Any] | None = None,
     on_deleted: Callable[[str], None] = lambda name: None,
     on_tick: Callable[[int], None] | None = None,
+    known: bool = False,
 ) -> AsyncIterator[Node]:
     async with open_host("a") as host, trio.open_nursery() as nursery:
         if prepare is not None:
@@ -71,7 +72,7 @@ async def open_node(
         directory = Directory()
         replicas = Replicas(
             host=host, config=CONFIG, rng=random.Random(7), nursery=nursery, find_record=directory.find,
-            on_deleted=on_deleted, on_tick=on_tick,
+            known_record=directory.records.get if known else lambda name: None, on_deleted=on_deleted, on_tick=on_tick,
         )  # fmt: skip
         yield Node(host, replicas, directory, nursery)
         nursery.cancel_scope.cancel()
@@ -238,7 +239,7 @@ async def test_a_write_waiting_for_a_lost_first_election_is_refused_as_not_run(
 async def test_messages_for_an_unknown_partition_are_held_until_its_replica_exists(
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(registry_module, "PENDING_MESSAGES", 2)
+    monkeypatch.setattr(arrivals_module, "PENDING_MESSAGES", 2)
     async with open_node() as node:
         node.directory.add("p", "b", "c", "d")
         node.directory.gate = trio.Event()
@@ -261,7 +262,7 @@ async def test_messages_for_an_unknown_partition_are_held_until_its_replica_exis
 async def test_held_partitions_are_bounded(
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(registry_module, "PENDING_PARTITIONS", 1)
+    monkeypatch.setattr(arrivals_module, "PENDING_PARTITIONS", 1)
     async with open_node() as node:
         node.directory.add("p", "b", "c", "d")
         node.directory.add("q", "b", "c", "d")
@@ -290,7 +291,7 @@ async def test_a_message_meant_for_a_deleted_replica_does_not_create_one(
         node.directory.add("p", "b", "c", "d")
         node.replicas.deliver("p", Heartbeat(frm="b", to="a", term=4, commit=0), 3, 0)  # for the deleted one
         await settle()
-        assert "p" not in node.replicas and node.replicas.dropped_stale == 1 and node.directory.lookups == []
+        assert "p" not in node.replicas and node.replicas.arrivals.dropped_stale == 1 and node.directory.lookups == []
         with pytest.raises(Unavailable, match="deleted"):
             await node.replicas.for_snapshot("p", 2)
         node.replicas.deliver("p", Heartbeat(frm="b", to="a", term=5, commit=0), 4, 0)  # a later incarnation
@@ -402,3 +403,41 @@ async def test_the_ticker_ticks_every_running_clock_each_interval(autojump_clock
         assert [n for _, n in reports] == [2, 2, 2]
         assert [round(t - start, 6) for t, _ in reports] == [0.1, 0.2, 0.3]
         assert ticks == {"p": 3, "q": 3, "r": 0}
+
+
+async def test_a_voter_whose_record_is_known_here_makes_its_replica_with_no_task_or_wait(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The owner's first append reaches another initial voter that knows the record already (``_system`` sends
+    it to every node at once): the replica is made in the call that delivers the message, from the record (term 1,
+    the owner's vote), with no lookup, and answers the append."""
+    async with open_node(known=True) as node:
+        node.directory.add("p", "b", "a", "c")
+        append = AppendRequest(frm="b", to="a", term=1, prev_index=0, prev_term=0, entries=[], commit=0)
+        node.replicas.deliver("p", append, 0, 0)
+        assert "p" in node.replicas  # (the first batch was written at once: no synced write was in flight)
+        assert node.directory.lookups == []
+        hard = node.host.store.hard_state("p")
+        assert (hard.term, hard.vote) == (1, "b")
+        await wait_until(lambda: any(m.to == "b" for m in sent_in(node.host, "p", AppendResponse)))
+        assert node.replicas["p"].leader == "b"
+
+
+async def test_a_voter_made_while_the_disk_is_busy_starts_once_its_first_batch_is_written(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_node(known=True) as node:
+        node.directory.add("p", "b", "a", "c")
+        node.directory.add("q", "b", "c", "a")
+        node.host.committer.hold()  # (a slow disk: what is handed to the group commit waits)
+        for name in ("p", "q"):
+            node.replicas.deliver(name, Heartbeat(frm="b", to="a", term=1, commit=0), 0, 0)
+        node.replicas.deliver("p", Heartbeat(frm="b", to="a", term=1, commit=0), 0, 0)  # (held with the first)
+        await settle()
+        assert "p" not in node.replicas and "q" not in node.replicas and node.host.committer.waiting == 2
+        node.host.committer.release()
+        await wait_until(lambda: "p" in node.replicas and "q" in node.replicas)
+        assert node.directory.lookups == []
+        await wait_until(lambda: node.replicas["q"].leader == "b" and node.replicas["p"].leader == "b")
+        answers = [m for m in sent_in(node.host, "p", HeartbeatResponse) if m.to == "b"]
+        assert len(answers) == 2  # both held heartbeats reached the replica
