@@ -2,7 +2,7 @@
 
 This module owns the node's table of replicas and each replica's lifetime: a replica is started from the data
 dir (on restart), from its partition's directory record (when this node is an initial voter), or empty (when a
-leader talks to this node about a group it does not host yet, holding the first messages until it exists). Each
+leader talks to this node about a group it does not host yet: ``borough.node.arrivals`` holds the messages). Each
 runs in a task of the node's nursery; one ticker drives every replica's Raft clock. A replica that fails is
 restarted from disk after a backoff without touching the others; only a storage failure stops the node. A
 replica removed from its group deletes its data (leaving a tombstone) before it leaves the table, so no message
