@@ -8,7 +8,8 @@ its ticker ran (the ``tick`` trace events) and clocks it keeps running.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pytest
@@ -298,3 +299,35 @@ async def test_an_idle_node_never_walks_every_replica_it_hosts(
         await wait_quiet(sim, ["w7"])
         await trio.sleep(10)
         assert walks == []
+
+
+async def test_creating_a_partition_takes_no_election_and_its_group_goes_quiet_at_the_next_tick(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new partition's first leader is appointed, not elected (no vote request), its first append carries the
+    write that created it, and the group goes quiet at the next tick with one heartbeat that its followers do not
+    answer: six Raft messages in all, counted per partition as its replicas hand them to the wire."""
+    names = [f"c{i}" for i in range(20)]
+    async with SimCluster(3, seed=41, keep_trace=0) as sim, sim.client() as client:
+        await client.partition("warm").put("k", 0)
+        await wait_quiet(sim, ["warm", SYSTEM])
+        sent: Counter[tuple[str, str]] = Counter()
+        for sim_node in sim.running():
+            node = sim_node.node
+            assert node is not None
+            send = node.send_raft
+
+            def counting(partition: str, messages: Sequence[Any], stamp: Any, send: Any = send) -> None:
+                for message in messages:
+                    sent[partition, type(message).__name__] += 1
+                send(partition, messages, stamp)
+
+            monkeypatch.setattr(node, "send_raft", counting)
+        async with trio.open_nursery() as nursery:
+            for i, name in enumerate(names):
+                nursery.start_soon(client.partition(name).put, "k", i)
+        await wait_quiet(sim, names)
+        for name in names:
+            kinds = {kind: n for (partition, kind), n in sent.items() if partition == name}
+            assert kinds == {"AppendRequest": 2, "AppendResponse": 2, "Heartbeat": 2}, (name, kinds)
+            assert all(sim[i].replicas[name].term == 1 for i in range(3))
