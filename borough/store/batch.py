@@ -177,14 +177,15 @@ class WriteBatch:
         add_key = keys.append
         add_value = values.append
         deletes = False
-        # The hot path (a put of a plain str or bytes key, as a 3-tuple) uses only locals and no calls, and
+        # The hot path (a put of a plain str or bytes key, as a 3-tuple or 3-list) uses only locals and no calls, and
         # stores a str key's encoded value as it is; anything else goes through _prepare_op, which also makes
         # every error message.
         put_ = _PUT
         bytes_key = _BYTES_KEY
         marker = _BYTES_KEY_BYTE
         for op in ops:
-            if type(op) is tuple and len(op) == 3:
+            t = type(op)
+            if (t is tuple or t is list) and len(op) == 3:  # (a decoded command's ops are lists)
                 kind, key, value = op
                 if kind == put_ and type(value) is bytes and key and value and value[0] != marker:
                     t = type(key)
