@@ -63,6 +63,7 @@ def test_a_state_copy_carries_every_slot_and_is_independent() -> None:
         setattr(st_, slot, ("value", i))
     new = st_.copy()
     assert new is not st_ and type(new) is PartitionState
-    assert {s: getattr(new, s) for s in PartitionState.__slots__} == {s: getattr(st_, s) for s in PartitionState.__slots__}
+    slots = PartitionState.__slots__
+    assert {s: getattr(new, s) for s in slots} == {s: getattr(st_, s) for s in slots}
     new.applied = 99
     assert st_.applied == ("value", PartitionState.__slots__.index("applied"))
