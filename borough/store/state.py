@@ -154,15 +154,14 @@ class PartMap:
         if not changes:
             return self
         mask = self.BUCKETS - 1
-        buckets = list(self._buckets)
-        copied: set[int] = set()
+        old = self._buckets
+        buckets = old.copy()
         length = self._len
         for name, st in changes.items():
             i = hash(name) & mask
-            if i not in copied:
-                buckets[i] = dict(buckets[i])
-                copied.add(i)
             bucket = buckets[i]
+            if bucket is old[i]:  # not copied yet
+                bucket = buckets[i] = bucket.copy()
             had = name in bucket
             if st is None:
                 if had:
