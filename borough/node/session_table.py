@@ -68,6 +68,9 @@ MAX_SEQ: Final = (1 << 63) - 1
 _CLOCK_KEY: Final = b"c"
 _SESSION: Final = b"s"
 _U64 = struct.Struct(">Q")
+_NONE: Final = cbor2.dumps(None)
+_new_object = object.__new__
+_set_attr = object.__setattr__
 
 
 @attrs.frozen(slots=True)
@@ -94,6 +97,20 @@ class SessionRef:
     @classmethod
     def from_list(cls, obj: object) -> SessionRef:
         """Raises ValueError for anything but ``[session, seq, low]`` with the bounds above."""
+        if type(obj) is list and len(obj) == 3:  # the hot path (every applied write): the same checks, inline
+            session, seq, low = obj
+            if (
+                type(session) is bytes
+                and len(session) == SESSION_ID_BYTES
+                and type(seq) is int
+                and type(low) is int
+                and 1 <= low <= seq <= MAX_SEQ
+            ):
+                ref = _new_object(cls)
+                _set_attr(ref, "session", session)
+                _set_attr(ref, "seq", seq)
+                _set_attr(ref, "low", low)
+                return ref
         if not isinstance(obj, list) or len(obj) != 3:
             raise ValueError("a write's session is [session_id, seq, low]")
         return cls(obj[0], obj[1], obj[2])
@@ -130,7 +147,10 @@ class SessionTable:
         #: The log time: the highest stamp applied (never goes back).
         self.now = 0.0
         self._sessions: OrderedDict[bytes, _Session] = OrderedDict()
-        self._changes: dict[bytes, bytes | None] = {}
+        # Record changes since the last ``changes()``: a value, None (delete), or a session whose header is
+        # encoded when the changes are taken (a session is touched several times per batch; one encode does).
+        self._changes: dict[bytes, bytes | _Session | None] = {}
+        self._clock_changed = False
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -146,7 +166,7 @@ class SessionTable:
         forget the sessions whose last write is more than ``expiry`` before it."""
         if stamp > self.now:
             self.now = stamp
-            self._changes[_CLOCK_KEY] = cbor2.dumps(stamp)
+            self._clock_changed = True  # (encoded once, by ``changes``)
         horizon = self.now - expiry
         sessions = self._sessions
         while sessions:
@@ -174,7 +194,7 @@ class SessionTable:
                 del session.results[seq]
             session.low = ref.low
             self._forget(ref.session, None, trimmed)
-            self._changes[_SESSION + ref.session] = _header(session)
+            self._changes[_SESSION + ref.session] = session
         if ref.seq in session.results:
             self._touch(ref.session, session)
             return Known(session.results[ref.seq])
@@ -207,18 +227,24 @@ class SessionTable:
             session = self._sessions[ref.session] = _Session(last=self.now, low=ref.low)
         session.results[ref.seq] = result
         self._touch(ref.session, session)
-        self._changes[_SESSION + ref.session + _U64.pack(ref.seq)] = cbor2.dumps(result)
+        self._changes[_SESSION + ref.session + _U64.pack(ref.seq)] = _NONE if result is None else cbor2.dumps(result)
 
     def changes(self) -> list[tuple[bytes, bytes | None]]:
         """The record changes since the last call (``(key, value or None to delete)``), for the batch that
         applies the same entries."""
         changes, self._changes = self._changes, {}
-        return list(changes.items())
+        out: list[tuple[bytes, bytes | None]] = []
+        if self._clock_changed:
+            self._clock_changed = False
+            out.append((_CLOCK_KEY, cbor2.dumps(self.now)))
+        for key, value in changes.items():
+            out.append((key, _header(value) if isinstance(value, _Session) else value))
+        return out
 
     def _touch(self, sid: bytes, session: _Session) -> None:
         session.last = self.now
         self._sessions.move_to_end(sid)
-        self._changes[_SESSION + sid] = _header(session)
+        self._changes[_SESSION + sid] = session
 
     def _forget(self, sid: bytes, whole: _Session | None, seqs: Iterable[int]) -> None:
         for seq in seqs:

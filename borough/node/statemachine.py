@@ -43,6 +43,7 @@ def encode_command(command: Any) -> bytes:
 
 #: The version tag that opens a stamped write command.
 _WRITE_V1 = 1
+_NORMAL = EntryKind.NORMAL
 
 
 def write_command(
@@ -113,7 +114,7 @@ class KvStateMachine:
         pending = self._pending
         pending.rounds.append(ops)
         for entry in entries:
-            if entry.kind != EntryKind.NORMAL or not entry.data:
+            if entry.kind != _NORMAL or not entry.data:
                 continue  # a conf change (the core handles it) or a leader's no-op
             txn: TxnCommand | None = None
             try:
@@ -138,14 +139,14 @@ class KvStateMachine:
                 results[entry.index] = self._apply_txn(entry.index, stamp, txn, ops, pending)
                 continue
             seen = None if session is None else sessions.check(session)
-            if isinstance(seen, Known):
-                results[entry.index] = seen.result
-            elif isinstance(seen, Refused):
-                results[entry.index] = seen.error
-            else:
+            if seen is None:  # (the common case first)
                 ops.extend(new_ops)
                 if session is not None:
                     sessions.record(session, None)
+            elif isinstance(seen, Known):
+                results[entry.index] = seen.result
+            else:
+                results[entry.index] = seen.error
         self.clock.observe(sessions.now)
         return ops, results
 

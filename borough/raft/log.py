@@ -31,7 +31,7 @@ def total_size(entries: Sequence[Entry]) -> int:
 def limit_size(entries: list[Entry], max_bytes: int) -> list[Entry]:
     """The longest prefix of ``entries`` whose total ``Entry.size()`` is at most ``max_bytes`` (at least one)."""
     # The common case (everything fits) in one pass without branches; the careful loop only when it does not.
-    if total_size(entries) <= max_bytes:
+    if len(entries) <= 1 or total_size(entries) <= max_bytes:  # (one entry always goes)
         return entries
     total = 0
     for i, e in enumerate(entries):
@@ -313,8 +313,14 @@ class RaftLog:
         cache = self.cache
         if not cache:
             return
-        drop = max(0, min(len(cache), self.applied - cache[0].index + 1))
-        size = self.cache_bytes - total_size(cache[:drop])
+        drop = self.applied - cache[0].index + 1
+        if drop <= 0:
+            if self.cache_bytes <= self.cache_limit:
+                return  # (the common case on a leader: nothing applied yet, nothing over the limit)
+            drop = 0
+        elif drop > len(cache):
+            drop = len(cache)
+        size = self.cache_bytes - total_size(cache[:drop]) if drop else self.cache_bytes
         while size > self.cache_limit and drop < len(cache):
             size -= len(cache[drop].data) + 24
             drop += 1

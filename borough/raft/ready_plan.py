@@ -55,14 +55,16 @@ class ReadyPlan:
     @property
     def persists(self) -> bool:
         """Whether there is anything to write (a snapshot to install, entries, a hard state or a compaction)."""
-        return bool(self.entries) or any(x is not None for x in (self.install, self.hard_state, self.compaction))
+        return (
+            bool(self.entries) or self.install is not None or self.hard_state is not None or self.compaction is not None
+        )
 
 
 def plan_ready(rd: Ready, *, appends_first: bool = True) -> ReadyPlan:
     """The plan for ``rd``. With ``appends_first`` (and ``rd.appends_first``, and something to persist), the
     AppendRequest and Heartbeat messages go in ``send_before``; otherwise every message other than an
     InstallSnapshot goes in ``send_after``, in its original order. ``rd`` is not modified."""
-    persists = bool(rd.entries) or any(x is not None for x in (rd.snapshot, rd.hard_state, rd.compaction))
+    persists = bool(rd.entries) or rd.snapshot is not None or rd.hard_state is not None or rd.compaction is not None
     early = appends_first and rd.appends_first and persists
     before: list[Message] = []
     after: list[Message] = []

@@ -90,7 +90,8 @@ class WriteBatch:
 
     def set_hard_state(self, partition: str, hard_state: HardState) -> None:
         """Persist the partition's Raft hard state (term, vote, commit)."""
-        enc.partition_name_bytes(partition)
+        if type(partition) is not str or not partition:  # (the hot path skips the call; the same check)
+            enc.partition_name_bytes(partition)
         if not isinstance(hard_state, HardState):
             raise TypeError(f"hard_state must be a HardState, not {type(hard_state).__name__}")
         encoded = enc.encode_hard_state(hard_state)
@@ -101,7 +102,8 @@ class WriteBatch:
         """Append consecutive log entries. Stored entries at ``entries[0].index`` and beyond are replaced (and
         any stored after the last new one dropped): Raft's conflict truncation (§5.3). ``entries[0].index``
         must lie in ``[first_index, last_index + 1]`` when the batch is written."""
-        enc.partition_name_bytes(partition)
+        if type(partition) is not str or not partition:
+            enc.partition_name_bytes(partition)
         if not entries:
             return
         items: list[tuple[bytes, bytes]] = []
@@ -168,8 +170,10 @@ class WriteBatch:
         ``records`` are ``(key, value or None to delete)`` changes to the partition's internal records (see
         ``Store.records``), which no user read or write can reach: non-empty ``bytes`` keys and ``bytes`` values.
         """
-        enc.partition_name_bytes(partition)
-        _index(applied_index, "applied_index")
+        if type(partition) is not str or not partition:
+            enc.partition_name_bytes(partition)
+        if type(applied_index) is not int or applied_index < 0:
+            _index(applied_index, "applied_index")
         gen = self._store._data_gen(partition)
         prefix = enc.data_prefix(gen)
         keys: list[bytes] = []
@@ -177,14 +181,15 @@ class WriteBatch:
         add_key = keys.append
         add_value = values.append
         deletes = False
-        # The hot path (a put of a plain str or bytes key, as a 3-tuple) uses only locals and no calls, and
+        # The hot path (a put of a plain str or bytes key, as a 3-tuple or 3-list) uses only locals and no calls, and
         # stores a str key's encoded value as it is; anything else goes through _prepare_op, which also makes
         # every error message.
         put_ = _PUT
         bytes_key = _BYTES_KEY
         marker = _BYTES_KEY_BYTE
         for op in ops:
-            if type(op) is tuple and len(op) == 3:
+            t = type(op)
+            if (t is tuple or t is list) and len(op) == 3:  # (a decoded command's ops are lists)
                 kind, key, value = op
                 if kind == put_ and type(value) is bytes and key and value and value[0] != marker:
                     t = type(key)

@@ -54,6 +54,19 @@ class _MemoryEngine:
         data = self.data
         undo = self.undo
         changed: list[tuple[bytes, bool]] = []  # (key, inserted) for keys that entered or left the map
+        if sync:  # this write makes everything durable: no undo to keep
+            undo.clear()
+            for key, value in ops:
+                if value is None:
+                    if data.pop(key, None) is not None:
+                        changed.append((key, False))
+                else:
+                    old = data.get(key)
+                    data[key] = value
+                    if old is None:
+                        changed.append((key, True))
+            self._reindex(changed)
+            return
         for key, value in ops:
             old = data.get(key)
             undo.append((key, old))
@@ -66,8 +79,6 @@ class _MemoryEngine:
                 if old is None:
                     changed.append((key, True))
         self._reindex(changed)
-        if sync:
-            undo.clear()
 
     def _reindex(self, changed: list[tuple[bytes, bool]]) -> None:
         if not self._sorted or not changed:

@@ -137,7 +137,8 @@ class Translation:
                 "so that would leave a gap"
             )
         if st.log_hi >= st.log_lo:
-            self._delete_log(st, last + 1, st.log_hi)  # §5.3: drop the conflicting tail beyond the new entries
+            if st.log_hi > last:  # §5.3: drop the conflicting tail beyond the new entries
+                self._delete_log(st, last + 1, st.log_hi)
         else:
             st.log_lo = first
         put = self._put

@@ -147,6 +147,36 @@ def test_property_each_seq_applies_at_most_once_and_the_table_stays_bounded(
     assert len(applied) == len(set(applied))  # never twice (expiry is far beyond these stamps)
 
 
+def _state(table: SessionTable) -> Any:
+    """What decides the table's answers: its time, and its sessions oldest first (sessions with the same last
+    write expire together, so their order among themselves does not matter: ``load`` orders them by id)."""
+    sessions = [(s.last, sid, s.low, dict(s.results)) for sid, s in table._sessions.items()]
+    assert [s[0] for s in sessions] == sorted(s[0] for s in sessions)
+    return table.now, sorted(sessions)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([A, B, b"c" * 16]), st.integers(1, 8), st.integers(0, 7), st.floats(0, 50), st.booleans()
+        ),
+        max_size=40,
+    )
+)
+def test_property_the_records_of_any_batching_rebuild_the_live_table(
+    commands: list[tuple[bytes, int, int, float, bool]],
+) -> None:
+    # A short expiry forgets and recreates sessions within one batch; headers and the clock are encoded when the
+    # changes are taken, so what they hold must be the table's state then, whatever happened in between.
+    table = SessionTable(max_window=4)
+    store = MemoryStore()
+    for i, (sid, seq, back, stamp, cut) in enumerate(commands):
+        run(table, SessionRef(sid, seq, max(1, seq - back)), stamp=stamp, expiry=10.0)
+        if cut:
+            assert _state(reloaded(table, store, applied=i + 1)) == _state(table)
+    assert _state(reloaded(table, store, applied=len(commands) + 1)) == _state(table)
+
+
 def test_the_log_clock_goes_on_from_the_highest_applied_time_and_never_back() -> None:
     now = [1000.0]
     clock = LogClock(lambda: now[0], log_time=50.0)  # a new leader: its own clock's origin does not matter
@@ -185,7 +215,8 @@ def test_the_state_machine_applies_a_duplicate_entry_as_a_no_op_and_returns_refu
 
 @pytest.mark.parametrize(
     "bad",
-    [[b"short", 1, 1], [A, 0, 1], [A, 2, 3], [A, 1], "x", [A, 1.0, 1]],
+    [[b"short", 1, 1], [A, 0, 1], [A, 2, 3], [A, 1], "x", [A, 1.0, 1], [A, True, 1], [A, 1, True], (A, 1, 1)]
+    + [[A, 1 << 63, 1], [bytearray(A), 1, 1], [A, 1, 0], [A, 1, 1, 1]],
 )
 def test_a_session_ref_is_checked(bad: Any) -> None:
     with pytest.raises(ValueError):

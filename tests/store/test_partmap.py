@@ -54,3 +54,16 @@ def test_the_store_publishes_writes_through_the_map_and_answers_has_replica() ->
     b.destroy("p7", None)
     store.write(b)
     assert not store.has_replica("p7") and len(store.replicas()) == 299
+
+
+def test_a_state_copy_carries_every_slot_and_is_independent() -> None:
+    # PartitionState.copy spells its slots out: a slot added to __slots__ but not to copy() fails here.
+    st_ = PartitionState("p", 3, 4)
+    for i, slot in enumerate(PartitionState.__slots__):
+        setattr(st_, slot, ("value", i))
+    new = st_.copy()
+    assert new is not st_ and type(new) is PartitionState
+    slots = PartitionState.__slots__
+    assert {s: getattr(new, s) for s in slots} == {s: getattr(st_, s) for s in slots}
+    new.applied = 99
+    assert st_.applied == ("value", PartitionState.__slots__.index("applied"))
