@@ -233,11 +233,21 @@ class MuxConnection:
         # ``active=False`` for keepalive frames, which must not keep an idle connection open.
         self._ctrl_queued += 1  # counted even when dropped on a closed connection: such a frame is never sent
         if self._closed_reason is None:
-            # (Not written at once even when the writer is idle, as a message frame is: replies to many callers
-            # finish in one pass, and one write for all of them costs less than one each.)
-            self._ctrl.append(frame)
             if active:
                 self._out_active = True
+            # A lone frame (the writer idle, no other task runnable: one client's reply or call) is written at
+            # once, without waking the writer a task switch later. When other tasks can run, the frame waits for
+            # the writer, so the replies to many callers that finish in one pass leave in one write.
+            if self._wakeup is not None and not trio.lowlevel.current_statistics().tasks_runnable:
+                rest = self._send_idle(frame)
+                if rest is not frame:
+                    self._ctrl_taken += 1  # (handed to the socket, or the connection failed trying)
+                    if rest:  # a partial write: the rest goes first in line (the priority lane is written first)
+                        self._prio.append(rest)
+                        self._prio_bytes += len(rest)
+                        self._kick()
+                    return
+            self._ctrl.append(frame)
             self._kick()
 
     def _answer_peer(self, *frames: bytes) -> None:
