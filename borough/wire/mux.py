@@ -229,16 +229,18 @@ class MuxConnection:
             self._wakeup.set()
             self._wakeup = None
 
-    def _queue_ctrl(self, frame: bytes, *, active: bool = True) -> None:
-        # ``active=False`` for keepalive frames, which must not keep an idle connection open.
+    def _queue_ctrl(self, frame: bytes, *, active: bool = True, alone: bool = False) -> None:
+        # ``active=False`` for keepalive frames, which must not keep an idle connection open. ``alone``: the
+        # caller knows of no other call or reply on this connection that may follow in the same pass.
         self._ctrl_queued += 1  # counted even when dropped on a closed connection: such a frame is never sent
         if self._closed_reason is None:
             if active:
                 self._out_active = True
-            # A lone frame (the writer idle, no other task runnable: one client's reply or call) is written at
-            # once, without waking the writer a task switch later. When other tasks can run, the frame waits for
-            # the writer, so the replies to many callers that finish in one pass leave in one write.
-            if self._wakeup is not None and not trio.lowlevel.current_statistics().tasks_runnable:
+            # A lone frame (the only call or reply in flight here, the writer idle, no other task runnable: one
+            # client's call or its reply) is written at once, without waking the writer a task switch later.
+            # Otherwise it waits for the writer, so the replies to many callers that finish in one pass (one
+            # round's apply answers them all in one step) leave in one write.
+            if alone and self._wakeup is not None and not trio.lowlevel.current_statistics().tasks_runnable:
                 rest = self._send_idle(frame)
                 if rest is not frame:
                     self._ctrl_taken += 1  # (handed to the socket, or the connection failed trying)
@@ -569,7 +571,7 @@ class MuxConnection:
             pending = _PendingCall()
             self._calls[sid] = pending
             outs = {name: self._new_stream(ids[name], send=True, receive=False) for name in sources}
-            self._queue_ctrl(frame)
+            self._queue_ctrl(frame, alone=len(self._calls) == 1)
             position = self._ctrl_queued
             try:
                 if sources:
@@ -690,7 +692,7 @@ class MuxConnection:
                     self._reply_error(sid, exc)
                     return
                 outs = {name: self._new_stream(ids[name], send=True, receive=False) for name in sources}
-                self._queue_ctrl(frame)
+                self._queue_ctrl(frame, alone=self._inbound_busy == 1)  # (this call's own, released below)
                 # The call is answered: a late RESET from the caller must no longer cancel the reply streams.
                 self._inbound_calls.pop(sid, None)
             if scope.cancelled_caught and bound.expired is not None and sid in self._inbound_calls:
@@ -712,7 +714,7 @@ class MuxConnection:
         self._quick_calls.discard(sid)
         if error is None:
             try:
-                self._queue_ctrl(self._codec.encode_reply(sid, body, {}))
+                self._queue_ctrl(self._codec.encode_reply(sid, body, {}), alone=self._inbound_busy == 0)
                 return
             except LocalProtocolError as exc:
                 log.info("a reply for %s cannot be sent: %s", self.description, exc, extra={"peer": self.description})

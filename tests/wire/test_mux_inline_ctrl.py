@@ -46,9 +46,8 @@ async def _calls_waiting(a: MuxConnection, held: _Held, n: int, got: list[Any], 
 
     for i in range(n):
         nursery.start_soon(call, i)
-    while len(held.answers) < n:
-        await trio.sleep(0.001)
     await trio.testing.wait_all_tasks_blocked()
+    assert len(held.answers) == n
 
 
 async def test_a_lone_reply_is_written_in_the_answering_step() -> None:
@@ -65,14 +64,14 @@ async def test_a_lone_reply_is_written_in_the_answering_step() -> None:
         assert got == ["done"]
 
 
-async def test_a_reply_waits_for_the_writer_while_other_tasks_are_runnable() -> None:
+async def test_replies_answered_in_one_step_leave_in_one_write() -> None:
+    # One round's apply answers many callers in one step: no other task is runnable, yet they must be joined.
     held = _Held()
     async with mux_pair(b_on_call=_unused, b_on_quick_call=held, stream_pair=_socket_pair()) as (a, b):
         got: list[Any] = []
         async with trio.open_nursery() as nursery:
             await _calls_waiting(a, held, 3, got, nursery)
             writes = b.writes
-            nursery.start_soon(trio.lowlevel.checkpoint)  # another task runnable: the replies may be joined
             for i, answer in enumerate(held.answers):
                 answer.reply(i * 10)
             assert b.writes == writes and len(b._ctrl) == 3  # queued for the writer, not written one by one
@@ -81,20 +80,35 @@ async def test_a_reply_waits_for_the_writer_while_other_tasks_are_runnable() -> 
         assert sorted(got) == [0, 10, 20]
 
 
-async def test_a_call_on_an_idle_connection_leaves_at_once_and_counts_as_sent() -> None:
+async def test_a_lone_reply_waits_for_the_writer_while_other_tasks_are_runnable() -> None:
     held = _Held()
     async with mux_pair(b_on_call=_unused, b_on_quick_call=held, stream_pair=_socket_pair()) as (a, b):
+        got: list[Any] = []
         async with trio.open_nursery() as nursery:
-            await trio.testing.wait_all_tasks_blocked()
-            writes = a.writes
+            await _calls_waiting(a, held, 1, got, nursery)
+            writes = b.writes
+            nursery.start_soon(trio.lowlevel.checkpoint)  # another task runnable: its reply may come this pass
+            held.answers[0].reply("late")
+            assert b.writes == writes and len(b._ctrl) == 1
+        assert got == ["late"]
 
-            async def call() -> None:
-                await a.call("x")
 
-            nursery.start_soon(call)
-            await trio.testing.wait_all_tasks_blocked()
-            assert a.writes == writes + 1 and a._ctrl_taken == a._ctrl_queued
-            held.answers[0].reply(None)
+async def test_a_call_on_an_idle_connection_leaves_at_once_and_counts_as_sent() -> None:
+    held = _Held()
+    async with (
+        mux_pair(b_on_call=_unused, b_on_quick_call=held, stream_pair=_socket_pair()) as (a, b),
+        trio.open_nursery() as nursery,
+    ):
+        await trio.testing.wait_all_tasks_blocked()
+        writes = a.writes
+
+        async def call() -> None:
+            await a.call("x")
+
+        nursery.start_soon(call)
+        await trio.testing.wait_all_tasks_blocked()
+        assert a.writes == writes + 1 and a._ctrl_taken == a._ctrl_queued
+        held.answers[0].reply(None)
 
 
 async def test_frames_keep_their_order_when_the_writer_is_busy() -> None:
