@@ -434,13 +434,8 @@ class MuxConnection:
         self._fail(exc)
 
     def _dispatch(self, ev: c.Event) -> None:
-        if isinstance(ev, c.Data):
-            st = self._streams.get(ev.stream_id)
-            if st is not None:
-                st._on_data(ev.data)
-            self._last_activity_mark()
-        elif isinstance(ev, c.Message):
-            self._last_activity_mark()
+        if type(ev) is c.Message:  # (the most frequent frame between nodes first)
+            self._last_activity = self._last_received
             if self._on_message is not None:
                 try:
                     self._on_message(ev.body)
@@ -453,6 +448,11 @@ class MuxConnection:
                         extra={"peer": self.description},
                     )
                     self._fail(Unavailable(f"the local message handler failed ({type(exc).__name__}: {exc})"))
+        elif isinstance(ev, c.Data):
+            st = self._streams.get(ev.stream_id)
+            if st is not None:
+                st._on_data(ev.data)
+            self._last_activity_mark()
         elif isinstance(ev, c.Window):
             st = self._streams.get(ev.stream_id)
             if st is not None:
