@@ -359,7 +359,7 @@ class FrameCodec:
             raise RemoteProtocolError("received a second handshake (HELLO) on an established connection")
         return self._decode_frame(sid, k, payload)
 
-    def _decode_message_fast(self, buf: bytearray, lo: int, hi: int) -> Message:
+    def _decode_message_fast(self, buf: bytearray, lo: int, hi: int) -> Event:
         # A MESSAGE frame (Raft, SWIM: most frames between nodes) starts with the three bytes of its minimal
         # encoding, ``[0, 9, ``: decode only the payload that follows, against the whole frame's budget less
         # those three items (and one level less deep, see ``_payload_decoder``), so no document passes here that
