@@ -241,7 +241,12 @@ class MuxConnection:
             # client's call or its reply) is written at once, without waking the writer a task switch later.
             # Otherwise it waits for the writer, so the replies to many callers that finish in one pass (one
             # round's apply answers them all in one step) leave in one write.
-            if alone and self._wakeup is not None and not trio.lowlevel.current_statistics().tasks_runnable:
+            if (
+                alone
+                and self._wakeup is not None
+                and not (self._prio or self._ctrl or self._data)
+                and not trio.lowlevel.current_statistics().tasks_runnable  # (last: it costs a few microseconds)
+            ):
                 rest = self._send_idle(frame)
                 if rest is not frame:
                     self._ctrl_taken += 1  # (handed to the socket, or the connection failed trying)
