@@ -430,10 +430,12 @@ class MuxConnection:
 
     async def _receive(self, stream: trio.abc.Stream, read_size: int) -> bytes | bytearray:
         """The next bytes from the peer (``b""`` at EOF). From a plain TCP stream, what its socket holds is read at
-        once, without the pass of the event loop ``SocketStream.receive_some`` makes after every successful read
-        (on every hop of a request, a second task step per frame, as ``_send_now`` saves for writes); when it holds
-        nothing, the reader waits until it does. At most ``YIELD_EVERY_BYTES`` are read so between two passes, so
-        a peer that sends without pause cannot hold the event loop. Any other stream: its own ``receive_some``."""
+        once with ``os.read`` on its non-blocking descriptor; when it holds nothing, the reader waits until it does
+        (``wait_readable``). ``SocketStream.receive_some`` makes a pass of the event loop after every read that
+        found data at once (frames arriving back to back: a reply to a client and a follower's answer, or a busy
+        peer), and goes through a few layers of trio's socket wrapper each time; this does neither. At most
+        ``YIELD_EVERY_BYTES`` are read between two passes, so a peer that sends without pause cannot hold the event
+        loop. Any other stream (TLS, memory, simulated): its own ``receive_some``."""
         if type(stream) is trio.SocketStream:
             sock = stream.socket
             if self._unyielded >= YIELD_EVERY_BYTES:
