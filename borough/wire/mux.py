@@ -248,8 +248,10 @@ class MuxConnection:
                 and not trio.lowlevel.current_statistics().tasks_runnable  # (last: it costs a few microseconds)
             ):
                 rest = self._send_idle(frame)
+                if self._closed_reason is not None:
+                    return  # the write failed (nothing of it was written): not taken, so a call is NotDelivered
                 if rest is not frame:
-                    self._ctrl_taken += 1  # (handed to the socket, or the connection failed trying)
+                    self._ctrl_taken += 1  # handed to the socket (all of it, or the start of it)
                     if rest:  # a partial write: the rest goes first in line (the priority lane is written first)
                         self._prio.append(rest)
                         self._prio_bytes += len(rest)

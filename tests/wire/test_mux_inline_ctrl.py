@@ -12,6 +12,8 @@ import pytest
 import trio
 import trio.testing
 
+from borough import errors
+from borough.wire import mux
 from borough.wire.mux import MuxConnection
 from borough.wire.records import CallAnswer, IncomingCall
 
@@ -131,3 +133,19 @@ async def test_frames_keep_their_order_when_the_writer_is_busy() -> None:
 
 def held_sid(b: MuxConnection, i: int) -> int:
     return sorted(b._quick_calls)[i]
+
+
+async def test_a_call_whose_inline_write_fails_was_not_delivered(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The socket refuses the write (the peer is gone): nothing of the call reached the peer, so the caller may
+    # safely retry it anywhere, which NotDelivered says.
+    held = _Held()
+    async with mux_pair(b_on_call=_unused, b_on_quick_call=held, stream_pair=_socket_pair()) as (a, _b):
+        await trio.testing.wait_all_tasks_blocked()
+
+        def broken(stream: trio.abc.Stream, blob: bytes) -> int:
+            raise BrokenPipeError("the peer is gone")
+
+        monkeypatch.setattr(mux, "_send_now", broken)
+        with pytest.raises(errors.NotDelivered):
+            await a.call("x")
+        assert a.closed and not held.answers
