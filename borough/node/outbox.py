@@ -121,7 +121,7 @@ class RaftOutbox:
             frame.items.append([partition, encode_message(msg), to_inc, frm_inc])
             frame.size += size
             frame.count += count
-        if was_empty and queued:
+        if was_empty and queued and self._lot:  # (a parking lot is true while a task waits in it)
             self._lot.unpark_all()
 
     def flush(self) -> None:
