@@ -26,7 +26,7 @@ def _socket_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
     return trio.SocketStream(trio.socket.from_stdlib_socket(a)), trio.SocketStream(trio.socket.from_stdlib_socket(b))
 
 
-async def test_messages_both_ways_and_a_call_over_sockets() -> None:
+async def test_messages_and_a_call_arrive_whole_and_in_order_over_sockets() -> None:
     got: list[Any] = []
 
     async def on_call(call: Any) -> Any:
