@@ -52,8 +52,7 @@ class _Frame:
         self.count = 0  # CBOR data items, estimated (``_items``)
 
 
-def _incarnation(value: object) -> bool:
-    return type(value) is int and 0 <= value < 1 << 63
+_MAX_INCARNATION = 1 << 63
 
 
 def _size(msg: Message) -> int:
@@ -122,7 +121,7 @@ class RaftOutbox:
             frame.items.append([partition, encode_message(msg), to_inc, frm_inc])
             frame.size += size
             frame.count += count
-        if was_empty and queued:
+        if was_empty and queued and self._lot:  # (a parking lot is true while a task waits in it)
             self._lot.unpark_all()
 
     def flush(self) -> None:
@@ -178,27 +177,30 @@ class RaftOutbox:
         if not isinstance(frame, list) or len(frame) != 2 or frame[0] != RAFT or not isinstance(frame[1], list):
             self._drop("dropped a malformed message from %s: %.100r", peer, frame)
             return
+        node_id, deliver, member = self._node_id, self._deliver, only is None
         for item in frame[1]:
             try:
-                if (
-                    not isinstance(item, list)
-                    or len(item) != 4
-                    or not isinstance(item[0], str)
-                    or not item[0]
-                    or not _incarnation(item[2])
-                    or not _incarnation(item[3])
+                if type(item) is not list or len(item) != 4:
+                    raise RemoteProtocolError("a Raft item must be [partition, message, to_inc, frm_inc]")
+                partition, encoded, to_inc, frm_inc = item
+                if not (
+                    type(partition) is str
+                    and partition
+                    and type(to_inc) is int
+                    and 0 <= to_inc < _MAX_INCARNATION
+                    and type(frm_inc) is int
+                    and 0 <= frm_inc < _MAX_INCARNATION
                 ):
                     raise RemoteProtocolError("a Raft item must be [partition, message, to_inc, frm_inc]")
-                partition = item[0]
-                msg = decode_message(item[1])
+                msg = decode_message(encoded)
             except RemoteProtocolError as exc:
                 self._drop("dropped a malformed Raft message from %s: %s", peer, exc)
                 continue
-            if msg.to != self._node_id or (only is not None and (partition != only or msg.frm != peer.node_id)):
+            if msg.to != node_id or (only is not None and (partition != only or msg.frm != peer.node_id)):
                 continue  # meant for an earlier incarnation of this address, or not this peer's to send
             if type(msg) is InstallSnapshot:
                 # A snapshot arrives only on the snapshot path, with its data (see ``snapshots``); as a bare
                 # message it would ask the core to install data that was never staged.
                 self._drop("dropped an InstallSnapshot sent as a plain Raft message by %s", peer)
                 continue
-            self._deliver(partition, msg, item[2], item[3], member=only is None)
+            deliver(partition, msg, to_inc, frm_inc, member=member)

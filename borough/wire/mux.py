@@ -193,6 +193,7 @@ class MuxConnection:
         self._last_activity = now
         self._last_ping = now
         self._out_active = False
+        self._unyielded = 0  # bytes the reader read without a pass of the event loop (``_receive``)
         self._ping_nonce = 0
         # counters, for tests and benchmarks
         self.writes = 0
@@ -229,15 +230,34 @@ class MuxConnection:
             self._wakeup.set()
             self._wakeup = None
 
-    def _queue_ctrl(self, frame: bytes, *, active: bool = True) -> None:
-        # ``active=False`` for keepalive frames, which must not keep an idle connection open.
+    def _queue_ctrl(self, frame: bytes, *, active: bool = True, alone: bool = False) -> None:
+        # ``active=False`` for keepalive frames, which must not keep an idle connection open. ``alone``: the
+        # caller knows of no other call or reply on this connection that may follow in the same pass.
         self._ctrl_queued += 1  # counted even when dropped on a closed connection: such a frame is never sent
         if self._closed_reason is None:
-            # (Not written at once even when the writer is idle, as a message frame is: replies to many callers
-            # finish in one pass, and one write for all of them costs less than one each.)
-            self._ctrl.append(frame)
             if active:
                 self._out_active = True
+            # A lone frame (the only call or reply in flight here, the writer idle, no other task runnable: one
+            # client's call or its reply) is written at once, without waking the writer a task switch later.
+            # Otherwise it waits for the writer, so the replies to many callers that finish in one pass (one
+            # round's apply answers them all in one step) leave in one write.
+            if (
+                alone
+                and self._wakeup is not None
+                and not (self._prio or self._ctrl or self._data)
+                and not trio.lowlevel.current_statistics().tasks_runnable  # (last: it costs a few microseconds)
+            ):
+                rest = self._send_idle(frame)
+                if self._closed_reason is not None:
+                    return  # the write failed (nothing of it was written): not taken, so a call is NotDelivered
+                if rest is not frame:
+                    self._ctrl_taken += 1  # handed to the socket (all of it, or the start of it)
+                    if rest:  # a partial write: the rest goes first in line (the priority lane is written first)
+                        self._prio.append(rest)
+                        self._prio_bytes += len(rest)
+                        self._kick()
+                    return
+            self._ctrl.append(frame)
             self._kick()
 
     def _answer_peer(self, *frames: bytes) -> None:
@@ -387,7 +407,7 @@ class MuxConnection:
             event = codec.next_event()
             if isinstance(event, c.NeedData):
                 try:
-                    chunk = await stream.receive_some(read_size)
+                    chunk = await self._receive(stream, read_size)
                 except Exception as exc:  # broken, closed, OSError, or whatever a TLS layer raises
                     self._fail(
                         Unavailable(f"receiving from {self.description} failed ({type(exc).__name__}: {safe_str(exc)})")
@@ -408,6 +428,31 @@ class MuxConnection:
             if dispatched % YIELD_EVERY == 0 or codec.frame_bytes_received >= yield_at:
                 yield_at = codec.frame_bytes_received + YIELD_EVERY_BYTES
                 await trio.lowlevel.cancel_shielded_checkpoint()
+                self._unyielded = 0
+
+    async def _receive(self, stream: trio.abc.Stream, read_size: int) -> bytes | bytearray:
+        """The next bytes from the peer (``b""`` at EOF). From a plain TCP stream, what its socket holds is read at
+        once with ``os.read`` on its non-blocking descriptor; when it holds nothing, the reader waits until it does
+        (``wait_readable``). ``SocketStream.receive_some`` makes a pass of the event loop after every read that
+        found data at once (frames arriving back to back: a reply to a client and a follower's answer, or a busy
+        peer), and goes through a few layers of trio's socket wrapper each time; this does neither. At most
+        ``YIELD_EVERY_BYTES`` are read between two passes, so a peer that sends without pause cannot hold the event
+        loop. Any other stream (TLS, memory, simulated): its own ``receive_some``."""
+        if type(stream) is trio.SocketStream:
+            sock = stream.socket
+            if self._unyielded >= YIELD_EVERY_BYTES:
+                await trio.lowlevel.checkpoint()
+                self._unyielded = 0
+            while (fd := sock.fileno()) >= 0:  # (closed: receive_some raises the proper error)
+                try:
+                    chunk = os.read(fd, read_size)  # (non-blocking; the descriptor read right before, on this thread)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_readable(sock)
+                    self._unyielded = 0
+                    continue
+                self._unyielded += len(chunk)
+                return chunk
+        return await stream.receive_some(read_size)
 
     async def _close_on_protocol_error(self, exc: RemoteProtocolError) -> None:
         log.warning(
@@ -422,13 +467,8 @@ class MuxConnection:
         self._fail(exc)
 
     def _dispatch(self, ev: c.Event) -> None:
-        if isinstance(ev, c.Data):
-            st = self._streams.get(ev.stream_id)
-            if st is not None:
-                st._on_data(ev.data)
-            self._last_activity_mark()
-        elif isinstance(ev, c.Message):
-            self._last_activity_mark()
+        if type(ev) is c.Message:  # (the most frequent frame between nodes first)
+            self._last_activity = self._last_received
             if self._on_message is not None:
                 try:
                     self._on_message(ev.body)
@@ -441,6 +481,11 @@ class MuxConnection:
                         extra={"peer": self.description},
                     )
                     self._fail(Unavailable(f"the local message handler failed ({type(exc).__name__}: {exc})"))
+        elif isinstance(ev, c.Data):
+            st = self._streams.get(ev.stream_id)
+            if st is not None:
+                st._on_data(ev.data)
+            self._last_activity_mark()
         elif isinstance(ev, c.Window):
             st = self._streams.get(ev.stream_id)
             if st is not None:
@@ -559,7 +604,7 @@ class MuxConnection:
             pending = _PendingCall()
             self._calls[sid] = pending
             outs = {name: self._new_stream(ids[name], send=True, receive=False) for name in sources}
-            self._queue_ctrl(frame)
+            self._queue_ctrl(frame, alone=len(self._calls) == 1)
             position = self._ctrl_queued
             try:
                 if sources:
@@ -680,7 +725,7 @@ class MuxConnection:
                     self._reply_error(sid, exc)
                     return
                 outs = {name: self._new_stream(ids[name], send=True, receive=False) for name in sources}
-                self._queue_ctrl(frame)
+                self._queue_ctrl(frame, alone=self._inbound_busy == 1)  # (this call's own, released below)
                 # The call is answered: a late RESET from the caller must no longer cancel the reply streams.
                 self._inbound_calls.pop(sid, None)
             if scope.cancelled_caught and bound.expired is not None and sid in self._inbound_calls:
@@ -702,7 +747,7 @@ class MuxConnection:
         self._quick_calls.discard(sid)
         if error is None:
             try:
-                self._queue_ctrl(self._codec.encode_reply(sid, body, {}))
+                self._queue_ctrl(self._codec.encode_reply(sid, body, {}), alone=self._inbound_busy == 0)
                 return
             except LocalProtocolError as exc:
                 log.info("a reply for %s cannot be sent: %s", self.description, exc, extra={"peer": self.description})

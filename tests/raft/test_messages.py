@@ -24,6 +24,7 @@ from borough.raft.messages import (
     TimeoutNow,
     VoteRequest,
     VoteResponse,
+    _decode_checked,
     decode_message,
     encode_message,
 )
@@ -182,3 +183,83 @@ def test_decoding_garbage_cbor_raises_only_remote_protocol_error(raw: bytes) -> 
         decode_message(obj)
     except RemoteProtocolError:
         pass
+
+
+# --- the fast path agrees with the checked decoders ----------------------------------------------------------------
+
+
+def _verdict(decode: Any, obj: Any) -> Any:
+    try:
+        msg = decode(obj)
+    except RemoteProtocolError:
+        return "refused"
+    return (type(msg), msg)
+
+
+def _agree(obj: Any) -> None:
+    assert _verdict(decode_message, obj) == _verdict(_decode_checked, obj)
+
+
+@given(st.sampled_from(examples()), st.data())
+def test_the_fast_path_agrees_with_the_checked_decoders_on_mutated_messages(msg: Message, data: st.DataObject) -> None:
+    encoded: Any = encode_message(msg)
+    # Replace one or two nodes of the encoded tree by an arbitrary value or a near-miss of the original.
+    for _ in range(data.draw(st.integers(1, 2))):
+        path: list[int] = []
+        node = encoded
+        while isinstance(node, list) and node:
+            i = data.draw(st.integers(0, len(node) - 1))
+            path.append(i)
+            if not data.draw(st.booleans()):
+                break
+            node = node[i]
+        if not path:
+            break
+        target = encoded
+        for i in path[:-1]:
+            target = target[i]
+        old = target[path[-1]]
+        near: list[Any] = [cbor_values]
+        if type(old) is int:
+            near.append(st.sampled_from([old - 1, old + 1, -1, 0, 2**63 - 1, 2**63, True, False, float(old)]))
+        if type(old) is str:
+            near.append(st.sampled_from(["", "a", "b", "x" * 256, "x" * 257, old.encode()]))
+        if type(old) is bytes:
+            near.append(st.sampled_from([b"", old.decode("latin-1"), bytearray(old)]))
+        if type(old) is list:
+            near.append(st.sampled_from([old[:-1], [*old, 0], tuple(old), []]))
+        target[path[-1]] = data.draw(st.one_of(near))
+    _agree(encoded)
+
+
+@given(cbor_values)
+def test_the_fast_path_agrees_with_the_checked_decoders_on_arbitrary_values(obj: Any) -> None:
+    _agree(obj)
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        [3, "a", "b", 5, 7, 4, 6, [[4, 0, b"x"], [3, 0, b"y"]]],  # a term going down
+        [3, "a", "b", 5, 7, 4, 6, [[6, 0, b"x"]]],  # past the message's term
+        [3, "a", "b", 5, 7, 4, 6, [[0, 0, b"x"]]],  # term 0
+        [3, "a", "b", 5, 0, 0, 6, [[0, 0, b"x"]]],  # term 0 after an empty log
+        [3, "a", "b", 5, 7, 4, 6, [[5, True, b"x"]]],  # kind true
+        [3, "a", "b", 5, 7, 4, 6, [[5, 1, b"x"]]],  # a conf change (checked path)
+        [3, "a", "b", 5, 7, 4, 6, [(5, 0, b"x")]],  # an entry as a tuple (the checked path takes it)
+        [3, "a", "b", 5, 2**63 - 1, 4, 6, [[5, 0, b"x"]]],  # indexes overflow
+        [3, "a", "b", 5, 2**63 - 2, 4, 6, [[5, 0, b"x"]]],
+        [3, "a", "b", 5, 7, 6, 6, []],  # prev_term over term
+        [3, "a", "a", 5, 7, 4, 6, []],  # to itself
+        [3, "a" * 256, "b", 5, 7, 4, 6, []],
+        [3, "a" * 257, "b", 5, 7, 4, 6, []],
+        (3, "a", "b", 5, 7, 4, 6, []),  # a tuple (the checked path takes it)
+        [4, "b", "a", 5, 9, False, 0, 2**63],
+        [5, "a", "b", 5, 6, 12, 0],
+        [6, "b", "a", 5, -1],
+        [9, "b", "a", 5, bytearray(b"c")],
+        [10, "a", "b", 5, 9, b"c", None],
+    ],
+)
+def test_the_fast_path_agrees_with_the_checked_decoders_at_the_edges(obj: Any) -> None:
+    _agree(obj)
