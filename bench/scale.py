@@ -240,7 +240,7 @@ async def run(args: argparse.Namespace) -> None:
                 f"first write to a cold (new) partition, one at a time: p50 {percentile(cold, 0.5) * 1000:.1f} ms, "
                 f"max {max(cold, default=float('nan')) * 1000:.1f} ms; the next write to it: p50 "
                 f"{percentile(warm, 0.5) * 1000:.2f} ms (over {args.cold}; {failed} timed out): creating the "
-                f"partition (registering it, three replicas, their first election) added "
+                f"partition (registering it, making its three replicas, its first leader's first append) added "
                 f"{(percentile(cold, 0.5) - percentile(warm, 0.5)) * 1000:.1f} ms",
                 flush=True,
             )
