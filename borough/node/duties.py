@@ -220,6 +220,13 @@ class Duties:
             if replica.is_leader:
                 if not quiet:
                     visits.again.add(name)  # it may lose its leadership (a quiet one wakes first)
+                elif name == SYSTEM or me not in ring.replica_set(name):
+                    # A quiet leader hears nothing either: one removed from its group while its node was away
+                    # (paused, cut off) would lead its stale copy for ever, and a stale `_system` answers the
+                    # member table. Where it is not trusted to be (`_system`, one group; or off the ring's
+                    # placement), wake it: it stays awake unless a quorum answers, so check-quorum deposes it.
+                    replica.command(lambda raw: raw.wake())
+                    visits.again.add(name)
                 continue
             if replica.hears_from_leader(self._out_of_touch) and me in replica.status().conf_state.members():
                 if not quiet:

@@ -328,6 +328,11 @@ class Raft(LeaderMixin):
         if self.role is Role.LEADER:
             self.readonly.lease_until = min(self.readonly.lease_until, self.ticks)
             self.election_elapsed = 0
+            # Who answered before the group went quiet says nothing of now: it goes quiet again only once a quorum
+            # answers (``_idle``), and check-quorum counts only answers from now on.
+            for node, pr in self.prs.items():
+                if node != self.id:
+                    pr.recent_active = pr.was_active = False
             if heartbeat:
                 self._broadcast_heartbeat()
 

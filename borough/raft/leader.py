@@ -157,17 +157,22 @@ class LeaderMixin:
             return False
         me = self.id
         learners = self.learner_ids
+        answering = {me: True}
         for node, pr in self.prs.items():
             if node == me:
                 continue
-            if (pr.recent_active or pr.was_active) and (pr.match != last or pr.state is not ProgressState.REPLICATE):
+            active = pr.recent_active or pr.was_active
+            answering[node] = active
+            if active and (pr.match != last or pr.state is not ProgressState.REPLICATE):
                 return False
             if node in learners and pr.match != last:
                 # A learner that lags is being added: it never campaigns, and its node may not even hold a replica
                 # yet (it makes one when our messages reach it), so nothing would wake us for it. Stay awake, and
                 # keep sending, until it has caught up (it is promoted, or removed if its node is gone for good).
                 return False
-        return True
+        # A leader that no quorum answers (cut off, or removed from its group while it was away) is not idle: it
+        # stays awake, so check-quorum makes it step down. Quiet, it would lead its stale group for ever.
+        return joint_vote_result(self.voters_in, self.voters_out, answering) is VoteResult.WON
 
     def _quorum_active(self) -> bool:
         active = {node: pr.recent_active for node, pr in self.prs.items()}
