@@ -220,11 +220,11 @@ class Duties:
             if replica.is_leader:
                 if not quiet:
                     visits.again.add(name)  # it may lose its leadership (a quiet one wakes first)
-                elif name == SYSTEM or me not in ring.replica_set(name):
+                elif name != SYSTEM and me not in ring.replica_set(name):
                     # A quiet leader hears nothing either: one removed from its group while its node was away
-                    # (paused, cut off) would lead its stale copy for ever, and a stale `_system` answers the
-                    # member table. Where it is not trusted to be (`_system`, one group; or off the ring's
-                    # placement), wake it: it stays awake unless a quorum answers, so check-quorum deposes it.
+                    # (paused, cut off) would lead its stale copy for ever. Off the ring's placement it is not
+                    # trusted: wake it. It stays awake unless a quorum answers it, so check-quorum deposes a stale
+                    # one. (A stale `_system` leader is woken when gossip names a newer member table: ``members``.)
                     replica.command(lambda raw: raw.wake())
                     visits.again.add(name)
                 continue

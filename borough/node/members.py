@@ -20,6 +20,7 @@ from borough.errors import BoroughError
 from borough.ids import NodeId
 from borough.node.directory import Directory
 from borough.node.replica import Replica
+from borough.raft.rawnode import RawNode
 from borough.ring.members import MemberState, MemberTable
 from borough.ring.membership import MemberEvent, MemberView, SwimEvent, TableVersionEvent
 
@@ -40,6 +41,10 @@ class Detector(Protocol):
     def view(self) -> Mapping[NodeId, MemberView]: ...
 
     def live(self) -> set[NodeId]: ...
+
+
+def _wake(raw: RawNode) -> None:
+    raw.wake()
 
 
 class MemberWatch:
@@ -95,6 +100,12 @@ class MemberWatch:
                 # the gossip says, it missed something while cut off: ask instead of trusting it.)
                 self._newer_exists = True
                 self.want_refresh()
+                system = self._system_replica()
+                if system is not None and system.is_leader and system.quiesced:
+                    # A quiet leader of an older table than the cluster's is not the group's leader any more (the
+                    # group went on while this node was away; it may even have been removed): wake it. It stays
+                    # awake unless a quorum answers it, so check-quorum deposes it, and then it asks like any other.
+                    system.command(_wake)
         elif isinstance(event, MemberEvent):
             logger.info("member %s is %s (incarnation %d)", event.node_id, event.liveness.name, event.incarnation)
 
