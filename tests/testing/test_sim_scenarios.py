@@ -98,7 +98,8 @@ def test_saved_fuzzer_finds_stay_fixed(name: str) -> None:
     # and removed the node, which on resuming still led its stale copy, quiet, for ever (nothing woke it, and a
     # leader woken would have gone quiet again at once: its followers' last answers still counted), answering
     # the member table with a stale one, so the decommission never finished. A woken leader now goes quiet only
-    # once a quorum answers it again, and the stray sweep wakes a quiet `_system` leader, or one the ring does
-    # not place on its node, so check-quorum deposes it.
+    # once a quorum answers it again, and a quiet `_system` leader is woken when gossip names a newer member
+    # table than its own (the sweep wakes a quiet leader the ring does not place on its node), so check-quorum
+    # deposes it.
     result = run_scenario(Scenario.from_json((SAVED / name).read_text()))
     assert result.ok, result.report()
