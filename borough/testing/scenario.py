@@ -342,7 +342,9 @@ def removal_refused(sim: SimCluster, index: int) -> str | None:
         for name, replica in sim_node.node.replicas.items():
             hosted.add(name)
             conf = replica.status().conf_state
-            for voters in (conf.voters, conf.voters_outgoing):
+            # (Its learners too: one may be promoted at any time, and a joint configuration whose incoming half
+            # counts it and a node already gone needs a majority of that half.)
+            for voters in (conf.voters, conf.voters_outgoing, (*conf.voters, *conf.learners)):
                 if voters and sum(1 for v in voters if v not in gone) <= len(voters) // 2:
                     return f"{name} on node {sim_node.index} would keep no majority of {len(voters)} voters"
     registered = partitions_of(sim)
