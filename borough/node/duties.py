@@ -225,7 +225,7 @@ class Duties:
                     # (paused, cut off) would lead its stale copy for ever. Off the ring's placement it is not
                     # trusted: wake it. It stays awake unless a quorum answers it, so check-quorum deposes a stale
                     # one. (A stale `_system` leader is woken when gossip names a newer member table: ``members``.)
-                    replica.command(lambda raw: raw.wake())
+                    replica.command(RawNode.wake)
                     visits.again.add(name)
                 continue
             if replica.hears_from_leader(self._out_of_touch) and me in replica.status().conf_state.members():

@@ -43,10 +43,6 @@ class Detector(Protocol):
     def live(self) -> set[NodeId]: ...
 
 
-def _wake(raw: RawNode) -> None:
-    raw.wake()
-
-
 class MemberWatch:
     def __init__(
         self,
@@ -105,7 +101,7 @@ class MemberWatch:
                     # A quiet leader of an older table than the cluster's is not the group's leader any more (the
                     # group went on while this node was away; it may even have been removed): wake it. It stays
                     # awake unless a quorum answers it, so check-quorum deposes it, and then it asks like any other.
-                    system.command(_wake)
+                    system.command(RawNode.wake)
         elif isinstance(event, MemberEvent):
             logger.info("member %s is %s (incarnation %d)", event.node_id, event.liveness.name, event.incarnation)
 
