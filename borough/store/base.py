@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 _EVERYTHING_END: Final = b"\xff" * 16
 _DIR_END: Final = enc.DIR[:-1] + bytes([enc.DIR[0] + 1])
 _TRASH_END: Final = bytes([enc.TRASH[0] + 1])
+_TOMB_END: Final = bytes([enc.TOMB[0] + 1])
 
 
 @attrs.frozen(kw_only=True)
@@ -69,6 +70,9 @@ class Store(abc.ABC):
         self._active_staging: set[int] = set()
         self._garbage = False
         self._epoch = 0  # bumped by MemoryStore.crash(): installs begun before it are void
+        #: The partitions that have a tombstone (one is never removed, only replaced), so that making a replica,
+        #: which asks for its partition's tombstone several times, reads the engine only when there is one.
+        self._tombstoned: set[str] = set()
 
     # ------------------------------------------------------------------------------------ engine interface
 
@@ -129,6 +133,7 @@ class Store(abc.ABC):
         for key, _ in reader.scan(enc.TRASH, _TRASH_END):
             next_id = max(next_id, enc.read_u64(key[2:10]) + 1)
             self._garbage = True
+        self._tombstoned = {enc.partition_name_from(key[1:]) for key, _ in reader.scan(enc.TOMB, _TOMB_END)}
         self._next_id = next_id
         self._active_staging.clear()
         self._view = View(PartMap(parts), self._engine_reader())
@@ -309,7 +314,11 @@ class Store(abc.ABC):
 
     def tombstone(self, partition: str) -> Tombstone | None:
         """What a deleted replica of ``partition`` left behind (see ``WriteBatch.destroy``), if any."""
-        value = self._v().reader.get(enc.tomb_key(partition))
+        view = self._v()
+        if partition not in self._tombstoned:
+            enc.partition_name_bytes(partition)  # (a name no partition may have is refused, as the read would)
+            return None
+        value = view.reader.get(enc.tomb_key(partition))
         return None if value is None else enc.decode_tombstone(value)
 
     def log_storage(self, partition: str) -> PartitionLog:
@@ -429,6 +438,7 @@ class Store(abc.ABC):
             self._commit(raw)
             # Publish: one new view (states and a reader taken now), swapped in by one assignment.
             self._view = View(view.parts.updated(done.changes), self._engine_reader())
+            self._tombstoned.update(done.tombstoned)
             self._garbage = self._garbage or done.garbage
             for install in done.installs:
                 self._active_staging.discard(install._gen)

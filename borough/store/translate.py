@@ -29,7 +29,8 @@ _consume = deque[None](maxlen=0).extend
 
 class Translation:
     """One batch's translation. After ``run``: ``changes`` maps each touched partition to its new state (None
-    when destroyed), ``installs`` lists the snapshot installs switched in, ``garbage`` says trash was marked."""
+    when destroyed), ``installs`` lists the snapshot installs switched in, ``tombstoned`` the partitions given a
+    tombstone, ``garbage`` says trash was marked."""
 
     def __init__(self, parts: PartMap, raw: RawBatch, alloc_id: Callable[[], int], store: Store) -> None:
         self._parts = parts
@@ -39,6 +40,7 @@ class Translation:
         self._store = store
         self.changes: dict[str, PartitionState | None] = {}
         self.installs: list[SnapshotInstall] = []
+        self.tombstoned: list[str] = []  # partitions given a tombstone
         self.garbage = False
 
     def run(self, ops: list[tuple[Any, ...]]) -> Translation:
@@ -58,6 +60,7 @@ class Translation:
             if code == B.OP_DESTROY:
                 if op[2] is not None:
                     put(enc.tomb_key(name), op[2])
+                    self.tombstoned.append(name)
                 if st is not None:
                     self._destroy(st)
                     changes[name] = None

@@ -398,6 +398,38 @@ def test_a_destroyed_replica_leaves_its_tombstone_for_good(opener: Opener) -> No
     assert opener.reopen(store).tombstone("p") == second
 
 
+def test_a_tombstone_counts_only_once_its_batch_is_written(store: Store) -> None:
+    # The store keeps an index of the partitions that have a tombstone: a batch that is refused writes nothing,
+    # so its tombstone must not count, and a later one must.
+    write(store, append=("p", ents(1, 3)))
+    tomb = Tombstone(term=2, vote=None, last_index=3, last_term=1)
+    b = store.write_batch()
+    b.destroy("p", tomb)
+    b.append("q", ents(5, 6))  # a gap: the whole batch is refused
+    with pytest.raises(InvalidLogOperation, match="gap"):
+        store.write(b)
+    assert store.tombstone("p") is None and store.replicas() == ["p"]
+    b = store.write_batch()
+    b.destroy("p", tomb)
+    store.write(b)
+    assert store.tombstone("p") == tomb
+    with pytest.raises(ValueError):
+        store.tombstone("")  # no partition has that name: refused, tombstone or not
+
+
+def test_a_crash_forgets_an_unsynced_tombstone() -> None:
+    store = MemoryStore()
+    write(store, append=("p", ents(1, 3)))
+    store.sync()
+    tomb = Tombstone(term=2, vote=None, last_index=3, last_term=1)
+    b = store.write_batch()
+    b.destroy("p", tomb)
+    store.write(b, sync=False)
+    assert store.tombstone("p") == tomb
+    store.crash()
+    assert store.tombstone("p") is None and store.replicas() == ["p"]
+
+
 def test_destroying_a_missing_partition_does_nothing(store: Store) -> None:
     write(store, destroy=("nope",))
     assert store.replicas() == []
