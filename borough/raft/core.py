@@ -468,6 +468,15 @@ class Raft(LeaderMixin):
             )
         t = m.term
         if m.frm != self.lead and m.frm not in self.member_ids and self._ignores_outsider(m):
+            if self.quiesced and t > self.term and type(m) in _FROM_LEADER:
+                # Someone leads a later term that our configuration does not list: our group went on without us
+                # (we were removed and added back, or fell behind), and our leader may lead no more. Quiet, our
+                # clock stood still, so we would count ourselves in touch with it for ever and ignore the new
+                # leader for ever. Ask, as when the detector suspects our leader: wake and pre-vote at once,
+                # keeping its lease. If it still leads, it wakes on the pre-vote and heartbeats, and nothing
+                # changes; if not, the voters answer with the later term, and the new leader's next message is
+                # taken.
+                self.forget_leader(0, sure=False)
             return
         if type(m) is TimeoutNow and (m.frm != self.lead or t != self.term):
             return  # only our leader hands us its lead, in its term; from anyone else it would depose it

@@ -71,6 +71,7 @@ SAVED = pathlib.Path(__file__).resolve().parent / "scenarios"
         "quiet-stale-system-leader-431.json",
         "quiet-stale-leader-477.json",
         "kill-during-promotion-521.json",
+        "quiet-follower-missed-removal-698.json",
     ],
 )
 def test_saved_fuzzer_finds_stay_fixed(name: str) -> None:
@@ -106,5 +107,11 @@ def test_saved_fuzzer_finds_stay_fixed(name: str) -> None:
     # second node while `_system` held a learner it was about to promote; the promotion's joint configuration
     # counted both killed nodes among its four incoming voters, and was wedged. Two of four lost for good is
     # beyond what the group tolerates; the harness now counts learners as voters-to-be when it judges a kill.
+    # quiet-follower-missed-removal-698 (fuzz --nodes 5 --topology --client-faults; failed at c4b6c43 too): a node
+    # cut off while `_system` was quiet missed its removal; the group moved to a leader its configuration did not
+    # list and added it back as a learner. Quiet, its clock stood still, so it counted itself in touch with its
+    # old leader for ever and ignored the new one's heartbeats as an outsider's; the decommission that needed it
+    # never finished. Such a follower now wakes and pre-votes at once (golden file
+    # quiesce_removed_follower_meets_new_leader.txt).
     result = run_scenario(Scenario.from_json((SAVED / name).read_text()))
     assert result.ok, result.report()
