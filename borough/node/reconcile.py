@@ -26,8 +26,14 @@ logger = logging.getLogger(__name__)
 async def reconcile_once(replica: Replica, ring: HashRing, live: Set[str]) -> Step:
     """Plan and carry out the next placement step for ``replica``'s group (this node must lead it)."""
     status = replica.status()
+    # A quiet group's leader hears nothing, so its followers' activity flags say nothing of them: the failure
+    # detector's word stands in for them (a group goes quiet only with a quorum answering and its followers
+    # holding the whole log, and ``plan`` still checks each one's match). Else a quiet group waiting for its ring
+    # owner to be "active" to hand it the lead would wait for ever.
+    quiet = replica.quiesced
     progress = {
-        node: ReplicaProgress(match=p.match, recent_active=p.recent_active) for node, p in status.progress.items()
+        node: ReplicaProgress(match=p.match, recent_active=p.recent_active or (quiet and node in live))
+        for node, p in status.progress.items()
     }
     conf = status.conf_state
     step = plan(
