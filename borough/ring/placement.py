@@ -23,7 +23,8 @@ Rules, in the order they are tried (DESIGN.md, "Cluster, ring and partitions"):
    voter, so a new node that fails right after its promotion cannot wedge the group.
 5. Remove a learner that is not a ring target (always safe).
 6. Remove a voter that is not a ring target and is not live: it contributes nothing to a quorum, and
-   removing it never shrinks the live margin.
+   removing it never shrinks the live margin. Not while a ring target is a learner catching up: rule 4 swaps
+   it in for the dead voter in one joint change, and the group never has fewer voters meanwhile.
 7. Once every ring target is a voter, remove the live voters that are not ring targets, one at a time; if
    one of them is the leader, first move leadership to a caught-up ring target (the owner if it can).
 8. Move leadership to the ring owner once it is a live, recently active voter that is caught up.
@@ -211,8 +212,12 @@ def next_step(
             return PromoteVoter(node=node)
     for node in sorted(learners - wanted):  # rule 5
         return RemoveNode(node=node, voter=False)
+    # A ring target still catching up as a learner will take a dead voter's place in one joint change (rule 4):
+    # removing the dead voter first would shrink the group meanwhile, and a voter lost during that removal's joint
+    # change could wedge it for good (the change, appended on the longest log, would need the lost voter).
+    replacing = bool(learners & wanted)
     for node in sorted(voters - wanted):  # rule 6
-        if node not in live and has_live_quorum(voters - {node}, live):
+        if not replacing and node not in live and has_live_quorum(voters - {node}, live):
             return RemoveNode(node=node, voter=True)
     extras = sorted(voters - wanted)
     if extras and wanted <= voters:  # rule 7: every replacement is a voter now

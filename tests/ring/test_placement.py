@@ -309,7 +309,11 @@ def test_a_dead_member_is_replaced_without_ever_losing_the_quorum() -> None:
     conf = ConfState(voters=ids("a", "b", "c"))
     final, leader, steps, _ = apply_until_done(ring, "p5", conf, NodeId("b"), frozenset(ids("a", "b", "d")))
     assert steps[0] == AddLearner(node=NodeId("d"))
-    assert RemoveNode(node=NodeId("c"), voter=True) in steps
+    # The replacement takes the dead voter's place in one joint change, once it caught up; the dead voter is not
+    # removed first (the group would have two voters meanwhile: fuzz --nodes 5 --topology --client-faults seed
+    # 885 lost a second voter during that removal's joint change, and the group was wedged for good).
+    assert PromoteVoter(node=NodeId("d"), replaces=NodeId("c")) in steps
+    assert RemoveNode(node=NodeId("c"), voter=True) not in steps
     assert set(final.voters) == set(ids("a", "b", "d")) and leader == ring.owner("p5")
 
 
