@@ -74,28 +74,24 @@ def misled(ring: HashRing) -> tuple[str, str, str]:
     return name, owner, next(n for n in NODES if n != owner)
 
 
-async def test_a_quiet_group_hands_the_lead_to_its_live_ring_owner() -> None:
+@pytest.mark.parametrize(
+    ("quiesced", "active", "owner_live", "hands_over"),
+    [
+        (True, False, True, True),  # quiet: the owner's flag is stale (it said nothing); the detector's word counts
+        (True, False, False, False),  # quiet, and the detector does not list the owner
+        (False, True, True, True),  # awake: the owner answered lately
+        (False, False, True, False),  # awake: the flags are fresh and say the owner has not answered lately
+    ],
+)
+async def test_the_lead_goes_to_a_ring_owner_known_alive(
+    quiesced: bool, active: bool, owner_live: bool, hands_over: bool
+) -> None:
     ring = HashRing.from_node_ids(NODES)
     name, owner, other = misled(ring)
-    replica = FakeReplica(name, other, quiesced=True, active=False)
-    step = await reconcile_once(replica, ring, set(NODES))  # type: ignore[arg-type]
-    assert step == TransferLeader(node=NodeId(owner)) and replica.transfers == [owner]
-
-
-@pytest.mark.parametrize("quiesced", [True, False])
-async def test_an_owner_that_is_not_known_alive_does_not_get_the_lead(quiesced: bool) -> None:
-    # Awake, the flags are fresh and say the owner has not answered lately; quiet, the detector does not list it.
-    ring = HashRing.from_node_ids(NODES)
-    name, owner, other = misled(ring)
-    replica = FakeReplica(name, other, quiesced=quiesced, active=False)
-    live = set(NODES) if not quiesced else set(NODES) - {owner}
+    replica = FakeReplica(name, other, quiesced=quiesced, active=active)
+    live = set(NODES) if owner_live else set(NODES) - {owner}
     step = await reconcile_once(replica, ring, live)  # type: ignore[arg-type]
-    assert isinstance(step, Nothing) and replica.transfers == []
-
-
-async def test_an_awake_group_hands_the_lead_over_once_its_owner_answers() -> None:
-    ring = HashRing.from_node_ids(NODES)
-    name, owner, other = misled(ring)
-    replica = FakeReplica(name, other, quiesced=False, active=True)
-    step = await reconcile_once(replica, ring, set(NODES))  # type: ignore[arg-type]
-    assert step == TransferLeader(node=NodeId(owner)) and replica.transfers == [owner]
+    if hands_over:
+        assert step == TransferLeader(node=NodeId(owner)) and replica.transfers == [owner]
+    else:
+        assert isinstance(step, Nothing) and replica.transfers == []
