@@ -459,12 +459,26 @@ _DECODERS: Final[dict[int, tuple[str, int, Callable[[Any], Message]]]] = {
 # --- the fast path ------------------------------------------------------------------------------------------
 #
 # The messages of every write and read (appends, heartbeats, read indexes and their answers) are checked first by
-# one flat expression each: no call per field, no error text built. It accepts exactly what the checked decoders
-# above accept (the same types, ranges and invariants, written out); anything it does not accept goes to them,
-# which refuse it with the reason (``tests/raft/test_messages.py`` compares the two on mutated and arbitrary input).
+# one flat expression each, the header all share by ``_head``: no call per field, no error text built. It accepts
+# exactly what the checked decoders above accept (the same types, ranges and invariants, written out); anything it
+# does not accept goes to them, which refuse it with the reason (``tests/raft/test_messages.py`` compares the two
+# on mutated and arbitrary input).
 # Conf-change entries are left to the checked path (their data is decoded on arrival).
 
 _M: Final = 1 << 63
+
+
+def _head(frm: object, to: object, term: object) -> bool:
+    """What every message starts with, as the checked decoders take it: two different node ids and a term."""
+    return (
+        type(frm) is str
+        and 0 < len(frm) <= MAX_ID_LEN
+        and type(to) is str
+        and 0 < len(to) <= MAX_ID_LEN
+        and frm != to
+        and type(term) is int
+        and 0 <= term < _M
+    )
 
 
 def _fast_app(o: list[Any]) -> Message | None:
@@ -474,13 +488,7 @@ def _fast_app(o: list[Any]) -> Message | None:
     to: NodeId
     _, frm, to, term, prev_index, prev_term, commit, items = o
     if not (
-        type(frm) is str
-        and 0 < len(frm) <= MAX_ID_LEN
-        and type(to) is str
-        and 0 < len(to) <= MAX_ID_LEN
-        and frm != to
-        and type(term) is int
-        and 0 <= term < _M
+        _head(frm, to, term)
         and type(prev_index) is int
         and 0 <= prev_index < _M
         and type(prev_term) is int
@@ -517,13 +525,7 @@ def _fast_app_resp(o: list[Any]) -> Message | None:
     to: NodeId
     _, frm, to, term, index, reject, hint_index, hint_term = o
     if (
-        type(frm) is str
-        and 0 < len(frm) <= MAX_ID_LEN
-        and type(to) is str
-        and 0 < len(to) <= MAX_ID_LEN
-        and frm != to
-        and type(term) is int
-        and 0 <= term < _M
+        _head(frm, to, term)
         and type(index) is int
         and 0 <= index < _M
         and type(reject) is bool
@@ -545,13 +547,7 @@ def _fast_hb(o: list[Any]) -> Message | None:
     to: NodeId
     _, frm, to, term, commit, seq, quiesce = o
     if (
-        type(frm) is str
-        and 0 < len(frm) <= MAX_ID_LEN
-        and type(to) is str
-        and 0 < len(to) <= MAX_ID_LEN
-        and frm != to
-        and type(term) is int
-        and 0 <= term < _M
+        _head(frm, to, term)
         and type(commit) is int
         and 0 <= commit < _M
         and type(seq) is int
@@ -568,17 +564,7 @@ def _fast_hb_resp(o: list[Any]) -> Message | None:
     frm: NodeId
     to: NodeId
     _, frm, to, term, seq = o
-    if (
-        type(frm) is str
-        and 0 < len(frm) <= MAX_ID_LEN
-        and type(to) is str
-        and 0 < len(to) <= MAX_ID_LEN
-        and frm != to
-        and type(term) is int
-        and 0 <= term < _M
-        and type(seq) is int
-        and 0 <= seq < _M
-    ):
+    if _head(frm, to, term) and type(seq) is int and 0 <= seq < _M:
         return HeartbeatResponse(frm=frm, to=to, term=term, seq=seq)
     return None
 
@@ -589,16 +575,7 @@ def _fast_read(o: list[Any]) -> Message | None:
     frm: NodeId
     to: NodeId
     _, frm, to, term, context = o
-    if (
-        type(frm) is str
-        and 0 < len(frm) <= MAX_ID_LEN
-        and type(to) is str
-        and 0 < len(to) <= MAX_ID_LEN
-        and frm != to
-        and type(term) is int
-        and 0 <= term < _M
-        and type(context) is bytes
-    ):
+    if _head(frm, to, term) and type(context) is bytes:
         return ReadIndexRequest(frm=frm, to=to, term=term, context=context)
     return None
 
@@ -610,13 +587,7 @@ def _fast_read_resp(o: list[Any]) -> Message | None:
     to: NodeId
     _, frm, to, term, index, context, reject = o
     if (
-        type(frm) is str
-        and 0 < len(frm) <= MAX_ID_LEN
-        and type(to) is str
-        and 0 < len(to) <= MAX_ID_LEN
-        and frm != to
-        and type(term) is int
-        and 0 <= term < _M
+        _head(frm, to, term)
         and type(index) is int
         and 0 <= index < _M
         and type(context) is bytes
