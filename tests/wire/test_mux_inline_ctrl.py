@@ -6,6 +6,8 @@ frame without a pass of the event loop."""
 from __future__ import annotations
 
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -42,6 +44,14 @@ async def _unused(call: IncomingCall) -> Any:
     raise AssertionError("every call here is taken by the quick handler")
 
 
+@asynccontextmanager
+async def _pair() -> AsyncIterator[tuple[MuxConnection, MuxConnection, _Held]]:
+    """Two connected muxes over a real socket pair; ``b`` takes every call with a ``_Held`` quick handler."""
+    held = _Held()
+    async with mux_pair(b_on_call=_unused, b_on_quick_call=held, stream_pair=_socket_pair()) as (a, b):
+        yield a, b, held
+
+
 async def _calls_waiting(a: MuxConnection, held: _Held, n: int, got: list[Any], nursery: trio.Nursery) -> None:
     async def call(i: int) -> None:
         got.append((await a.call(i)).body)
@@ -53,8 +63,7 @@ async def _calls_waiting(a: MuxConnection, held: _Held, n: int, got: list[Any], 
 
 
 async def test_a_lone_reply_is_written_in_the_answering_step() -> None:
-    held = _Held()
-    async with mux_pair(b_on_call=_unused, b_on_quick_call=held, stream_pair=_socket_pair()) as (a, b):
+    async with _pair() as (a, b, held):
         got: list[Any] = []
         async with trio.open_nursery() as nursery:
             await _calls_waiting(a, held, 1, got, nursery)
@@ -68,8 +77,7 @@ async def test_a_lone_reply_is_written_in_the_answering_step() -> None:
 
 async def test_replies_answered_in_one_step_leave_in_one_write() -> None:
     # One round's apply answers many callers in one step: no other task is runnable, yet they must be joined.
-    held = _Held()
-    async with mux_pair(b_on_call=_unused, b_on_quick_call=held, stream_pair=_socket_pair()) as (a, b):
+    async with _pair() as (a, b, held):
         got: list[Any] = []
         async with trio.open_nursery() as nursery:
             await _calls_waiting(a, held, 3, got, nursery)
@@ -83,8 +91,7 @@ async def test_replies_answered_in_one_step_leave_in_one_write() -> None:
 
 
 async def test_a_lone_reply_waits_for_the_writer_while_other_tasks_are_runnable() -> None:
-    held = _Held()
-    async with mux_pair(b_on_call=_unused, b_on_quick_call=held, stream_pair=_socket_pair()) as (a, b):
+    async with _pair() as (a, b, held):
         got: list[Any] = []
         async with trio.open_nursery() as nursery:
             await _calls_waiting(a, held, 1, got, nursery)
@@ -96,11 +103,7 @@ async def test_a_lone_reply_waits_for_the_writer_while_other_tasks_are_runnable(
 
 
 async def test_a_call_on_an_idle_connection_leaves_at_once_and_counts_as_sent() -> None:
-    held = _Held()
-    async with (
-        mux_pair(b_on_call=_unused, b_on_quick_call=held, stream_pair=_socket_pair()) as (a, b),
-        trio.open_nursery() as nursery,
-    ):
+    async with _pair() as (a, b, held), trio.open_nursery() as nursery:
         await trio.testing.wait_all_tasks_blocked()
         writes = a.writes
 
@@ -115,8 +118,7 @@ async def test_a_call_on_an_idle_connection_leaves_at_once_and_counts_as_sent() 
 
 async def test_frames_keep_their_order_when_the_writer_is_busy() -> None:
     # With frames already queued, a new control frame never overtakes them, runnable tasks or not.
-    held = _Held()
-    async with mux_pair(b_on_call=_unused, b_on_quick_call=held, stream_pair=_socket_pair()) as (a, b):
+    async with _pair() as (a, b, held):
         got: list[Any] = []
         async with trio.open_nursery() as nursery:
             await _calls_waiting(a, held, 2, got, nursery)
@@ -138,8 +140,7 @@ def held_sid(b: MuxConnection, i: int) -> int:
 async def test_a_call_whose_inline_write_fails_was_not_delivered(monkeypatch: pytest.MonkeyPatch) -> None:
     # The socket refuses the write (the peer is gone): nothing of the call reached the peer, so the caller may
     # safely retry it anywhere, which NotDelivered says.
-    held = _Held()
-    async with mux_pair(b_on_call=_unused, b_on_quick_call=held, stream_pair=_socket_pair()) as (a, _b):
+    async with _pair() as (a, _b, held):
         await trio.testing.wait_all_tasks_blocked()
 
         def broken(stream: trio.abc.Stream, blob: bytes) -> int:
