@@ -147,24 +147,34 @@ def test_decoding_arbitrary_values_raises_only_remote_protocol_error(obj: Any) -
         pass
 
 
-@given(st.sampled_from(examples()), st.data())
-def test_decoding_mutated_messages_raises_only_remote_protocol_error(msg: Message, data: st.DataObject) -> None:
-    encoded: Any = encode_message(msg)
-    # Replace one node of the encoded tree (at any depth) by an arbitrary value.
+def _draw_path(tree: Any, data: st.DataObject) -> list[int]:
+    """The path (list indexes from the root) to a node of an encoded message, drawn at any depth."""
     path: list[int] = []
-    node = encoded
+    node = tree
     while isinstance(node, list) and node:
         i = data.draw(st.integers(0, len(node) - 1))
         path.append(i)
         if not data.draw(st.booleans()):
             break
         node = node[i]
-    replacement = data.draw(cbor_values)
-    target = encoded
+    return path
+
+
+def _parent(tree: Any, path: list[int]) -> Any:
+    """The list holding the node at the non-empty ``path``."""
     for i in path[:-1]:
-        target = target[i]
+        tree = tree[i]
+    return tree
+
+
+@given(st.sampled_from(examples()), st.data())
+def test_decoding_mutated_messages_raises_only_remote_protocol_error(msg: Message, data: st.DataObject) -> None:
+    encoded: Any = encode_message(msg)
+    # Replace one node of the encoded tree (at any depth) by an arbitrary value.
+    path = _draw_path(encoded, data)
+    replacement = data.draw(cbor_values)
     if path:
-        target[path[-1]] = replacement
+        _parent(encoded, path)[path[-1]] = replacement
     try:
         decoded = decode_message(encoded)
     except RemoteProtocolError:
@@ -205,19 +215,10 @@ def test_the_fast_path_agrees_with_the_checked_decoders_on_mutated_messages(msg:
     encoded: Any = encode_message(msg)
     # Replace one or two nodes of the encoded tree by an arbitrary value or a near-miss of the original.
     for _ in range(data.draw(st.integers(1, 2))):
-        path: list[int] = []
-        node = encoded
-        while isinstance(node, list) and node:
-            i = data.draw(st.integers(0, len(node) - 1))
-            path.append(i)
-            if not data.draw(st.booleans()):
-                break
-            node = node[i]
+        path = _draw_path(encoded, data)
         if not path:
             break
-        target = encoded
-        for i in path[:-1]:
-            target = target[i]
+        target = _parent(encoded, path)
         old = target[path[-1]]
         near: list[Any] = [cbor_values]
         if type(old) is int:
