@@ -99,7 +99,7 @@ class Duties:
         try:
             with trio.move_on_after(self._timeout):
                 await self._mark_dead(replica, table)
-                await reconcile_once(replica, self._ring_for(table), self._members.live())
+                await reconcile_once(replica, self._ring_for(table), self._members.live(), table)
         except BoroughError as exc:
             logger.info("_system duty step failed: %s", exc)
 
@@ -175,16 +175,16 @@ class Duties:
                 continue
             self._moving.add(name)
             started += 1
-            self._nursery.start_soon(self._place, replica, ring, live)
+            self._nursery.start_soon(self._place, replica, ring, live, table)
 
-    async def _place(self, replica: Replica, ring: HashRing, live: set[str]) -> None:
+    async def _place(self, replica: Replica, ring: HashRing, live: set[str], table: MemberTable) -> None:
         settled = False
         try:
             async with self._placement_limit:
                 if replica.is_leader:
                     with trio.move_on_after(self._timeout):
                         quiesced = replica.quiesced  # before the step: a step wakes the group
-                        step = await reconcile_once(replica, ring, live)
+                        step = await reconcile_once(replica, ring, live, table)
                         # Quiet and in place: not visited again until it wakes (or the table or live set change).
                         settled = quiesced and isinstance(step, Nothing)
         except BoroughError as exc:
