@@ -1,5 +1,6 @@
 """Cluster benchmark: three ``borough serve`` processes on loopback with fsync on, loaded through
-``borough.open_client``, next to PySyncObj 0.3.17 in the same run.
+``borough.open_client``, next to etcd 3.4 (``bench/etcd_baseline.py``, when ``etcd`` is installed) and PySyncObj
+0.3.17 in the same run.
 
 For 1, 16 and 64 concurrent client tasks (closed loop, one request in flight each): puts of random 16-byte keys
 with 100-byte values into one partition, spread over 64 partitions and over 1,024, then linearizable gets and stale gets
@@ -329,6 +330,22 @@ def bench_pysyncobj(seconds: float, warmup: float, clients_list: tuple[int, ...]
     return rows
 
 
+def bench_etcd(seconds: float, warmup: float, clients_list: tuple[int, ...], ops: tuple[str, ...]) -> None:
+    """The same puts and linearizable gets against a 3-member etcd 3.4 cluster (``bench/etcd_baseline.py``)."""
+    from etcd_baseline import LABELS, available, run_etcd
+
+    why = available()
+    if why is not None:
+        print(f"\netcd baseline skipped: {why}")
+        return
+    print("\netcd 3.4 baseline: 3 members on 127.0.0.1 with their defaults (the WAL fsynced before each reply),")
+    print("loaded from this process through grpcio, every call to the leader; one key space, no partitions.\n")
+    print(HEADER, flush=True)
+    wanted = tuple(op for op in ops if op in LABELS)
+    for op, clients, r in run_etcd(ops=wanted, clients_list=clients_list, seconds=seconds, warmup=warmup):
+        print(row(LABELS[op], clients, r) + (f" ({r['errors']:.0f} errors)" if r["errors"] else ""), flush=True)
+
+
 def bench_failover(seconds: float) -> None:
     """The fail-over row: 16 clients putting into 8 partitions, the leader process of one SIGKILLed."""
     from _failover import run as run_failover
@@ -341,7 +358,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--quick", action="store_true", help="1 s per figure")
-    parser.add_argument("--no-baseline", action="store_true", help="skip PySyncObj")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the baselines (etcd and PySyncObj)")
     parser.add_argument("--tls", action="store_true", help="mutual TLS with a throw-away CA")
     parser.add_argument("--certs-dir", default=None, help="mutual TLS with the certificates in this directory")
     parser.add_argument("--compare-tls", action="store_true", help="the same figures without and with TLS")
@@ -379,6 +396,7 @@ def main() -> None:
         clients,
     )
     if not args.no_baseline:
+        bench_etcd(seconds, args.warmup, clients, ops)
         print("\nPySyncObj 0.3.17 baseline: 3 processes on 127.0.0.1, @replicated dict, load issued inside its")
         print("processes as its own benchmark does. It keeps its log in memory and never fsyncs.\n")
         print(HEADER, flush=True)
