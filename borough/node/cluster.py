@@ -108,6 +108,10 @@ class Cluster:
             self._directory.add_seed(address)
         if not self._directory.seeds:
             raise ConfigError("joining a cluster needs the address of one of its nodes (join=[...])")
+        # The id first, durably: if this node stops after its join commits but before it hears so, it joins again
+        # as the same member on restart instead of leaving one behind that never answers (and that the ring would
+        # place replicas on until it was declared dead).
+        self._store.init_node_meta(self.node_id, None)
         result = await self.announce()
         if result.cluster_id is None:
             raise Unavailable("the cluster did not say its id; retry the join")

@@ -46,10 +46,10 @@ _TOMB_END: Final = bytes([enc.TOMB[0] + 1])
 
 @attrs.frozen(kw_only=True)
 class NodeMeta:
-    """Who this data dir belongs to."""
+    """Who this data dir belongs to: its node, and its cluster (None while the node has not joined one yet)."""
 
     node_id: str
-    cluster_id: str
+    cluster_id: str | None
     format_version: int
 
 
@@ -199,21 +199,29 @@ class Store(abc.ABC):
         self._v()
         return self._node_meta
 
-    def init_node_meta(self, node_id: str, cluster_id: str) -> None:
+    def init_node_meta(self, node_id: str, cluster_id: str | None) -> None:
         """Record (durably) which node and cluster this data dir belongs to. Once: calling it again with the
-        same ids does nothing, with other ids raises ``ConfigError``."""
-        if not isinstance(node_id, str) or not node_id or not isinstance(cluster_id, str) or not cluster_id:
-            raise ValueError("node_id and cluster_id must be non-empty strings")
+        same ids does nothing, with other ids raises ``ConfigError``. A node that asks to join a cluster first
+        records its id alone (``cluster_id`` None), then its cluster once it has joined: if it stops in between
+        (its join committed, the answer lost), it joins again under the same id, and the member table gains no
+        member that never answers."""
+        cluster_ok = cluster_id is None or (isinstance(cluster_id, str) and cluster_id)
+        if not (isinstance(node_id, str) and node_id and cluster_ok):
+            raise ValueError("node_id must be a non-empty string, cluster_id a non-empty string or None")
         with self._lock:
             self._writable()
             meta = self._node_meta
             if meta is not None:
-                if (meta.node_id, meta.cluster_id) != (node_id, cluster_id):
+                joining = meta.node_id == node_id and meta.cluster_id is None
+                if joining and cluster_id is None:
+                    return
+                if not joining and (meta.node_id, meta.cluster_id) != (node_id, cluster_id):
                     raise ConfigError(
                         f"{self.describe()} already belongs to node {meta.node_id!r} of cluster {meta.cluster_id!r}"
                         f", not node {node_id!r} of cluster {cluster_id!r}: point --data at another directory"
                     )
-                return
+                if not joining:
+                    return
             raw = self._engine_batch(True)
             raw.put(enc.META_NODE, enc.encode_value([node_id, cluster_id]))
             self._commit(raw)
@@ -222,7 +230,7 @@ class Store(abc.ABC):
     def check_cluster(self, cluster_id: str) -> None:
         """Raise ``ConfigError`` if this data dir belongs to a cluster other than ``cluster_id``."""
         meta = self.node_meta()
-        if meta is not None and meta.cluster_id != cluster_id:
+        if meta is not None and meta.cluster_id is not None and meta.cluster_id != cluster_id:
             raise ConfigError(
                 f"{self.describe()} belongs to cluster {meta.cluster_id!r}, but this node was asked to run in "
                 f"cluster {cluster_id!r}: point --data at another directory, or remove this one to start afresh"

@@ -56,6 +56,29 @@ def test_node_meta_is_set_once_and_survives_reopen(opener: Opener) -> None:
         store.check_cluster("c2")
 
 
+def test_a_joining_node_claims_its_id_before_it_knows_its_cluster(opener: Opener) -> None:
+    """A node records its id before it asks to join, and its cluster once it has joined: restarted in between, it
+    joins again under the same id (fuzz seed 2833: a node whose join committed but whose answer was lost came back
+    under a new id, and the old one stayed in the member table, where the ring placed a new partition on it)."""
+    store = opener.open()
+    store.init_node_meta("n1", None)
+    store.init_node_meta("n1", None)  # the same claim again is fine
+    store = opener.reopen(store)
+    assert store.node_meta() == NodeMeta(node_id="n1", cluster_id=None, format_version=1)
+    store.check_cluster("c1")  # not in a cluster yet: it fits any
+    with pytest.raises(ConfigError, match="already belongs to node 'n1'"):
+        store.init_node_meta("n2", "c1")
+    store.init_node_meta("n1", "c1")  # joined
+    store = opener.reopen(store)
+    assert store.node_meta() == NodeMeta(node_id="n1", cluster_id="c1", format_version=1)
+    with pytest.raises(ConfigError, match="already belongs to node 'n1' of cluster 'c1'"):
+        store.init_node_meta("n1", None)  # a member never goes back to joining
+    with pytest.raises(ConfigError, match="already belongs to node 'n1' of cluster 'c1'"):
+        store.init_node_meta("n1", "c2")
+    with pytest.raises(ValueError):
+        store.init_node_meta("n1", "")
+
+
 def test_a_fresh_store_has_no_replicas(store: Store) -> None:
     assert store.replicas() == []
     assert store.hard_state("p") == HardState()

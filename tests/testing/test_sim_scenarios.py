@@ -75,6 +75,7 @@ SAVED = pathlib.Path(__file__).resolve().parent / "scenarios"
         "quiet-misplaced-leader-138.json",
         "remove-before-swap-885.json",
         "doubted-voter-removed-419.json",
+        "ghost-member-after-lost-join-2833.json",
     ],
 )
 def test_saved_fuzzer_finds_stay_fixed(name: str) -> None:
@@ -130,5 +131,10 @@ def test_saved_fuzzer_finds_stay_fixed(name: str) -> None:
     # as if dead while its replacement was not even a learner yet; the group was left with two voters, and the
     # kill of one of them during that removal's joint change wedged it for good. Rule 6 now removes only a voter
     # the member table declares DEAD (or no longer lists); one merely doubted is swapped out or waits.
+    # ghost-member-after-lost-join-2833 (fuzz --nodes 5 --topology --client-faults --read-mode lease
+    # --quiesce-ticks 2 --partitions 8): a new node's join committed but its answer was lost; booted again, it
+    # picked a new id and joined as a second member at the same address. The first id stayed ACTIVE until declared
+    # dead, and the ring placed a new partition on it and on a node killed earlier (not yet declared dead): two of
+    # its three voters never answered. A joining node now records its id before it asks, and rejoins under it.
     result = run_scenario(Scenario.from_json((SAVED / name).read_text()))
     assert result.ok, result.report()
