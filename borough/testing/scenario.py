@@ -353,7 +353,8 @@ def removal_refused(sim: SimCluster, index: int) -> str | None:
         return f"no running replica of {unseen[0]} to judge it by"
     # A partition not registered yet may be registered right after this check, on the voters the ring gives it
     # now, which may include the node leaving and one already gone (the member table lists both until they are
-    # declared dead): it would be wedged from birth.
+    # declared dead): it would be wedged from birth. Every running node's ring counts: whichever leads `_system`
+    # registers it, on the table it has (one that saw a node's join first places partitions on that node).
     for sim_node in sim.running():
         assert sim_node.node is not None
         ring = sim_node.node.directory.ring()
@@ -361,7 +362,6 @@ def removal_refused(sim: SimCluster, index: int) -> str | None:
             voters = ring.replica_set(name)
             if voters and sum(1 for v in voters if v not in gone) <= len(voters) // 2:
                 return f"{name}, not registered yet, would be placed on no majority of live voters"
-        break
     return None
 
 
