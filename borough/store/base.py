@@ -212,16 +212,13 @@ class Store(abc.ABC):
             self._writable()
             meta = self._node_meta
             if meta is not None:
-                joining = meta.node_id == node_id and meta.cluster_id is None
-                if joining and cluster_id is None:
+                if (meta.node_id, meta.cluster_id) == (node_id, cluster_id):
                     return
-                if not joining and (meta.node_id, meta.cluster_id) != (node_id, cluster_id):
+                if meta.node_id != node_id or meta.cluster_id is not None:  # (only a claim may gain its cluster)
                     raise ConfigError(
                         f"{self.describe()} already belongs to node {meta.node_id!r} of cluster {meta.cluster_id!r}"
                         f", not node {node_id!r} of cluster {cluster_id!r}: point --data at another directory"
                     )
-                if not joining:
-                    return
             raw = self._engine_batch(True)
             raw.put(enc.META_NODE, enc.encode_value([node_id, cluster_id]))
             self._commit(raw)
