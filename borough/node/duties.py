@@ -99,7 +99,7 @@ class Duties:
         try:
             with trio.move_on_after(self._timeout):
                 await self._mark_dead(replica, table)
-                await reconcile_once(replica, self._ring_for(table), self._members.live(), table)
+                await reconcile_once(replica, self._ring_for(table), self._members.live())
         except BoroughError as exc:
             logger.info("_system duty step failed: %s", exc)
 
@@ -184,7 +184,7 @@ class Duties:
                 if replica.is_leader:
                     with trio.move_on_after(self._timeout):
                         quiesced = replica.quiesced  # before the step: a step wakes the group
-                        step = await reconcile_once(replica, ring, live, table)
+                        step = await reconcile_once(replica, ring, live)
                         # Quiet and in place: not visited again until it wakes (or the table or live set change).
                         settled = quiesced and isinstance(step, Nothing)
         except BoroughError as exc:

@@ -15,7 +15,6 @@ from borough.ids import NodeId
 from borough.node.replica import Replica
 from borough.raft.confchange import ChangeType, ConfChange, ConfChangeSingle, Transition
 from borough.ring.hashring import HashRing
-from borough.ring.members import MemberState, MemberTable
 from borough.ring.placement import AddLearner, Nothing, PromoteVoter, RemoveNode, ReplicaProgress, Step, TransferLeader
 from borough.ring.placement import next_step as plan
 
@@ -24,9 +23,8 @@ __all__ = ["reconcile_once"]
 logger = logging.getLogger(__name__)
 
 
-async def reconcile_once(replica: Replica, ring: HashRing, live: Set[str], table: MemberTable) -> Step:
-    """Plan and carry out the next placement step for ``replica``'s group (this node must lead it). ``ring`` is
-    ``table``'s ring; a member that ``table`` declares DEAD, or no longer lists, is gone for good."""
+async def reconcile_once(replica: Replica, ring: HashRing, live: Set[str]) -> Step:
+    """Plan and carry out the next placement step for ``replica``'s group (this node must lead it)."""
     status = replica.status()
     # A quiet group's leader hears nothing, so its followers' activity flags say nothing of them: the failure
     # detector's word stands in for them (a group goes quiet only with a quorum answering and its followers
@@ -38,11 +36,6 @@ async def reconcile_once(replica: Replica, ring: HashRing, live: Set[str], table
         for node, p in status.progress.items()
     }
     conf = status.conf_state
-    gone: set[NodeId] = set()
-    for node in conf.members():
-        member = table.get(node)
-        if member is None or member.state is MemberState.DEAD:
-            gone.add(node)
     step = plan(
         ring=ring,
         name=replica.name,
@@ -51,7 +44,6 @@ async def reconcile_once(replica: Replica, ring: HashRing, live: Set[str], table
         progress=progress,
         last_index=status.last_index,
         live={NodeId(n) for n in live},
-        gone=gone,
         conf_change_pending=replica.conf_change_in_flight,
     )
     if isinstance(step, Nothing):

@@ -22,13 +22,11 @@ Rules, in the order they are tried (DESIGN.md, "Cluster, ring and partitions"):
    Otherwise, while a voter is down, promote only if the group keeps a live quorum without counting the new
    voter, so a new node that fails right after its promotion cannot wedge the group.
 5. Remove a learner that is not a ring target (always safe).
-6. Remove a voter that is not a ring target and is gone for good (declared DEAD, or no longer in the member
-   table): it contributes nothing to a quorum, and removing it never shrinks the live margin. Not while a ring
-   target is a learner catching up: rule 4 swaps it in for the dead voter in one joint change, and the group
-   never has fewer voters meanwhile. Not a voter that is merely not live (suspected, paused, cut off): it may
-   answer again, and until it is declared dead it is swapped out (rule 4) or removed once its replacement votes
-   (rule 7), so the group keeps three voters; removing it would leave two, and losing either would wedge it.
-7. Once every ring target is a voter, remove the live voters that are not ring targets, one at a time; if
+6. Never remove a voter without a replacement while a ring target is still missing, however dead it looks (even
+   declared DEAD: a declaration can be wrong, and the node may come back). Removing it would leave the group two
+   voters, and losing either would wedge it for good; kept, it costs nothing, and it is swapped out in one joint
+   change once its replacement has caught up (rule 4), or removed once every ring target votes (rule 7).
+7. Once every ring target is a voter, remove the voters that are not ring targets (live or not), one at a time; if
    one of them is the leader, first move leadership to a caught-up ring target (the owner if it can).
 8. Move leadership to the ring owner once it is a live, recently active voter that is caught up.
 9. Otherwise nothing: converged, or waiting (for a target to come up or catch up).
@@ -163,14 +161,12 @@ def next_step(
     progress: Mapping[NodeId, ReplicaProgress],
     last_index: int,
     live: Set[NodeId],
-    gone: Set[NodeId],
     conf_change_pending: bool,
     catch_up_slack: int = DEFAULT_CATCH_UP_SLACK,
 ) -> Step:
     """The next single step for partition ``name`` (see the module docstring for the rules). Pure: the same
     arguments always give the same step. ``leader`` is the caller (the group's leader) and counts as live and
-    caught up; ``live`` is the set of nodes the failure detector believes alive; ``gone`` the nodes gone for good
-    (declared DEAD in the member table, or no longer in it): only these are removed without a replacement."""
+    caught up; ``live`` is the set of nodes the failure detector believes alive."""
     if conf_change_pending or conf.joint:
         return Nothing(reason="a configuration change is in flight")
     voters = set(conf.voters)
@@ -217,15 +213,8 @@ def next_step(
             return PromoteVoter(node=node)
     for node in sorted(learners - wanted):  # rule 5
         return RemoveNode(node=node, voter=False)
-    # A ring target still catching up as a learner will take a dead voter's place in one joint change (rule 4):
-    # removing the dead voter first would shrink the group meanwhile, and a voter lost during that removal's joint
-    # change could wedge it for good (the change, appended on the longest log, would need the lost voter).
-    replacing = bool(learners & wanted)
-    for node in sorted(voters - wanted):  # rule 6
-        if not replacing and node in gone and node not in live and has_live_quorum(voters - {node}, live):
-            return RemoveNode(node=node, voter=True)
     extras = sorted(voters - wanted)
-    if extras and wanted <= voters:  # rule 7: every replacement is a voter now
+    if extras and wanted <= voters:  # rule 7 (rule 6: no voter leaves before every replacement votes)
         for node in extras:
             if node != leader and has_live_quorum(voters - {node}, live):
                 return RemoveNode(node=node, voter=True)

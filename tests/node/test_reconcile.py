@@ -103,8 +103,7 @@ async def test_the_lead_goes_to_a_ring_owner_known_alive(
     name, owner, other = misled(ring)
     replica = FakeReplica(name, other, quiesced=quiesced, active=active)
     live = set(NODES) if owner_live else set(NODES) - {owner}
-    table = table_of(**dict.fromkeys(NODES, MemberState.ACTIVE))
-    step = await reconcile_once(replica, ring, live, table)  # type: ignore[arg-type]
+    step = await reconcile_once(replica, ring, live)  # type: ignore[arg-type]
     if hands_over:
         assert step == TransferLeader(node=NodeId(owner)) and replica.transfers == [owner]
     else:
@@ -112,20 +111,16 @@ async def test_the_lead_goes_to_a_ring_owner_known_alive(
     assert replica.changes == []
 
 
-@pytest.mark.parametrize(("state", "removed"), [(MemberState.DEAD, True), (MemberState.LEAVING, False), (None, True)])
-async def test_only_a_voter_gone_for_good_is_removed_without_a_replacement(
-    state: MemberState | None, removed: bool
-) -> None:
+@pytest.mark.parametrize("state", [MemberState.DEAD, MemberState.LEAVING, None])
+async def test_no_voter_is_removed_without_a_replacement_however_gone_it_looks(state: MemberState | None) -> None:
     """Voters a, b and x; the ring is a, b and t (x left it); t is down, so nothing can replace x yet, and x does
-    not answer either. Removed only if the table declares it DEAD or no longer lists it: a LEAVING voter that is
-    paused or cut off may answer again, and keeps the group at three voters meanwhile."""
+    not answer either. x stays, even declared DEAD or out of the table: a declaration can be wrong (seed 5750: a
+    node declared DEAD came back), and two voters would wedge for good on losing either. It leaves in the joint
+    change that brings t in (rule 4)."""
     states = {"a": MemberState.ACTIVE, "b": MemberState.ACTIVE, "t": MemberState.ACTIVE}
     if state is not None:
         states["x"] = state
     table = table_of(**states)
     replica = FakeReplica("users", "a", quiesced=False, active=True, voters=("a", "b", "x"))
-    step = await reconcile_once(replica, HashRing(table), {"a", "b"}, table)  # type: ignore[arg-type]
-    if removed:
-        assert step == RemoveNode(node=NodeId("x"), voter=True) and len(replica.changes) == 1
-    else:
-        assert not isinstance(step, RemoveNode) and replica.changes == []  # (it may hand the lead to the owner)
+    step = await reconcile_once(replica, HashRing(table), {"a", "b"})  # type: ignore[arg-type]
+    assert not isinstance(step, RemoveNode) and replica.changes == []  # (it may hand the lead to the owner)

@@ -77,6 +77,7 @@ SAVED = pathlib.Path(__file__).resolve().parent / "scenarios"
         "doubted-voter-removed-419.json",
         "ghost-member-after-lost-join-2833.json",
         "harness-stale-ring-kill-3128.json",
+        "dead-voter-removed-came-back-5750.json",
     ],
 )
 def test_saved_fuzzer_finds_stay_fixed(name: str) -> None:
@@ -130,8 +131,11 @@ def test_saved_fuzzer_finds_stay_fixed(name: str) -> None:
     # doubted-voter-removed-419 (fuzz --nodes 4 --topology --client-faults --read-mode lease --quiesce-ticks 2
     # --partitions 6): a voter paused for 3 s, which the ring had just moved past (a node was added), was removed
     # as if dead while its replacement was not even a learner yet; the group was left with two voters, and the
-    # kill of one of them during that removal's joint change wedged it for good. Rule 6 now removes only a voter
-    # the member table declares DEAD (or no longer lists); one merely doubted is swapped out or waits.
+    # kill of one of them during that removal's joint change wedged it for good.
+    # dead-voter-removed-came-back-5750 (fuzz --nodes 5 --topology --client-faults --quiesce-ticks 2 --partitions
+    # 8): the same with a voter the member table had declared DEAD, removed while its replacement was restarting;
+    # the node came back, but the group had two voters, and a kill of one wedged it. Placement now never removes a
+    # voter before every ring target votes: it is swapped out for its replacement in one joint change, or waits.
     # ghost-member-after-lost-join-2833 (fuzz --nodes 5 --topology --client-faults --read-mode lease
     # --quiesce-ticks 2 --partitions 8): a new node's join committed but its answer was lost; booted again, it
     # picked a new id and joined as a second member at the same address. The first id stayed ACTIVE until declared
