@@ -12,6 +12,12 @@ Workloads (``--only`` picks some):
 
     .venv/bin/python bench/sim_cost.py                      # every workload
     .venv/bin/python bench/sim_cost.py --only put-1x1 --profile /tmp/put.prof   # cProfile of one workload
+    .venv/bin/python bench/sim_cost.py --only put-64x64 --kinds   # which turns an op costs (leader/follower, ...)
+
+``--kinds`` breaks the turns down by what each one did: run by the group's leader (L) or a follower (F), whether
+it persisted entries, applied entries, wrote a hard state, how many Raft messages it sent and whether its write
+was synced; "no Ready" counts the turns that stepped what had arrived and found nothing to do (an
+acknowledgement the commit did not need, say).
 
 Everything runs in this process on virtual time; nothing touches the network.
 """
@@ -19,6 +25,7 @@ Everything runs in this process on virtual time; nothing touches the network.
 from __future__ import annotations
 
 import argparse
+import collections
 import cProfile
 import pathlib
 import random
@@ -33,7 +40,41 @@ import trio.testing
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from borough.node.turns import Turns  # noqa: E402
+from borough.raft.role import Role  # noqa: E402
 from borough.testing import SimCluster  # noqa: E402
+
+#: Turn kinds counted while a workload runs (``--kinds``), and whether counting is on.
+KINDS: collections.Counter[str] = collections.Counter()
+_COUNTING = [False]
+
+
+def _count_kinds() -> None:
+    """Wrap ``Turns.prepare`` (this process only) to count what each turn did while ``_COUNTING[0]`` holds."""
+    prepare = Turns.prepare
+
+    def counted(self: Turns) -> Any:
+        turn = prepare(self)
+        if _COUNTING[0]:
+            if turn is None:
+                KINDS["no Ready"] += 1
+            else:
+                p = turn.plan
+                KINDS[
+                    " ".join(
+                        (
+                            "L" if self._raw.role is Role.LEADER else "F",
+                            "entries" if p.entries else "-",
+                            "apply" if p.apply else "-",
+                            "hard-state" if p.hard_state is not None else "-",
+                            f"{len(p.send_before) + len(p.send_after)} msgs",
+                            "synced" if turn.sync else "",
+                        )
+                    )
+                ] += 1
+        return turn
+
+    Turns.prepare = counted  # type: ignore[method-assign]
 
 
 def _counts(sim: SimCluster) -> tuple[int, int, int]:
@@ -110,6 +151,8 @@ async def _measure(name: str, profile: str | None) -> None:
             if sn.node is not None:
                 sn.node.trace = None
         before = _counts(sim)
+        KINDS.clear()
+        _COUNTING[0] = True
         prof = cProfile.Profile() if profile else None
         cpu0 = time.process_time()
         if prof is not None:
@@ -119,6 +162,7 @@ async def _measure(name: str, profile: str | None) -> None:
             prof.disable()
             prof.dump_stats(profile)
         cpu = time.process_time() - cpu0
+        _COUNTING[0] = False
         turns, messages, frames = (b - a for a, b in zip(before, _counts(sim), strict=True))
         print(
             f"{name:10} {done:6} ops  CPU {cpu * 1e6 / done:7.0f} us/{unit}  turns {turns / done:6.2f}  "
@@ -126,13 +170,18 @@ async def _measure(name: str, profile: str | None) -> None:
             + ("  (profiled)" if prof is not None else ""),
             flush=True,
         )
+        for kind, n in KINDS.most_common():
+            print(f"    {n / done:6.2f} per {unit}  {kind}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", action="append", choices=sorted(WORKLOADS), help="run only these workloads")
     parser.add_argument("--profile", metavar="FILE", help="cProfile the (one) workload into FILE")
+    parser.add_argument("--kinds", action="store_true", help="break each workload's turns down by what they did")
     args = parser.parse_args()
+    if args.kinds:
+        _count_kinds()
     names = args.only or list(WORKLOADS)
     if args.profile and len(names) != 1:
         parser.error("--profile takes exactly one workload (--only NAME)")
