@@ -110,7 +110,8 @@ class Node:
             config=config,
             rng=rng,
             nursery=nursery,
-            find_record=partial(self.directory.record, create=False), known_record=self.directory.cached_record,
+            find_record=partial(self.directory.record, create=False),
+            known_record=self.directory.cached_record,
             on_deleted=lambda name: self.session.router.learn_leader(name, None),
             on_tick=None if trace is None else lambda n: trace("tick", (n,)),
             after_round=lambda: self.outbox.flush(),  # (every Raft message is sent in a round: none waits a pass)

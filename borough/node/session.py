@@ -47,7 +47,7 @@ from borough.node.records import (
     WriteOp,
     check_write,
 )
-from borough.node.routing import Router, Target, seconds_left
+from borough.node.routing import AttemptExpired, Router, Target, seconds_left
 from borough.node.sequencer import Sequencer
 from borough.node.streams import IterableReceiveStream, join_streams, split_streams
 from borough.node.system_state import SYSTEM
@@ -95,12 +95,21 @@ class Session:
             locate=directory.locate, execute=self._execute, request_timeout=request_timeout, rng=rng, me=me
         )
 
-    async def _execute(self, target: Target, partition: str, op: Op) -> Any:
+    async def _execute(self, target: Target, partition: str, op: Op, deadline: float) -> Any:
+        """Carry out ``op`` at ``target`` (here, when it is this node), giving up at ``deadline``
+        (``AttemptExpired``: see ``borough.node.routing.Execute``)."""
         streams = op.streams if isinstance(op, Call) else None
         me, here = self._me, self._execute_here
         if here is not None and me is not None and (target.node_id == me.node_id or target.address == me.address):
-            return await here(partition, op, streams)
-        reply = await self._call(target.address, encode_call(partition, op, seconds_left()), streams=streams)
+            with trio.move_on_at(deadline):
+                return await here(partition, op, streams)
+            raise AttemptExpired
+        try:
+            reply = await self._call(
+                target.address, encode_call(partition, op, seconds_left(deadline)), streams=streams, deadline=deadline
+            )
+        except trio.TooSlowError:  # (the call's own deadline: nothing else in it raises this)
+            raise AttemptExpired from None
         result = op.decode_result(reply.body)
         if reply.streams:
             return join_streams(result, reply.streams)
@@ -125,11 +134,12 @@ class Session:
         found: dict[str, Hosting] = {}
 
         async def ask(node_id: str, address: str) -> None:
-            with trio.move_on_after(STATUS_TIMEOUT):
-                try:
-                    found[node_id] = await self._execute(Target(node_id, address), SYSTEM, Hosted())
-                except (BoroughError, OSError) as exc:
-                    logger.debug("member %s did not say what it holds: %s", node_id, exc)
+            try:
+                found[node_id] = await self._execute(
+                    Target(node_id, address), SYSTEM, Hosted(), trio.current_time() + STATUS_TIMEOUT
+                )
+            except (BoroughError, OSError, AttemptExpired) as exc:
+                logger.debug("member %s did not say what it holds: %s", node_id, exc)
 
         async with trio.open_nursery() as nursery:
             for member in table:

@@ -23,7 +23,9 @@ Semantics the layers above rely on:
   same type (see ``errors_codec``). An inbound call runs ``on_call`` in a task of its own, unless it attaches no
   streams and ``on_quick_call`` takes it (it answers later through a ``CallAnswer``, with no task; a call slot
   is held until then). Cancelling ``call`` resets the call, which cancels the peer's handler. The
-  connection dying mid-call raises ``Unavailable`` naming the peer.
+  connection dying mid-call raises ``Unavailable`` naming the peer. ``call(deadline=...)`` bounds the call
+  without a cancel scope of its own (one per call costs the caller more than the rest of the call's Python): the
+  call is reset and ``trio.TooSlowError`` raised once the deadline passes, as a scope would.
 - Streams attached to a call are closed (STOP) when the handler returns; read them inside the handler. Streams
   attached to a reply hold a call slot on the replying side until read to the end or closed: read or close them.
 - Sources given as ``streams=`` (async iterables of bytes or ``trio.abc.ReceiveStream``) are consumed and then
@@ -32,6 +34,7 @@ Semantics the layers above rely on:
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 from collections import deque
@@ -106,13 +109,17 @@ class _Answer:
 
 
 class _PendingCall:
-    __slots__ = ("error", "event", "reply")
+    __slots__ = ("error", "event", "expired", "reply")
 
     def __init__(self) -> None:
         self.event = trio.Event()
         self.reply: Reply[trio.abc.ReceiveStream] | None = None
         self.error: BaseException | None = None
+        self.expired = False  # its deadline passed first (``MuxConnection._watch_deadlines``)
 
+
+#: Bounded calls remembered before finished ones are swept out of the deadline heap (see ``MuxConnection._watch``).
+_SWEEP_AT = 1024
 
 # ---------------------------------------------------------------------------------------------------- connection
 
@@ -184,6 +191,11 @@ class MuxConnection:
         self._inbound_busy = 0  # handler tasks alive (handler plus reply streams)
         self._open_inbound = 0  # peer-opened plain streams alive
         self._outbound_limit = trio.Semaphore(settings.max_outbound_calls)
+        #: Calls bounded by ``call(deadline=...)``: (deadline, stream id, call), a heap; finished calls leave it
+        #: when the watcher next wakes, or when it is swept (kept within a few times the calls in flight).
+        self._deadlines: list[tuple[float, int, _PendingCall]] = []
+        self._deadline_wake: trio.CancelScope | None = None  # the watcher's sleep, when it runs
+        self._watching = False
         self._nursery: trio.Nursery | None = None
         self._closed_reason: BaseException | None = None
         self._closed_event = trio.Event()
@@ -585,55 +597,124 @@ class MuxConnection:
     # ------------------------------------------------------------------ calls, outbound
 
     async def call(
-        self, body: Any, *, streams: Mapping[str, StreamSource] | None = None
+        self,
+        body: Any,
+        *,
+        streams: Mapping[str, StreamSource] | None = None,
+        deadline: float | None = None,
     ) -> Reply[trio.abc.ReceiveStream]:
-        """Send a call and wait for its reply; see the module docstring for the semantics."""
+        """Send a call and wait for its reply; see the module docstring for the semantics. With ``deadline``
+        (trio time), the call is reset and ``trio.TooSlowError`` raised once it passes."""
         sources = dict(streams or {})
         if len(sources) > self.settings.max_attached_streams:
             raise LocalProtocolError(
                 f"a call may attach at most {self.settings.max_attached_streams} streams, got {len(sources)}"
             )
+        if deadline is not None and (sources or self._nursery is None):
+            # (Rare: a call with streams has tasks of its own; a scope bounds them all.)
+            with trio.move_on_at(deadline):
+                return await self.call(body, streams=streams)
+            raise trio.TooSlowError
         if not self.usable:
             raise NotDelivered(str(self._lost("cannot start a call")))
-        async with self._outbound_limit:
-            if not self.usable:
-                raise NotDelivered(str(self._lost("cannot start a call")))
-            sid = self._codec.new_stream_id()
-            ids = {name: self._codec.new_stream_id() for name in sources}
-            frame = self._codec.encode_call(sid, body, ids)
-            pending = _PendingCall()
-            self._calls[sid] = pending
-            outs = {name: self._new_stream(ids[name], send=True, receive=False) for name in sources}
-            self._queue_ctrl(frame, alone=len(self._calls) == 1)
-            position = self._ctrl_queued
+        limit = self._outbound_limit
+        if deadline is None:
+            await limit.acquire()
+        else:
             try:
-                if sources:
-                    async with trio.open_nursery() as nursery:
-                        for name, source in sources.items():
-                            nursery.start_soon(self._pump, outs[name], source)
-                        await pending.event.wait()
-                        nursery.cancel_scope.cancel()
-                else:
+                limit.acquire_nowait()  # (the usual case: a slot is free, and taking it needs no pass of the loop)
+            except trio.WouldBlock:
+                with trio.move_on_at(deadline) as waited:
+                    await limit.acquire()
+                if waited.cancelled_caught:
+                    raise trio.TooSlowError from None
+        try:
+            return await self._call(body, sources, deadline)
+        finally:
+            limit.release()
+
+    async def _call(
+        self, body: Any, sources: dict[str, StreamSource], deadline: float | None
+    ) -> Reply[trio.abc.ReceiveStream]:
+        if not self.usable:
+            raise NotDelivered(str(self._lost("cannot start a call")))
+        sid = self._codec.new_stream_id()
+        ids = {name: self._codec.new_stream_id() for name in sources}
+        frame = self._codec.encode_call(sid, body, ids)
+        pending = _PendingCall()
+        self._calls[sid] = pending
+        outs = {name: self._new_stream(ids[name], send=True, receive=False) for name in sources}
+        self._queue_ctrl(frame, alone=len(self._calls) == 1)
+        position = self._ctrl_queued
+        if deadline is not None:
+            self._watch(deadline, sid, pending)
+        try:
+            if sources:
+                async with trio.open_nursery() as nursery:
+                    for name, source in sources.items():
+                        nursery.start_soon(self._pump, outs[name], source)
                     await pending.event.wait()
-            except BaseException:
-                if not pending.event.is_set():
-                    # We gave up (cancelled): tell the peer so it cancels the handler.
-                    self._queue_ctrl(self._codec.encode_reset(sid, None))
-                elif pending.reply is not None:
-                    for st in pending.reply.streams.values():
-                        assert isinstance(st, MuxStream)
-                        st._close_now()
-                raise
-            finally:
-                self._calls.pop(sid, None)
-                for st in outs.values():
-                    st._abort_send(None)
-            if pending.error is not None:
-                if self._ctrl_taken < position and isinstance(pending.error, Unavailable):
-                    raise NotDelivered(f"{pending.error} (the call was never sent)") from pending.error
-                raise pending.error
-            assert pending.reply is not None
-            return pending.reply
+                    nursery.cancel_scope.cancel()
+            else:
+                await pending.event.wait()
+            if pending.expired:
+                raise trio.TooSlowError
+        except BaseException:
+            if not pending.event.is_set() or pending.expired:
+                # We gave up (cancelled, or the deadline passed): tell the peer so it cancels the handler.
+                self._queue_ctrl(self._codec.encode_reset(sid, None))
+            elif pending.reply is not None:
+                for st in pending.reply.streams.values():
+                    assert isinstance(st, MuxStream)
+                    st._close_now()
+            raise
+        finally:
+            self._calls.pop(sid, None)
+            for st in outs.values():
+                st._abort_send(None)
+        if pending.error is not None:
+            if self._ctrl_taken < position and isinstance(pending.error, Unavailable):
+                raise NotDelivered(f"{pending.error} (the call was never sent)") from pending.error
+            raise pending.error
+        assert pending.reply is not None
+        return pending.reply
+
+    def _watch(self, deadline: float, sid: int, pending: _PendingCall) -> None:
+        """Bound ``pending`` by ``deadline``: the watcher task marks it expired and wakes its caller then."""
+        heap = self._deadlines
+        if len(heap) >= _SWEEP_AT and len(heap) > 4 * len(self._calls):
+            heap[:] = [entry for entry in heap if not entry[2].event.is_set()]  # (finished calls leave at once)
+            heapq.heapify(heap)
+        heapq.heappush(heap, (deadline, sid, pending))
+        wake = self._deadline_wake
+        if not self._watching:
+            assert self._nursery is not None
+            self._watching = True
+            self._nursery.start_soon(self._watch_deadlines)
+        elif wake is not None and deadline < wake.deadline:
+            wake.deadline = deadline  # (an earlier deadline than the one the watcher sleeps until)
+
+    async def _watch_deadlines(self) -> None:
+        """Expire the calls whose deadline passed, sleeping until the earliest one; ends once the last one's
+        deadline has passed (a connection keeps no timer for calls made longer ago than their bound)."""
+        heap = self._deadlines
+        try:
+            while heap:
+                now = trio.current_time()
+                while heap and (heap[0][0] <= now or heap[0][2].event.is_set()):
+                    _, _, pending = heapq.heappop(heap)
+                    if not pending.event.is_set():
+                        pending.expired = True
+                        pending.event.set()
+                if not heap:
+                    break
+                with trio.CancelScope(deadline=heap[0][0]) as wake:
+                    self._deadline_wake = wake
+                    await trio.sleep_forever()
+                self._deadline_wake = None
+        finally:
+            self._deadline_wake = None
+            self._watching = False
 
     def _on_reply(self, ev: c.Reply) -> None:
         pending = self._calls.get(ev.stream_id)

@@ -169,17 +169,32 @@ class Transport:
         return True
 
     async def call(
-        self, address: str, body: Any, *, streams: Mapping[str, StreamSource] | None = None
+        self,
+        address: str,
+        body: Any,
+        *,
+        streams: Mapping[str, StreamSource] | None = None,
+        deadline: float | None = None,
     ) -> Reply[trio.abc.ReceiveStream]:
         """Call the node at ``address``: its ``on_call`` handler's reply, or its error raised here as the same
         type. Waits for a dial in progress; raises ``Unavailable`` naming the peer when it cannot be reached (at
         once while the link is backing off after a failure) or the connection fails mid-call, ``ConfigError``
         when the peer belongs to another cluster. Bounded by the caller's cancel scope; cancelling resets the
-        call and cancels the peer's handler. Backpressure: waits while ``max_outbound_calls`` are in flight."""
+        call and cancels the peer's handler. With ``deadline`` (trio time) it is bounded by that as well, without
+        a cancel scope while the connection is up (``MuxConnection.call``), and raises ``trio.TooSlowError`` once
+        it passes. Backpressure: waits while ``max_outbound_calls`` are in flight."""
         link = self._link(address)
         link.last_used = trio.current_time()
-        conn = await self._wait_connection(link)
-        return await conn.call(body, streams=streams)
+        conn = self._current(link)
+        if conn is None:
+            if deadline is None:
+                conn = await self._wait_connection(link)
+            else:
+                with trio.move_on_at(deadline):
+                    conn = await self._wait_connection(link)
+                if conn is None:
+                    raise trio.TooSlowError
+        return await conn.call(body, streams=streams, deadline=deadline)
 
     def is_connected(self, address: str) -> bool:
         link = self._links.get(address)

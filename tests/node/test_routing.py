@@ -54,13 +54,14 @@ def make_router(
             raise fail_locate.pop(0)
         return list(located if located is not None else [A, B, C])
 
-    async def execute(target: Target, partition: str, op: Any) -> Any:
+    async def execute(target: Target, partition: str, op: Any, deadline: float) -> Any:
         await trio.lowlevel.checkpoint()
         probe = isinstance(op, FindLeader)  # before a write to a node not known to lead (marked "?")
         calls.append((target.node_id or target.address) + ("?" if probe else ""))
         answer = answers[target.address]
         if answer is SILENT:
-            await trio.sleep_forever()  # a stopped node: the connection stands, nothing comes back
+            await trio.sleep_until(deadline)  # a stopped node: the connection stands, nothing comes back
+            raise routing.AttemptExpired
         if probe:
             # A node answers a probe as it would the op when it does not lead or sheds load; any other answer
             # in ``answers`` is the op's own (the node leads).

@@ -67,7 +67,9 @@ class Net:
     def ops(self, op_name: str) -> list[tuple[str, Op]]:
         return [(address, op) for address, _, op in self.sent if op.name == op_name]
 
-    async def call(self, address: str, body: Any, streams: Mapping[str, Any] | None = None) -> Reply[Any]:
+    async def call(
+        self, address: str, body: Any, streams: Mapping[str, Any] | None = None, deadline: float | None = None
+    ) -> Reply[Any]:
         await trio.lowlevel.checkpoint()
         partition, op, left = decode_call(body, Limits())  # whatever the session sends must be a valid call
         self.sent.append((address, partition, op))
@@ -185,7 +187,9 @@ async def test_concurrent_writes_to_a_partition_carry_the_lowest_seq_still_in_fl
     release = trio.Event()
     seen: list[SessionRef] = []
 
-    async def slow_call(address: str, body: Any, streams: Mapping[str, Any] | None = None) -> Reply[Any]:
+    async def slow_call(
+        address: str, body: Any, streams: Mapping[str, Any] | None = None, deadline: float | None = None
+    ) -> Reply[Any]:
         _, op, _ = decode_call(body, Limits())
         if isinstance(op, Write) and op.session is not None:
             seen.append(op.session)

@@ -177,6 +177,63 @@ async def test_cancelling_a_call_cancels_the_handler(autojump_clock: trio.testin
         assert (await a.call("still works")).body == "still works"
 
 
+async def test_a_call_with_a_deadline_raises_too_slow_then_and_cancels_the_handler_with_no_timer_left(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """``call(deadline=...)`` bounds a call as a cancel scope would (the peer's handler is cancelled), with no
+    scope of its own; once the last bounded call's deadline has passed, the connection keeps no timer."""
+    cancelled = trio.Event()
+
+    async def handler(call: IncomingCall) -> Any:
+        if call.body != "hang":
+            await trio.sleep(call.body)
+            return call.body
+        try:
+            await trio.sleep_forever()
+        finally:
+            cancelled.set()
+
+    async with mux_pair(b_on_call=handler) as (a, b):
+        start = trio.current_time()
+        with pytest.raises(trio.TooSlowError):
+            await a.call("hang", deadline=start + 1.5)
+        assert trio.current_time() - start == pytest.approx(1.5)
+        with trio.fail_after(1):
+            await cancelled.wait()
+        assert b._inbound_busy == 0 and not a._calls
+        # Answered in time: the reply; the watcher ends at the last bounded call's deadline.
+        assert (await a.call(0.5, deadline=trio.current_time() + 1)).body == 0.5
+        assert a._watching
+        await trio.sleep(0.5)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not a._watching and a._deadline_wake is None and not a._deadlines
+        # A deadline earlier than the one the watcher sleeps until still wins.
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: a.call(3.0, deadline=trio.current_time() + 10))
+            await trio.testing.wait_all_tasks_blocked()
+            start = trio.current_time()
+            with pytest.raises(trio.TooSlowError):
+                await a.call("hang", deadline=start + 0.25)
+            assert trio.current_time() - start == pytest.approx(0.25)
+        # Past the deadline already: refused at once, and the connection still works.
+        with pytest.raises(trio.TooSlowError):
+            await a.call(0.1, deadline=trio.current_time())
+        assert (await a.call(0.0, deadline=trio.current_time() + 1)).body == 0.0
+
+
+async def test_bounded_calls_that_finish_do_not_pile_up(autojump_clock: trio.testing.MockClock) -> None:
+    """Finished calls leave the deadline heap when the watcher next wakes, or are swept out once it holds many
+    more entries than calls in flight: its size stays bounded by the calls in flight, not by the calls made."""
+
+    async def handler(call: IncomingCall) -> Any:
+        return call.body
+
+    async with mux_pair(b_on_call=handler) as (a, _b):
+        for i in range(5_000):
+            assert (await a.call(i, deadline=trio.current_time() + 60)).body == i
+        assert len(a._deadlines) <= 1024 + 1
+
+
 async def test_a_handler_bounded_through_its_call_is_cancelled_at_the_deadline_and_the_caller_gets_its_error(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
