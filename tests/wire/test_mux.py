@@ -37,6 +37,14 @@ async def _stream_maker_pair(nursery: trio.Nursery, settings: WireSettings | Non
     return cm, maker
 
 
+async def _hang(cancelled: trio.Event) -> None:
+    """A handler's wait that never ends by itself; ``cancelled`` is set when it is cancelled."""
+    try:
+        await trio.sleep_forever()
+    finally:
+        cancelled.set()
+
+
 async def test_check_half_closeable_stream() -> None:
     async with trio.open_nursery() as n:
         cm, maker = await _stream_maker_pair(n)
@@ -188,10 +196,7 @@ async def test_a_call_with_a_deadline_raises_too_slow_then_and_cancels_the_handl
         if call.body != "hang":
             await trio.sleep(call.body)
             return call.body
-        try:
-            await trio.sleep_forever()
-        finally:
-            cancelled.set()
+        return await _hang(cancelled)
 
     async with mux_pair(b_on_call=handler) as (a, b):
         start = trio.current_time()
@@ -246,10 +251,7 @@ async def test_a_handler_bounded_through_its_call_is_cancelled_at_the_deadline_a
             return call.body
         assert call.bound is not None
         call.bound.limit(trio.current_time() + 3, lambda: errors.Timeout("hang took too long"))
-        try:
-            await trio.sleep_forever()
-        finally:
-            cancelled.set()
+        return await _hang(cancelled)
 
     async with mux_pair(b_on_call=handler) as (a, b):
         start = trio.current_time()
