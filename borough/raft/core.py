@@ -94,6 +94,9 @@ class Raft(LeaderMixin):
             self.vote_floor = (tombstone.last_term, tombstone.last_index)
         self.lead: NodeId | None = None
         self.role = Role.FOLLOWER
+        #: The last pre-vote request ignored because we were in touch with a leader, and our tick then: if we
+        #: learn soon after that the leader is gone (``forget_leader``), it is answered as if it arrived now.
+        self.ignored_pre_vote: tuple[VoteRequest, int] | None = None
 
         self.confs = ConfHistory(snap.index, snap.conf_state)
         if last > snap.index:
@@ -356,6 +359,15 @@ class Raft(LeaderMixin):
             self._set_lead(None)
             if self.cfg.read_only != "lease":
                 self.since_leader_contact = max(self.since_leader_contact, self.cfg.election_tick)
+            ignored, self.ignored_pre_vote = self.ignored_pre_vote, None
+            if ignored is not None and self.ticks - ignored[1] < self.cfg.election_tick:
+                # Another voter learned of the loss first and asked us while we still counted the leader: its
+                # campaign waits on our answer (it would retry only after an election timeout). Take its request
+                # again, as a late copy of it would be taken (Raft allows any delay): now it is granted if its log
+                # is up to date, and the first voter to notice leads, without waiting for our own campaign.
+                self.step(ignored[0])
+                if self.role is not Role.FOLLOWER:
+                    return
             if campaign_in <= 0 and self.promotable():
                 self.election_elapsed = 0
                 self.campaign(transfer=False)
@@ -490,6 +502,8 @@ class Raft(LeaderMixin):
                     # replica wakes, though: the candidate does not hear from the leader (a leader that is
                     # alive then heartbeats at once; a follower counts the time again).
                     self.wake(heartbeat=True)
+                    if m.pre_vote:
+                        self.ignored_pre_vote = (m, self.ticks)
                     return
                 if not m.pre_vote:
                     self.become_follower(t, None)
