@@ -365,9 +365,7 @@ class Raft(LeaderMixin):
                 # campaign waits on our answer (it would retry only after an election timeout). Take its request
                 # again, as a late copy of it would be taken (Raft allows any delay): now it is granted if its log
                 # is up to date, and the first voter to notice leads, without waiting for our own campaign.
-                self.step(ignored[0])
-                if self.role is not Role.FOLLOWER:
-                    return
+                self.step(ignored[0])  # (a pre-vote request: it changes neither our term nor our role)
             if campaign_in <= 0 and self.promotable():
                 self.election_elapsed = 0
                 self.campaign(transfer=False)
