@@ -143,7 +143,7 @@ class Router:
         counted = op.spread and op.stale  # (only stale reads spread when hot: see SPREAD_WHEN_READING)
         if counted:
             self._reading[partition] = self._reading.get(partition, 0) + 1
-        # No cancel scope around it all, nor around an attempt (each costs a call about 10 us): every wait in
+        # No cancel scope around it all, nor around an attempt (each costs a call 6 to 9 us): every wait in
         # ``_run`` is bounded by ``deadline``, and each attempt by the ``Execute`` function (``AttemptExpired``),
         # which the wire bounds without a scope while the connection is up (``MuxConnection.call``).
         deadline = trio.current_time() + self._timeout

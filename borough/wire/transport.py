@@ -17,6 +17,7 @@ and the node adopts it with ``set_cluster_id`` (the transport never adopts one b
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -185,15 +186,12 @@ class Transport:
         it passes. Backpressure: waits while ``max_outbound_calls`` are in flight."""
         link = self._link(address)
         link.last_used = trio.current_time()
-        conn = self._current(link)
+        conn = self._current(link)  # (connected, the usual case: no scope, no wait)
         if conn is None:
-            if deadline is None:
+            with trio.move_on_at(math.inf if deadline is None else deadline):
                 conn = await self._wait_connection(link)
-            else:
-                with trio.move_on_at(deadline):
-                    conn = await self._wait_connection(link)
-                if conn is None:
-                    raise trio.TooSlowError
+            if conn is None:
+                raise trio.TooSlowError
         return await conn.call(body, streams=streams, deadline=deadline)
 
     def is_connected(self, address: str) -> bool:
