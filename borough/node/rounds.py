@@ -77,6 +77,7 @@ class Rounds:
         self._busy: set[TurnTaker] = set()  # replicas whose turn's write is still in flight
         self._later: dict[TurnTaker, None] = {}  # busy replicas that asked again: they go once the write ends
         self._lot = trio.lowlevel.ParkingLot()
+        self._lone = False  # the round being prepared, or the write being finished, has one turn
         self._holding = False  # a reader is handling what it read (``received``; ``drained`` ends it)
         self._wake_due = False  # replicas asked for turns while a reader held the wake-up
         self._fatal: BaseException | None = None  # a store failure met while finishing a turn: the node stops
@@ -96,6 +97,15 @@ class Rounds:
             else:
                 self._lot.unpark_all()
         wanted[replica] = None
+
+    def flush_if_lone(self) -> None:
+        """A turn queued messages: those that may leave before its write (a leader's appends, while the turn is
+        prepared), or those that waited for it (a follower's acknowledgement, while it is finished). When the
+        round, or the write, has this one turn, they leave now, before the rest of the turn is done (its batch
+        built; its core advanced); otherwise with every other turn's, once all are prepared or finished (one
+        frame per peer)."""
+        if self._lone and self._after is not None:
+            self._after()
 
     # A connection's reader tells the rounds when it starts handling what it read and when it is about to yield
     # (``borough.wire.mux.ReadHooks``), so that a lone request's round can be taken in the reader's own step.
@@ -158,6 +168,7 @@ class Rounds:
                 del wanted[replica]
         synced: list[tuple[TurnTaker, Turn]] = []
         unsynced: list[tuple[TurnTaker, Turn]] = []
+        self._lone = len(todo) == 1
         for replica in todo:
             try:
                 turn = replica.prepare()
@@ -170,6 +181,7 @@ class Rounds:
                 self._finish(replica, turn)
             else:
                 (synced if turn.sync else unsynced).append((replica, turn))
+        self._lone = False
         self.rounds += 1
         self.turns += len(todo)
         if self._after is not None:
@@ -190,6 +202,7 @@ class Rounds:
 
     def _written(self, group: Sequence[tuple[TurnTaker, Turn]], errors: Sequence[BaseException | None]) -> None:
         """The write of ``group``'s batches is over: finish each turn whose batch was written, fail the others."""
+        self._lone = len(group) == 1
         for (replica, turn), error in zip(group, errors, strict=True):
             self._busy.discard(replica)
             if error is None:
@@ -199,6 +212,7 @@ class Rounds:
             if replica in self._later:  # input arrived while the write was in flight
                 del self._later[replica]
                 self.want(replica)
+        self._lone = False
         if self._after is not None:
             self._after()
 

@@ -98,12 +98,14 @@ class Turns:
         rd = raw.ready()
         plan = plan_ready(rd)
         host = self.host
-        batch, results = ready_batch(host.store, self.name, plan, self._staging, self.machine)
-        self.stats.count(plan)
         if plan.send_before:
             # A leader replicates while it writes: its followers' syncs overlap its own. Safe because nothing
-            # is stepped into the core until this Ready is advanced (see ``RawNode``).
+            # is stepped into the core until this Ready is advanced (see ``RawNode``). They leave before the
+            # batch is built, at once when this is the round's only turn (``Rounds.flush_if_lone``).
             host.send_raft(self.name, plan.send_before, self.incarnations.stamp)
+            self._rounds.flush_if_lone()
+        batch, results = ready_batch(host.store, self.name, plan, self._staging, self.machine)
+        self.stats.count(plan)
         # Entries, a snapshot or a new term/vote must be durable before the messages that depend on them
         # leave; a commit index or applied state alone need not be (both are recovered from the synced log).
         return Turn(rd, plan, results, batch if len(batch) else None, plan.must_sync and host.fsync)
@@ -149,6 +151,7 @@ class Turns:
             self.machine.reload()
         if plan.send_after:
             host.send_raft(name, plan.send_after, self.incarnations.stamp)
+            self._rounds.flush_if_lone()  # (a follower's acknowledgement: before its core is advanced)
         for message in plan.stream_snapshots:
             self._stream_snapshot(message)
         if committed:

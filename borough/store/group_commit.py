@@ -358,14 +358,16 @@ class GroupCommit:
         if cycle.done.is_set():
             return
         self._in_flight = False
-        if not cycle.results:  # cancelled before the write started (a started one always ends)
+        took = trio.current_time() - started
+        written = bool(cycle.results)
+        if not written:  # cancelled before the write started (a started one always ends)
             cycle.results = [_closed_error()] * len(cycle.batches)
-        elif self.observe is not None:
+        cycle.end()  # (first: the committers' callbacks send what waited for the write; the metrics can wait)
+        if written and self.observe is not None:
             try:
-                self.observe(len(cycle.batches), cycle.sync, trio.current_time() - started)
+                self.observe(len(cycle.batches), cycle.sync, took)
             except Exception:
                 logger.exception("group commit: observing a write failed")
-        cycle.end()
         if self._unsynced.batches:
             self._write_unsynced()
 
@@ -374,9 +376,10 @@ class GroupCommit:
         cycle, self._unsynced = self._unsynced, _Cycle()
         started = trio.current_time()
         cycle.results = self._write_batches(cycle.batches, False)
-        if self.observe is not None:
-            self.observe(len(cycle.batches), False, trio.current_time() - started)
+        took = trio.current_time() - started
         cycle.end()
+        if self.observe is not None:
+            self.observe(len(cycle.batches), False, took)
 
     def _write(self, cycle: _Cycle) -> None:
         """One cycle (in a worker thread when offloading): the merged batch as one synced write."""

@@ -226,3 +226,78 @@ async def test_a_readers_round_goes_to_the_round_task_unless_it_is_alone(
         host.committer.release()
         await settle()
         nursery.cancel_scope.cancel()
+
+
+class _Leader:
+    """A turn taker whose turn queues messages that may leave before its write (as a leader's appends), then
+    builds its batch."""
+
+    def __init__(self, name: str, rounds: Rounds, log: list[str]) -> None:
+        self.name = name
+        self._rounds = rounds
+        self._log = log
+
+    def prepare(self) -> Turn | None:
+        self._log.append(f"send {self.name}")
+        self._rounds.flush_if_lone()
+        self._log.append(f"batch {self.name}")
+        return None
+
+    def finish(self, turn: Turn) -> None:
+        raise AssertionError("nothing was prepared")
+
+    def fail(self, exc: BaseException) -> None:
+        raise AssertionError(exc)
+
+
+@pytest.mark.parametrize("turns", [1, 2])
+async def test_a_lone_turns_early_messages_leave_before_its_batch_is_built(
+    autojump_clock: trio.testing.MockClock, turns: int
+) -> None:
+    async with open_host("a") as host, trio.open_nursery() as nursery:
+        log: list[str] = []
+        rounds = Rounds(host.committer, after=lambda: log.append("after"))
+        for i in range(turns):
+            rounds.want(_Leader(f"t{i}", rounds, log))
+        nursery.start_soon(rounds.run)
+        await settle()
+        if turns == 1:  # flushed at once: the appends do not wait for the batch
+            assert log == ["send t0", "after", "batch t0", "after"]
+        else:  # one flush for the round: one frame per peer for every turn's messages
+            assert log == ["send t0", "batch t0", "send t1", "batch t1", "after"]
+        nursery.cancel_scope.cancel()
+
+
+class _Follower(_Writer):
+    """A turn taker whose finished turn queues a message (as a follower's acknowledgement), then advances."""
+
+    def __init__(self, name: str, host: FakeHost, log: list[str], rounds: Rounds) -> None:
+        super().__init__(name, host, log)
+        self._rounds = rounds
+
+    def finish(self, turn: Turn) -> None:
+        self._log.append(f"ack {self.name}")
+        self._rounds.flush_if_lone()
+        self._log.append(f"advance {self.name}")
+
+
+@pytest.mark.parametrize("turns", [1, 2])
+async def test_a_lone_writes_acknowledgement_leaves_before_its_core_is_advanced(
+    autojump_clock: trio.testing.MockClock, turns: int
+) -> None:
+    async with open_host("a") as host, trio.open_nursery() as nursery:
+        log: list[str] = []
+        rounds = Rounds(host.committer, after=lambda: log.append("after"))
+        host.committer.hold()
+        for i in range(turns):
+            rounds.want(_Follower(f"t{i}", host, log, rounds))
+        nursery.start_soon(rounds.run)
+        await settle()
+        log.clear()
+        host.committer.release()
+        await settle()
+        if turns == 1:
+            assert log == ["ack t0", "after", "advance t0", "after"]
+        else:
+            assert log == ["ack t0", "advance t0", "ack t1", "advance t1", "after"]
+        nursery.cancel_scope.cancel()
