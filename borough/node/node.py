@@ -415,7 +415,6 @@ async def open_node(
             )
             late.node = node
             transport.on_unreachable = node.failover.on_unreachable
-            transport.read_hooks = node.replicas.rounds  # (a lone request's round, in its reader's step)
             transport.on_quick_call = QuickCalls(
                 node_id=node_id,
                 limits=node.server.limits,

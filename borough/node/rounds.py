@@ -78,8 +78,6 @@ class Rounds:
         self._later: dict[TurnTaker, None] = {}  # busy replicas that asked again: they go once the write ends
         self._lot = trio.lowlevel.ParkingLot()
         self._lone = False  # the round being prepared, or the write being finished, has one turn
-        self._holding = False  # a reader is handling what it read (``received``; ``drained`` ends it)
-        self._wake_due = False  # replicas asked for turns while a reader held the wake-up
         self._fatal: BaseException | None = None  # a store failure met while finishing a turn: the node stops
         #: Rounds made, and the turns they carried (for metrics, benchmarks and tests).
         self.rounds = 0
@@ -92,10 +90,7 @@ class Rounds:
             return
         wanted = self._wanted
         if not wanted:
-            if self._holding:
-                self._wake_due = True  # (``drained`` wakes the round task, or takes the round itself)
-            else:
-                self._lot.unpark_all()
+            self._lot.unpark_all()
         wanted[replica] = None
 
     def flush_if_lone(self) -> None:
@@ -106,37 +101,6 @@ class Rounds:
         frame per peer)."""
         if self._lone and self._after is not None:
             self._after()
-
-    # A connection's reader tells the rounds when it starts handling what it read and when it is about to yield
-    # (``borough.wire.mux.ReadHooks``), so that a lone request's round can be taken in the reader's own step.
-
-    def received(self) -> None:
-        """A reader read bytes and handles them now, without yielding until it calls ``drained``: the round
-        task is not woken for the turns they ask for until then."""
-        self._holding = True
-
-    def drained(self, idle: bool) -> None:
-        """The reader is about to yield. With ``idle`` (it handled all it read and waits for more), if its input
-        asked for turns and nothing else is ready to run, the round is taken here: on a lone request's path
-        each hop (the leader's proposal, a follower's append, the leader's acknowledgement) then costs no pass
-        of the event loop between the frame arriving and the round that answers it, and the round's write and
-        messages find the loop otherwise idle (written on the spot). Otherwise the round task is woken, and
-        takes the turns in its next pass with whatever input other tasks add meanwhile."""
-        self._holding = False
-        if not self._wake_due:
-            return
-        self._wake_due = False
-        if (
-            idle
-            and self._fatal is None
-            and len(self._lot)  # the round task is parked: no round of its own is under way or about to start
-            and self._committer.idle  # (a write in flight: the round task's round, a pass later, joins it too)
-            and not trio.lowlevel.current_statistics().tasks_runnable
-        ):
-            self._round()
-            if not self._wanted:
-                return
-        self._lot.unpark_all()
 
     async def run(self) -> None:
         woken = False

@@ -237,11 +237,6 @@ class GroupCommit:
         else:
             self._work.unpark_all()
 
-    @property
-    def idle(self) -> bool:
-        """No write in flight and none waiting to start: a synced submission now starts one at once."""
-        return not self._in_flight and not self._open.batches
-
     async def room(self) -> None:
         """Wait while the batches waiting for the next synced write are at their cap (see ``submit``)."""
         while self._open.batches and (

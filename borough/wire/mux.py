@@ -40,7 +40,7 @@ import os
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import Any
 
 import trio
 
@@ -124,18 +124,6 @@ _SWEEP_AT = 1024
 # ---------------------------------------------------------------------------------------------------- connection
 
 
-class ReadHooks(Protocol):
-    """Told by a connection's reader when it handles what it read, and when it stops (``open_mux(read_hooks=)``).
-    Between ``received`` and ``drained`` the reader does not yield: what its frames asked for may wait for
-    ``drained`` and be done there, in the reader's step (the node's rounds do: ``Rounds.drained``)."""
-
-    def received(self) -> None:
-        """Bytes arrived; the reader handles them now."""
-
-    def drained(self, idle: bool) -> None:
-        """The reader is about to yield (or stop). ``idle``: it handled all it read and waits for more."""
-
-
 def _send_now(stream: trio.abc.Stream, blob: bytes) -> int:
     """Bytes of ``blob`` written to a plain TCP stream's socket at once, without a pass of the event loop (0 for any
     other stream, or when the socket buffer is full). ``SocketStream.send_all`` yields after every successful send
@@ -169,7 +157,6 @@ class MuxConnection:
         description: str | None = None,
         peer: PeerInfo | None = None,
         on_quick_call: QuickCallHandler | None = None,
-        read_hooks: ReadHooks | None = None,
     ) -> None:
         if codec.peer_hello is None:
             raise LocalProtocolError("a MuxConnection needs a codec whose handshake is complete")
@@ -185,7 +172,6 @@ class MuxConnection:
         self._on_message = on_message
         self._on_call = on_call
         self._on_quick_call = on_quick_call
-        self._hooks = read_hooks
         self._on_stream = on_stream
         self._registry = registry
         self._prio: deque[bytes] = deque()
@@ -426,14 +412,6 @@ class MuxConnection:
             )
 
     async def _read_frames(self) -> None:
-        hooks = self._hooks
-        try:
-            await self._read_frames_until_closed(hooks)
-        finally:
-            if hooks is not None:
-                hooks.drained(False)
-
-    async def _read_frames_until_closed(self, hooks: ReadHooks | None) -> None:
         codec, stream, read_size = self._codec, self._stream, self.settings.read_size
         dispatched = 0
         yield_at = codec.frame_bytes_received + YIELD_EVERY_BYTES
@@ -447,8 +425,6 @@ class MuxConnection:
                         Unavailable(f"receiving from {self.description} failed ({type(exc).__name__}: {safe_str(exc)})")
                     )
                     return
-                if hooks is not None:
-                    hooks.received()
                 self._last_received = trio.current_time()
                 self.reads += 1
                 codec.receive_data(chunk)
@@ -463,8 +439,6 @@ class MuxConnection:
             dispatched += 1
             if dispatched % YIELD_EVERY == 0 or codec.frame_bytes_received >= yield_at:
                 yield_at = codec.frame_bytes_received + YIELD_EVERY_BYTES
-                if hooks is not None:
-                    hooks.drained(False)
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 self._unyielded = 0
 
@@ -476,27 +450,20 @@ class MuxConnection:
         peer), and goes through a few layers of trio's socket wrapper each time; this does neither. At most
         ``YIELD_EVERY_BYTES`` are read between two passes, so a peer that sends without pause cannot hold the event
         loop. Any other stream (TLS, memory, simulated): its own ``receive_some``."""
-        hooks = self._hooks
         if type(stream) is trio.SocketStream:
             sock = stream.socket
             if self._unyielded >= YIELD_EVERY_BYTES:
-                if hooks is not None:
-                    hooks.drained(False)
                 await trio.lowlevel.checkpoint()
                 self._unyielded = 0
             while (fd := sock.fileno()) >= 0:  # (closed: receive_some raises the proper error)
                 try:
                     chunk = os.read(fd, read_size)  # (non-blocking; the descriptor read right before, on this thread)
                 except BlockingIOError:
-                    if hooks is not None:
-                        hooks.drained(True)
                     await trio.lowlevel.wait_readable(sock)
                     self._unyielded = 0
                     continue
                 self._unyielded += len(chunk)
                 return chunk
-        if hooks is not None:
-            hooks.drained(True)
         return await stream.receive_some(read_size)
 
     async def _close_on_protocol_error(self, exc: RemoteProtocolError) -> None:
@@ -993,7 +960,6 @@ async def open_mux(
     description: str | None = None,
     peer: PeerInfo | None = None,
     on_quick_call: QuickCallHandler | None = None,
-    read_hooks: ReadHooks | None = None,
 ) -> AsyncIterator[MuxConnection]:
     """Run a multiplexed connection over ``stream`` (handshake already done, see ``handshake``) until the
     block exits (graceful close, bounded) or the connection fails (``conn.closed`` turns True; the block is
@@ -1009,7 +975,6 @@ async def open_mux(
         description=description,
         peer=peer,
         on_quick_call=on_quick_call,
-        read_hooks=read_hooks,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(conn._run)

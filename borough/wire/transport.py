@@ -35,7 +35,6 @@ from borough.wire.mux import (
     IncomingCall,
     MuxConnection,
     PeerInfo,
-    ReadHooks,
     Reply,
     StreamSource,
     handshake,
@@ -122,9 +121,6 @@ class Transport:
         self.on_unreachable: Callable[[str], None] | None = None
         #: Takes inbound calls without a task of their own (see ``open_mux``), on every connection; None: none.
         self.on_quick_call: QuickCallHandler | None = None
-        #: Told by every connection's reader when it handles what it read and when it is about to yield (see
-        #: ``ReadHooks``): the node takes a lone request's round of Raft work in the reader's step. None: nobody.
-        self.read_hooks: ReadHooks | None = None
         self._inbound = 0  # accepted connections open now
         self._handshaking = 0  # of which still in their handshake
         self._refusal_logged_at = float("-inf")
@@ -360,7 +356,6 @@ class Transport:
             on_message=self._message_handler(peer),
             on_call=self._call_handler(),
             on_quick_call=self._quick_call,
-            read_hooks=self,
             registry=self._registry,
             description=f"{peer} (dialled {link.address})",
             peer=peer,
@@ -389,14 +384,6 @@ class Transport:
                 self._on_message(peer, message)
 
         return handle
-
-    def received(self) -> None:  # (``ReadHooks``, for every connection: forwarded to ``read_hooks``)
-        if self.read_hooks is not None:
-            self.read_hooks.received()
-
-    def drained(self, idle: bool) -> None:
-        if self.read_hooks is not None:
-            self.read_hooks.drained(idle)
 
     def _quick_call(self, call: IncomingCall, answer: CallAnswer) -> bool:
         quick = self.on_quick_call
@@ -483,7 +470,6 @@ class Transport:
             on_message=self._message_handler(peer),
             on_call=self._call_handler(),
             on_quick_call=self._quick_call,
-            read_hooks=self,
             registry=self._registry,
             description=f"{peer} (from {remote})",
             peer=peer,

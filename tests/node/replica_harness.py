@@ -111,10 +111,6 @@ class HoldableCommitter:
     async def room(self) -> None:
         await self.inner.room()
 
-    @property
-    def idle(self) -> bool:
-        return not self._held and self.inner.idle
-
     async def step(self) -> None:
         """Let the commits waiting now through, keep holding later ones, and let everything run."""
         self.release()

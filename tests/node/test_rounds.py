@@ -179,55 +179,6 @@ async def test_a_store_failure_while_finishing_a_turn_stops_the_rounds(
         assert log == ["prepare x", "finish x"]
 
 
-async def test_a_readers_lone_round_is_taken_in_its_own_step(autojump_clock: trio.testing.MockClock) -> None:
-    """What a reader's frames ask for waits until it has handled them all (``received`` .. ``drained``); then, with
-    nothing else ready to run, the round is taken in the reader's step."""
-    async with open_host("a") as host, trio.open_nursery() as nursery:
-        log: list[str] = []
-        rounds = Rounds(host.committer, after=lambda: log.append("after"))
-        nursery.start_soon(rounds.run)
-        await settle()
-        rounds.received()
-        rounds.want(_Writer("x", host, log))
-        rounds.want(_Writer("y", host, log))
-        assert log == [] and trio.lowlevel.current_statistics().tasks_runnable == 0  # (the round task sleeps on)
-        rounds.drained(True)
-        # Both turns prepared and their messages flushed before ``drained`` returned: no pass of the loop between.
-        assert log == ["prepare x", "prepare y", "after"] and host.committer.syncs == [True]
-        await settle()
-        assert log[3:] == ["finish x", "finish y", "after"] and rounds.rounds == 1
-        nursery.cancel_scope.cancel()
-
-
-@pytest.mark.parametrize("why", ["not idle", "another task ready", "a write in flight"])
-async def test_a_readers_round_goes_to_the_round_task_unless_it_is_alone(
-    autojump_clock: trio.testing.MockClock, why: str
-) -> None:
-    """A reader that yields before it has read all (``drained(False)``), or that finds another task ready to run
-    (whose input may join the round), or that finds the disk busy, leaves the round to the round task."""
-    async with open_host("a") as host, trio.open_nursery() as nursery:
-        log: list[str] = []
-        rounds = Rounds(host.committer, after=lambda: log.append("after"))
-        nursery.start_soon(rounds.run)
-        await settle()
-        if why == "a write in flight":
-            host.committer.hold()
-            rounds.want(_Writer("w", host, log))
-            await settle()
-            log.clear()
-        rounds.received()
-        rounds.want(_Writer("x", host, log))
-        if why == "another task ready":
-            nursery.start_soon(trio.sleep, 0)
-        rounds.drained(why != "not idle")
-        assert log == []  # not taken here
-        await settle()
-        assert log[:2] == ["prepare x", "after"]
-        host.committer.release()
-        await settle()
-        nursery.cancel_scope.cancel()
-
-
 class _Leader:
     """A turn taker whose turn queues messages that may leave before its write (as a leader's appends), then
     builds its batch."""

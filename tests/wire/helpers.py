@@ -10,16 +10,7 @@ import trio
 import trio.testing
 
 from borough.wire import codec as c
-from borough.wire.mux import (
-    CallHandler,
-    MessageHandler,
-    MuxConnection,
-    ReadHooks,
-    StreamHandler,
-    handshake,
-    make_hello,
-    open_mux,
-)
+from borough.wire.mux import CallHandler, MessageHandler, MuxConnection, StreamHandler, handshake, make_hello, open_mux
 from borough.wire.records import QuickCallHandler
 from borough.wire.settings import WireSettings
 
@@ -36,7 +27,6 @@ async def mux_pair(
     a_on_stream: StreamHandler | None = None,
     stream_pair: tuple[trio.abc.Stream, trio.abc.Stream] | None = None,
     b_on_quick_call: QuickCallHandler | None = None,
-    b_read_hooks: ReadHooks | None = None,
 ) -> AsyncIterator[tuple[MuxConnection, MuxConnection]]:
     """``a`` dialled ``b``."""
     settings = settings or WireSettings()
@@ -63,7 +53,6 @@ async def mux_pair(
             on_message=b_on_message,
             on_stream=b_on_stream,
             on_quick_call=b_on_quick_call,
-            read_hooks=b_read_hooks,
         ) as b,
     ):
         yield a, b

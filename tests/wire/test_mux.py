@@ -9,7 +9,6 @@ import trio
 import trio.testing
 
 from borough import errors
-from borough.wire.codec import encode_message_frame
 from borough.wire.mux import IncomingCall, MuxStream, Reply
 from borough.wire.records import CallAnswer
 from borough.wire.settings import WireSettings
@@ -554,46 +553,3 @@ async def test_a_quick_answer_after_the_connection_closed_is_dropped(autojump_cl
             await b.aclose("going away")
         quick.answers["held"].reply("nobody listens")  # no error, nothing queued
         assert b.closed and not b._ctrl
-
-
-class _Hooks:
-    """Read hooks that log when they are told, and what was handled between."""
-
-    def __init__(self) -> None:
-        self.log: list[str] = []
-
-    def received(self) -> None:
-        self.log.append("received")
-
-    def drained(self, idle: bool) -> None:
-        self.log.append(f"drained {idle}")
-
-
-@pytest.mark.parametrize("kind", ["memory", "socket"])
-async def test_a_reader_tells_its_read_hooks_when_it_handles_what_it_read_and_before_it_waits(kind: str) -> None:
-    hooks = _Hooks()
-    got = trio.Event()
-
-    def on_message(message: Any) -> None:
-        hooks.log.append(f"message {message}")
-        if message == 3:
-            got.set()
-
-    pair = None
-    if kind == "socket":
-        left, right = trio.socket.socketpair()
-        pair = (trio.SocketStream(left), trio.SocketStream(right))
-    async with mux_pair(b_on_message=on_message, b_read_hooks=hooks, stream_pair=pair) as (a, b):
-        await trio.testing.wait_all_tasks_blocked()
-        hooks.log.clear()
-        # Three messages in one write: handled between one ``received`` and one ``drained(True)``.
-        frames = b"".join(encode_message_frame(i, 1 << 20) for i in (1, 2, 3))
-        assert a.send_message_frame(frames)
-        await got.wait()
-        await trio.testing.wait_all_tasks_blocked()
-        assert hooks.log == ["received", "message 1", "message 2", "message 3", "drained True"]
-        hooks.log.clear()
-        await a.aclose()
-        await b.wait_closed()
-        await trio.testing.wait_all_tasks_blocked()
-    assert hooks.log[-1] == "drained False"  # (the reader stopped: whatever waited on it is released)
