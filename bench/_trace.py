@@ -87,6 +87,26 @@ def install_steps() -> None:
     _stamp(quick.QuickCalls, "try_call", "call")
 
 
+def install_client() -> None:
+    """Stamp each ``Partition.put`` and ``get`` in this process as it starts (``op``) and returns (``op.``)."""
+    import borough.partition as partition
+
+    for name in ("put", "get"):
+        fn = getattr(partition.Partition, name)
+
+        def stamped(*args: Any, __fn: Any = fn, **kwargs: Any) -> Any:
+            async def run() -> Any:
+                events.append((_clock(), "op", 0))
+                try:
+                    return await __fn(*args, **kwargs)
+                finally:
+                    events.append((_clock(), "op.", 0))
+
+            return run()
+
+        setattr(partition.Partition, name, stamped)
+
+
 def take() -> list[tuple[int, str, int]]:
     out = list(events)
     events.clear()

@@ -67,16 +67,22 @@ class TracedCluster(Cluster):
         return [tuple(e) for e in json.loads(path.read_text())]  # type: ignore[misc]
 
 
-def windows(client: list[Event]) -> list[tuple[int, int]]:
-    """(send, reply) times of the client's calls: each write that starts a call, and the first read after it."""
+def windows(client: list[Event]) -> list[tuple[int, int, int, int]]:
+    """(operation called, call written, reply read, operation returned) times of the client's operations: each
+    ``op`` stamp, the first write after it, the last read before its ``op.``, and that."""
     out = []
-    send = None
+    called = send = read = None
     for t, kind, _ in client:
-        if kind == "write" and send is None:
+        if kind == "op":
+            called, send, read = t, None, None
+        elif kind == "write" and called is not None and send is None:
             send = t
         elif kind == "read" and send is not None:
-            out.append((send, t))
-            send = None
+            read = t
+        elif kind == "op." and called is not None:
+            if send is not None and read is not None:
+                out.append((called, send, read, t))
+            called = None
     return out
 
 
@@ -189,20 +195,25 @@ def main() -> None:
     if args.steps:
         os.environ["BOROUGH_TRACE_STEPS"] = "1"
     _trace.install()
+    _trace.install_client()
     root = pathlib.Path(tempfile.mkdtemp(prefix="borough-timeline-"))
     cluster = TracedCluster(root)
     try:
         cluster.start()
         done, latencies = trio.run(load, cluster, args.op, 1, 1, args.seconds)
         client = cluster.client
-        spans = windows(client)
-        spans = spans[len(spans) // 10 :]  # (the first tenth: warming up)
+        ops = windows(client)
+        ops = ops[len(ops) // 10 :]  # (the first tenth: warming up)
+        spans = [(send, read) for _, send, read, _ in ops]
         fsync = "off" if args.no_fsync else "on"
         print(
             f"{args.op}, 1 partition, 1 client, fsync {fsync}: {done} ops in {args.seconds:g} s, p50 "
             f"{percentile(latencies, 0.5) * 1e3:.2f} ms; median time from the client's send (us), per process"
         )
         nodes = [cluster.events(i) for i in range(3)]
+        before = percentile(sorted((send - called) / 1e3 for called, send, _, _ in ops), 0.5)
+        after = percentile(sorted((done - read) / 1e3 for _, _, read, done in ops), 0.5)
+        print(f"  the client: operation called -> its call written {before:7.1f} us; reply read -> returned {after:7.1f} us")
         if args.op == "put":
             critical_path(spans, nodes)
         lay_out("client", spans, client)

@@ -8,7 +8,8 @@ batch is built). The batches of the round go to the group commit *together*: one
 be durable (one fsync) and one for those that need not be, and the messages that wait for the write (``finish``)
 leave in one outbox flush (one frame per peer). That is TiKV's batch system in trio terms: 64 partitions with one
 write each cost one pass, one store write and one frame per peer, as one partition with 64 writes does, instead
-of 64 task wake-ups, 64 commits and 64 waits.
+of 64 task wake-ups, 64 commits and 64 waits. A round, or a write, of one turn (one client writing) does not
+wait for the rest: its messages leave as soon as the turn queues them (``flush_if_lone``).
 
 No task waits for a write: the group commit calls back when the write is done (``GroupCommit.submit``), at once
 when it could write on the spot, else from the callback that lands the worker thread's fsync, and the turns are
