@@ -213,7 +213,7 @@ def main() -> None:
         nodes = [cluster.events(i) for i in range(3)]
         before = percentile(sorted((send - called) / 1e3 for called, send, _, _ in ops), 0.5)
         after = percentile(sorted((done - read) / 1e3 for _, _, read, done in ops), 0.5)
-        print(f"  the client: operation called -> its call written {before:7.1f} us; reply read -> returned {after:7.1f} us")
+        print(f"  the client: operation called -> call written {before:.1f} us; reply read -> returned {after:.1f} us")
         if args.op == "put":
             critical_path(spans, nodes)
         lay_out("client", spans, client)
