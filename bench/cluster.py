@@ -120,6 +120,37 @@ class Cluster:
         stop_processes(self.procs)
 
 
+class WindowedCluster(Cluster):
+    """A cluster whose servers run through a wrapper script in ``bench/`` (``wrapper``) that records something
+    about its node between two SIGUSR2 (``snapshot``, sent to every server, starts and ends the window) and then
+    writes it to the file its environment names (``out_env``); ``window_lines`` waits for a node's file."""
+
+    wrapper = ""
+    out_env = ""
+    out_name = "window-n{i}.json"
+
+    def spawn(self, i: int, address: str, args: list[str], env: dict[str, str]) -> None:
+        env = dict(env, **{self.out_env: str(self.root / self.out_name.format(i=i))})
+        super().spawn(i, address, [args[0], str(ROOT / "bench" / self.wrapper), *args[3:]], env)
+
+    def snapshot(self) -> None:
+        for p in self.procs:
+            p.send_signal(signal.SIGUSR2)
+
+    def window_lines(self, i: int, lines: int = 1) -> list[str]:
+        """The first ``lines`` complete lines node ``i`` wrote, once it has (10 s at most)."""
+        path = self.root / self.out_name.format(i=i)
+        deadline = time.monotonic() + 10
+        while True:
+            text = path.read_text() if path.exists() else ""
+            done = text[: text.rfind("\n") + 1].splitlines()
+            if len(done) >= lines:
+                return done[:lines]
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"node {i} wrote no window to {path.name}")
+            time.sleep(0.05)
+
+
 def stop_processes(procs: list[subprocess.Popen[bytes]]) -> None:
     """SIGTERM every process still running, then wait up to 10 s for each (SIGKILL the ones that hang)."""
     for p in procs:

@@ -26,10 +26,8 @@ import json
 import os
 import pathlib
 import shutil
-import signal
 import sys
 import tempfile
-import time
 
 import trio
 
@@ -37,27 +35,15 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from cluster import Cluster, percentile  # noqa: E402
+from cluster import WindowedCluster, percentile  # noqa: E402
 from steps import load  # noqa: E402
 
 
-class TimedCluster(Cluster):
-    def spawn(self, i: int, address: str, args: list[str], env: dict[str, str]) -> None:
-        env = dict(env, BOROUGH_TIMES_OUT=str(self.root / f"times-n{i}.json"))
-        super().spawn(i, address, [args[0], str(ROOT / "bench" / "_timed_serve.py"), *args[3:]], env)
-
-    def snapshot(self) -> None:
-        for p in self.procs:
-            p.send_signal(signal.SIGUSR2)
+class TimedCluster(WindowedCluster):
+    wrapper, out_env, out_name = "_timed_serve.py", "BOROUGH_TIMES_OUT", "times-n{i}.json"
 
     def times(self, i: int) -> dict[str, dict[str, object]]:
-        path = self.root / f"times-n{i}.json"
-        deadline = time.monotonic() + 10
-        while not path.exists() or not path.read_text().endswith("\n"):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"node {i} wrote no times")
-            time.sleep(0.05)
-        result: dict[str, dict[str, object]] = json.loads(path.read_text())
+        result: dict[str, dict[str, object]] = json.loads(self.window_lines(i)[0])
         return result
 
 

@@ -18,7 +18,6 @@ import argparse
 import json
 import pathlib
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -30,28 +29,16 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from cluster import Cluster, percentile  # noqa: E402
+from cluster import WindowedCluster, percentile  # noqa: E402
 
 import borough  # noqa: E402
 
 
-class CountedCluster(Cluster):
-    def spawn(self, i: int, address: str, args: list[str], env: dict[str, str]) -> None:
-        env = dict(env, BOROUGH_STEPS_OUT=str(self.root / f"steps-n{i}.jsonl"))
-        super().spawn(i, address, [args[0], str(ROOT / "bench" / "_counted_serve.py"), *args[3:]], env)
-
-    def snapshot(self) -> None:
-        for p in self.procs:
-            p.send_signal(signal.SIGUSR2)
+class CountedCluster(WindowedCluster):
+    wrapper, out_env, out_name = "_counted_serve.py", "BOROUGH_STEPS_OUT", "steps-n{i}.jsonl"
 
     def counts(self, i: int) -> list[dict[str, object]]:
-        path = self.root / f"steps-n{i}.jsonl"
-        deadline = time.monotonic() + 10
-        while len(lines := path.read_text().splitlines() if path.exists() else []) < 2:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"node {i} wrote no counts")
-            time.sleep(0.05)
-        return [json.loads(line) for line in lines[:2]]
+        return [json.loads(line) for line in self.window_lines(i, 2)]
 
 
 async def load(

@@ -27,10 +27,8 @@ import json
 import os
 import pathlib
 import shutil
-import signal
 import sys
 import tempfile
-import time
 
 import trio
 
@@ -39,32 +37,22 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import _trace  # noqa: E402
-from cluster import Cluster, percentile  # noqa: E402
+from cluster import WindowedCluster, percentile  # noqa: E402
 from steps import load  # noqa: E402
 
 Event = tuple[int, str, int]
 
 
-class TracedCluster(Cluster):
+class TracedCluster(WindowedCluster):
+    wrapper, out_env, out_name = "_traced_serve.py", "BOROUGH_TRACE_OUT", "trace-n{i}.json"
     client: list[Event] = []
 
-    def spawn(self, i: int, address: str, args: list[str], env: dict[str, str]) -> None:
-        env = dict(env, BOROUGH_TRACE_OUT=str(self.root / f"trace-n{i}.json"))
-        super().spawn(i, address, [args[0], str(ROOT / "bench" / "_traced_serve.py"), *args[3:]], env)
-
     def snapshot(self) -> None:
-        for p in self.procs:
-            p.send_signal(signal.SIGUSR2)
+        super().snapshot()
         self.client = _trace.take()  # (the client's own: the first call starts the window, the second's is kept)
 
     def events(self, i: int) -> list[Event]:
-        path = self.root / f"trace-n{i}.json"
-        deadline = time.monotonic() + 10
-        while not path.exists() or not path.read_text().endswith("\n"):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"node {i} wrote no trace")
-            time.sleep(0.05)
-        return [tuple(e) for e in json.loads(path.read_text())]  # type: ignore[misc]
+        return [tuple(e) for e in json.loads(self.window_lines(i)[0])]  # type: ignore[misc]
 
 
 def windows(client: list[Event]) -> list[tuple[int, int, int, int]]:
