@@ -123,6 +123,12 @@ async def test_a_round_takes_at_most_its_limit_and_the_rest_go_next(autojump_clo
         nursery.cancel_scope.cancel()
 
 
+def _logged_rounds(host: FakeHost) -> tuple[Rounds, list[str]]:
+    """Rounds whose ``after`` (the node's outbox flush) is logged as "after", and the log the takers share."""
+    log: list[str] = []
+    return Rounds(host.committer, after=lambda: log.append("after")), log
+
+
 class _Writer:
     """A turn taker whose turn writes one batch; ``finish`` does what the test says."""
 
@@ -151,8 +157,7 @@ async def test_after_runs_once_a_round_is_prepared_and_once_its_write_is_finishe
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with open_host("a") as host, trio.open_nursery() as nursery:
-        log: list[str] = []
-        rounds = Rounds(host.committer, after=lambda: log.append("after"))
+        rounds, log = _logged_rounds(host)
         nursery.start_soon(rounds.run)
         host.committer.hold()
         rounds.want(_Writer("x", host, log))
@@ -206,8 +211,7 @@ async def test_a_lone_turns_early_messages_leave_before_its_batch_is_built(
     autojump_clock: trio.testing.MockClock, turns: int
 ) -> None:
     async with open_host("a") as host, trio.open_nursery() as nursery:
-        log: list[str] = []
-        rounds = Rounds(host.committer, after=lambda: log.append("after"))
+        rounds, log = _logged_rounds(host)
         for i in range(turns):
             rounds.want(_Leader(f"t{i}", rounds, log))
         nursery.start_soon(rounds.run)
@@ -237,8 +241,7 @@ async def test_a_lone_writes_acknowledgement_leaves_before_its_core_is_advanced(
     autojump_clock: trio.testing.MockClock, turns: int
 ) -> None:
     async with open_host("a") as host, trio.open_nursery() as nursery:
-        log: list[str] = []
-        rounds = Rounds(host.committer, after=lambda: log.append("after"))
+        rounds, log = _logged_rounds(host)
         host.committer.hold()
         for i in range(turns):
             rounds.want(_Follower(f"t{i}", host, log, rounds))
