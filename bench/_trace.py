@@ -39,7 +39,7 @@ def install() -> None:
     import borough.store.leveldb as leveldb
     import borough.wire.mux as mux
 
-    mux.os = _Os()  # type: ignore[assignment]
+    setattr(mux, "os", _Os())  # noqa: B010 (the module's own name for os, replaced)
     waiting = trio.lowlevel.wait_readable
 
     async def wait_readable(sock: Any) -> None:

@@ -158,7 +158,7 @@ async def _measure(name: str, profile: str | None) -> None:
         if prof is not None:
             prof.enable()
         done = await run(sim, client)
-        if prof is not None:
+        if prof is not None and profile is not None:
             prof.disable()
             prof.dump_stats(profile)
         cpu = time.process_time() - cpu0

@@ -51,7 +51,7 @@ def report(node: int, times: dict[str, dict[str, object]], done: int) -> None:
     rows = []
     for name, t in times.items():
         n = int(t["calls"])  # type: ignore[call-overload]
-        us = sorted(t["us"])  # type: ignore[type-var]
+        us = sorted(t["us"])  # type: ignore[call-overload]
         if not n or not us:
             continue
         per_op = sum(us) / len(us) * n / done  # (the mean of the durations kept, times the calls)

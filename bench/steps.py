@@ -42,7 +42,7 @@ class CountedCluster(WindowedCluster):
 
 
 async def load(
-    cluster: CountedCluster, op: str, clients: int, partitions: int, seconds: float
+    cluster: WindowedCluster, op: str, clients: int, partitions: int, seconds: float
 ) -> tuple[int, list[float]]:
     names = [f"p{i}" for i in range(partitions)]
     latencies: list[float] = []
@@ -93,7 +93,7 @@ def main() -> None:
         )
         for i in range(3):
             before, after = cluster.counts(i)
-            steps = Counter(after["steps"]) - Counter(before["steps"])  # type: ignore[arg-type]
+            steps = Counter(after["steps"]) - Counter(before["steps"])  # type: ignore[call-overload]
             passes = int(after["passes"]) - int(before["passes"])  # type: ignore[call-overload]
             top = ", ".join(f"{name.rsplit('.', 1)[-1]} {n / done:.1f}" for name, n in steps.most_common(6))
             print(f"  node {i}: {sum(steps.values()) / done:5.1f} steps/op, {passes / done:5.1f} passes/op  ({top})")

@@ -52,7 +52,7 @@ class TracedCluster(WindowedCluster):
         self.client = _trace.take()  # (the client's own: the first call starts the window, the second's is kept)
 
     def events(self, i: int) -> list[Event]:
-        return [tuple(e) for e in json.loads(self.window_lines(i)[0])]  # type: ignore[misc]
+        return [(int(t), str(kind), int(detail)) for t, kind, detail in json.loads(self.window_lines(i)[0])]
 
 
 def windows(client: list[Event]) -> list[tuple[int, int, int, int]]:
