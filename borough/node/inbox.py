@@ -48,6 +48,8 @@ class Inbox:
         self._ticks = 0
         self._late = 0  # ticks that were due while the node stalled (see ``tick``)
         self._messages: deque[Message] = deque()
+        #: Messages that may wait for the replica's next turn (``RawNode.can_wait``): queued without asking for one.
+        self._waiting: deque[Message] = deque()
         self._commands: list[tuple[Command, Waiter | None]] = []
         self.last_leader_contact = trio.current_time()
         self.dropped = 0
@@ -91,10 +93,14 @@ class Inbox:
         self._late += late
         self.wake()
 
-    def deliver(self, message: Message) -> None:
-        """Queue a peer's message; dropped (and counted) when the inbox is full: the sender retransmits."""
-        if len(self._messages) >= INBOX_LIMIT:
+    def deliver(self, message: Message, *, urgent: bool = True) -> None:
+        """Queue a peer's message; dropped (and counted) when the inbox is full: the sender retransmits. One that
+        is not ``urgent`` (``RawNode.can_wait``) asks for no turn: it is stepped at the next one, first."""
+        if len(self._messages) + len(self._waiting) >= INBOX_LIMIT:
             self.dropped += 1
+            return
+        if not urgent:
+            self._waiting.append(message)
             return
         self._messages.append(message)
         if type(message) in _FROM_LEADER:
@@ -119,8 +125,12 @@ class Inbox:
     def feed(self, raw: RawNode, stepping: Callable[[Message], None]) -> None:
         """Hand ``raw`` the ticks, commands and messages queued since the last round, in that order (the ticks
         first: a leader that stalled must count the time that passed before it answers a read that arrived). A command's
-        outcome goes to its waiter; a message the core refuses is logged and dropped."""
+        outcome goes to its waiter; a message the core refuses is logged and dropped. The messages that waited
+        (``deliver(urgent=False)``) go before all: followers' progress, which a tick judges (whether the group may
+        go quiet) and which no read depends on."""
         self._pending = False
+        if self._waiting:
+            self._step_all(raw, self._waiting, stepping)
         ticks, self._ticks = self._ticks, 0
         if self._late:
             if raw.role is Role.LEADER:
@@ -140,7 +150,10 @@ class Inbox:
             else:
                 if waiter is not None:
                     waiter.succeed(result)
-        messages = self._messages
+        if self._messages:
+            self._step_all(raw, self._messages, stepping)
+
+    def _step_all(self, raw: RawNode, messages: deque[Message], stepping: Callable[[Message], None]) -> None:
         while messages:
             msg = messages.popleft()
             stepping(msg)

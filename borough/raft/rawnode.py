@@ -52,7 +52,7 @@ from borough.errors import LocalProtocolError
 from borough.raft.confchange import ConfChange
 from borough.raft.config import RaftConfig
 from borough.raft.core import Raft, Role
-from borough.raft.messages import Message
+from borough.raft.messages import AppendResponse, Message
 from borough.raft.progress import ProgressState
 from borough.raft.readonly import ReadState
 from borough.raft.records import ConfState, Entry, HardState, NodeId, SnapshotMeta, Tombstone
@@ -371,6 +371,26 @@ class RawNode:
                 )
                 for node, pr in r.prs.items()
             },
+        )
+
+    def can_wait(self, m: Message) -> bool:
+        """Whether stepping ``m`` may wait for this replica's next step for another reason (a proposal, a tick):
+        a leader's successful append acknowledgement, of this term, from a follower that now has the whole log,
+        all of it committed, while no leadership transfer is under way. Stepping it would only record that
+        follower's progress: it commits nothing, sends nothing and answers nobody. The second acknowledgement of
+        each entry in a three-member group is one: a driver that steps it at once spends a step (and a Ready
+        check) on nothing. Leaders only; anything else, or any doubt, is False."""
+        r = self._raft
+        if type(m) is not AppendResponse or m.reject or m.term != r.term or r.role is not Role.LEADER:
+            return False
+        pr = r.prs.get(m.frm)
+        log = r.log
+        return (
+            pr is not None
+            and pr.state is ProgressState.REPLICATE
+            and m.index == log.last_index()
+            and m.index <= log.committed
+            and r.lead_transferee is None
         )
 
     def is_idle(self) -> bool:

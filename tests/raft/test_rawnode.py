@@ -538,3 +538,30 @@ def test_an_appointee_with_a_log_campaigns_as_usual() -> None:
     raw.campaign(first=True)
     asks = [m for m in raw.ready().messages if isinstance(m, VoteRequest)]
     assert raw.role is Role.PRE_CANDIDATE and {(m.term, m.pre_vote) for m in asks} == {(2, True)}
+
+
+def test_only_an_acknowledgement_that_changes_nothing_but_a_followers_progress_may_wait() -> None:
+    net = Net(make_node(i) for i in ("1", "2", "3"))
+    net.elect("1")
+    leader = net.nodes[N1]
+    leader.propose(b"x")
+    acks: list[Message] = []
+    for m in msgs(leader):
+        net.nodes[m.to].step(m)
+        acks += msgs(net.nodes[m.to])
+    first, second = acks
+    assert isinstance(first, AppendResponse) and isinstance(second, AppendResponse)
+    assert not leader.can_wait(first)  # it commits the entry
+    leader.step(first)
+    drain(leader)
+    assert leader.can_wait(second)  # committed already, and the follower has the whole log: progress only
+    assert not leader.can_wait(attrs.evolve(second, reject=True, hint_index=0))
+    assert not leader.can_wait(attrs.evolve(second, term=second.term + 1))
+    assert not leader.can_wait(attrs.evolve(second, index=second.index - 1))  # (the follower lacks entries)
+    assert not net.nodes[N2].can_wait(second)  # not a leader
+    assert not leader.can_wait(HeartbeatResponse(frm=N3, to=N1, term=second.term))
+    leader.transfer_leadership("3")
+    assert not leader.can_wait(second)  # the transfer waits on that follower's progress
+    leader.step(second)
+    net.stabilize()
+    assert leader.role is Role.FOLLOWER and net.nodes[N3].role is Role.LEADER
