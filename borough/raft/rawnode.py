@@ -52,7 +52,7 @@ from borough.errors import LocalProtocolError
 from borough.raft.confchange import ConfChange
 from borough.raft.config import RaftConfig
 from borough.raft.core import Raft, Role
-from borough.raft.messages import AppendResponse, Message
+from borough.raft.messages import AppendResponse, HeartbeatResponse, Message
 from borough.raft.progress import ProgressState
 from borough.raft.readonly import ReadState
 from borough.raft.records import ConfState, Entry, HardState, NodeId, SnapshotMeta, Tombstone
@@ -374,24 +374,29 @@ class RawNode:
         )
 
     def can_wait(self, m: Message) -> bool:
-        """Whether stepping ``m`` may wait for this replica's next step for another reason (a proposal, a tick):
-        a leader's successful append acknowledgement, of this term, from a follower that now has the whole log,
-        all of it committed, while no leadership transfer is under way. Stepping it would only record that
-        follower's progress: it commits nothing, sends nothing and answers nobody. The second acknowledgement of
-        each entry in a three-member group is one: a driver that steps it at once spends a step (and a Ready
-        check) on nothing. Leaders only; anything else, or any doubt, is False."""
+        """Whether stepping ``m`` may wait for this replica's next step for another reason (a proposal, a tick),
+        because it would only record a follower's progress: it commits nothing, sends nothing, answers no read
+        and renews no lease. Leaders only, from a follower in replication that has the whole log, while no
+        leadership transfer is under way; then
+        - a successful append acknowledgement of this term, for an index already committed (the second one of
+          each entry in a group of three), or
+        - a heartbeat answer of this term, for a round a quorum has acknowledged already (the second one of each
+          read's round).
+        A driver that steps such a message at once spends a step (and a Ready check) on nothing. Anything else,
+        or any doubt, is False."""
         r = self._raft
-        if type(m) is not AppendResponse or m.reject or m.term != r.term or r.role is not Role.LEADER:
+        if m.term != r.term or r.role is not Role.LEADER or r.lead_transferee is not None:
             return False
         pr = r.prs.get(m.frm)
+        if pr is None or pr.state is not ProgressState.REPLICATE:
+            return False
         log = r.log
-        return (
-            pr is not None
-            and pr.state is ProgressState.REPLICATE
-            and m.index == log.last_index()
-            and m.index <= log.committed
-            and r.lead_transferee is None
-        )
+        last = log.last_index()
+        if type(m) is AppendResponse:  # (the follower has the whole log once this is stepped)
+            return not m.reject and m.index == last and m.index <= log.committed
+        if type(m) is HeartbeatResponse:  # (the follower had the whole log already)
+            return pr.match == last and m.seq <= r.readonly.acked_seq
+        return False
 
     def is_idle(self) -> bool:
         """Whether nothing is in flight: for a leader, every member holds the whole log and knows it is

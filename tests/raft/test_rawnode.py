@@ -565,3 +565,26 @@ def test_only_an_acknowledgement_that_changes_nothing_but_a_followers_progress_m
     leader.step(second)
     net.stabilize()
     assert leader.role is Role.FOLLOWER and net.nodes[N3].role is Role.LEADER
+
+
+def test_only_a_heartbeat_answer_for_a_round_a_quorum_acknowledged_may_wait() -> None:
+    net = Net(make_node(i) for i in ("1", "2", "3"))
+    net.elect("1")
+    leader = net.nodes[N1]
+    leader.read_index(b"r1")
+    answers: list[Message] = []
+    for m in msgs(leader):
+        assert isinstance(m, Heartbeat)
+        net.nodes[m.to].step(m)
+        answers += msgs(net.nodes[m.to])
+    first, second = answers
+    assert isinstance(first, HeartbeatResponse) and isinstance(second, HeartbeatResponse)
+    assert not leader.can_wait(first)  # it makes the quorum that confirms the read
+    leader.step(first)
+    assert [rs.context for rs in drain(leader).read_states] == [b"r1"]
+    assert leader.can_wait(second)  # the round is acknowledged already: the follower's progress only
+    assert not leader.can_wait(attrs.evolve(second, seq=second.seq + 1))  # (a later round: it may serve reads)
+    assert not leader.can_wait(attrs.evolve(second, term=second.term + 1))
+    leader.propose(b"x")  # an entry the followers do not hold yet
+    drain(leader)
+    assert not leader.can_wait(second)  # from a follower without the whole log: it may need appends
