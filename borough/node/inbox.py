@@ -24,12 +24,15 @@ from borough.raft.messages import AppendRequest, Heartbeat, InstallSnapshot, Mes
 from borough.raft.rawnode import RawNode
 from borough.raft.role import Role
 
-__all__ = ["INBOX_LIMIT", "Inbox"]
+__all__ = ["INBOX_LIMIT", "WAITING_LIMIT", "Inbox"]
 
 logger = logging.getLogger(__name__)
 
 #: Inbound Raft messages queued per replica; beyond this they are dropped (Raft retransmits).
 INBOX_LIMIT = 4096
+#: Messages that may wait (``RawNode.can_wait``) queued without a turn; past this many they ask for one like any
+#: other, so a peer that sends them without end cannot fill the inbox with messages nobody steps.
+WAITING_LIMIT = 64
 #: What only a leader sends: receiving one means the replica is in touch with its group.
 _FROM_LEADER = (AppendRequest, Heartbeat, InstallSnapshot)
 
@@ -99,7 +102,7 @@ class Inbox:
         if len(self._messages) + len(self._waiting) >= INBOX_LIMIT:
             self.dropped += 1
             return
-        if not urgent:
+        if not urgent and len(self._waiting) < WAITING_LIMIT:
             self._waiting.append(message)
             return
         self._messages.append(message)

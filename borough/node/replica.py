@@ -165,7 +165,7 @@ class Replica(Turns):
         """A peer's Raft message; dropped outside current incarnations (``incarnations``; a sender that is not a
         ``member`` of the cluster changes none) or on a full inbox."""
         if self.incarnations.admit(message.frm, to_inc, frm_inc, member=member):
-            # (A leader's second acknowledgement of a committed entry asks for no turn of its own.)
+            # (An answer that only records a follower's progress asks for no turn of its own: ``can_wait``.)
             self._inbox.deliver(message, urgent=not self._raw.can_wait(message))
 
     def _queue_room(self) -> None:

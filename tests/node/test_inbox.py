@@ -64,3 +64,20 @@ async def test_messages_that_may_wait_count_against_the_inbox_bound(
     raw = FakeRaw()
     inbox.feed(raw, lambda message: None)  # type: ignore[arg-type]
     assert len(raw.calls) == 3
+
+
+async def test_past_a_few_messages_that_may_wait_each_asks_for_a_turn(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer that sends such messages without end gets them stepped, not piled up until the inbox is full."""
+    import borough.node.inbox as inbox_module
+
+    monkeypatch.setattr(inbox_module, "WAITING_LIMIT", 2)
+    wakes: list[None] = []
+    inbox = Inbox("p", lambda: wakes.append(None))
+    for i in range(3):
+        inbox.deliver(AppendResponse(frm=F3, to=L, term=1, index=i), urgent=False)
+    assert len(wakes) == 1 and inbox.pending
+    raw = FakeRaw()
+    inbox.feed(raw, lambda message: None)  # type: ignore[arg-type]
+    assert raw.calls == ["step AppendResponse from 3"] * 3
