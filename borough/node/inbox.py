@@ -4,8 +4,10 @@ This module owns the queue between the node (the ticker, the outbox's inbound si
 placement) and one replica's core, which only the replica's turn in a round feeds (``borough.node.rounds``), and
 the signal that asks for that turn when anything arrives.
 Messages are bounded (beyond ``INBOX_LIMIT`` they are dropped and counted: Raft retransmits), except a staged
-snapshot's offer, which its data waits on. It also notes when a leader last spoke to this replica. It knows
-nothing of proposals or reads (``borough.node.waiters``).
+snapshot's offer, which its data waits on. A message the core says may wait (``RawNode.can_wait``: an answer that
+only records a follower's progress) asks for no turn: up to ``WAITING_LIMIT`` of them wait for the next one. It
+also notes when a leader last spoke to this replica. It knows nothing of proposals or reads
+(``borough.node.waiters``).
 """
 
 from __future__ import annotations
