@@ -4,7 +4,7 @@ driver learns about compaction and snapshots, and misuse reported as clear error
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import attrs
 import pytest
@@ -540,16 +540,22 @@ def test_an_appointee_with_a_log_campaigns_as_usual() -> None:
     assert raw.role is Role.PRE_CANDIDATE and {(m.term, m.pre_vote) for m in asks} == {(2, True)}
 
 
-def test_only_an_acknowledgement_that_changes_nothing_but_a_followers_progress_may_wait() -> None:
+def _two_answers(ask: Callable[[RawNode], object]) -> tuple[Net, RawNode, Message, Message]:
+    """A three-member group led by 1 that ``ask``s its followers something: the group, its leader, their answers."""
     net = Net(make_node(i) for i in ("1", "2", "3"))
     net.elect("1")
     leader = net.nodes[N1]
-    leader.propose(b"x")
-    acks: list[Message] = []
+    ask(leader)
+    answers: list[Message] = []
     for m in msgs(leader):
         net.nodes[m.to].step(m)
-        acks += msgs(net.nodes[m.to])
-    first, second = acks
+        answers += msgs(net.nodes[m.to])
+    first, second = answers
+    return net, leader, first, second
+
+
+def test_only_an_acknowledgement_that_changes_nothing_but_a_followers_progress_may_wait() -> None:
+    net, leader, first, second = _two_answers(lambda raw: raw.propose(b"x"))
     assert isinstance(first, AppendResponse) and isinstance(second, AppendResponse)
     assert not leader.can_wait(first)  # it commits the entry
     leader.step(first)
@@ -568,16 +574,7 @@ def test_only_an_acknowledgement_that_changes_nothing_but_a_followers_progress_m
 
 
 def test_only_a_heartbeat_answer_for_a_round_a_quorum_acknowledged_may_wait() -> None:
-    net = Net(make_node(i) for i in ("1", "2", "3"))
-    net.elect("1")
-    leader = net.nodes[N1]
-    leader.read_index(b"r1")
-    answers: list[Message] = []
-    for m in msgs(leader):
-        assert isinstance(m, Heartbeat)
-        net.nodes[m.to].step(m)
-        answers += msgs(net.nodes[m.to])
-    first, second = answers
+    _, leader, first, second = _two_answers(lambda raw: raw.read_index(b"r1"))
     assert isinstance(first, HeartbeatResponse) and isinstance(second, HeartbeatResponse)
     assert not leader.can_wait(first)  # it makes the quorum that confirms the read
     leader.step(first)
