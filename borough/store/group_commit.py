@@ -358,11 +358,8 @@ class GroupCommit:
         if not written:  # cancelled before the write started (a started one always ends)
             cycle.results = [_closed_error()] * len(cycle.batches)
         cycle.end()  # (first: the committers' callbacks send what waited for the write; the metrics can wait)
-        if written and self.observe is not None:
-            try:
-                self.observe(len(cycle.batches), cycle.sync, took)
-            except Exception:
-                logger.exception("group commit: observing a write failed")
+        if written:
+            self._observe(cycle, took)
         if self._unsynced.batches:
             self._write_unsynced()
 
@@ -373,8 +370,15 @@ class GroupCommit:
         cycle.results = self._write_batches(cycle.batches, False)
         took = trio.current_time() - started
         cycle.end()
+        self._observe(cycle, took)
+
+    def _observe(self, cycle: _Cycle, took: float) -> None:
+        """Report a finished write to ``observe`` (the metrics); never raises (``_end`` raises nothing)."""
         if self.observe is not None:
-            self.observe(len(cycle.batches), False, took)
+            try:
+                self.observe(len(cycle.batches), cycle.sync, took)
+            except Exception:
+                logger.exception("group commit: observing a write failed")
 
     def _write(self, cycle: _Cycle) -> None:
         """One cycle (in a worker thread when offloading): the merged batch as one synced write."""
