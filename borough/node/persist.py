@@ -40,14 +40,25 @@ class Turn:
     """A replica's Ready prepared in a round (``borough.node.rounds``): the batch that persists and applies it
     (None: nothing to write), whether that must be synced, and what ``Replica.finish`` needs afterwards."""
 
-    __slots__ = ("batch", "plan", "rd", "results", "sync")
+    __slots__ = ("answered", "batch", "plan", "rd", "results", "sync")
 
-    def __init__(self, rd: Ready, plan: ReadyPlan, results: dict[int, Any], batch: WriteBatch | None, sync: bool):
+    def __init__(
+        self,
+        rd: Ready,
+        plan: ReadyPlan,
+        results: dict[int, Any],
+        batch: WriteBatch | None,
+        sync: bool,
+        answered: bool = False,
+    ):
         self.rd = rd
         self.plan = plan
         self.results = results
         self.batch = batch
         self.sync = sync
+        #: The callers of the entries it applies were answered as it was prepared (its unsynced batch is written
+        #: in the same step: ``Rounds.writes_at_once``).
+        self.answered = answered
 
 
 def ready_batch(

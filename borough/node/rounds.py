@@ -94,6 +94,14 @@ class Rounds:
             self._lot.unpark_all()
         wanted[replica] = None
 
+    @property
+    def writes_at_once(self) -> bool:
+        """Whether the unsynced batches of the round being prepared are written before the round ends, in the same
+        step of the event loop (no synced write holds the store): a turn whose write needs no sync may then answer
+        its callers as soon as it is prepared (``Turns.prepare``), since nothing can run, nor read the store,
+        before its batch is written."""
+        return self._committer.writes_at_once
+
     def flush_if_lone(self) -> None:
         """A turn queued messages: those that may leave before its write (a leader's appends, while the turn is
         prepared), or those that waited for it (a follower's acknowledgement, while it is finished). When the
@@ -151,7 +159,15 @@ class Rounds:
         self.turns += len(todo)
         if self._after is not None:
             self._after()  # what may leave before the write (a leader's appends) leaves before it starts
-        for group, sync in ((synced, True), (unsynced, False)):
+        # The synced write starts first (its fsync is the longer wait), unless a turn answered its callers before
+        # its unsynced batch was written: that batch must then be written now, before a synced write in a worker
+        # thread could make it wait (see ``writes_at_once``).
+        order = (
+            ((unsynced, False), (synced, True))
+            if any(t.answered for _, t in unsynced)
+            else ((synced, True), (unsynced, False))
+        )
+        for group, sync in order:
             if group:
                 self._busy.update(replica for replica, _ in group)
                 self._submit(group, sync)

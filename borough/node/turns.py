@@ -108,7 +108,22 @@ class Turns:
         self.stats.count(plan)
         # Entries, a snapshot or a new term/vote must be durable before the messages that depend on them
         # leave; a commit index or applied state alone need not be (both are recovered from the synced log).
-        return Turn(rd, plan, results, batch if len(batch) else None, plan.must_sync and host.fsync)
+        sync = plan.must_sync and host.fsync
+        answered = False
+        if (
+            plan.apply
+            and not sync
+            and plan.install is None
+            and self._proposals.by_index
+            and self._rounds.writes_at_once
+        ):
+            # The entries are committed and applied, and their batch is written later in this same step of the
+            # event loop, before any other task (a read, a handler) can run or look at the store: answering
+            # their callers now is indistinguishable from answering them once it is written, and on a lone
+            # write's path their replies leave before the write, the flush and the rest of the round.
+            self._proposals.settle_applied(plan.apply, results)
+            answered = True
+        return Turn(rd, plan, results, batch if len(batch) else None, sync, answered)
 
     def finish(self, turn: Turn) -> None:
         """The second half, once the turn's batch is written: send, settle, advance (see ``ready_plan``)."""

@@ -9,7 +9,7 @@ never touches a Raft core: the turn passes in what the core said.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -18,6 +18,7 @@ import trio
 from borough.errors import BoroughError
 from borough.raft.readonly import ReadState
 from borough.raft.ready_plan import ReadyPlan
+from borough.raft.records import Entry
 
 __all__ = ["Proposals", "Reads", "Waiter"]
 
@@ -146,6 +147,16 @@ class Proposals:
             last = plan.apply[-1]
             for i in [i for i, w in proposals.items() if i <= last.index or w.term < last.term]:
                 proposals.pop(i).fail(lost())
+
+    def settle_applied(self, applied: Sequence[Entry], results: dict[int, Any]) -> None:
+        """Succeed the proposals whose entries ``applied`` holds (same index and term) with their results, ahead
+        of ``settle``, which decides the rest of the same plan."""
+        proposals = self.by_index
+        for entry in applied:
+            waiter = proposals.get(entry.index)
+            if waiter is not None and waiter.term == entry.term:
+                del proposals[entry.index]
+                waiter.succeed(results.get(entry.index))
 
     def fail_all(self, error: BaseException) -> None:
         fail_all([w for _, w in self.queued], error)

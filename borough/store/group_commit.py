@@ -237,6 +237,12 @@ class GroupCommit:
         else:
             self._work.unpark_all()
 
+    @property
+    def writes_at_once(self) -> bool:
+        """Whether an unsynced submission made now is written before ``submit`` returns: no synced write is in
+        flight in a worker thread, and the committer is open."""
+        return not self._in_flight and self._error is None and not self._closed
+
     async def room(self) -> None:
         """Wait while the batches waiting for the next synced write are at their cap (see ``submit``)."""
         while self._open.batches and (

@@ -111,6 +111,10 @@ class HoldableCommitter:
     async def room(self) -> None:
         await self.inner.room()
 
+    @property
+    def writes_at_once(self) -> bool:
+        return self._gate is None and self.inner.writes_at_once
+
     async def step(self) -> None:
         """Let the commits waiting now through, keep holding later ones, and let everything run."""
         self.release()

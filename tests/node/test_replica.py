@@ -16,7 +16,7 @@ import trio.testing
 
 import borough.node.inbox as inbox_module
 import borough.node.replica as replica_module
-from borough.errors import BoroughError, LocalProtocolError, NotLeader, Overloaded, StorageError, Unavailable
+from borough.errors import BoroughError, LocalProtocolError, NotFound, NotLeader, Overloaded, StorageError, Unavailable
 from borough.raft.confchange import ConfChange
 from borough.raft.messages import (
     AppendRequest,
@@ -375,6 +375,73 @@ async def test_a_leader_sends_its_appends_before_its_write(autojump_clock: trio.
         assert [m.to for m in events[sent_at].messages if isinstance(m, AppendRequest)] == ["b"]  # type: ignore[union-attr]
         assert events[written_at].sync  # type: ignore[union-attr]
         nursery.cancel_scope.cancel()
+
+
+def _stored(store: Any, key: str) -> Any:
+    """``key``'s value in the store, or None."""
+    try:
+        return store.get(P, key)
+    except NotFound:
+        return None
+
+
+class _Steps(trio.abc.Instrument):
+    """Counts the steps tasks take: two moments with the same count lie in one step of one task."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.n += 1
+
+
+async def test_a_write_applied_without_a_sync_is_answered_in_the_step_that_writes_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A leader's turn that only applies (its entry committed by a follower's answer: a commit index and applied
+    state need no sync) answers its caller as it is prepared, before its batch is written, and the batch is
+    written in the same step of the event loop: no task can see the store without the write after the answer."""
+    async with open_group(["a", "b", "c"]) as g:
+        leader = await g.wait_leader()
+        store = leader.host.store
+        steps = _Steps()
+        trio.lowlevel.add_instrument(steps)
+        written_at: list[int] = []
+        write = store.write
+
+        def recording_write(batch: Any, *, sync: bool = True) -> None:
+            write(batch, sync=sync)
+            if not written_at and _stored(store, "x") is not None:
+                written_at.append(steps.n)
+
+        store.write = recording_write  # type: ignore[method-assign]
+        answers: list[tuple[Any, Any, int]] = []
+        waiter = leader.propose_nowait(b"x")
+        waiter.then(lambda w: answers.append((w.result, _stored(store, "x"), steps.n)))
+        await wait_until(lambda: bool(answers) and bool(written_at))
+        trio.lowlevel.remove_instrument(steps)
+        (key, index), value_then, answered_at = answers[0]
+        assert key == "x" and value_then is None  # answered before the batch that applies it was written ...
+        assert written_at == [answered_at]  # ... which was written in that same step
+        assert store.get(P, "x") == index
+
+
+async def test_a_write_applied_while_the_store_is_busy_is_answered_once_written(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """While another write holds the store, an unsynced batch waits for it: the turn's callers are answered only
+    once their batch is written, as for any other turn."""
+    async with open_group(["a", "b", "c"]) as g:
+        leader = await g.wait_leader()
+        store, committer = leader.host.store, leader.host.committer
+        committer.hold()
+        answers: list[Any] = []
+        waiter = leader.propose_nowait(b"x")
+        waiter.then(lambda w: answers.append(_stored(store, "x")))
+        while not answers:
+            await committer.step()
+        committer.release()
+        assert answers[0] is not None and answers[0] == store.get(P, "x")
 
 
 async def test_a_vote_leaves_only_once_it_is_durable(autojump_clock: trio.testing.MockClock) -> None:
