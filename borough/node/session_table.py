@@ -95,6 +95,15 @@ class SessionRef:
         return [self.session, self.seq, self.low]
 
     @classmethod
+    def checked(cls, session: bytes, seq: int, low: int) -> SessionRef:
+        """A ref of values already known to be in bounds (a sequencer's own), made without checking them again."""
+        ref = _new_object(cls)
+        _set_attr(ref, "session", session)
+        _set_attr(ref, "seq", seq)
+        _set_attr(ref, "low", low)
+        return ref
+
+    @classmethod
     def from_list(cls, obj: object) -> SessionRef:
         """Raises ValueError for anything but ``[session, seq, low]`` with the bounds above."""
         if type(obj) is list and len(obj) == 3:  # the hot path (every applied write): the same checks, inline
@@ -106,11 +115,7 @@ class SessionRef:
                 and type(low) is int
                 and 1 <= low <= seq <= MAX_SEQ
             ):
-                ref = _new_object(cls)
-                _set_attr(ref, "session", session)
-                _set_attr(ref, "seq", seq)
-                _set_attr(ref, "low", low)
-                return ref
+                return cls.checked(session, seq, low)
         if not isinstance(obj, list) or len(obj) != 3:
             raise ValueError("a write's session is [session_id, seq, low]")
         return cls(obj[0], obj[1], obj[2])

@@ -7,12 +7,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import cbor2
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from borough.cbor_safe import safe_loads
 from borough.errors import RemoteProtocolError
 from borough.kv import encode_value
+from borough.node import records
 from borough.node.protocol import (
     MAX_PAGE_ITEMS,
     OPS,
@@ -52,6 +55,20 @@ from borough.node.session_table import SessionRef
 from borough.ring.members import Member, MemberState, MemberTable
 
 LIMITS = Limits()
+
+
+@st.composite
+def _mangled(draw: st.DrawFn, encoded: bytes) -> bytes:
+    """``encoded`` cut short, lengthened, or with one byte changed."""
+    how = draw(st.sampled_from(["cut", "extend", "flip"]))
+    if how == "cut" and len(encoded) > 1:
+        return encoded[: draw(st.integers(1, len(encoded) - 1))]
+    if how == "extend":
+        return encoded + draw(st.binary(min_size=1, max_size=4))
+    i = draw(st.integers(0, len(encoded) - 1))
+    return encoded[:i] + bytes([draw(st.integers(0, 255))]) + encoded[i + 1 :]
+
+
 ONE = encode_value(1)
 
 # One instance of every op, with arguments that exercise each field.
@@ -361,6 +378,45 @@ def test_check_value_up_to_the_exact_limit() -> None:
         check_value(b"\x01" * 8, limits)  # eight CBOR documents, not one value
     with pytest.raises(ValueError, match="value of 9 encoded bytes exceeds max_value_bytes=8; send large payloads"):
         check_value(b"\x01" * 9, limits)
+
+
+_scalars = st.one_of(
+    st.integers(-(2**64), 2**64 - 1),
+    st.binary(max_size=300),
+    st.text(max_size=100),
+    st.booleans(),
+    st.none(),
+    st.floats(),
+)
+
+
+@given(_scalars)
+def test_one_scalar_value_is_accepted_without_being_decoded(value: object) -> None:
+    encoded = cbor2.dumps(value)
+    assert records._one_scalar(encoded)  # (the shortcut: no decode)
+    assert check_value(encoded, LIMITS) is encoded
+
+
+@given(st.one_of(st.binary(min_size=1, max_size=40), _scalars.map(cbor2.dumps).flatmap(_mangled)))
+def test_the_scalar_shortcut_takes_nothing_the_full_check_would_refuse(data: bytes) -> None:
+    if data and records._one_scalar(data):
+        safe_loads(data)  # (raises if it is not one value the store can read back)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x62\xff\xfe",  # a text string that is not UTF-8
+        b"\x43ab",  # a byte string shorter than its head says
+        b"\x41ab",  # ... or longer
+        b"\x19\x01",  # an integer cut short
+        b"\x5f\x41a\xff",  # an indefinite-length byte string
+        b"\xf7",  # undefined
+        b"\x81\x01",  # an array
+    ],
+)
+def test_values_the_shortcut_does_not_take_get_the_full_check(data: bytes) -> None:
+    assert not records._one_scalar(data)
 
 
 def test_write_from_args_keeps_mixed_ops_in_order() -> None:

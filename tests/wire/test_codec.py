@@ -346,3 +346,19 @@ def test_round_trip_messages_and_windows(body: Any, credit: int) -> None:
         events.append(c.Window(stream_id=sid, credit=credit))
     b.receive_data(b"".join(a.send(e) for e in events))
     assert drain(b) == events
+
+
+@given(st.integers(0, 2**32 - 1), cbor_values, st.sampled_from(["call", "reply"]))
+def test_a_call_or_reply_without_streams_is_framed_as_any_other(sid: int, body: Any, kind: str) -> None:
+    """Calls and replies without streams have their envelope assembled by hand (``FrameCodec._plain``): the same
+    bytes as the general framing, which decode to the same event."""
+    a, b = pair()
+    fast = a.encode_call(sid, body, {}) if kind == "call" else a.encode_reply(sid, body, {})
+    general = a._frame(sid, c.Kind.CALL if kind == "call" else c.Kind.REPLY, [body, {}], "it")
+    assert fast == general
+
+
+def test_a_call_without_streams_over_the_peers_frame_limit_is_refused_before_it_is_sent() -> None:
+    a, _ = pair()
+    with pytest.raises(LocalProtocolError, match="the call body encodes to .* over the peer's maximum frame size"):
+        a.encode_call(1, b"x" * MAX, {})
