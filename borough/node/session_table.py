@@ -139,7 +139,38 @@ class Refused:
 class _Session:
     last: float  # log time of its last write here
     low: int
+    #: The results held, by seq, in the order they were recorded; ``ascending`` while that is also seq order (a
+    #: session's writes are mostly applied in the order it numbered them), so trimming below ``low`` stops at
+    #: the first seq it keeps instead of looking at every result (``SessionTable.check``).
     results: dict[int, Any] = attrs.field(factory=dict)
+    ascending: bool = True
+    top: int = 0  # the highest seq recorded while ``ascending``
+
+    def add(self, seq: int, result: Any) -> None:
+        if seq <= self.top:
+            self.ascending = False
+        else:
+            self.top = seq
+        self.results[seq] = result
+
+    def trim(self, low: int) -> list[int]:
+        """Drop the results below ``low``; the seqs dropped."""
+        results = self.results
+        if self.ascending:
+            dropped = []
+            for seq in results:
+                if seq >= low:
+                    break
+                dropped.append(seq)
+        else:
+            dropped = [seq for seq in results if seq < low]
+        for seq in dropped:
+            del results[seq]
+        if not self.ascending:  # back in seq order: the next trims stop early again
+            self.results = dict(sorted(results.items()))
+            self.ascending = True
+            self.top = max(self.results, default=0)
+        return dropped
 
 
 class SessionTable:
@@ -194,9 +225,7 @@ class SessionTable:
                 )
             return None
         if ref.low > session.low:  # every seq below low is finished: its result is not needed any more
-            trimmed = [seq for seq in session.results if seq < ref.low]
-            for seq in trimmed:
-                del session.results[seq]
+            trimmed = session.trim(ref.low)
             session.low = ref.low
             self._forget(ref.session, None, trimmed)
             self._changes[_SESSION + ref.session] = session
@@ -230,7 +259,7 @@ class SessionTable:
         session = self._sessions.get(ref.session)
         if session is None:
             session = self._sessions[ref.session] = _Session(last=self.now, low=ref.low)
-        session.results[ref.seq] = result
+        session.add(ref.seq, result)
         self._touch(ref.session, session)
         self._changes[_SESSION + ref.session + _U64.pack(ref.seq)] = _NONE if result is None else cbor2.dumps(result)
 
@@ -272,8 +301,8 @@ class SessionTable:
                 loaded[key[1:]] = _Session(last=float(last), low=int(low))
             elif key[:1] == _SESSION and len(key) == 1 + SESSION_ID_BYTES + 8:
                 session = loaded.get(key[1 : 1 + SESSION_ID_BYTES])
-                if session is not None:  # headers sort before their results
-                    session.results[_U64.unpack(key[-8:])[0]] = cbor2.loads(value)
+                if session is not None:  # headers sort before their results, which come in seq order
+                    session.add(_U64.unpack(key[-8:])[0], cbor2.loads(value))
         for sid in sorted(loaded, key=lambda s: (loaded[s].last, s)):
             table._sessions[sid] = loaded[sid]
         return table

@@ -147,6 +147,28 @@ def test_property_each_seq_applies_at_most_once_and_the_table_stays_bounded(
     assert len(applied) == len(set(applied))  # never twice (expiry is far beyond these stamps)
 
 
+@given(st.lists(st.tuples(st.integers(1, 30), st.integers(0, 10)), max_size=80))
+def test_property_a_session_keeps_exactly_the_results_at_or_above_its_low(writes: list[tuple[int, int]]) -> None:
+    """Whatever order its seqs are applied in: trimming (which stops at the first result it keeps while they
+    were recorded in seq order) drops exactly those below ``low``."""
+    table = SessionTable(max_window=64)
+    model: set[int] = set()
+    low = 1
+    for seq, back in writes:
+        ref = SessionRef(A, seq, max(1, seq - back))
+        answered = run(table, ref, expiry=1000.0)
+        if ref.low > low:
+            low = ref.low
+            model = {s for s in model if s >= low}
+        assert (answered == "applied") == (seq >= low and seq not in model)
+        if answered == "applied":
+            model.add(seq)
+        session = table._sessions[A]
+        assert set(session.results) == model
+        if session.ascending:
+            assert list(session.results) == sorted(session.results)
+
+
 def _state(table: SessionTable) -> Any:
     """What decides the table's answers: its time, and its sessions oldest first (sessions with the same last
     write expire together, so their order among themselves does not matter: ``load`` orders them by id)."""
