@@ -6,6 +6,11 @@ reads), takes its Ready and carries out its plan (``borough.raft.ready_plan``) u
 leave early, applies committed entries and builds the batch. Once the round's write is done, ``finish`` sends the
 rest, settles the waiters, advances the core and asks for another turn if there is more to do. ``Replica`` mixes
 it in; the replica's state, queues and public API live in ``borough.node.replica``.
+
+A write is answered once it is committed and applied, and its applied state written. One exception, which no
+caller can tell apart: a turn whose batch needs no sync, prepared while nothing holds the store, answers the
+callers of the entries it applies as soon as it has applied them. Its batch is written later in the same step of
+the event loop (``Rounds.writes_at_once``), so no other task, and no read, runs between the answer and the write.
 """
 
 from __future__ import annotations

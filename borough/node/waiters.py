@@ -24,48 +24,57 @@ __all__ = ["Proposals", "Reads", "Waiter"]
 
 
 class Waiter:
-    """A caller waiting for its proposal to be applied, its read to become servable or its command to run."""
+    """A caller waiting for its proposal to be applied, its read to become servable or its command to run: a task
+    (``await wait()``) or a callback (``then``, the wire's quick path, which makes no event at all)."""
 
-    __slots__ = ("_then", "abandoned", "error", "event", "result", "term")
+    __slots__ = ("_event", "_then", "abandoned", "error", "result", "settled", "term")
 
     def __init__(self) -> None:
         self.term = 0
-        self.event = trio.Event()
+        self.settled = False
         self.result: Any = None
         self.error: BaseException | None = None
         self.abandoned = False  # the caller stopped waiting before it was settled
         self._then: Callable[[Waiter], None] | None = None
+        self._event: trio.Event | None = None  # made by the first ``wait``
 
     def succeed(self, result: Any = None) -> None:
-        if not self.event.is_set():
+        if not self.settled:
             self.result = result
             self._settled()
 
     def fail(self, error: BaseException) -> None:
-        if not self.event.is_set():
+        if not self.settled:
             self.error = error
             self._settled()
 
     def then(self, callback: Callable[[Waiter], None]) -> None:
         """Call ``callback(self)`` once settled (now, if it is), instead of a task waiting. It runs where the
         waiter is settled (a replica's turn): it must be quick and must not raise."""
-        if self.event.is_set():
+        if self.settled:
             callback(self)
         else:
             self._then = callback
 
     def _settled(self) -> None:
-        self.event.set()
+        self.settled = True
+        if self._event is not None:
+            self._event.set()
         callback, self._then = self._then, None
         if callback is not None:
             callback(self)
 
     async def wait(self) -> Any:
-        try:
-            await self.event.wait()
-        finally:
-            if not self.event.is_set():
-                self.abandoned = True
+        if not self.settled:
+            if self._event is None:
+                self._event = trio.Event()
+            try:
+                await self._event.wait()
+            finally:
+                if not self.settled:
+                    self.abandoned = True
+        else:
+            await trio.lowlevel.checkpoint()
         if self.error is not None:
             raise self.error
         return self.result

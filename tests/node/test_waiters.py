@@ -23,7 +23,7 @@ UNKNOWN = Unavailable("unknown")
 
 
 def outcome(waiter: Waiter) -> Any:
-    if not waiter.event.is_set():
+    if not waiter.settled:
         return "pending"
     if waiter.error is LOST:
         return "lost"
@@ -119,7 +119,7 @@ def test_fail_all_reaches_queued_and_proposed_waiters() -> None:
 
 
 def _settled(waiter: Waiter) -> str:
-    if not waiter.event.is_set():
+    if not waiter.settled:
         return "waiting"
     return "failed" if waiter.error is not None else "served"
 
