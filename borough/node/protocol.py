@@ -35,8 +35,7 @@ from borough.node.records import (
     WriteOp,
     check_key,
     check_partition_name,
-    check_write,
-    write_op_from_list,
+    write_ops_from_wire,
 )
 from borough.node.session_table import SessionRef
 from borough.ring.members import Member, MemberState, MemberTable
@@ -200,9 +199,9 @@ class Write(Op, name="write", repeatable=False, creates=True):
             raise _bad("write takes [ops] or [ops, [session, seq, low]]")
         if not isinstance(args[0], list) or not args[0]:
             raise _bad("a write needs a non-empty list of ops")
-        ops = tuple(_wire(write_op_from_list, op, limits) for op in args[0])
+        ops = _wire(write_ops_from_wire, args[0], limits)
         session = _wire(SessionRef.from_list, args[1]) if len(args) == 2 else None
-        return cls(_wire(check_write, ops, limits), session)
+        return cls(ops, session)
 
     def decode_result(self, body: Any) -> None:
         return None

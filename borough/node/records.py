@@ -38,6 +38,7 @@ __all__ = [
     "check_partition_name",
     "check_value",
     "write_op_from_list",
+    "write_ops_from_wire",
 ]
 
 Consistency = Literal["linearizable", "stale"]
@@ -64,13 +65,18 @@ class Limits:
 
 def check_write(ops: tuple[WriteOp, ...], limits: Limits) -> tuple[WriteOp, ...]:
     """A whole write (one Raft entry): its keys and values together at most ``max_write_bytes``."""
-    total = sum(len(encode_key(op.key)) + (len(op.value) if isinstance(op, Put) else 0) for op in ops)
+    _check_write_bytes(
+        sum(len(encode_key(op.key)) + (len(op.value) if isinstance(op, Put) else 0) for op in ops), limits
+    )
+    return ops
+
+
+def _check_write_bytes(total: int, limits: Limits) -> None:
     if total > limits.max_write_bytes:
         raise ValueError(
             f"a write of {total} bytes of keys and values exceeds max_write_bytes={limits.max_write_bytes}; "
             "split it into several writes"
         )
-    return ops
 
 
 def check_key(key: object, limits: Limits) -> str | bytes:
@@ -166,6 +172,37 @@ def write_op_from_list(obj: object, limits: Limits) -> WriteOp:
     if isinstance(obj, list) and len(obj) == 2 and obj[0] == "del":
         return Delete(check_key(obj[1], limits))
     raise ValueError(f"an op must be ['put', key, value] or ['del', key], not {obj!r:.80}")
+
+
+def write_ops_from_wire(wire_ops: list[Any], limits: Limits) -> tuple[WriteOp, ...]:
+    """A write's ops as they arrive from the wire, each checked as ``write_op_from_list`` does and the whole
+    write as ``check_write`` does. The commonest op, a put of an ASCII ``str`` or a ``bytes`` key and a value that
+    is one CBOR scalar, within the limits, is taken without those calls (the same rules, checked inline); any
+    other op, or one that breaks a rule, goes through them, which raise the errors they always do."""
+    ops: list[WriteOp] = []
+    total = 0
+    max_key, max_value = limits.max_key_bytes, limits.max_value_bytes
+    for obj in wire_ops:
+        if type(obj) is list and len(obj) == 3 and obj[0] == "put":
+            key, value = obj[1], obj[2]
+            kind = type(key)
+            size = len(key) if kind is bytes or (kind is str and key.isascii()) else 0  # (ASCII: a byte a character)
+            if 0 < size <= max_key and type(value) is bytes and 0 < len(value) <= max_value and _one_scalar(value):
+                put = _new(Put)
+                _set(put, "key", key)
+                _set(put, "value", value)
+                ops.append(put)
+                total += size + len(value)
+                continue
+        op = write_op_from_list(obj, limits)
+        ops.append(op)
+        total += len(encode_key(op.key)) + (len(op.value) if isinstance(op, Put) else 0)
+    _check_write_bytes(total, limits)
+    return tuple(ops)
+
+
+_new = object.__new__
+_set = object.__setattr__  # (how a frozen attrs class sets its fields)
 
 
 # --- what replies carry -----------------------------------------------------------------------------------------

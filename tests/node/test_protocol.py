@@ -419,6 +419,51 @@ def test_values_the_shortcut_does_not_take_get_the_full_check(data: bytes) -> No
     assert not records._one_scalar(data)
 
 
+_wire_ops = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("put"),
+            st.one_of(st.text(max_size=12), st.binary(max_size=12), st.integers()),
+            st.one_of(_scalars.map(cbor2.dumps), st.binary(max_size=12), st.lists(st.integers()).map(cbor2.dumps)),
+        ).map(list),
+        st.tuples(st.just("del"), st.one_of(st.text(max_size=12), st.binary(max_size=12))).map(list),
+        st.lists(st.integers(), max_size=3),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@given(_wire_ops, st.integers(1, 16), st.integers(1, 24), st.integers(1, 60))
+def test_write_ops_from_the_wire_are_checked_as_one_by_one(
+    wire: list[Any], max_key: int, max_value: int, max_write: int
+) -> None:
+    """The inline path for common puts takes exactly what the op-by-op checks take, and refuses the rest with
+    their errors."""
+    _same_as_one_by_one(wire, Limits(max_key_bytes=max_key, max_value_bytes=max_value, max_write_bytes=max_write))
+
+
+@pytest.mark.parametrize("key", ["k" * 8, b"k" * 8, "k" * 9, b"k" * 9, "\u00e9" * 4, "\u00e9" * 5, "", b""])
+@pytest.mark.parametrize("value_bytes", [8, 9])
+@pytest.mark.parametrize("max_write", [16, 17])
+def test_write_ops_from_the_wire_at_each_limit(key: str | bytes, value_bytes: int, max_write: int) -> None:
+    value = cbor2.dumps(b"v" * (value_bytes - 1))  # (a one-byte head, then the bytes)
+    _same_as_one_by_one([["put", key, value]], Limits(max_key_bytes=8, max_value_bytes=8, max_write_bytes=max_write))
+
+
+def _same_as_one_by_one(wire: list[Any], limits: Limits) -> None:
+    def outcome(decode: Any) -> Any:
+        try:
+            return decode()
+        except (TypeError, ValueError) as exc:
+            return type(exc), str(exc)
+
+    def one_by_one() -> Any:
+        return records.check_write(tuple(records.write_op_from_list(op, limits) for op in wire), limits)
+
+    assert outcome(lambda: records.write_ops_from_wire(wire, limits)) == outcome(one_by_one)
+
+
 def test_write_from_args_keeps_mixed_ops_in_order() -> None:
     two = encode_value("two")
     write = Write.from_args([[["put", "a", ONE], ["del", b"b"], ["put", b"a", two], ["del", "a"]]], LIMITS)
