@@ -332,6 +332,10 @@ class FrameCodec:
         if first == 0x83 and self.peer_hello is not None:
             if hi - lo > 3 and buf[lo + 1] == 0 and buf[lo + 2] == _MESSAGE:
                 return self._decode_message_fast(buf, lo, hi)
+            if buf[hi - 1] == 0xA0:
+                reply = self._decode_reply_fast(buf, lo, hi)
+                if reply is not None:
+                    return reply
             if hi - lo >= 256:
                 fast = self._decode_data_fast(buf, lo, hi)
                 if fast is not None:
@@ -377,6 +381,30 @@ class FrameCodec:
             # costs at most two bounded decodes, and closes the connection).
             return self._decode_generic(buf, lo, hi)
         return Message(body=body)
+
+    def _decode_reply_fast(self, buf: bytearray, lo: int, hi: int) -> Event | None:
+        # A REPLY without streams whose body is null (a write's answer) or one definite-length byte string (a
+        # get's encoded value), in its minimal encoding ``[sid, 8, [body, {}]]``: parsed by hand, then checked as
+        # any reply is (``_decode_frame``). Anything else (None here) takes the generic path, which decodes it
+        # the same way or refuses it.
+        head = _read_uint(buf, lo + 1, hi)
+        if head is None or head[0] != 0:
+            return None
+        _, sid, pos = head
+        if pos + 3 > hi - 1 or buf[pos] != _REPLY or buf[pos + 1] != 0x82:
+            return None
+        pos += 2
+        body: bytes | None
+        if buf[pos] == 0xF6 and pos + 1 == hi - 1:
+            body = None
+        else:
+            head = _read_uint(buf, pos, hi - 1)
+            if head is None or head[0] != 2 or head[2] + head[1] != hi - 1:
+                return None
+            body = _copy(buf, head[2], hi - 1)
+        if not 0 <= sid < MAX_STREAM_ID:
+            return None
+        return self._decode_frame(sid, Kind.REPLY, [body, {}])
 
     def _decode_data_fast(self, buf: bytearray, lo: int, hi: int) -> Data | None:
         # DATA frames carry bulk; parse their fixed shape by hand to skip a copy and the generic decoder.

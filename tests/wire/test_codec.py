@@ -362,3 +362,55 @@ def test_a_call_without_streams_over_the_peers_frame_limit_is_refused_before_it_
     a, _ = pair()
     with pytest.raises(LocalProtocolError, match="the call body encodes to .* over the peer's maximum frame size"):
         a.encode_call(1, b"x" * MAX, {})
+
+
+def _reply_outcome(frame_bytes: bytes, sid_made: int, fast: bool) -> Any:
+    """What the dialer's codec makes of ``frame_bytes`` after making ``sid_made`` calls: the events, or the error."""
+    a, _ = pair()
+    for _ in range(sid_made):
+        a.new_stream_id()
+    if not fast:
+        a._decode_reply_fast = lambda *args: None  # type: ignore[method-assign]
+    try:
+        a.receive_data(frame_bytes)
+        return drain(a)
+    except RemoteProtocolError as exc:
+        return type(exc), str(exc)
+
+
+_reply_bodies = st.one_of(st.none(), st.binary(max_size=300), cbor_values)
+
+
+@given(st.integers(1, 40), _reply_bodies, st.booleans(), st.data())
+def test_a_reply_is_decoded_alike_by_the_fast_path_and_the_generic_one(
+    calls: int, body: Any, mangle: bool, data: st.DataObject
+) -> None:
+    """Replies without streams whose body is null or a byte string are parsed by hand (``_decode_reply_fast``):
+    every frame, well formed or not, gives the same event or the same refusal as the generic decoder's."""
+    _, b = pair()
+    sid = data.draw(st.sampled_from([2 * i + 1 for i in range(calls)] + [0, 2 * calls + 1, 2, 2**62]))
+    encoded = bytearray(frame([sid, c.Kind.REPLY, [body, {}]]) if sid >= 2**62 else b.encode_reply(sid, body, {}))
+    if mangle:  # (most often within the envelope and the body's head, where the hand parser looks)
+        i = data.draw(st.integers(4, min(len(encoded) - 1, 12)) | st.integers(4, len(encoded) - 1))
+        encoded[i] = data.draw(st.integers(0, 255))
+    assert _reply_outcome(bytes(encoded), calls, True) == _reply_outcome(bytes(encoded), calls, False)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\x83\x01\x08\x82\x45abcd\xa0",  # a byte string's head says 5 bytes, 4 follow
+        b"\x83\x01\x08\x82\x43abcd\xa0",  # ... says 3, 4 follow
+        b"\x83\x01\x08\x82\xf6\x00\xa0",  # null, then a stray byte
+        b"\x83\x01\x08\x82\x5f\x41a\xff\xa0",  # an indefinite-length byte string
+        b"\x83\x07\x08\x82\xf6\xa0",  # a reply to a call never made
+        b"\x83\x00\x08\x82\xf6\xa0",  # on stream 0
+        b"\x83\x01\x08\x83\xf6\xa0\xa0",  # three items where the body and its streams go
+        b"\x83\x01\x08\x82\xf6\xa0",  # well formed: null
+        b"\x83\x01\x08\x82\x43abc\xa0",  # well formed: three bytes
+        b"\x83\x18\x01\x08\x82\xf6\xa0",  # well formed, its stream id not minimally encoded
+    ],
+)
+def test_hand_made_replies_are_decoded_alike_by_both_paths(payload: bytes) -> None:
+    framed = len(payload).to_bytes(4, "big") + payload
+    assert _reply_outcome(framed, 1, True) == _reply_outcome(framed, 1, False)
