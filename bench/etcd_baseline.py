@@ -32,10 +32,9 @@ from typing import Any
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from cluster import free_port, proc_cpu, stop_processes, summary  # noqa: E402
+from cluster import free_port, proc_cpu, random_key, stop_processes, summary  # noqa: E402
 
 MEMBERS = 3
-KEY_BYTES = 16
 VALUE = b"v" * 100
 PRELOAD_KEYS = 2048
 PUT = "/etcdserverpb.KV/Put"
@@ -150,7 +149,7 @@ def run_load(
                 return
             t0 = time.perf_counter()
             if op == "put":
-                call = put.future(put_request(os.urandom(KEY_BYTES // 2).hex().encode(), VALUE), timeout=10)
+                call = put.future(put_request(random_key(rng).encode(), VALUE), timeout=10)
             else:
                 call = get.future(range_request(keys[rng.randrange(len(keys))]), timeout=10)
             call.add_done_callback(lambda f: landed(f, t0, rng))
