@@ -143,7 +143,9 @@ class Inbox:
             self._late = 0
         for _ in range(ticks):
             raw.tick()
-        commands, self._commands = self._commands, []
+        commands = self._commands
+        if commands:
+            self._commands = []
         for fn, waiter in commands:
             try:
                 result = fn(raw)

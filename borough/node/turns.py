@@ -154,12 +154,14 @@ class Turns:
         """Hand the core everything queued since the last round: ticks, commands, messages, proposals, reads."""
         raw = self._raw
         self._inbox.feed(raw, self._staging.stepping)
-        if not (self._first_campaign and self.electing):  # (else they wait for the election's outcome)
+        # (Most turns have neither proposals nor reads, a follower's never: they cost those turns nothing.)
+        if self._proposals.queued and not (self._first_campaign and self.electing):  # (electing: they wait)
             self._proposals.propose_queued(
                 lambda data: raw.propose(data) if isinstance(data, bytes) else raw.propose_conf_change(data),
                 lambda: raw.term,
             )
-        self._reads.start_round(raw.read_index)
+        if self._reads.queued:
+            self._reads.start_round(raw.read_index)
 
     def _carry_out(self, plan: ReadyPlan, results: dict[int, Any]) -> None:
         """What a Ready does once its batch is durable, in the order of its plan."""
@@ -176,8 +178,10 @@ class Turns:
             self._stream_snapshot(message)
         if committed:
             self.applied = committed[-1].index
-        lost, unknown = (lambda: NotLeader(name, self._raw.leader)), (lambda: _outcome_unknown(name, host.node_id))
-        self._proposals.settle(plan, results, lost=lost, unknown=unknown)
+        if self._proposals.by_index:
+            lost = lambda: NotLeader(name, self._raw.leader)  # noqa: E731
+            unknown = lambda: _outcome_unknown(name, host.node_id)  # noqa: E731
+            self._proposals.settle(plan, results, lost=lost, unknown=unknown)
         if plan.install is not None or any(entry.kind == EntryKind.CONF_CHANGE for entry in committed):
             raw = self._raw
             self.removed |= self.incarnations.left_group(raw.conf_state_at(self.applied), raw.conf_state())
