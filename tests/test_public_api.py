@@ -60,6 +60,7 @@ def test_exports_are_exactly_the_public_names() -> None:
         "kv",
         "cbor_safe",
         "cbor_budget",
+        "runnable",
     }
     public = {name for name in vars(borough) if not name.startswith("_")}
     assert public - subpackages == EXPECTED_EXPORTS

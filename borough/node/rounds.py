@@ -34,6 +34,7 @@ import trio
 
 from borough.errors import StorageError
 from borough.node.persist import Turn
+from borough.runnable import tasks_runnable
 from borough.store.group_commit import GroupCommit
 
 __all__ = ["ROUND_LIMIT", "Rounds", "TurnTaker"]
@@ -124,7 +125,7 @@ class Rounds:
             # Let every task that can run now add its input first: that is what makes a round hold many turns.
             # Just woken with no other task runnable, there is nobody to wait for: the round starts a pass
             # sooner (a lone write's latency). Otherwise every round yields first, so rounds never hog the loop.
-            if not woken or trio.lowlevel.current_statistics().tasks_runnable:
+            if not woken or tasks_runnable():
                 await trio.lowlevel.checkpoint()
             woken = False
             self._round()

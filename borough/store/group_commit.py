@@ -25,6 +25,7 @@ import outcome
 import trio
 
 from borough.errors import StorageError
+from borough.runnable import tasks_runnable
 from borough.store.base import InvalidLogOperation, Store
 from borough.store.batch import WriteBatch
 
@@ -227,7 +228,7 @@ class GroupCommit:
             # The disk is free: the fsync starts now, not a pass later in the writer task.
             if self._inline_skip:
                 self._inline_skip -= 1
-            elif not trio.lowlevel.current_statistics().tasks_runnable:
+            elif not tasks_runnable():
                 # (Nothing else was ready to run: see the module docstring.)
                 self.inline_writes += 1
                 if self._write_now(self._begin()) > INLINE_LIMIT:

@@ -46,6 +46,7 @@ import trio
 
 from borough.cbor_safe import safe_str
 from borough.errors import BoroughError, LocalProtocolError, NotDelivered, Overloaded, RemoteProtocolError, Unavailable
+from borough.runnable import tasks_runnable
 from borough.wire import codec as c
 from borough.wire.errors_codec import ErrorRegistry, default_registry
 from borough.wire.handshake import handshake, make_hello
@@ -257,7 +258,7 @@ class MuxConnection:
                 alone
                 and self._wakeup is not None
                 and not (self._prio or self._ctrl or self._data)
-                and not trio.lowlevel.current_statistics().tasks_runnable  # (last: it costs a few microseconds)
+                and not tasks_runnable()
             ):
                 rest = self._send_idle(frame)
                 if self._closed_reason is not None:
