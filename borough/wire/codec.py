@@ -571,14 +571,17 @@ class FrameCodec:
     # ------------------------------------------------------------------ sending
 
     def _frame(self, sid: int, kind: int, payload: Any, what: str) -> bytes:
-        body = encode_payload([sid, kind, payload], what)
+        return self._prefixed(encode_payload([sid, kind, payload], what), what)
+
+    def _prefixed(self, encoded: bytes, what: str) -> bytes:
+        """An encoded frame with its length prefix, if it is within the peer's frame limit."""
         limit = self.peer_max_frame_size
-        if len(body) > limit:
+        if len(encoded) > limit:
             raise LocalProtocolError(
-                f"{what} encodes to {len(body)} bytes, over the peer's maximum frame size of {limit} bytes; "
+                f"{what} encodes to {len(encoded)} bytes, over the peer's maximum frame size of {limit} bytes; "
                 f"send large data as a stream instead"
             )
-        return len(body).to_bytes(_PREFIX, "big") + body
+        return len(encoded).to_bytes(_PREFIX, "big") + encoded
 
     def send(self, event: Event) -> bytes:
         """The bytes for ``event``. The ``Hello`` must go first; stream ids must have been opened properly."""
@@ -638,13 +641,7 @@ class FrameCodec:
         ``_frame`` makes; only ``body`` goes through the CBOR encoder, whose every array and map costs a call
         more than assembling the envelope's few bytes here."""
         encoded = b"".join((_ARRAY3, _uint_header(0, sid), kind_head, encode_payload(body, what), _EMPTY_MAP))
-        limit = self.peer_max_frame_size
-        if len(encoded) > limit:
-            raise LocalProtocolError(
-                f"{what} encodes to {len(encoded)} bytes, over the peer's maximum frame size of {limit} bytes; "
-                f"send large data as a stream instead"
-            )
-        return len(encoded).to_bytes(_PREFIX, "big") + encoded
+        return self._prefixed(encoded, what)
 
     def encode_window(self, sid: int, credit: int) -> bytes:
         return self._frame(sid, _WINDOW, credit, "WINDOW")
