@@ -32,6 +32,6 @@ def tasks_runnable() -> int:
         try:
             runq: Sized = _CONTEXT.runner.runq
             return len(runq)
-        except AttributeError:
+        except (AttributeError, TypeError):  # (outside a run; or a trio whose run queue is not what it was)
             pass
     return trio.lowlevel.current_statistics().tasks_runnable
