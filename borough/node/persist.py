@@ -62,9 +62,15 @@ class Turn:
 
 
 def ready_batch(
-    store: Store, partition: str, plan: ReadyPlan, staging: SnapshotStaging, machine: StateMachine
+    store: Store,
+    partition: str,
+    plan: ReadyPlan,
+    staging: SnapshotStaging,
+    machine: StateMachine,
+    applied: tuple[list[Any], dict[int, Any]] | None = None,
 ) -> tuple[WriteBatch, dict[int, Any]]:
-    """The batch that persists and applies ``plan``, and the state machine's result of each applied entry."""
+    """The batch that persists and applies ``plan``, and the state machine's result of each applied entry.
+    ``applied``: what ``machine.apply(plan.apply)`` returned, when the caller applied the entries already."""
     batch = store.write_batch()
     staging.settle(batch, plan.install)
     if plan.entries:
@@ -76,7 +82,7 @@ def ready_batch(
         batch.compact(partition, plan.compaction.index)
     results: dict[int, Any] = {}
     if plan.apply:
-        ops, results = machine.apply(plan.apply)
+        ops, results = machine.apply(plan.apply) if applied is None else applied
         # The session records of these entries go in the same batch: durable together, or not at all.
         batch.apply(partition, ops, plan.apply[-1].index, machine.record_changes())
     return batch, results

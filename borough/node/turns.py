@@ -109,12 +109,10 @@ class Turns:
             # batch is built, at once when this is the round's only turn (``Rounds.flush_if_lone``).
             host.send_raft(self.name, plan.send_before, self.incarnations.stamp)
             self._rounds.flush_if_lone()
-        batch, results = ready_batch(host.store, self.name, plan, self._staging, self.machine)
-        self.stats.count(plan)
         # Entries, a snapshot or a new term/vote must be durable before the messages that depend on them
         # leave; a commit index or applied state alone need not be (both are recovered from the synced log).
         sync = plan.must_sync and host.fsync
-        answered = False
+        applied = None
         if (
             plan.apply
             and not sync
@@ -122,13 +120,15 @@ class Turns:
             and self._proposals.by_index
             and self._rounds.writes_at_once
         ):
-            # The entries are committed and applied, and their batch is written later in this same step of the
-            # event loop, before any other task (a read, a handler) can run or look at the store: answering
-            # their callers now is indistinguishable from answering them once it is written, and on a lone
-            # write's path their replies leave before the write, the flush and the rest of the round.
-            self._proposals.settle_applied(plan.apply, results)
-            answered = True
-        return Turn(rd, plan, results, batch if len(batch) else None, sync, answered)
+            # The entries are committed, and the batch that applies them is written later in this same step of
+            # the event loop, before any other task (a read, a handler) can run or look at the store: answering
+            # their callers as soon as they are applied is indistinguishable from answering them once that batch
+            # is written, and on a lone write's path the replies leave before the batch is even built.
+            applied = self.machine.apply(plan.apply)
+            self._proposals.settle_applied(plan.apply, applied[1])
+        batch, results = ready_batch(host.store, self.name, plan, self._staging, self.machine, applied)
+        self.stats.count(plan)
+        return Turn(rd, plan, results, batch if len(batch) else None, sync, applied is not None)
 
     def finish(self, turn: Turn) -> None:
         """The second half, once the turn's batch is written: send, settle, advance (see ``ready_plan``)."""
