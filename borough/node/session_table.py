@@ -144,7 +144,9 @@ class _Session:
     #: the first seq it keeps instead of looking at every result (``SessionTable.check``).
     results: dict[int, Any] = attrs.field(factory=dict)
     ascending: bool = True
-    top: int = 0  # the highest seq recorded while ``ascending``
+    # The highest seq recorded while ``ascending``. Kept rather than read from the dict's last key: that costs
+    # every write 0.15 us more (2.24-2.27 against 2.08-2.15 us for a check and record at 64 writes in flight).
+    top: int = 0
 
     def add(self, seq: int, result: Any) -> None:
         if seq <= self.top:
