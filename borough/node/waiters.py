@@ -148,11 +148,7 @@ class Proposals:
             for i in [i for i, w in proposals.items() if w.term < term]:
                 proposals.pop(i).fail(lost())
         if plan.apply:
-            for entry in plan.apply:
-                waiter = proposals.get(entry.index)
-                if waiter is not None and waiter.term == entry.term:
-                    del proposals[entry.index]
-                    waiter.succeed(results.get(entry.index))
+            self.settle_applied(plan.apply, results)
             last = plan.apply[-1]
             for i in [i for i, w in proposals.items() if i <= last.index or w.term < last.term]:
                 proposals.pop(i).fail(lost())
