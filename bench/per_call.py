@@ -1,4 +1,5 @@
-"""Per-call costs: one op against one partition at N client tasks, with the CPU each process spent per op.
+"""Per-call costs: one op against one partition (or spread over several) at N client tasks, with the CPU each
+process spent per op.
 
 Starts the three ``borough serve`` processes of ``bench/cluster.py`` (fsync on, metrics listeners on), preloads
 the keys the reads use, runs the op for ``--seconds``, then prints ops/s and, per op: the load generator's CPU,
@@ -6,7 +7,7 @@ each server's CPU (user and system) and, from each node's ``/metrics``, its sock
 and messages sent and rounds (how well the wire and the rounds batch). CPU per op is steadier than ops/s on a
 shared machine: compare trees by it, alternating them in one run.
 
-    .venv/bin/python bench/per_call.py get --clients 64 [--seconds 4] [--repeat 2]
+    .venv/bin/python bench/per_call.py get --clients 64 [--seconds 4] [--repeat 2] [--partitions 64]
 """
 
 from __future__ import annotations
@@ -50,17 +51,19 @@ def scrape(address: str) -> dict[str, float]:
     return out
 
 
-async def run(op: str, clients: int, seconds: float) -> None:
+async def run(op: str, clients: int, seconds: float, partitions: int) -> None:
     root = pathlib.Path(tempfile.mkdtemp(prefix="borough-per-call-"))
     cluster = cb.Cluster(root, metrics=True)
     try:
         cluster.start()
         async with borough.open_client(cluster.addresses) as client:
             keys = [f"key{i:012d}" for i in range(cb.PRELOAD_KEYS)]
-            part = client.partition("bench-one")
-            await part.put("warm", 1)
-            for start in range(0, len(keys), 256):
-                await part.batch([("put", k, cb.VALUE) for k in keys[start : start + 256]])
+            names = ["bench-one"] if partitions == 1 else [f"bench-{i}" for i in range(partitions)]
+            for name in names:
+                part = client.partition(name)
+                await part.put("warm", 1)
+                for start in range(0, len(keys), 256):
+                    await part.batch([("put", k, cb.VALUE) for k in keys[start : start + 256]])
             await trio.sleep(0.5)  # (stale reads at followers: let them apply the preload)
             pids = [p.pid for p in cluster.procs] + [os.getpid()]
             cpu0, m0 = [cpu(pid) for pid in pids], [scrape(a) for a in cluster.metrics_addresses]
@@ -68,7 +71,7 @@ async def run(op: str, clients: int, seconds: float) -> None:
                 client,
                 cluster,
                 op=op,
-                partitions=["bench-one"],
+                partitions=names,
                 clients=clients,
                 seconds=seconds,
                 warmup=0.0,
@@ -77,7 +80,8 @@ async def run(op: str, clients: int, seconds: float) -> None:
             cpu1, m1 = [cpu(pid) for pid in pids], [scrape(a) for a in cluster.metrics_addresses]
         n = r["ops_per_s"] * seconds
         rate, p50, p99 = r["ops_per_s"], r["p50_ms"], r["p99_ms"]
-        print(f"{op} at {clients} clients: {rate:,.0f} ops/s, p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+        where = f"{clients} clients into {partitions} partitions"
+        print(f"{op} at {where}: {rate:,.0f} ops/s, p50 {p50:.2f} ms, p99 {p99:.2f} ms")
         user, system = (1e6 * (cpu1[-1][i] - cpu0[-1][i]) / n for i in (0, 1))
         print(f"  load generator: {user + system:6.1f} us/op (user {user:.1f}, system {system:.1f})")
         for i in range(3):
@@ -95,9 +99,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--partitions", type=int, default=1, help="spread the ops over this many partitions")
     args = parser.parse_args()
     for _ in range(args.repeat):
-        trio.run(run, args.op, args.clients, args.seconds)
+        trio.run(run, args.op, args.clients, args.seconds, args.partitions)
         time.sleep(0.5)
 
 

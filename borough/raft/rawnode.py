@@ -376,12 +376,13 @@ class RawNode:
     def can_wait(self, m: Message) -> bool:
         """Whether stepping ``m`` may wait for this replica's next step for another reason (a proposal, a tick),
         because it would only record a follower's progress: it commits nothing, sends nothing, answers no read
-        and renews no lease. Leaders only, from a follower in replication that has the whole log, while no
-        leadership transfer is under way; then
-        - a successful append acknowledgement of this term, for an index already committed (the second one of
-          each entry in a group of three), or
-        - a heartbeat answer of this term, for a round a quorum has acknowledged already (the second one of each
-          read's round).
+        and renews no lease. Leaders only, from a follower in replication, while no leadership transfer is under
+        way; then
+        - a successful append acknowledgement of this term, for an index already committed, from a follower the
+          leader has sent its whole log (the second one of each entry in a group of three, even when a later
+          entry is on its way: stepping it frees room in the follower's window, and nothing is left to send), or
+        - a heartbeat answer of this term, from a follower that has the whole log, for a round a quorum has
+          acknowledged already (the second one of each read's round).
         A driver that steps such a message at once spends a step (and a Ready check) on nothing. Anything else,
         or any doubt, is False."""
         r = self._raft
@@ -392,8 +393,8 @@ class RawNode:
             return False
         log = r.log
         last = log.last_index()
-        if type(m) is AppendResponse:  # (the follower has the whole log once this is stepped)
-            return not m.reject and m.index == last and m.index <= log.committed
+        if type(m) is AppendResponse:
+            return not m.reject and m.index <= log.committed and pr.next > last
         if type(m) is HeartbeatResponse:  # (the follower had the whole log already)
             return pr.match == last and m.seq <= r.readonly.acked_seq
         return False

@@ -540,9 +540,9 @@ def test_an_appointee_with_a_log_campaigns_as_usual() -> None:
     assert raw.role is Role.PRE_CANDIDATE and {(m.term, m.pre_vote) for m in asks} == {(2, True)}
 
 
-def _two_answers(ask: Callable[[RawNode], object]) -> tuple[Net, RawNode, Message, Message]:
+def _two_answers(ask: Callable[[RawNode], object], **config: object) -> tuple[Net, RawNode, Message, Message]:
     """A three-member group led by 1 that ``ask``s its followers something: the group, its leader, their answers."""
-    net = Net(make_node(i) for i in ("1", "2", "3"))
+    net = Net(make_node(i, **config) for i in ("1", "2", "3"))
     net.elect("1")
     leader = net.nodes[N1]
     ask(leader)
@@ -563,7 +563,7 @@ def test_only_an_acknowledgement_that_changes_nothing_but_a_followers_progress_m
     assert leader.can_wait(second)  # committed already, and the follower has the whole log: progress only
     assert not leader.can_wait(attrs.evolve(second, reject=True, hint_index=0))
     assert not leader.can_wait(attrs.evolve(second, term=second.term + 1))
-    assert not leader.can_wait(attrs.evolve(second, index=second.index - 1))  # (the follower lacks entries)
+    assert leader.can_wait(attrs.evolve(second, index=second.index - 1))  # a late answer: nothing it could change
     assert not net.nodes[N2].can_wait(second)  # not a leader
     assert not leader.can_wait(HeartbeatResponse(frm=N3, to=N1, term=second.term))
     leader.transfer_leadership("3")
@@ -571,6 +571,27 @@ def test_only_an_acknowledgement_that_changes_nothing_but_a_followers_progress_m
     leader.step(second)
     net.stabilize()
     assert leader.role is Role.FOLLOWER and net.nodes[N3].role is Role.LEADER
+
+
+def test_an_acknowledgement_may_wait_while_a_later_entry_is_on_its_way_but_not_while_one_waits_to_be_sent() -> None:
+    _, leader, first, second = _two_answers(lambda raw: raw.propose(b"x"))
+    leader.step(first)
+    drain(leader)
+    leader.propose(b"y")  # appended; sent at the next Ready
+    assert not leader.can_wait(second)  # stepping it comes before the flush that sends "y": it may send
+    drain(leader)  # "y" leaves for both followers
+    assert leader.can_wait(second)  # committed already, and the follower was sent everything: progress only
+    assert not leader.can_wait(attrs.evolve(second, index=second.index + 1))  # "y" is not committed: it may commit
+    # A follower whose window is full is sent nothing more until it answers: that answer frees room, and stepping
+    # it sends what waited, so it may not wait.
+    _, leader, first, second = _two_answers(lambda raw: raw.propose(b"x"), max_inflight_msgs=1)
+    leader.step(first)
+    drain(leader)
+    leader.propose(b"y")
+    assert [m.to for m in drain(leader).messages if isinstance(m, AppendRequest)] == [first.frm]
+    assert not leader.can_wait(second)
+    leader.step(second)
+    assert [m.to for m in drain(leader).messages if isinstance(m, AppendRequest)] == [second.frm]
 
 
 def test_only_a_heartbeat_answer_for_a_round_a_quorum_acknowledged_may_wait() -> None:
