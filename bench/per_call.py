@@ -30,7 +30,7 @@ import cluster as cb  # noqa: E402  (puts the repository first on sys.path, then
 
 import borough  # noqa: E402
 
-SERIES = ("wire_writes", "wire_reads", "raft_frames_sent", "raft_messages_sent", "raft_rounds")
+SERIES = ("wire_writes", "wire_reads", "raft_frames_sent", "raft_messages_sent", "raft_rounds", "raft_turns")
 
 
 def cpu(pid: int) -> tuple[float, float]:

@@ -17,7 +17,9 @@ Workloads (``--only`` picks some):
 ``--kinds`` breaks the turns down by what each one did: run by the group's leader (L) or a follower (F), whether
 it persisted entries, applied entries, wrote a hard state, how many Raft messages it sent and whether its write
 was synced; "no Ready" counts the turns that stepped what had arrived and found nothing to do (an
-acknowledgement the commit did not need, say).
+acknowledgement the commit did not need, say). Beside each kind, the time its two halves took on average (the
+preparation, up to the write, and the finish, after it: ``borough.node.turns``), with the timer's own
+microsecond or so; the CPU figure of the run includes the timers too.
 
 Everything runs in this process on virtual time; nothing touches the network.
 """
@@ -44,37 +46,57 @@ from borough.node.turns import Turns  # noqa: E402
 from borough.raft.role import Role  # noqa: E402
 from borough.testing import SimCluster  # noqa: E402
 
-#: Turn kinds counted while a workload runs (``--kinds``), and whether counting is on.
+#: Turn kinds counted while a workload runs (``--kinds``), the seconds their two halves took, and whether counting
+#: is on.
 KINDS: collections.Counter[str] = collections.Counter()
+PREPARE_SECONDS: collections.Counter[str] = collections.Counter()
+FINISH_SECONDS: collections.Counter[str] = collections.Counter()
 _COUNTING = [False]
 
 
+def _kind(turns: Turns, turn: Any) -> str:
+    if turn is None:
+        return "no Ready"
+    p = turn.plan
+    return " ".join(
+        (
+            "L" if turns._raw.role is Role.LEADER else "F",
+            "entries" if p.entries else "-",
+            "apply" if p.apply else "-",
+            "hard-state" if p.hard_state is not None else "-",
+            f"{len(p.send_before) + len(p.send_after)} msgs",
+            "synced" if turn.sync else "",
+        )
+    )
+
+
 def _count_kinds() -> None:
-    """Wrap ``Turns.prepare`` (this process only) to count what each turn did while ``_COUNTING[0]`` holds."""
-    prepare = Turns.prepare
+    """Wrap ``Turns.prepare`` and ``Turns.finish`` (this process only) to count what each turn did, and time each
+    half, while ``_COUNTING[0]`` holds. (The timer's own cost, about a microsecond a call, is in the figures.)"""
+    prepare, finish = Turns.prepare, Turns.finish
+    kinds: dict[int, str] = {}
 
     def counted(self: Turns) -> Any:
+        started = time.perf_counter()
         turn = prepare(self)
+        took = time.perf_counter() - started
         if _COUNTING[0]:
-            if turn is None:
-                KINDS["no Ready"] += 1
-            else:
-                p = turn.plan
-                KINDS[
-                    " ".join(
-                        (
-                            "L" if self._raw.role is Role.LEADER else "F",
-                            "entries" if p.entries else "-",
-                            "apply" if p.apply else "-",
-                            "hard-state" if p.hard_state is not None else "-",
-                            f"{len(p.send_before) + len(p.send_after)} msgs",
-                            "synced" if turn.sync else "",
-                        )
-                    )
-                ] += 1
+            kind = _kind(self, turn)
+            KINDS[kind] += 1
+            PREPARE_SECONDS[kind] += took
+            if turn is not None:
+                kinds[id(turn)] = kind
         return turn
 
+    def timed(self: Turns, turn: Any) -> None:
+        started = time.perf_counter()
+        finish(self, turn)
+        kind = kinds.pop(id(turn), None)
+        if _COUNTING[0] and kind is not None:
+            FINISH_SECONDS[kind] += time.perf_counter() - started
+
     Turns.prepare = counted  # type: ignore[method-assign]
+    Turns.finish = timed  # type: ignore[method-assign]
 
 
 def _counts(sim: SimCluster) -> tuple[int, int, int]:
@@ -151,7 +173,8 @@ async def _measure(name: str, profile: str | None) -> None:
             if sn.node is not None:
                 sn.node.trace = None
         before = _counts(sim)
-        KINDS.clear()
+        for counter in (KINDS, PREPARE_SECONDS, FINISH_SECONDS):
+            counter.clear()
         _COUNTING[0] = True
         prof = cProfile.Profile() if profile else None
         cpu0 = time.process_time()
@@ -171,7 +194,8 @@ async def _measure(name: str, profile: str | None) -> None:
             flush=True,
         )
         for kind, n in KINDS.most_common():
-            print(f"    {n / done:6.2f} per {unit}  {kind}")
+            times = f"{1e6 * PREPARE_SECONDS[kind] / n:6.1f} + {1e6 * FINISH_SECONDS[kind] / n:5.1f} us"
+            print(f"    {n / done:6.2f} per {unit}  {times}  {kind}")
 
 
 def main() -> None:
