@@ -578,7 +578,7 @@ def test_an_acknowledgement_may_wait_while_a_later_entry_is_on_its_way_but_not_w
     leader.step(first)
     drain(leader)
     leader.propose(b"y")  # appended; sent at the next Ready
-    assert not leader.can_wait(second)  # stepping it comes before the flush that sends "y": it may send
+    assert not leader.can_wait(second)  # an entry waits to be sent: the answer may be what frees room for it
     drain(leader)  # "y" leaves for both followers
     assert leader.can_wait(second)  # committed already, and the follower was sent everything: progress only
     assert not leader.can_wait(attrs.evolve(second, index=second.index + 1))  # "y" is not committed: it may commit
