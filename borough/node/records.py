@@ -65,10 +65,13 @@ class Limits:
 
 def check_write(ops: tuple[WriteOp, ...], limits: Limits) -> tuple[WriteOp, ...]:
     """A whole write (one Raft entry): its keys and values together at most ``max_write_bytes``."""
-    _check_write_bytes(
-        sum(len(encode_key(op.key)) + (len(op.value) if isinstance(op, Put) else 0) for op in ops), limits
-    )
+    _check_write_bytes(sum(_op_bytes(op) for op in ops), limits)
     return ops
+
+
+def _op_bytes(op: WriteOp) -> int:
+    """What one op counts toward ``max_write_bytes``: its encoded key, and a put's value."""
+    return len(encode_key(op.key)) + (len(op.value) if isinstance(op, Put) else 0)
 
 
 def _check_write_bytes(total: int, limits: Limits) -> None:
@@ -196,7 +199,7 @@ def write_ops_from_wire(wire_ops: list[Any], limits: Limits) -> tuple[WriteOp, .
                 continue
         op = write_op_from_list(obj, limits)
         ops.append(op)
-        total += len(encode_key(op.key)) + (len(op.value) if isinstance(op, Put) else 0)
+        total += _op_bytes(op)
     _check_write_bytes(total, limits)
     return tuple(ops)
 
