@@ -31,8 +31,13 @@ import argparse
 import collections
 import cProfile
 import pathlib
+import os
 import random
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -53,6 +58,8 @@ KINDS: collections.Counter[str] = collections.Counter()
 PREPARE_SECONDS: collections.Counter[str] = collections.Counter()
 FINISH_SECONDS: collections.Counter[str] = collections.Counter()
 _COUNTING = [False]
+#: ``--ops``: the number of operations every workload runs instead of its own (``None``: its own).
+_OPS: list[int | None] = [None]
 
 
 def _kind(turns: Turns, turn: Any) -> str:
@@ -135,13 +142,15 @@ def _load(op: str, clients: int, partitions: int, ops: int) -> Callable[[SimClus
     names = [f"p{i}" for i in range(partitions)]
 
     async def setup_and_run(sim: SimCluster, client: Any) -> int:
-        return await _closed_loop(client, names, clients, ops, op)
+        return await _closed_loop(client, names, clients, _OPS[0] or ops, op)
 
     setup_and_run.names = names  # type: ignore[attr-defined]
     return setup_and_run
 
 
-async def _create(sim: SimCluster, client: Any, n: int = 300) -> int:
+async def _create(sim: SimCluster, client: Any) -> int:
+    n = _OPS[0] or 300
+
     async def one(i: int) -> None:
         await client.partition(f"c{i}").put("k", i)
 
@@ -201,6 +210,49 @@ async def _measure(name: str, profile: str | None) -> float:
         return cpu * 1e6 / done
 
 
+def _callgrind(name: str, ops: int, out: str) -> tuple[int, int]:
+    """Instructions executed by a run of workload ``name`` at ``ops`` operations under callgrind, and the operations
+    it completed (a closed loop can finish a few more than asked)."""
+    env = dict(os.environ, PYTHONHASHSEED="0", PYTHONMALLOC="malloc")
+    proc = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--cache-sim=no", "--branch-sim=no", f"--callgrind-out-file={out}"]
+        + [sys.executable, __file__, "--only", name, "--ops", str(ops)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    collected = re.search(r"Collected : (\d+)", proc.stderr)
+    done = re.search(rf"^{re.escape(name)}\s+(\d+) ops", proc.stdout, re.M)
+    if collected is None or done is None:
+        raise RuntimeError(f"callgrind run of {name} said:\n{proc.stdout}\n{proc.stderr[-2000:]}")
+    return int(collected.group(1)), int(done.group(1))
+
+
+def _instructions(names: list[str], ops: int) -> None:
+    """Print each workload's instructions per op: two runs under callgrind, of ``ops`` and ``2 * ops`` operations, in
+    parallel; the difference of their totals over the difference of their operations leaves out the start-up and
+    the settling both share. Deterministic to about a percent (same seed, same hash seed, virtual time)."""
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
+    print(f"simulator, 3 nodes, under callgrind: instructions an op (runs of {ops} and {2 * ops} ops, difference)")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            results: dict[int, tuple[int, int]] = {}
+
+            async def both(name: str = name, results: dict[int, tuple[int, int]] = results) -> None:
+                async def one(n: int) -> None:
+                    results[n] = await trio.to_thread.run_sync(_callgrind, name, n, f"{tmp}/{name}-{n}.out")
+
+                async with trio.open_nursery() as nursery:
+                    for n in (ops, 2 * ops):
+                        nursery.start_soon(one, n)
+
+            trio.run(both)
+            (i1, d1), (i2, d2) = results[ops], results[2 * ops]
+            print(f"{name:10} {(i2 - i1) / (d2 - d1) / 1e3:9.1f} k instructions an op  ({i1:,} for {d1}, {i2:,} for {d2})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", action="append", choices=sorted(WORKLOADS), help="run only these workloads")
@@ -209,7 +261,17 @@ def main() -> None:
     parser.add_argument(
         "--repeat", type=int, default=1, help="run each workload this many times and print the least CPU an op too"
     )
+    parser.add_argument("--ops", type=int, help="operations each workload runs instead of its own number")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions an op under valgrind's callgrind (exact where CPU time drifts; about 50x slower)",
+    )
     args = parser.parse_args()
+    _OPS[0] = args.ops
+    if args.instructions:
+        _instructions(args.only or [n for n in WORKLOADS if n != "create"], args.ops or 1000)
+        return
     if args.kinds:
         _count_kinds()
     names = args.only or list(WORKLOADS)
