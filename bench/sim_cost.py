@@ -30,8 +30,8 @@ from __future__ import annotations
 import argparse
 import collections
 import cProfile
-import pathlib
 import os
+import pathlib
 import random
 import re
 import shutil
@@ -250,7 +250,9 @@ def _instructions(names: list[str], ops: int) -> None:
 
             trio.run(both)
             (i1, d1), (i2, d2) = results[ops], results[2 * ops]
-            print(f"{name:10} {(i2 - i1) / (d2 - d1) / 1e3:9.1f} k instructions an op  ({i1:,} for {d1}, {i2:,} for {d2})")
+            print(
+                f"{name:10} {(i2 - i1) / (d2 - d1) / 1e3:9.1f} k instructions an op  ({i1:,} for {d1}, {i2:,} for {d2})"
+            )
 
 
 def main() -> None:
