@@ -25,6 +25,7 @@ from borough.cli_client import register as register_client_commands
 from borough.cli_settings import LOG_FORMATS, LOG_LEVELS, configure_logging, setting_options, settings_from
 from borough.config import DEFAULT_DATA_DIR
 from borough.errors import BoroughError
+from borough.interpreter import slow_build
 
 if TYPE_CHECKING:
     from borough.certs import CertFiles
@@ -59,6 +60,9 @@ def serve(log_level: str, log_format: str, **values: Any) -> None:
     docs/configuration.md)."""
     configure_logging(log_level, log_format)
     _tune_gc()
+    slow = slow_build()
+    if slow is not None:
+        logging.getLogger("borough.cli").info(slow)
     settings = settings_from(values)
     data_dir = settings.setdefault("data_dir", DEFAULT_DATA_DIR)
     certs_dir = settings.get("certs_dir")

@@ -9,7 +9,8 @@ layer or lower ones, and the two storage-level layers (wire, store) never import
     raft        the sans-IO Raft core
     ring        hash ring, failure detection, placement
     node        borough/node/*: the services that run a node (everything but ``node.node``)
-    face        borough/__init__, client, partition, request, cli, certs, and node.node (``Node``: wiring + public API)
+    face        borough/__init__, client, partition, request, cli, certs, interpreter, and node.node (``Node``:
+                wiring + public API)
     testing     the simulator; production code never imports it
 
 An import of ``a.b.c`` also runs the ``__init__`` of ``a.b``, so package inits count as imports, except the
@@ -53,6 +54,7 @@ FACE = {
     "borough.cli_settings",
     "borough.backup",
     "borough.certs",
+    "borough.interpreter",  # (what ``borough serve`` says at start about the Python it runs on)
     "borough.node.node",
 }
 
