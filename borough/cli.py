@@ -60,9 +60,6 @@ def serve(log_level: str, log_format: str, **values: Any) -> None:
     docs/configuration.md)."""
     configure_logging(log_level, log_format)
     _tune_gc()
-    slow = slow_build()
-    if slow is not None:
-        logging.getLogger("borough.cli").info(slow)
     settings = settings_from(values)
     data_dir = settings.setdefault("data_dir", DEFAULT_DATA_DIR)
     certs_dir = settings.get("certs_dir")
@@ -76,6 +73,9 @@ def serve(log_level: str, log_format: str, **values: Any) -> None:
                 f"(cluster {node.cluster_id}, data {data_dir}, {tls})",
                 err=True,
             )
+            slow = slow_build()  # (once serving: a refusal to start stays one line)
+            if slow is not None:
+                logging.getLogger("borough.cli").info(slow)
             nursery.start_soon(_until_signalled, nursery)
 
     _run(run)

@@ -51,6 +51,7 @@ def test_exports_are_exactly_the_public_names() -> None:
         "cli_settings",
         "backup",
         "certs",
+        "interpreter",
         "client",
         "config",
         "node",
