@@ -110,12 +110,15 @@ class Cluster:
                 args += ["--join", self.addresses[0]]
             self.spawn(i, address, args, env)
 
+    #: Seconds a node may take to say it serves (more under a tool that slows it down).
+    start_timeout = 30.0
+
     def spawn(self, i: int, address: str, args: list[str], env: dict[str, str]) -> None:
         """Start node ``i`` serving at ``address`` and wait until it says so."""
         log = open(self.root / f"n{i}.log", "wb")  # noqa: SIM115 - lives as long as the process
         self.procs.append(subprocess.Popen(args, stdout=log, stderr=log, env=env, cwd=ROOT))
         self.addresses.append(address)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + self.start_timeout
         while b"serving at" not in (self.root / f"n{i}.log").read_bytes():
             if self.procs[-1].poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError((self.root / f"n{i}.log").read_text())

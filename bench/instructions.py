@@ -37,26 +37,14 @@ import borough  # noqa: E402
 class CallgrindCluster(cb.Cluster):
     """The servers of ``bench/cluster.py``, each under callgrind with instrumentation off until ``counting``."""
 
+    start_timeout = 300.0
+
     def spawn(self, i: int, address: str, args: list[str], env: dict[str, str]) -> None:
         out = self.root / f"callgrind-n{i}.out"
-        args = [
-            "valgrind",
-            "--tool=callgrind",
-            "--cache-sim=no",
-            "--branch-sim=no",
-            "--instr-atstart=no",
-            f"--callgrind-out-file={out}",
-            *args,
-        ]
-        env = dict(env, PYTHONMALLOC="malloc")  # (valgrind follows malloc; pymalloc's arenas only confuse it)
-        log = open(self.root / f"n{i}.log", "wb")  # noqa: SIM115 - lives as long as the process
-        self.procs.append(subprocess.Popen(args, stdout=log, stderr=log, env=env, cwd=cb.ROOT))
-        self.addresses.append(address)
-        deadline = time.monotonic() + 300
-        while b"serving at" not in (self.root / f"n{i}.log").read_bytes():
-            if self.procs[-1].poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((self.root / f"n{i}.log").read_text())
-            time.sleep(0.2)
+        callgrind = ["valgrind", "--tool=callgrind", "--cache-sim=no", "--branch-sim=no", "--instr-atstart=no"]
+        # (PYTHONMALLOC: valgrind follows malloc; pymalloc's arenas only confuse it)
+        env = dict(env, PYTHONMALLOC="malloc")
+        super().spawn(i, address, [*callgrind, f"--callgrind-out-file={out}", *args], env)
 
     def control(self, *what: str) -> None:
         for p in self.procs:
