@@ -27,18 +27,47 @@ def _maps() -> str | None:
         return None
 
 
-def slow_build(maps: str | None = None, config: Mapping[str, object] | None = None) -> str | None:
+def _interpreter_address() -> int | None:
+    """Where the interpreter's own code lives in this process: the address of one of its C functions."""
+    try:
+        import ctypes
+
+        address: int | None = ctypes.cast(ctypes.pythonapi.Py_IsInitialized, ctypes.c_void_p).value
+        return address
+    except (ImportError, AttributeError, OSError, ValueError):
+        return None
+
+
+def _mapped_file(maps: str, address: int) -> str | None:
+    """The file mapped at ``address`` in a ``/proc/<pid>/maps`` text (None: anonymous, or not mapped)."""
+    for line in maps.splitlines():
+        span, _, rest = line.partition(" ")
+        low, _, high = span.partition("-")
+        try:
+            if not int(low, 16) <= address < int(high, 16):
+                continue
+        except ValueError:
+            continue
+        slash = rest.find("/")
+        return rest[slash:] if slash >= 0 else None
+    return None
+
+
+def slow_build(
+    maps: str | None = None, config: Mapping[str, object] | None = None, address: int | None = None
+) -> str | None:
     """Why this interpreter runs Borough slower than an optimized build of the same version, or None when it
-    does not (or when that cannot be told). ``maps`` is the process's memory map (``/proc/self/maps``) and
-    ``config`` its build variables (``sysconfig``); both default to this process's own."""
+    does not (or when that cannot be told). ``maps`` is the process's memory map (``/proc/self/maps``),
+    ``config`` its build variables (``sysconfig``) and ``address`` where the interpreter's code is mapped; each
+    defaults to this process's own."""
     if sys.implementation.name != "cpython":
         return None
-    if maps is None:
-        maps = _maps()
-        if maps is None:
-            return None
-    shared = next((line.split()[-1] for line in maps.splitlines() if "/libpython3" in line), None)
-    if shared is None:
+    maps = _maps() if maps is None else maps
+    address = _interpreter_address() if address is None else address
+    if maps is None or address is None:
+        return None
+    shared = _mapped_file(maps, address)
+    if shared is None or "/libpython3" not in shared:
         return None  # the interpreter is linked into the executable: its calls into itself are direct
     if config is None:
         config = {name: sysconfig.get_config_var(name) for name in _FLAG_VARS}
