@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
+import platform
 import random
 import shutil
 import signal
@@ -43,6 +44,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import borough  # noqa: E402
 from borough import certs  # noqa: E402
+from borough.interpreter import slow_build  # noqa: E402
 from borough.wire import codec as c  # noqa: E402
 from borough.wire.handshake import handshake, make_hello  # noqa: E402
 from borough.wire.network import Network  # noqa: E402
@@ -69,6 +71,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def interpreter() -> str:
+    """The Python every process of a benchmark runs on (the servers are started with this one), and whether it is
+    a build that runs Borough slowly (``borough.interpreter``): the figures depend on it."""
+    slow = slow_build()
+    kind = "a shared libpython built without optimizations" if slow else "an optimized or static build"
+    return f"Python {platform.python_version()} at {sys.executable} ({kind})"
 
 
 def proc_cpu(pid: int) -> float:
@@ -424,6 +434,7 @@ def main() -> None:
     ops = tuple(args.ops.split(","))
     spreads = tuple(args.spread.split(","))
     print(f"cluster benchmark: 3 borough serve processes on 127.0.0.1, fsync on; {seconds:g} s per figure")
+    print(f"interpreter: {interpreter()}")
     print("keys: random 16 bytes; values: 100 bytes; closed loop, one request in flight per client task")
     print("CPU: seconds used during the window by the 3 servers together, and by this load generator\n")
     print(HEADER, flush=True)

@@ -82,6 +82,7 @@ async def run(op: str, clients: int, seconds: float, partitions: int) -> None:
         rate, p50, p99 = r["ops_per_s"], r["p50_ms"], r["p99_ms"]
         where = f"{clients} clients into {partitions} partitions"
         print(f"{op} at {where}: {rate:,.0f} ops/s, p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+        print(f"  interpreter: {cb.interpreter()}")
         user, system = (1e6 * (cpu1[-1][i] - cpu0[-1][i]) / n for i in (0, 1))
         print(f"  load generator: {user + system:6.1f} us/op (user {user:.1f}, system {system:.1f})")
         for i in range(3):
