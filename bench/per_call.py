@@ -4,8 +4,10 @@ process spent per op.
 Starts the three ``borough serve`` processes of ``bench/cluster.py`` (fsync on, metrics listeners on), preloads
 the keys the reads use, runs the op for ``--seconds``, then prints ops/s and, per op: the load generator's CPU,
 each server's CPU (user and system) and, from each node's ``/metrics``, its socket writes and reads, Raft frames
-and messages sent and rounds (how well the wire and the rounds batch). CPU per op is steadier than ops/s on a
-shared machine: compare trees by it, alternating them in one run.
+and messages sent and rounds (how well the wire and the rounds batch), and its synced writes an op and the share of
+the window one was in flight, from its hand-off to its landing (``borough_commit_write_seconds``): well under 100%
+means the writes are not back to back, so the disk is not what the load waits for. CPU per op is steadier than
+ops/s on a shared machine: compare trees by it, alternating them in one run.
 
     .venv/bin/python bench/per_call.py get --clients 64 [--seconds 4] [--repeat 2] [--partitions 64]
 """
@@ -48,6 +50,9 @@ def scrape(address: str) -> dict[str, float]:
         m = re.match(r"borough_(\w+?)(?:_total)?\s+(\S+)$", line)
         if m and m.group(1) in SERIES:
             out[m.group(1)] = float(m.group(2))
+        m = re.match(r'borough_commit_write_seconds_(sum|count)\{synced="true"\}\s+(\S+)$', line)
+        if m:
+            out[f"synced_{m.group(1)}"] = float(m.group(2))
     return out
 
 
@@ -87,8 +92,14 @@ async def run(op: str, clients: int, seconds: float, partitions: int) -> None:
         print(f"  load generator: {user + system:6.1f} us/op (user {user:.1f}, system {system:.1f})")
         for i in range(3):
             user, system = (1e6 * (cpu1[i][k] - cpu0[i][k]) / n for k in (0, 1))
-            per_op = " ".join(f"{s}={(m1[i].get(s, 0) - m0[i].get(s, 0)) / n:.3f}" for s in SERIES)
-            print(f"  server {i}:       {user + system:6.1f} us/op (user {user:.1f}, system {system:.1f}); {per_op}")
+            delta = {s: m1[i].get(s, 0) - m0[i].get(s, 0) for s in (*SERIES, "synced_sum", "synced_count")}
+            per_op = " ".join(f"{s}={delta[s] / n:.3f}" for s in SERIES)
+            disk = (
+                f"; synced writes {delta['synced_count'] / n:.3f}/op, "
+                f"in flight {100 * delta['synced_sum'] / seconds:.0f}% of the window"
+            )
+            cpu_op = f"{user + system:6.1f} us/op (user {user:.1f}, system {system:.1f})"
+            print(f"  server {i}:       {cpu_op}; {per_op}{disk}")
     finally:
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
