@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+from collections.abc import Hashable
 from pathlib import Path
 
 import pytest
@@ -133,7 +134,7 @@ async def _run(tmp_path: Path, procs: list[Proc]) -> None:  # noqa: F811
             await trio.sleep(SECONDS)
             stop.set()
         final_ops = ClientOps(clients[0].client, history, "final", timeout=OP_TIMEOUT)
-        final = {(p, k): await _final_read(final_ops, p, k) for p in PARTITIONS for k in KEYS}
+        final: dict[Hashable, object] = {(p, k): await _final_read(final_ops, p, k) for p in PARTITIONS for k in KEYS}
         outer.cancel_scope.cancel()
 
     ok = [op for op in history if op.status is Status.OK]
@@ -143,6 +144,8 @@ async def _run(tmp_path: Path, procs: list[Proc]) -> None:  # noqa: F811
         f"nemesis: {len(history)} operations, {len(ok)} ok, {len(failed)} not; {kills} kills (of two nodes at once: "
         f"{sum(' kill ' in f and ' and ' in f for f in faults)}) and {sum(' pause ' in f for f in faults)} pauses"
     )
+    waits = sorted(op.complete_time - op.invoke_time for op in ok if op.complete_time and op.invoke_time)
+    print(f"nemesis: the longest operation {waits[-1]:.2f} s, {sum(w > 1.0 for w in waits)} over a second")
     assert kills >= 1 or SECONDS < 10, faults
     result = check(history)
     assert result.ok, f"{result.outcome.value}: {result.explanation}\nfaults: {faults}"
