@@ -16,6 +16,7 @@ import os
 import random
 import signal
 from collections.abc import Hashable
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ import trio
 
 import borough
 from borough.testing import ClientOps, History, Status, check, lost_writes
+from tests.registers import final_read, register_workload
 
 from .test_processes import Proc, procs, start_cluster  # noqa: F401  (procs: the fixture)
 
@@ -82,21 +84,6 @@ async def nemesis(cluster: list[Proc], rng: random.Random, stop: trio.Event, log
         log.append(f"{trio.current_time():.1f} healed {victim.address}")
 
 
-async def workload(ops: ClientOps, rng: random.Random, stop: trio.Event) -> None:
-    """Sequential random gets, puts (of values unique in the history) and deletes on the registers."""
-    n = 0
-    while not stop.is_set():
-        n += 1
-        partition, key = rng.choice(PARTITIONS), rng.choice(KEYS)
-        roll = rng.random()
-        if roll < 0.4:
-            await ops.get(partition, key)
-        elif roll < 0.9:
-            await ops.put(partition, key, f"{ops.client_id}-{n}")
-        else:
-            await ops.delete(partition, key)
-
-
 async def test_kills_and_pauses_break_no_history_lose_no_write_and_fail_no_operation(
     tmp_path: Path,
     procs: list[Proc],  # noqa: F811
@@ -129,12 +116,13 @@ async def _run(tmp_path: Path, procs: list[Proc]) -> None:  # noqa: F811
                 await clients[0].client.partition(partition).put("ready", True)
         async with trio.open_nursery() as nursery:
             for i, ops in enumerate(clients):
-                nursery.start_soon(workload, ops, random.Random(f"{SEED}-client-{i}"), stop)
+                rng = random.Random(f"{SEED}-client-{i}")
+                nursery.start_soon(partial(register_workload, ops, rng, stop, PARTITIONS, KEYS, gets=0.4))
             nursery.start_soon(nemesis, cluster, random.Random(f"{SEED}-nemesis"), stop, faults)
             await trio.sleep(SECONDS)
             stop.set()
         final_ops = ClientOps(clients[0].client, history, "final", timeout=OP_TIMEOUT)
-        final: dict[Hashable, object] = {(p, k): await _final_read(final_ops, p, k) for p in PARTITIONS for k in KEYS}
+        final: dict[Hashable, object] = {(p, k): await final_read(final_ops, p, k) for p in PARTITIONS for k in KEYS}
         outer.cancel_scope.cancel()
 
     ok = [op for op in history if op.status is Status.OK]
@@ -168,12 +156,3 @@ async def _client(addresses: list[str], i: int, *, task_status: trio.TaskStatus[
     async with borough.open_client(addresses, request_timeout=OP_TIMEOUT, seed=SEED + i) as client:
         task_status.started(client)
         await trio.sleep_forever()
-
-
-async def _final_read(ops: ClientOps, partition: str, key: str) -> object:
-    """The register's value (or NOT_FOUND), once a read answers; recorded in the history too."""
-    with trio.fail_after(60):
-        while True:
-            op = await ops.get(partition, key)
-            if op.status is Status.OK:
-                return op.result

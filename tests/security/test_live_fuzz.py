@@ -46,6 +46,7 @@ import trio
 
 import borough
 from borough.testing import NOT_FOUND, ClientOps, History, Status, check, lost_writes
+from tests.registers import final_read, register_workload
 
 from .hostile_peers import PARTITIONS
 
@@ -183,30 +184,6 @@ def describe(stats: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------------ legitimate side
 
 
-async def workload(ops: ClientOps, rng: random.Random, stop: trio.Event) -> None:
-    """Sequential random gets, puts (of values unique in the history) and deletes on the workload's registers."""
-    n = 0
-    while not stop.is_set():
-        n += 1
-        partition, key = rng.choice(PARTITIONS), rng.choice(KEYS)
-        roll = rng.random()
-        if roll < 0.5:
-            await ops.get(partition, key)
-        elif roll < 0.9:
-            await ops.put(partition, key, f"{ops.client_id}-{n}")
-        else:
-            await ops.delete(partition, key)
-
-
-async def final_read(ops: ClientOps, partition: str, key: str) -> object:
-    """The register's value (or NOT_FOUND), read until a read answers; recorded in the history too."""
-    with trio.fail_after(60):
-        while True:
-            op = await ops.get(partition, key)
-            if op.status is Status.OK:
-                return op.result
-
-
 async def monitor(procs: list[Proc]) -> None:
     while True:
         for p in procs:
@@ -271,7 +248,8 @@ async def _run(tmp_path: Path, procs: list[Proc], *, insiders: bool) -> None:
             try:
                 async with trio.open_nursery() as nursery:
                     for i, ops in enumerate(clients):
-                        nursery.start_soon(workload, ops, random.Random(f"{SEED}-client-{i}"), stop)
+                        rng = random.Random(f"{SEED}-client-{i}")
+                        nursery.start_soon(register_workload, ops, rng, stop, PARTITIONS, KEYS)
                     with trio.fail_after(SECONDS + 60):
                         stats = await peers.finished()
                     during = [op for op in history if op.status is Status.OK]
