@@ -2,8 +2,9 @@
 a few registers, and a node is SIGKILLed and restarted on its data dir, or paused (SIGSTOP) and resumed, or two are
 killed at once. What the clients saw must be linearizable, with no acknowledged write lost; and, since every fault
 heals within seconds, no operation may fail while its deadline has time left (issue 16: fail-over users do not
-notice, writes retried under their session applied once). The same faults under handler requests that are
-transactions (a counter and its audit records): each applied exactly once.
+notice, writes retried under their session applied once), including the writes to partitions that sat quiesced
+when their leader died (issue 15: quiesced groups elect through the failure detector). The same faults under
+handler requests that are transactions (a counter and its audit records): each applied exactly once.
 
 CI runs a short budget; a long run by hand (``BOROUGH_SOAK=1`` alone gives 600 s; a failure names its seed,
 which replays the nemesis's choices and the workload's, not the scheduling around them)::
@@ -38,6 +39,9 @@ SEED = int(os.environ.get("BOROUGH_NEMESIS_SEED") or random.SystemRandom().randr
 
 PARTITIONS = ("accounts", "orders", "carts")
 KEYS = ("r0", "r1", "r2")
+#: Partitions written now and then, so that most of them sit quiesced (no ticks, no heartbeats) when a fault hits
+#: their leader: the next write must find them awake with a leader, through the failure detector.
+COLD = tuple(f"cold{i}" for i in range(40))
 CLIENTS = 4
 #: Each operation's bound: far above a fail-over (an election after a kill or a pause, the retries after it).
 OP_TIMEOUT = 15.0
@@ -86,6 +90,19 @@ async def nemesis(cluster: list[Proc], rng: random.Random, stop: trio.Event, log
         log.append(f"{trio.current_time():.1f} healed {victim.address}")
 
 
+async def cold_writes(ops: ClientOps, rng: random.Random, stop: trio.Event) -> None:
+    """Now and then a put (or a get) on one of the ``COLD`` partitions, most of which are quiesced meanwhile."""
+    n = 0
+    while not stop.is_set():
+        await trio.sleep(rng.uniform(0.1, 0.6))
+        n += 1
+        partition = rng.choice(COLD)
+        if rng.random() < 0.7:
+            await ops.put(partition, "r0", f"cold-{n}")
+        else:
+            await ops.get(partition, "r0")
+
+
 async def test_kills_and_pauses_break_no_history_lose_no_write_and_fail_no_operation(
     tmp_path: Path,
     procs: list[Proc],  # noqa: F811
@@ -113,18 +130,21 @@ async def _run(tmp_path: Path, procs: list[Proc]) -> None:  # noqa: F811
         for i in range(CLIENTS):
             client = await outer.start(_client, addresses, i)
             clients.append(ClientOps(client, history, f"c{i}", timeout=OP_TIMEOUT))
-        with trio.fail_after(60):  # the partitions exist before the faults start
-            for partition in PARTITIONS:
+        with trio.fail_after(120):  # the partitions exist before the faults start
+            for partition in PARTITIONS + COLD:
                 await clients[0].client.partition(partition).put("ready", True)
+        cold = ClientOps(clients[0].client, history, "cold", timeout=OP_TIMEOUT)
         async with trio.open_nursery() as nursery:
             for i, ops in enumerate(clients):
                 rng = random.Random(f"{SEED}-client-{i}")
                 nursery.start_soon(partial(register_workload, ops, rng, stop, PARTITIONS, KEYS, gets=0.4))
+            nursery.start_soon(cold_writes, cold, random.Random(f"{SEED}-cold"), stop)
             nursery.start_soon(nemesis, cluster, random.Random(f"{SEED}-nemesis"), stop, faults)
             await trio.sleep(SECONDS)
             stop.set()
         final_ops = ClientOps(clients[0].client, history, "final", timeout=OP_TIMEOUT)
-        final: dict[Hashable, object] = {(p, k): await final_read(final_ops, p, k) for p in PARTITIONS for k in KEYS}
+        registers = [(p, k) for p in PARTITIONS for k in KEYS] + [(p, "r0") for p in COLD]
+        final: dict[Hashable, object] = {(p, k): await final_read(final_ops, p, k) for p, k in registers}
         outer.cancel_scope.cancel()
 
     ok = [op for op in history if op.status is Status.OK]
@@ -134,8 +154,11 @@ async def _run(tmp_path: Path, procs: list[Proc]) -> None:  # noqa: F811
         f"nemesis: {len(history)} operations, {len(ok)} ok, {len(failed)} not; {kills} kills (of two nodes at once: "
         f"{sum(' kill ' in f and ' and ' in f for f in faults)}) and {sum(' pause ' in f for f in faults)} pauses"
     )
-    waits = sorted(op.complete_time - op.invoke_time for op in ok if op.complete_time and op.invoke_time)
+    took = {op.id: op.complete_time - op.invoke_time for op in ok if op.complete_time and op.invoke_time}
+    waits = sorted(took.values())
     print(f"nemesis: the longest operation {waits[-1]:.2f} s, {sum(w > 1.0 for w in waits)} over a second")
+    cold = [took[op.id] for op in ok if op.client_id == "cold" and op.id in took]
+    print(f"nemesis: {len(cold)} on mostly quiesced partitions, the longest {max(cold, default=0.0):.2f} s")
     assert kills >= 1 or SECONDS < 10, faults
     result = check(history)
     assert result.ok, f"{result.outcome.value}: {result.explanation}\nfaults: {faults}"
