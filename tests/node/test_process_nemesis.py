@@ -28,8 +28,8 @@ import borough
 from borough.testing import ClientOps, History, Status, check, lost_writes
 from tests.registers import final_read, register_workload
 
-from .test_processes import Proc, free_port, procs, start_cluster  # noqa: F401  (procs: the fixture)
-from .test_txn_processes import CounterProc
+from .test_processes import Proc, procs, start_cluster  # noqa: F401  (procs: the fixture)
+from .test_txn_processes import CounterProc, check_counters
 
 pytestmark = [pytest.mark.e2e, pytest.mark.soak]
 
@@ -200,15 +200,7 @@ async def test_handler_transactions_apply_exactly_once_under_the_nemesis(tmp_pat
 
 async def _run_counters(tmp_path: Path, procs: list[Proc]) -> None:  # noqa: F811
     print(f"\nnemesis (counters): seed {SEED}, {SECONDS:g} s, logs in {tmp_path}")
-    first = CounterProc(tmp_path / "n0", free_port())
-    procs.append(first)
-    first.start()
-    await first.wait_serving()
-    for i in (1, 2):
-        p = CounterProc(tmp_path / f"n{i}", free_port(), join=first.address)
-        procs.append(p)
-        p.start()
-        await p.wait_serving()
+    await start_cluster(tmp_path, procs, kind=CounterProc)
     names = [f"acct{i}" for i in range(6)]
     acked: dict[str, list[int]] = {name: [] for name in names}
     errors: list[str] = []
@@ -239,16 +231,9 @@ async def _run_counters(tmp_path: Path, procs: list[Proc]) -> None:  # noqa: F81
         total = sum(map(len, acked.values()))
         print(f"nemesis (counters): {total} requests acknowledged, {len(errors)} raised; faults: {len(faults) // 2}")
         assert not errors, f"{errors[:5]}\nfaults: {faults}"
-        with trio.fail_after(60):
-            while True:  # effects owed by a killed leader are sent by the next one
-                audit = [k async for k in client.partition("audit").iterator(values=False)]
-                if len(audit) >= total:
-                    break
-                await trio.sleep(0.5)
-        for name in names:
-            counter = await client.partition(name).get("counter", 0)
-            assert sorted(acked[name]) == list(range(1, counter + 1)), (name, faults)
-            records = [k for k in audit if isinstance(k, str) and k.startswith(f"{name}/")]
-            assert records == [f"{name}/{n:08d}" for n in range(1, counter + 1)], (name, faults)
-        assert len(audit) == total
+        try:
+            await check_counters(client, acked)
+        except AssertionError as exc:
+            exc.add_note(f"faults: {faults}")
+            raise
     no_tracebacks(procs)

@@ -84,18 +84,23 @@ def procs(tmp_path: Path) -> Iterator[list[Proc]]:
                 p.proc.kill()
 
 
-async def start_cluster(tmp_path: Path, procs: list[Proc], n: int = 3, env: dict[str, str] | None = None) -> list[Proc]:
-    first = Proc(tmp_path / "n0", free_port(), env=env)
+async def start_cluster(
+    tmp_path: Path, procs: list[Proc], n: int = 3, env: dict[str, str] | None = None, *, kind: type[Proc] = Proc
+) -> list[Proc]:
+    """``n`` nodes (``kind``: how each process is started), the first bootstrapping, the rest joining it."""
+    first = kind(tmp_path / "n0", free_port(), env=env)
     procs.append(first)
     first.start()
     await first.wait_serving()
     for i in range(1, n):
-        await add_proc(tmp_path, procs, i, first.address, env)
+        await add_proc(tmp_path, procs, i, first.address, env, kind=kind)
     return procs
 
 
-async def add_proc(tmp_path: Path, procs: list[Proc], i: int, join: str, env: dict[str, str] | None = None) -> Proc:
-    p = Proc(tmp_path / f"n{i}", free_port(), join=join, env=env)
+async def add_proc(
+    tmp_path: Path, procs: list[Proc], i: int, join: str, env: dict[str, str] | None = None, *, kind: type[Proc] = Proc
+) -> Proc:
+    p = kind(tmp_path / f"n{i}", free_port(), join=join, env=env)
     procs.append(p)
     p.start()
     await p.wait_serving()

@@ -9,14 +9,13 @@ import os
 import random
 import subprocess
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
 import trio
 
 import borough
-from tests.node.test_processes import ROOT, Proc, free_port, procs  # noqa: F401 - procs is a fixture
+from tests.node.test_processes import ROOT, Proc, procs, start_cluster  # noqa: F401 - procs is a fixture
 
 pytestmark = pytest.mark.e2e
 
@@ -32,17 +31,9 @@ class CounterProc(Proc):
 
 
 async def test_counter_and_audit_with_three_processes_and_a_sigkill(tmp_path: Path, procs: list[Proc]) -> None:  # noqa: F811
-    first = CounterProc(tmp_path / "n0", free_port())
-    procs.append(first)
-    first.start()
-    await first.wait_serving()
-    for i in (1, 2):
-        p = CounterProc(tmp_path / f"n{i}", free_port(), join=first.address)
-        procs.append(p)
-        p.start()
-        await p.wait_serving()
+    await start_cluster(tmp_path, procs, kind=CounterProc)
     names = [f"acct{i}" for i in range(10)]
-    acked: dict[str, list[int]] = defaultdict(list)
+    acked: dict[str, list[int]] = {name: [] for name in names}
     errors: list[str] = []
     stop = trio.Event()
 
@@ -74,15 +65,23 @@ async def test_counter_and_audit_with_three_processes_and_a_sigkill(tmp_path: Pa
             stop.set()
         assert not errors, errors[:5]
         assert sum(map(len, acked.values())) > 50
-        with trio.fail_after(60):
-            while True:  # effects owed by a killed leader are sent by the next one
-                audit = [k async for k in client.partition("audit").iterator(values=False)]
-                if len(audit) >= sum(map(len, acked.values())):
-                    break
-                await trio.sleep(0.5)
-        for name in names:
-            counter = await client.partition(name).get("counter", 0)
-            assert sorted(acked[name]) == list(range(1, counter + 1)), name
-            records = [k for k in audit if isinstance(k, str) and k.startswith(f"{name}/")]
-            assert records == [f"{name}/{n:08d}" for n in range(1, counter + 1)], name
-        assert len(audit) == sum(map(len, acked.values()))
+        await check_counters(client, acked)
+
+
+async def check_counters(client: borough.Client, acked: dict[str, list[int]]) -> None:
+    """Each partition's counter equals the requests acknowledged to it (the counts they answered are 1..counter:
+    each ran once), and the audit partition ends with exactly one record per increment. ``acked`` has every
+    partition the requests went to, acknowledged or not."""
+    total = sum(map(len, acked.values()))
+    with trio.fail_after(60):
+        while True:  # effects owed by a killed leader are sent by the next one
+            audit = [k async for k in client.partition("audit").iterator(values=False)]
+            if len(audit) >= total:
+                break
+            await trio.sleep(0.5)
+    for name, counts in acked.items():
+        counter = await client.partition(name).get("counter", 0)
+        assert sorted(counts) == list(range(1, counter + 1)), name
+        records = [k for k in audit if isinstance(k, str) and k.startswith(f"{name}/")]
+        assert records == [f"{name}/{n:08d}" for n in range(1, counter + 1)], name
+    assert len(audit) == total
