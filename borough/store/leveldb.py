@@ -15,6 +15,7 @@ import plyvel  # type: ignore[import-untyped]
 
 from borough.errors import ConfigError, StorageError
 from borough.store.base import RawBatch, Reader, Store
+from borough.store.leveldb_logs import LogFiles
 
 __all__ = ["LevelDBStore"]
 
@@ -90,6 +91,18 @@ def _limited(it: Any, limit: int) -> Iterator[Any]:
         it.close()
 
 
+class _Batch:
+    """A plyvel write batch and whether it is to be synced (its ``put``/``delete`` are plyvel's own)."""
+
+    __slots__ = ("delete", "put", "raw", "sync")
+
+    def __init__(self, raw: Any, sync: bool) -> None:
+        self.raw = raw
+        self.put = raw.put
+        self.delete = raw.delete
+        self.sync = sync
+
+
 class LevelDBStore(Store):
     """The store of a node's data dir. Open with ``LevelDBStore.open(path)``; close with ``close()``."""
 
@@ -97,6 +110,8 @@ class LevelDBStore(Store):
         super().__init__()
         self._db = db
         self.path = path
+        #: LevelDB's log files, watched so that a synced write covers every earlier one (``leveldb_logs``).
+        self.logs = LogFiles(path)
 
     @classmethod
     def open(
@@ -154,7 +169,11 @@ class LevelDBStore(Store):
                     "point --data at an existing data dir"
                 ) from None
             raise StorageError(f"cannot open data dir {path}: {msg}") from exc
-        store = cls(db, path)
+        try:
+            store = cls(db, path)
+        except BaseException:
+            db.close()
+            raise
         try:
             store._load()
             while store.collect_garbage(1 << 16):  # finish what a crash interrupted
@@ -164,6 +183,7 @@ class LevelDBStore(Store):
         except BaseException:
             store.close()
             db.close()
+            store.logs.close()
             raise
         return store
 
@@ -174,12 +194,20 @@ class LevelDBStore(Store):
         return _SnapshotReader(self._db.snapshot())
 
     def _engine_batch(self, sync: bool) -> RawBatch:
-        batch: RawBatch = self._db.write_batch(sync=sync)
-        return batch
+        return _Batch(self._db.write_batch(sync=sync), sync)
 
     def _engine_commit(self, raw: RawBatch) -> None:
+        assert isinstance(raw, _Batch)
         try:
-            raw.write()  # type: ignore[attr-defined]
+            if raw.sync:
+                self.logs.before_synced(self._probe)
+            raw.raw.write()
+            self.logs.wrote(synced=raw.sync)
+        except OSError as exc:  # (our own fstat, open or fdatasync of a log file)
+            raise StorageError(
+                f"watching the log files of {self.describe()} failed ({exc}): the node stops writing; check the "
+                "disk and restart it"
+            ) from exc
         except plyvel.Error as exc:
             raise StorageError(
                 f"writing to {self.describe()} failed ({_message(exc)}): the disk may be full or failing; the "
@@ -188,5 +216,9 @@ class LevelDBStore(Store):
         except RuntimeError as exc:
             raise StorageError(f"{self.describe()} is closed: {exc}") from exc
 
+    def _probe(self) -> None:
+        self._db.write_batch(sync=False).write()
+
     def _engine_close(self) -> None:
         self._db.close()
+        self.logs.close()
