@@ -19,8 +19,14 @@ Before a synced write, when writes since the last sync may not be durable:
   memtable: so a switch that is due happens in the probe (and the file it leaves is synced, as above), and the
   synced write then goes to the file that holds the earlier writes, whose sync covers them.
 
-Cost: one ``fstat`` a write; one empty write before a synced write that follows unsynced ones; one
-``fdatasync`` of the old file per log switch that left unsynced writes behind (once per memtable, 16 MiB).
+LevelDB does not sync the directory when it creates a log file either (POSIX asks for it before the new
+file's contents can be counted on; ext4 happens to commit the entry with the file's first sync). After a
+switch, the directory is synced before the synced write that relies on the new file (or right after the synced
+write that made the switch, before it returns).
+
+Cost: one ``fstat`` a write; one empty write before a synced write that follows unsynced ones; per log switch
+(once per memtable, 16 MiB), one directory sync, and one ``fdatasync`` of the old file if it held unsynced
+writes.
 It knows LevelDB's file layout (``NNNNNN.log``), nothing of Borough's keys.
 """
 
@@ -62,6 +68,7 @@ class LogFiles:
         self._dirty = False
         #: Replaced log files (open, so a flush that deletes them cannot race a sync) holding unsynced writes.
         self._stale: list[tuple[int, str]] = []
+        self._new_file = False  # a switch happened, and the directory has not been synced since
         #: Log switches seen, and those that left unsynced writes behind (for tests and metrics).
         self.switches = 0
         self.unsynced_switches = 0
@@ -74,6 +81,8 @@ class LogFiles:
             self.wrote(synced=False)
         if self._stale:
             self._sync_stale()
+        if self._new_file:
+            self._sync_dir()
 
     def wrote(self, *, synced: bool) -> None:
         """Call after each successful write."""
@@ -83,9 +92,11 @@ class LogFiles:
             self._dirty = not synced
             return
         self._switched()
-        if synced and self._stale:  # (cannot happen after ``before_synced``: a synced write switched files)
-            logger.error("LevelDB switched log files in a synced write that followed unsynced ones; syncing the old")
-            self._sync_stale()
+        if synced:
+            if self._stale:  # (cannot happen after ``before_synced``: a synced write switched files)
+                logger.error("LevelDB switched log files in a synced write that followed unsynced ones")
+                self._sync_stale()
+            self._sync_dir()
         self._dirty = not synced
 
     def _switched(self) -> None:
@@ -99,6 +110,7 @@ class LogFiles:
         self._fd = os.open(self.current, os.O_RDONLY | os.O_CLOEXEC)
         self._size = os.fstat(self._fd).st_size
         self.switches += 1
+        self._new_file = True
         if dirty:
             self.unsynced_switches += 1
             self._stale.append((old_fd, old_name))
@@ -119,6 +131,19 @@ class LogFiles:
         finally:
             for fd, _ in stale:
                 os.close(fd)
+
+    def _sync_dir(self) -> None:
+        fd = os.open(self._path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            raise StorageError(
+                f"syncing the directory {self._path} failed ({exc.strerror}): the disk may be failing; the node "
+                "stops writing; fix the disk and restart it"
+            ) from exc
+        finally:
+            os.close(fd)
+        self._new_file = False
 
     def close(self) -> None:
         for fd, _ in self._stale:

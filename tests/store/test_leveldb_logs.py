@@ -33,6 +33,7 @@ def test_log_files_holding_unsynced_writes_are_synced_before_any_later_synced_wr
     store = LevelDBStore.open(tmp_path / "data", write_buffer_size=SMALL_MEMTABLE)
     logs = store.logs
     events: list[tuple[object, ...]] = []
+    real_fsync = os.fsync
     real_fdatasync, real_before, real_wrote, real_switched, real_probe = (
         os.fdatasync,
         logs.before_synced,
@@ -44,6 +45,11 @@ def test_log_files_holding_unsynced_writes_are_synced_before_any_later_synced_wr
     def fdatasync(fd: int) -> None:
         events.append(("fdatasync", os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))))
         real_fdatasync(fd)
+
+    def fsync(fd: int) -> None:
+        if os.path.isdir(os.readlink(f"/proc/self/fd/{fd}")):
+            events.append(("directory synced",))
+        real_fsync(fd)
 
     def before_synced(probe: Callable[[], None]) -> None:
         real_before(probe)
@@ -63,6 +69,7 @@ def test_log_files_holding_unsynced_writes_are_synced_before_any_later_synced_wr
         real_probe()
 
     monkeypatch.setattr(os, "fdatasync", fdatasync)
+    monkeypatch.setattr(os, "fsync", fsync)
     for name, fn in (("before_synced", before_synced), ("wrote", wrote), ("_switched", switched)):
         monkeypatch.setattr(logs, name, fn)
     monkeypatch.setattr(store, "_probe", probe)
@@ -77,11 +84,12 @@ def test_log_files_holding_unsynced_writes_are_synced_before_any_later_synced_wr
     monkeypatch.undo()
 
     owed: set[str] = set()  # log files holding writes no sync has covered
-    in_synced = in_probe = False
+    in_synced = in_probe = new_file = False
     probe_switches = 0
     for event in events:
         kind = event[0]
         if kind == "switch":
+            new_file = True
             _, old, dirty = event
             if dirty:
                 assert not in_synced, f"a synced write started a new log file while {old} held unsynced writes"
@@ -89,12 +97,16 @@ def test_log_files_holding_unsynced_writes_are_synced_before_any_later_synced_wr
                 probe_switches += in_probe
         elif kind == "fdatasync":
             owed.discard(event[1])  # type: ignore[arg-type]
+        elif kind == "directory synced":
+            new_file = False
         elif kind == "probe":
             in_probe = True
         elif kind == "synced write":
             assert not owed, f"a synced write was made while {sorted(owed)} held unsynced writes"
+            assert not new_file, "a synced write was made to a new log file before its directory was synced"
             in_synced, in_probe = True, False
         elif kind == "written" and event[1]:
+            assert not new_file, "a synced write that started a new log file returned before the directory was synced"
             in_synced = False
     if unsynced_between == 1:
         # Each unsynced write follows a synced one, so only a switch in the empty write made before a synced
@@ -111,19 +123,21 @@ def test_log_files_holding_unsynced_writes_are_synced_before_any_later_synced_wr
         again.close()
 
 
-def test_a_synced_write_switching_files_after_synced_ones_syncs_nothing_extra(
+def test_synced_writes_alone_cost_one_directory_sync_a_switch(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = LevelDBStore.open(tmp_path / "data", write_buffer_size=SMALL_MEMTABLE)
-    calls: list[int] = []
-    real_fdatasync = os.fdatasync
-    monkeypatch.setattr(os, "fdatasync", lambda fd: (calls.append(fd), real_fdatasync(fd)))
+    calls: list[str] = []
+    real_fdatasync, real_fsync = os.fdatasync, os.fsync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (calls.append("fdatasync"), real_fdatasync(fd)))
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd)))
     n = 0
     while store.logs.switches < 3:
         n += 1
         write(store, n, sync=True)
     assert store.logs.unsynced_switches == 0
-    assert calls == []  # LevelDB's own syncs are not ours: a switch after synced writes leaves nothing owed
+    # (LevelDB's own syncs are not seen here.) Nothing was left unsynced, so only the new files' entries are synced.
+    assert calls == ["fsync"] * 3
     store.close()
 
 
