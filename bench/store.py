@@ -73,7 +73,7 @@ def apply_vs_raw(tmp: str, total_ops: int, per_batch: int, rounds: int = 2) -> l
         wb.apply("bench", [], 0)
         store.write(wb)
         gen_prefix = enc.data_prefix(store._data_gen("bench"))
-        applied_key = store._v().parts["bench"].applied_key
+        applied_key = store._v().parts.get("bench").applied_key
         raw_batches = [
             [(gen_prefix + op[1].encode(), op[2]) for op in ops] + [(applied_key, enc.u64(n + 1))]
             for n, ops in enumerate(batches)
