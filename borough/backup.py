@@ -8,7 +8,10 @@ B made after A was exported is in the backup while a later write to A is not. (A
 cross-partition point in time must stop writing while the backup runs.) Each file is written beside its final
 name and renamed once complete; ``manifest.json`` lists every finished partition with its applied index, item
 count and SHA-256, and is rewritten after each one, so a backup that stopped halfway is resumed by running it
-again: finished partitions whose file still matches its checksum are skipped.
+again: finished partitions whose file still matches its checksum are skipped. When ``backup`` returns, the backup
+is durable: each file was synced before its rename, and at the end the directories and the manifest are synced
+(the manifest rewritten after each partition is not: a power cut in the middle only makes the resumed backup
+export again what it cannot find).
 
 ``restore(client, directory)`` checks every file against the manifest first, then writes each partition's items
 in batches; it refuses a partition that already holds data (restore into a new cluster), unless ``overwrite``.
@@ -66,16 +69,37 @@ def _load_manifest(directory: Path) -> dict[str, Any]:
     path = directory / "manifest.json"
     if not path.exists():
         return {"format": FORMAT, "partitions": {}}
-    manifest: dict[str, Any] = json.loads(path.read_text())
-    if manifest.get("format") != FORMAT:
+    try:
+        manifest = json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"{path} is damaged ({exc}): remove it and run the backup again (files that still match are exported "
+            "again too), or restore from another backup"
+        ) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ConfigError(f"{path} is not a Borough backup manifest of format {FORMAT}")
     return manifest
 
 
-def _save_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+def _sync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _save_manifest(directory: Path, manifest: dict[str, Any], *, durable: bool = False) -> None:
+    """Replace the manifest in one rename; ``durable``: synced, file and directory, before this returns."""
     tmp = directory / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    with tmp.open("w") as f:
+        f.write(json.dumps(manifest, indent=1, sort_keys=True))
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, directory / "manifest.json")
+    if durable:
+        _sync_dir(directory)
 
 
 async def backup(client: Client, directory: str | os.PathLike[str], *, progress: Progress | None = None) -> int:
@@ -110,7 +134,8 @@ async def backup(client: Client, directory: str | os.PathLike[str], *, progress:
         if progress is not None:
             progress(name, count)
         await trio.lowlevel.checkpoint()
-    _save_manifest(root, manifest)
+    _sync_dir(root / "data")  # (the renames of the files the manifest names, before the manifest)
+    _save_manifest(root, manifest, durable=True)
     return exported
 
 
