@@ -36,6 +36,7 @@ import trio
 from borough.cbor_safe import safe_loads
 from borough.client import Client
 from borough.errors import ConfigError
+from borough.files import sync_dir
 from borough.kv import encode_value
 
 __all__ = ["backup", "restore"]
@@ -81,14 +82,6 @@ def _load_manifest(directory: Path) -> dict[str, Any]:
     return manifest
 
 
-def _sync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _save_manifest(directory: Path, manifest: dict[str, Any], *, durable: bool = False) -> None:
     """Replace the manifest in one rename; ``durable``: synced, file and directory, before this returns."""
     tmp = directory / "manifest.json.tmp"
@@ -99,7 +92,7 @@ def _save_manifest(directory: Path, manifest: dict[str, Any], *, durable: bool =
             os.fsync(f.fileno())
     os.replace(tmp, directory / "manifest.json")
     if durable:
-        _sync_dir(directory)
+        sync_dir(directory)
 
 
 async def backup(client: Client, directory: str | os.PathLike[str], *, progress: Progress | None = None) -> int:
@@ -134,7 +127,7 @@ async def backup(client: Client, directory: str | os.PathLike[str], *, progress:
         if progress is not None:
             progress(name, count)
         await trio.lowlevel.checkpoint()
-    _sync_dir(root / "data")  # (the renames of the files the manifest names, before the manifest)
+    sync_dir(root / "data")  # (the renames of the files the manifest names, before the manifest)
     _save_manifest(root, manifest, durable=True)
     return exported
 

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from borough.errors import ConfigError
+from borough.files import write_durably
 from borough.wire.tls import CLIENT_UNIT, NODE_UNIT
 
 __all__ = ["CertFiles", "create_ca", "create_client", "create_node"]
@@ -55,16 +56,7 @@ def _write(path: str, data: bytes, *, private: bool, overwrite: bool) -> None:
     parent = os.path.dirname(path)
     if parent:
         os.makedirs(parent, mode=0o700 if private else 0o755, exist_ok=True)  # (only dirs made here get it)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_durably(path, data, 0o600 if private else 0o644)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:

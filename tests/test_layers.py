@@ -4,7 +4,8 @@ Each module of ``borough`` has a layer; a module may import, directly or through
 layer or lower ones, and the two storage-level layers (wire, store) never import each other:
 
     vocabulary  errors, ids, kv (the key/value codec), cbor_safe and cbor_budget (bounded decoding), config,
-                runnable (how many tasks trio has ready to run), and the log's records (raft.records, raft.storage)
+                runnable (how many tasks trio has ready to run), files (durable file system changes), and the
+                log's records (raft.records, raft.storage)
     wire, store the wire protocol and transports; storage (LevelDB and its in-memory twin)
     raft        the sans-IO Raft core
     ring        hash ring, failure detection, placement
@@ -39,6 +40,7 @@ VOCABULARY = {
     "borough.cbor_safe",
     "borough.config",
     "borough.runnable",  # (trio's run queue, read for the hot paths of the wire, the store and the rounds)
+    "borough.files",  # (durable creations and renames: the store's log files, certificates, backups)
     "borough.raft",  # its __init__ imports nothing
     "borough.raft.records",
     "borough.raft.storage",

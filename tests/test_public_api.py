@@ -52,6 +52,7 @@ def test_exports_are_exactly_the_public_names() -> None:
         "backup",
         "certs",
         "interpreter",
+        "files",
         "client",
         "config",
         "node",

@@ -37,6 +37,7 @@ import os
 from collections.abc import Callable
 
 from borough.errors import StorageError
+from borough.files import sync_dir
 
 __all__ = ["LogFiles"]
 
@@ -133,16 +134,13 @@ class LogFiles:
                 os.close(fd)
 
     def _sync_dir(self) -> None:
-        fd = os.open(self._path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            os.fsync(fd)
+            sync_dir(self._path)
         except OSError as exc:
             raise StorageError(
                 f"syncing the directory {self._path} failed ({exc.strerror}): the disk may be failing; the node "
                 "stops writing; fix the disk and restart it"
             ) from exc
-        finally:
-            os.close(fd)
         self._new_file = False
 
     def close(self) -> None:
