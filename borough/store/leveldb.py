@@ -14,6 +14,7 @@ from typing import Any, Self
 import plyvel  # type: ignore[import-untyped]
 
 from borough.errors import ConfigError, StorageError
+from borough.files import sync_dir
 from borough.store.base import RawBatch, Reader, Store
 from borough.store.leveldb_logs import LogFiles
 
@@ -170,6 +171,9 @@ class LevelDBStore(Store):
                 ) from None
             raise StorageError(f"cannot open data dir {path}: {msg}") from exc
         try:
+            # LevelDB makes a new manifest and log file at every open and renames CURRENT to the manifest without
+            # syncing the directory: make those entries durable before anything is written or acknowledged.
+            sync_dir(path)
             store = cls(db, path)
         except BaseException:
             db.close()
