@@ -207,10 +207,10 @@ class LevelDBStore(Store):
                 self.logs.before_synced(self._probe)
             raw.raw.write()
             self.logs.wrote(synced=raw.sync)
-        except OSError as exc:  # (our own fstat, open or fdatasync of a log file)
+        except OSError as exc:  # (our own fstat, open or sync of a log file or the directory: ``LogFiles``)
             raise StorageError(
-                f"watching the log files of {self.describe()} failed ({exc}): the node stops writing; check the "
-                "disk and restart it"
+                f"syncing or watching LevelDB's log files in {self.describe()} failed ({exc}): the disk may be "
+                "failing; the node stops writing; fix the disk and restart it"
             ) from exc
         except plyvel.Error as exc:
             raise StorageError(

@@ -27,7 +27,8 @@ write that made the switch, before it returns).
 Cost: one ``fstat`` a write; one empty write before a synced write that follows unsynced ones; per log switch
 (once per memtable, 16 MiB), one directory sync, and one ``fdatasync`` of the old file if it held unsynced
 writes.
-It knows LevelDB's file layout (``NNNNNN.log``), nothing of Borough's keys.
+It knows LevelDB's file layout (``NNNNNN.log``), nothing of Borough's keys. Its system calls raise ``OSError``,
+which the store turns into the ``StorageError`` that stops the node's writes.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class LogFiles:
         #: The watched file holds writes that no sync has covered yet.
         self._dirty = False
         #: Replaced log files (open, so a flush that deletes them cannot race a sync) holding unsynced writes.
-        self._stale: list[tuple[int, str]] = []
+        self._stale: list[int] = []
         self._new_file = False  # a switch happened, and the directory has not been synced since
         #: Log switches seen, and those that left unsynced writes behind (for tests and metrics).
         self.switches = 0
@@ -114,37 +115,25 @@ class LogFiles:
         self._new_file = True
         if dirty:
             self.unsynced_switches += 1
-            self._stale.append((old_fd, old_name))
+            self._stale.append(old_fd)
         else:
             os.close(old_fd)
 
     def _sync_stale(self) -> None:
         stale, self._stale = self._stale, []
         try:
-            for fd, name in stale:
-                try:
-                    os.fdatasync(fd)
-                except OSError as exc:
-                    raise StorageError(
-                        f"syncing LevelDB log file {name} failed ({exc.strerror}): the disk may be failing; the node "
-                        "stops writing; fix the disk and restart it"
-                    ) from exc
+            for fd in stale:
+                os.fdatasync(fd)
         finally:
-            for fd, _ in stale:
+            for fd in stale:
                 os.close(fd)
 
     def _sync_dir(self) -> None:
-        try:
-            sync_dir(self._path)
-        except OSError as exc:
-            raise StorageError(
-                f"syncing the directory {self._path} failed ({exc.strerror}): the disk may be failing; the node "
-                "stops writing; fix the disk and restart it"
-            ) from exc
+        sync_dir(self._path)
         self._new_file = False
 
     def close(self) -> None:
-        for fd, _ in self._stale:
+        for fd in self._stale:
             os.close(fd)
         self._stale = []
         if self._fd >= 0:
