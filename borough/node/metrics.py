@@ -48,6 +48,7 @@ class MetricsSource(Protocol):
     server: Any
     directory: Any
     member_watch: Any
+    store: Any
 
 
 class NodeMetrics:
@@ -104,6 +105,14 @@ class _Collector(Collector):
         yield from self._wire(node)
         yield from self._refusals(node)
         yield from _transactions(node.server.transactions)
+        logs = getattr(node.store, "logs", None)  # (a LevelDB store's: ``borough.store.leveldb_logs``)
+        if logs is not None:
+            yield _counter("store_log_switches", "LevelDB log files started (one per memtable filled)", logs.switches)
+            yield _counter(
+                "store_log_switches_unsynced",
+                "Of those, switches that left unsynced writes in the old file (synced before the next synced write)",
+                logs.unsynced_switches,
+            )
 
     def _partitions(self, node: MetricsSource) -> Iterator[Metric]:
         items = node.replicas.items()

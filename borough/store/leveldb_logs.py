@@ -71,7 +71,7 @@ class LogFiles:
         #: Replaced log files (open, so a flush that deletes them cannot race a sync) holding unsynced writes.
         self._stale: list[int] = []
         self._new_file = False  # a switch happened, and the directory has not been synced since
-        #: Log switches seen, and those that left unsynced writes behind (for tests and metrics).
+        #: Log switches seen, and those that left unsynced writes behind (``borough_store_log_switches*``).
         self.switches = 0
         self.unsynced_switches = 0
 

@@ -78,3 +78,13 @@ async def test_hostile_requests_get_a_4xx_and_the_node_keeps_serving() -> None:
 
 def _family(body: bytes, name: str) -> Any:
     return next(f for f in text_string_to_metric_families(body.decode()) if f.name == name)
+
+
+async def test_a_node_on_leveldb_reports_its_log_switches(tmp_path: Any) -> None:
+    async with borough.open_node(listen="127.0.0.1:0", data_dir=tmp_path / "n", metrics_listen="127.0.0.1:0") as a:
+        await a.partition("p").put("k", 1)
+        assert a.metrics_address is not None
+        _, body = await get(a.metrics_address, "/metrics")
+        values = {s.name: s.value for f in text_string_to_metric_families(body.decode()) for s in f.samples}
+        assert values["borough_store_log_switches_total"] == a.store.logs.switches
+        assert values["borough_store_log_switches_unsynced_total"] == 0
