@@ -106,8 +106,9 @@ class LogFiles:
         self.current = newest_log(self._path)
         if self.current == old_name:
             raise StorageError(
-                f"LevelDB log file {old_name} did not grow with a write and no newer one exists: the data dir is "
-                "being changed by something else; stop the node and check it"
+                f"LevelDB log file {old_name} did not grow with a write and no newer one exists: something else "
+                "changes the data dir, or this LevelDB build holds its log writes back (Borough relies on each "
+                "write reaching the file at once, as LevelDB 1.x does); stop the node and check both"
             )
         self._fd = os.open(self.current, os.O_RDONLY | os.O_CLOEXEC)
         self._size = os.fstat(self._fd).st_size
