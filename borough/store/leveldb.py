@@ -175,6 +175,12 @@ class LevelDBStore(Store):
             # syncing the directory: make those entries durable before anything is written or acknowledged.
             sync_dir(path)
             store = cls(db, path)
+        except OSError as exc:
+            db.close()
+            raise StorageError(
+                f"cannot sync data dir {path} or watch its LevelDB log ({exc}): Borough needs a local file system "
+                "that syncs files and directories; point --data at one"
+            ) from exc
         except BaseException:
             db.close()
             raise

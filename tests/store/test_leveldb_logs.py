@@ -150,3 +150,16 @@ def test_a_log_file_that_does_not_grow_with_a_write_stops_the_store(tmp_path: pa
     finally:
         logs.close()
         store.close()
+
+
+def test_a_data_dir_whose_directory_cannot_be_synced_is_refused_clearly(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fsync(fd: int) -> None:
+        raise OSError(22, "Invalid argument")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(StorageError, match="cannot sync data dir .*Invalid argument.*point --data at one"):
+        LevelDBStore.open(tmp_path / "data")
+    monkeypatch.undo()
+    LevelDBStore.open(tmp_path / "data").close()  # (the refused open left the dir usable: LevelDB's lock released)
