@@ -76,44 +76,26 @@ static void remember(int fd, const char *path, int flags) {
     pthread_mutex_unlock(&lock);
 }
 
-#define OPEN_LIKE(name, ...)                                                         \
-    int name(__VA_ARGS__, int flags, ...) {                                          \
+/* open, open64, openat and openat64: libc's, then the fd remembered when its path is traced (openat only for an
+ * absolute path, which is what LevelDB and Python pass). */
+#define TRACED_OPEN(name, PARAMS, ARGS, PATH_OK)                                     \
+    int name(PARAMS, int flags, ...) {                                               \
         mode_t mode = 0;                                                             \
         if (flags & (O_CREAT | O_TMPFILE)) {                                         \
             va_list ap; va_start(ap, flags); mode = va_arg(ap, mode_t); va_end(ap);  \
-        }
+        }                                                                            \
+        static int (*real)(PARAMS, int, ...);                                        \
+        if (!real) real = dlsym(RTLD_NEXT, #name);                                   \
+        int fd = real(ARGS, flags, mode);                                            \
+        if (PATH_OK) remember(fd, path, flags);                                      \
+        return fd;                                                                   \
+    }
 
-OPEN_LIKE(open, const char *path)
-    static int (*real)(const char *, int, ...);
-    if (!real) real = dlsym(RTLD_NEXT, "open");
-    int fd = real(path, flags, mode);
-    remember(fd, path, flags);
-    return fd;
-}
-
-OPEN_LIKE(open64, const char *path)
-    static int (*real)(const char *, int, ...);
-    if (!real) real = dlsym(RTLD_NEXT, "open64");
-    int fd = real(path, flags, mode);
-    remember(fd, path, flags);
-    return fd;
-}
-
-OPEN_LIKE(openat, int dirfd, const char *path)
-    static int (*real)(int, const char *, int, ...);
-    if (!real) real = dlsym(RTLD_NEXT, "openat");
-    int fd = real(dirfd, path, flags, mode);
-    if (path[0] == '/') remember(fd, path, flags);
-    return fd;
-}
-
-OPEN_LIKE(openat64, int dirfd, const char *path)
-    static int (*real)(int, const char *, int, ...);
-    if (!real) real = dlsym(RTLD_NEXT, "openat64");
-    int fd = real(dirfd, path, flags, mode);
-    if (path[0] == '/') remember(fd, path, flags);
-    return fd;
-}
+#define COMMA ,
+TRACED_OPEN(open, const char *path, path, 1)
+TRACED_OPEN(open64, const char *path, path, 1)
+TRACED_OPEN(openat, int dirfd COMMA const char *path, dirfd COMMA path, path[0] == '/')
+TRACED_OPEN(openat64, int dirfd COMMA const char *path, dirfd COMMA path, path[0] == '/')
 
 ssize_t write(int fd, const void *buf, size_t n) {
     static ssize_t (*real)(int, const void *, size_t);
