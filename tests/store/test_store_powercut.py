@@ -12,7 +12,8 @@ images and checks that the store came back whole:
   in between. (Before the store watched LevelDB's log switches, a synced write after a switch kept its batch while
   the unsynced batches before the switch were lost: the second check failed at the cut right after it.)
 
-The first test drives one store directly; the second runs three nodes in one process and checks each replica.
+The first test drives one store directly; the second runs three nodes in one process and checks each replica; the
+third installs a snapshot whose staging spans several log switches.
 """
 
 from __future__ import annotations
@@ -148,6 +149,33 @@ NODE_CHILD = textwrap.dedent(
     """
 )
 
+INSTALL_CHILD = textwrap.dedent(
+    """
+    import os, sys
+    sys.path.insert(0, {root!r})
+    from borough.raft.records import SnapshotMeta
+    from borough.store import LevelDBStore, encode_value
+
+    store = LevelDBStore.open({db!r}, write_buffer_size=64 << 10)
+    for first in range(0, {writes}, 100):  # the source: {writes} keys, synced
+        b = store.write_batch()
+        b.apply("src", [("put", f"k{{i}}", encode_value("v" * 400 + str(i))) for i in range(first, first + 100)], 1)
+        store.write(b)
+    with store.snapshot_chunks("src", max_chunk_bytes=4096) as chunks:
+        staged = list(chunks)
+    acks = os.open({acks!r}, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.write(acks, b"0\\n")
+    install = store.begin_snapshot_install("dst")
+    for chunk in staged:  # staged unsynced, as a follower receiving a snapshot does
+        install.add_chunk(chunk)
+    b = store.write_batch()
+    install.finish(b, SnapshotMeta(index=1))
+    store.write(b, sync=True)  # the switch
+    os.write(acks, b"1\\n")
+    store.close()
+    """
+)
+
 needs_cc = pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler to build the trace shim")
 
 
@@ -239,3 +267,27 @@ def test_replicas_cut_off_after_any_sync_come_back_with_no_hole_in_what_they_app
     assert acked == writes
     assert switches >= 6, "each replica's memtable should have filled several times"
     assert cuts >= writes
+
+
+@needs_cc
+def test_a_power_cut_after_a_snapshot_install_leaves_all_of_its_data_or_none(tmp_path: pathlib.Path) -> None:
+    """A follower stages a snapshot's chunks unsynced and switches to them in one synced write: a cut after any
+    sync must leave the partition without the snapshot or with all of it. (Staging spans several log switches.)
+    On the tree before the log watch it failed every time: "the snapshot is installed with 465 of its 600 keys"."""
+    keys = 600
+    trace, db, acks = traced_run(tmp_path, INSTALL_CHILD, keys)
+    installed = 0
+
+    def check(store: LevelDBStore, acked: int, where: str) -> None:
+        nonlocal installed
+        if store.applied_index("dst") == 0:
+            assert acked < 1, f"{where}: the acknowledged install is gone"
+            return
+        installed += 1
+        got = sum(1 for _ in store.iterate("dst", values=False))
+        assert got == keys, f"{where}: the snapshot is installed with {got} of its {keys} keys"
+
+    cuts, switches, acked = check_every_cut(tmp_path, trace, db, acks, check)
+    print(f"{cuts} cuts checked ({installed} with the snapshot installed), {switches} log files started")
+    assert acked == 1 and installed >= 1
+    assert switches >= 8, "staging should span several log switches"
