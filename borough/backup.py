@@ -36,7 +36,7 @@ import trio
 from borough.cbor_safe import safe_loads
 from borough.client import Client
 from borough.errors import ConfigError
-from borough.files import sync_dir
+from borough.files import sync_dir, write_durably
 from borough.kv import encode_value
 
 __all__ = ["backup", "restore"]
@@ -84,15 +84,13 @@ def _load_manifest(directory: Path) -> dict[str, Any]:
 
 def _save_manifest(directory: Path, manifest: dict[str, Any], *, durable: bool = False) -> None:
     """Replace the manifest in one rename; ``durable``: synced, file and directory, before this returns."""
-    tmp = directory / "manifest.json.tmp"
-    with tmp.open("w") as f:
-        f.write(json.dumps(manifest, indent=1, sort_keys=True))
-        if durable:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, directory / "manifest.json")
+    data = json.dumps(manifest, indent=1, sort_keys=True).encode()
     if durable:
-        sync_dir(directory)
+        write_durably(str(directory / "manifest.json"), data, 0o644)
+        return
+    tmp = directory / "manifest.json.tmp"
+    tmp.write_bytes(data)
+    os.replace(tmp, directory / "manifest.json")
 
 
 async def backup(client: Client, directory: str | os.PathLike[str], *, progress: Progress | None = None) -> int:

@@ -74,13 +74,14 @@ async def test_a_finished_backup_is_synced_files_directories_and_manifest(
     monkeypatch.setattr(os, "replace", replace)
     root = tmp_path / "backup"
     assert await backup(_Client(DATA), root) == 2  # type: ignore[arg-type]
-    data_dir, manifest_tmp = str(root / "data"), str(root / "manifest.json.tmp")
+    data_dir, manifest_tmp = str(root / "data"), str(root / f"manifest.json.tmp-{os.getpid()}")
     # Each partition's file is synced before it is renamed into place.
     for i, event in enumerate(synced):
         if event.startswith("rename ") and event.endswith(".cbor"):
             assert synced[i - 1].endswith(".partial")
     # At the end: the data directory (those renames), then the manifest, then the directory holding it.
-    assert synced[-4:] == [data_dir, manifest_tmp, "rename manifest.json.tmp -> manifest.json", str(root)]
+    renamed = f"rename manifest.json.tmp-{os.getpid()} -> manifest.json"
+    assert synced[-4:] == [data_dir, manifest_tmp, renamed, str(root)]
 
 
 async def test_a_damaged_manifest_is_a_clear_error_for_backup_and_restore(tmp_path: pathlib.Path) -> None:
