@@ -7,6 +7,7 @@ translating plyvel's exceptions into ``StorageError`` / ``ConfigError``. Semanti
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from typing import Any, Self
@@ -19,6 +20,41 @@ from borough.store.base import RawBatch, Reader, Store
 from borough.store.leveldb_logs import LogFiles
 
 __all__ = ["LevelDBStore"]
+
+logger = logging.getLogger(__name__)
+
+
+def _make_dirs(path: str) -> list[str]:
+    """``os.makedirs(path, exist_ok=True)``; returns the directories it created, outermost first (their entries in
+    their parents are to be synced: POSIX asks for it, and LevelDB syncs no directory)."""
+    made: list[str] = []
+    at = os.path.abspath(path)
+    while not os.path.exists(at) and os.path.dirname(at) != at:
+        made.append(at)
+        at = os.path.dirname(at)
+    os.makedirs(path, exist_ok=True)
+    return made[::-1]
+
+
+def _never_written(path: str) -> bool:
+    """Whether the LevelDB in ``path`` never held data: no table file, and no log file with anything in it."""
+    for name in os.listdir(path):
+        stem, _, ext = name.partition(".")
+        if ext in ("ldb", "sst"):
+            return False
+        if ext == "log" and stem.isdigit() and os.path.getsize(os.path.join(path, name)) > 0:
+            return False
+    return True
+
+
+def _remove_unfinished_creation(path: str) -> None:
+    """Remove what LevelDB's creation of a database left in ``path`` (``CURRENT``, its manifests, its empty log
+    files), durably; nothing else (its info log, files that are not LevelDB's) is touched."""
+    for name in os.listdir(path):
+        stem, _, ext = name.partition(".")
+        if name == "CURRENT" or name.startswith("MANIFEST-") or (stem.isdigit() and ext in ("log", "dbtmp")):
+            os.unlink(os.path.join(path, name))
+    sync_dir(path)
 
 
 def _message(exc: BaseException) -> str:
@@ -135,20 +171,43 @@ class LevelDBStore(Store):
             raise ConfigError(f"data dir {path} is a file, not a directory: point --data at a directory")
         if create:
             try:
-                os.makedirs(path, exist_ok=True)  # LevelDB creates only the last level itself
+                made = _make_dirs(path)  # LevelDB creates only the last level itself
             except OSError as exc:
                 raise ConfigError(
                     f"cannot create data dir {path}: {exc.strerror}; check the path and permissions"
                 ) from None
+            try:
+                for created in made:  # (a data dir that was written to must not vanish in a power cut)
+                    sync_dir(os.path.dirname(created))
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot sync data dir {path}'s parent directory ({exc}): Borough needs a local file system "
+                    "that syncs files and directories; point --data at one"
+                ) from exc
+        options = {
+            "create_if_missing": create,
+            # A Raft log must not come back with holes: refuse to open rather than skip corrupt records.
+            "paranoid_checks": True,
+            "write_buffer_size": write_buffer_size,
+            "lru_cache_size": lru_cache_size,
+        }
         try:
-            db = plyvel.DB(
-                path,
-                create_if_missing=create,
-                # A Raft log must not come back with holes: refuse to open rather than skip corrupt records.
-                paranoid_checks=True,
-                write_buffer_size=write_buffer_size,
-                lru_cache_size=lru_cache_size,
-            )
+            try:
+                db = plyvel.DB(path, **options)
+            except plyvel.CorruptionError as exc:
+                if not (create and _never_written(path)):
+                    raise
+                # LevelDB (1.22) does not sync a new database's first manifest, only the CURRENT file naming it:
+                # a power cut while it creates one leaves a database it calls corrupt. It never held anything
+                # (every write goes through a log file and leaves it only for a table): create it again.
+                logger.warning(
+                    "data dir %s: LevelDB cannot open it (%s), but it holds no data: its creation was cut short "
+                    "(a power cut or crash during the node's first start); creating it again",
+                    path,
+                    _message(exc),
+                )
+                _remove_unfinished_creation(path)
+                db = plyvel.DB(path, **options)
         except plyvel.IOError as exc:
             msg = _message(exc)
             if "lock" in msg.lower():
@@ -162,6 +221,8 @@ class LevelDBStore(Store):
                 f"data dir {path} is corrupt (LevelDB says: {_message(exc)}); remove it and let the node "
                 "catch up from its peers, or restore it from a backup"
             ) from exc
+        except OSError as exc:  # (looking at or clearing an unfinished creation)
+            raise StorageError(f"cannot open data dir {path}: {exc}; check the path and its permissions") from exc
         except plyvel.Error as exc:
             msg = _message(exc)
             if "does not exist" in msg:

@@ -311,6 +311,90 @@ def test_open_a_file(tmp_path: pathlib.Path) -> None:
         LevelDBStore.open(tmp_path / "f")
 
 
+def _cut_short_creation(d: pathlib.Path, *, manifest: bool) -> None:
+    """What a power cut while LevelDB creates a database can leave: CURRENT (synced) naming the first manifest,
+    whose contents (never synced) are gone, or whose name is gone too."""
+    d.mkdir()
+    (d / "CURRENT").write_text("MANIFEST-000001\n")
+    if manifest:
+        (d / "MANIFEST-000001").write_bytes(b"")
+    (d / "LOG").write_text("leveldb's info log\n")
+    (d / "mine.txt").write_text("not LevelDB's")
+
+
+@pytest.mark.parametrize("manifest", [True, False], ids=["empty manifest", "no manifest"])
+def test_a_data_dir_whose_creation_was_cut_short_is_created_again(
+    tmp_path: pathlib.Path, manifest: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    d = tmp_path / "d"
+    _cut_short_creation(d, manifest=manifest)
+    with pytest.raises(plyvel.CorruptionError):  # (what LevelDB makes of it)
+        plyvel.DB(str(d)).close()
+    store = LevelDBStore.open(d)
+    try:
+        b = store.write_batch()
+        b.apply("p", [("put", "k", encode_value("v"))], 1)
+        store.write(b)
+    finally:
+        store.close()
+    assert "its creation was cut short" in caplog.text and "creating it again" in caplog.text
+    assert (d / "mine.txt").read_text() == "not LevelDB's"  # only LevelDB's files were removed
+    store = LevelDBStore.open(d, create=False)
+    try:
+        assert store.applied_index("p") == 1
+    finally:
+        store.close()
+
+
+def test_a_data_dir_whose_creation_was_cut_short_is_not_created_again_without_create(tmp_path: pathlib.Path) -> None:
+    _cut_short_creation(tmp_path / "d", manifest=True)
+    with pytest.raises(StorageError, match="is corrupt .*remove it"):
+        LevelDBStore.open(tmp_path / "d", create=False)
+    assert (tmp_path / "d" / "CURRENT").exists()
+
+
+def test_a_corrupt_data_dir_that_holds_data_is_left_alone(tmp_path: pathlib.Path) -> None:
+    d = tmp_path / "d"
+    store = LevelDBStore.open(d)
+    b = store.write_batch()
+    b.apply("p", [("put", "k", encode_value("v"))], 1)
+    store.write(b)
+    store.close()
+    current = (d / "CURRENT").read_bytes()
+    (d / "CURRENT").write_text("MANIFEST-000099\n")  # names a manifest that is not there
+    (d / "MANIFEST-000099").write_bytes(b"")
+
+    def files() -> list[str]:
+        return sorted(p.name for p in d.iterdir() if not p.name.startswith("LOG"))  # (LevelDB rotates its LOG)
+
+    before = files()
+    with pytest.raises(StorageError, match="is corrupt .*restore it from a backup"):
+        LevelDBStore.open(d)
+    assert files() == before  # nothing removed
+    (d / "CURRENT").write_bytes(current)
+    store = LevelDBStore.open(d)
+    try:
+        assert store.applied_index("p") == 1  # the data was never touched
+    finally:
+        store.close()
+
+
+def test_the_directories_a_new_data_dir_needs_are_made_durable(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from borough.store import leveldb
+
+    synced: list[str] = []
+    real = leveldb.sync_dir
+    monkeypatch.setattr(leveldb, "sync_dir", lambda path: (synced.append(str(path)), real(path))[1])
+    LevelDBStore.open(tmp_path / "a" / "b").close()
+    # each new directory's entry in its parent, then (at open) the data dir's own entries
+    assert synced[:3] == [str(tmp_path), str(tmp_path / "a"), str(tmp_path / "a" / "b")]
+    synced.clear()
+    LevelDBStore.open(tmp_path / "a" / "b").close()  # nothing new to make durable but the data dir's entries
+    assert synced == [str(tmp_path / "a" / "b")]
+
+
 def test_a_failed_write_stops_further_writes(opener: Opener) -> None:
     store = opener.open()
     b = store.write_batch()

@@ -211,13 +211,12 @@ def check_every_cut(
             continue
         disk.apply(kind, path, data, offset)
         switches += kind == "C" and path.endswith(".log")
-        if kind != "S" or acked < 0:
-            # Cuts while LevelDB creates the database are not checked: it writes its first manifest without
-            # syncing it (only the CURRENT file that names it), so a cut then can leave a database it refuses to
-            # open. Opening it again rewrites the manifest, synced, before the store is used.
+        if kind != "S" or not path.startswith(db):  # (not a store's: the data dir's parent, made durable)
             continue
+        # Cuts while LevelDB creates a database count too (``acked`` still -1): it does not sync its first
+        # manifest, so a cut then can leave a database it calls corrupt, which the store must create again.
         cuts += 1
-        disk.image(path if path.startswith(db) and "/" not in path[len(db) :] else os.path.dirname(path), image)
+        disk.image(path if "/" not in path[len(db) :] else os.path.dirname(path), image)
         store = LevelDBStore.open(image)
         try:
             check(store, acked, f"a power cut after sync #{cuts} ({os.path.basename(path)}, {acked} acknowledged)")
