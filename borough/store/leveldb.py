@@ -36,8 +36,17 @@ def _make_dirs(path: str) -> list[str]:
     return made[::-1]
 
 
-def _never_written(path: str) -> bool:
-    """Whether the LevelDB in ``path`` never held data: no table file, and no log file with anything in it."""
+def _creation_cut_short(path: str) -> bool:
+    """Whether the LevelDB in ``path`` is one whose creation was cut short, and so never held data: ``CURRENT``
+    names the first manifest (the one LevelDB writes unsynced; every later one is synced before ``CURRENT`` names
+    it, and every open after the first makes a new one), there is no table file, and no log file has anything in
+    it (every write goes through a log file and leaves it only for a table)."""
+    try:
+        with open(os.path.join(path, "CURRENT"), "rb") as f:
+            if f.read() != b"MANIFEST-000001\n":
+                return False
+    except FileNotFoundError:
+        return False
     for name in os.listdir(path):
         stem, _, ext = name.partition(".")
         if ext in ("ldb", "sst"):
@@ -195,11 +204,11 @@ class LevelDBStore(Store):
             try:
                 db = plyvel.DB(path, **options)
             except plyvel.CorruptionError as exc:
-                if not (create and _never_written(path)):
+                if not (create and _creation_cut_short(path)):
                     raise
                 # LevelDB (1.22) does not sync a new database's first manifest, only the CURRENT file naming it:
-                # a power cut while it creates one leaves a database it calls corrupt. It never held anything
-                # (every write goes through a log file and leaves it only for a table): create it again.
+                # a power cut while it creates one leaves a database it calls corrupt, which never held anything
+                # (``_creation_cut_short``): create it again.
                 logger.warning(
                     "data dir %s: LevelDB cannot open it (%s), but it holds no data: its creation was cut short "
                     "(a power cut or crash during the node's first start); creating it again",

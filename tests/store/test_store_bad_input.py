@@ -379,6 +379,20 @@ def test_a_corrupt_data_dir_that_holds_data_is_left_alone(tmp_path: pathlib.Path
         store.close()
 
 
+def test_a_corrupt_data_dir_past_its_creation_is_left_alone_even_without_data(tmp_path: pathlib.Path) -> None:
+    """Only the first manifest is written unsynced: a database opened since (a later manifest) that LevelDB calls
+    corrupt was damaged some other way (its table files deleted, say), and the operator must decide."""
+    d = tmp_path / "d"
+    for _ in range(2):
+        plyvel.DB(str(d), create_if_missing=True).close()
+    assert (d / "CURRENT").read_text() != "MANIFEST-000001\n"
+    (d / "CURRENT").write_text("MANIFEST-000099\n")
+    (d / "MANIFEST-000099").write_bytes(b"")
+    with pytest.raises(StorageError, match="is corrupt"):
+        LevelDBStore.open(d)
+    assert (d / "MANIFEST-000099").exists()
+
+
 def test_the_directories_a_new_data_dir_needs_are_made_durable(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
