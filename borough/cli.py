@@ -9,7 +9,6 @@ configures logging output.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import signal
@@ -59,7 +58,6 @@ def serve(log_level: str, log_format: str, **values: Any) -> None:
     """Run one node until SIGINT or SIGTERM. Every setting is a flag and a BOROUGH_* variable (see
     docs/configuration.md)."""
     configure_logging(log_level, log_format)
-    _tune_gc()
     settings = settings_from(values)
     data_dir = settings.setdefault("data_dir", DEFAULT_DATA_DIR)
     certs_dir = settings.get("certs_dir")
@@ -79,14 +77,6 @@ def serve(log_level: str, log_format: str, **values: Any) -> None:
             nursery.start_soon(_until_signalled, nursery)
 
     _run(run)
-
-
-def _tune_gc() -> None:
-    """Collect the young generation every 50,000 net allocations instead of CPython's 700: a node holds many
-    long-lived objects (thousands of replicas) and makes little cyclic garbage, and with the default thresholds
-    creating 3,000 partitions spent about 40% of the servers' CPU in the cycle collector, each full collection
-    pausing the event loop for about 0.2 s (measured with ``bench/scale.py``). Cycles are still collected."""
-    gc.set_threshold(50_000, 20, 10)
 
 
 async def _serve_node(settings: dict[str, Any], task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:

@@ -97,6 +97,14 @@ class NodeConfig:
     metrics_listen: str | None = None
     insecure: bool = False
     seed: int | None = None
+    gc_threshold: int = attrs.field(default=50_000)
+
+    @gc_threshold.validator
+    def _check_gc_threshold(self, _attr: Any, value: int) -> None:
+        if type(value) is not int or value < 0:
+            raise ConfigError(
+                f"gc_threshold must be 0 (leave the interpreter's alone) or a positive count, got {value!r}"
+            )
 
     @snapshot_bytes_per_second.validator
     def _check_snapshot_rate(self, _attr: Any, value: int) -> None:
@@ -216,6 +224,9 @@ SETTINGS: dict[str, str] = {
     "seed": "seed of the node's randomness (default: drawn from the OS)",
     "session_expiry": "seconds of log time after its last write a client session is forgotten by a partition "
     "(it must outlast any caller's deadline)",
+    "gc_threshold": "while a node runs, the interpreter's cycle collector takes its young generation every this "
+    "many net allocations, or more rarely if the application asked for that (CPython's default, 700, costs a node "
+    "with many partitions much CPU and long pauses; 0: leave the interpreter's settings alone)",
 }
 
 

@@ -25,6 +25,7 @@ from borough.config import NodeConfig
 from borough.errors import Overloaded, RemoteProtocolError
 from borough.ids import NodeId
 from borough.node.cluster import Cluster, new_id
+from borough.node.collector import collector_tuned
 from borough.node.directory import Directory
 from borough.node.duties import Duties
 from borough.node.failover import Failover
@@ -364,6 +365,20 @@ async def open_node(
     passes its own; ``certs_dir`` wraps it in TLS too); ``offload=False`` keeps disk writes on the trio thread (for
     deterministic simulation); ``trace`` is the simulator's hook for recording a run (see ``Trace``)."""
     config = NodeConfig.from_env(settings)
+    with collector_tuned(config.gc_threshold):  # (before the store opens: loading replicas allocates the most)
+        async with _open_node(config, handler, network, store, offload, trace) as node:
+            yield node
+
+
+@asynccontextmanager
+async def _open_node(
+    config: NodeConfig,
+    handler: Handler | None,
+    network: Network | None,
+    store: Store | None,
+    offload: bool,
+    trace: Trace | None,
+) -> AsyncIterator[Node]:
     seed = config.seed if config.seed is not None else int.from_bytes(os.urandom(8), "big")
     rng = random.Random(seed)
     owned_store = store is None
