@@ -178,6 +178,7 @@ class LevelDBStore(Store):
         path = os.fspath(path)
         if os.path.exists(path) and not os.path.isdir(path):
             raise ConfigError(f"data dir {path} is a file, not a directory: point --data at a directory")
+        made: list[str] = []
         if create:
             try:
                 made = _make_dirs(path)  # LevelDB creates only the last level itself
@@ -185,14 +186,6 @@ class LevelDBStore(Store):
                 raise ConfigError(
                     f"cannot create data dir {path}: {exc.strerror}; check the path and permissions"
                 ) from None
-            try:
-                for created in made:  # (a data dir that was written to must not vanish in a power cut)
-                    sync_dir(os.path.dirname(created))
-            except OSError as exc:
-                raise StorageError(
-                    f"cannot sync data dir {path}'s parent directory ({exc}): Borough needs a local file system "
-                    "that syncs files and directories; point --data at one"
-                ) from exc
         options = {
             "create_if_missing": create,
             # A Raft log must not come back with holes: refuse to open rather than skip corrupt records.
@@ -242,7 +235,10 @@ class LevelDBStore(Store):
             raise StorageError(f"cannot open data dir {path}: {msg}") from exc
         try:
             # LevelDB makes a new manifest and log file at every open and renames CURRENT to the manifest without
-            # syncing the directory: make those entries durable before anything is written or acknowledged.
+            # syncing the directory: make those entries durable before anything is written or acknowledged, and
+            # the entries of the directories made above in their parents (a data dir must not vanish).
+            for created in made:
+                sync_dir(os.path.dirname(created))
             sync_dir(path)
             store = cls(db, path)
         except OSError as exc:
