@@ -74,17 +74,26 @@ def _stamp(owner: Any, name: str, label: str) -> None:
 
 
 def install_steps() -> None:
-    """Stamp the node's steps too (each round, turn half, flush): begin as ``name``, end as ``name.``."""
+    """Stamp the node's steps too (each round, turn half and its parts, flush): begin as ``name``, end as
+    ``name.``."""
     import borough.node.outbox as outbox
     import borough.node.quick as quick
     import borough.node.rounds as rounds
+    import borough.node.statemachine as sm
     import borough.node.turns as turns
+    import borough.raft.rawnode as rawnode
 
     _stamp(rounds.Rounds, "_round", "round")
     _stamp(turns.Turns, "prepare", "prepare")
     _stamp(turns.Turns, "finish", "finish")
     _stamp(outbox.RaftOutbox, "receive", "receive")
     _stamp(quick.QuickCalls, "try_call", "call")
+    # ... and the parts of a turn's first half: feeding the core, its Ready and plan, the batch with the apply.
+    _stamp(turns.Turns, "_feed", "feed")
+    _stamp(rawnode.RawNode, "ready", "ready")
+    _stamp(turns, "plan_ready", "plan")
+    _stamp(turns, "ready_batch", "batch")
+    _stamp(sm.KvStateMachine, "apply", "apply")
 
 
 def install_client() -> None:

@@ -430,6 +430,8 @@ async def _open_node(
             )
             late.node = node
             transport.on_unreachable = node.failover.on_unreachable
+            # A request's round runs in the step of the reader that brought its frame (``Rounds.leave``).
+            transport.dispatch_hooks = node.replicas.rounds
             transport.on_quick_call = QuickCalls(
                 node_id=node_id,
                 limits=node.server.limits,

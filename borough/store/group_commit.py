@@ -244,11 +244,16 @@ class GroupCommit:
         flight in a worker thread, and the committer is open."""
         return not self._in_flight and self._error is None and not self._closed
 
+    @property
+    def has_room(self) -> bool:
+        """Whether ``room()`` would return at once: the batches waiting for the next synced write are under their
+        cap."""
+        open_ = self._open
+        return not open_.batches or (len(open_.batches) < self._max_batches and open_.nbytes < self._max_bytes)
+
     async def room(self) -> None:
         """Wait while the batches waiting for the next synced write are at their cap (see ``submit``)."""
-        while self._open.batches and (
-            len(self._open.batches) >= self._max_batches or self._open.nbytes >= self._max_bytes
-        ):
+        while not self.has_room:
             await self._space.park()
             self._check()
 

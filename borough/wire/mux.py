@@ -53,6 +53,7 @@ from borough.wire.handshake import handshake, make_hello
 from borough.wire.records import (
     CallBound,
     CallHandler,
+    DispatchHooks,
     IncomingCall,
     MessageHandler,
     PeerInfo,
@@ -109,6 +110,19 @@ class _Answer:
             conn._quick_answered(self._sid, None, error)
 
 
+class _NoHooks:
+    """The hooks of a connection given none: nothing to defer, nothing to run."""
+
+    def enter(self) -> None:
+        pass
+
+    def leave(self) -> None:
+        pass
+
+
+_NO_HOOKS = _NoHooks()
+
+
 class _PendingCall:
     __slots__ = ("error", "event", "expired", "reply")
 
@@ -158,6 +172,7 @@ class MuxConnection:
         description: str | None = None,
         peer: PeerInfo | None = None,
         on_quick_call: QuickCallHandler | None = None,
+        hooks: DispatchHooks | None = None,
     ) -> None:
         if codec.peer_hello is None:
             raise LocalProtocolError("a MuxConnection needs a codec whose handshake is complete")
@@ -173,6 +188,8 @@ class MuxConnection:
         self._on_message = on_message
         self._on_call = on_call
         self._on_quick_call = on_quick_call
+        self._hooks: DispatchHooks = hooks if hooks is not None else _NO_HOOKS
+        self._held = False  # the hooks were told ``enter`` and are owed a ``leave``
         self._on_stream = on_stream
         self._registry = registry
         self._prio: deque[bytes] = deque()
@@ -413,12 +430,27 @@ class MuxConnection:
             )
 
     async def _read_frames(self) -> None:
+        try:
+            await self._read_frames_held()
+        finally:
+            self._leave()
+
+    def _leave(self) -> None:
+        """Pay the ``leave`` owed to the hooks, if any (see ``DispatchHooks``): before every wait for the peer,
+        every pass of the event loop and the reader's end, so what they deferred never waits on the peer."""
+        if self._held:
+            self._held = False
+            self._hooks.leave()
+
+    async def _read_frames_held(self) -> None:
         codec, stream, read_size = self._codec, self._stream, self.settings.read_size
         dispatched = 0
         yield_at = codec.frame_bytes_received + YIELD_EVERY_BYTES
         while True:
             event = codec.next_event()
             if isinstance(event, c.NeedData):
+                if self._held:
+                    self._leave()
                 try:
                     chunk = await self._receive(stream, read_size)
                 except Exception as exc:  # broken, closed, OSError, or whatever a TLS layer raises
@@ -434,12 +466,16 @@ class MuxConnection:
                 reason = f"the peer said: {self._goaway}" if self._goaway else "the peer closed it"
                 self._fail(Unavailable(f"the connection to {self.description} was closed ({reason})"))
                 return
+            if not self._held:
+                self._held = True
+                self._hooks.enter()
             self._dispatch(event)
             if self._closed_reason is not None:
                 return
             dispatched += 1
             if dispatched % YIELD_EVERY == 0 or codec.frame_bytes_received >= yield_at:
                 yield_at = codec.frame_bytes_received + YIELD_EVERY_BYTES
+                self._leave()
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 self._unyielded = 0
 
@@ -961,6 +997,7 @@ async def open_mux(
     description: str | None = None,
     peer: PeerInfo | None = None,
     on_quick_call: QuickCallHandler | None = None,
+    hooks: DispatchHooks | None = None,
 ) -> AsyncIterator[MuxConnection]:
     """Run a multiplexed connection over ``stream`` (handshake already done, see ``handshake``) until the
     block exits (graceful close, bounded) or the connection fails (``conn.closed`` turns True; the block is
@@ -976,6 +1013,7 @@ async def open_mux(
         description=description,
         peer=peer,
         on_quick_call=on_quick_call,
+        hooks=hooks,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(conn._run)

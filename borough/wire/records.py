@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CallHandler",
+    "DispatchHooks",
     "IncomingCall",
     "MessageHandler",
     "PeerCertificate",
@@ -163,4 +164,18 @@ CallHandler = Callable[[IncomingCall], Awaitable[Any]]
 #: it (False) to the call handler. Runs in the connection's reader: it must not block, and must not raise.
 QuickCallHandler = Callable[[IncomingCall, CallAnswer], bool]
 MessageHandler = Callable[[Any], None]
+
+
+class DispatchHooks(Protocol):
+    """Told when a connection's reader starts (``enter``) and ends (``leave``) a run of frames it dispatches in one
+    step of the event loop: between the two, the handlers it calls run synchronously and no other task runs. Work
+    they queue may wait for ``leave`` and be done there, in the reader's own step, instead of by waking a task of
+    its own a pass of the event loop later (a node's Raft rounds: ``borough.node.rounds``). Both run in the
+    reader: they must not block, and must not raise."""
+
+    def enter(self) -> None: ...
+
+    def leave(self) -> None: ...
+
+
 StreamHandler = Callable[["MuxStream"], Awaitable[None]]

@@ -42,7 +42,7 @@ from borough.wire.mux import (
     open_mux,
 )
 from borough.wire.network import Network, describe_stream
-from borough.wire.records import CallAnswer, QuickCallHandler
+from borough.wire.records import CallAnswer, DispatchHooks, QuickCallHandler
 from borough.wire.settings import WireSettings
 from borough.wire.tls import peer_certificate, role_refusal, tls_failure
 
@@ -121,6 +121,13 @@ class Transport:
         self.on_unreachable: Callable[[str], None] | None = None
         #: Takes inbound calls without a task of their own (see ``open_mux``), on every connection; None: none.
         self.on_quick_call: QuickCallHandler | None = None
+        #: Told of each run of frames a connection's reader dispatches (see ``DispatchHooks``); None: nobody. Only
+        #: connections from nodes tell them: a node's round then runs as soon as a peer's frame is read. Clients'
+        #: calls keep the round task's pass, in which calls arriving together from many clients join one round
+        #: (in the simulator, with 64 clients writing into one partition, rounds run in their readers made 0.43
+        #: turns a put against 0.31, at 15% more CPU a put).
+        self.dispatch_hooks: DispatchHooks | None = None
+        self._hooks = _Hooks(self)
         self._inbound = 0  # accepted connections open now
         self._handshaking = 0  # of which still in their handshake
         self._refusal_logged_at = float("-inf")
@@ -356,6 +363,7 @@ class Transport:
             on_message=self._message_handler(peer),
             on_call=self._call_handler(),
             on_quick_call=self._quick_call,
+            hooks=self._hooks,
             registry=self._registry,
             description=f"{peer} (dialled {link.address})",
             peer=peer,
@@ -470,6 +478,7 @@ class Transport:
             on_message=self._message_handler(peer),
             on_call=self._call_handler(),
             on_quick_call=self._quick_call,
+            hooks=None if peer.is_client else self._hooks,
             registry=self._registry,
             description=f"{peer} (from {remote})",
             peer=peer,
@@ -493,6 +502,25 @@ class Transport:
                         self._links.pop(link.address, None)
                 else:
                     self._clients.remove(conn)
+
+
+class _Hooks:
+    """Every connection's hooks: the transport's ``dispatch_hooks`` of the moment (set once the node exists)."""
+
+    __slots__ = ("_transport",)
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+
+    def enter(self) -> None:
+        hooks = self._transport.dispatch_hooks
+        if hooks is not None:
+            hooks.enter()
+
+    def leave(self) -> None:
+        hooks = self._transport.dispatch_hooks
+        if hooks is not None:
+            hooks.leave()
 
 
 @asynccontextmanager

@@ -112,6 +112,10 @@ class HoldableCommitter:
         await self.inner.room()
 
     @property
+    def has_room(self) -> bool:
+        return self.inner.has_room
+
+    @property
     def writes_at_once(self) -> bool:
         return self._gate is None and self.inner.writes_at_once
 

@@ -255,3 +255,86 @@ async def test_a_lone_writes_acknowledgement_leaves_before_its_core_is_advanced(
         else:
             assert log == ["ack t0", "advance t0", "ack t1", "advance t1", "after"]
         nursery.cancel_scope.cancel()
+
+
+async def test_a_round_asked_for_while_a_reader_dispatches_runs_in_its_leave(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_host("a") as host, trio.open_nursery() as nursery:
+        rounds, log = _logged_rounds(host)
+        nursery.start_soon(rounds.run)
+        await settle()  # (the round task waits for work)
+        rounds.enter()
+        rounds.want(_Leader("x", rounds, log))
+        await trio.lowlevel.checkpoint()  # (as the reader must not: nothing woke the round task)
+        assert log == [] and rounds.rounds == 0
+        rounds.enter()  # (two readers' runs may nest only in tests, but the count holds)
+        rounds.leave()
+        assert log == []
+        rounds.leave()
+        # The round ran in ``leave``: no task switch between the frame and what it sends.
+        assert log == ["send x", "after", "batch x", "after"] and rounds.inline_rounds == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_reader_leaves_the_round_to_the_task_when_other_tasks_are_runnable(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_host("a") as host, trio.open_nursery() as nursery:
+        rounds, log = _logged_rounds(host)
+        nursery.start_soon(rounds.run)
+        await settle()
+        other = trio.Event()
+        nursery.start_soon(other.wait)
+        await settle()
+        rounds.enter()
+        rounds.want(_Leader("x", rounds, log))
+        other.set()  # (a task runnable now may add its own input to the round: it runs first)
+        rounds.leave()
+        assert log == [] and rounds.inline_rounds == 0
+        await settle()
+        assert log == ["send x", "after", "batch x", "after"] and rounds.rounds == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_reader_leaves_the_round_to_the_task_when_the_writes_are_at_their_cap(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with open_host("a") as host, trio.open_nursery() as nursery:
+        rounds, log = _logged_rounds(host)
+        nursery.start_soon(rounds.run)
+        await settle()
+        full = [True]  # (the batches waiting for the next synced write are at their cap while this holds)
+        monkeypatch.setattr(type(host.committer), "has_room", property(lambda self: not full[0]))
+        monkeypatch.setattr(type(host.committer.inner), "has_room", property(lambda self: not full[0]))
+        rounds.enter()
+        rounds.want(_Leader("x", rounds, log))
+        rounds.leave()
+        await settle()
+        # The round waits, in its task, for room: the reader does not write past the cap.
+        assert log == [] and rounds.inline_rounds == 0
+        full[0] = False
+        host.committer.inner._space.unpark_all()
+        await settle()
+        assert log == ["send x", "after", "batch x", "after"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_failure_in_a_round_run_in_a_readers_leave_stops_the_rounds(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_host("a") as host:
+        failed = RuntimeError("a bug in the round")
+
+        def before() -> None:
+            raise failed
+
+        rounds = Rounds(host.committer, before=before)
+        with pytest.RaisesGroup(pytest.RaisesExc(RuntimeError, match="a bug in the round")):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(rounds.run)
+                await settle()
+                rounds.enter()
+                rounds.want(_Taker("x", []))
+                rounds.leave()  # (never raises into the reader: the round task raises it)
+                await settle()

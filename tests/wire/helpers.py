@@ -11,7 +11,7 @@ import trio.testing
 
 from borough.wire import codec as c
 from borough.wire.mux import CallHandler, MessageHandler, MuxConnection, StreamHandler, handshake, make_hello, open_mux
-from borough.wire.records import QuickCallHandler
+from borough.wire.records import DispatchHooks, QuickCallHandler
 from borough.wire.settings import WireSettings
 
 
@@ -27,6 +27,7 @@ async def mux_pair(
     a_on_stream: StreamHandler | None = None,
     stream_pair: tuple[trio.abc.Stream, trio.abc.Stream] | None = None,
     b_on_quick_call: QuickCallHandler | None = None,
+    b_hooks: DispatchHooks | None = None,
 ) -> AsyncIterator[tuple[MuxConnection, MuxConnection]]:
     """``a`` dialled ``b``."""
     settings = settings or WireSettings()
@@ -53,6 +54,7 @@ async def mux_pair(
             on_message=b_on_message,
             on_stream=b_on_stream,
             on_quick_call=b_on_quick_call,
+            hooks=b_hooks,
         ) as b,
     ):
         yield a, b

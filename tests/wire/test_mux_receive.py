@@ -102,3 +102,85 @@ async def test_a_socket_that_always_holds_data_does_not_hold_the_event_loop(monk
         assert len(got) == 2 and got[0] == "wake" and got[1] == b"y" * (2 << 20)
         reads = len(body) // settings.read_size
         assert at_delivery[1] - at_delivery[0] >= reads * settings.read_size // mux.YIELD_EVERY_BYTES - 1
+
+
+class _Hooks:
+    """Dispatch hooks that log each ``enter`` and ``leave`` beside the messages, and check they pair up."""
+
+    def __init__(self, log: list[Any]) -> None:
+        self.log = log
+        self.held = False
+
+    def enter(self) -> None:
+        assert not self.held
+        self.held = True
+        self.log.append("enter")
+
+    def leave(self) -> None:
+        assert self.held
+        self.held = False
+        self.log.append("leave")
+
+
+async def test_the_dispatch_hooks_bracket_each_run_of_frames_read_together() -> None:
+    log: list[Any] = []
+    hooks = _Hooks(log)
+
+    def on_message(message: Any) -> None:
+        assert hooks.held  # (a handler runs inside the bracket)
+        log.append(message)
+
+    left, right = _socket_pair()
+    async with mux_pair(b_on_message=on_message, b_hooks=hooks, stream_pair=(left, right)) as (a, b):
+        await trio.testing.wait_all_tasks_blocked()
+        log.clear()
+        frames = b"".join(
+            len(body).to_bytes(4, "big") + body for body in (cbor2.dumps([0, 9, ["m", i]]) for i in range(3))
+        )
+        os.write(left.socket.fileno(), frames)  # (in one write: the reader finds all three in one read)
+        await trio.testing.wait_all_tasks_blocked()
+        # One run: the hooks are told once around the three messages, and ``leave`` comes before the reader waits.
+        assert log == ["enter", ["m", 0], ["m", 1], ["m", 2], "leave"]
+        assert a.send_message(["m", 3])
+        await trio.testing.wait_all_tasks_blocked()
+        assert log[5:] == ["enter", ["m", 3], "leave"]
+
+
+async def test_the_dispatch_hooks_are_left_before_the_reader_lets_other_tasks_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    log: list[Any] = []
+    hooks = _Hooks(log)
+    monkeypatch.setattr(mux, "YIELD_EVERY", 2)
+    left, right = _socket_pair()
+    async with mux_pair(b_on_message=log.append, b_hooks=hooks, stream_pair=(left, right)) as (a, b):
+        await trio.testing.wait_all_tasks_blocked()
+        log.clear()
+        frames = b"".join(
+            len(body).to_bytes(4, "big") + body for body in (cbor2.dumps([0, 9, ["m", i]]) for i in range(5))
+        )
+        os.write(left.socket.fileno(), frames)
+        await trio.testing.wait_all_tasks_blocked()
+        assert log == [
+            "enter", ["m", 0], ["m", 1], "leave",
+            "enter", ["m", 2], ["m", 3], "leave",
+            "enter", ["m", 4], "leave",
+        ]  # fmt: skip
+
+
+async def test_the_dispatch_hooks_are_left_when_the_connection_ends_mid_run() -> None:
+    log: list[Any] = []
+    hooks = _Hooks(log)
+
+    def on_message(message: Any) -> None:
+        log.append(message)
+        raise RuntimeError("a handler's bug: the connection closes")
+
+    left, right = _socket_pair()
+    async with mux_pair(b_on_message=on_message, b_hooks=hooks, stream_pair=(left, right)) as (a, b):
+        await trio.testing.wait_all_tasks_blocked()
+        assert a.send_message(["m", 0])
+        with trio.fail_after(5):
+            await b.wait_closed()
+        await trio.testing.wait_all_tasks_blocked()
+        assert log[-3:] == ["enter", ["m", 0], "leave"] and not hooks.held
