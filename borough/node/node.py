@@ -430,9 +430,7 @@ async def _open_node(
             )
             late.node = node
             transport.on_unreachable = node.failover.on_unreachable
-            # A request's round runs in the step of the reader that brought its frame (``Rounds.leave``).
-            transport.dispatch_hooks = node.replicas.rounds
-            transport.on_quick_call = QuickCalls(
+            quick = QuickCalls(
                 node_id=node_id,
                 limits=node.server.limits,
                 roles=node.roles,
@@ -440,7 +438,10 @@ async def _open_node(
                 replica=node.replicas.get,
                 learn_address=node.directory.learn_address,
                 on_op=lambda: node.server.on_op,
-            ).try_call
+            )
+            transport.on_quick_call = quick.try_call
+            # A request's round runs in the step of the reader that brought its frame (``Rounds.leave``).
+            transport.dispatch_hooks = quick.hooks(node.replicas.rounds)
             await node.run()
             yield node
             nursery.cancel_scope.cancel()

@@ -32,14 +32,15 @@ from borough.node.protocol import Get, Write, decode_call
 from borough.node.reads import read_value
 from borough.node.records import Limits
 from borough.node.roles import Roles
+from borough.node.rounds import Rounds
 from borough.node.server import internal_error
 from borough.node.statemachine import KvStateMachine
 from borough.node.system_state import SYSTEM
 from borough.node.waiters import Waiter
 from borough.store.base import Store
-from borough.wire.records import CallAnswer, IncomingCall
+from borough.wire.records import CallAnswer, DispatchHooks, IncomingCall
 
-__all__ = ["QuickCalls"]
+__all__ = ["LoneCallHooks", "QuickCalls"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,12 @@ class QuickCalls:
         self._on_op = on_op
         #: Gets and writes answered here (the rest went the ordinary way).
         self.taken = 0
+        #: Linearizable gets and writes taken and not answered yet.
+        self.pending = 0
+
+    def hooks(self, rounds: Rounds) -> DispatchHooks:
+        """The node's dispatch hooks (``Transport.dispatch_hooks``): see ``LoneCallHooks``."""
+        return LoneCallHooks(rounds, self)
 
     def try_call(self, call: IncomingCall, answer: CallAnswer) -> bool:
         """Take ``call`` if it is a get or write this node can answer without a task (True: ``answer`` will be
@@ -114,7 +121,8 @@ class QuickCalls:
             waiter = replica.read_nowait()
         except BoroughError:
             return False
-        waiter.then(lambda done: self._answer(answer, partition, op, started, done.error))
+        self.pending += 1
+        waiter.then(lambda done: self._answer_read(answer, partition, op, started, done.error))
         return True
 
     def _write(self, partition: str, op: Write, replica: _Replica, answer: CallAnswer, started: float) -> bool:
@@ -129,11 +137,13 @@ class QuickCalls:
             waiter = replica.propose_nowait(machine.write_command(op.ops, op.session))
         except BoroughError:
             return False  # (refused now, as the ordinary way would be: it says so)
+        self.pending += 1
         waiter.then(lambda done: self._answer_write(answer, partition, op, started, done))
         return True
 
     def _answer_write(self, answer: CallAnswer, partition: str, op: Write, started: float, done: Waiter) -> None:
         # Runs in the replica's turn (its entry was applied or lost): it must not raise.
+        self.pending -= 1
         result = done.error if done.error is not None else done.result
         try:
             if isinstance(result, BoroughError):  # (lost, refused by the session table, the replica stopped)
@@ -152,8 +162,15 @@ class QuickCalls:
         if on_op is not None:
             on_op(name, trio.current_time() - started)
 
-    def _answer(self, answer: CallAnswer, partition: str, op: Get, started: float, error: BaseException | None) -> None:
+    def _answer_read(
+        self, answer: CallAnswer, partition: str, op: Get, started: float, error: BaseException | None
+    ) -> None:
         # Runs in the replica's turn (a linearizable read's round ended): it must not raise.
+        self.pending -= 1
+        self._answer(answer, partition, op, started, error)
+
+    def _answer(self, answer: CallAnswer, partition: str, op: Get, started: float, error: BaseException | None) -> None:
+        # Runs in the replica's turn (a linearizable read's round ended), or at once (a stale read): it must not raise.
         try:
             if error is not None:
                 answer.fail(error)
@@ -165,3 +182,23 @@ class QuickCalls:
             logger.error("get on partition %r failed", partition, exc_info=exc)
             answer.fail(internal_error(self._node_id, op.name, partition))
         self._observe(op.name, started)
+
+
+class LoneCallHooks:
+    """A node's dispatch hooks (``borough.wire.records.DispatchHooks``), on every connection: the round that the
+    frames a reader dispatched ask for runs in the reader's step (``Rounds.leave``) only while the node has at
+    most one client's request in flight, a lone client's. With more, it runs in the round task's pass, in which
+    the calls that arrive together from many clients, and the acknowledgements that commit earlier ones, join
+    one round."""
+
+    __slots__ = ("_quick", "_rounds")
+
+    def __init__(self, rounds: Rounds, quick: QuickCalls) -> None:
+        self._rounds = rounds
+        self._quick = quick
+
+    def enter(self) -> None:
+        self._rounds.enter()
+
+    def leave(self) -> None:
+        self._rounds.leave(inline=self._quick.pending <= 1)

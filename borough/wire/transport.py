@@ -121,11 +121,7 @@ class Transport:
         self.on_unreachable: Callable[[str], None] | None = None
         #: Takes inbound calls without a task of their own (see ``open_mux``), on every connection; None: none.
         self.on_quick_call: QuickCallHandler | None = None
-        #: Told of each run of frames a connection's reader dispatches (see ``DispatchHooks``); None: nobody. Only
-        #: connections from nodes tell them: a node's round then runs as soon as a peer's frame is read. Clients'
-        #: calls keep the round task's pass, in which calls arriving together from many clients join one round
-        #: (in the simulator, with 64 clients writing into one partition, rounds run in their readers made 0.43
-        #: turns a put against 0.31, at 15% more CPU a put).
+        #: Told of each run of frames a connection's reader dispatches (see ``DispatchHooks``); None: nobody.
         self.dispatch_hooks: DispatchHooks | None = None
         self._hooks = _Hooks(self)
         self._inbound = 0  # accepted connections open now
@@ -478,7 +474,7 @@ class Transport:
             on_message=self._message_handler(peer),
             on_call=self._call_handler(),
             on_quick_call=self._quick_call,
-            hooks=None if peer.is_client else self._hooks,
+            hooks=self._hooks,
             registry=self._registry,
             description=f"{peer} (from {remote})",
             peer=peer,

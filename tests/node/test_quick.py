@@ -237,13 +237,13 @@ async def test_a_write_with_a_session_on_the_leader_is_proposed_at_once_and_answ
     write = Write((Put("k", encode_value("v")),), SESSION)
     assert quick.try_call(incoming(P, write), answer)
     [(data, waiter)] = leader.proposals
-    assert data[:1] and answer.got == [] and quick.taken == 1  # (proposed, not yet applied: no answer)
+    assert data[:1] and answer.got == [] and quick.taken == 1 and quick.pending == 1  # (proposed, not applied)
     # The entry it proposed is the one the ordinary way proposes: the session rides with it.
     writes, results = leader.machine.apply([Entry(term=1, index=1, data=data)])
     assert writes  # (the put)
     await trio.sleep(0.5)
     waiter.succeed(results.get(1))
-    assert answer.got == [("reply", write.encode_result(results.get(1)))]
+    assert answer.got == [("reply", write.encode_result(results.get(1)))] and quick.pending == 0
     assert ops == [("write", pytest.approx(0.5))] and learned == [(CALLER.node_id, CALLER.address)]
     # Applied once: the same entry again is a duplicate of (session, seq), a no-op.
     again, _ = leader.machine.apply([Entry(term=1, index=2, data=data)])
@@ -320,3 +320,39 @@ async def test_a_clients_writes_are_answered_by_the_leaders_quick_path_exactly_o
             await p.put(f"k{n}", n)
         assert quick.__self__.taken == taken + 20  # type: ignore[attr-defined]
         assert await p.get("k") == 10 and [await p.get(f"k{n}") for n in range(1, 11)] == list(range(1, 11))
+
+
+class _Rounds:
+    """What ``LoneCallHooks`` tells the node's rounds, logged."""
+
+    def __init__(self) -> None:
+        self.log: list[Any] = []
+
+    def enter(self) -> None:
+        self.log.append("enter")
+
+    def leave(self, *, inline: bool = True) -> None:
+        self.log.append(("leave", inline))
+
+
+async def test_a_clients_round_runs_in_its_reader_only_while_its_call_is_the_one_in_flight(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    rig = make_rig()
+    replica = Replica()
+    quick, _, _ = make(rig, {P: replica})
+    rounds = _Rounds()
+    hooks = quick.hooks(rounds)  # type: ignore[arg-type]
+    answers = [Answer(), Answer()]
+    hooks.enter()
+    assert quick.try_call(incoming(P, Get("alice")), answers[0]) and quick.pending == 1
+    hooks.leave()  # a lone client's read: its round may run in the reader
+    hooks.enter()
+    assert quick.try_call(incoming(P, Get("bob")), answers[1]) and quick.pending == 2
+    hooks.leave()  # two in flight: the round task's pass, where calls arriving together share a round
+    replica.reads[0].succeed()
+    replica.reads[1].fail(NotLeader(P, "n2", "n2:1"))
+    assert quick.pending == 0 and all(len(a.got) == 1 for a in answers)
+    stale = Answer()
+    assert quick.try_call(incoming(P, Get("alice", consistency="stale")), stale) and quick.pending == 0
+    assert rounds.log == ["enter", ("leave", True), "enter", ("leave", False)]

@@ -3,6 +3,7 @@ with one write for the round, so many partitions with one write each cost what o
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -130,9 +131,11 @@ def _logged_rounds(host: FakeHost) -> tuple[Rounds, list[str]]:
 
 
 class _Writer:
-    """A turn taker whose turn writes one batch; ``finish`` does what the test says."""
+    """A turn taker whose turn writes one batch; ``finish`` does what the test says. ``plan`` says how many
+    entries the turn appends and applies (what the round judges its load by)."""
 
     def __init__(self, name: str, host: FakeHost, log: list[str], finish_error: BaseException | None = None) -> None:
+        self.plan = SimpleNamespace(entries=(), apply=())
         self.name = name
         self._host = host
         self._log = log
@@ -142,7 +145,7 @@ class _Writer:
         self._log.append(f"prepare {self.name}")
         batch = self._host.store.write_batch()
         batch.apply(self.name, [("put", "k", b"\x01")], 1)
-        return Turn(None, None, {}, batch, True)  # type: ignore[arg-type]
+        return Turn(None, self.plan, {}, batch, True)  # type: ignore[arg-type]
 
     def finish(self, turn: Turn) -> None:
         self._log.append(f"finish {self.name}")
@@ -338,3 +341,34 @@ async def test_a_failure_in_a_round_run_in_a_readers_leave_stops_the_rounds(
                 rounds.want(_Taker("x", []))
                 rounds.leave()  # (never raises into the reader: the round task raises it)
                 await settle()
+
+
+async def test_after_a_round_of_many_entries_a_readers_round_waits_for_the_round_tasks_pass(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_host("a") as host, trio.open_nursery() as nursery:
+        rounds, log = _logged_rounds(host)
+        nursery.start_soon(rounds.run)
+        await settle()
+        busy = _Writer("busy", host, log)
+        busy.plan = SimpleNamespace(entries=(1, 2), apply=())  # (two requests' entries in one turn)
+        rounds.enter()
+        rounds.want(busy)
+        rounds.leave()
+        assert rounds.inline_rounds == 1
+        await settle()
+        log.clear()
+        # Requests come faster than one at a time: the round task's pass gathers whatever else is runnable.
+        rounds.enter()
+        rounds.want(_Leader("x", rounds, log))
+        rounds.leave()
+        assert log == [] and rounds.inline_rounds == 1
+        await settle()
+        assert log == ["send x", "after", "batch x", "after"]
+        # ... and once a round carries one at a time again, a reader's round runs in its step again.
+        log.clear()
+        rounds.enter()
+        rounds.want(_Leader("y", rounds, log))
+        rounds.leave()
+        assert log == ["send y", "after", "batch y", "after"] and rounds.inline_rounds == 2
+        nursery.cancel_scope.cancel()
