@@ -304,19 +304,22 @@ class LeaderMixin:
         and a write costs half the messages and a follower Ready less. ``force_commit`` sends it now (a leader
         stepping down, and every commit advance with ``RaftConfig.commit_broadcast``)."""
         state = pr.state  # is_paused(), inlined: this runs for every follower on every Ready
-        if state is ProgressState.REPLICATE:
-            if pr.inflights.full():
-                return False
-        elif state is ProgressState.SNAPSHOT or pr.probe_sent:
-            return False
+        cfg = self.cfg
         log = self.log
         last = log.last
         nxt = pr.next
+        if state is ProgressState.REPLICATE:
+            inflights = pr.inflights
+            if inflights.full():
+                return False
+            if cfg.coalesce_appends and len(inflights) and not force_commit and last - nxt < cfg.max_msg_entries:
+                return False  # (they go together once the append in flight is answered: ``RaftConfig``)
+        elif state is ProgressState.SNAPSHOT or pr.probe_sent:
+            return False
         commit = log.committed
         if nxt > last and (pr.sent_commit >= commit or not force_commit):
             # Nothing new to send. A commit index alone rides on the next append or heartbeat, unless asked.
             return False
-        cfg = self.cfg
         try:
             prev_term = log.term(nxt - 1)
             entries = log.slice(nxt, min(last + 1, nxt + cfg.max_msg_entries), cfg.max_msg_bytes) if nxt <= last else []

@@ -99,6 +99,7 @@ class Runner:
                 learner_snapshot_bytes=int(str(kw.get("learner-snapshot-bytes", 64 << 10))),
                 quiesce_ticks=int(str(kw.get("quiesce", 0))),
                 commit_broadcast=_bool(str(kw.get("commit-broadcast", "false"))),
+                coalesce_appends=_bool(str(kw.get("coalesce", "false"))),
             )
             if empty:
                 storage = MemoryLogStorage(ConfState())

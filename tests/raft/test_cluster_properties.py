@@ -67,6 +67,7 @@ class Cluster(RuleBasedStateMachine):
         seed=st.integers(0, 2**32 - 1),
         appends_first=st.sampled_from([True, True, False]),
         quiesce=st.sampled_from([0, 0, 2, 5]),
+        coalesce=st.booleans(),
     )
     def setup(
         self,
@@ -79,6 +80,7 @@ class Cluster(RuleBasedStateMachine):
         seed: int,
         appends_first: bool,
         quiesce: int,
+        coalesce: bool,
     ) -> None:
         self.env.seed = seed
         # Mostly the replica's order (appends and heartbeats before the leader's write), sometimes persist-first.
@@ -100,6 +102,7 @@ class Cluster(RuleBasedStateMachine):
                 max_inflight_msgs=3,
                 max_uncommitted_bytes=1 << 12,
                 quiesce_ticks=quiesce,  # groups go quiet, and are woken by anything (0: never)
+                coalesce_appends=coalesce,  # (what every node's groups do: new entries wait for the append in flight)
             )
             # Spares are replicas created to receive a snapshot: empty configuration, no log.
             storage = MemoryLogStorage(conf if i < members else ConfState())
