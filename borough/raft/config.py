@@ -60,11 +60,14 @@ class RaftConfig:
       with no entries when it has none to send), as etcd-io/raft's ``bcastAppend`` does. Off, a commit index
       rides on the next append or heartbeat (half the messages per write); on, followers apply as soon as the
       leader does (``_system``: every node learns a partition's directory record before its first write comes).
-    - ``coalesce_appends``: while an append to a replicating follower is unanswered, new entries for it wait and
-      go together in the append sent once the answer arrives, unless more wait than one append carries
-      (``max_msg_entries``): a follower catching up still gets appends pipelined up to the window. Fewer, larger
-      appends cost less at both ends (on a busy node the entries would wait for a core anyway); the price is up
-      to one replication round trip of waiting for an entry proposed while an append is in flight.
+    - ``coalesce_appends``: while an append to a replicating follower that carried more than one entry is
+      unanswered (proposals are outpacing appends), new entries for it wait and go together in the append sent
+      once the answer arrives, unless more wait than one append carries (``max_msg_entries``): a follower
+      catching up still gets appends pipelined up to the window. Fewer, larger appends cost less at both ends
+      (on a busy node the entries would wait for a core anyway); the price is up to one replication round trip
+      of waiting for an entry proposed while such an append is in flight. Appends of one entry at a time (one
+      client writing) are pipelined as without it: the follower the commit did not wait for gets the next entry
+      with the other, not in a step of its own when its answer comes.
     - ``max_cache_bytes``: persisted entries not yet applied are also kept in memory, up to this many bytes,
       so applying them (and resending them to a follower) does not read them back from storage (0 = no cache).
     """

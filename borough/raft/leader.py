@@ -312,7 +312,13 @@ class LeaderMixin:
             inflights = pr.inflights
             if inflights.full():
                 return False
-            if cfg.coalesce_appends and len(inflights) and not force_commit and last - nxt < cfg.max_msg_entries:
+            if (
+                cfg.coalesce_appends
+                and pr.sent_count > 1
+                and len(inflights)
+                and not force_commit
+                and last - nxt < cfg.max_msg_entries
+            ):
                 return False  # (they go together once the append in flight is answered: ``RaftConfig``)
         elif state is ProgressState.SNAPSHOT or pr.probe_sent:
             return False

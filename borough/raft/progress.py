@@ -75,6 +75,9 @@ class Progress:
     ``recent_active`` was just reset, still sees who answers).
     ``acked_seq``: the highest heartbeat read round it acknowledged in this term (ReadIndex and lease).
     ``sent_commit``: the highest commit index sent to it (in an append or a heartbeat).
+    ``sent_count``: the entries the last append sent to it in replicate carried (``RaftConfig.coalesce_appends``
+    holds new entries back only while the append in flight carried more than one: proposals are outpacing
+    appends).
     ``check_seq`` / ``check_index``: the heartbeat round sent first after appends went out, and the highest index
     sent before it (0: no check armed). Appends and heartbeats travel one ordered link and the follower answers in
     order, so once that round's response is in, every append sent before it has been answered or lost: a match
@@ -92,6 +95,7 @@ class Progress:
     was_active: bool = False
     acked_seq: int = 0
     sent_commit: int = 0
+    sent_count: int = 0
     check_seq: int = 0
     check_index: int = 0
 
@@ -158,6 +162,7 @@ class Progress:
             if count:
                 self.next = last_index + 1
                 self.inflights.add(last_index, nbytes)
+                self.sent_count = count
         elif self.state is ProgressState.PROBE:
             self.probe_sent = True
             self.check_seq = 0  # only a heartbeat sent after this probe can tell whether it was lost
