@@ -3,6 +3,8 @@ with one write for the round, so many partitions with one write each cost what o
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from types import SimpleNamespace
 from typing import Any
 
@@ -260,13 +262,21 @@ async def test_a_lone_writes_acknowledgement_leaves_before_its_core_is_advanced(
         nursery.cancel_scope.cancel()
 
 
-async def test_a_round_asked_for_while_a_reader_dispatches_runs_in_its_leave(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
+@asynccontextmanager
+async def _idle_rounds() -> AsyncIterator[tuple[FakeHost, Rounds, list[str], trio.Nursery]]:
+    """Logged rounds (``_logged_rounds``) whose task runs and waits for work; cancelled on the way out."""
     async with open_host("a") as host, trio.open_nursery() as nursery:
         rounds, log = _logged_rounds(host)
         nursery.start_soon(rounds.run)
         await settle()  # (the round task waits for work)
+        yield host, rounds, log, nursery
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_round_asked_for_while_a_reader_dispatches_runs_in_its_leave(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with _idle_rounds() as (host, rounds, log, nursery):
         rounds.enter()
         rounds.want(_Leader("x", rounds, log))
         await trio.lowlevel.checkpoint()  # (as the reader must not: nothing woke the round task)
@@ -277,16 +287,12 @@ async def test_a_round_asked_for_while_a_reader_dispatches_runs_in_its_leave(
         rounds.leave()
         # The round ran in ``leave``: no task switch between the frame and what it sends.
         assert log == ["send x", "after", "batch x", "after"] and rounds.inline_rounds == 1
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_reader_leaves_the_round_to_the_task_when_other_tasks_are_runnable(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_host("a") as host, trio.open_nursery() as nursery:
-        rounds, log = _logged_rounds(host)
-        nursery.start_soon(rounds.run)
-        await settle()
+    async with _idle_rounds() as (host, rounds, log, nursery):
         other = trio.Event()
         nursery.start_soon(other.wait)
         await settle()
@@ -297,16 +303,12 @@ async def test_a_reader_leaves_the_round_to_the_task_when_other_tasks_are_runnab
         assert log == [] and rounds.inline_rounds == 0
         await settle()
         assert log == ["send x", "after", "batch x", "after"] and rounds.rounds == 1
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_reader_leaves_the_round_to_the_task_when_the_writes_are_at_their_cap(
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with open_host("a") as host, trio.open_nursery() as nursery:
-        rounds, log = _logged_rounds(host)
-        nursery.start_soon(rounds.run)
-        await settle()
+    async with _idle_rounds() as (host, rounds, log, nursery):
         full = [True]  # (the batches waiting for the next synced write are at their cap while this holds)
         monkeypatch.setattr(type(host.committer), "has_room", property(lambda self: not full[0]))
         monkeypatch.setattr(type(host.committer.inner), "has_room", property(lambda self: not full[0]))
@@ -320,7 +322,6 @@ async def test_a_reader_leaves_the_round_to_the_task_when_the_writes_are_at_thei
         host.committer.inner._space.unpark_all()
         await settle()
         assert log == ["send x", "after", "batch x", "after"]
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_failure_in_a_round_run_in_a_readers_leave_stops_the_rounds(
@@ -346,10 +347,7 @@ async def test_a_failure_in_a_round_run_in_a_readers_leave_stops_the_rounds(
 async def test_after_a_round_of_many_entries_a_readers_round_waits_for_the_round_tasks_pass(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_host("a") as host, trio.open_nursery() as nursery:
-        rounds, log = _logged_rounds(host)
-        nursery.start_soon(rounds.run)
-        await settle()
+    async with _idle_rounds() as (host, rounds, log, nursery):
         busy = _Writer("busy", host, log)
         busy.plan = SimpleNamespace(entries=(1, 2), apply=())  # (two requests' entries in one turn)
         rounds.enter()
@@ -371,4 +369,3 @@ async def test_after_a_round_of_many_entries_a_readers_round_waits_for_the_round
         rounds.want(_Leader("y", rounds, log))
         rounds.leave()
         assert log == ["send y", "after", "batch y", "after"] and rounds.inline_rounds == 2
-        nursery.cancel_scope.cancel()
