@@ -306,8 +306,6 @@ class LeaderMixin:
         state = pr.state  # is_paused(), inlined: this runs for every follower on every Ready
         cfg = self.cfg
         log = self.log
-        last = log.last
-        nxt = pr.next
         if state is ProgressState.REPLICATE:
             inflights = pr.inflights
             if inflights.full():
@@ -317,11 +315,13 @@ class LeaderMixin:
                 and pr.sent_count > 1
                 and len(inflights)
                 and not force_commit
-                and last - nxt < cfg.max_msg_entries
+                and log.last - pr.next < cfg.max_msg_entries
             ):
                 return False  # (they go together once the append in flight is answered: ``RaftConfig``)
         elif state is ProgressState.SNAPSHOT or pr.probe_sent:
             return False
+        last = log.last
+        nxt = pr.next
         commit = log.committed
         if nxt > last and (pr.sent_commit >= commit or not force_commit):
             # Nothing new to send. A commit index alone rides on the next append or heartbeat, unless asked.

@@ -449,8 +449,7 @@ class MuxConnection:
         while True:
             event = codec.next_event()
             if isinstance(event, c.NeedData):
-                if self._held:
-                    self._leave()
+                self._leave()
                 try:
                     chunk = await self._receive(stream, read_size)
                 except Exception as exc:  # broken, closed, OSError, or whatever a TLS layer raises
